@@ -1,0 +1,51 @@
+# tagrate: `make run` starts the whole system, `make test` runs the tests.
+# Both create the virtual environment and generate the gRPC stubs first.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.tagrate-installed
+PROTOS := $(shell find protos -name '*.proto')
+STUBS  := gen/tagrate/PROTOS_SHA256
+# Source folders put on the venv's import path (no packaging step needed).
+SRC_DIRS := common gen gateway dataset-service tagger-service rater-service trainer-service
+
+.PHONY: run test lint format protos check-protos bench venv clean
+
+run: $(STUBS)
+	$(PY) -m tagrate_common.supervisor
+
+test: $(STUBS)
+	$(PY) protos/generate.py --check
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+protos: $(STAMP)
+	$(PY) protos/generate.py
+
+check-protos: $(STAMP)
+	$(PY) protos/generate.py --check
+
+bench: $(STUBS)
+	$(PY) -m bench $(BENCH_ARGS)
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -c 'import site, pathlib, sys; pathlib.Path(site.getsitepackages()[0], "tagrate.pth").write_text("".join(str(pathlib.Path(d).resolve()) + "\n" for d in sys.argv[1:]))' $(SRC_DIRS)
+	touch $@
+
+$(STUBS): $(PROTOS) protos/generate.py $(STAMP)
+	$(PY) protos/generate.py
+
+clean:
+	rm -rf $(VENV) gen .pytest_cache .ruff_cache

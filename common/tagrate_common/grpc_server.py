@@ -1,0 +1,183 @@
+"""The gRPC server bootstrap every service uses.
+
+:class:`GrpcServer` builds a ``grpc.server`` with
+
+* the standard ``grpc.health.v1`` health service and server reflection
+  (``grpcurl`` works against every service),
+* message size limits that fit the upload limits,
+* an interceptor that restores the caller's request id, logs and measures
+  every call, and maps :class:`~tagrate_common.errors.TagrateError` to a
+  status code in one place (unexpected exceptions become INTERNAL with the
+  request id, never a stack trace on the wire),
+* graceful shutdown: on SIGTERM/SIGINT health turns NOT_SERVING, new calls
+  are refused and in-flight calls get ``shutdown_grace_seconds`` to finish.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .config import ServiceSettings
+from .errors import TagrateError, error_metadata
+from .logging import REQUEST_ID_HEADER, new_request_id, request_id_var
+from .metrics import GRPC_SERVER_HANDLED, GRPC_SERVER_SECONDS, start_metrics_server
+
+log = logging.getLogger(__name__)
+
+_QUIET_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def grpc_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+
+
+class _ServiceInterceptor(grpc.ServerInterceptor):
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def intercept_service(self, continuation, handler_call_details):  # type: ignore[override]
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        quiet = method.startswith(_QUIET_METHODS)
+        name = method.rsplit("/", 1)[-1]
+        if handler.unary_unary:
+            return handler._replace(unary_unary=self._wrap_unary(handler.unary_unary, name, quiet))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=self._wrap_stream(handler.unary_stream, name, quiet))
+        return handler  # client-streaming methods are not used by tagrate
+
+    def _begin(self, context: grpc.ServicerContext) -> contextvars.Token[str]:
+        metadata = dict(context.invocation_metadata() or ())
+        return request_id_var.set(metadata.get(REQUEST_ID_HEADER) or new_request_id())
+
+    def _fail(self, exc: BaseException, context: grpc.ServicerContext, method: str) -> tuple[grpc.StatusCode, str]:
+        """The status for a failed call; TagrateErrors also carry their code
+        and kind in trailing metadata so the caller can rebuild them."""
+        if isinstance(exc, TagrateError):
+            context.set_trailing_metadata(error_metadata(exc))
+            return exc.grpc_status, exc.message
+        log.exception("%s failed unexpectedly", method)
+        return grpc.StatusCode.INTERNAL, f"internal error in the {self.service} service (request id {request_id_var.get()})"
+
+    def _finish(self, method: str, code: grpc.StatusCode, start: float, quiet: bool) -> None:
+        elapsed = time.perf_counter() - start
+        GRPC_SERVER_HANDLED.labels(self.service, method, code.name).inc()
+        GRPC_SERVER_SECONDS.labels(self.service, method).observe(elapsed)
+        level = logging.DEBUG if quiet else (logging.INFO if code == grpc.StatusCode.OK else logging.WARNING)
+        log.log(level, "rpc %s %s", method, code.name, extra={"ms": round(elapsed * 1000, 2)})
+
+    def _wrap_unary(self, behavior: Callable, method: str, quiet: bool) -> Callable:
+        def wrapped(request, context):
+            token = self._begin(context)
+            start, code = time.perf_counter(), grpc.StatusCode.OK
+            try:
+                return behavior(request, context)
+            except Exception as exc:
+                code, details = self._fail(exc, context, method)
+                context.abort(code, details)  # raises
+            finally:
+                self._finish(method, code, start, quiet)
+                request_id_var.reset(token)
+
+        return wrapped
+
+    def _wrap_stream(self, behavior: Callable, method: str, quiet: bool) -> Callable:
+        def wrapped(request, context) -> Iterator:
+            token = self._begin(context)
+            start, code = time.perf_counter(), grpc.StatusCode.OK
+            try:
+                yield from behavior(request, context)
+            except Exception as exc:
+                code, details = self._fail(exc, context, method)
+                context.abort(code, details)  # raises
+            finally:
+                self._finish(method, code, start, quiet)
+                request_id_var.reset(token)
+
+        return wrapped
+
+
+
+class GrpcServer:
+    """A tagrate gRPC server.
+
+    ``services`` are ``(add_XServicer_to_server, servicer, "pkg.Service")``
+    triples. ``on_shutdown`` runs after in-flight calls have drained.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        settings: ServiceSettings,
+        services: list[tuple[Callable[[Any, grpc.Server], None], Any, str]],
+        on_shutdown: Callable[[], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self._on_shutdown = on_shutdown
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"{name}-rpc"),
+            interceptors=[_ServiceInterceptor(name)],
+            options=grpc_options(settings.max_message_bytes),
+            maximum_concurrent_rpcs=settings.workers * 8,
+        )
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        names = [full_name for _, _, full_name in services]
+        for add, servicer, _ in services:
+            add(servicer, self._server)
+        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server)
+        self._service_names = names
+        self.port = 0
+        self._stopped = threading.Event()
+
+    def start(self) -> int:
+        """Binds, starts serving and marks every service SERVING; returns the port."""
+        address = f"{self.settings.host}:{self.settings.port}"
+        self.port = self._server.add_insecure_port(address)
+        if not self.port:
+            raise RuntimeError(f"cannot bind the {self.name} gRPC server to {address}")
+        self._server.start()
+        for name in ["", *self._service_names]:
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        start_metrics_server(self.settings.metrics_port)
+        log.info("%s listening on %s:%d", self.name, self.settings.host, self.port)
+        return self.port
+
+    def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING first (so balancers stop sending), then drain and stop."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        log.info("%s shutting down; draining in-flight calls for up to %.1fs", self.name, grace)
+        self.health.enter_graceful_shutdown()
+        self._server.stop(grace).wait()
+        if self._on_shutdown:
+            self._on_shutdown()
+        log.info("%s stopped", self.name)
+
+    def serve_forever(self) -> None:
+        """Starts, then blocks until SIGTERM or SIGINT and shuts down gracefully."""
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        self.start()
+        stop.wait()
+        self.stop()
