@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .images import ImageLimits
+
 # The one place the default ports live. The gateway's backend addresses and
 # every service's listen port default to these.
 DEFAULT_PORTS = {
@@ -23,17 +25,28 @@ DEFAULT_METRICS_PORTS = {"tagger": 9151, "rater": 9152, "dataset": 9153, "traine
 MiB = 1024 * 1024
 
 
+def _common(default, description: str, name: str, **kw):
+    """A setting every process shares: always read from ``TAGRATE_<NAME>``,
+    whatever prefix the service's own settings use."""
+    return Field(default, validation_alias=f"TAGRATE_{name}", description=description, **kw)
+
+
 class CommonSettings(BaseSettings):
-    """Settings every process reads, under the ``TAGRATE_`` prefix."""
+    """Settings every process reads (``TAGRATE_*``). Subclasses set their own
+    ``env_prefix`` for their own fields; keyword arguments use field names."""
 
-    model_config = SettingsConfigDict(env_prefix="TAGRATE_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
 
-    data_dir: Path = Field(Path("data"), description="Root of all persistent data (one sub-folder per service).")
-    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
-    log_format: str = Field("text", pattern="^(text|json)$", description="`text` for people, `json` for collectors.")
-    max_upload_bytes: int = Field(20 * MiB, gt=0, description="Per-file upload limit.")
-    max_image_pixels: int = Field(50_000_000, gt=0, description="Decoded-pixel limit (decompression bombs).")
-    max_bulk_files: int = Field(64, gt=0, description="Files per bulk request.")
+    data_dir: Path = _common(Path("data"), "Root of all persistent data (one sub-folder per service).", "DATA_DIR")
+    log_level: str = _common("INFO", "DEBUG, INFO, WARNING or ERROR.", "LOG_LEVEL")
+    log_format: str = _common("text", "`text` for people, `json` for log collectors.", "LOG_FORMAT", pattern="^(text|json)$")
+    max_upload_bytes: int = _common(20 * MiB, "Per-file upload limit in bytes.", "MAX_UPLOAD_BYTES", gt=0)
+    max_image_pixels: int = _common(50_000_000, "Decoded-pixel limit per image (decompression bombs).", "MAX_IMAGE_PIXELS", gt=0)
+    max_bulk_files: int = _common(64, "Files per bulk request.", "MAX_BULK_FILES", gt=0)
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        return ImageLimits(self.max_upload_bytes, self.max_image_pixels)
 
     @property
     def max_message_bytes(self) -> int:
