@@ -39,9 +39,13 @@ class CommonSettings(BaseSettings):
 
     data_dir: Path = _common(Path("data"), "Root of all persistent data (one sub-folder per service).", "DATA_DIR")
     log_level: str = _common("INFO", "DEBUG, INFO, WARNING or ERROR.", "LOG_LEVEL")
-    log_format: str = _common("text", "`text` for people, `json` for log collectors.", "LOG_FORMAT", pattern="^(text|json)$")
+    log_format: str = _common(
+        "text", "`text` for people, `json` for log collectors.", "LOG_FORMAT", pattern="^(text|json)$"
+    )
     max_upload_bytes: int = _common(20 * MiB, "Per-file upload limit in bytes.", "MAX_UPLOAD_BYTES", gt=0)
-    max_image_pixels: int = _common(50_000_000, "Decoded-pixel limit per image (decompression bombs).", "MAX_IMAGE_PIXELS", gt=0)
+    max_image_pixels: int = _common(
+        50_000_000, "Decoded-pixel limit per image (decompression bombs).", "MAX_IMAGE_PIXELS", gt=0
+    )
     max_bulk_files: int = _common(64, "Files per bulk request.", "MAX_BULK_FILES", gt=0)
 
     @property
@@ -62,4 +66,10 @@ class ServiceSettings(CommonSettings):
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus HTTP port; 0 disables it.")
     workers: int = Field(16, gt=0, description="gRPC worker threads (concurrent calls).")
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="How long SIGTERM waits for in-flight calls.")
+    shutdown_notice_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="On SIGTERM, how long to report NOT_SERVING while still serving, so load balancers and "
+        "Kubernetes readiness probes stop sending calls before the server stops accepting them.",
+    )
     call_timeout_seconds: float = Field(30.0, gt=0, description="Deadline for this service's outgoing calls.")

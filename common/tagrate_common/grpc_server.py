@@ -73,7 +73,8 @@ class _ServiceInterceptor(grpc.ServerInterceptor):
             context.set_trailing_metadata(error_metadata(exc))
             return exc.grpc_status, exc.message
         log.exception("%s failed unexpectedly", method)
-        return grpc.StatusCode.INTERNAL, f"internal error in the {self.service} service (request id {request_id_var.get()})"
+        rid = request_id_var.get()
+        return grpc.StatusCode.INTERNAL, f"internal error in the {self.service} service (request id {rid})"
 
     def _finish(self, method: str, code: grpc.StatusCode, start: float, quiet: bool) -> None:
         elapsed = time.perf_counter() - start
@@ -111,7 +112,6 @@ class _ServiceInterceptor(grpc.ServerInterceptor):
                 request_id_var.reset(token)
 
         return wrapped
-
 
 
 class GrpcServer:
@@ -168,6 +168,8 @@ class GrpcServer:
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         log.info("%s shutting down; draining in-flight calls for up to %.1fs", self.name, grace)
         self.health.enter_graceful_shutdown()
+        if self.settings.shutdown_notice_seconds:
+            time.sleep(self.settings.shutdown_notice_seconds)
         self._server.stop(grace).wait()
         if self._on_shutdown:
             self._on_shutdown()

@@ -27,9 +27,7 @@ def user_name(value: str | None, param: str = "user", allow_all: bool = False) -
             return ALL_USERS
         raise InvalidArgument(f"'{param}' cannot be '{ALL_USERS}': that name is reserved", "invalid_user")
     if not USER_NAME_RE.fullmatch(value) or set(value) == {"."}:
-        raise InvalidArgument(
-            f"'{param}' must be 1-64 characters of letters, digits, '_', '.' or '-'", "invalid_user"
-        )
+        raise InvalidArgument(f"'{param}' must be 1-64 characters of letters, digits, '_', '.' or '-'", "invalid_user")
     return value
 
 
@@ -51,10 +49,11 @@ def rating(value: str | float | None, param: str = "rating") -> float:
     """A rating in [0, 1]; NaN and infinities are refused."""
     if value is None or (isinstance(value, str) and value.strip() == ""):
         raise missing(param)
+    problem = InvalidArgument(f"'{param}' must be a number between 0 and 1, got {str(value)[:40]!r}", "invalid_rating")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise InvalidArgument(f"'{param}' must be a number between 0 and 1, got {str(value)[:40]!r}", "invalid_rating") from None
+        raise problem from None
     if not math.isfinite(number) or not 0.0 <= number <= 1.0:
-        raise InvalidArgument(f"'{param}' must be a number between 0 and 1, got {str(value)[:40]!r}", "invalid_rating")
+        raise problem
     return number
