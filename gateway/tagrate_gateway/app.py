@@ -1,0 +1,151 @@
+"""The FastAPI application: backends, middleware, error handlers, routes."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from tagrate_common.grpc_client import AsyncBackend
+from tagrate_common.logging import new_request_id, request_id_var
+from tagrate_common.metrics import HTTP_REQUESTS, HTTP_SECONDS
+from tagrate_common.protos import dataset_pb2_grpc, rater_pb2_grpc, tagger_pb2_grpc, trainer_pb2_grpc
+
+from .config import BACKENDS, GatewaySettings
+from .errors import install_error_handlers, internal_error_response
+from .routes import datasets, images, ops, users
+
+log = logging.getLogger("tagrate_gateway")
+
+_STUBS = {
+    "dataset": dataset_pb2_grpc.DatasetServiceStub,
+    "tagger": tagger_pb2_grpc.TaggerServiceStub,
+    "rater": rater_pb2_grpc.RaterServiceStub,
+    "trainer": trainer_pb2_grpc.TrainerServiceStub,
+}
+# A client's id is kept only when it cannot break log lines or headers.
+_CLIENT_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+REQUEST_ID_RESPONSE_HEADER = "X-Request-ID"
+UNMATCHED_ROUTE = "<unmatched>"
+
+
+class RequestContextMiddleware:
+    """Per HTTP request: sets the request id (echoed as ``X-Request-ID`` and
+    forwarded to every backend call), writes one access-log line, records the
+    HTTP metrics by route template, and turns an unexpected exception into
+    the API's 500 body.
+
+    A plain ASGI middleware rather than ``BaseHTTPMiddleware``: the request
+    body stays a stream (uploads are size-checked while they arrive) and the
+    request id context variable is visible to the route."""
+
+    def __init__(self, app: ASGIApp, trust_request_id: bool) -> None:
+        self.app = app
+        self.trust_request_id = trust_request_id
+
+    def _request_id(self, scope: Scope) -> str:
+        if self.trust_request_id:
+            for name, value in scope.get("headers", ()):
+                if name == b"x-request-id":
+                    candidate = value.decode("latin-1")
+                    if _CLIENT_REQUEST_ID_RE.fullmatch(candidate):
+                        return candidate
+                    break
+        return new_request_id()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request_id = self._request_id(scope)
+        token = request_id_var.set(request_id)
+        status, started = 500, False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started, status = True, message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_RESPONSE_HEADER] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            if started:
+                raise  # the response is half sent; only closing the connection is left
+            await internal_error_response()(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = getattr(scope.get("route"), "path", None) or UNMATCHED_ROUTE
+            HTTP_REQUESTS.labels(route, scope["method"], str(status)).inc()
+            HTTP_SECONDS.labels(route, scope["method"]).observe(elapsed)
+            log.info("%s %s %d", scope["method"], scope["path"], status, extra={"ms": round(elapsed * 1000, 1)})
+            request_id_var.reset(token)
+
+
+def create_backends(settings: GatewaySettings) -> dict[str, AsyncBackend]:
+    """One client per backend service; "" addresses stay unconfigured."""
+    return {
+        name: AsyncBackend(
+            name,
+            settings.backend_addr(name),
+            _STUBS[name],
+            settings.backend_timeout(name),
+            settings.max_message_bytes,
+        )
+        for name in BACKENDS
+    }
+
+
+def _without_validation_error_docs(app: FastAPI) -> None:
+    """FastAPI documents a 422 on every route with parameters; the gateway
+    never answers 422 (validation errors are 400s, see errors.py), so the
+    generated schema drops them."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    """The gateway application; its backend channels close on shutdown."""
+    settings = settings or GatewaySettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        for backend in app.state.backends.values():
+            await backend.close()
+
+    app = FastAPI(
+        title="tagrate",
+        summary="Image tagging and personal-taste rating.",
+        description='The REST API of tagrate. Errors are always `{"error": "...", "code": "..."}`.',
+        version="1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.backends = create_backends(settings)
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, trust_request_id=settings.trust_request_id)
+    for module in (images, users, datasets, ops):
+        app.include_router(module.router)
+    _without_validation_error_docs(app)
+    return app

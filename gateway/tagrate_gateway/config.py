@@ -1,0 +1,56 @@
+"""Gateway settings: every environment variable the gateway reads
+(``GATEWAY_*``, plus the shared ``TAGRATE_*`` ones)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+from tagrate_common.config import DEFAULT_PORTS, CommonSettings
+
+KiB = 1024
+
+# The backends the gateway routes to, in the order /readyz reports them.
+BACKENDS = ("dataset", "tagger", "rater", "trainer")
+
+
+def _addr(service: str) -> str:
+    return Field(
+        f"127.0.0.1:{DEFAULT_PORTS[service]}",
+        description=f'host:port of the {service} service; "" means not configured (its routes answer 503).',
+    )
+
+
+class GatewaySettings(CommonSettings):
+    """Where the gateway listens, where its backends are and how long it waits for them."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_")
+
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
+    port: int = Field(DEFAULT_PORTS["gateway"], ge=0, le=65535, description="HTTP port.")
+
+    dataset_addr: str = _addr("dataset")
+    tagger_addr: str = _addr("tagger")
+    rater_addr: str = _addr("rater")
+    trainer_addr: str = _addr("trainer")
+
+    # Deadlines per backend: dataset calls are database work; the model
+    # services run networks on uploads (a full bulk request on a CPU takes a
+    # while), so they get longer.
+    dataset_timeout_seconds: float = Field(10.0, gt=0, description="Deadline for dataset service calls.")
+    tagger_timeout_seconds: float = Field(60.0, gt=0, description="Deadline for tagger service calls.")
+    rater_timeout_seconds: float = Field(60.0, gt=0, description="Deadline for rater service calls.")
+    trainer_timeout_seconds: float = Field(10.0, gt=0, description="Deadline for trainer service calls.")
+    health_timeout_seconds: float = Field(2.0, gt=0, description="Deadline for each backend's health check (/readyz).")
+
+    trust_request_id: bool = Field(
+        True,
+        description="Keep a client's X-Request-ID when it is 1-64 characters of [A-Za-z0-9._-] "
+        "(turn off when the gateway faces untrusted clients directly).",
+    )
+    max_form_field_bytes: int = Field(64 * KiB, gt=0, description="Size limit of one non-file multipart form field.")
+
+    def backend_addr(self, service: str) -> str:
+        return getattr(self, f"{service}_addr")
+
+    def backend_timeout(self, service: str) -> float:
+        return getattr(self, f"{service}_timeout_seconds")

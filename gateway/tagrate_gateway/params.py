@@ -1,0 +1,166 @@
+"""Parsing and validation of the documented query and form parameters.
+
+Routes declare their parameters as optional strings (so /docs lists them) and
+hand them to these functions, which either return the parsed value or raise
+:class:`~tagrate_common.errors.InvalidArgument` with a message that names the
+parameter and says what would be accepted. Unknown extra parameters are never
+looked at, so they are ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from tagrate_common import validation
+from tagrate_common.errors import InvalidArgument
+
+DEFAULT_LIMIT = 60  # the page size existing clients hard-code
+MAX_LIMIT = 1000
+MAX_PAGE = 2**31 - 1  # fits the uint32 on the wire and any SQL offset
+MIN_SIZE, MAX_SIZE = 16, 4096
+MAX_FILTER_TAGS = 50
+MAX_TAG_CHARS = 200
+
+SORT_ORDERS = ("date-desc", "date-asc", "rating-desc", "rating-asc", "name-asc", "name-desc")
+_SORT_ALIASES = {"filename-asc": "name-asc", "filename-desc": "name-desc"}
+RATED_VALUES = ("yes", "no", "all")
+_TRUE = ("true", "1", "yes")
+_FALSE = ("false", "0", "no")
+
+_INTEGER_RE = re.compile(r"[+-]?[0-9]{1,12}")
+# Control characters never occur in tag names, and PostgreSQL refuses NUL in text.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _present(value: str | None) -> bool:
+    return value is not None and value.strip() != ""
+
+
+def _integer(value: str, param: str, low: int, high: int) -> int:
+    text = value.strip()
+    if not _INTEGER_RE.fullmatch(text) or not low <= int(text) <= high:
+        raise InvalidArgument(
+            f"'{param}' must be a whole number from {low} to {high}, got {value[:40]!r}", f"invalid_{param}"
+        )
+    return int(text)
+
+
+def user(value: str | None, param: str = "user") -> str:
+    """A valid user name; ``all`` is refused (see :func:`user_or_all`)."""
+    return validation.user_name(value, param)
+
+
+def user_or_all(value: str | None, param: str = "user") -> str:
+    """A valid user name or ``all``."""
+    return validation.user_name(value, param, allow_all=True)
+
+
+def rating(value: str | None, param: str = "rating") -> float:
+    """A finite rating in [0, 1]."""
+    return validation.rating(value, param)
+
+
+def image(image: str | None, filename: str | None = None) -> str:
+    """A stored image name from ``image`` or its alias ``filename``."""
+    if _present(image) and _present(filename) and image != filename:
+        raise InvalidArgument(
+            "'image' and its alias 'filename' name different images; send only one of them", "conflicting_parameters"
+        )
+    if _present(image):
+        return validation.image_name(image, "image")
+    if _present(filename):
+        return validation.image_name(filename, "filename")
+    raise validation.missing("image")
+
+
+def page(value: str | None) -> int | None:
+    """The 1-based page number, or None when the whole dataset is wanted."""
+    if value is None or value.strip() == "":
+        return None
+    return _integer(value, "page", 1, MAX_PAGE)
+
+
+def limit(value: str | None) -> int:
+    """The page size (1-1000, default 60). Validated whenever it is given,
+    though it only matters together with ``page``."""
+    if value is None or value.strip() == "":
+        return DEFAULT_LIMIT
+    return _integer(value, "limit", 1, MAX_LIMIT)
+
+
+def sort(value: str | None) -> str:
+    """One of :data:`SORT_ORDERS` (``filename-*`` are aliases of ``name-*``)."""
+    if value is None or value.strip() == "":
+        return SORT_ORDERS[0]
+    key = value.strip().lower()
+    key = _SORT_ALIASES.get(key, key)
+    if key not in SORT_ORDERS:
+        allowed = ", ".join([*SORT_ORDERS, *_SORT_ALIASES])
+        raise InvalidArgument(f"'sort' must be one of {allowed}; got {value[:40]!r}", "invalid_sort")
+    return key
+
+
+def rated(value: str | None) -> str:
+    """One of :data:`RATED_VALUES`; ``yes`` by default."""
+    if value is None or value.strip() == "":
+        return RATED_VALUES[0]
+    key = value.strip().lower()
+    if key not in RATED_VALUES:
+        raise InvalidArgument(f"'rated' must be one of {', '.join(RATED_VALUES)}; got {value[:40]!r}", "invalid_rated")
+    return key
+
+
+@dataclass(frozen=True)
+class TagFilter:
+    """Tags an image must all have, and tags it must have none of."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+
+def filters(value: str | None) -> TagFilter:
+    """Comma-separated tag names: trimmed, lowercased, empty items ignored,
+    ``-tag`` excludes. Tag names are otherwise taken literally (quotes,
+    ``%``, ``;`` are ordinary characters in a tag such as ``jack-o'-lantern``)."""
+    include: list[str] = []
+    exclude: list[str] = []
+    for raw in (value or "").split(","):
+        item = raw.strip().lower()
+        target = include
+        if item.startswith("-"):
+            item, target = item[1:].strip(), exclude
+        if not item:
+            continue
+        if len(item) > MAX_TAG_CHARS:
+            raise InvalidArgument(
+                f"'filters' has a tag longer than {MAX_TAG_CHARS} characters ({item[:40]!r}...)", "invalid_filters"
+            )
+        if _CONTROL_RE.search(item):
+            raise InvalidArgument("'filters' must not contain control characters", "invalid_filters")
+        if item not in target:
+            target.append(item)
+    if len(include) + len(exclude) > MAX_FILTER_TAGS:
+        raise InvalidArgument(
+            f"'filters' may name at most {MAX_FILTER_TAGS} tags, got {len(include) + len(exclude)}", "invalid_filters"
+        )
+    return TagFilter(tuple(include), tuple(exclude))
+
+
+def size(value: str | None) -> int | None:
+    """The longest side wanted (16-4096 pixels), or None for the original."""
+    if value is None or value.strip() == "":
+        return None
+    return _integer(value, "size", MIN_SIZE, MAX_SIZE)
+
+
+def boolean(value: str | None, param: str, default: bool = False) -> bool:
+    """``true/false``, ``1/0`` or ``yes/no`` (any case)."""
+    if value is None or value.strip() == "":
+        return default
+    key = value.strip().lower()
+    if key in _TRUE:
+        return True
+    if key in _FALSE:
+        return False
+    raise InvalidArgument(f"'{param}' must be true or false (or 1/0, yes/no); got {value[:40]!r}", f"invalid_{param}")

@@ -1,0 +1,83 @@
+"""Stored images and their tags: /getimage, /getimagetags (dataset service)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import Response
+from tagrate_common.protos import dataset_pb2
+
+from .. import params
+from ..deps import DatasetDep
+from ..errors import error_responses
+
+router = APIRouter(tags=["images"])
+
+ImageQuery = Annotated[str | None, Query(description="Stored image name, `<sha256>.<ext>`.")]
+FilenameQuery = Annotated[str | None, Query(description="Alias of `image` (sent by older clients).")]
+# The stored bytes (and each resized version) never change under a name.
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+def _entity_tags(header: str | None) -> list[str]:
+    """The opaque tags of an If-None-Match header, quotes and W/ removed."""
+    if not header:
+        return []
+    tags = []
+    for item in header.split(","):
+        item = item.strip()
+        if item.startswith("W/"):
+            item = item[2:]
+        tags.append(item.strip('"'))
+    return [t for t in tags if t]
+
+
+@router.get(
+    "/getimage",
+    summary="A stored image file",
+    response_class=Response,
+    responses={
+        200: {"description": "The image bytes.", "content": {"image/*": {}}},
+        304: {"description": "The client's copy (If-None-Match) is current."},
+        **error_responses(400, 404, 503, 504),
+    },
+)
+async def get_image(
+    dataset: DatasetDep,
+    image: ImageQuery = None,
+    filename: FilenameQuery = None,
+    size: Annotated[
+        str | None, Query(description="Longest side in pixels, 16-4096 (aspect kept, never upscaled).")
+    ] = None,
+    if_none_match: Annotated[str | None, Header(description="An ETag from an earlier answer.")] = None,
+) -> Response:
+    name = params.image(image, filename)
+    longest = params.size(size)
+    tags = _entity_tags(if_none_match)
+    reply = await dataset.call(
+        "GetImage",
+        dataset_pb2.GetImageRequest(image=name, size=longest or 0, if_none_match=tags[0] if len(tags) == 1 else ""),
+    )
+    headers = {"ETag": f'"{reply.etag}"', "Cache-Control": IMMUTABLE}
+    if reply.not_modified or "*" in tags or reply.etag in tags:
+        return Response(status_code=304, headers=headers)
+    return Response(reply.data, media_type=reply.content_type, headers=headers)
+
+
+@router.get("/getimagetags", summary="A stored image's tags", responses=error_responses(400, 404, 503, 504))
+async def get_image_tags(
+    dataset: DatasetDep,
+    image: ImageQuery = None,
+    filename: FilenameQuery = None,
+    scores: Annotated[str | None, Query(description="`true`: `[tag, score]` pairs, highest score first.")] = None,
+) -> dict[str, Any]:
+    name = params.image(image, filename)
+    with_scores = params.boolean(scores, "scores")
+    reply = await dataset.call("GetImageTags", dataset_pb2.GetImageTagsRequest(image=name))
+    if with_scores:
+        ranked = sorted(reply.tags, key=lambda t: (-t.score, t.name))
+        tags: list[Any] = [[t.name, round(t.score, 4)] for t in ranked]
+    else:
+        tags = sorted(t.name for t in reply.tags)
+    return {"image": reply.image or name, "tagged": reply.tagged, "model": reply.model_id or None, "tags": tags}
