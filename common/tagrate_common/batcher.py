@@ -1,0 +1,219 @@
+"""Dynamic batching, Triton-style: items submitted one at a time by many
+concurrent callers run through a model together.
+
+One worker thread owns the batch function. It waits for the first item, then
+keeps gathering until the batch holds ``max_batch_size`` items or the oldest
+item has waited ``max_queue_delay_ms``, and calls the batch function ONCE for
+the lot; each caller's future then gets its own result (or the batch's
+exception). While a batch runs, new items queue up, so under load batches fill
+without any added delay, and with a single caller the delay is the only cost.
+
+Callers do their own decoding and preprocessing in their own threads before
+submitting, so that work overlaps with the forward pass of the batch before.
+
+The queue is bounded: a submit that finds it full raises
+:class:`~tagrate_common.errors.Overloaded` at once (RESOURCE_EXHAUSTED on the
+wire, 503 at the gateway) instead of letting latency grow without limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from .errors import DeadlineExceeded, Overloaded, Unavailable
+
+log = logging.getLogger(__name__)
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+_FOREVER = 86_400.0  # longer waits than a day count as no timeout at all
+
+BATCH_SIZE = Histogram(
+    "tagrate_batcher_batch_size",
+    "Items per call of the batch function.",
+    ["batcher"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+BATCH_SECONDS = Histogram(
+    "tagrate_batcher_batch_seconds",
+    "Time in the batch function per batch.",
+    ["batcher"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+QUEUE_DEPTH = Gauge("tagrate_batcher_queue_depth", "Items waiting for a batch.", ["batcher"])
+REJECTED = Counter("tagrate_batcher_rejected_total", "Items refused because the queue was full.", ["batcher"])
+
+
+@dataclass
+class _Pending(Generic[ItemT, ResultT]):
+    item: ItemT
+    enqueued: float
+    future: Future[ResultT] = field(default_factory=Future)
+
+
+class DynamicBatcher(Generic[ItemT, ResultT]):
+    """Gathers items from concurrent callers into batches for ``run_batch``.
+
+    ``run_batch(items)`` must return one result per item, in order; it always
+    runs on the batcher's own worker thread, one batch at a time. With
+    ``enabled=False`` every item runs alone (batch size 1, no delay), which is
+    the unbatched baseline benchmarks compare against.
+    """
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[ItemT]], Sequence[ResultT]],
+        *,
+        max_batch_size: int = 32,
+        max_queue_delay_ms: float = 5.0,
+        max_queue_size: int = 256,
+        enabled: bool = True,
+        name: str = "model",
+    ) -> None:
+        if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_ms < 0:
+            raise ValueError("max_batch_size and max_queue_size must be >= 1, max_queue_delay_ms >= 0")
+        self.name = name
+        self.max_batch_size = max_batch_size if enabled else 1
+        self.max_queue_delay = max_queue_delay_ms / 1000 if enabled else 0.0
+        self.max_queue_size = max_queue_size
+        self._run_batch = run_batch
+        self._queue: deque[_Pending[ItemT, ResultT]] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.batches_run = 0
+        self.items_run = 0
+        self._depth = QUEUE_DEPTH.labels(name)
+        self._worker = threading.Thread(target=self._work, name=f"{name}-batcher", daemon=True)
+        self._worker.start()
+
+    # -- callers -------------------------------------------------------------
+
+    def submit(self, item: ItemT) -> Future[ResultT]:
+        """Queues one item; the future resolves to its result. Never blocks:
+        raises Overloaded when the queue is full, Unavailable once closed."""
+        return self.submit_many([item])[0]
+
+    def submit_many(self, items: Sequence[ItemT]) -> list[Future[ResultT]]:
+        """Queues several items at once, all or none (a bulk request is not
+        half-accepted). Raises like :meth:`submit`."""
+        now = time.monotonic()
+        pending = [_Pending[ItemT, ResultT](item, now) for item in items]
+        with self._cond:
+            if self._closed:
+                raise Unavailable(f"the {self.name} is shutting down; retry on another replica", "shutting_down")
+            if len(self._queue) + len(pending) > self.max_queue_size:
+                REJECTED.labels(self.name).inc(len(pending))
+                raise Overloaded(
+                    f"the {self.name} is overloaded ({len(self._queue)} images queued, limit "
+                    f"{self.max_queue_size}); retry shortly"
+                )
+            self._queue.extend(pending)
+            self._depth.set(len(self._queue))
+            self._cond.notify_all()
+        return [p.future for p in pending]
+
+    def run(self, item: ItemT, timeout: float | None = None) -> ResultT:
+        """Submits one item and blocks for its result (for thread-pool RPC
+        handlers). Raises the batch's exception, or DeadlineExceeded after
+        ``timeout`` seconds (the item is then dropped if not yet running)."""
+        return self.wait([self.submit(item)], timeout)[0]
+
+    def run_many(self, items: Sequence[ItemT], timeout: float | None = None) -> list[ResultT]:
+        """:meth:`submit_many`, then blocks for every result, in order."""
+        return self.wait(self.submit_many(items), timeout)
+
+    def wait(self, futures: Sequence[Future[ResultT]], timeout: float | None = None) -> list[ResultT]:
+        """The results of ``futures`` in order, within ``timeout`` seconds in
+        total. On any failure the others are cancelled where not yet running."""
+        if timeout is not None and timeout > _FOREVER:
+            timeout = None  # gRPC reports "no deadline" as an enormous time remaining
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            results = []
+            for future in futures:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                results.append(future.result(remaining))
+            return results
+        except TimeoutError:
+            raise DeadlineExceeded(f"the {self.name} did not finish within the call's deadline") from None
+        finally:
+            for future in futures:
+                future.cancel()  # no-op for finished or running ones
+
+    # -- lifecycle -----------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called (new items are refused)."""
+        return self._closed
+
+    @property
+    def queue_depth(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stops accepting items, finishes everything already queued, then
+        stops the worker (waiting up to ``timeout`` seconds for it)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._worker.join(timeout)
+
+    # -- worker --------------------------------------------------------------
+
+    def _next_batch(self) -> list[_Pending[ItemT, ResultT]] | None:
+        """Blocks until a batch is due; None once closed and drained."""
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            # The oldest item waits at most max_queue_delay for company. Items
+            # that queued up while the previous batch ran are usually past it.
+            deadline = self._queue[0].enqueued + self.max_queue_delay
+            while len(self._queue) < self.max_batch_size and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            count = min(len(self._queue), self.max_batch_size)
+            batch = [self._queue.popleft() for _ in range(count)]
+            self._depth.set(len(self._queue))
+        # Callers that gave up (timed out) before their item started are skipped.
+        return [p for p in batch if p.future.set_running_or_notify_cancel()]
+
+    def _work(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            if batch:
+                self._execute(batch)
+
+    def _execute(self, batch: list[_Pending[ItemT, ResultT]]) -> None:
+        start = time.perf_counter()
+        try:
+            results = self._run_batch([p.item for p in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"{self.name} batch function returned {len(results)} results for {len(batch)} items")
+        except Exception as exc:
+            if not isinstance(exc, Overloaded | Unavailable | DeadlineExceeded):
+                log.exception("%s batch of %d failed", self.name, len(batch))
+            for p in batch:
+                p.future.set_exception(exc)
+        else:
+            for p, result in zip(batch, results, strict=True):
+                p.future.set_result(result)
+        finally:
+            self.batches_run += 1
+            self.items_run += len(batch)
+            BATCH_SIZE.labels(self.name).observe(len(batch))
+            BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - start)
