@@ -1,0 +1,112 @@
+"""Turning a decoded image into the array a vision model expects.
+
+Two resize modes cover the models tagrate loads:
+
+* ``shorter_side_crop`` (the embedded EfficientNet-Lite0): shorter side to
+  ``resize_size`` with bicubic filtering, then a centre crop of
+  ``input_size`` -- exactly what ARCHITECTURE.md specifies;
+* ``pad_square`` (WD tagger v3): padded to a white square, then resized to
+  ``input_size``, as the reference tagger does, so nothing is cropped away.
+
+Normalisation is ``(x - mean) / std`` per channel on 0-255 values in the
+model's channel order (EfficientNet-Lite uses 127/128, not the usual ImageNet
+mean/std; WD v3 wants raw 0-255 BGR). Transparent pixels are composited on
+white first, as the WD reference does and as a person sees such an image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps
+
+ResizeMode = Literal["shorter_side_crop", "pad_square"]
+WHITE = (255, 255, 255)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How one model wants its input; calling it converts one image."""
+
+    input_size: int
+    resize: ResizeMode
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    # shorter_side_crop only: the shorter side's length before the crop.
+    resize_size: int | None = None
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """One image as float32, CHW or HWC per ``layout`` (no batch axis)."""
+        rgb = to_rgb(image)
+        if self.resize == "shorter_side_crop":
+            rgb = resize_shorter_side(rgb, self.resize_size or self.input_size)
+            rgb = center_crop(rgb, self.input_size)
+        else:
+            rgb = pad_to_square(rgb)
+            if rgb.size != (self.input_size, self.input_size):
+                rgb = rgb.resize((self.input_size, self.input_size), Image.Resampling.BICUBIC)
+        pixels = np.asarray(rgb, dtype=np.float32)
+        if self.channel_order == "BGR":
+            pixels = pixels[:, :, ::-1]
+        if self.mean != (0.0, 0.0, 0.0) or self.std != (1.0, 1.0, 1.0):
+            pixels = (pixels - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        if self.layout == "NCHW":
+            pixels = pixels.transpose(2, 0, 1)
+        return np.ascontiguousarray(pixels, dtype=np.float32)
+
+
+# ARCHITECTURE.md's preprocessing for the embedded EfficientNet-Lite0.
+EFFICIENTNET_LITE = Preprocessing(
+    input_size=224, resize="shorter_side_crop", resize_size=256, mean=(127.0,) * 3, std=(128.0,) * 3
+)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB, upright (EXIF orientation applied), transparency
+    composited on white; 16-bit greyscale is scaled, not clipped."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float32)
+        if image.mode != "F" and values.max(initial=0) > 255:
+            values = values / 257.0  # 16-bit range onto 0-255
+        image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), "L")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        canvas = Image.new("RGBA", image.size, (*WHITE, 255))
+        canvas.alpha_composite(image.convert("RGBA"))
+        return canvas.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
+    """Scales so the shorter side is ``size`` (bicubic), keeping the aspect
+    ratio; the longer side is truncated like torchvision's Resize."""
+    width, height = image.size
+    if width <= height:
+        target = (size, max(1, int(size * height / width)))
+    else:
+        target = (max(1, int(size * width / height)), size)
+    return image if target == image.size else image.resize(target, Image.Resampling.BICUBIC)
+
+
+def center_crop(image: Image.Image, size: int) -> Image.Image:
+    """The central ``size`` x ``size`` square (the image must be at least that big)."""
+    width, height = image.size
+    left = round((width - size) / 2)
+    top = round((height - size) / 2)
+    return image.crop((left, top, left + size, top + size))
+
+
+def pad_to_square(image: Image.Image) -> Image.Image:
+    """Centres the image on a white square whose side is its longer side."""
+    width, height = image.size
+    side = max(width, height)
+    if width == height:
+        return image
+    canvas = Image.new("RGB", (side, side), WHITE)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
