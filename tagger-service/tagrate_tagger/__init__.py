@@ -1,0 +1,1 @@
+"""The tagger service: runs the tagging model over uploaded images."""

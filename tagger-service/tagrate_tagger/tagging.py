@@ -1,0 +1,169 @@
+"""Images in, tags out: the tagger's domain logic, free of gRPC.
+
+A call validates its parameters and every file's header first (cheap, so a
+bad last file fails the call before any decoding), then decodes and
+preprocesses each image in the calling thread and hands it to the shared
+:class:`DynamicBatcher` at once, so the model already works on the first
+images of a bulk call while later ones are still being decoded, and images
+from concurrent calls share forward passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+
+import numpy as np
+from tagrate_common.batcher import DynamicBatcher
+from tagrate_common.errors import InvalidArgument, PayloadTooLarge, TagrateError
+from tagrate_common.images import ImageLimits, check_header, decode_image
+from tagrate_common.vision.modeldir import ImageModel
+
+from .config import TaggerSettings
+
+log = logging.getLogger(__name__)
+
+TagList = list[tuple[str, float]]
+
+
+@contextlib.contextmanager
+def naming_file(index: int, filename: str) -> Iterator[None]:
+    """Re-raises an image error so its message starts with the file's
+    position (1-based, upload order) and name: "file 2 ('x.txt') is not ..."."""
+    try:
+        yield
+    except TagrateError as exc:
+        # images.py starts its messages with the quoted name, or with
+        # "the uploaded file" when the client sent none.
+        label = f"'{filename}'" if filename else "the uploaded file"
+        named = f"file {index} ({label})" if filename else f"file {index}"
+        message = named + exc.message[len(label) :] if exc.message.startswith(label) else f"{named}: {exc.message}"
+        raise type(exc)(message, exc.code) from None
+
+
+class Tagger:
+    """Tags images with one loaded model through one dynamic batcher."""
+
+    def __init__(
+        self,
+        model: ImageModel,
+        *,
+        limits: ImageLimits,
+        max_bulk_files: int,
+        threshold: float | None = None,
+        batching: bool = True,
+        max_batch_size: int = 32,
+        max_queue_delay_ms: float = 5.0,
+        max_queue_size: int = 512,
+    ) -> None:
+        self.model = model
+        self.limits = limits
+        self.max_bulk_files = max_bulk_files
+        self.default_thresholds = (
+            np.full(model.label_count, threshold, np.float32) if threshold is not None else model.default_thresholds
+        )
+        self.default_threshold = threshold if threshold is not None else model.manifest.default_threshold
+        self.batcher: DynamicBatcher[np.ndarray, np.ndarray] = DynamicBatcher(
+            self.predict_batch,
+            max_batch_size=max_batch_size,
+            max_queue_delay_ms=max_queue_delay_ms,
+            max_queue_size=max_queue_size,
+            enabled=batching,
+            name="tagger",
+        )
+
+    @classmethod
+    def from_settings(cls, model: ImageModel, settings: TaggerSettings) -> Tagger:
+        return cls(
+            model,
+            limits=settings.image_limits,
+            max_bulk_files=settings.max_bulk_files,
+            threshold=settings.threshold,
+            batching=settings.batching,
+            max_batch_size=settings.max_batch_size,
+            max_queue_delay_ms=settings.max_queue_delay_ms,
+            max_queue_size=settings.max_queue_size,
+        )
+
+    @property
+    def model_id(self) -> str:
+        return self.model.model_id
+
+    def predict_batch(self, images: list[np.ndarray]) -> np.ndarray:
+        """One forward pass over preprocessed images; rows are per-image scores."""
+        return self.model.predict(np.stack(images))
+
+    def warm_up(self) -> None:
+        """Runs the model before serving, at the batch sizes it will see
+        (on a GPU, kernels are chosen per shape; on a CPU one pass does)."""
+        sizes = (1,) if self.model.device == "cpu" else (1, self.batcher.max_batch_size)
+        self.model.warm_up(sizes)
+        log.info("model %s warmed up (batch sizes %s)", self.model_id, sizes)
+
+    def tag(
+        self,
+        files: Sequence[tuple[bytes, str]],
+        threshold: float | None = None,
+        limit: int = 0,
+        timeout: float | None = None,
+    ) -> list[TagList]:
+        """Tags for each ``(data, filename)`` in order: highest score first,
+        only scores at or above ``threshold`` (default: the model's own), at
+        most ``limit`` per image (0: no limit). Any invalid file fails the
+        whole call with an error naming it."""
+        self._check_request(len(files), threshold, limit)
+        for index, (data, filename) in enumerate(files, start=1):
+            with naming_file(index, filename):
+                check_header(data, filename, self.limits)
+        futures: list[Future[np.ndarray]] = []
+        try:
+            for index, (data, filename) in enumerate(files, start=1):
+                with naming_file(index, filename):
+                    image = decode_image(data, filename, self.limits)
+                futures.append(self.batcher.submit(self.model.preprocess(image)))
+            scores = self.batcher.wait(futures, timeout)
+        finally:
+            for future in futures:  # a later file failed: drop the queued ones
+                future.cancel()
+        return [self.select(row, threshold, limit) for row in scores]
+
+    def select(self, scores: np.ndarray, threshold: float | None = None, limit: int = 0) -> TagList:
+        """The tags one image's scores earn, highest first. In exclusive
+        categories (a WD rating) only the single best label can qualify."""
+        cutoff = self.default_thresholds if threshold is None else np.full_like(scores, threshold)
+        keep = scores >= cutoff
+        for group in self.model.exclusive_groups:
+            if group.size:
+                best = group[int(np.argmax(scores[group]))]
+                keep[group] = False
+                keep[best] = scores[best] >= cutoff[best]
+        chosen = np.flatnonzero(keep)
+        chosen = chosen[np.argsort(-scores[chosen], kind="stable")]
+        if limit:
+            chosen = chosen[:limit]
+        names = self.model.labels.names
+        return [(names[i], float(scores[i])) for i in chosen]
+
+    def _check_request(self, count: int, threshold: float | None, limit: int) -> None:
+        if count == 0:
+            raise InvalidArgument("no images were sent; upload at least one image file", "missing_parameter")
+        if count > self.max_bulk_files:
+            raise PayloadTooLarge(
+                f"{count} files were sent; at most {self.max_bulk_files} are allowed per request", "too_many_files"
+            )
+        if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+            raise InvalidArgument(
+                f"'threshold' must be a number between 0 and 1, got {threshold:g}", "invalid_threshold"
+            )
+        if not 0 <= limit <= self.model.label_count:
+            raise InvalidArgument(
+                f"'limit' must be between 1 and {self.model.label_count} (the model's label count), got {limit}",
+                "invalid_limit",
+            )
+
+    def close(self) -> None:
+        """Finishes queued work and stops the batcher's worker."""
+        self.batcher.close()
