@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 
-import grpc
 import pytest
 
 from tagrate_common.config import ServiceSettings

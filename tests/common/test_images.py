@@ -51,5 +51,5 @@ def test_resize_keeps_aspect_and_never_upscales():
     assert Image.open(__import__("io").BytesIO(small)).size == (100, 50)
     same, _ = resize_to_fit(data, "JPEG", 1000)
     assert Image.open(__import__("io").BytesIO(same)).size == (400, 200)
-    gif, ctype = resize_to_fit(make_image("GIF", (64, 64)), "GIF", 32)
+    _, ctype = resize_to_fit(make_image("GIF", (64, 64)), "GIF", 32)
     assert ctype == "image/png"

@@ -1,0 +1,1 @@
+"""On-demand benchmarks: ``make bench`` (all) or ``python -m bench NAME``."""

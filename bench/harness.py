@@ -1,0 +1,85 @@
+"""The benchmark harness: run a callable at a given concurrency for a bounded
+number of calls, and print results as a table.
+
+Numbers from one machine are noisy, so benchmarks report ratios measured in
+the same run (e.g. through the gateway vs direct) next to absolute figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Stats:
+    calls: int
+    concurrency: int
+    seconds: float
+    p50_ms: float
+    p95_ms: float
+    errors: int
+
+    @property
+    def per_second(self) -> float:
+        return self.calls / self.seconds if self.seconds else 0.0
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+async def measure(call: Callable[[int], Awaitable[object]], calls: int, concurrency: int, warmup: int = 5) -> Stats:
+    """Runs ``call(i)`` for i in range(calls) with ``concurrency`` workers.
+    Exceptions are counted, not raised: a benchmark reports what happened."""
+    for i in range(warmup):
+        await call(i)
+    latencies: list[float] = []
+    errors = 0
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal next_index, errors
+        while next_index < calls:
+            i = next_index
+            next_index += 1
+            start = time.perf_counter()
+            try:
+                await call(i)
+            except Exception:
+                errors += 1
+            latencies.append((time.perf_counter() - start) * 1000)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    return Stats(calls, concurrency, elapsed, _percentile(latencies, 0.5), _percentile(latencies, 0.95), errors)
+
+
+def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A plain-text table with a title, columns sized to fit."""
+
+    def fmt(value: object) -> str:
+        if isinstance(value, float):
+            return f"{value:.2f}" if abs(value) < 1000 else f"{value:.0f}"
+        return str(value)
+
+    cells = [[fmt(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = "  ".join("-" * w for w in widths)
+    print(f"\n{title}")
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    print(line)
+    for row in cells:
+        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
