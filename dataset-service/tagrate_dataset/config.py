@@ -1,0 +1,86 @@
+"""Settings of the dataset service (``DATASET_*``, plus ``DATABASE_URL`` and
+the shared ``TAGRATE_*`` ones). Every environment variable the service reads
+is declared here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from tagrate_common.config import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, ServiceSettings
+
+
+class DatasetSettings(ServiceSettings):
+    """Where the dataset service listens and keeps its data.
+
+    Paths left unset are derived from ``data_dir``: the SQLite database at
+    ``<data_dir>/dataset/tagrate.db``, blobs under ``<data_dir>/dataset/blobs``
+    and resized versions under ``<data_dir>/dataset/cache``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="DATASET_")
+
+    port: int = Field(DEFAULT_PORTS["dataset"], ge=0, le=65535, description="gRPC port (0 picks a free one).")
+    metrics_port: int = Field(
+        DEFAULT_METRICS_PORTS["dataset"], ge=0, le=65535, description="Prometheus HTTP port; 0 disables it."
+    )
+    database_url: str = Field(
+        "",
+        validation_alias="DATABASE_URL",
+        description="SQLAlchemy URL of the database: `sqlite:///path.db` or `postgresql://user:pass@host/db` "
+        "(psycopg 3 is used for PostgreSQL). Empty: SQLite at <data_dir>/dataset/tagrate.db.",
+    )
+    blob_dir: Path | None = Field(None, description="Original image files. Empty: <data_dir>/dataset/blobs.")
+    cache_dir: Path | None = Field(
+        None, description="Resized versions (GetImage with a size). Empty: <data_dir>/dataset/cache."
+    )
+    db_pool_size: int = Field(8, gt=0, description="Database connections kept open.")
+    db_max_overflow: int = Field(16, ge=0, description="Extra connections opened under load beyond db_pool_size.")
+    sqlite_busy_timeout_seconds: float = Field(
+        30.0, gt=0, description="How long a SQLite write waits for another writer before failing."
+    )
+    write_retries: int = Field(
+        8,
+        gt=0,
+        description="Attempts for a write that lost a race on a unique constraint (e.g. the same new user "
+        "or image added by two calls at once) before giving up.",
+    )
+    userdata_default_limit: int = Field(
+        60, gt=0, description="GetUserData page size when a page but no limit is given."
+    )
+    userdata_max_limit: int = Field(1000, gt=0, description="Largest GetUserData page size.")
+    max_filter_tags: int = Field(50, gt=0, description="Most tags (include and exclude together) one query may name.")
+    max_tag_chars: int = Field(200, gt=0, description="Longest tag name accepted, in characters.")
+    training_chunk_size: int = Field(512, gt=0, description="StreamTrainingData examples per message by default.")
+    max_training_chunk_size: int = Field(4096, gt=0, description="Largest chunk size a caller may ask for.")
+    stale_temp_seconds: float = Field(
+        600.0,
+        ge=0,
+        description="On start, unfinished blob/cache temp files older than this are removed (left by a crash; "
+        "younger ones may belong to another replica still writing on a shared volume).",
+    )
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> DatasetSettings:
+        root = self.data_dir / "dataset"
+        if not self.database_url:
+            self.database_url = f"sqlite:///{root / 'tagrate.db'}"
+        if self.blob_dir is None:
+            self.blob_dir = root / "blobs"
+        if self.cache_dir is None:
+            self.cache_dir = root / "cache"
+        return self
+
+    @property
+    def blob_path(self) -> Path:
+        """``blob_dir``, always set after validation."""
+        assert self.blob_dir is not None
+        return self.blob_dir
+
+    @property
+    def cache_path(self) -> Path:
+        """``cache_dir``, always set after validation."""
+        assert self.cache_dir is not None
+        return self.cache_dir

@@ -1,0 +1,424 @@
+"""Database operations of the dataset service: plain functions that take a
+Session and raise :mod:`tagrate_common.errors` exceptions. Transactions
+(commit, retry after a lost race) are the caller's, see :class:`db.Database`.
+The GetUserData query lives in ``queries.py``.
+
+Snapshot ids name the ratings a model was trained on. A user's is
+``"<user id>:<ratings_version>:<ratings count>"``; ``ratings_version`` is
+bumped in the same transaction as every insert or value change of one of
+their ratings, so the id changes exactly when their ratings do. The global
+("all") id is ``"all:<sum of every version>:<total ratings>"``. The count is
+part of the id so that recording a snapshot after more ratings arrived still
+stores the count the model was actually trained on.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, and_, delete, exists, func, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, SQLModel, select
+
+from tagrate_common.errors import InvalidArgument, NotFound
+from tagrate_common.images import ImageInfo
+
+from .models import (
+    ALL_SUBJECT,
+    Image,
+    ImageFeatures,
+    ImageTag,
+    ImageTagging,
+    Rating,
+    Tag,
+    TaggerModel,
+    TrainedSnapshot,
+    User,
+    utc_now,
+)
+
+MAX_ID_CHARS = 200  # model ids, extractor ids, model versions (the columns' width)
+_USER_SNAPSHOT_RE = re.compile(r"(\d{1,18}):(\d{1,18}):(\d{1,18})")
+_ALL_SNAPSHOT_RE = re.compile(r"all:(\d{1,18}):(\d{1,18})")
+
+
+# ---- shared helpers -------------------------------------------------------
+
+
+def upsert(session: Session, model: type[SQLModel], values: Mapping[str, Any], key: Sequence[str]) -> None:
+    """INSERT ... ON CONFLICT (key) DO UPDATE: one statement, no race between
+    looking and writing. Works on SQLite and PostgreSQL."""
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table).values(**values)
+    changes = {name: stmt.excluded[name] for name in values if name not in key}
+    session.exec(stmt.on_conflict_do_update(index_elements=list(key), set_=changes))
+
+
+def insert_missing(session: Session, model: type[SQLModel], rows: Sequence[Mapping[str, Any]]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING: rows that already exist (or that a
+    concurrent transaction just inserted) are skipped instead of failing."""
+    if not rows:
+        return
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.exec(dialect.insert(table).values(list(rows)).on_conflict_do_nothing())
+
+
+def find_user(session: Session, name: str) -> User | None:
+    return session.exec(select(User).where(User.name == name)).first()
+
+
+def require_user(session: Session, name: str) -> User:
+    """The user called ``name``; NotFound when there is none."""
+    user = find_user(session, name)
+    if user is None:
+        raise NotFound(f"there is no user '{name}'; a user is created by their first rating", "user_not_found")
+    return user
+
+
+def find_image(session: Session, name: str) -> Image | None:
+    return session.exec(select(Image).where(Image.name == name)).first()
+
+
+def require_image(session: Session, name: str) -> Image:
+    """The stored image called ``name``; NotFound when there is none."""
+    image = find_image(session, name)
+    if image is None:
+        raise NotFound(f"there is no stored image '{name}'", "image_not_found")
+    return image
+
+
+def current_tagger_model(session: Session) -> TaggerModel | None:
+    """The most recently registered tagger model, or None before any."""
+    stmt = select(TaggerModel).order_by(TaggerModel.registered_at.desc(), TaggerModel.id.desc()).limit(1)
+    return session.exec(stmt).first()
+
+
+def identifier(value: str, param: str) -> str:
+    """A model/extractor id: non-empty, at most 200 characters, printable."""
+    if not value:
+        raise InvalidArgument(f"the '{param}' parameter is required", "missing_parameter")
+    if len(value) > MAX_ID_CHARS or not value.isprintable():
+        raise InvalidArgument(f"'{param}' must be at most {MAX_ID_CHARS} printable characters", "invalid_parameter")
+    return value
+
+
+def score(value: float, param: str) -> float:
+    if not math.isfinite(value):
+        raise InvalidArgument(f"'{param}' must be a finite number, got {value!r}", "invalid_parameter")
+    return float(value)
+
+
+# ---- ratings --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AddRatingOutcome:
+    image: str
+    user: str
+    rating: float
+    new_image: bool
+    new_user: bool
+    changed: bool  # the stored value is new or different (the snapshot moved)
+
+
+def add_rating(
+    session: Session, user_name: str, info: ImageInfo, original_filename: str, value: float
+) -> AddRatingOutcome:
+    """Creates the user and the image row if needed and inserts or updates
+    the rating (``rated_at`` = now). ``ratings_version`` is bumped only when
+    the rating is new or its value changed. The image's blob must already be
+    stored. A concurrent call creating the same user, image or rating makes
+    the flush fail with IntegrityError: the caller retries the transaction."""
+    now = utc_now()
+    user = find_user(session, user_name)
+    new_user = user is None
+    if user is None:
+        user = User(name=user_name, created_at=now)
+        session.add(user)
+        session.flush()
+    image = session.exec(select(Image).where(Image.sha256 == info.sha256)).first()
+    new_image = image is None
+    if image is None:
+        image = Image(
+            sha256=info.sha256,
+            name=info.name,
+            format=info.format,
+            size_bytes=info.size_bytes,
+            width=info.width,
+            height=info.height,
+            original_filename=original_filename[:255],
+            created_at=now,
+        )
+        session.add(image)
+        session.flush()
+    assert user.id is not None and image.id is not None
+    rating = session.get(Rating, (user.id, image.id))
+    changed = rating is None or rating.rating != value
+    if rating is None:
+        session.add(Rating(user_id=user.id, image_id=image.id, rating=value, rated_at=now))
+    else:
+        rating.rating = value
+        rating.rated_at = now
+    session.flush()
+    if changed:
+        # An increment in SQL, not in Python: concurrent raters of the same
+        # user must each move the version.
+        session.exec(update(User).where(User.id == user.id).values(ratings_version=User.ratings_version + 1))
+    return AddRatingOutcome(image.name, user.name, value, new_image, new_user, changed)
+
+
+# ---- users and snapshots --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    snapshot_id: str
+    ratings: int
+
+
+def user_snapshot(session: Session, user: User) -> Snapshot:
+    """The snapshot id of the user's ratings as this session sees them."""
+    count = session.exec(select(func.count()).select_from(Rating).where(Rating.user_id == user.id)).one()
+    version = session.exec(select(User.ratings_version).where(User.id == user.id)).one()
+    return Snapshot(f"{user.id}:{version}:{count}", count)
+
+
+def all_snapshot(session: Session) -> Snapshot:
+    """The snapshot id of every user's ratings together."""
+    versions = session.exec(select(func.coalesce(func.sum(User.ratings_version), 0))).one()
+    count = session.exec(select(func.count()).select_from(Rating)).one()
+    return Snapshot(f"{ALL_SUBJECT}:{versions}:{count}", count)
+
+
+def trained_snapshot(session: Session, subject: str) -> TrainedSnapshot | None:
+    return session.get(TrainedSnapshot, subject)
+
+
+@dataclass(frozen=True)
+class UserSummary:
+    user: str
+    ratings: int
+    snapshot_id: str
+    trained_snapshot_id: str | None
+    created_at: datetime | None
+
+
+def user_summary(session: Session, name: str) -> UserSummary:
+    """A user's ratings count, current and trained snapshot; ``all`` gives
+    the global figures. NotFound for an unknown user."""
+    if name == ALL_SUBJECT:
+        snap, created = all_snapshot(session), None
+    else:
+        user = require_user(session, name)
+        snap, created = user_snapshot(session, user), user.created_at
+    trained = trained_snapshot(session, name)
+    return UserSummary(name, snap.ratings, snap.snapshot_id, trained.snapshot_id if trained else None, created)
+
+
+def list_users(session: Session) -> list[str]:
+    """Every user name, sorted (in Python: the same order on every database)."""
+    return sorted(session.exec(select(User.name)).all())
+
+
+def record_trained_snapshot(session: Session, subject: str, snapshot_id: str, model_version: str) -> TrainedSnapshot:
+    """Records that ``subject``'s model (a user's, or ``all``) was trained on
+    ``snapshot_id``, replacing the previous record. NotFound for an unknown
+    user; InvalidArgument for an id that is not one of the subject's
+    snapshots (malformed, another user's, or newer than the current one)."""
+    problem = InvalidArgument(
+        f"'snapshot_id' {snapshot_id[:120]!r} is not a snapshot of '{subject}'; "
+        "use the id StreamTrainingData or GetUser returned",
+        "invalid_snapshot_id",
+    )
+    if subject == ALL_SUBJECT:
+        match = _ALL_SNAPSHOT_RE.fullmatch(snapshot_id)
+        if match is None:
+            raise problem
+        version, count = int(match[1]), int(match[2])
+        current_version = session.exec(select(func.coalesce(func.sum(User.ratings_version), 0))).one()
+    else:
+        user = require_user(session, subject)
+        match = _USER_SNAPSHOT_RE.fullmatch(snapshot_id)
+        if match is None or int(match[1]) != user.id:
+            raise problem
+        version, count = int(match[2]), int(match[3])
+        current_version = user.ratings_version
+    if version > current_version or count > version:
+        # From the future (forged, or another database's), or impossible:
+        # every rating counted was an insert that bumped the version.
+        raise problem
+    if len(model_version) > MAX_ID_CHARS:
+        raise InvalidArgument(f"'model_version' must be at most {MAX_ID_CHARS} characters", "invalid_parameter")
+    now = utc_now()
+    values = {
+        "subject": subject,
+        "snapshot_id": snapshot_id,
+        "ratings_count": count,
+        "model_version": model_version,
+        "trained_at": now,
+    }
+    upsert(session, TrainedSnapshot, values, ["subject"])
+    return TrainedSnapshot(**values)
+
+
+@dataclass(frozen=True)
+class UserDatasetState:
+    user: str
+    ratings: int
+    last_rating_at: datetime | None
+    snapshot_id: str
+    trained: TrainedSnapshot | None
+
+    @property
+    def model_up_to_date(self) -> bool:
+        return self.trained is not None and self.trained.snapshot_id == self.snapshot_id
+
+
+@dataclass(frozen=True)
+class DatasetsState:
+    users: list[UserDatasetState]
+    untagged_images: int
+
+    @property
+    def valid(self) -> bool:
+        """Every user with ratings has a model trained on exactly them."""
+        return all(state.model_up_to_date for state in self.users if state.ratings)
+
+
+def verify_datasets(session: Session) -> DatasetsState:
+    """Per user (sorted by name): ratings, last rating time, current and
+    trained snapshot; plus how many images the current tagger has not tagged."""
+    per_user = session.exec(
+        select(User.id, User.name, User.ratings_version, func.count(Rating.image_id), func.max(Rating.rated_at))
+        .select_from(User)
+        .outerjoin(Rating, Rating.user_id == User.id)
+        .group_by(User.id, User.name, User.ratings_version)
+    ).all()
+    trained = {row.subject: row for row in session.exec(select(TrainedSnapshot)).all()}
+    users = [
+        UserDatasetState(name, count, last, f"{uid}:{version}:{count}", trained.get(name))
+        for uid, name, version, count, last in sorted(per_user, key=lambda row: row[1])
+    ]
+    return DatasetsState(users, untagged_images_count(session))
+
+
+def untagged_images_count(session: Session) -> int:
+    """Images without a tagging by the current tagger model (all of them
+    when no model is registered yet)."""
+    model = current_tagger_model(session)
+    stmt = select(func.count()).select_from(Image)
+    if model is not None:
+        tagged = exists().where(ImageTagging.image_id == Image.id, ImageTagging.tagger_model_id == model.id)
+        stmt = stmt.where(~tagged)
+    return session.exec(stmt).one()
+
+
+# ---- tags -----------------------------------------------------------------
+
+
+def normalise_tag(name: str) -> str:
+    return name.strip().lower()
+
+
+@dataclass(frozen=True)
+class ImageTags:
+    image: str
+    tagged: bool
+    model_id: str
+    tags: list[tuple[str, float]]  # highest score first
+
+
+def image_tags(session: Session, name: str) -> ImageTags:
+    """The current tagger model's tags of an image at or above its threshold,
+    highest score first (ties by name). NotFound for an unknown image."""
+    image = require_image(session, name)
+    model = current_tagger_model(session)
+    if model is None:
+        return ImageTags(name, False, "", [])
+    if session.get(ImageTagging, (image.id, model.id)) is None:
+        return ImageTags(name, False, model.model_id, [])
+    rows = session.exec(
+        select(Tag.name, ImageTag.score)
+        .join(Tag, Tag.id == ImageTag.tag_id)
+        .where(ImageTag.image_id == image.id, ImageTag.tagger_model_id == model.id, ImageTag.score >= model.threshold)
+        .order_by(ImageTag.score.desc(), Tag.name)
+    ).all()
+    return ImageTags(name, True, model.model_id, [(tag, score) for tag, score in rows])
+
+
+def tag_scores(pairs: Iterable[tuple[str, float]], max_chars: int) -> dict[str, float]:
+    """Validated tag scores keyed by normalised (trimmed, lowercase) name; a
+    name given twice keeps its highest score."""
+    scores: dict[str, float] = {}
+    for raw, value in pairs:
+        name = normalise_tag(raw)
+        if not name or len(name) > max_chars:
+            raise InvalidArgument(f"tag names must be 1-{max_chars} characters, got {raw[:60]!r}", "invalid_tag")
+        checked = score(value, f"score of tag '{name[:60]}'")
+        scores[name] = max(checked, scores.get(name, checked))
+    return scores
+
+
+def tag_ids(session: Session, names: Iterable[str]) -> dict[str, int]:
+    """The ids of the named tags, creating the missing ones."""
+    wanted = sorted(set(names))  # sorted: concurrent inserters lock in one order, no deadlock
+    insert_missing(session, Tag, [{"name": name} for name in wanted])
+    ids: dict[str, int] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        ids.update({name: tag_id for tag_id, name in session.exec(select(Tag.id, Tag.name).where(Tag.name.in_(chunk)))})
+    return ids
+
+
+def register_tagger_model(session: Session, model_id: str, threshold: float) -> TaggerModel:
+    """The model's row, created (becoming the current model) if new; a known
+    model's threshold is updated to the one given."""
+    insert_missing(session, TaggerModel, [{"model_id": model_id, "threshold": threshold, "registered_at": utc_now()}])
+    model = session.exec(select(TaggerModel).where(TaggerModel.model_id == model_id)).one()
+    if model.threshold != threshold:
+        model.threshold = threshold
+        session.flush()
+    return model
+
+
+def put_image_tags(
+    session: Session, name: str, model_id: str, threshold: float, scores: Mapping[str, float]
+) -> TaggerModel:
+    """Replaces ``model_id``'s scores for the image with ``scores`` (already
+    normalised, see :func:`tag_scores`) and records that the model tagged it.
+    NotFound for an unknown image."""
+    image = require_image(session, name)
+    model = register_tagger_model(session, model_id, threshold)
+    ids = tag_ids(session, scores)
+    session.exec(delete(ImageTag).where(and_(ImageTag.image_id == image.id, ImageTag.tagger_model_id == model.id)))
+    if scores:
+        rows = [
+            {"image_id": image.id, "tagger_model_id": model.id, "tag_id": ids[tag], "score": value}
+            for tag, value in scores.items()
+        ]
+        session.exec(ImageTag.__table__.insert(), params=rows)  # type: ignore[attr-defined]
+    upsert(
+        session,
+        ImageTagging,
+        {"image_id": image.id, "tagger_model_id": model.id, "tagged_at": utc_now()},
+        ["image_id", "tagger_model_id"],
+    )
+    return model
+
+
+# ---- feature vectors ------------------------------------------------------
+
+
+def put_image_features(session: Session, name: str, extractor_id: str, vector: bytes, dim: int) -> None:
+    """Stores (or replaces) the image's float32 little-endian feature vector
+    from ``extractor_id``. NotFound for an unknown image."""
+    image = require_image(session, name)
+    values = {"image_id": image.id, "extractor_id": extractor_id, "dim": dim, "vector": vector, "created_at": utc_now()}
+    upsert(session, ImageFeatures, values, ["image_id", "extractor_id"])

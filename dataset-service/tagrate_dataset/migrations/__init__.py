@@ -1,0 +1,2 @@
+"""Alembic migrations of the dataset database (applied on start by
+``tagrate_dataset.db.migrate``)."""

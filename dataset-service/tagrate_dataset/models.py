@@ -1,0 +1,174 @@
+"""The dataset service's tables (SQLModel). The schema itself is created and
+changed only by the Alembic migrations in ``migrations/``; a test checks that
+these models and the migrations agree.
+
+Indexes exist for the GetUserData query (see ``queries.py``): tag filters are
+driven from ``image_tags(tagger_model_id, tag_id, score, image_id)``, and a
+user's ratings are reached through ``(user_id, rated_at)``, ``(user_id,
+rating)`` and the primary key ``(user_id, image_id)``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, LargeBinary, String
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+# Every constraint gets a predictable name, so later migrations (including
+# SQLite batch migrations, which rebuild tables) can refer to them.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Snapshot subject and GetUser name for the global (every user) dataset.
+ALL_SUBJECT = "all"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps are UTC everywhere: stored as ``timestamptz`` on PostgreSQL
+    and as naive UTC text on SQLite (which has no time zones, and whose text
+    form sorts chronologically), always read back as aware UTC datetimes."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _timestamp(**kw: Any) -> Any:
+    return Field(default_factory=utc_now, sa_type=UTCDateTime, nullable=False, **kw)
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_type=String(64), unique=True, nullable=False)
+    created_at: datetime = _timestamp()
+    # Bumped in the same transaction as every insert or value change of one of
+    # the user's ratings: the user's snapshot id is derived from it.
+    ratings_version: int = Field(default=0, nullable=False)
+
+
+class Image(SQLModel, table=True):
+    __tablename__ = "images"
+    __table_args__ = (Index("ix_images_created_at", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    sha256: str = Field(sa_type=String(64), unique=True, nullable=False)
+    # <sha256>.<ext>: the name every API uses.
+    name: str = Field(sa_type=String(80), unique=True, nullable=False)
+    format: str = Field(sa_type=String(16), nullable=False)  # Pillow's name, e.g. JPEG
+    size_bytes: int = Field(sa_type=BigInteger, nullable=False)
+    width: int = Field(nullable=False)
+    height: int = Field(nullable=False)
+    # The client's own name for the file: metadata only, never a path.
+    original_filename: str = Field(default="", sa_type=String(255), nullable=False)
+    created_at: datetime = _timestamp()
+
+
+class Rating(SQLModel, table=True):
+    __tablename__ = "ratings"
+    __table_args__ = (
+        Index("ix_ratings_user_rated_at", "user_id", "rated_at"),
+        Index("ix_ratings_user_rating", "user_id", "rating"),
+        Index("ix_ratings_image", "image_id"),
+    )
+
+    # The primary key (user_id, image_id) is also the uniqueness rule: one
+    # rating per user and image.
+    user_id: int = Field(sa_column_args=[ForeignKey("users.id", ondelete="CASCADE")], primary_key=True)
+    image_id: int = Field(sa_column_args=[ForeignKey("images.id", ondelete="CASCADE")], primary_key=True)
+    rating: float = Field(nullable=False)
+    rated_at: datetime = _timestamp()
+
+
+class Tag(SQLModel, table=True):
+    __tablename__ = "tags"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_type=String(200), unique=True, nullable=False)  # lowercase
+
+
+class TaggerModel(SQLModel, table=True):
+    """A tagger model whose scores are stored; the most recently registered
+    one is the current model, the one /getimagetags and tag filters use."""
+
+    __tablename__ = "tagger_models"
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_id: str = Field(sa_type=String(200), unique=True, nullable=False)
+    threshold: float = Field(nullable=False)
+    registered_at: datetime = _timestamp()
+
+
+class ImageTagging(SQLModel, table=True):
+    """An image was tagged by a model, even when no tag passed a threshold."""
+
+    __tablename__ = "image_taggings"
+    __table_args__ = (Index("ix_image_taggings_model_image", "tagger_model_id", "image_id"),)
+
+    image_id: int = Field(sa_column_args=[ForeignKey("images.id", ondelete="CASCADE")], primary_key=True)
+    tagger_model_id: int = Field(sa_column_args=[ForeignKey("tagger_models.id", ondelete="CASCADE")], primary_key=True)
+    tagged_at: datetime = _timestamp()
+
+
+class ImageTag(SQLModel, table=True):
+    __tablename__ = "image_tags"
+    __table_args__ = (
+        # Drives tag filters: (model, tag, score >= threshold) is one range
+        # scan that yields image ids without touching the table.
+        Index("ix_image_tags_model_tag_score_image", "tagger_model_id", "tag_id", "score", "image_id"),
+    )
+
+    image_id: int = Field(sa_column_args=[ForeignKey("images.id", ondelete="CASCADE")], primary_key=True)
+    tagger_model_id: int = Field(sa_column_args=[ForeignKey("tagger_models.id", ondelete="CASCADE")], primary_key=True)
+    tag_id: int = Field(sa_column_args=[ForeignKey("tags.id", ondelete="CASCADE")], primary_key=True)
+    score: float = Field(nullable=False)
+
+
+class ImageFeatures(SQLModel, table=True):
+    """A cached feature vector: float32, little-endian, ``dim`` values."""
+
+    __tablename__ = "image_features"
+
+    image_id: int = Field(sa_column_args=[ForeignKey("images.id", ondelete="CASCADE")], primary_key=True)
+    extractor_id: str = Field(sa_type=String(200), primary_key=True)
+    dim: int = Field(nullable=False)
+    vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = _timestamp()
+
+
+class TrainedSnapshot(SQLModel, table=True):
+    """The snapshot a subject's current model was trained on; one row per
+    subject (a user name, or ``all`` for the global model), replaced."""
+
+    __tablename__ = "trained_snapshots"
+
+    subject: str = Field(sa_type=String(64), primary_key=True)
+    snapshot_id: str = Field(sa_type=String(100), nullable=False)
+    ratings_count: int = Field(nullable=False)
+    model_version: str = Field(default="", sa_type=String(200), nullable=False)
+    trained_at: datetime = _timestamp()

@@ -1,0 +1,354 @@
+"""Read queries over a user's dataset: GetUserData (tag filters, sorting,
+rated/unrated, paging) and the training examples StreamTrainingData sends.
+
+Everything happens in SQL with bound parameters. Tag filters are driven from
+the tag index: each included tag is ``image_id IN (SELECT image_id FROM
+image_tags WHERE tagger_model_id = :m AND tag_id = :t AND score >= :th)``, a
+range scan of ``ix_image_tags_model_tag_score_image``; each excluded tag is
+a NOT EXISTS probe of the ``image_tags`` primary key. A user's ratings are
+reached through the ``(user_id, ...)`` indexes of ``ratings``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, null
+from sqlalchemy.orm import aliased
+from sqlmodel import Session, select
+
+from tagrate_common.errors import InvalidArgument
+
+from .crud import current_tagger_model, normalise_tag
+from .models import Image, ImageFeatures, ImageTag, Rating, Tag, TaggerModel, User
+
+
+class SortOrder(StrEnum):
+    DATE_DESC = "date-desc"
+    DATE_ASC = "date-asc"
+    RATING_DESC = "rating-desc"
+    RATING_ASC = "rating-asc"
+    NAME_ASC = "name-asc"
+    NAME_DESC = "name-desc"
+
+
+class RatedFilter(StrEnum):
+    YES = "yes"  # images the user rated
+    NO = "no"  # images in the store the user has not rated
+    ALL = "all"
+
+
+@dataclass(frozen=True)
+class TagFilter:
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+
+def tag_filter(include: Iterable[str], exclude: Iterable[str], max_tags: int = 50, max_chars: int = 200) -> TagFilter:
+    """Normalised filter: names trimmed and lowercased, empty ones dropped,
+    duplicates removed. InvalidArgument for more than ``max_tags`` names in
+    all or a name longer than ``max_chars``."""
+
+    def clean(names: Iterable[str], param: str) -> tuple[str, ...]:
+        out: dict[str, None] = {}
+        for raw in names:
+            name = normalise_tag(raw)
+            if len(name) > max_chars:
+                raise InvalidArgument(
+                    f"'{param}' has a tag longer than {max_chars} characters: {name[:40]!r}...", "invalid_filter"
+                )
+            if name:
+                out[name] = None
+        return tuple(out)
+
+    result = TagFilter(clean(include, "include_tags"), clean(exclude, "exclude_tags"))
+    if len(result.include) + len(result.exclude) > max_tags:
+        raise InvalidArgument(f"'filters' may name at most {max_tags} tags", "invalid_filter")
+    return result
+
+
+@dataclass(frozen=True)
+class Paging:
+    """``page`` is 1-based; page 0 means everything (limit ignored)."""
+
+    page: int = 0
+    limit: int = 0
+
+
+def paging(page: int, limit: int, default_limit: int = 60, max_limit: int = 1000) -> Paging:
+    """Validated paging; a page without a limit (0) gets ``default_limit``."""
+    if page < 0:
+        raise InvalidArgument("'page' must be 1 or more", "invalid_page")
+    if page == 0:
+        return Paging()
+    if limit == 0:
+        limit = default_limit
+    if not 1 <= limit <= max_limit:
+        raise InvalidArgument(f"'limit' must be between 1 and {max_limit}, got {limit}", "invalid_limit")
+    return Paging(page, limit)
+
+
+@dataclass(frozen=True)
+class UserImage:
+    image: str
+    rating: float | None  # None: not rated by the user
+    rated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class UserDataPage:
+    images: list[UserImage]
+    total: int  # matches over all pages
+
+
+def user_data(
+    session: Session,
+    user_id: int,
+    tags: TagFilter = TagFilter(),
+    sort: SortOrder = SortOrder.DATE_DESC,
+    rated: RatedFilter = RatedFilter.YES,
+    page: Paging = Paging(),
+) -> UserDataPage:
+    """One page of a user's dataset. An image matches when the current
+    tagger model scored every included tag at or above its threshold and no
+    excluded tag. An included tag nobody has (or any include before a tagger
+    model exists) matches nothing; unknown excluded tags are ignored. The
+    "date" of an unrated image is when it was stored; unrated images sort
+    last by rating; ties are broken by image name so pages are stable."""
+    model = current_tagger_model(session) if (tags.include or tags.exclude) else None
+    ids = _tag_ids(session, (*tags.include, *tags.exclude))
+    if tags.include and (model is None or any(name not in ids for name in tags.include)):
+        return UserDataPage([], 0)
+    include = [ids[name] for name in tags.include]
+    exclude = [ids[name] for name in tags.exclude if name in ids]
+    if model is None:
+        include = exclude = []
+
+    # SQLite plans by the query's shape and knows nothing of how common each
+    # tag is, so the shape is chosen here (see _FILTER_FIRST and _SCAN).
+    # PostgreSQL turns both shapes into the same semi-joins and chooses by
+    # its own per-tag statistics, so it needs none of this.
+    steer = bool(include) and session.get_bind().dialect.name == "sqlite"
+    count_style, candidates = _FILTER_FIRST, 0
+    if steer:
+        assert model is not None
+        # Candidates: the rows before tag filtering (the user's ratings, or
+        # the stored images). An included tag rarer than them drives the
+        # query, the rarest first; otherwise the candidates are walked and
+        # each probes its tags.
+        everything = _base_query(select(func.count()), user_id, None, [], [], _unjoined(rated), _SCAN, for_count=True)
+        candidates = session.exec(everything).one()
+        frequency = {tag_id: _frequency(session, model, tag_id, candidates) for tag_id in include}
+        include.sort(key=frequency.__getitem__)
+        if frequency[include[0]] >= candidates:
+            count_style = _SCAN
+
+    if not page.page:
+        rows = _rows(session, user_id, model, include, exclude, sort, rated, count_style, None, 0)
+        return UserDataPage(rows, len(rows))
+    count = _base_query(select(func.count()), user_id, model, include, exclude, rated, count_style, for_count=True)
+    total = session.exec(count).one()
+    offset = (page.page - 1) * page.limit
+    if offset >= total:  # past the end: nothing to fetch
+        return UserDataPage([], total)
+    # Walking the sort order's index and probing each row's tags stops after
+    # offset+limit matches: cheaper than collecting every match and sorting
+    # when matches are dense and the page is near the start. The count says
+    # how dense they are.
+    page_style = _FILTER_FIRST
+    if steer and _index_ordered(sort, rated) and (offset + page.limit) * candidates <= _SCAN_BUDGET * total:
+        page_style = _SCAN
+    rows = _rows(session, user_id, model, include, exclude, sort, rated, page_style, page.limit, offset)
+    return UserDataPage(rows, total)
+
+
+def _unjoined(rated: RatedFilter) -> RatedFilter:
+    """Candidates for rated=no are estimated by every image (counting the
+    unrated ones exactly would cost as much as the query itself)."""
+    return RatedFilter.ALL if rated is RatedFilter.NO else rated
+
+
+def _frequency(session: Session, model: TaggerModel, tag_id: int, cap: int) -> int:
+    """How many images have the tag, counted up to ``cap`` (so a very common
+    tag costs no more than the candidates do): enough to tell which tag is
+    rarest and whether it is rarer than the candidates."""
+    capped = _tagged_with(model, tag_id).limit(cap).subquery()
+    return session.exec(select(func.count()).select_from(capped)).one()
+
+
+# How tag conditions are written. Both mean the same; they differ in the
+# plan SQLite picks (it has no per-tag statistics and follows the query's
+# shape; PostgreSQL turns both into semi-joins and plans by its statistics).
+# Filter first: the first (rarest) included tag is ``image_id IN (its index
+# range)``, so matches are collected from the tag index and then sorted; the
+# other tags are probed per candidate.
+_FILTER_FIRST = "in"
+# Scan: every tag is a correlated EXISTS, so rows are walked in the sort
+# order's index and each probes its tags, stopping after offset+limit matches.
+_SCAN = "exists"
+# Most rows the scan strategy may expect to walk before it has offset+limit matches.
+_SCAN_BUDGET = 5000
+
+
+def _index_ordered(sort: SortOrder, rated: RatedFilter) -> bool:
+    """Whether an index yields rows in this order (so a scan can stop early)."""
+    if rated is RatedFilter.YES:
+        return sort not in (SortOrder.NAME_ASC, SortOrder.NAME_DESC)
+    if rated is RatedFilter.NO:
+        return sort not in (SortOrder.RATING_ASC, SortOrder.RATING_DESC)
+    return sort in (SortOrder.NAME_ASC, SortOrder.NAME_DESC)
+
+
+def _base_query(
+    stmt: Select,
+    user_id: int,
+    model: TaggerModel | None,
+    include: Sequence[int],
+    exclude: Sequence[int],
+    rated: RatedFilter,
+    style: str,
+    for_count: bool = False,
+) -> Select:
+    """``stmt`` with the FROM and WHERE clauses of the user's matching images.
+    Counting needs neither the image names (rated=yes) nor the outer join."""
+    image_id = Rating.image_id if rated is RatedFilter.YES else Image.id
+    if rated is RatedFilter.YES:
+        stmt = stmt.select_from(Rating).where(Rating.user_id == user_id)
+        if not for_count:
+            stmt = stmt.join(Image, Image.id == Rating.image_id)
+    elif rated is RatedFilter.NO:
+        stmt = stmt.select_from(Image).where(~exists().where(Rating.user_id == user_id, Rating.image_id == Image.id))
+    else:
+        stmt = stmt.select_from(Image)
+        if not for_count:
+            stmt = stmt.outerjoin(Rating, and_(Rating.image_id == Image.id, Rating.user_id == user_id))
+    if model is None:
+        return stmt
+    for position, tag_id in enumerate(include):
+        if style == _FILTER_FIRST and position == 0:
+            stmt = stmt.where(image_id.in_(_tagged_with(model, tag_id)))
+        else:
+            stmt = stmt.where(_has_tag(model, tag_id, image_id))
+    for tag_id in exclude:
+        stmt = stmt.where(~_has_tag(model, tag_id, image_id))
+    return stmt
+
+
+def _rows(
+    session: Session,
+    user_id: int,
+    model: TaggerModel | None,
+    include: Sequence[int],
+    exclude: Sequence[int],
+    sort: SortOrder,
+    rated: RatedFilter,
+    style: str,
+    limit: int | None,
+    offset: int,
+) -> list[UserImage]:
+    joined = rated is not RatedFilter.NO
+    columns = select(
+        Image.name,
+        (Rating.rating if joined else null()).label("rating"),
+        (Rating.rated_at if joined else null()).label("rated_at"),
+    )
+    stmt = _base_query(columns, user_id, model, include, exclude, rated, style).order_by(*_order(sort, rated))
+    if limit is not None:
+        stmt = stmt.limit(limit).offset(offset)
+    return [UserImage(name, rating, rated_at) for name, rating, rated_at in session.exec(stmt)]
+
+
+def _tag_ids(session: Session, names: Sequence[str]) -> dict[str, int]:
+    if not names:
+        return {}
+    return {name: tag_id for tag_id, name in session.exec(select(Tag.id, Tag.name).where(Tag.name.in_(names)))}
+
+
+def _tagged_with(model: TaggerModel, tag_id: int) -> Select:
+    """Ids of the images the model gave this tag at or above its threshold
+    (one range scan of ``ix_image_tags_model_tag_score_image``)."""
+    return select(ImageTag.image_id).where(
+        ImageTag.tagger_model_id == model.id, ImageTag.tag_id == tag_id, ImageTag.score >= model.threshold
+    )
+
+
+def _has_tag(model: TaggerModel, tag_id: int, image_id: ColumnElement[int]) -> ColumnElement[bool]:
+    """Whether the model gave the image this tag at or above its threshold
+    (one probe of the ``image_tags`` primary key)."""
+    scores = aliased(ImageTag)
+    return exists().where(
+        scores.image_id == image_id,
+        scores.tagger_model_id == model.id,
+        scores.tag_id == tag_id,
+        scores.score >= model.threshold,
+    )
+
+
+def _order(sort: SortOrder, rated: RatedFilter) -> list[ColumnElement]:
+    if sort is SortOrder.NAME_ASC:
+        return [Image.name.asc()]
+    if sort is SortOrder.NAME_DESC:
+        return [Image.name.desc()]
+    if sort in (SortOrder.DATE_DESC, SortOrder.DATE_ASC):
+        if rated is RatedFilter.YES:
+            date = Rating.rated_at
+        elif rated is RatedFilter.NO:
+            date = Image.created_at
+        else:
+            date = func.coalesce(Rating.rated_at, Image.created_at)
+        key = date.desc() if sort is SortOrder.DATE_DESC else date.asc()
+        return [key, Image.name.asc()]
+    if rated is RatedFilter.NO:  # nothing is rated: by rating means by name
+        return [Image.name.asc()]
+    key = Rating.rating.desc() if sort is SortOrder.RATING_DESC else Rating.rating.asc()
+    if rated is RatedFilter.ALL:
+        # Without NULL ratings (rated=yes) the plain order can use the index.
+        key = key.nulls_last()
+    return [key, Image.name.asc()]
+
+
+# ---- training data --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    image: str
+    user: str
+    rating: float
+    features: bytes | None  # float32 little-endian, when cached for the extractor
+
+
+def training_examples_count(session: Session, user_id: int | None) -> int:
+    stmt = select(func.count()).select_from(Rating)
+    if user_id is not None:
+        stmt = stmt.where(Rating.user_id == user_id)
+    return session.exec(stmt).one()
+
+
+def training_examples(
+    session: Session, user_id: int | None, extractor_id: str, batch_size: int = 512
+) -> Iterator[TrainingExample]:
+    """Every rating of the user (``None``: of every user) with the image's
+    cached feature vector from ``extractor_id``, in a stable order, fetched
+    ``batch_size`` rows at a time."""
+    feature = (
+        and_(ImageFeatures.image_id == Rating.image_id, ImageFeatures.extractor_id == extractor_id)
+        if extractor_id
+        else literal(False)
+    )
+    stmt = (
+        select(Image.name, User.name, Rating.rating, ImageFeatures.vector)
+        .select_from(Rating)
+        .join(User, User.id == Rating.user_id)
+        .join(Image, Image.id == Rating.image_id)
+        .outerjoin(ImageFeatures, feature)
+        .order_by(Rating.user_id, Rating.image_id)
+    )
+    if user_id is not None:
+        stmt = stmt.where(Rating.user_id == user_id)
+    result = session.exec(stmt.execution_options(yield_per=batch_size))
+    for image, user, rating, vector in result:
+        yield TrainingExample(image, user, rating, vector)

@@ -1,0 +1,315 @@
+"""The gRPC face of the dataset service: each method decodes its request,
+validates it, calls the domain (``crud``, ``queries``, ``blobs``) and
+encodes the answer. Failures are raised as TagrateError subclasses; the
+shared server bootstrap turns them into status codes.
+
+Every request is validated completely before anything is read or written,
+so a refused call leaves the database and the blob store as they were.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from datetime import datetime
+
+import grpc
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from tagrate_common import validation
+from tagrate_common.errors import InvalidArgument, TagrateError, Unavailable
+from tagrate_common.grpc_server import GrpcServer
+from tagrate_common.images import CONTENT_TYPES, inspect_image
+from tagrate_common.protos import common_pb2, dataset_pb2, dataset_pb2_grpc
+
+from . import crud, queries
+from .blobs import BlobStore, resized_content_type
+from .config import DatasetSettings
+from .db import Database, create_db_engine, migrate
+from .models import ALL_SUBJECT
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = dataset_pb2.DESCRIPTOR.services_by_name["DatasetService"].full_name
+MIN_RESIZE, MAX_RESIZE = 16, 4096
+MAX_FILENAME_CHARS = 255
+
+_SORTS = {
+    dataset_pb2.SORT_ORDER_UNSPECIFIED: queries.SortOrder.DATE_DESC,
+    dataset_pb2.SORT_ORDER_DATE_DESC: queries.SortOrder.DATE_DESC,
+    dataset_pb2.SORT_ORDER_DATE_ASC: queries.SortOrder.DATE_ASC,
+    dataset_pb2.SORT_ORDER_RATING_DESC: queries.SortOrder.RATING_DESC,
+    dataset_pb2.SORT_ORDER_RATING_ASC: queries.SortOrder.RATING_ASC,
+    dataset_pb2.SORT_ORDER_NAME_ASC: queries.SortOrder.NAME_ASC,
+    dataset_pb2.SORT_ORDER_NAME_DESC: queries.SortOrder.NAME_DESC,
+}
+_RATED = {
+    dataset_pb2.RATED_FILTER_UNSPECIFIED: queries.RatedFilter.YES,
+    dataset_pb2.RATED_FILTER_YES: queries.RatedFilter.YES,
+    dataset_pb2.RATED_FILTER_NO: queries.RatedFilter.NO,
+    dataset_pb2.RATED_FILTER_ALL: queries.RatedFilter.ALL,
+}
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    """A protobuf Timestamp, or None (the field stays unset)."""
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """Whether an If-None-Match value names ``etag``: ``*``, or a
+    comma-separated list of tags, quoted or not, weak (``W/``) or strong
+    (RFC 9110 compares weakly for If-None-Match)."""
+    if not if_none_match.strip():
+        return False
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*":
+            return True
+        if candidate.startswith("W/"):
+            candidate = candidate[2:]
+        if candidate.strip('"') == etag:
+            return True
+    return False
+
+
+def clean_filename(filename: str) -> str:
+    """The client's filename as storable metadata: no control characters
+    (PostgreSQL text cannot hold NUL), at most 255 characters."""
+    return "".join(ch for ch in filename if ch.isprintable())[:MAX_FILENAME_CHARS]
+
+
+class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
+    """``tagrate.dataset.v1.DatasetService`` over a database and a blob store."""
+
+    def __init__(self, settings: DatasetSettings, db: Database, blobs: BlobStore) -> None:
+        self.settings = settings
+        self.db = db
+        self.blobs = blobs
+
+    # ---- behind the REST API ----
+
+    def AddRating(self, request: dataset_pb2.AddRatingRequest, context: grpc.ServicerContext):
+        user = validation.user_name(request.user)
+        rating = validation.rating(request.rating)
+        filename = clean_filename(request.image.filename)
+        info = inspect_image(request.image.data, filename, self.settings.image_limits)
+        # The blob is durable before the row that names it is committed.
+        self.blobs.put(info.name, request.image.data)
+        outcome = self.db.write(lambda session: crud.add_rating(session, user, info, filename, rating))
+        if outcome.new_user:
+            log.info("user created", extra={"user": user})
+        if outcome.new_image:
+            log.info("stored new image", extra={"image": info.name, "bytes": info.size_bytes})
+        log.info(
+            "rating %s",
+            "stored" if outcome.changed else "unchanged",
+            extra={"user": user, "image": info.name, "rating": rating},
+        )
+        return dataset_pb2.AddRatingResponse(
+            image=outcome.image,
+            user=outcome.user,
+            rating=outcome.rating,
+            new_image=outcome.new_image,
+            new_user=outcome.new_user,
+        )
+
+    def GetImage(self, request: dataset_pb2.GetImageRequest, context: grpc.ServicerContext):
+        name = validation.image_name(request.image)
+        size = request.size
+        if size and not MIN_RESIZE <= size <= MAX_RESIZE:
+            raise InvalidArgument(
+                f"'size' must be between {MIN_RESIZE} and {MAX_RESIZE} pixels, got {size}", "invalid_size"
+            )
+        with self.db.read() as session:
+            image = crud.require_image(session, name)
+            fmt, sha = image.format, image.sha256
+        etag = f"{sha}-{size}" if size else sha
+        content_type = resized_content_type(fmt) if size else CONTENT_TYPES[name.rsplit(".", 1)[1]]
+        if etag_matches(request.if_none_match, etag):
+            return dataset_pb2.GetImageResponse(content_type=content_type, etag=etag, not_modified=True)
+        try:
+            if size:
+                data, content_type = self.blobs.resized(name, fmt, size)
+            else:
+                data = self.blobs.get(name)
+        except FileNotFoundError:
+            log.error("the blob of stored image %s is missing", name)
+            raise TagrateError(f"the file of image '{name}' is missing from the store", "blob_missing") from None
+        return dataset_pb2.GetImageResponse(data=data, content_type=content_type, etag=etag)
+
+    def GetImageTags(self, request: dataset_pb2.GetImageTagsRequest, context: grpc.ServicerContext):
+        name = validation.image_name(request.image)
+        with self.db.read() as session:
+            tags = crud.image_tags(session, name)
+        return dataset_pb2.GetImageTagsResponse(
+            image=tags.image,
+            tagged=tags.tagged,
+            model_id=tags.model_id,
+            tags=[dataset_pb2.ImageTagScore(name=tag, score=score) for tag, score in tags.tags],
+        )
+
+    def GetUserData(self, request: dataset_pb2.GetUserDataRequest, context: grpc.ServicerContext):
+        user = validation.user_name(request.user)
+        settings = self.settings
+        tags = queries.tag_filter(
+            request.include_tags, request.exclude_tags, settings.max_filter_tags, settings.max_tag_chars
+        )
+        page = queries.paging(request.page, request.limit, settings.userdata_default_limit, settings.userdata_max_limit)
+        if request.sort not in _SORTS:
+            raise InvalidArgument(f"'sort' has an unknown value {request.sort}", "invalid_sort")
+        if request.rated not in _RATED:
+            raise InvalidArgument(f"'rated' has an unknown value {request.rated}", "invalid_rated")
+        with self.db.read() as session:
+            user_id = crud.require_user(session, user).id
+            assert user_id is not None
+            result = queries.user_data(session, user_id, tags, _SORTS[request.sort], _RATED[request.rated], page)
+        return dataset_pb2.GetUserDataResponse(
+            user=user,
+            images=[
+                dataset_pb2.UserImage(image=row.image, rating=row.rating, rated_at=timestamp(row.rated_at))
+                for row in result.images
+            ],
+            total=result.total,
+        )
+
+    def VerifyDatasets(self, request: dataset_pb2.VerifyDatasetsRequest, context: grpc.ServicerContext):
+        with self.db.read() as session:
+            state = crud.verify_datasets(session)
+        return dataset_pb2.VerifyDatasetsResponse(
+            valid=state.valid,
+            users=[
+                dataset_pb2.UserDatasetState(
+                    user=user.user,
+                    ratings=user.ratings,
+                    model_up_to_date=user.model_up_to_date,
+                    trained_on_ratings=user.trained.ratings_count if user.trained else None,
+                    trained_at=timestamp(user.trained.trained_at) if user.trained else None,
+                    last_rating_at=timestamp(user.last_rating_at),
+                )
+                for user in state.users
+            ],
+            untagged_images=state.untagged_images,
+        )
+
+    def UpdateTags(self, request: dataset_pb2.UpdateTagsRequest, context: grpc.ServicerContext):
+        raise Unavailable("the tagger service is not available yet", "tagger_unavailable")
+
+    # ---- for internal callers ----
+
+    def GetUser(self, request: dataset_pb2.GetUserRequest, context: grpc.ServicerContext):
+        name = validation.user_name(request.user, allow_all=True)
+        with self.db.snapshot() as session:
+            summary = crud.user_summary(session, name)
+        return dataset_pb2.UserInfo(
+            user=summary.user,
+            ratings=summary.ratings,
+            snapshot_id=summary.snapshot_id,
+            trained_snapshot_id=summary.trained_snapshot_id,
+            created_at=timestamp(summary.created_at),
+        )
+
+    def ListUsers(self, request: dataset_pb2.ListUsersRequest, context: grpc.ServicerContext):
+        with self.db.read() as session:
+            return dataset_pb2.ListUsersResponse(users=crud.list_users(session))
+
+    def PutImageTags(self, request: dataset_pb2.PutImageTagsRequest, context: grpc.ServicerContext):
+        name = validation.image_name(request.image)
+        model_id = crud.identifier(request.model_id, "model_id")
+        threshold = request.threshold
+        if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+            raise InvalidArgument(
+                f"'threshold' must be a number between 0 and 1, got {threshold!r}", "invalid_threshold"
+            )
+        scores = crud.tag_scores(((tag.name, tag.score) for tag in request.tags), self.settings.max_tag_chars)
+        model = self.db.write(lambda session: crud.put_image_tags(session, name, model_id, threshold, scores))
+        log.info("stored tags", extra={"image": name, "model": model.model_id, "tags": len(scores)})
+        return dataset_pb2.PutImageTagsResponse()
+
+    def PutImageFeatures(self, request: dataset_pb2.PutImageFeaturesRequest, context: grpc.ServicerContext):
+        name = validation.image_name(request.image)
+        extractor_id = crud.identifier(request.extractor_id, "extractor_id")
+        vector = np.asarray(request.vector.values, dtype="<f4")
+        if vector.size == 0:
+            raise InvalidArgument("'vector' must hold at least one value", "invalid_vector")
+        if not np.isfinite(vector).all():
+            raise InvalidArgument("'vector' must hold only finite numbers", "invalid_vector")
+        data, dim = vector.tobytes(), int(vector.size)
+        self.db.write(lambda session: crud.put_image_features(session, name, extractor_id, data, dim))
+        log.info("stored features", extra={"image": name, "extractor": extractor_id, "dim": dim})
+        return dataset_pb2.PutImageFeaturesResponse()
+
+    def StreamTrainingData(
+        self, request: dataset_pb2.StreamTrainingDataRequest, context: grpc.ServicerContext
+    ) -> Iterator[dataset_pb2.TrainingDataChunk]:
+        subject = validation.user_name(request.user, allow_all=True)
+        extractor_id = crud.identifier(request.extractor_id, "extractor_id") if request.extractor_id else ""
+        chunk_size = request.chunk_size or self.settings.training_chunk_size
+        if chunk_size > self.settings.max_training_chunk_size:
+            raise InvalidArgument(
+                f"'chunk_size' must be at most {self.settings.max_training_chunk_size}, got {chunk_size}",
+                "invalid_chunk_size",
+            )
+        # One snapshot transaction: the id, the total and the examples agree
+        # even when ratings arrive while the stream is being read.
+        with self.db.snapshot() as session:
+            if subject == ALL_SUBJECT:
+                user_id, snapshot = None, crud.all_snapshot(session)
+            else:
+                user = crud.require_user(session, subject)
+                user_id, snapshot = user.id, crud.user_snapshot(session, user)
+            chunk = dataset_pb2.TrainingDataChunk(snapshot_id=snapshot.snapshot_id, total=snapshot.ratings)
+            sent = 0
+            for example in queries.training_examples(session, user_id, extractor_id, chunk_size):
+                features = None
+                if example.features is not None:
+                    values = np.frombuffer(example.features, dtype="<f4").tolist()
+                    features = common_pb2.FeatureVector(values=values)
+                chunk.examples.append(
+                    dataset_pb2.TrainingExample(
+                        image=example.image, user=example.user, rating=example.rating, features=features
+                    )
+                )
+                if len(chunk.examples) >= chunk_size:
+                    yield chunk
+                    sent += 1
+                    chunk = dataset_pb2.TrainingDataChunk()
+            if chunk.examples or not sent:
+                yield chunk
+        log.info("streamed training data", extra={"subject": subject, "snapshot": snapshot.snapshot_id})
+
+    def RecordTrainedSnapshot(self, request: dataset_pb2.RecordTrainedSnapshotRequest, context: grpc.ServicerContext):
+        subject = validation.user_name(request.user, allow_all=True)
+        if not request.snapshot_id:
+            raise validation.missing("snapshot_id")
+        snapshot_id, version = request.snapshot_id, request.model_version
+        self.db.write(lambda session: crud.record_trained_snapshot(session, subject, snapshot_id, version))
+        log.info("recorded trained snapshot", extra={"subject": subject, "snapshot": snapshot_id, "model": version})
+        return dataset_pb2.RecordTrainedSnapshotResponse()
+
+
+def create_server(settings: DatasetSettings) -> GrpcServer:
+    """The dataset service, migrated and ready to ``start()``: brings the
+    database schema up to date and clears stale temp files first."""
+    engine = create_db_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        sqlite_busy_timeout_seconds=settings.sqlite_busy_timeout_seconds,
+    )
+    migrate(engine)
+    blobs = BlobStore(settings.blob_path, settings.cache_path)
+    blobs.remove_stale_temp_files(settings.stale_temp_seconds)
+    servicer = DatasetServicer(settings, Database(engine, settings.write_retries), blobs)
+    return GrpcServer(
+        "dataset",
+        settings,
+        [(dataset_pb2_grpc.add_DatasetServiceServicer_to_server, servicer, SERVICE_NAME)],
+        on_shutdown=engine.dispose,
+    )

@@ -1,0 +1,112 @@
+"""Fixtures for the dataset service tests: settings on a fresh database
+(SQLite and PostgreSQL), a real server on a free port, and a view of
+everything the service has stored (to prove a refused call changed nothing)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import Engine, text
+
+from tagrate_common.errors import ERROR_CODE_KEY
+from tagrate_common.protos import common_pb2, dataset_pb2_grpc
+from tagrate_dataset.bulk import TABLES
+from tagrate_dataset.config import DatasetSettings
+from tagrate_dataset.db import create_db_engine, migrate
+from tagrate_dataset.server import create_server
+
+MAX_UPLOAD = 200_000  # small, so "too large" files are cheap to make
+
+
+def make_settings(tmp_path: Path, database_url: str, **overrides) -> DatasetSettings:
+    values = dict(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        host="127.0.0.1",
+        port=0,
+        metrics_port=0,
+        max_upload_bytes=MAX_UPLOAD,
+        max_image_pixels=4_000_000,
+        shutdown_grace_seconds=1.0,
+    )
+    values.update(overrides)
+    return DatasetSettings(**values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> DatasetSettings:
+    return make_settings(tmp_path, database_url)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """A migrated database (the same one ``settings`` points at)."""
+    engine = create_db_engine(database_url, pool_size=2, max_overflow=2)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+@dataclass
+class Served:
+    settings: DatasetSettings
+    stub: dataset_pb2_grpc.DatasetServiceStub
+    target: str
+    engine: Engine
+
+    def state(self) -> dict[str, object]:
+        """Every table's row count plus every file in the blob and cache
+        folders: equal before and after a refused call."""
+        return stored_state(self.engine, self.settings)
+
+
+def stored_state(engine: Engine, settings: DatasetSettings) -> dict[str, object]:
+    with engine.connect() as conn:
+        counts: dict[str, object] = {
+            table: conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() for table in TABLES
+        }
+        counts["users.ratings_version"] = conn.execute(
+            text("SELECT coalesce(sum(ratings_version), 0) FROM users")
+        ).scalar_one()
+    counts["files"] = sorted(
+        str(path.relative_to(settings.data_dir))
+        for root in (settings.blob_path, settings.cache_path)
+        for path in root.rglob("*")
+        if path.is_file()
+    )
+    return counts
+
+
+@pytest.fixture
+def served(settings: DatasetSettings) -> Iterator[Served]:
+    """The dataset service running in this process on a free port."""
+    server = create_server(settings)
+    port = server.start()
+    target = f"127.0.0.1:{port}"
+    channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
+    engine = create_db_engine(settings.database_url, pool_size=1, max_overflow=1)
+    try:
+        yield Served(settings, dataset_pb2_grpc.DatasetServiceStub(channel), target, engine)
+    finally:
+        engine.dispose()
+        channel.close()
+        server.stop(0)
+
+
+def image_file(data: bytes, filename: str = "photo.jpg") -> common_pb2.ImageFile:
+    return common_pb2.ImageFile(data=data, filename=filename)
+
+
+def rpc_error(call, request) -> tuple[grpc.StatusCode, str, str]:
+    """Makes a call that must fail; returns (status, tagrate error code, message)."""
+    with pytest.raises(grpc.RpcError) as info:
+        result = call(request, timeout=30)
+        if hasattr(result, "__iter__") and not hasattr(result, "SerializeToString"):
+            list(result)  # a stream fails while it is read
+    exc = info.value
+    trailing = dict(exc.trailing_metadata() or ())
+    return exc.code(), trailing.get(ERROR_CODE_KEY, ""), exc.details()
