@@ -32,9 +32,11 @@ class DatasetSettings(ServiceSettings):
         description="SQLAlchemy URL of the database: `sqlite:///path.db` or `postgresql://user:pass@host/db` "
         "(psycopg 3 is used for PostgreSQL). Empty: SQLite at <data_dir>/dataset/tagrate.db.",
     )
-    blob_dir: Path | None = Field(None, description="Original image files. Empty: <data_dir>/dataset/blobs.")
+    blob_dir: Path | None = Field(
+        None, description="Original image files; derived when unset: <data_dir>/dataset/blobs."
+    )
     cache_dir: Path | None = Field(
-        None, description="Resized versions (GetImage with a size). Empty: <data_dir>/dataset/cache."
+        None, description="Resized versions (/getimage?size=); derived when unset: <data_dir>/dataset/cache."
     )
     db_pool_size: int = Field(8, gt=0, description="Database connections kept open.")
     db_max_overflow: int = Field(16, ge=0, description="Extra connections opened under load beyond db_pool_size.")
