@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uvicorn
+
 from tagrate_common.logging import setup_logging
 
 from .app import create_app

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from tagrate_common.grpc_client import AsyncBackend
 from tagrate_common.logging import new_request_id, request_id_var
 from tagrate_common.metrics import HTTP_REQUESTS, HTTP_SECONDS

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
 from tagrate_common.config import DEFAULT_PORTS, CommonSettings
 
 KiB = 1024

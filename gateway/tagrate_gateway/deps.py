@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+
 from tagrate_common.grpc_client import AsyncBackend
 
 from .config import GatewaySettings

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from tagrate_common.errors import InvalidArgument, Overloaded, TagrateError, UnsupportedImage
 from tagrate_common.logging import request_id_var
 

@@ -20,6 +20,7 @@ from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect, Request
+
 from tagrate_common import validation
 from tagrate_common.errors import InvalidArgument, PayloadTooLarge
 from tagrate_common.images import ImageLimits, check_header

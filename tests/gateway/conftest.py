@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import uvicorn
 from fastapi import FastAPI
+
 from tagrate_gateway.app import create_app
 from tagrate_gateway.config import GatewaySettings
-
 from tests.support import free_port
 
 # Small enough that an oversized upload is cheap to send in a test.
@@ -78,3 +78,16 @@ def start_gateway() -> Iterator[Callable[..., GatewayServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="package")
+def shared(tmp_path_factory):
+    """One seeded SQLite-backed dataset service + gateway for the tests that
+    leave the data as they found it (see :func:`tests.gateway.stack.seed`)."""
+    from .stack import seed, start_stack  # needs the dataset service; imported only when used
+
+    stack = start_stack(f"sqlite:///{tmp_path_factory.mktemp('db') / 'tagrate.db'}", tmp_path_factory.mktemp("data"))
+    try:
+        yield seed(stack)
+    finally:
+        stack.stop()

@@ -8,29 +8,18 @@ import re
 
 import httpx
 import pytest
+
 from tagrate_common.errors import Overloaded
 from tagrate_common.logging import request_id_var
 from tagrate_gateway.app import create_app
-
 from tests.imagefactory import make_image
 from tests.support import free_port
 
+from .answers import assert_error
 from .conftest import TEST_UPLOAD_LIMIT, GatewayServer, gateway_settings
 from .rawhttp import exchange
 
 NAME = "0" * 64 + ".jpg"
-
-
-def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict:
-    """The API's error shape: JSON with exactly ``error`` and ``code``."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error", "code"}, body
-    assert body["error"] and re.fullmatch(r"[a-z][a-z0-9_]*", body["code"])
-    if code is not None:
-        assert body["code"] == code, body
-    return body
 
 
 @pytest.fixture

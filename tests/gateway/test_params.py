@@ -4,6 +4,7 @@ refusal is a 400 naming the parameter."""
 from __future__ import annotations
 
 import pytest
+
 from tagrate_common.errors import InvalidArgument
 from tagrate_gateway import params
 

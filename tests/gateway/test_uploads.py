@@ -7,10 +7,10 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+
 from tagrate_common.errors import InvalidArgument, PayloadTooLarge, TagrateError, UnsupportedImage
 from tagrate_common.images import ImageLimits
 from tagrate_gateway.uploads import MultipartForm, UploadLimits, parse_multipart
-
 from tests.imagefactory import make_image
 
 BOUNDARY = "testboundary1234"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+
 from tagrate_common.protos import dataset_pb2
 
 from ..deps import DatasetDep

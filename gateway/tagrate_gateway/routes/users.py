@@ -6,6 +6,7 @@ import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+
 from tagrate_common.protos import common_pb2, dataset_pb2
 
 from .. import params
