@@ -33,7 +33,13 @@ class _RequestIdFilter(logging.Filter):
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; ``extra={...}`` fields are included."""
 
-    _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "request_id", "service"}
+    # uvicorn adds color_message, a duplicate of msg with ANSI colours.
+    _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+        "message",
+        "request_id",
+        "service",
+        "color_message",
+    }
 
     def __init__(self, service: str) -> None:
         super().__init__()
