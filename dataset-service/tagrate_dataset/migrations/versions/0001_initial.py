@@ -1,5 +1,7 @@
-"""The initial schema: users, images, ratings, tags, tagger models and their
-scores, cached feature vectors and trained snapshots.
+"""Initial schema
+
+Users, images, ratings, tags, tagger models and their scores, cached
+feature vectors and trained snapshots.
 
 Revision ID: 0001
 Revises:
