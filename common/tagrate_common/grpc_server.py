@@ -156,7 +156,7 @@ class GrpcServer:
         self._server.start()
         for name in ["", *self._service_names]:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        start_metrics_server(self.settings.metrics_port)
+        start_metrics_server(self.settings.metrics_port, self.settings.host)
         log.info("%s listening on %s:%d", self.name, self.settings.host, self.port)
         return self.port
 

@@ -32,8 +32,8 @@ HTTP_SECONDS = Histogram(
 )
 
 
-def start_metrics_server(port: int, host: str = "0.0.0.0") -> None:
-    """Serves the default registry over HTTP; port 0 disables it."""
+def start_metrics_server(port: int, host: str) -> None:
+    """Serves the default registry over HTTP on the service's own bind address; port 0 disables it."""
     if port:
         start_http_server(port, addr=host)
         log.info("metrics on http://%s:%d/metrics", host, port)
