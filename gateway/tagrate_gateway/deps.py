@@ -24,6 +24,11 @@ def get_dataset(request: Request) -> AsyncBackend:
     return request.app.state.backends["dataset"]
 
 
+def get_tagger(request: Request) -> AsyncBackend:
+    return request.app.state.backends["tagger"]
+
+
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 BackendsDep = Annotated[dict[str, AsyncBackend], Depends(get_backends)]
 DatasetDep = Annotated[AsyncBackend, Depends(get_dataset)]
+TaggerDep = Annotated[AsyncBackend, Depends(get_tagger)]

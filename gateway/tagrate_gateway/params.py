@@ -9,6 +9,7 @@ looked at, so they are ignored.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -17,6 +18,9 @@ from tagrate_common.errors import InvalidArgument
 
 DEFAULT_LIMIT = 60  # the page size existing clients hard-code
 MAX_LIMIT = 1000
+# Tags per image (/tag, /tagbulk): the default model has 1000 labels; larger
+# taggers have more, but no client reads thousands of near-zero scores.
+MAX_TAG_LIMIT = 1000
 MAX_PAGE = 2**31 - 1  # fits the uint32 on the wire and any SQL offset
 MIN_SIZE, MAX_SIZE = 16, 4096
 MAX_FILTER_TAGS = 50
@@ -164,3 +168,29 @@ def boolean(value: str | None, param: str, default: bool = False) -> bool:
     if key in _FALSE:
         return False
     raise InvalidArgument(f"'{param}' must be true or false (or 1/0, yes/no); got {value[:40]!r}", f"invalid_{param}")
+
+
+def threshold(value: str | None) -> float | None:
+    """The lowest tag score wanted, a number in [0, 1]; None (the model's own
+    thresholds) when not given."""
+    if value is None or value.strip() == "":
+        return None
+    problem = InvalidArgument(
+        f"'threshold' must be a number from 0 to 1 (tags scoring at least this are returned), got {value[:40]!r}",
+        "invalid_threshold",
+    )
+    try:
+        number = float(value.strip())
+    except ValueError:
+        raise problem from None
+    if not math.isfinite(number) or not 0.0 <= number <= 1.0:
+        raise problem
+    return number
+
+
+def tag_limit(value: str | None) -> int | None:
+    """The most tags wanted per image (1 to :data:`MAX_TAG_LIMIT`); None for
+    every tag above the threshold."""
+    if value is None or value.strip() == "":
+        return None
+    return _integer(value, "limit", 1, MAX_TAG_LIMIT)

@@ -12,7 +12,7 @@ only what is cheap (size and magic bytes); decoding is the services' job.
 from __future__ import annotations
 
 import codecs
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from tagrate_common import validation
-from tagrate_common.errors import InvalidArgument, PayloadTooLarge
+from tagrate_common.errors import InvalidArgument, PayloadTooLarge, TagrateError
 from tagrate_common.images import ImageLimits, check_header
 
 from .config import GatewaySettings
@@ -66,6 +66,23 @@ class UploadedFile:
         return check_header(self.data, self.filename, limits)
 
 
+def check_images(files: Sequence[UploadedFile], limits: ImageLimits) -> None:
+    """:meth:`UploadedFile.check_image` for every file of a bulk upload. The
+    first bad file fails the request (413/415) with a message that names it
+    by position (1-based, upload order) and filename, in the same words the
+    model services use: "file 2 ('notes.txt') is not a ... image"."""
+    for index, upload in enumerate(files, start=1):
+        try:
+            upload.check_image(limits)
+        except TagrateError as exc:
+            # images.py starts its messages with the quoted filename, or with
+            # "the uploaded file" when the client sent none.
+            label = f"'{upload.filename}'" if upload.filename else "the uploaded file"
+            named = f"file {index} ({label})" if upload.filename else f"file {index}"
+            rest = exc.message[len(label) :] if exc.message.startswith(label) else f": {exc.message}"
+            raise type(exc)(named + rest, exc.code) from None
+
+
 @dataclass
 class MultipartForm:
     """The non-file fields (in order, repeats kept) and the files."""
@@ -79,6 +96,12 @@ class MultipartForm:
 
     def files_named(self, name: str) -> list[UploadedFile]:
         return [f for f in self.files if f.field == name]
+
+    def files_required(self, name: str) -> list[UploadedFile]:
+        """Every file uploaded as ``name``, in upload order; 400 when there
+        is none (or the field was sent as plain text instead of files)."""
+        found = self.files_named(name)
+        return found if found else [self.file(name)]
 
     def file(self, name: str) -> UploadedFile:
         """The one file uploaded as ``name``; 400 when it is missing or was

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import uvicorn
@@ -15,6 +16,10 @@ from fastapi import FastAPI
 from tagrate_gateway.app import create_app
 from tagrate_gateway.config import GatewaySettings
 from tests.support import free_port
+
+if TYPE_CHECKING:
+    from tagrate_common.grpc_server import GrpcServer
+    from tagrate_common.vision.modeldir import ImageModel
 
 # Small enough that an oversized upload is cheap to send in a test.
 TEST_UPLOAD_LIMIT = 256 * 1024
@@ -91,3 +96,64 @@ def shared(tmp_path_factory):
         yield seed(stack)
     finally:
         stack.stop()
+
+
+# The tagger behind the /tag and /tagbulk tests. Its model (torch) is loaded
+# only by the tests that use it, once per session.
+TAGGER_UPLOAD_LIMIT = 1024 * 1024  # real photographs as PNG are a few hundred KiB
+TAGGER_BULK_FILES = 4
+
+
+def start_tagger(model: ImageModel, **overrides: object) -> tuple[GrpcServer, str]:
+    """A real tagger serving ``model`` in this process on a free port, with
+    the same upload limits as the tagger gateway; returns it and its address."""
+    from tagrate_tagger.config import TaggerSettings
+    from tagrate_tagger.server import create_server
+
+    values: dict[str, object] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "metrics_port": 0,
+        "device": "cpu",
+        "shutdown_grace_seconds": 1.0,
+        "max_upload_bytes": TAGGER_UPLOAD_LIMIT,
+        "max_bulk_files": TAGGER_BULK_FILES,
+    }
+    values.update(overrides)
+    server = create_server(TaggerSettings(**values), model=model)
+    return server, f"127.0.0.1:{server.start()}"
+
+
+def tagger_gateway_settings(tagger_addr: str, data_dir: Path) -> GatewaySettings:
+    """A test gateway whose only backend is the tagger at ``tagger_addr``."""
+    return gateway_settings(
+        "",
+        data_dir,
+        tagger_addr=tagger_addr,
+        max_upload_bytes=TAGGER_UPLOAD_LIMIT,
+        max_bulk_files=TAGGER_BULK_FILES,
+    )
+
+
+@pytest.fixture(scope="session")
+def tagger_model() -> ImageModel:
+    """The embedded default model (EfficientNet-Lite0, ImageNet), on the CPU."""
+    from tagrate_common.vision.modeldir import load_default_model
+
+    return load_default_model("cpu")
+
+
+@pytest.fixture(scope="session")
+def tagger(tagger_model: ImageModel) -> Iterator[str]:
+    """A real tagger serving the default model; its address."""
+    server, addr = start_tagger(tagger_model)
+    yield addr
+    server.stop(1.0)
+
+
+@pytest.fixture(scope="session")
+def tag_gateway(tagger: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
+    """A real gateway in front of :func:`tagger` (no other backend)."""
+    server = GatewayServer(tagger_gateway_settings(tagger, tmp_path_factory.mktemp("tag-gateway"))).start()
+    yield server
+    server.stop()
