@@ -65,7 +65,10 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
     """Gathers items from concurrent callers into batches for ``run_batch``.
 
     ``run_batch(items)`` must return one result per item, in order; it always
-    runs on the batcher's own worker thread, one batch at a time. With
+    runs on the batcher's own worker thread, one batch at a time.
+    ``initializer`` runs once on that thread before any batch (per-thread
+    state such as PyTorch's cuDNN plan cache is built where it is used); the
+    constructor waits for it and re-raises its error. With
     ``enabled=False`` every item runs alone (batch size 1, no delay), which is
     the unbatched baseline benchmarks compare against.
     """
@@ -79,6 +82,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         max_queue_size: int = 256,
         enabled: bool = True,
         name: str = "model",
+        initializer: Callable[[], None] | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_ms < 0:
             raise ValueError("max_batch_size and max_queue_size must be >= 1, max_queue_delay_ms >= 0")
@@ -93,8 +97,14 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         self.batches_run = 0
         self.items_run = 0
         self._depth = QUEUE_DEPTH.labels(name)
+        self._initializer = initializer
+        self._ready = threading.Event()
+        self._init_error: BaseException | None = None
         self._worker = threading.Thread(target=self._work, name=f"{name}-batcher", daemon=True)
         self._worker.start()
+        self._ready.wait()
+        if self._init_error is not None:
+            raise self._init_error
 
     # -- callers -------------------------------------------------------------
 
@@ -194,6 +204,15 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         return [p for p in batch if p.future.set_running_or_notify_cancel()]
 
     def _work(self) -> None:
+        try:
+            if self._initializer is not None:
+                self._initializer()
+        except BaseException as exc:
+            self._init_error = exc
+            self._closed = True
+            return
+        finally:
+            self._ready.set()
         while (batch := self._next_batch()) is not None:
             if batch:
                 self._execute(batch)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 import grpc
+
 from tagrate_common.grpc_server import GrpcServer
 from tagrate_common.protos import tagger_pb2, tagger_pb2_grpc
 from tagrate_common.vision.modeldir import ImageModel
@@ -58,7 +59,6 @@ def create_server(settings: TaggerSettings, model: ImageModel | None = None) -> 
     settings name) is loaded and warmed up here, before the server can bind,
     so health never reports SERVING for a tagger that would answer slowly."""
     tagger = Tagger.from_settings(model or load_tagger_model(settings), settings)
-    tagger.warm_up()
     return GrpcServer(
         "tagger",
         settings,

@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 
 import numpy as np
+
 from tagrate_common.batcher import DynamicBatcher
 from tagrate_common.errors import InvalidArgument, PayloadTooLarge, TagrateError
 from tagrate_common.images import ImageLimits, check_header, decode_image
@@ -44,8 +46,15 @@ def naming_file(index: int, filename: str) -> Iterator[None]:
         raise type(exc)(message, exc.code) from None
 
 
+def default_batch_size(device: str) -> int:
+    """A CPU gains little from batches beyond a handful of images (activations
+    fall out of cache); a GPU needs larger ones to be busy."""
+    return 8 if device == "cpu" else 32
+
+
 class Tagger:
-    """Tags images with one loaded model through one dynamic batcher."""
+    """Tags images with one loaded model through one dynamic batcher. The
+    model is warmed up (and checked) before the constructor returns."""
 
     def __init__(
         self,
@@ -66,6 +75,8 @@ class Tagger:
             np.full(model.label_count, threshold, np.float32) if threshold is not None else model.default_thresholds
         )
         self.default_threshold = threshold if threshold is not None else model.manifest.default_threshold
+        # Warm-up runs on the batcher's worker thread, before this returns.
+        self._warm_up_sizes = model.warm_up_sizes(max_batch_size if batching else 1)
         self.batcher: DynamicBatcher[np.ndarray, np.ndarray] = DynamicBatcher(
             self.predict_batch,
             max_batch_size=max_batch_size,
@@ -73,6 +84,7 @@ class Tagger:
             max_queue_size=max_queue_size,
             enabled=batching,
             name="tagger",
+            initializer=self._warm_up,
         )
 
     @classmethod
@@ -83,7 +95,7 @@ class Tagger:
             max_bulk_files=settings.max_bulk_files,
             threshold=settings.threshold,
             batching=settings.batching,
-            max_batch_size=settings.max_batch_size,
+            max_batch_size=settings.max_batch_size or default_batch_size(model.device),
             max_queue_delay_ms=settings.max_queue_delay_ms,
             max_queue_size=settings.max_queue_size,
         )
@@ -96,12 +108,18 @@ class Tagger:
         """One forward pass over preprocessed images; rows are per-image scores."""
         return self.model.predict(np.stack(images))
 
-    def warm_up(self) -> None:
-        """Runs the model before serving, at the batch sizes it will see
-        (on a GPU, kernels are chosen per shape; on a CPU one pass does)."""
-        sizes = (1,) if self.model.device == "cpu" else (1, self.batcher.max_batch_size)
-        self.model.warm_up(sizes)
-        log.info("model %s warmed up (batch sizes %s)", self.model_id, sizes)
+    def _warm_up(self) -> None:
+        """Runs the model at every batch size it will see, on the thread that
+        will run it, and checks its outputs match its labels."""
+        start = time.perf_counter()
+        self.model.warm_up(self._warm_up_sizes)
+        log.info(
+            "model %s warmed up on %s (batch sizes %s) in %.1fs",
+            self.model_id,
+            self.model.device,
+            ",".join(map(str, self._warm_up_sizes)),
+            time.perf_counter() - start,
+        )
 
     def tag(
         self,

