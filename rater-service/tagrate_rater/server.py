@@ -1,0 +1,120 @@
+"""The rater's gRPC face: decode the request, call the domain code
+(:mod:`.extractor`, :mod:`.heads`, :mod:`.rating`), encode the answer.
+Errors are TagrateErrors raised by the domain code; the shared server
+interceptor maps them to status codes."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from tagrate_common.grpc_server import GrpcServer
+from tagrate_common.protos import common_pb2, rater_pb2, rater_pb2_grpc
+from tagrate_common.vision.modeldir import ImageModel
+
+from .config import RaterSettings
+from .extractor import FeatureExtractor, load_feature_model
+from .heads import HeadInfo, HeadStore
+from .rating import Rater
+from .users import UserDirectory
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "tagrate.rater.v1.RaterService"
+
+
+def _files(images) -> list[tuple[bytes, str]]:
+    return [(image.data, image.filename) for image in images]
+
+
+def head_metadata(info: HeadInfo) -> rater_pb2.HeadMetadata:
+    created = Timestamp()
+    created.FromDatetime(info.created_at.astimezone(UTC))
+    return rater_pb2.HeadMetadata(
+        user=info.user,
+        extractor_id=info.extractor_id,
+        snapshot_id=info.snapshot_id,
+        metrics=info.metrics,
+        created_at=created,
+        version=info.version,
+        kind=info.kind,
+    )
+
+
+class RaterServicer(rater_pb2_grpc.RaterServiceServicer):
+    def __init__(self, extractor: FeatureExtractor, heads: HeadStore, rater: Rater) -> None:
+        self.extractor = extractor
+        self.heads = heads
+        self.rater = rater
+
+    def Embed(self, request: rater_pb2.EmbedRequest, context: grpc.ServicerContext) -> rater_pb2.EmbedResponse:
+        features = self.extractor.features(_files(request.images), timeout=context.time_remaining())
+        return rater_pb2.EmbedResponse(
+            extractor_id=self.extractor.extractor_id,
+            vectors=[common_pb2.FeatureVector(values=row) for row in features.tolist()],
+        )
+
+    def Rate(self, request: rater_pb2.RateRequest, context: grpc.ServicerContext) -> rater_pb2.RateResponse:
+        results = self.rater.rate(_files(request.images), request.user, timeout=context.time_remaining())
+        return rater_pb2.RateResponse(
+            users=[
+                rater_pb2.UserRatings(user=r.user, model=r.model, model_version=r.model_version, ratings=r.ratings)
+                for r in results
+            ]
+        )
+
+    def PublishHead(
+        self, request: rater_pb2.PublishHeadRequest, context: grpc.ServicerContext
+    ) -> rater_pb2.PublishHeadResponse:
+        meta = request.metadata
+        info = self.heads.publish(
+            user=meta.user,
+            kind=meta.kind,
+            weights=request.weights,
+            extractor_id=meta.extractor_id,
+            snapshot_id=meta.snapshot_id,
+            metrics=dict(meta.metrics),
+            created_at=meta.created_at.ToDatetime(UTC) if meta.HasField("created_at") else None,
+        )
+        return rater_pb2.PublishHeadResponse(metadata=head_metadata(info))
+
+    def ListHeads(
+        self, request: rater_pb2.ListHeadsRequest, context: grpc.ServicerContext
+    ) -> rater_pb2.ListHeadsResponse:
+        return rater_pb2.ListHeadsResponse(heads=[head_metadata(info) for info in self.heads.live.infos()])
+
+    def GetExtractorInfo(
+        self, request: rater_pb2.GetExtractorInfoRequest, context: grpc.ServicerContext
+    ) -> rater_pb2.ExtractorInfo:
+        return rater_pb2.ExtractorInfo(extractor_id=self.extractor.extractor_id, dimensions=self.extractor.dimensions)
+
+
+def create_server(settings: RaterSettings, model: ImageModel | None = None) -> GrpcServer:
+    """A rater server, not yet started. The extractor model (``model`` or
+    the one the settings name) is loaded and warmed up, and every head in the
+    store loaded, before the server can bind, so health never reports
+    SERVING for a rater that would answer slowly or without its heads."""
+    extractor = FeatureExtractor.from_settings(model or load_feature_model(settings), settings)
+    try:
+        heads = HeadStore.open(
+            settings.heads_path, extractor.extractor_id, extractor.dimensions, settings.keep_head_versions
+        )
+    except BaseException:
+        extractor.close()
+        raise
+    users = UserDirectory.from_settings(settings)
+
+    def shutdown() -> None:
+        extractor.close()
+        users.close()
+
+    servicer = RaterServicer(extractor, heads, Rater(extractor, heads, users))
+    return GrpcServer(
+        "rater",
+        settings,
+        [(rater_pb2_grpc.add_RaterServiceServicer_to_server, servicer, SERVICE_NAME)],
+        on_shutdown=shutdown,
+    )
