@@ -28,7 +28,12 @@ def get_tagger(request: Request) -> AsyncBackend:
     return request.app.state.backends["tagger"]
 
 
+def get_rater(request: Request) -> AsyncBackend:
+    return request.app.state.backends["rater"]
+
+
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 BackendsDep = Annotated[dict[str, AsyncBackend], Depends(get_backends)]
 DatasetDep = Annotated[AsyncBackend, Depends(get_dataset)]
 TaggerDep = Annotated[AsyncBackend, Depends(get_tagger)]
+RaterDep = Annotated[AsyncBackend, Depends(get_rater)]
