@@ -1,0 +1,81 @@
+"""Settings of the trainer service (``TRAINER_*`` plus the shared
+``TAGRATE_*`` ones). Every environment variable the service reads is
+declared here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from tagrate_common.config import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, ServiceSettings
+
+
+class TrainerSettings(ServiceSettings):
+    """Where the trainer listens, which services it uses and how it trains.
+
+    The jobs database, left unset, is SQLite at ``<data_dir>/trainer/jobs.db``;
+    copies of the global heads it published live next to it.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TRAINER_")
+
+    port: int = Field(DEFAULT_PORTS["trainer"], ge=0, le=65535, description="gRPC port (0 picks a free one).")
+    metrics_port: int = Field(
+        DEFAULT_METRICS_PORTS["trainer"], ge=0, le=65535, description="Prometheus HTTP port; 0 disables it."
+    )
+    dataset_addr: str = Field(
+        f"127.0.0.1:{DEFAULT_PORTS['dataset']}",
+        description='host:port of the dataset service (training data, snapshots); "" means not configured.',
+    )
+    rater_addr: str = Field(
+        f"127.0.0.1:{DEFAULT_PORTS['rater']}",
+        description='host:port of the rater service (extractor id, publishing heads); "" means not configured.',
+    )
+    stream_timeout_seconds: float = Field(
+        600.0, gt=0, description="Deadline for streaming one job's training data from the dataset service."
+    )
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL of the jobs database (job records survive a restart). "
+        "Empty: SQLite at <data_dir>/trainer/jobs.db (derived).",
+    )
+    min_ratings: int = Field(10, ge=3, description="Fewest ratings a user needs before a model can be trained.")
+    max_epochs: int = Field(200, ge=1, description="Most epochs the MLP candidate trains for.")
+    patience: int = Field(
+        12, ge=1, description="Early stopping: epochs without a better validation loss before the MLP stops."
+    )
+    validation_fraction: float = Field(
+        0.2,
+        gt=0.0,
+        lt=0.5,
+        description="Share of the ratings held out for the reported figures (and, of the rest, for choosing the head).",
+    )
+    seed: int = Field(0, ge=0, description="Seed of the held-out split and of the MLP's initialisation.")
+    batch_size: int = Field(64, ge=1, description="MLP mini-batch size.")
+    hidden_units: int = Field(256, ge=1, description="Hidden layer width of the MLP candidate.")
+    learning_rate: float = Field(1e-3, gt=0, description="MLP learning rate (AdamW).")
+    weight_decay: float = Field(1e-2, ge=0, description="MLP weight decay (AdamW).")
+    device: str = Field("cpu", description="Where heads train: `cpu`, `auto` (CUDA when available), `cuda[:N]`.")
+    torch_threads: int = Field(
+        1,
+        ge=0,
+        description="CPU threads torch uses for training; 0: all cores. One keeps a job from fighting the model "
+        "services for cores (oversubscribed threads slow small matrix products several times over); heads "
+        "are small enough that more threads gain little.",
+    )
+    stop_wait_seconds: float = Field(
+        2.0, ge=0, description="How long StopTraining waits for the job to acknowledge before answering."
+    )
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> TrainerSettings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'trainer' / 'jobs.db'}"
+        return self
+
+    @property
+    def trainer_dir(self) -> Path:
+        """The trainer's own folder under the data directory."""
+        return self.data_dir / "trainer"

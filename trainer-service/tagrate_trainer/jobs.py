@@ -1,0 +1,203 @@
+"""Training job records in the trainer's own small database, and the status
+they add up to.
+
+A :class:`TrainingJob` row is written when a job starts, updated while it
+runs (at most about once a second) and when it ends, so /trainerstatus
+answers the same after a restart. A job still ``running`` or ``stopping``
+when the trainer starts was cut off by a crash: :meth:`JobStore.recover`
+marks it failed, so no job shows as running forever.
+
+One trainer owns one jobs database (the default is a SQLite file in the
+trainer's data folder); the table is created on first start.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import JSON, Column, DateTime, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlmodel import Field, Session, SQLModel, col, select
+
+log = logging.getLogger(__name__)
+
+RUNNING, STOPPING = "running", "stopping"
+SUCCEEDED, FAILED, STOPPED = "succeeded", "failed", "stopped"
+IDLE = "idle"
+ACTIVE_STATES = (RUNNING, STOPPING)
+FINISHED_STATES = (SUCCEEDED, FAILED, STOPPED)
+CRASHED_MESSAGE = "the trainer stopped while this job was running"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every time here is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+class TrainingJob(SQLModel, table=True):
+    """One training job, from start to outcome."""
+
+    __tablename__ = "training_jobs"
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex, primary_key=True, max_length=32)
+    user: str = Field(index=True, max_length=64)  # a user name, or "all"
+    force: bool = False
+    state: str = Field(default=RUNNING, index=True, max_length=16)
+    progress: float = 0.0
+    epoch: int = 0
+    epochs: int = 0
+    loss: float | None = None
+    eta_seconds: float | None = None
+    metrics: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    error: str | None = None
+    kind: str | None = Field(default=None, max_length=16)  # the head chosen: linear or mlp
+    snapshot_id: str | None = Field(default=None, max_length=200)
+    model_version: str | None = Field(default=None, max_length=200)
+    started_at: datetime = Field(default_factory=utc_now, sa_column=Column(DateTime(timezone=True), nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+    def copy(self) -> TrainingJob:
+        """A detached copy (the worker keeps changing the original)."""
+        return TrainingJob.model_validate(self.model_dump())
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """A finished job, as ``last_job`` reports it."""
+
+    job_id: str
+    user: str
+    outcome: str
+    metrics: dict[str, float]
+    error: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: TrainingJob) -> JobSummary:
+        return cls(
+            job.id, job.user, job.state, dict(job.metrics), job.error, _utc(job.started_at), _utc(job.finished_at)
+        )  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class TrainerStatus:
+    """What /trainerstatus shows: the running job, or when none runs the
+    most recent one (``state`` is then its outcome, ``idle`` before any)."""
+
+    is_training: bool = False
+    state: str = IDLE
+    current_user: str | None = None
+    progress: float = 0.0
+    epoch: int = 0
+    epochs: int = 0
+    loss: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    started_at: datetime | None = None
+    eta_seconds: float | None = None
+    last_job: JobSummary | None = None
+
+    @classmethod
+    def of(cls, job: TrainingJob | None, last_finished: TrainingJob | None) -> TrainerStatus:
+        last = JobSummary.of(last_finished) if last_finished is not None else None
+        if job is None:
+            return cls(last_job=last)
+        active = job.state in ACTIVE_STATES
+        return cls(
+            is_training=active,
+            state=job.state,
+            current_user=job.user if active else None,
+            progress=job.progress,
+            epoch=job.epoch,
+            epochs=job.epochs,
+            loss=job.loss,
+            metrics=dict(job.metrics),
+            started_at=_utc(job.started_at),
+            eta_seconds=job.eta_seconds if active else None,
+            last_job=last,
+        )
+
+
+def create_jobs_engine(url: str) -> Engine:
+    """An engine for the jobs database; a SQLite file's folder is created.
+    ``postgresql://`` URLs use psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            url = "postgresql+psycopg://" + url[len(prefix) :]
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        cursor = dbapi_connection.cursor()
+        # WAL: status reads never wait for the worker's progress writes.
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=30000"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    return engine
+
+
+class JobStore:
+    """The ``training_jobs`` table."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        SQLModel.metadata.create_all(engine, tables=[TrainingJob.__table__])  # type: ignore[list-item]
+
+    @classmethod
+    def open(cls, url: str) -> JobStore:
+        return cls(create_jobs_engine(url))
+
+    def save(self, job: TrainingJob) -> None:
+        """Inserts or updates ``job`` (durably, before returning)."""
+        with Session(self.engine) as session:
+            session.merge(job.copy())
+            session.commit()
+
+    def get(self, job_id: str) -> TrainingJob | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.get(TrainingJob, job_id)
+
+    def latest(self, finished_only: bool = False) -> TrainingJob | None:
+        """The most recently started job (or finished job)."""
+        stmt = select(TrainingJob)
+        if finished_only:
+            stmt = stmt.where(col(TrainingJob.state).in_(FINISHED_STATES))
+        stmt = stmt.order_by(col(TrainingJob.started_at).desc(), col(TrainingJob.id).desc()).limit(1)
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.exec(stmt).first()
+
+    def recover(self) -> int:
+        """Marks jobs left running or stopping by a crash as failed; returns
+        how many there were."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            stale = session.exec(select(TrainingJob).where(col(TrainingJob.state).in_(ACTIVE_STATES))).all()
+            for job in stale:
+                job.state, job.error, job.finished_at, job.eta_seconds = FAILED, CRASHED_MESSAGE, utc_now(), None
+                session.add(job)
+            session.commit()
+        for job in stale:
+            log.warning("job %s for %s was cut off by a restart; marked failed", job.id, job.user)
+        return len(stale)
+
+    def dispose(self) -> None:
+        self.engine.dispose()

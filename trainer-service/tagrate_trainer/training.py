@@ -1,0 +1,482 @@
+"""Training a rating head on cached feature vectors: no gRPC, no database.
+
+The heads are the rater's (:mod:`tagrate_rater.heads`): on the standardised
+feature vector ``z``, ``linear`` is ``sigmoid(w . z + b)`` and ``mlp`` is
+``sigmoid(w2 . relu(w1 z + b1) + b2)``. The procedure, for ``n`` ratings:
+
+1. **Held-out split.** An image is held out when a seeded hash of its name
+   falls below ``validation_fraction``. The split is reproducible, keeps an
+   image on the same side as ratings are added (so figures from one run to
+   the next are comparable), and puts every rating of one image
+   (``user=all``) on one side, so the held-out figures never see an image
+   the head was trained on.
+2. **Choosing the head.** The rest is split the same way (another salt) into
+   a fitting part and a selection part, and two candidates are fitted on the
+   fitting part's standardised features:
+
+   * *ridge*: ridge regression in closed form for a grid of penalties (one
+     eigendecomposition serves them all), put through the sigmoid so that
+     the head matches the ridge prediction's value and slope at the mean
+     rating (the sigmoid only bends the extremes back into [0, 1]);
+   * *MLP*: one hidden layer, AdamW on the squared error of the sigmoid
+     output, early stopping when the selection loss has not improved for
+     ``patience`` epochs (the best epoch's weights are kept).
+
+   The selection part's mean squared error picks the penalty, and then the
+   candidate; a tie goes to the simpler linear head.
+3. **Refit and report.** The winner is refitted on the fitting and selection
+   parts together, with the chosen penalty or epoch count, and judged on the
+   held-out ratings: Spearman correlation and mean absolute error, next to
+   the same figures for predicting the training ratings' mean and, when the
+   caller passes one, for a reference predictor (the current global head).
+   The figures are computed with the rater's own :class:`RatingHead`, so they
+   describe exactly what the rater will serve, on ratings that neither the
+   fit nor any choice made along the way has seen.
+
+Training is cooperative: ``should_stop`` is checked after every mini-batch
+and between phases, and :class:`TrainingStopped` is raised as soon as it
+returns true.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from tagrate_rater.heads import RatingHead, serialize_weights
+
+LINEAR, MLP = "linear", "mlp"
+# Ridge penalties tried on standardised features. A wide log grid costs
+# little: every penalty reuses one eigendecomposition.
+RIDGE_ALPHAS = tuple(float(10.0**k) for k in np.arange(-1.0, 6.01, 0.5))
+# Features whose spread is below this are constant in the training data;
+# dividing by their (near-zero) deviation would only amplify noise.
+MIN_STD = 1e-6
+# The mean rating the sigmoid is matched at stays inside (0, 1), so its
+# logit is finite even when every rating is 0 or 1.
+MEAN_CLAMP = 0.02
+MIN_EXAMPLES = 3
+# Share of the training progress each phase takes.
+_PHASES = {"ridge": (0.0, 0.1), "mlp": (0.1, 0.8), "refit": (0.8, 0.95), "evaluate": (0.95, 1.0)}
+
+
+class TrainingStopped(Exception):
+    """``should_stop`` returned true; nothing was produced."""
+
+
+class NotEnoughData(ValueError):
+    """Too few ratings (or different images) to hold any out."""
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """``features[i]`` describes ``images[i]``, rated ``ratings[i]``."""
+
+    features: np.ndarray  # (n, d) float32
+    ratings: np.ndarray  # (n,) in [0, 1]
+    images: Sequence[str]
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if self.features.ndim != 2 or self.features.shape[0] != n or self.ratings.shape != (n,):
+            raise ValueError(f"features {self.features.shape}, ratings {self.ratings.shape} and {n} images disagree")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    max_epochs: int = 200
+    patience: int = 12
+    validation_fraction: float = 0.2
+    seed: int = 0
+    batch_size: int = 64
+    hidden_units: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-2
+    dropout: float = 0.1
+    device: str = "cpu"
+    ridge_alphas: tuple[float, ...] = RIDGE_ALPHAS
+
+
+@dataclass(frozen=True)
+class ProgressReport:
+    """Where a training stands. ``progress`` covers the training (0-1);
+    ``epoch``/``epochs`` count MLP epochs in the current phase."""
+
+    phase: str
+    progress: float
+    epoch: int
+    epochs: int
+    loss: float | None
+    eta_seconds: float | None
+
+
+@dataclass(frozen=True)
+class TrainedHead:
+    """A head in the rater's weights format (see :mod:`tagrate_rater.heads`)."""
+
+    kind: str
+    tensors: dict[str, np.ndarray]
+
+    def rating_head(self) -> RatingHead:
+        return RatingHead.from_tensors(self.kind, self.tensors, int(self.tensors["mean"].shape[0]))
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Ratings exactly as the rater computes them."""
+        return self.rating_head().predict(features)
+
+    def weights(self) -> bytes:
+        """PublishHead's ``weights`` bytes."""
+        return serialize_weights(self.tensors)
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    head: TrainedHead
+    # Held-out figures: spearman, mae (the head), mean_spearman, mean_mae
+    # (predicting the training mean), reference_spearman, reference_mae (when
+    # a reference was given); the split sizes; what was chosen.
+    metrics: dict[str, float]
+    # Selection-part mean squared error of each candidate.
+    selection_losses: dict[str, float]
+
+
+# ---- figures ---------------------------------------------------------------
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1, tied values sharing the mean of their ranks."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.arange(len(values), dtype=np.float64)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    return (np.bincount(inverse, weights=ranks) / counts)[inverse]
+
+
+def spearman(predicted: np.ndarray, actual: np.ndarray) -> float:
+    """Spearman's rank correlation; 0.0 when either side is constant (a
+    constant prediction orders nothing, so it earns no correlation)."""
+    if len(actual) < 2:
+        return 0.0
+    a, b = average_ranks(predicted), average_ranks(actual)
+    a, b = a - a.mean(), b - b.mean()
+    denominator = math.sqrt(float(a @ a) * float(b @ b))
+    return float(a @ b / denominator) if denominator > 0 else 0.0
+
+
+def mean_absolute_error(predicted: np.ndarray, actual: np.ndarray) -> float:
+    return float(np.mean(np.abs(np.asarray(predicted, np.float64) - np.asarray(actual, np.float64))))
+
+
+def _mse(predicted: np.ndarray, actual: np.ndarray) -> float:
+    return float(np.mean((np.asarray(predicted, np.float64) - actual) ** 2))
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * logits))
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+# ---- the split -------------------------------------------------------------
+
+
+def _position(salt: str, image: str) -> float:
+    """A seeded, uniform-looking number in [0, 1) for an image name."""
+    return int.from_bytes(hashlib.sha256(f"{salt}:{image}".encode()).digest()[:8], "big") / 2.0**64
+
+
+def held_out_mask(images: Sequence[str], fraction: float, salt: str) -> np.ndarray:
+    """True for the examples held out: those whose image's seeded hash
+    position is below ``fraction``. Whole images go one way, and an image
+    stays on its side however many ratings are added later. At least one
+    image is held out and at least one stays in (the lowest and the highest
+    positions), however few there are."""
+    positions = {image: _position(salt, image) for image in images}
+    if len(positions) < 2:
+        raise NotEnoughData(
+            f"{len(images)} rating(s) of {len(positions)} image(s): at least two different images are needed"
+        )
+    chosen = {image for image, position in positions.items() if position < fraction}
+    if not chosen:
+        chosen = {min(positions, key=positions.__getitem__)}
+    if len(chosen) == len(positions):
+        chosen.discard(max(positions, key=positions.__getitem__))
+    return np.fromiter((image in chosen for image in images), dtype=bool, count=len(images))
+
+
+# ---- standardisation and the two candidates ----------------------------------
+
+
+@dataclass(frozen=True)
+class Standardiser:
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, features: np.ndarray) -> Standardiser:
+        x = features.astype(np.float64)
+        std = x.std(axis=0)
+        return cls(x.mean(axis=0), np.where(std < MIN_STD, 1.0, std))
+
+    def apply(self, features: np.ndarray) -> np.ndarray:
+        return ((features.astype(np.float64) - self.mean) / self.std).astype(np.float32)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {"mean": self.mean.astype(np.float32), "std": self.std.astype(np.float32)}
+
+
+class RidgeSolver:
+    """Ridge regression for many penalties from one eigendecomposition of
+    the smaller Gram matrix (``X Xᵀ`` when n < d, else ``Xᵀ X``). Features
+    are standardised (centred), so the intercept is the ratings' mean."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        xt = torch.from_numpy(x.astype(np.float64))
+        self.y_mean = float(y.mean())
+        yc = torch.from_numpy(y.astype(np.float64) - self.y_mean)
+        self.n, self.d = xt.shape
+        self._x = xt
+        gram = xt @ xt.T if self.n < self.d else xt.T @ xt
+        eigenvalues, self._vectors = torch.linalg.eigh(gram)
+        self._eigenvalues = eigenvalues.clamp(min=0.0)
+        self._projected = self._vectors.T @ (yc if self.n < self.d else xt.T @ yc)
+
+    def weights(self, alpha: float) -> np.ndarray:
+        """The (d,) weight vector for penalty ``alpha``."""
+        scaled = self._vectors @ (self._projected / (self._eigenvalues + alpha))
+        return (self._x.T @ scaled if self.n < self.d else scaled).numpy()
+
+
+def _ridge_link(y_mean: float) -> tuple[float, float]:
+    """``(a, c)`` such that ``sigmoid(a * s + c)`` has the value ``y_mean``
+    and slope 1 at ``s = 0``: the sigmoid head closest to the linear
+    prediction ``y_mean + s`` around the mean."""
+    m = min(1.0 - MEAN_CLAMP, max(MEAN_CLAMP, y_mean))
+    return 1.0 / (m * (1.0 - m)), _logit(m)
+
+
+def _ridge_head(w: np.ndarray, y_mean: float, standardiser: Standardiser) -> TrainedHead:
+    a, c = _ridge_link(y_mean)
+    return TrainedHead(LINEAR, {**standardiser.tensors(), "weight": (a * w).astype(np.float32), "bias": np.float32(c)})
+
+
+class _Reporter:
+    """Maps phase-local progress onto 0-1, never backwards, and checks for
+    a stop request."""
+
+    def __init__(self, report: Callable[[ProgressReport], None], should_stop: Callable[[], bool], epochs: int):
+        self._report = report
+        self._should_stop = should_stop
+        self.epochs = epochs
+        self.progress = 0.0
+        self.epoch = 0
+        self.loss: float | None = None
+
+    def check(self) -> None:
+        if self._should_stop():
+            raise TrainingStopped()
+
+    def phase(self, name: str, fraction: float, eta_seconds: float | None = None) -> None:
+        low, high = _PHASES[name]
+        self.progress = max(self.progress, low + (high - low) * min(1.0, max(0.0, fraction)))
+        self._report(ProgressReport(name, self.progress, self.epoch, self.epochs, self.loss, eta_seconds))
+
+
+@dataclass
+class _MlpRun:
+    model: nn.Sequential
+    best_epoch: int
+    best_loss: float
+
+
+def _mlp(d: int, y_mean: float, config: TrainingConfig) -> nn.Sequential:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = nn.Sequential(
+            nn.Linear(d, config.hidden_units),
+            nn.ReLU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.hidden_units, 1),
+        )
+    # Start from predicting the mean rating, with a small output layer: from
+    # the default initialisation the first epochs would only learn the
+    # offset, and on a few ratings early stopping could end the run first.
+    with torch.no_grad():
+        model[3].weight.mul_(0.1)
+        model[3].bias.fill_(_logit(min(1.0 - MEAN_CLAMP, max(MEAN_CLAMP, y_mean))))
+    return model
+
+
+def _train_mlp(
+    x: np.ndarray,
+    y: np.ndarray,
+    config: TrainingConfig,
+    reporter: _Reporter,
+    phase: str,
+    epochs: int,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+) -> _MlpRun:
+    """Trains for up to ``epochs`` epochs. With ``validation`` data, stops
+    after ``patience`` epochs without a lower validation loss and returns
+    the best epoch's weights; without, trains exactly ``epochs`` epochs."""
+    device = torch.device(config.device)
+    model = _mlp(x.shape[1], float(y.mean()), config).to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y.astype(np.float32)).to(device)
+    xv = torch.from_numpy(validation[0]).to(device) if validation else None
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    best_epoch, best_loss = 0, math.inf
+    n = len(xt)
+    reporter.epochs, reporter.epoch = epochs, 0
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=generator).to(device)
+        total = 0.0
+        for begin in range(0, n, config.batch_size):
+            reporter.check()
+            idx = order[begin : begin + config.batch_size]
+            optimiser.zero_grad(set_to_none=True)
+            loss = nn.functional.mse_loss(torch.sigmoid(model(xt[idx])[:, 0]), yt[idx])
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(idx)
+        reporter.epoch, reporter.loss = epoch, total / n
+        seconds_per_epoch = (time.perf_counter() - start) / epoch
+        if validation is None:
+            reporter.phase(phase, epoch / epochs, (epochs - epoch) * seconds_per_epoch)
+            continue
+        assert xv is not None
+        model.eval()
+        with torch.no_grad():
+            val_loss = _mse(torch.sigmoid(model(xv)[:, 0]).cpu().numpy(), validation[1])
+        if val_loss < best_loss - 1e-9:
+            best_loss, best_epoch = val_loss, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        last = min(epochs, best_epoch + config.patience)
+        # The epochs early stopping may still run, then a refit on 1/(1-f)
+        # times the data for the best epoch count (if the MLP wins).
+        refit = best_epoch * seconds_per_epoch / (1.0 - config.validation_fraction)
+        reporter.phase(phase, epoch / last, (last - epoch) * seconds_per_epoch + refit)
+        if epoch >= last:
+            break
+    if validation is not None:
+        model.load_state_dict(best_state)
+    else:
+        best_epoch = epochs
+    model.eval()
+    return _MlpRun(model, best_epoch, best_loss)
+
+
+def _mlp_head(model: nn.Sequential, standardiser: Standardiser) -> TrainedHead:
+    first, last = model[0], model[3]
+
+    def array(t: torch.Tensor) -> np.ndarray:
+        return t.detach().cpu().numpy().astype(np.float32)
+
+    return TrainedHead(
+        MLP,
+        {
+            **standardiser.tensors(),
+            "w1": array(first.weight),
+            "b1": array(first.bias),
+            "w2": array(last.weight[0]),
+            "b2": array(last.bias[0]),
+        },
+    )
+
+
+# ---- the whole procedure -----------------------------------------------------
+
+
+def train_head(
+    data: TrainingData,
+    config: TrainingConfig,
+    report: Callable[[ProgressReport], None] = lambda _: None,
+    should_stop: Callable[[], bool] = lambda: False,
+    reference: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> TrainingResult:
+    """Trains, chooses and evaluates a head as the module docstring says.
+
+    ``reference`` maps raw held-out feature vectors to another predictor's
+    ratings (the current global head) for comparison. Raises
+    :class:`NotEnoughData` when the ratings cannot be split, and
+    :class:`TrainingStopped` when ``should_stop`` asked for it."""
+    if len(data) < MIN_EXAMPLES:
+        raise NotEnoughData(f"at least {MIN_EXAMPLES} ratings are needed to train, got {len(data)}")
+    reporter = _Reporter(report, should_stop, config.max_epochs)
+    features = np.ascontiguousarray(data.features, dtype=np.float32)
+    ratings = data.ratings.astype(np.float64)
+    held = held_out_mask(data.images, config.validation_fraction, f"held-out:{config.seed}")
+    train_images = [image for image, h in zip(data.images, held, strict=True) if not h]
+    selection = held_out_mask(train_images, config.validation_fraction, f"selection:{config.seed}")
+    x_train, y_train = features[~held], ratings[~held]
+    x_fit, y_fit, x_sel, y_sel = x_train[~selection], y_train[~selection], x_train[selection], y_train[selection]
+
+    # Ridge: one decomposition, every penalty scored on the selection part.
+    reporter.check()
+    fit_scaling = Standardiser.fit(x_fit)
+    xf, xs = fit_scaling.apply(x_fit), fit_scaling.apply(x_sel)
+    solver = RidgeSolver(xf, y_fit)
+    a, c = _ridge_link(solver.y_mean)
+    ridge_losses = {
+        alpha: _mse(_sigmoid(a * (xs.astype(np.float64) @ solver.weights(alpha)) + c), y_sel)
+        for alpha in config.ridge_alphas
+    }
+    alpha = min(ridge_losses, key=lambda k: (ridge_losses[k], -k))  # a tie goes to the stronger penalty
+    reporter.loss = ridge_losses[alpha]
+    reporter.phase("ridge", 1.0)
+
+    mlp = _train_mlp(xf, y_fit, config, reporter, "mlp", config.max_epochs, (xs, y_sel))
+    losses = {LINEAR: ridge_losses[alpha], MLP: mlp.best_loss}
+    kind = MLP if losses[MLP] < losses[LINEAR] else LINEAR
+
+    # Refit the winner on everything but the held-out ratings.
+    reporter.check()
+    train_scaling = Standardiser.fit(x_train)
+    xt = train_scaling.apply(x_train)
+    if kind == LINEAR:
+        refit = RidgeSolver(xt, y_train)
+        head = _ridge_head(refit.weights(alpha), refit.y_mean, train_scaling)
+        reporter.phase("refit", 1.0)
+    else:
+        run = _train_mlp(xt, y_train, config, reporter, "refit", max(1, mlp.best_epoch))
+        head = _mlp_head(run.model, train_scaling)
+
+    reporter.check()
+    x_held, y_held = features[held], ratings[held]
+    predicted = head.predict(x_held)
+    mean_prediction = np.full(len(y_held), y_train.mean())
+    metrics = {
+        "spearman": spearman(predicted, y_held),
+        "mae": mean_absolute_error(predicted, y_held),
+        "mean_spearman": spearman(mean_prediction, y_held),
+        "mean_mae": mean_absolute_error(mean_prediction, y_held),
+        "train_examples": float(len(y_train)),
+        "heldout_examples": float(len(y_held)),
+        "selection_mse": losses[kind],
+    }
+    if kind == LINEAR:
+        metrics["ridge_alpha"] = float(alpha)
+    else:
+        metrics["mlp_epochs"] = float(mlp.best_epoch)
+    if reference is not None:
+        theirs = np.asarray(reference(x_held), dtype=np.float64)
+        metrics["reference_spearman"] = spearman(theirs, y_held)
+        metrics["reference_mae"] = mean_absolute_error(theirs, y_held)
+    reporter.phase("evaluate", 1.0, 0.0)
+    return TrainingResult(head, metrics, losses)
