@@ -20,7 +20,7 @@ from tagrate_common.protos import dataset_pb2_grpc, rater_pb2_grpc, tagger_pb2_g
 
 from .config import BACKENDS, GatewaySettings
 from .errors import install_error_handlers, internal_error_response
-from .routes import datasets, images, ops, ratings, tags, users
+from .routes import datasets, images, ops, ratings, tags, training, users
 
 log = logging.getLogger("tagrate_gateway")
 
@@ -146,7 +146,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.backends = create_backends(settings)
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, trust_request_id=settings.trust_request_id)
-    for module in (images, users, datasets, tags, ratings, ops):
+    for module in (images, users, datasets, tags, ratings, training, ops):
         app.include_router(module.router)
     _without_validation_error_docs(app)
     return app

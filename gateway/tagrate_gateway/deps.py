@@ -32,8 +32,13 @@ def get_rater(request: Request) -> AsyncBackend:
     return request.app.state.backends["rater"]
 
 
+def get_trainer(request: Request) -> AsyncBackend:
+    return request.app.state.backends["trainer"]
+
+
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 BackendsDep = Annotated[dict[str, AsyncBackend], Depends(get_backends)]
 DatasetDep = Annotated[AsyncBackend, Depends(get_dataset)]
 TaggerDep = Annotated[AsyncBackend, Depends(get_tagger)]
 RaterDep = Annotated[AsyncBackend, Depends(get_rater)]
+TrainerDep = Annotated[AsyncBackend, Depends(get_trainer)]

@@ -1,0 +1,142 @@
+"""Training: /trainuser, /trainerstatus, /stoptraining (trainer service).
+
+/trainuser and /stoptraining change state but are GET in the original
+table, so they accept POST too. A POST's parameters come from its form
+fields (multipart/form-data as the table says, or urlencoded), else from
+its query string, so a POST without a body works like the GET.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from tagrate_common.errors import InvalidArgument, PayloadTooLarge
+from tagrate_common.protos import trainer_pb2
+
+from .. import params
+from ..deps import SettingsDep, TrainerDep
+from ..errors import error_responses
+from ..timestamps import optional_iso_utc
+from ..uploads import multipart_body, read_form, text_property
+
+router = APIRouter(tags=["training"])
+
+UserQuery = Annotated[
+    str | None, Query(description="User name, or `all` for the global model trained on every user's ratings.")
+]
+ForceQuery = Annotated[
+    str | None, Query(description="`true` trains even when the model is already trained on the current ratings.")
+]
+_TRAIN_FORM = multipart_body(
+    {
+        "user": text_property("User name, or `all` for the global model."),
+        "force": text_property("`true` trains even when the model is up to date.", "false"),
+    },
+    ["user"],
+)
+
+
+async def _urlencoded_fields(request: Request, limit: int) -> list[tuple[str, str]]:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the form is larger than {limit} bytes", "field_too_large")
+    try:
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise InvalidArgument("the form is not valid utf-8", "invalid_encoding") from None
+
+
+async def _post_fields(request: Request, settings: SettingsDep) -> dict[str, str]:
+    """A POST's form fields (multipart/form-data, or the urlencoded form
+    ``curl -d`` sends) over its query string, all a POST without a body has."""
+    fields = dict(request.query_params)
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";", 1)[0].strip().lower() == "application/x-www-form-urlencoded":
+        pairs = await _urlencoded_fields(request, settings.max_form_field_bytes)
+    elif content_type or request.headers.get("content-length", "0") != "0":
+        pairs = (await read_form(request, settings, max_files=0)).fields
+    else:
+        pairs = []
+    fields.update(reversed(pairs))  # reversed: the first value of a repeated field wins
+    return fields
+
+
+def job_summary(summary: trainer_pb2.JobSummary) -> dict[str, Any]:
+    return {
+        "job_id": summary.job_id,
+        "user": summary.user,
+        "outcome": summary.outcome,
+        "metrics": dict(sorted(summary.metrics.items())),
+        "error": summary.error or None,
+        "started_at": optional_iso_utc(summary, "started_at"),
+        "finished_at": optional_iso_utc(summary, "finished_at"),
+    }
+
+
+def trainer_status(status: trainer_pb2.TrainerStatus) -> dict[str, Any]:
+    """The ``status`` object every training endpoint answers with."""
+    return {
+        "is_training": status.is_training,
+        "state": status.state,
+        "current_user": status.current_user if status.HasField("current_user") else None,
+        "progress": status.progress,
+        "epoch": status.epoch,
+        "epochs": status.epochs,
+        "loss": status.loss if status.HasField("loss") else None,
+        "metrics": dict(sorted(status.metrics.items())),
+        "started_at": optional_iso_utc(status, "started_at"),
+        "eta_seconds": status.eta_seconds if status.HasField("eta_seconds") else None,
+        "last_job": job_summary(status.last_job) if status.HasField("last_job") else None,
+    }
+
+
+async def _train(trainer: TrainerDep, user: str | None, force: str | None) -> JSONResponse:
+    request = trainer_pb2.TrainUserRequest(user=params.user_or_all(user), force=params.boolean(force, "force"))
+    reply = await trainer.call("TrainUser", request)
+    return JSONResponse({"success": True, "status": trainer_status(reply.status)}, status_code=202)
+
+
+_TRAIN_SUMMARY = "Start training a user's rating model in the background"
+_TRAIN_ERRORS = error_responses(400, 404, 409, 503, 504)
+
+
+@router.get("/trainuser", summary=_TRAIN_SUMMARY, status_code=202, responses=_TRAIN_ERRORS)
+async def train_user(trainer: TrainerDep, user: UserQuery = None, force: ForceQuery = None) -> JSONResponse:
+    return await _train(trainer, user, force)
+
+
+@router.post("/trainuser", summary=_TRAIN_SUMMARY, status_code=202, responses=_TRAIN_ERRORS, openapi_extra=_TRAIN_FORM)
+async def train_user_post(request: Request, settings: SettingsDep, trainer: TrainerDep) -> JSONResponse:
+    fields = await _post_fields(request, settings)
+    return await _train(trainer, fields.get("user"), fields.get("force"))
+
+
+@router.get("/trainerstatus", summary="The trainer's status", responses=error_responses(503, 504))
+async def trainer_status_route(trainer: TrainerDep) -> dict[str, Any]:
+    reply = await trainer.call("GetStatus", trainer_pb2.GetStatusRequest())
+    return {"status": trainer_status(reply)}
+
+
+async def _stop(trainer: TrainerDep) -> dict[str, Any]:
+    reply = await trainer.call("StopTraining", trainer_pb2.StopTrainingRequest())
+    return {"success": True, "status": trainer_status(reply.status)}
+
+
+_STOP_SUMMARY = "Stop the running training (nothing is published)"
+_STOP_ERRORS = error_responses(409, 503, 504)
+
+
+@router.get("/stoptraining", summary=_STOP_SUMMARY, responses=_STOP_ERRORS)
+async def stop_training(trainer: TrainerDep) -> dict[str, Any]:
+    return await _stop(trainer)
+
+
+@router.post("/stoptraining", summary=_STOP_SUMMARY, responses=_STOP_ERRORS)
+async def stop_training_post(trainer: TrainerDep) -> dict[str, Any]:
+    return await _stop(trainer)
