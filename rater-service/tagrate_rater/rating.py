@@ -4,7 +4,7 @@ Free of gRPC; the servicer translates."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -16,9 +16,9 @@ from .heads import HeadSet, HeadStore, LoadedHead
 from .users import UserDirectory
 
 
-@dataclass(frozen=True)
-class UserRatings:
-    """One user's predicted ratings, one per image in request order."""
+class UserRatings(NamedTuple):
+    """One user's predicted ratings, one per image in request order. (A
+    tuple: ``all`` makes one per user, and a tuple is the cheapest to make.)"""
 
     user: str
     model: str  # "personal" or "global"
@@ -79,17 +79,13 @@ def _left(deadline: float | None) -> float | None:
 def _apply(live: HeadSet, served: list[tuple[str, LoadedHead]], features: np.ndarray) -> list[UserRatings]:
     """Each served user's ratings from the head chosen for them."""
     if len(served) == 1:
-        [(_, loaded)] = served
-        columns = {loaded.info.user: loaded.head.predict(features)}
-    else:
-        # Every head in one pass, whoever it serves; users without their own
-        # head share the global head's column.
-        everything = live.predict_all(features)
-        columns = {
-            loaded.info.user: everything[:, live.column(loaded.info.user)]
-            for loaded in {id(h): h for _, h in served}.values()
-        }
+        [(name, loaded)] = served
+        return [UserRatings(name, loaded.info.model, loaded.info.version, loaded.head.predict(features).tolist())]
+    # Every head in one pass, whoever it serves; users without their own head
+    # share the global head's column. One tolist() for the whole table: per
+    # user float conversions would cost more than the matrix product.
+    by_head = live.predict_all(features).T.tolist()
     return [
-        UserRatings(name, loaded.info.model, loaded.info.version, [float(r) for r in columns[loaded.info.user]])
+        UserRatings(name, loaded.info.model, loaded.info.version, by_head[live.column(loaded.info.user)])
         for name, loaded in served
     ]

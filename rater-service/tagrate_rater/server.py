@@ -59,12 +59,10 @@ class RaterServicer(rater_pb2_grpc.RaterServiceServicer):
 
     def Rate(self, request: rater_pb2.RateRequest, context: grpc.ServicerContext) -> rater_pb2.RateResponse:
         results = self.rater.rate(_files(request.images), request.user, timeout=context.time_remaining())
-        return rater_pb2.RateResponse(
-            users=[
-                rater_pb2.UserRatings(user=r.user, model=r.model, model_version=r.model_version, ratings=r.ratings)
-                for r in results
-            ]
-        )
+        reply = rater_pb2.RateResponse()
+        for r in results:  # add() builds in place: for 1,000 users it is measurably cheaper
+            reply.users.add(user=r.user, model=r.model, model_version=r.model_version, ratings=r.ratings)
+        return reply
 
     def PublishHead(
         self, request: rater_pb2.PublishHeadRequest, context: grpc.ServicerContext

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from tagrate_common.errors import TagrateError, from_rpc_error
 from tagrate_common.protos import common_pb2, rater_pb2
@@ -54,9 +55,13 @@ def test_a_published_head_changes_only_that_users_answer(rater, photos) -> None:
     published = rater.publish("bob", linear_weights(0.3, weight), snapshot_id="bob:1", metrics={"spearman": 0.5})
     assert published.user == "bob" and published.version.startswith("v1-") and published.kind == "linear"
     assert published.created_at.seconds > 0 and dict(published.metrics) == {"spearman": 0.5}
+    trained_at = Timestamp(seconds=1_790_000_000)  # a trainer may say when it trained the head
+    carol = rater.publish("carol", linear_weights(0.0), created_at=trained_at)
+    assert carol.created_at == trained_at and carol.snapshot_id == ""
 
     after = ratings(rater.rate("all", photos["chelsea"]))
-    assert {u: after[u] for u in after if u != "bob"} == {u: before[u] for u in before if u != "bob"}
+    unchanged = set(USERS) - {"bob", "carol"}
+    assert {u: after[u] for u in unchanged} == {u: before[u] for u in unchanged}
     model, version, [rating] = after["bob"]
     assert (model, version) == ("personal", published.version)
     features = rater.embed(photos["chelsea"])[0]
