@@ -197,3 +197,10 @@ def test_images_without_feature_vectors_fail_the_job(services, trainer):
     final = trainer.wait_finished()[-1]
     assert final.state == "failed" and final.last_job.error
     assert services.head("nofeat") is None
+
+
+def test_the_next_job_starts_as_soon_as_the_last_one_is_seen_finished(services, trainer):
+    services.rate_scenes("eager", 12, offset=12)
+    for _ in range(4):
+        assert trainer.train("eager", force=True).is_training
+        assert trainer.wait_finished()[-1].state == "succeeded"

@@ -124,8 +124,13 @@ class JobRunner:
         with self._lock:
             return TrainerStatus.of(self._job, self._last_finished)
 
-    def _running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def _active_job(self) -> TrainingJob | None:
+        """The job that runs (or is stopping); call with ``_lock`` held. Its
+        state, not its thread, decides: the thread lives a moment longer
+        after recording the outcome, and a client that saw the outcome may
+        start the next job at once."""
+        job = self._job
+        return job if job is not None and job.state in ACTIVE_STATES else None
 
     def start(self, user: str, force: bool = False) -> TrainerStatus:
         """Validates and starts a job for ``user`` (``all``: the global head).
@@ -165,9 +170,10 @@ class JobRunner:
 
     def _refuse_if_running(self) -> None:
         with self._lock:
-            if self._running() and self._job is not None:
+            job = self._active_job()
+            if job is not None:
                 raise AlreadyExists(
-                    f"a training is already running (for '{self._job.user}'); wait for it to finish or stop it "
+                    f"a training is already running (for '{job.user}'); wait for it to finish or stop it "
                     "with /stoptraining",
                     "training_running",
                 )
@@ -176,8 +182,8 @@ class JobRunner:
         """Asks the running job to stop and waits (briefly) until it has.
         Conflict when no job runs, or when it is already publishing."""
         with self._lock:
-            job = self._job
-            if not self._running() or job is None or job.state not in ACTIVE_STATES:
+            job = self._active_job()
+            if job is None:
                 raise Conflict("no training is running; there is nothing to stop", "not_training")
             if self._publishing:
                 raise Conflict(

@@ -302,7 +302,8 @@ class _MlpRun:
     best_loss: float
 
 
-def _mlp(d: int, y_mean: float, config: TrainingConfig) -> nn.Sequential:
+def mlp_module(d: int, y_mean: float, config: TrainingConfig) -> nn.Sequential:
+    """The MLP candidate before training: seeded, predicting ``y_mean``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = nn.Sequential(
@@ -333,7 +334,7 @@ def _train_mlp(
     after ``patience`` epochs without a lower validation loss and returns
     the best epoch's weights; without, trains exactly ``epochs`` epochs."""
     device = torch.device(config.device)
-    model = _mlp(x.shape[1], float(y.mean()), config).to(device)
+    model = mlp_module(x.shape[1], float(y.mean()), config).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y.astype(np.float32)).to(device)
