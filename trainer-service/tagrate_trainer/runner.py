@@ -101,6 +101,7 @@ class JobRunner:
         # Serialises start(): validation and the check for a running job
         # happen as one step, so two concurrent requests cannot both start.
         self._start_lock = threading.Lock()
+        self._save_lock = threading.Lock()
         self._job: TrainingJob | None = None
         self._last_finished: TrainingJob | None = None
         self._thread: threading.Thread | None = None
@@ -216,27 +217,23 @@ class JobRunner:
                 self._request_stop()
         thread.join(timeout)
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Waits for the running job (if any) to end; False on timeout."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-            return not thread.is_alive()
-        return True
-
     # ---- the worker ----
 
     def _save(self, job: TrainingJob, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last_save < SAVE_INTERVAL_SECONDS:
             return
-        self._last_save = now
-        with self._lock:
-            snapshot = job.copy()
-        try:
-            self.store.save(snapshot)
-        except Exception:  # progress is worth losing; the job is not
-            log.exception("could not record the progress of job %s", job.id)
+        # Copy and write under one lock: writes then land in the order the
+        # copies were taken, so a stop request's "stopping" can never
+        # overwrite the worker's final outcome.
+        with self._save_lock:
+            self._last_save = now
+            with self._lock:
+                snapshot = job.copy()
+            try:
+                self.store.save(snapshot)
+            except Exception:  # progress is worth losing; the job is not
+                log.exception("could not record the progress of job %s", job.id)
 
     def _update(self, job: TrainingJob, **fields: object) -> None:
         with self._lock:
