@@ -1,5 +1,9 @@
 """Typed route dependencies: the settings and one client per backend,
-all created once by :func:`tagrate_gateway.app.create_app`."""
+all created once by :func:`tagrate_gateway.app.create_app`.
+
+The providers are ``async def`` although they never await: FastAPI runs a
+plain ``def`` dependency in its thread pool, a thread hop (and GIL hand-off)
+per dependency per request for what is an attribute lookup."""
 
 from __future__ import annotations
 
@@ -12,19 +16,19 @@ from tagrate_common.grpc_client import AsyncBackend
 from .config import GatewaySettings
 
 
-def get_settings(request: Request) -> GatewaySettings:
+async def get_settings(request: Request) -> GatewaySettings:
     return request.app.state.settings
 
 
-def get_backends(request: Request) -> dict[str, AsyncBackend]:
+async def get_backends(request: Request) -> dict[str, AsyncBackend]:
     return request.app.state.backends
 
 
-def get_dataset(request: Request) -> AsyncBackend:
+async def get_dataset(request: Request) -> AsyncBackend:
     return request.app.state.backends["dataset"]
 
 
-def get_tagger(request: Request) -> AsyncBackend:
+async def get_tagger(request: Request) -> AsyncBackend:
     return request.app.state.backends["tagger"]
 
 
