@@ -1,0 +1,44 @@
+"""``python -m bench NAME [ARGS...]`` runs ``bench/NAME.py``'s ``main(argv)``;
+``python -m bench`` with no name runs every benchmark module in turn."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+
+# Modules in bench/ that are not benchmarks.
+_NOT_BENCHMARKS = {"harness"}
+
+
+def benchmark_names() -> list[str]:
+    """Every benchmark module in this package, by name."""
+    found = pkgutil.iter_modules([str(Path(__file__).parent)])
+    return sorted(m.name for m in found if not m.name.startswith("_") and m.name not in _NOT_BENCHMARKS)
+
+
+def run(name: str, argv: list[str]) -> int:
+    module = importlib.import_module(f"bench.{name}")
+    return module.main(argv) or 0
+
+
+def main(argv: list[str]) -> int:
+    names = benchmark_names()
+    if argv and argv[0] in ("-h", "--help"):
+        print(f"usage: python -m bench [NAME [ARGS...]]   (NAME: {', '.join(names)}; none: all)")
+        return 0
+    if argv:
+        if argv[0] not in names:
+            print(f"no benchmark named {argv[0]!r}; there are: {', '.join(names)}", file=sys.stderr)
+            return 2
+        return run(argv[0], argv[1:])
+    status = 0
+    for name in names:
+        print(f"\n=== bench {name} ===", flush=True)
+        status = run(name, []) or status
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
