@@ -56,6 +56,7 @@ TABLES = (
     "image_tags",
     "image_features",
     "trained_snapshots",
+    "work_items",
 )
 _SERIAL_TABLES = ("users", "images", "tags", "tagger_models")
 _TIMESTAMPS = {
@@ -66,10 +67,12 @@ _TIMESTAMPS = {
     "image_taggings": "tagged_at",
     "image_features": "created_at",
     "trained_snapshots": "trained_at",
+    "work_items": "enqueued_at",
 }
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "images": {"original_filename": ""},
     "trained_snapshots": {"model_version": ""},
+    "work_items": {"state": "pending", "failed_by": "", "error": ""},
 }
 
 

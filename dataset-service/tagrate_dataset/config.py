@@ -64,6 +64,56 @@ class DatasetSettings(ServiceSettings):
         "younger ones may belong to another replica still writing on a shared volume).",
     )
 
+    # ---- peers and background work ----
+    tagger_addr: str = Field(
+        f"127.0.0.1:{DEFAULT_PORTS['tagger']}",
+        description='host:port of the tagger service (/updatetags, background tagging); "" means not configured '
+        "(new images wait in the work queue, /updatetags answers 503).",
+    )
+    rater_addr: str = Field(
+        f"127.0.0.1:{DEFAULT_PORTS['rater']}",
+        description='host:port of the rater service (feature vectors); "" means not configured (new images '
+        "wait in the work queue, training data is streamed without the missing vectors).",
+    )
+    tagger_timeout_seconds: float = Field(60.0, gt=0, description="Deadline for one call to the tagger.")
+    rater_timeout_seconds: float = Field(60.0, gt=0, description="Deadline for one call to the rater.")
+    tag_batch_size: int = Field(
+        16, ge=1, le=1024, description="Images per Tag call (keep it within the tagger's TAGGER_MAX_BULK_FILES)."
+    )
+    embed_batch_size: int = Field(
+        16, ge=1, le=1024, description="Images per Embed call (keep it within the rater's RATER_MAX_BULK_FILES)."
+    )
+    tag_score_floor: float = Field(
+        0.01,
+        ge=0.0,
+        le=1.0,
+        description="Tag scores stored from at least this (or the model's threshold, if lower), so the "
+        "threshold can change later without running the model again.",
+    )
+    tag_max_per_image: int = Field(
+        200, ge=1, description="Most tag scores stored per image and model (the highest ones)."
+    )
+    background_work: bool = Field(
+        True,
+        description="Run the background worker that tags new images and computes their feature vectors "
+        "from the durable work queue. Off: the queue only fills (another replica, or /updatetags, drains it).",
+    )
+    work_poll_seconds: float = Field(
+        5.0, gt=0, description="How often an idle worker looks for work added by other replicas."
+    )
+    work_backoff_initial_seconds: float = Field(
+        1.0, gt=0, description="First wait before retrying while the tagger or rater is unreachable."
+    )
+    work_backoff_max_seconds: float = Field(
+        30.0, gt=0, description="Longest wait between retries (it doubles from the initial one)."
+    )
+    work_lease_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="How long claimed work stays reserved for one worker; a worker that died mid-batch "
+        "releases it when this runs out. Must exceed the tagger and rater deadlines.",
+    )
+
     @model_validator(mode="after")
     def _derive_paths(self) -> DatasetSettings:
         root = self.data_dir / "dataset"
@@ -73,6 +123,16 @@ class DatasetSettings(ServiceSettings):
             self.blob_dir = root / "blobs"
         if self.cache_dir is None:
             self.cache_dir = root / "cache"
+        return self
+
+    @model_validator(mode="after")
+    def _check_lease(self) -> DatasetSettings:
+        longest = max(self.tagger_timeout_seconds, self.rater_timeout_seconds)
+        if self.work_lease_seconds <= longest:
+            raise ValueError(
+                f"work_lease_seconds ({self.work_lease_seconds:g}) must exceed the tagger and rater deadlines "
+                f"({longest:g}s), or a slow batch would be claimed twice"
+            )
         return self
 
     @property

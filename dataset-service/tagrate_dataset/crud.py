@@ -18,7 +18,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, and_, delete, exists, func, update
@@ -39,6 +39,8 @@ from .models import (
     TaggerModel,
     TrainedSnapshot,
     User,
+    WorkItem,
+    WorkKind,
     utc_now,
 )
 
@@ -158,6 +160,10 @@ def add_rating(
         )
         session.add(image)
         session.flush()
+        assert image.id is not None
+        # In the image's own transaction: a stored image always has its
+        # tagging and feature extraction queued (see workqueue.py).
+        session.add_all([WorkItem(image_id=image.id, kind=kind, enqueued_at=now) for kind in WorkKind])
     assert user.id is not None and image.id is not None
     rating = session.get(Rating, (user.id, image.id))
     changed = rating is None or rating.rating != value
@@ -384,6 +390,19 @@ def register_tagger_model(session: Session, model_id: str, threshold: float) -> 
     model = session.exec(select(TaggerModel).where(TaggerModel.model_id == model_id)).one()
     if model.threshold != threshold:
         model.threshold = threshold
+        session.flush()
+    return model
+
+
+def use_tagger_model(session: Session, model_id: str, threshold: float) -> TaggerModel:
+    """Registers the model the tagger runs now (with its threshold) and makes
+    it the current model, also when it was registered before and another one
+    came after it (a tagger rolled back to an older model)."""
+    model = register_tagger_model(session, model_id, threshold)
+    current = current_tagger_model(session)
+    if current is not None and current.id != model.id:
+        # Strictly later than the current one, even if clocks disagree.
+        model.registered_at = max(utc_now(), current.registered_at + timedelta(microseconds=1))
         session.flush()
     return model
 

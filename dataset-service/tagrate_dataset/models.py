@@ -11,6 +11,7 @@ rating)`` and the primary key ``(user_id, image_id)``.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, LargeBinary, String
@@ -159,6 +160,40 @@ class ImageFeatures(SQLModel, table=True):
     dim: int = Field(nullable=False)
     vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = _timestamp()
+
+
+class WorkKind(StrEnum):
+    """Background work a stored image needs (see ``workqueue.py``)."""
+
+    TAG = "tag"  # scores from the current tagger model
+    EMBED = "embed"  # a feature vector from the rater's current extractor
+
+
+class WorkState(StrEnum):
+    PENDING = "pending"
+    FAILED = "failed"  # the model refused the image; retried only when the model changes
+
+
+class WorkItem(SQLModel, table=True):
+    """One image's outstanding background work of one kind. A row exists
+    only while the work is due (or failed): finishing it deletes the row."""
+
+    __tablename__ = "work_items"
+    __table_args__ = (
+        # Drives the claim query: pending work of one kind, oldest image first.
+        Index("ix_work_items_kind_state_image", "kind", "state", "image_id"),
+    )
+
+    image_id: int = Field(sa_column_args=[ForeignKey("images.id", ondelete="CASCADE")], primary_key=True)
+    kind: str = Field(sa_type=String(16), primary_key=True)
+    state: str = Field(default=WorkState.PENDING, sa_type=String(16), nullable=False)
+    enqueued_at: datetime = _timestamp()
+    # A worker that claimed the item holds it until then; a crashed worker's
+    # claim simply runs out and another worker (or replica) takes the item.
+    leased_until: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    # For failed work: the model or extractor that refused the image, and why.
+    failed_by: str = Field(default="", sa_type=String(200), nullable=False)
+    error: str = Field(default="", sa_type=String(500), nullable=False)
 
 
 class TrainedSnapshot(SQLModel, table=True):

@@ -315,6 +315,7 @@ def _order(sort: SortOrder, rated: RatedFilter) -> list[ColumnElement]:
 
 @dataclass(frozen=True)
 class TrainingExample:
+    image_id: int
     image: str
     user: str
     rating: float
@@ -340,7 +341,7 @@ def training_examples(
         else literal(False)
     )
     stmt = (
-        select(Image.name, User.name, Rating.rating, ImageFeatures.vector)
+        select(Image.id, Image.name, User.name, Rating.rating, ImageFeatures.vector)
         .select_from(Rating)
         .join(User, User.id == Rating.user_id)
         .join(Image, Image.id == Rating.image_id)
@@ -350,5 +351,5 @@ def training_examples(
     if user_id is not None:
         stmt = stmt.where(Rating.user_id == user_id)
     result = session.exec(stmt.execution_options(yield_per=batch_size))
-    for image, user, rating, vector in result:
-        yield TrainingExample(image, user, rating, vector)
+    for image_id, image, user, rating, vector in result:
+        yield TrainingExample(image_id, image, user, rating, vector)

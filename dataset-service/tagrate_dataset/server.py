@@ -1,7 +1,9 @@
 """The gRPC face of the dataset service: each method decodes its request,
-validates it, calls the domain (``crud``, ``queries``, ``blobs``) and
-encodes the answer. Failures are raised as TagrateError subclasses; the
-shared server bootstrap turns them into status codes.
+validates it, calls the domain (``crud``, ``queries``, ``blobs``,
+``tagging``, ``features``) and encodes the answer. Failures are raised as
+TagrateError subclasses; the shared server bootstrap turns them into status
+codes. :class:`DatasetServer` runs the background worker (``worker.py``)
+next to the gRPC server.
 
 Every request is validated completely before anything is read or written,
 so a refused call leaves the database and the blob store as they were.
@@ -11,15 +13,16 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
+from itertools import islice
 
 import grpc
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tagrate_common import validation
-from tagrate_common.errors import InvalidArgument, TagrateError, Unavailable
+from tagrate_common.errors import InvalidArgument, TagrateError
 from tagrate_common.grpc_server import GrpcServer
 from tagrate_common.images import CONTENT_TYPES, inspect_image
 from tagrate_common.protos import common_pb2, dataset_pb2, dataset_pb2_grpc
@@ -28,7 +31,12 @@ from . import crud, queries
 from .blobs import BlobStore, resized_content_type
 from .config import DatasetSettings
 from .db import Database, create_db_engine, migrate
+from .features import FeatureCache, VectorFiller
 from .models import ALL_SUBJECT
+from .peers import Peers
+from .tagging import Tagging
+from .worker import BackgroundWorker
+from .workqueue import StoredImage
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +96,21 @@ def clean_filename(filename: str) -> str:
 class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
     """``tagrate.dataset.v1.DatasetService`` over a database and a blob store."""
 
-    def __init__(self, settings: DatasetSettings, db: Database, blobs: BlobStore) -> None:
+    def __init__(
+        self,
+        settings: DatasetSettings,
+        db: Database,
+        blobs: BlobStore,
+        tagging: Tagging,
+        features: FeatureCache,
+        on_new_image: Callable[[], None] = lambda: None,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.blobs = blobs
+        self.tagging = tagging
+        self.features = features
+        self.on_new_image = on_new_image
 
     # ---- behind the REST API ----
 
@@ -107,6 +126,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
             log.info("user created", extra={"user": user})
         if outcome.new_image:
             log.info("stored new image", extra={"image": info.name, "bytes": info.size_bytes})
+            self.on_new_image()  # its tagging and feature extraction are queued
         log.info(
             "rating %s",
             "stored" if outcome.changed else "unchanged",
@@ -199,7 +219,10 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         )
 
     def UpdateTags(self, request: dataset_pb2.UpdateTagsRequest, context: grpc.ServicerContext):
-        raise Unavailable("the tagger service is not available yet", "tagger_unavailable")
+        # A caller that gave up (deadline, disconnect) stops the catch-up
+        # between batches; what was stored so far stays stored.
+        outcome = self.tagging.update_tags(request.full, keep_going=context.is_active)
+        return dataset_pb2.UpdateTagsResponse(updated_images_count=outcome.updated_images, model_id=outcome.model_id)
 
     # ---- for internal callers ----
 
@@ -256,6 +279,9 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
                 f"'chunk_size' must be at most {self.settings.max_training_chunk_size}, got {chunk_size}",
                 "invalid_chunk_size",
             )
+        # Vectors not cached yet are computed through the rater as the stream
+        # reaches them (and cached, so each image is embedded once).
+        filler = self.features.filler(extractor_id) if extractor_id else None
         # One snapshot transaction: the id, the total and the examples agree
         # even when ratings arrive while the stream is being read.
         with self.db.snapshot() as session:
@@ -264,25 +290,36 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
             else:
                 user = crud.require_user(session, subject)
                 user_id, snapshot = user.id, crud.user_snapshot(session, user)
-            chunk = dataset_pb2.TrainingDataChunk(snapshot_id=snapshot.snapshot_id, total=snapshot.ratings)
+            head = dataset_pb2.TrainingDataChunk(snapshot_id=snapshot.snapshot_id, total=snapshot.ratings)
             sent = 0
-            for example in queries.training_examples(session, user_id, extractor_id, chunk_size):
-                features = None
-                if example.features is not None:
-                    values = np.frombuffer(example.features, dtype="<f4").tolist()
-                    features = common_pb2.FeatureVector(values=values)
-                chunk.examples.append(
-                    dataset_pb2.TrainingExample(
-                        image=example.image, user=example.user, rating=example.rating, features=features
-                    )
-                )
-                if len(chunk.examples) >= chunk_size:
-                    yield chunk
-                    sent += 1
-                    chunk = dataset_pb2.TrainingDataChunk()
-            if chunk.examples or not sent:
+            examples = queries.training_examples(session, user_id, extractor_id, chunk_size)
+            while batch := list(islice(examples, chunk_size)):
+                chunk = head if not sent else dataset_pb2.TrainingDataChunk()
+                chunk.examples.extend(self._training_examples(batch, filler))
                 yield chunk
+                sent += 1
+            if not sent:
+                yield head
         log.info("streamed training data", extra={"subject": subject, "snapshot": snapshot.snapshot_id})
+
+    @staticmethod
+    def _training_examples(
+        batch: list[queries.TrainingExample], filler: VectorFiller | None
+    ) -> list[dataset_pb2.TrainingExample]:
+        missing = [StoredImage(e.image_id, e.image) for e in batch if e.features is None]
+        computed = filler.vectors(missing) if filler is not None and missing else {}
+        messages = []
+        for example in batch:
+            vector = example.features if example.features is not None else computed.get(example.image_id)
+            features = None
+            if vector is not None:
+                features = common_pb2.FeatureVector(values=np.frombuffer(vector, dtype="<f4").tolist())
+            messages.append(
+                dataset_pb2.TrainingExample(
+                    image=example.image, user=example.user, rating=example.rating, features=features
+                )
+            )
+        return messages
 
     def RecordTrainedSnapshot(self, request: dataset_pb2.RecordTrainedSnapshotRequest, context: grpc.ServicerContext):
         subject = validation.user_name(request.user, allow_all=True)
@@ -294,7 +331,36 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         return dataset_pb2.RecordTrainedSnapshotResponse()
 
 
-def create_server(settings: DatasetSettings) -> GrpcServer:
+class DatasetServer(GrpcServer):
+    """The dataset service's gRPC server plus its background worker, which
+    runs while the server does (``background_work`` on)."""
+
+    def __init__(self, settings: DatasetSettings, servicer: DatasetServicer, worker: BackgroundWorker | None) -> None:
+        self.worker = worker
+        self.tagging = servicer.tagging
+        self.features = servicer.features
+
+        def shutdown() -> None:
+            if worker is not None:
+                worker.stop()
+            servicer.tagging.peers.close()
+            servicer.db.dispose()
+
+        super().__init__(
+            "dataset",
+            settings,
+            [(dataset_pb2_grpc.add_DatasetServiceServicer_to_server, servicer, SERVICE_NAME)],
+            on_shutdown=shutdown,
+        )
+
+    def start(self) -> int:
+        port = super().start()
+        if self.worker is not None:
+            self.worker.start()
+        return port
+
+
+def create_server(settings: DatasetSettings) -> DatasetServer:
     """The dataset service, migrated and ready to ``start()``: brings the
     database schema up to date and clears stale temp files first."""
     engine = create_db_engine(
@@ -306,10 +372,12 @@ def create_server(settings: DatasetSettings) -> GrpcServer:
     migrate(engine)
     blobs = BlobStore(settings.blob_path, settings.cache_path)
     blobs.remove_stale_temp_files(settings.stale_temp_seconds)
-    servicer = DatasetServicer(settings, Database(engine, settings.write_retries), blobs)
-    return GrpcServer(
-        "dataset",
-        settings,
-        [(dataset_pb2_grpc.add_DatasetServiceServicer_to_server, servicer, SERVICE_NAME)],
-        on_shutdown=engine.dispose,
+    db = Database(engine, settings.write_retries)
+    peers = Peers(settings)
+    tagging = Tagging(settings, db, blobs, peers)
+    features = FeatureCache(settings, db, blobs, peers)
+    worker = BackgroundWorker(settings, db, [tagging, features]) if settings.background_work else None
+    servicer = DatasetServicer(
+        settings, db, blobs, tagging, features, on_new_image=worker.wake if worker is not None else lambda: None
     )
+    return DatasetServer(settings, servicer, worker)

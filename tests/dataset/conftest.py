@@ -32,6 +32,9 @@ def make_settings(tmp_path: Path, database_url: str, **overrides) -> DatasetSett
         max_upload_bytes=MAX_UPLOAD,
         max_image_pixels=4_000_000,
         shutdown_grace_seconds=1.0,
+        # No model services unless a test starts them: new images just queue.
+        tagger_addr="",
+        rater_addr="",
     )
     values.update(overrides)
     return DatasetSettings(**values)
@@ -110,3 +113,35 @@ def rpc_error(call, request) -> tuple[grpc.StatusCode, str, str]:
     exc = info.value
     trailing = dict(exc.trailing_metadata() or ())
     return exc.code(), trailing.get(ERROR_CODE_KEY, ""), exc.details()
+
+
+# ---- the model services the dataset service calls ----
+
+
+@pytest.fixture(scope="session")
+def vision_model():
+    """The embedded default model (EfficientNet-Lite0, ImageNet) on the CPU,
+    loaded once: the tagger and the rater in these tests both serve it."""
+    from tagrate_common.vision.modeldir import load_default_model
+
+    return load_default_model("cpu")
+
+
+@pytest.fixture(scope="session")
+def tagger_addr(vision_model) -> Iterator[str]:
+    """A real tagger serving the default model for the whole session."""
+    from .peers import start_tagger
+
+    server, addr = start_tagger(vision_model)
+    yield addr
+    server.stop(0)
+
+
+@pytest.fixture(scope="session")
+def rater_addr(vision_model, tmp_path_factory) -> Iterator[str]:
+    """A real rater whose feature extractor is the default model."""
+    from .peers import start_rater
+
+    server, addr = start_rater(vision_model, tmp_path_factory.mktemp("heads"))
+    yield addr
+    server.stop(0)

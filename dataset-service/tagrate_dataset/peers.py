@@ -1,0 +1,125 @@
+"""The services the dataset service calls, as plain Python: the tagger (tag
+scores for stored images) and the rater (their feature vectors). Failures
+arrive as TagrateErrors naming the service, from
+:class:`~tagrate_common.grpc_client.Backend`: Unavailable when it cannot be
+reached (or is not configured), InvalidArgument and its kin when it refuses
+an image."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from tagrate_common.errors import TagrateError, Unavailable
+from tagrate_common.grpc_client import Backend
+from tagrate_common.protos import common_pb2, rater_pb2, rater_pb2_grpc, tagger_pb2, tagger_pb2_grpc
+
+from .config import DatasetSettings
+
+TagList = list[tuple[str, float]]
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """A stored image's bytes, as sent to a model service."""
+
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class TaggerModelInfo:
+    model_id: str
+    threshold: float
+    label_count: int
+
+
+@dataclass(frozen=True)
+class ExtractorInfo:
+    extractor_id: str
+    dimensions: int
+
+
+class ModelChanged(Unavailable):
+    """The service answered from another model than the one just asked
+    about (it was swapped in between): the batch is simply tried again."""
+
+
+# INVALID_ARGUMENT codes about the request as a whole, not about one image:
+# a bug on our side, never a reason to give up on an image.
+_REQUEST_ERRORS = {"missing_parameter", "invalid_threshold", "invalid_limit"}
+
+
+def refuses_image(exc: TagrateError) -> bool:
+    """Whether a model service's error means it refused an image of the
+    request (INVALID_ARGUMENT: not an image, damaged, over its limits)
+    rather than failed (unreachable, overloaded, a bad request)."""
+    return exc.grpc_status == grpc.StatusCode.INVALID_ARGUMENT and exc.code not in _REQUEST_ERRORS
+
+
+class Peers:
+    """Clients of the tagger and the rater for one dataset service."""
+
+    def __init__(self, settings: DatasetSettings) -> None:
+        size = settings.max_message_bytes
+        self.tagger = Backend(
+            "tagger", settings.tagger_addr, tagger_pb2_grpc.TaggerServiceStub, settings.tagger_timeout_seconds, size
+        )
+        self.rater = Backend(
+            "rater", settings.rater_addr, rater_pb2_grpc.RaterServiceStub, settings.rater_timeout_seconds, size
+        )
+
+    def close(self) -> None:
+        self.tagger.close()
+        self.rater.close()
+
+    # ---- tagger ----
+
+    def tagger_model(self) -> TaggerModelInfo:
+        reply = self.tagger.call("GetModelInfo", tagger_pb2.GetModelInfoRequest())
+        return TaggerModelInfo(reply.model_id, float(reply.default_threshold), int(reply.label_count))
+
+    def tag(self, model: TaggerModelInfo, files: Sequence[ImageFile], floor: float, limit: int) -> list[TagList]:
+        """Every tag scoring at least ``floor`` (at most ``limit`` per image,
+        highest first) for each file, in order, from ``model``. ModelChanged
+        when the tagger now runs another model."""
+        request = tagger_pb2.TagRequest(
+            images=[common_pb2.ImageFile(data=f.data, filename=f.name) for f in files],
+            threshold=floor,
+            limit=min(limit, model.label_count) if model.label_count else limit,
+        )
+        reply = self.tagger.call("Tag", request)
+        if reply.model_id != model.model_id:
+            raise ModelChanged(f"the tagger now runs model {reply.model_id}, not {model.model_id}", "model_changed")
+        if len(reply.results) != len(files):
+            raise TagrateError(f"the tagger answered {len(reply.results)} results for {len(files)} images")
+        return [[(tag.name, float(tag.score)) for tag in result.tags] for result in reply.results]
+
+    # ---- rater ----
+
+    def extractor(self) -> ExtractorInfo:
+        reply = self.rater.call("GetExtractorInfo", rater_pb2.GetExtractorInfoRequest())
+        return ExtractorInfo(reply.extractor_id, int(reply.dimensions))
+
+    def embed(self, extractor: ExtractorInfo, files: Sequence[ImageFile]) -> np.ndarray:
+        """Feature vectors from ``extractor``, float32 ``(len(files),
+        dimensions)``, in order. ModelChanged when the rater now runs
+        another extractor."""
+        request = rater_pb2.EmbedRequest(images=[common_pb2.ImageFile(data=f.data, filename=f.name) for f in files])
+        reply = self.rater.call("Embed", request)
+        if reply.extractor_id != extractor.extractor_id:
+            raise ModelChanged(
+                f"the rater now runs extractor {reply.extractor_id}, not {extractor.extractor_id}", "model_changed"
+            )
+        if len(reply.vectors) != len(files):
+            raise TagrateError(f"the rater answered {len(reply.vectors)} vectors for {len(files)} images")
+        vectors = np.array([vector.values for vector in reply.vectors], dtype=np.float32)
+        if vectors.shape != (len(files), extractor.dimensions) or not np.isfinite(vectors).all():
+            raise TagrateError(
+                f"the rater's vectors have shape {vectors.shape}, expected ({len(files)}, {extractor.dimensions}) "
+                "finite values"
+            )
+        return vectors

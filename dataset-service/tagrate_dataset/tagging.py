@@ -1,0 +1,99 @@
+"""Tagging stored images with the tagger's current model: the background
+work for new images and UpdateTags (/updatetags).
+
+Every score from ``tag_score_floor`` up (or from the model's threshold, if
+that is lower; at most ``tag_max_per_image``) is stored with the model id,
+and the model is registered with its threshold: /getimagetags and tag
+filters then use the scores at or above the threshold, which can change
+without running the model again. An image counts as tagged only by the
+current model; images tagged by an older one count as untagged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlmodel import Session
+
+from . import crud, workqueue
+from .blobs import BlobStore
+from .config import DatasetSettings
+from .db import Database
+from .imagework import ImageWork
+from .models import WorkKind
+from .peers import ImageFile, Peers, TaggerModelInfo, TagList
+from .workqueue import StoredImage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UpdateTagsOutcome:
+    updated_images: int
+    model_id: str
+    refused_images: int
+
+
+class Tagging(ImageWork[TaggerModelInfo, TagList]):
+    kind = WorkKind.TAG
+    service = "tagger"
+
+    def __init__(self, settings: DatasetSettings, db: Database, blobs: BlobStore, peers: Peers) -> None:
+        super().__init__(db, blobs, settings.tag_batch_size)
+        self.peers = peers
+        self.score_floor = settings.tag_score_floor
+        self.max_per_image = settings.tag_max_per_image
+        self.max_tag_chars = settings.max_tag_chars
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.peers.tagger.target)
+
+    def current_model(self) -> TaggerModelInfo:
+        return self.peers.tagger_model()
+
+    def model_key(self, model: TaggerModelInfo) -> str:
+        return model.model_id
+
+    def run_model(self, model: TaggerModelInfo, files: Sequence[ImageFile]) -> list[TagList]:
+        floor = min(self.score_floor, model.threshold)
+        return self.peers.tag(model, files, floor, self.max_per_image)
+
+    def store_results(
+        self, session: Session, model: TaggerModelInfo, results: list[tuple[StoredImage, TagList]]
+    ) -> None:
+        crud.use_tagger_model(session, model.model_id, model.threshold)
+        for image, tags in results:
+            scores = crud.tag_scores(tags, self.max_tag_chars)
+            crud.put_image_tags(session, image.name, model.model_id, model.threshold, scores)
+
+    def update_tags(self, full: bool, keep_going: Callable[[], bool] = lambda: True) -> UpdateTagsOutcome:
+        """Tags every image the tagger's current model has not tagged
+        (``full``: every image), a batch per transaction, and returns how many
+        were tagged. Unavailable (naming the tagger) when it cannot be
+        reached; batches stored before that stay stored, the failing one
+        writes nothing. Stops early, between batches, once ``keep_going``
+        says so (the caller went away)."""
+        model = self.current_model()
+        key = self.model_key(model)
+        # The tagger's model is the current one from now on, even when it has
+        # nothing left to tag (it tagged everything before another model came).
+        self.db.write(lambda session: crud.use_tagger_model(session, model.model_id, model.threshold))
+        updated = refused = 0
+        after = 0
+        while keep_going():
+            with self.db.read() as session:
+                batch = workqueue.images_to_do(session, self.kind, key, after, self.batch_size, everything=full)
+            if not batch:
+                break
+            after = batch[-1].image_id
+            outcome = self.process(model, batch)
+            updated += len(outcome.results)
+            refused += len(outcome.refused)
+        log.info(
+            "updated tags",
+            extra={"model": key, "images": updated, "refused": refused, "full": full},
+        )
+        return UpdateTagsOutcome(updated, key, refused)
