@@ -1,16 +1,30 @@
-"""Dataset state: /verifydatasets (dataset service)."""
+"""Dataset state: /verifydatasets and /updatetags (dataset service).
+
+/updatetags changes state but is GET in the original table, so it accepts
+POST too, with its parameter in the form (or the query string).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query, Request
 
 from tagrate_common.protos import dataset_pb2
 
-from ..deps import DatasetDep
+from .. import params
+from ..deps import DatasetDep, SettingsDep
 from ..errors import error_responses
 from ..timestamps import optional_iso_utc
+from ..uploads import multipart_body, text_property
+from .training import _post_fields as post_fields
+
+# UpdateTags tags every untagged image before it answers (the tagger's
+# throughput decides how long: thousands of images take minutes), so its
+# deadline covers a whole catch-up rather than one quick call. The dataset
+# service stops between batches once the caller is gone; what was stored
+# stays stored and the background worker tags the rest anyway.
+UPDATE_TAGS_TIMEOUT_SECONDS = 3600.0
 
 router = APIRouter(tags=["datasets"])
 
@@ -37,3 +51,33 @@ async def verify_datasets(dataset: DatasetDep) -> dict[str, Any]:
         ],
         "untagged_images": reply.untagged_images,
     }
+
+
+FullQuery = Annotated[
+    str | None, Query(description="`true` re-tags every image, not only those the current model has not tagged.")
+]
+_UPDATE_TAGS_FORM = multipart_body(
+    {"full": text_property("`true` re-tags every image, not only the untagged ones.", "false")}, []
+)
+_UPDATE_TAGS_FORM["requestBody"]["required"] = False  # a POST without a body tags the untagged images
+_UPDATE_TAGS_SUMMARY = "Tag every image the current tagger model has not tagged yet"
+_UPDATE_TAGS_ERRORS = error_responses(400, 503, 504)
+
+
+async def _update_tags(dataset: DatasetDep, full: str | None) -> dict[str, Any]:
+    request = dataset_pb2.UpdateTagsRequest(full=params.boolean(full, "full"))
+    reply = await dataset.call("UpdateTags", request, timeout=UPDATE_TAGS_TIMEOUT_SECONDS)
+    return {"updated_images_count": reply.updated_images_count, "model": reply.model_id}
+
+
+@router.get("/updatetags", summary=_UPDATE_TAGS_SUMMARY, responses=_UPDATE_TAGS_ERRORS)
+async def update_tags(dataset: DatasetDep, full: FullQuery = None) -> dict[str, Any]:
+    return await _update_tags(dataset, full)
+
+
+@router.post(
+    "/updatetags", summary=_UPDATE_TAGS_SUMMARY, responses=_UPDATE_TAGS_ERRORS, openapi_extra=_UPDATE_TAGS_FORM
+)
+async def update_tags_post(request: Request, settings: SettingsDep, dataset: DatasetDep) -> dict[str, Any]:
+    fields = await post_fields(request, settings)
+    return await _update_tags(dataset, fields.get("full"))
