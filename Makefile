@@ -10,12 +10,12 @@ STUBS  := gen/tagrate/PROTOS_SHA256
 # Source folders put on the venv's import path (no packaging step needed).
 SRC_DIRS := common gen gateway dataset-service tagger-service rater-service trainer-service
 
-.PHONY: run test lint format protos check-protos bench venv clean
+.PHONY: run test lint format protos check-protos bench venv clean kubectl
 
 run: $(STUBS)
 	$(PY) -m tagrate_common.supervisor
 
-test: $(STUBS)
+test: $(STUBS) kubectl
 	$(PY) protos/generate.py --check
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -32,6 +32,14 @@ protos: $(STAMP)
 
 check-protos: $(STAMP)
 	$(PY) protos/generate.py --check
+
+# tests/deploy renders the Kubernetes manifests with kubectl's built-in
+# kustomize: install kubectl when missing (apt-get, as root); without it those
+# tests fail and say so.
+kubectl:
+	@command -v kubectl >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -qq && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client; }; } || \
+		echo "kubectl could not be installed; the deploy/ tests will fail" >&2
 
 bench: $(STUBS)
 	$(PY) -m bench $(BENCH_ARGS)
