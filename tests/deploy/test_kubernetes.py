@@ -1,0 +1,453 @@
+"""The Kubernetes manifests, rendered with ``kubectl kustomize`` and checked
+object by object: what each container needs, and that every name, port,
+label and path one object uses points at another that exists."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.manifests import (
+    K8S,
+    MODEL_SERVICES,
+    SERVICE_PREFIX,
+    Rendered,
+    documented_paths,
+    gateway_paths,
+    known_env_names,
+    kustomize,
+    parse_address,
+    process_env,
+    process_of,
+    read_settings,
+    routed_paths,
+)
+
+RESOURCE_KINDS = ("cpu", "memory")
+
+
+def container_env(rendered: Rendered, container: dict) -> dict[str, str]:
+    """What the container's process sees: its image's ENV, envFrom
+    ConfigMaps, then env."""
+    process = process_of(container)
+    env: dict[str, str] = process_env(process, {}) if process else {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            name = source["configMapRef"]["name"]
+            env.update({k: str(v) for k, v in rendered.get("ConfigMap", name)["data"].items()})
+    for item in container.get("env", []):
+        env[item["name"]] = str(item.get("value", "<from secret>"))
+    return env
+
+
+def named_port(workload: dict, port: int | str) -> int:
+    """A container port number, by number or by name."""
+    if isinstance(port, int):
+        return port
+    for container in workload["spec"]["template"]["spec"]["containers"]:
+        for p in container.get("ports", []):
+            if p.get("name") == port:
+                return p["containerPort"]
+    raise AssertionError(f"no container port named {port!r} in {workload['metadata']['name']}")
+
+
+# ---- containers ----------------------------------------------------------------
+
+
+def test_every_container_has_requests_limits_and_probes(overlay: Rendered) -> None:
+    for workload, container in overlay.containers():
+        where = f"{workload['metadata']['name']}/{container['name']}"
+        resources = container.get("resources", {})
+        for side in ("requests", "limits"):
+            for kind in RESOURCE_KINDS:
+                assert kind in resources.get(side, {}), f"{where} has no {side}.{kind}"
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            assert probe in container, f"{where} has no {probe}"
+
+
+def test_services_use_native_grpc_probes_on_their_grpc_port(overlay: Rendered) -> None:
+    seen = set()
+    for _, container in overlay.containers():
+        process = process_of(container)
+        if process is None or process == "gateway":
+            continue
+        seen.add(process)
+        port = service_port_of(overlay, process)
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            assert container[probe].get("grpc", {}).get("port") == port, f"{process} {probe} is not a gRPC probe"
+    assert seen == set(SERVICE_PREFIX)
+
+
+def service_port_of(overlay: Rendered, process: str) -> int:
+    container = next(c for _, c in overlay.containers() if process_of(c) == process)
+    return read_settings(process, container_env(overlay, container)).port
+
+
+def test_gateway_uses_http_probes_and_its_port(overlay: Rendered) -> None:
+    workload = overlay.get("Deployment", "gateway")
+    container = workload["spec"]["template"]["spec"]["containers"][0]
+    port = read_settings("gateway", container_env(overlay, container)).port
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        http = container[probe].get("httpGet")
+        assert http and http["path"] == "/healthz", probe
+        assert named_port(workload, http["port"]) == port
+
+
+def test_model_services_get_minutes_to_load_and_warm_up(overlay: Rendered) -> None:
+    for process in ("tagger", "rater"):
+        container = overlay.get("Deployment", process)["spec"]["template"]["spec"]["containers"][0]
+        startup = container["startupProbe"]
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 180, process
+
+
+def test_container_ports_match_what_the_process_listens_on(overlay: Rendered) -> None:
+    for _, container in overlay.containers():
+        process = process_of(container)
+        if process is None:
+            continue
+        settings = read_settings(process, container_env(overlay, container))
+        ports = {p["containerPort"] for p in container["ports"]}
+        assert settings.port in ports, process
+        if process != "gateway":
+            assert settings.host == "0.0.0.0", f"{process} must listen on every interface in a pod"
+            assert settings.metrics_port in ports, process
+        else:
+            assert settings.host == "0.0.0.0"
+
+
+def test_pods_run_as_non_root(overlay: Rendered) -> None:
+    for workload in overlay.workloads():
+        pod = workload["spec"]["template"]["spec"]
+        assert pod.get("securityContext", {}).get("runAsNonRoot") is True, workload["metadata"]["name"]
+        for container in pod["containers"]:
+            assert container.get("securityContext", {}).get("allowPrivilegeEscalation") is False
+
+
+def test_shutdown_notice_and_drain_fit_the_termination_grace_period(overlay: Rendered) -> None:
+    for workload, container in overlay.containers():
+        process = process_of(container)
+        if process is None or process == "gateway":
+            continue
+        settings = read_settings(process, container_env(overlay, container))
+        period = workload["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert settings.shutdown_notice_seconds > 0, f"{process}: readiness needs a moment to see NOT_SERVING"
+        assert settings.shutdown_notice_seconds + settings.shutdown_grace_seconds < period, process
+    gateway = overlay.get("Deployment", "gateway")["spec"]["template"]["spec"]
+    pre_stop = gateway["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep" and float(pre_stop[1]) < gateway["terminationGracePeriodSeconds"]
+
+
+# ---- labels, selectors, names ------------------------------------------------------
+
+
+def test_workload_selectors_match_their_pod_labels(overlay: Rendered) -> None:
+    for workload in overlay.workloads():
+        selector = workload["spec"]["selector"]["matchLabels"]
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items(), workload["metadata"]["name"]
+    # No two workloads' pods answer to the same selector.
+    selectors = [tuple(sorted(w["spec"]["selector"]["matchLabels"].items())) for w in overlay.workloads()]
+    assert len(selectors) == len(set(selectors))
+
+
+def test_every_service_selects_a_workload_and_its_named_ports(overlay: Rendered) -> None:
+    for service in overlay.of_kind("Service"):
+        selected = overlay.pods_selected(service["spec"]["selector"])
+        assert len(selected) == 1, f"Service {service['metadata']['name']} selects {len(selected)} workloads"
+        for port in service["spec"]["ports"]:
+            named_port(selected[0], port.get("targetPort", port["port"]))
+
+
+def test_grpc_services_are_headless(overlay: Rendered) -> None:
+    for name in SERVICE_PREFIX:
+        assert overlay.get("Service", name)["spec"].get("clusterIP") == "None", name
+
+
+def test_every_configmap_address_points_at_an_existing_service_port(overlay: Rendered) -> None:
+    settings = overlay.settings()
+    addresses = {k: v for k, v in settings.items() if k.endswith("_ADDR")}
+    assert addresses, "the ConfigMap names no service addresses"
+    for key, value in addresses.items():
+        assert value.startswith("dns:///"), f"{key}: use dns:/// so clients round-robin over every pod"
+        host, port = parse_address(value)
+        assert host in overlay.names("Service"), f"{key} names Service {host!r}, which does not exist"
+        service = overlay.get("Service", host)
+        assert port in {p["port"] for p in service["spec"]["ports"]}, f"{key}: Service {host} has no port {port}"
+        # ... and the pods behind it listen there.
+        assert port == service_port_of(overlay, host), key
+
+
+def test_every_peer_address_a_process_reads_is_configured(overlay: Rendered) -> None:
+    """An address field left at its 127.0.0.1 default would silently point a
+    pod at itself."""
+    settings = overlay.settings()
+    for process in ["gateway", *SERVICE_PREFIX]:
+        values = read_settings(process, settings)
+        for field in type(values).model_fields:
+            if field.endswith("_addr"):
+                value = getattr(values, field)
+                assert not value.startswith("127.0.0.1"), f"{process}.{field} is not set in the ConfigMap"
+
+
+def test_every_env_var_set_is_one_a_settings_class_reads(overlay: Rendered) -> None:
+    known = known_env_names()
+    unknown = {k for k in overlay.settings() if k not in known}
+    assert not unknown, f"the ConfigMap sets variables no tagrate process reads: {sorted(unknown)}"
+    for _, container in overlay.containers():
+        if process_of(container) is None:
+            continue
+        env = container.get("env", [])
+        # Variables that only feed $(NAME) references of another one (the
+        # PostgreSQL credentials composing DATABASE_URL) are fine.
+        referenced = {m for item in env for m in re.findall(r"\$\((\w+)\)", item.get("value", ""))}
+        for item in env:
+            assert item["name"] in known | referenced, f"{container['name']} sets {item['name']}, read by nothing"
+
+
+def test_secret_references_exist(overlay: Rendered) -> None:
+    secrets = {s["metadata"]["name"]: s for s in overlay.of_kind("Secret")}
+    for _, container in overlay.containers():
+        for item in container.get("env", []):
+            ref = item.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                assert ref["name"] in secrets and ref["key"] in secrets[ref["name"]]["data"], ref
+        for source in container.get("envFrom", []):
+            if "secretRef" in source:
+                assert source["secretRef"]["name"] in secrets
+
+
+def test_only_the_dataset_service_gets_the_database_url(overlay: Rendered) -> None:
+    for _, container in overlay.containers():
+        env = {item["name"]: item.get("value", "") for item in container.get("env", [])}
+        if process_of(container) == "dataset":
+            assert env["DATABASE_URL"].startswith("postgresql://") and "@postgres:5432/" in env["DATABASE_URL"]
+        else:
+            assert "DATABASE_URL" not in env
+
+
+# ---- storage -----------------------------------------------------------------------
+
+
+def test_every_pvc_is_mounted(overlay: Rendered) -> None:
+    mounted_claims = set()
+    for workload in overlay.workloads():
+        pod = workload["spec"]["template"]["spec"]
+        mounts = {m["name"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        templates = {t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])}
+        for name in mounts:
+            assert name in volumes or name in templates, f"{workload['metadata']['name']} mounts unknown {name}"
+        for name, volume in volumes.items():
+            assert name in mounts, f"{workload['metadata']['name']} declares volume {name} but mounts it nowhere"
+            if "persistentVolumeClaim" in volume:
+                mounted_claims.add(volume["persistentVolumeClaim"]["claimName"])
+        assert templates <= mounts
+    claims = overlay.names("PersistentVolumeClaim")
+    assert claims == mounted_claims, f"unmounted: {claims - mounted_claims}, missing: {mounted_claims - claims}"
+
+
+def mount_path(overlay: Rendered, workload: str, claim: str) -> tuple[str, dict]:
+    pod = overlay.get("Deployment", workload)["spec"]["template"]["spec"]
+    volume = next(v["name"] for v in pod["volumes"] if v.get("persistentVolumeClaim", {}).get("claimName") == claim)
+    container = pod["containers"][0]
+    return next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == volume), container
+
+
+def test_data_lands_on_its_volume(overlay: Rendered) -> None:
+    """Each process's persistent paths, as its settings resolve them, lie on
+    the volume meant for them (not on the container's throwaway disk)."""
+    path, container = mount_path(overlay, "dataset", "blobs")
+    dataset = read_settings("dataset", container_env(overlay, container))
+    assert dataset.blob_path.is_relative_to(path) and dataset.cache_path.is_relative_to(path)
+    path, container = mount_path(overlay, "rater", "heads")
+    assert read_settings("rater", container_env(overlay, container)).heads_path == Path(path)
+    path, container = mount_path(overlay, "trainer", "trainer-jobs")
+    trainer = read_settings("trainer", container_env(overlay, container))
+    assert trainer.trainer_dir == Path(path)
+    assert trainer.database_url == f"sqlite:///{Path(path) / 'jobs.db'}"
+
+
+def test_heads_are_shared_read_write_by_every_rater_replica(overlay: Rendered) -> None:
+    assert overlay.get("PersistentVolumeClaim", "heads")["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert overlay.get("PersistentVolumeClaim", "blobs")["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_trainer_is_a_single_replica_replaced_with_recreate(overlay: Rendered) -> None:
+    trainer = overlay.get("Deployment", "trainer")
+    assert trainer["spec"]["replicas"] == 1 and trainer["spec"]["strategy"]["type"] == "Recreate"
+    assert "trainer" not in {h["spec"]["scaleTargetRef"]["name"] for h in overlay.of_kind("HorizontalPodAutoscaler")}
+
+
+def test_postgres_is_a_statefulset_with_its_own_claim(overlay: Rendered) -> None:
+    postgres = overlay.get("StatefulSet", "postgres")
+    assert postgres["spec"]["serviceName"] in overlay.names("Service")
+    assert [t["metadata"]["name"] for t in postgres["spec"]["volumeClaimTemplates"]] == ["data"]
+    container = postgres["spec"]["template"]["spec"]["containers"][0]
+    assert any(s.get("secretRef", {}).get("name", "").startswith("postgres-credentials") for s in container["envFrom"])
+
+
+# ---- scaling and disruption --------------------------------------------------------
+
+
+def test_autoscalers_for_gateway_tagger_and_rater(overlay: Rendered) -> None:
+    hpas = {h["metadata"]["name"]: h for h in overlay.of_kind("HorizontalPodAutoscaler")}
+    assert set(hpas) == {"gateway", "tagger", "rater"}
+    for hpa in hpas.values():
+        target = hpa["spec"]["scaleTargetRef"]
+        assert target["kind"] == "Deployment" and target["name"] in overlay.names("Deployment")
+        assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+
+
+def test_disruption_budgets_select_a_workload_and_allow_drains(overlay: Rendered) -> None:
+    budgets = overlay.of_kind("PodDisruptionBudget")
+    assert {b["metadata"]["name"] for b in budgets} >= {"gateway", "dataset", "tagger", "rater"}
+    for budget in budgets:
+        assert len(overlay.pods_selected(budget["spec"]["selector"]["matchLabels"])) == 1
+        assert budget["spec"].get("maxUnavailable", 0) >= 1, "a budget that never allows an eviction blocks drains"
+
+
+# ---- network policies --------------------------------------------------------------
+
+
+def allowed_callers(overlay: Rendered, target: str, port: int) -> set[str]:
+    """Names of the workloads (same namespace) allowed to reach ``target`` on ``port``."""
+    callers = set()
+    for policy in overlay.of_kind("NetworkPolicy"):
+        if not overlay.pods_selected(policy["spec"]["podSelector"].get("matchLabels", {})) or (
+            policy["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") not in (None, target)
+        ):
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            if rule.get("ports") and port not in {p["port"] for p in rule["ports"]}:
+                continue
+            for peer in rule.get("from", []):
+                if "namespaceSelector" in peer:
+                    continue  # other namespaces (Traefik, Prometheus)
+                for workload in overlay.pods_selected(peer["podSelector"]["matchLabels"]):
+                    callers.add(workload["metadata"]["name"])
+    return callers
+
+
+def test_everything_is_closed_unless_a_policy_opens_it(overlay: Rendered) -> None:
+    deny = overlay.get("NetworkPolicy", "default-deny-ingress")["spec"]
+    assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"] and not deny.get("ingress")
+    for workload in overlay.workloads():
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        own = [
+            p
+            for p in overlay.of_kind("NetworkPolicy")
+            if p["spec"]["podSelector"].get("matchLabels")
+            == {"app.kubernetes.io/name": labels["app.kubernetes.io/name"]}
+        ]
+        assert len(own) == 1, f"{workload['metadata']['name']} has {len(own)} NetworkPolicies of its own"
+
+
+def test_every_configured_call_is_allowed_and_nothing_else(overlay: Rendered) -> None:
+    """Callers per service come from the ConfigMap (``<SELF>_<PEER>_ADDR``)."""
+    expected: dict[str, set[str]] = {name: set() for name in SERVICE_PREFIX}
+    for key, value in overlay.settings().items():
+        if key.endswith("_ADDR"):
+            caller = key.split("_", 1)[0].lower()
+            expected[parse_address(value)[0]].add(caller)
+    for name, callers in expected.items():
+        port = service_port_of(overlay, name)
+        assert allowed_callers(overlay, name, port) == callers, name
+
+
+def test_only_the_dataset_service_reaches_postgres(overlay: Rendered) -> None:
+    assert allowed_callers(overlay, "postgres", 5432) == {"dataset"}
+
+
+def test_only_traefik_and_prometheus_reach_the_gateway(overlay: Rendered) -> None:
+    policy = overlay.get("NetworkPolicy", "gateway")["spec"]
+    peers = [peer for rule in policy["ingress"] for peer in rule["from"]]
+    names = {peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for peer in peers}
+    assert names == {"traefik", "prometheus"}
+    assert allowed_callers(overlay, "gateway", 8000) == set()
+
+
+# ---- Traefik -----------------------------------------------------------------------
+
+
+def test_ingress_route_covers_every_documented_path(overlay: Rendered) -> None:
+    (route,) = overlay.get("IngressRoute", "tagrate")["spec"]["routes"]
+    routed = routed_paths(route["match"])
+    documented = documented_paths()
+    assert documented <= routed, f"not routed: {sorted(documented - routed)}"
+    served = gateway_paths()
+    assert served <= routed, f"the gateway serves paths Traefik does not route: {sorted(served - routed)}"
+    assert routed <= served | documented, f"routed but served by nothing: {sorted(routed - served - documented)}"
+    (backend,) = route["services"]
+    workload = overlay.pods_selected(overlay.get("Service", backend["name"])["spec"]["selector"])[0]
+    assert workload["metadata"]["name"] == "gateway"
+    service_ports = {p.get("name"): p for p in overlay.get("Service", backend["name"])["spec"]["ports"]}
+    assert backend["port"] in service_ports or backend["port"] in {p["port"] for p in service_ports.values()}
+
+
+def test_body_limit_matches_the_gateways_upload_limits(overlay: Rendered) -> None:
+    (route,) = overlay.get("IngressRoute", "tagrate")["spec"]["routes"]
+    middlewares = {m["metadata"]["name"]: m for m in overlay.of_kind("Middleware")}
+    names = [m["name"] for m in route["middlewares"]]
+    assert all(name in middlewares for name in names)
+    limits = [
+        middlewares[n]["spec"]["buffering"]["maxRequestBodyBytes"]
+        for n in names
+        if "buffering" in middlewares[n]["spec"]
+    ]
+    assert limits == [read_settings("gateway", overlay.settings()).max_message_bytes]
+
+
+# ---- overlays ----------------------------------------------------------------------
+
+
+def gpus(container: dict) -> int:
+    resources = container.get("resources", {})
+    return int(resources.get("limits", {}).get("nvidia.com/gpu", 0))
+
+
+def test_gpu_overlay_gives_gpus_to_model_services_only(rendered: dict[str, Rendered]) -> None:
+    with_gpu = {process_of(c) for _, c in rendered["gpu"].containers() if gpus(c)}
+    assert {"tagger", "rater"} <= with_gpu <= MODEL_SERVICES
+    for workload, container in rendered["gpu"].containers():
+        if gpus(container):
+            assert container["image"].endswith("-cuda"), "a GPU pod needs the CUDA image"
+            assert container["resources"]["requests"]["nvidia.com/gpu"] == gpus(container)
+            tolerations = workload["spec"]["template"]["spec"].get("tolerations", [])
+            assert any(t["key"] == "nvidia.com/gpu" for t in tolerations)
+            process = process_of(container)
+            device = read_settings(process, container_env(rendered["gpu"], container)).device
+            assert device.startswith("cuda"), f"{process} would not use its GPU"
+        else:
+            assert not container["image"].endswith("-cuda")
+
+
+def test_cpu_overlay_requests_no_gpus(rendered: dict[str, Rendered]) -> None:
+    for _, container in rendered["cpu"].containers():
+        assert not gpus(container) and not container["image"].endswith("-cuda")
+        process = process_of(container)
+        if process in MODEL_SERVICES:
+            settings = read_settings(process, container_env(rendered["cpu"], container))
+            assert settings.device in ("cpu", "auto")
+
+
+def test_basic_auth_component_checks_credentials_before_buffering(tmp_path) -> None:
+    """The optional component renders on top of an overlay and puts basic
+    auth in front of the body-limit buffer."""
+    overlay = os.path.relpath(K8S / "overlays" / "cpu", tmp_path)
+    component = os.path.relpath(K8S / "components" / "basic-auth", tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(f"resources: [{overlay}]\ncomponents: [{component}]\n")
+    rendered = Rendered(kustomize(tmp_path))
+    (route,) = rendered.get("IngressRoute", "tagrate")["spec"]["routes"]
+    assert [m["name"] for m in route["middlewares"]] == ["tagrate-basic-auth", "tagrate-body-limit"]
+    auth = rendered.get("Middleware", "tagrate-basic-auth")["spec"]["basicAuth"]
+    assert auth["secret"] and auth["removeHeader"] is True
+
+
+@pytest.mark.parametrize("overlay_name", ["cpu", "gpu"])
+def test_everything_lands_in_one_namespace(rendered: dict[str, Rendered], overlay_name: str) -> None:
+    objects = rendered[overlay_name].objects
+    namespaces = {o["metadata"].get("namespace") for o in objects if o["kind"] != "Namespace"}
+    assert namespaces == {"tagrate"}
