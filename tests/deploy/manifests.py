@@ -14,7 +14,7 @@ import re
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -305,10 +305,6 @@ def image_env(path: Path, target: str) -> dict[str, str]:
                     if "$" not in value:
                         env[key] = value
     return env
-
-
-def flatten(items: Iterable[Iterable[str]]) -> list[str]:
-    return [x for group in items for x in group]
 
 
 def process_env(process: str, env: dict[str, str]) -> dict[str, str]:
