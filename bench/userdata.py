@@ -77,6 +77,9 @@ GENERATOR_VERSION = 1
 TARGET_FILTERED_P50_MS = 50.0
 TARGET_OVERHEAD_P50_MS = 3.0
 CONCURRENCIES = (1, 8)
+# Requests per measurement by default: a full run (p95 from 200 samples),
+# and a quick look at a smaller scale.
+FULL_CALLS, QUICK_CALLS = 200, 50
 
 THRESHOLD = 0.35  # the tagger model's
 TAG_COUNT_SPREAD = 5  # tags per image: uniform in mean +- this
@@ -702,13 +705,20 @@ def report(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench userdata", description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both", help="Default: both.")
-    parser.add_argument("--calls", type=int, default=200, help="Requests per measurement (default 200).")
+    parser.add_argument(
+        "--calls",
+        type=int,
+        default=None,
+        help=f"Requests per measurement (default {FULL_CALLS}, or {QUICK_CALLS} with a --scale below 1).",
+    )
     parser.add_argument(
         "--scale", type=float, default=1.0, help="Fraction of the full dataset's images and ratings (default 1)."
     )
     parser.add_argument("--cache-dir", type=Path, default=RESULTS_DIR, help="Where the SQLite file is cached.")
     parser.add_argument("--pg-admin-url", default=PG_ADMIN_URL, help="A PostgreSQL database to create others from.")
     args = parser.parse_args(argv or [])
+    if args.calls is None:
+        args.calls = FULL_CALLS if args.scale >= 1 else QUICK_CALLS
     if args.calls < 1 or not 0 < args.scale <= 1:
         parser.error("--calls must be 1 or more and --scale in (0, 1]")
 
