@@ -73,3 +73,33 @@ class ServiceSettings(CommonSettings):
         "Kubernetes readiness probes stop sending calls before the server stops accepting them.",
     )
     call_timeout_seconds: float = Field(30.0, gt=0, description="Deadline for this service's outgoing calls.")
+
+
+class ModelServiceSettings(ServiceSettings):
+    """A service that runs an image model behind a dynamic batcher (the
+    tagger and the rater's feature extractor)."""
+
+    device: str = Field("auto", description="`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.")
+    torch_threads: int = Field(
+        0, ge=0, description="CPU threads for one forward pass (torch / onnxruntime intra-op); 0: all cores."
+    )
+    batching: bool = Field(True, description="Dynamic batching of concurrent requests; off runs images one by one.")
+    max_batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Most images in one forward pass. Unset: 8 on a CPU (larger batches only add latency "
+        "there), 32 on a GPU.",
+    )
+    max_queue_delay_ms: float = Field(
+        5.0, ge=0, le=10_000, description="How long the oldest queued image may wait for a batch to fill."
+    )
+    max_queue_size: int = Field(
+        512, ge=1, description="Images waiting for the model; beyond this calls get RESOURCE_EXHAUSTED."
+    )
+
+    def batch_size_for(self, device: str) -> int:
+        """The configured batch size, or the default for ``device``: a CPU
+        gains little from batches beyond a handful of images (activations fall
+        out of cache); a GPU needs larger ones to be busy."""
+        return self.max_batch_size or (8 if device == "cpu" else 32)

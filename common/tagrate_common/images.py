@@ -10,14 +10,16 @@ image fully decoded, which catches truncated files.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from .errors import PayloadTooLarge, UnsupportedImage
+from .errors import PayloadTooLarge, TagrateError, UnsupportedImage
 
 # Pillow's own bomb check is global and warns below twice its limit; tagrate
 # checks the header against its configured limit instead (see inspect_image).
@@ -81,6 +83,20 @@ def sniff_format(head: bytes) -> str | None:
 
 def _label(filename: str) -> str:
     return f"'{filename}'" if filename else "the uploaded file"
+
+
+@contextlib.contextmanager
+def naming_file(index: int, filename: str) -> Iterator[None]:
+    """Re-raises an image error from a bulk upload so its message starts with
+    the file's position (1-based, upload order) and name: "file 2 ('x.txt')
+    is not ...". The gateway and every model service word it this way."""
+    try:
+        yield
+    except TagrateError as exc:
+        label = _label(filename)  # how this module's messages start
+        named = f"file {index} ({label})" if filename else f"file {index}"
+        message = named + exc.message[len(label) :] if exc.message.startswith(label) else f"{named}: {exc.message}"
+        raise type(exc)(message, exc.code) from None
 
 
 def check_size(size: int, filename: str, limits: ImageLimits) -> None:

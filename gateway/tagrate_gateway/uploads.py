@@ -22,8 +22,8 @@ from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from tagrate_common import validation
-from tagrate_common.errors import InvalidArgument, PayloadTooLarge, TagrateError
-from tagrate_common.images import ImageLimits, check_header
+from tagrate_common.errors import InvalidArgument, PayloadTooLarge
+from tagrate_common.images import ImageLimits, check_header, naming_file
 
 from .config import GatewaySettings
 from .errors import UnsupportedMediaType
@@ -72,15 +72,8 @@ def check_images(files: Sequence[UploadedFile], limits: ImageLimits) -> None:
     by position (1-based, upload order) and filename, in the same words the
     model services use: "file 2 ('notes.txt') is not a ... image"."""
     for index, upload in enumerate(files, start=1):
-        try:
+        with naming_file(index, upload.filename):
             upload.check_image(limits)
-        except TagrateError as exc:
-            # images.py starts its messages with the quoted filename, or with
-            # "the uploaded file" when the client sent none.
-            label = f"'{upload.filename}'" if upload.filename else "the uploaded file"
-            named = f"file {index} ({label})" if upload.filename else f"file {index}"
-            rest = exc.message[len(label) :] if exc.message.startswith(label) else f": {exc.message}"
-            raise type(exc)(named + rest, exc.code) from None
 
 
 @dataclass

@@ -8,10 +8,10 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from tagrate_common.config import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, ServiceSettings
+from tagrate_common.config import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, ModelServiceSettings
 
 
-class RaterSettings(ServiceSettings):
+class RaterSettings(ModelServiceSettings):
     """Where the rater listens, which feature extractor it runs, where its
     heads live and where the dataset service (the user directory) is."""
 
@@ -33,22 +33,6 @@ class RaterSettings(ServiceSettings):
     )
     keep_head_versions: int = Field(
         5, ge=1, description="Head files kept per user (the live one and the ones before it); older ones are deleted."
-    )
-    device: str = Field("auto", description="`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.")
-    torch_threads: int = Field(0, ge=0, description="CPU threads for one forward pass; 0: all cores.")
-    batching: bool = Field(True, description="Dynamic batching of concurrent requests; off runs images one by one.")
-    max_batch_size: int | None = Field(
-        None,
-        ge=1,
-        le=1024,
-        description="Most images in one forward pass. Unset: 8 on a CPU (larger batches only add latency "
-        "there), 32 on a GPU.",
-    )
-    max_queue_delay_ms: float = Field(
-        5.0, ge=0, le=10_000, description="How long the oldest queued image may wait for a batch to fill."
-    )
-    max_queue_size: int = Field(
-        512, ge=1, description="Images waiting for the model; beyond this calls get RESOURCE_EXHAUSTED."
     )
     dataset_addr: str = Field(
         f"127.0.0.1:{DEFAULT_PORTS['dataset']}",

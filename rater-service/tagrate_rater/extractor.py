@@ -19,17 +19,16 @@ forward passes.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 
 import numpy as np
 
 from tagrate_common.batcher import DynamicBatcher
-from tagrate_common.errors import InvalidArgument, PayloadTooLarge, TagrateError
-from tagrate_common.images import ImageLimits, check_header, decode_image
+from tagrate_common.errors import InvalidArgument, PayloadTooLarge
+from tagrate_common.images import ImageLimits, check_header, decode_image, naming_file
 from tagrate_common.vision.modeldir import (
     EfficientNetLiteModel,
     ImageModel,
@@ -45,22 +44,6 @@ from .config import RaterSettings
 log = logging.getLogger(__name__)
 
 ImageFiles = Sequence[tuple[bytes, str]]  # (data, client file name) per image
-
-
-@contextlib.contextmanager
-def naming_file(index: int, filename: str) -> Iterator[None]:
-    """Re-raises an image error so its message starts with the file's
-    position (1-based, upload order) and name: "file 2 ('x.txt') is not ...",
-    the same wording the tagger uses."""
-    try:
-        yield
-    except TagrateError as exc:
-        # images.py starts its messages with the quoted name, or with
-        # "the uploaded file" when the client sent none.
-        label = f"'{filename}'" if filename else "the uploaded file"
-        named = f"file {index} ({label})" if filename else f"file {index}"
-        message = named + exc.message[len(label) :] if exc.message.startswith(label) else f"{named}: {exc.message}"
-        raise type(exc)(message, exc.code) from None
 
 
 def extractor_id(model: ImageModel) -> str:
@@ -87,12 +70,6 @@ def load_feature_model(settings: RaterSettings) -> ImageModel:
         )
     log.info("loaded feature extractor %s on %s", extractor_id(model), model.device)
     return model
-
-
-def default_batch_size(device: str) -> int:
-    """A CPU gains little from batches beyond a handful of images (activations
-    fall out of cache); a GPU needs larger ones to be busy."""
-    return 8 if device == "cpu" else 32
 
 
 class FeatureExtractor:
@@ -134,7 +111,7 @@ class FeatureExtractor:
             limits=settings.image_limits,
             max_bulk_files=settings.max_bulk_files,
             batching=settings.batching,
-            max_batch_size=settings.max_batch_size or default_batch_size(model.device),
+            max_batch_size=settings.batch_size_for(model.device),
             max_queue_delay_ms=settings.max_queue_delay_ms,
             max_queue_size=settings.max_queue_size,
         )

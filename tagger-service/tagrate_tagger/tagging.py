@@ -10,18 +10,17 @@ from concurrent calls share forward passes.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 
 import numpy as np
 
 from tagrate_common.batcher import DynamicBatcher
-from tagrate_common.errors import InvalidArgument, PayloadTooLarge, TagrateError
-from tagrate_common.images import ImageLimits, check_header, decode_image
+from tagrate_common.errors import InvalidArgument, PayloadTooLarge
+from tagrate_common.images import ImageLimits, check_header, decode_image, naming_file
 from tagrate_common.vision.modeldir import ImageModel
 
 from .config import TaggerSettings
@@ -29,27 +28,6 @@ from .config import TaggerSettings
 log = logging.getLogger(__name__)
 
 TagList = list[tuple[str, float]]
-
-
-@contextlib.contextmanager
-def naming_file(index: int, filename: str) -> Iterator[None]:
-    """Re-raises an image error so its message starts with the file's
-    position (1-based, upload order) and name: "file 2 ('x.txt') is not ..."."""
-    try:
-        yield
-    except TagrateError as exc:
-        # images.py starts its messages with the quoted name, or with
-        # "the uploaded file" when the client sent none.
-        label = f"'{filename}'" if filename else "the uploaded file"
-        named = f"file {index} ({label})" if filename else f"file {index}"
-        message = named + exc.message[len(label) :] if exc.message.startswith(label) else f"{named}: {exc.message}"
-        raise type(exc)(message, exc.code) from None
-
-
-def default_batch_size(device: str) -> int:
-    """A CPU gains little from batches beyond a handful of images (activations
-    fall out of cache); a GPU needs larger ones to be busy."""
-    return 8 if device == "cpu" else 32
 
 
 class Tagger:
@@ -95,7 +73,7 @@ class Tagger:
             max_bulk_files=settings.max_bulk_files,
             threshold=settings.threshold,
             batching=settings.batching,
-            max_batch_size=settings.max_batch_size or default_batch_size(model.device),
+            max_batch_size=settings.batch_size_for(model.device),
             max_queue_delay_ms=settings.max_queue_delay_ms,
             max_queue_size=settings.max_queue_size,
         )
