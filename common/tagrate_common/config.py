@@ -91,12 +91,23 @@ class ModelServiceSettings(ServiceSettings):
         description="Most images in one forward pass. Unset: 8 on a CPU (larger batches only add latency "
         "there), 32 on a GPU.",
     )
-    max_queue_delay_ms: float = Field(
-        5.0, ge=0, le=10_000, description="How long the oldest queued image may wait for a batch to fill."
+    max_queue_delay_ms: float | None = Field(
+        None,
+        ge=0,
+        le=10_000,
+        description="How long the oldest queued image may wait for a batch to fill. Unset: 0 on a CPU (batches "
+        "still form from the images that queue up while a forward pass runs, and a lone request is not "
+        "held back), 5 on a GPU.",
     )
     max_queue_size: int = Field(
         512, ge=1, description="Images waiting for the model; beyond this calls get RESOURCE_EXHAUSTED."
     )
+
+    def queue_delay_ms_for(self, device: str) -> float:
+        """The configured queue delay, or the default for ``device``."""
+        if self.max_queue_delay_ms is not None:
+            return self.max_queue_delay_ms
+        return 0.0 if device == "cpu" else 5.0
 
     def batch_size_for(self, device: str) -> int:
         """The configured batch size, or the default for ``device``: a CPU

@@ -112,7 +112,7 @@ class FeatureExtractor:
             max_bulk_files=settings.max_bulk_files,
             batching=settings.batching,
             max_batch_size=settings.batch_size_for(model.device),
-            max_queue_delay_ms=settings.max_queue_delay_ms,
+            max_queue_delay_ms=settings.queue_delay_ms_for(model.device),
             max_queue_size=settings.max_queue_size,
         )
 

@@ -8,11 +8,11 @@ import logging
 from datetime import datetime
 
 import grpc
-import torch
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tagrate_common.grpc_server import GrpcServer
 from tagrate_common.protos import trainer_pb2, trainer_pb2_grpc
+from tagrate_common.vision.modeldir import set_torch_threads
 
 from .config import TrainerSettings
 from .jobs import JobStore, JobSummary, TrainerStatus
@@ -81,8 +81,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
 def create_server(settings: TrainerSettings) -> GrpcServer:
     """The trainer, ready to ``start()``: the jobs database is opened (and
     jobs a crash cut off are marked failed) before the server can bind."""
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    set_torch_threads(settings.torch_threads)  # off the main thread, see there
     store = JobStore.open(settings.database_url)
     peers = Peers(settings)
     runner = JobRunner(settings, store, peers, GlobalHeadCopies(settings.trainer_dir / "global-head"))
