@@ -11,10 +11,12 @@ in between, instead of waiting for it. PostgreSQL is reached through psycopg 3.
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -46,6 +48,21 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def _enable_wal(cursor: Any, timeout: float) -> None:
+    """Switches the file to WAL (it stays so). Switching needs an exclusive
+    lock and SQLite answers "database is locked" at once, without its busy
+    handler, while another connection (a replica starting at the same time)
+    holds any lock, so it is retried here until the busy timeout."""
+    deadline = time.monotonic() + timeout
+    while cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def create_db_engine(
     url: str, *, pool_size: int = 8, max_overflow: int = 16, sqlite_busy_timeout_seconds: float = 30.0
 ) -> Engine:
@@ -72,8 +89,9 @@ def create_db_engine(
         # the mode the caller asked for.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", f"busy_timeout={busy_ms}"):
+        for pragma in (f"busy_timeout={busy_ms}", "synchronous=FULL", "foreign_keys=ON"):
             cursor.execute(f"PRAGMA {pragma}")
+        _enable_wal(cursor, sqlite_busy_timeout_seconds)
         cursor.close()
 
     @event.listens_for(engine, "begin")
