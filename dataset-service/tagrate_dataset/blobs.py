@@ -16,18 +16,16 @@ returned, so no row ever points at a missing or partial blob.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tagrate_common.files import TEMP_PREFIX, write_atomically
 from tagrate_common.images import FORMATS, resize_to_fit
 
 log = logging.getLogger(__name__)
 
-TEMP_PREFIX = ".tmp-"
 # resize_to_fit keeps JPEG and WebP, and turns every other format into PNG.
 _RESIZED_FORMAT = {"JPEG": "JPEG", "WEBP": "WEBP"}
 _LOCK_STRIPES = 64
@@ -36,32 +34,6 @@ _LOCK_STRIPES = 64
 def resized_content_type(fmt: str) -> str:
     """The content type of resized versions of an image in Pillow format ``fmt``."""
     return FORMATS[_RESIZED_FORMAT.get(fmt, "PNG")][1]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Makes ``path`` hold exactly ``data``, durably: temp file in the same
-    folder, fsync, rename over ``path``, fsync the folder. A concurrent
-    writer of the same content is harmless (the last rename wins)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX)
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 class BlobStore:

@@ -39,9 +39,7 @@ import io
 import json
 import logging
 import math
-import os
 import threading
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,6 +51,7 @@ import torch
 
 from tagrate_common import validation
 from tagrate_common.errors import Conflict, InvalidArgument
+from tagrate_common.files import TEMP_PREFIX, fsync_dir, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,6 @@ _OPTIONAL = ("mean", "std")
 
 HEAD_FILE_SUFFIX = ".head"
 FILE_FORMAT = 1
-_TEMP_PREFIX = ".tmp-"
 
 
 class HeadFileError(ValueError):
@@ -398,31 +396,6 @@ def _sequence(path: Path) -> int | None:
     return int(prefix) if prefix.isdigit() else None
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """``data`` at ``path`` all at once or not at all, and durable once this
-    returns: temp file, fsync, rename over, fsync of the folder."""
-    temp = path.with_name(f"{_TEMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
-    try:
-        with open(temp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    """Makes a folder's entries (a rename, a new file) durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _check_text(value: str, param: str, required: bool) -> str:
     if not value and required:
         raise validation.missing(param)
@@ -472,7 +445,7 @@ class HeadStore:
         loaded: list[LoadedHead] = []
         skipped_extractors: dict[str, int] = {}
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            for temp in folder.glob(f"{_TEMP_PREFIX}*"):
+            for temp in folder.glob(f"{TEMP_PREFIX}*"):
                 temp.unlink(missing_ok=True)  # a publish interrupted before its rename
             files = sorted(
                 (p for p in folder.glob(f"*{HEAD_FILE_SUFFIX}") if _sequence(p) is not None),

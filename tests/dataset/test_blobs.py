@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tagrate_common import files as files_module
+from tagrate_common.files import TEMP_PREFIX, write_atomically
 from tagrate_dataset import blobs as blobs_module
-from tagrate_dataset.blobs import TEMP_PREFIX, BlobStore, write_atomically
+from tagrate_dataset.blobs import BlobStore
 from tests.imagefactory import make_image
 
 
@@ -59,7 +61,7 @@ def test_put_leaves_no_temp_files_even_when_the_write_fails(store: BlobStore, mo
     def failing_fsync(fd: int) -> None:
         raise OSError("disk gone")
 
-    monkeypatch.setattr(blobs_module.os, "fsync", failing_fsync)
+    monkeypatch.setattr(files_module.os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="disk gone"):
         store.put(name, data)
     assert not store.exists(name)
@@ -77,7 +79,7 @@ def test_a_half_written_file_is_never_visible_under_its_name(store: BlobStore, m
         seen_during_write.append(store.path(name).exists())
         real_fsync(fd)
 
-    monkeypatch.setattr(blobs_module.os, "fsync", observing_fsync)
+    monkeypatch.setattr(files_module.os, "fsync", observing_fsync)
     store.put(name, data)
     assert seen_during_write[0] is False  # the file's own fsync happens before the rename
     assert store.get(name) == data

@@ -12,8 +12,8 @@ import grpc
 import pytest
 from sqlalchemy import text
 
+from tagrate_common.files import TEMP_PREFIX
 from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc
-from tagrate_dataset.blobs import TEMP_PREFIX
 from tagrate_dataset.db import create_db_engine
 from tests.dataset.conftest import image_file
 from tests.imagefactory import make_image

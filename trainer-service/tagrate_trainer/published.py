@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from tagrate_common.files import write_atomically
 from tagrate_rater.heads import RatingHead, deserialize_weights
 
 log = logging.getLogger(__name__)
@@ -40,19 +39,6 @@ class GlobalHeadCopy:
         return RatingHead.from_tensors(self.kind, deserialize_weights(self.weights), dimensions).predict
 
 
-def _write(path: Path, data: bytes) -> None:
-    temp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    try:
-        with open(temp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
 class GlobalHeadCopies:
     """One folder holding the last published global head's weights and
     identity. Writes go through a temp file and a rename; the identity
@@ -64,9 +50,9 @@ class GlobalHeadCopies:
 
     def save(self, copy: GlobalHeadCopy) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        _write(self.folder / WEIGHTS_FILE, copy.weights)
+        write_atomically(self.folder / WEIGHTS_FILE, copy.weights)
         info = {"version": copy.version, "extractor_id": copy.extractor_id, "kind": copy.kind}
-        _write(self.folder / INFO_FILE, json.dumps(info).encode())
+        write_atomically(self.folder / INFO_FILE, json.dumps(info).encode())
 
     def load(self, version: str, extractor_id: str) -> GlobalHeadCopy | None:
         """The copy of global head ``version`` for ``extractor_id``, or None."""
