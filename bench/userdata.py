@@ -66,7 +66,7 @@ from tagrate_dataset.bulk import bulk_load
 from tagrate_dataset.db import create_db_engine, migrate
 from tests.support import REPO_ROOT, ServiceProcess, free_port
 
-from .harness import Stats, measure, median, print_table
+from .harness import KeepAliveHttp, Stats, measure, median, print_table
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 PG_ADMIN_URL = os.environ.get("TAGRATE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -539,44 +539,6 @@ async def bench_database(stack: Stack, generation: Generation, shape: DatasetSha
                     flush=True,
                 )
     return results
-
-
-class KeepAliveHttp:
-    """GETs over one kept-alive HTTP/1.1 connection with next to no client
-    work (httpx spends a millisecond or more per request on this machine,
-    which is the client's cost, not the gateway's). Only for responses with
-    a Content-Length, which is every JSON response of the gateway."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-
-    async def get(self, target: str) -> tuple[int, bytes]:
-        """The status and body of ``GET target``; reconnects once when the
-        server closed the idle connection."""
-        for attempt in (1, 2):
-            if self._streams is None:
-                self._streams = await asyncio.open_connection(self.host, self.port)
-            reader, writer = self._streams
-            try:
-                writer.write(f"GET {target} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
-                await writer.drain()
-                head = await reader.readuntil(b"\r\n\r\n")
-            except (ConnectionError, asyncio.IncompleteReadError):
-                await self.close()
-                if attempt == 2:
-                    raise
-                continue
-            lines = head.decode("latin-1").split("\r\n")
-            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-            body = await reader.readexactly(int(headers["content-length"]))
-            return int(lines[0].split()[1]), body
-        raise AssertionError("unreachable")
-
-    async def close(self) -> None:
-        if self._streams is not None:
-            self._streams[1].close()
-            self._streams = None
 
 
 async def bench_overhead(stack: Stack, generation: Generation, shape: DatasetShape, calls: int) -> Overhead:
