@@ -18,11 +18,12 @@ wire, 503 at the gateway) instead of letting latency grow without limit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -52,6 +53,31 @@ BATCH_SECONDS = Histogram(
 )
 QUEUE_DEPTH = Gauge("tagrate_batcher_queue_depth", "Items waiting for a batch.", ["batcher"])
 REJECTED = Counter("tagrate_batcher_rejected_total", "Items refused because the queue was full.", ["batcher"])
+
+
+class InFlight:
+    """How many items are on their way to a batcher: being prepared by their
+    callers, queued or running. A batch that holds all of them is alone on
+    the machine, which lets a CPU model give a lone item every thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    @contextlib.contextmanager
+    def track(self, items: int) -> Iterator[None]:
+        """Counts ``items`` for the duration of the block."""
+        with self._lock:
+            self._count += items
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._count -= items
 
 
 @dataclass

@@ -83,13 +83,21 @@ class ModelServiceSettings(ServiceSettings):
     torch_threads: int = Field(
         0, ge=0, description="CPU threads for one forward pass (torch / onnxruntime intra-op); 0: all cores."
     )
+    cpu_streams: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="On a CPU, how many images of a batch run at once, each as a single-threaded forward pass "
+        "(a lone image still gets every thread). 0: one per torch thread; 1: a batch is one forward pass over "
+        "all threads. Torch models only.",
+    )
     batching: bool = Field(True, description="Dynamic batching of concurrent requests; off runs images one by one.")
     max_batch_size: int | None = Field(
         None,
         ge=1,
         le=1024,
-        description="Most images in one forward pass. Unset: 8 on a CPU (larger batches only add latency "
-        "there), 32 on a GPU.",
+        description="Most images in one batch (one forward pass, or one round of CPU streams). Unset: 8 on a CPU "
+        "(larger batches only add latency there), 32 on a GPU.",
     )
     max_queue_delay_ms: float | None = Field(
         None,

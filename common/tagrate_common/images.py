@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import io
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -119,7 +119,9 @@ def check_header(data: bytes, filename: str, limits: ImageLimits) -> str:
     return fmt
 
 
-def _open(data: bytes, filename: str, limits: ImageLimits) -> tuple[Image.Image, str]:
+def _open(
+    data: bytes, filename: str, limits: ImageLimits, floor: Callable[[tuple[int, int]], tuple[int, int]] | None = None
+) -> tuple[Image.Image, str]:
     fmt = check_header(data, filename, limits)
     try:
         with warnings.catch_warnings():
@@ -135,6 +137,8 @@ def _open(data: bytes, filename: str, limits: ImageLimits) -> tuple[Image.Image,
             f"{_label(filename)} is {width}x{height} pixels, more than the {limits.max_pixels} pixel limit",
             "too_many_pixels",
         )
+    if floor is not None and fmt == "JPEG":
+        img.draft(None, floor(img.size))  # DCT scaling: at least that size, decoded for a fraction of the cost
     try:
         img.load()  # GIF: the first frame
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -151,9 +155,16 @@ def inspect_image(data: bytes, filename: str, limits: ImageLimits) -> ImageInfo:
     return ImageInfo(fmt, width, height, len(data), hashlib.sha256(data).hexdigest())
 
 
-def decode_image(data: bytes, filename: str, limits: ImageLimits) -> Image.Image:
-    """Validates and decodes an upload; the caller converts the mode it needs."""
-    return _open(data, filename, limits)[0]
+def decode_image(
+    data: bytes, filename: str, limits: ImageLimits, floor: Callable[[tuple[int, int]], tuple[int, int]] | None = None
+) -> Image.Image:
+    """Validates and decodes an upload; the caller converts the mode it needs.
+
+    ``floor`` maps the stored (width, height) to the smallest size the caller
+    needs: a JPEG may then be decoded at 1/2, 1/4 or 1/8 scale as long as it
+    stays at least that big (see ``Preprocessing.decode_floor``). The limits
+    always apply to the stored size."""
+    return _open(data, filename, limits, floor)[0]
 
 
 def resize_to_fit(data: bytes, fmt: str, size: int) -> tuple[bytes, str]:

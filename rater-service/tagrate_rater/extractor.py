@@ -11,24 +11,21 @@ id (weights, manifest, labels) plus the output used. The dataset service
 caches vectors under it and every rating head records it, so a head trained
 on one extractor's features is never applied to another's.
 
-Like the tagger, a call checks every file's size and header first (cheap),
-then decodes and preprocesses each image in the calling thread and submits it
-to a :class:`DynamicBatcher` at once, so images from concurrent calls share
-forward passes.
+Like the tagger, a call runs its files through the shared
+:class:`~tagrate_common.vision.pipeline.ImagePipeline`: header checks first,
+decoding and preprocessing on the calling thread, forward passes shared with
+concurrent calls by one dynamic batcher.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from concurrent.futures import Future
 
 import numpy as np
 
 from tagrate_common.batcher import DynamicBatcher
-from tagrate_common.errors import InvalidArgument, PayloadTooLarge
-from tagrate_common.images import ImageLimits, check_header, decode_image, naming_file
+from tagrate_common.images import ImageLimits
 from tagrate_common.vision.modeldir import (
     EfficientNetLiteModel,
     ImageModel,
@@ -38,12 +35,11 @@ from tagrate_common.vision.modeldir import (
     load_model_dir,
     set_torch_threads,
 )
+from tagrate_common.vision.pipeline import ImageFiles, ImagePipeline
 
 from .config import RaterSettings
 
 log = logging.getLogger(__name__)
-
-ImageFiles = Sequence[tuple[bytes, str]]  # (data, client file name) per image
 
 
 def extractor_id(model: ImageModel) -> str:
@@ -90,22 +86,23 @@ class FeatureExtractor:
     ) -> None:
         self.model = model
         self.extractor_id = extractor_id(model)
-        self.limits = limits
-        self.max_bulk_files = max_bulk_files
         self.dimensions = 0  # set by the warm-up
-        self._warm_up_sizes = model.warm_up_sizes(max_batch_size if batching else 1)
-        self.batcher: DynamicBatcher[np.ndarray, np.ndarray] = DynamicBatcher(
-            self.features_batch,
+        self.pipeline = ImagePipeline(
+            model,
+            self._vectors,
+            name="rater",
+            limits=limits,
+            max_files=max_bulk_files,
+            batching=batching,
             max_batch_size=max_batch_size,
             max_queue_delay_ms=max_queue_delay_ms,
             max_queue_size=max_queue_size,
-            enabled=batching,
-            name="rater",
-            initializer=self._warm_up,
+            warm_up=self._warm_up,
         )
 
     @classmethod
     def from_settings(cls, model: ImageModel, settings: RaterSettings) -> FeatureExtractor:
+        model.use_cpu_streams(settings.cpu_streams, settings.torch_threads)
         return cls(
             model,
             limits=settings.image_limits,
@@ -116,23 +113,25 @@ class FeatureExtractor:
             max_queue_size=settings.max_queue_size,
         )
 
-    def features_batch(self, images: list[np.ndarray]) -> np.ndarray:
-        """One forward pass over preprocessed images: float32 (N, dimensions)."""
-        batch = np.stack(images)
-        if isinstance(self.model, EfficientNetLiteModel):
-            features = self.model.forward_features(batch)
-        else:
-            features = self.model.predict(batch)  # TorchScript: the output is the vector
-        return np.ascontiguousarray(features.reshape(len(images), -1), dtype=np.float32)
+    @property
+    def batcher(self) -> DynamicBatcher[np.ndarray, np.ndarray]:
+        return self.pipeline.batcher
 
-    def _warm_up(self) -> None:
+    def _vectors(self, batch: np.ndarray, alone: bool) -> np.ndarray:
+        """One forward pass over a stacked batch: float32 (N, dimensions)."""
+        if isinstance(self.model, EfficientNetLiteModel):
+            features = self.model.forward_features(batch, alone=alone)
+        else:
+            features = self.model.predict(batch, alone=alone)  # TorchScript: the output is the vector
+        return np.ascontiguousarray(features.reshape(len(batch), -1), dtype=np.float32)
+
+    def _warm_up(self, batch_sizes: tuple[int, ...]) -> None:
         """Runs the model at every batch size it will see, on the thread that
         will run it, and checks every size gives vectors of one length."""
         start = time.perf_counter()
         sizes = set()
-        for size in self._warm_up_sizes:
-            zeros = np.zeros((size, *self.model.input_shape), dtype=np.float32)
-            features = self.features_batch(list(zeros))
+        for size in batch_sizes:
+            features = self._vectors(np.zeros((size, *self.model.input_shape), dtype=np.float32), True)
             sizes.add(features.shape)
             if features.shape[0] != size or not np.isfinite(features).all():
                 raise ModelDirError(f"{self.extractor_id} gave {features.shape} features for {size} image(s)")
@@ -145,7 +144,7 @@ class FeatureExtractor:
             self.extractor_id,
             self.model.device,
             self.dimensions,
-            ",".join(map(str, self._warm_up_sizes)),
+            ",".join(map(str, batch_sizes)),
             time.perf_counter() - start,
         )
 
@@ -153,33 +152,13 @@ class FeatureExtractor:
         """The cheap checks, before any decoding or user lookup: at least one
         file, not too many, each within the size limit with a supported
         image header. Errors name the file by position and name."""
-        if not files:
-            raise InvalidArgument("no images were sent; upload at least one image file", "missing_parameter")
-        if len(files) > self.max_bulk_files:
-            raise PayloadTooLarge(
-                f"{len(files)} files were sent; at most {self.max_bulk_files} are allowed per request",
-                "too_many_files",
-            )
-        for index, (data, filename) in enumerate(files, start=1):
-            with naming_file(index, filename):
-                check_header(data, filename, self.limits)
+        self.pipeline.check_files(files)
 
     def features(self, files: ImageFiles, timeout: float | None = None) -> np.ndarray:
         """Feature vectors, float32 (len(files), dimensions), in order. Any
         file that does not decode fails the whole call, naming it."""
-        self.check_files(files)
-        futures: list[Future[np.ndarray]] = []
-        try:
-            for index, (data, filename) in enumerate(files, start=1):
-                with naming_file(index, filename):
-                    image = decode_image(data, filename, self.limits)
-                futures.append(self.batcher.submit(self.model.preprocess(image)))
-            rows = self.batcher.wait(futures, timeout)
-        finally:
-            for future in futures:  # a later file failed: drop the queued ones
-                future.cancel()
-        return np.stack(rows)
+        return np.stack(self.pipeline.run(files, timeout))
 
     def close(self) -> None:
         """Finishes queued work and stops the batcher's worker."""
-        self.batcher.close()
+        self.pipeline.close()

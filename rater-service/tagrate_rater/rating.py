@@ -10,8 +10,9 @@ import numpy as np
 
 from tagrate_common import validation
 from tagrate_common.errors import Conflict
+from tagrate_common.vision.pipeline import ImageFiles
 
-from .extractor import FeatureExtractor, ImageFiles
+from .extractor import FeatureExtractor
 from .heads import HeadSet, HeadStore, LoadedHead
 from .users import UserDirectory
 

