@@ -88,8 +88,8 @@ class ModelServiceSettings(ServiceSettings):
         ge=0,
         le=256,
         description="On a CPU, how many images of a batch run at once, each as a single-threaded forward pass "
-        "(a lone image still gets every thread). 0: one per torch thread; 1: a batch is one forward pass over "
-        "all threads. Torch models only.",
+        "(a lone image gets every thread while no other is in flight). 0: one per torch thread; 1: a batch is "
+        "one forward pass over all threads. Torch models only.",
     )
     batching: bool = Field(True, description="Dynamic batching of concurrent requests; off runs images one by one.")
     max_batch_size: int | None = Field(
