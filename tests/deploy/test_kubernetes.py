@@ -4,6 +4,7 @@ label and path one object uses points at another that exists."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -39,8 +40,26 @@ def container_env(rendered: Rendered, container: dict) -> dict[str, str]:
             name = source["configMapRef"]["name"]
             env.update({k: str(v) for k, v in rendered.get("ConfigMap", name)["data"].items()})
     for item in container.get("env", []):
-        env[item["name"]] = str(item.get("value", "<from secret>"))
+        field = item.get("valueFrom", {}).get("resourceFieldRef")
+        env[item["name"]] = downward_resource(container, field) if field else str(item.get("value", "<from secret>"))
     return env
+
+
+def cpu_quantity(value: str | int | float) -> float:
+    text = str(value)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def downward_resource(container: dict, field: dict) -> str:
+    """What the downward API puts in an env var for a ``resourceFieldRef``
+    to the container's own CPU: the quantity in units of the divisor,
+    rounded up. Without the limit Kubernetes would give the node's
+    capacity, so a missing one fails here."""
+    kind, _, resource = field["resource"].partition(".")
+    assert resource == "cpu", f"only CPU fields are used, not {field['resource']}"
+    quantity = container.get("resources", {}).get(kind, {}).get("cpu")
+    assert quantity is not None, f"{container['name']} reads {field['resource']} but sets no {kind}.cpu"
+    return str(math.ceil(cpu_quantity(quantity) / cpu_quantity(field.get("divisor", "1"))))
 
 
 def named_port(workload: dict, port: int | str) -> int:
@@ -431,6 +450,19 @@ def test_cpu_overlay_requests_no_gpus(rendered: dict[str, Rendered]) -> None:
         if process in MODEL_SERVICES:
             settings = read_settings(process, container_env(rendered["cpu"], container))
             assert settings.device in ("cpu", "auto")
+
+
+def test_tagger_and_rater_run_as_many_torch_threads_as_their_cpu_limit(overlay: Rendered) -> None:
+    """torch's default is every core of the node; the CPU limit would throttle that."""
+    checked = set()
+    for _, container in overlay.containers():
+        process = process_of(container)
+        if process in ("tagger", "rater"):
+            settings = read_settings(process, container_env(overlay, container))
+            limit = cpu_quantity(container["resources"]["limits"]["cpu"])
+            assert settings.torch_threads == math.ceil(limit) >= 1
+            checked.add(process)
+    assert checked == {"tagger", "rater"}
 
 
 def test_basic_auth_component_checks_credentials_before_buffering(tmp_path) -> None:
