@@ -282,11 +282,16 @@ class ImageModel(ABC):
         dynamic batcher's worker thread). ``alone=False`` says other work
         waits for the CPU, so a lone image should not take every thread
         (see :class:`CpuStreams`)."""
+        return self._predict(self._padded(batch), alone)[: len(batch)]
+
+    def _padded(self, batch: np.ndarray) -> np.ndarray:
+        """``batch`` as a contiguous float32 array, padded with blank images
+        to the size it runs at (see :meth:`padded_size`)."""
         count = len(batch)
         size = self.padded_size(count)
         if size != count:
             batch = np.concatenate([batch, np.zeros((size - count, *batch.shape[1:]), dtype=batch.dtype)])
-        return self._predict(np.ascontiguousarray(batch, dtype=np.float32), alone)[:count]
+        return np.ascontiguousarray(batch, dtype=np.float32)
 
     @abstractmethod
     def _predict(self, batch: np.ndarray, alone: bool) -> np.ndarray:
@@ -372,9 +377,10 @@ class _TorchModel(ImageModel):
     def use_cpu_streams(self, streams: int, threads: int = 0) -> None:
         """On a CPU, run the images of a batch as ``streams`` single-threaded
         forward passes at once (see :class:`CpuStreams`; 1: one pass over
-        the whole batch); lone images use ``threads``. 0 for either means
-        torch's thread count. Does nothing on a GPU, or when the model
-        already runs that way (services sharing one model call it each)."""
+        the whole batch); lone images use ``threads``. 0 threads: the
+        model's own (see :func:`set_torch_threads`); 0 streams: one per
+        thread. Does nothing on a GPU, or when the model already runs that
+        way (services sharing one model call it each)."""
         threads = threads or self.threads
         streams = streams or threads
         self.threads = threads
@@ -402,10 +408,15 @@ class _TorchModel(ImageModel):
             return out.cpu().numpy()
 
     def _predict(self, batch: np.ndarray, alone: bool) -> np.ndarray:
+        return self._forward(self._forward_scores, batch, alone)
+
+    def _forward(self, forward: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, alone: bool) -> np.ndarray:
+        """``forward`` over ``batch``: through the CPU streams when there are
+        any, else as one pass on this thread's configured threads."""
         if self.cpu_streams is not None:
-            return self.cpu_streams.run(self._forward_scores, batch, alone)
+            return self.cpu_streams.run(forward, batch, alone)
         use_torch_threads(self.threads)
-        return self._forward_scores(batch)
+        return forward(batch)
 
 
 class _Features(torch.nn.Module):
@@ -479,14 +490,7 @@ class EfficientNetLiteModel(_TorchModel):
     def forward_features(self, batch: np.ndarray, *, alone: bool = True) -> np.ndarray:
         """Pooled 1280-d features, float32 (N, 1280), for a preprocessed batch
         (padded, and ``alone`` meant, like :meth:`predict`)."""
-        count = len(batch)
-        size = self.padded_size(count)
-        if size != count:
-            batch = np.concatenate([batch, np.zeros((size - count, *batch.shape[1:]), dtype=batch.dtype)])
-        if self.cpu_streams is not None:
-            return self.cpu_streams.run(self._forward_features, batch, alone)[:count]
-        use_torch_threads(self.threads)
-        return self._forward_features(batch)[:count]
+        return self._forward(self._forward_features, self._padded(batch), alone)[: len(batch)]
 
 
 class TorchScriptModel(_TorchModel):

@@ -125,10 +125,13 @@ def _shorter_side_size(size: tuple[int, int], shorter: int) -> tuple[int, int]:
 
 def center_crop(image: Image.Image, size: int) -> Image.Image:
     """The central ``size`` x ``size`` square (the image must be at least that big)."""
-    width, height = image.size
-    left = round((width - size) / 2)
-    top = round((height - size) / 2)
+    left, top = _crop_corner(image.size, size)
     return image.crop((left, top, left + size, top + size))
+
+
+def _crop_corner(size: tuple[int, int], crop: int) -> tuple[int, int]:
+    """The top-left corner of the central ``crop`` square of an image of ``size``."""
+    return round((size[0] - crop) / 2), round((size[1] - crop) / 2)
 
 
 def resize_shorter_side_and_crop(image: Image.Image, size: int, crop: int) -> np.ndarray:
@@ -144,8 +147,7 @@ def resize_shorter_side_and_crop(image: Image.Image, size: int, crop: int) -> np
     use_torch_threads(1)
     pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).unsqueeze(0)  # channels-last in memory
     resized = F.interpolate(pixels, size=target[::-1], mode="bicubic", antialias=True, align_corners=False)
-    left = round((target[0] - crop) / 2)
-    top = round((target[1] - crop) / 2)
+    left, top = _crop_corner(target, crop)
     return resized[0, :, top : top + crop, left : left + crop].permute(1, 2, 0).numpy()
 
 
