@@ -149,6 +149,17 @@ def gateway_paths() -> set[str]:
     return set(app.openapi()["paths"]) | docs
 
 
+def assert_routes_every_api_path(rule: str) -> None:
+    """A Traefik rule routes every path API.md documents and every path the
+    gateway serves, and nothing that neither of them has."""
+    routed = routed_paths(rule)
+    documented = documented_paths()
+    assert documented <= routed, f"not routed: {sorted(documented - routed)}"
+    served = gateway_paths()
+    assert served <= routed, f"the gateway serves paths Traefik does not route: {sorted(served - routed)}"
+    assert routed <= served | documented, f"routed but served by nothing: {sorted(routed - served - documented)}"
+
+
 # ---- Kubernetes ---------------------------------------------------------------
 
 

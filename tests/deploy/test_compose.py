@@ -15,16 +15,14 @@ from tests.deploy.manifests import (
     DOCKERFILE,
     MODEL_SERVICES,
     SERVICE_PREFIX,
+    assert_routes_every_api_path,
     compose_env,
     compose_names,
-    documented_paths,
-    gateway_paths,
     known_env_names,
     load_yaml,
     parse_address,
     process_env,
     read_settings,
-    routed_paths,
 )
 
 COMPOSE = DEPLOY / "compose.yaml"
@@ -221,12 +219,7 @@ def traefik_file(services: dict[str, Any]) -> dict[str, Any]:
 def test_traefik_routes_every_documented_path_to_the_gateway(services: dict[str, Any]) -> None:
     http = traefik_file(services)["http"]
     (router,) = http["routers"].values()
-    routed = routed_paths(router["rule"])
-    documented = documented_paths()
-    assert documented <= routed, f"not routed: {sorted(documented - routed)}"
-    served = gateway_paths()
-    assert served <= routed, f"the gateway serves paths Traefik does not route: {sorted(served - routed)}"
-    assert routed <= served | documented, f"routed but served by nothing: {sorted(routed - served - documented)}"
+    assert_routes_every_api_path(router["rule"])
     entry_points = {arg.split("=")[0].split(".")[1] for arg in services["traefik"]["command"] if "entrypoints." in arg}
     assert set(router["entryPoints"]) <= entry_points
     (server,) = http["services"][router["service"]]["loadBalancer"]["servers"]

@@ -16,15 +16,13 @@ from tests.deploy.manifests import (
     MODEL_SERVICES,
     SERVICE_PREFIX,
     Rendered,
-    documented_paths,
-    gateway_paths,
+    assert_routes_every_api_path,
     known_env_names,
     kustomize,
     parse_address,
     process_env,
     process_of,
     read_settings,
-    routed_paths,
 )
 
 RESOURCE_KINDS = ("cpu", "memory")
@@ -393,12 +391,7 @@ def test_only_traefik_and_prometheus_reach_the_gateway(overlay: Rendered) -> Non
 
 def test_ingress_route_covers_every_documented_path(overlay: Rendered) -> None:
     (route,) = overlay.get("IngressRoute", "tagrate")["spec"]["routes"]
-    routed = routed_paths(route["match"])
-    documented = documented_paths()
-    assert documented <= routed, f"not routed: {sorted(documented - routed)}"
-    served = gateway_paths()
-    assert served <= routed, f"the gateway serves paths Traefik does not route: {sorted(served - routed)}"
-    assert routed <= served | documented, f"routed but served by nothing: {sorted(routed - served - documented)}"
+    assert_routes_every_api_path(route["match"])
     (backend,) = route["services"]
     workload = overlay.pods_selected(overlay.get("Service", backend["name"])["spec"]["selector"])[0]
     assert workload["metadata"]["name"] == "gateway"
