@@ -10,11 +10,34 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+if TYPE_CHECKING:
+    from tagrate_dataset.config import DatasetSettings
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def dataset_settings(data_dir: Path, database_url: str | None = None, **overrides: object) -> DatasetSettings:
+    """Settings for a dataset service in a test: loopback, a free port, no
+    metrics, SQLite in ``data_dir`` unless ``database_url`` says otherwise,
+    and no model services unless ``overrides`` name them (new images just
+    queue)."""
+    from tagrate_dataset.config import DatasetSettings
+
+    values: dict[str, object] = dict(
+        host="127.0.0.1",
+        port=0,
+        metrics_port=0,
+        database_url=database_url or f"sqlite:///{data_dir / 'tagrate.db'}",
+        data_dir=data_dir,
+        tagger_addr="",
+        rater_addr="",
+    )
+    return DatasetSettings(**{**values, **overrides})
 
 
 def free_port() -> int:

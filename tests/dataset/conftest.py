@@ -18,26 +18,14 @@ from tagrate_dataset.bulk import TABLES
 from tagrate_dataset.config import DatasetSettings
 from tagrate_dataset.db import create_db_engine, migrate
 from tagrate_dataset.server import create_server
+from tests.support import dataset_settings
 
 MAX_UPLOAD = 200_000  # small, so "too large" files are cheap to make
 
 
 def make_settings(tmp_path: Path, database_url: str, **overrides) -> DatasetSettings:
-    values = dict(
-        database_url=database_url,
-        data_dir=tmp_path / "data",
-        host="127.0.0.1",
-        port=0,
-        metrics_port=0,
-        max_upload_bytes=MAX_UPLOAD,
-        max_image_pixels=4_000_000,
-        shutdown_grace_seconds=1.0,
-        # No model services unless a test starts them: new images just queue.
-        tagger_addr="",
-        rater_addr="",
-    )
-    values.update(overrides)
-    return DatasetSettings(**values)
+    values = dict(max_upload_bytes=MAX_UPLOAD, max_image_pixels=4_000_000, shutdown_grace_seconds=1.0)
+    return dataset_settings(tmp_path / "data", database_url, **{**values, **overrides})
 
 
 @pytest.fixture

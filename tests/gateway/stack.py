@@ -12,9 +12,9 @@ import httpx
 from tagrate_common.grpc_client import Backend
 from tagrate_common.grpc_server import GrpcServer
 from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc
-from tagrate_dataset.config import DatasetSettings
 from tagrate_dataset.server import create_server
 from tests.imagefactory import make_image
+from tests.support import dataset_settings
 
 from .conftest import GatewayServer, gateway_settings
 
@@ -63,15 +63,7 @@ class Stack:
 
 def start_stack(database_url: str, data_dir: Path, **gateway_overrides: object) -> Stack:
     data_dir.mkdir(parents=True, exist_ok=True)
-    settings = DatasetSettings(
-        host="127.0.0.1",
-        port=0,
-        metrics_port=0,
-        database_url=database_url,
-        data_dir=data_dir,
-        tagger_addr="",
-        rater_addr="",
-    )
+    settings = dataset_settings(data_dir, database_url)
     dataset = create_server(settings)
     addr = f"127.0.0.1:{dataset.start()}"
     try:

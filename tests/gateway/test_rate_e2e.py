@@ -20,13 +20,12 @@ from PIL import Image
 from tagrate_common.grpc_server import GrpcServer
 from tagrate_common.protos import common_pb2, rater_pb2, rater_pb2_grpc
 from tagrate_common.vision.modeldir import ImageModel
-from tagrate_dataset.config import DatasetSettings
 from tagrate_dataset.server import create_server as create_dataset_server
 from tagrate_rater.config import RaterSettings
 from tagrate_rater.heads import serialize_weights
 from tagrate_rater.server import create_server as create_rater_server
 from tests.imagefactory import bomb_png, make_image, truncated_jpeg
-from tests.support import free_port
+from tests.support import dataset_settings, free_port
 
 from .answers import assert_error
 from .conftest import TEST_UPLOAD_LIMIT, GatewayServer, gateway_settings
@@ -63,17 +62,7 @@ class RateStack:
 
 
 def start_rate_stack(model: ImageModel, data_dir: Path) -> RateStack:
-    dataset = create_dataset_server(
-        DatasetSettings(
-            host="127.0.0.1",
-            port=0,
-            metrics_port=0,
-            database_url=f"sqlite:///{data_dir / 'tagrate.db'}",
-            data_dir=data_dir,
-            tagger_addr="",
-            rater_addr="",
-        )
-    )
+    dataset = create_dataset_server(dataset_settings(data_dir))
     dataset_addr = f"127.0.0.1:{dataset.start()}"
     rater = create_rater_server(
         RaterSettings(

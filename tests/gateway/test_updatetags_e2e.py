@@ -14,10 +14,9 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from tagrate_dataset.config import DatasetSettings
 from tagrate_dataset.server import create_server
 from tests.imagefactory import make_image
-from tests.support import free_port
+from tests.support import dataset_settings, free_port
 
 from .answers import assert_error
 from .conftest import TAGGER_BULK_FILES, GatewayServer, gateway_settings
@@ -31,15 +30,10 @@ def tagging_gateway(data_dir: Path, tagger_addr: str) -> Iterator[httpx.Client]:
     """A gateway in front of a dataset service whose tagger is at
     ``tagger_addr``. Its background worker is off, so every tagging the
     tests see is /updatetags' own."""
-    settings = DatasetSettings(
-        host="127.0.0.1",
-        port=0,
-        metrics_port=0,
-        database_url=f"sqlite:///{data_dir / 'tagrate.db'}",
-        data_dir=data_dir,
+    settings = dataset_settings(
+        data_dir,
         tagger_addr=tagger_addr,
         tagger_timeout_seconds=10,
-        rater_addr="",
         background_work=False,
         tag_batch_size=TAGGER_BULK_FILES,
     )

@@ -19,12 +19,12 @@ from PIL import Image
 from tagrate_common.grpc_server import GrpcServer
 from tagrate_common.protos import common_pb2, dataset_pb2, dataset_pb2_grpc, rater_pb2, rater_pb2_grpc
 from tagrate_common.vision.modeldir import EfficientNetLiteModel, load_default_model
-from tagrate_dataset.config import DatasetSettings
 from tagrate_dataset.server import create_server as create_dataset_server
 from tagrate_rater.config import RaterSettings
 from tagrate_rater.heads import serialize_weights
 from tagrate_rater.server import create_server
 from tests.imagefactory import make_image
+from tests.support import dataset_settings
 
 DEADLINE = 60.0
 DIMENSIONS = 1280
@@ -54,16 +54,7 @@ def default_model() -> EfficientNetLiteModel:
 def dataset_addr(tmp_path_factory) -> Iterator[str]:
     """A real dataset service on SQLite that knows :data:`USERS`."""
     data_dir = tmp_path_factory.mktemp("dataset")
-    settings = DatasetSettings(
-        host="127.0.0.1",
-        port=0,
-        metrics_port=0,
-        database_url=f"sqlite:///{data_dir / 'tagrate.db'}",
-        data_dir=data_dir,
-        tagger_addr="",
-        rater_addr="",
-        shutdown_grace_seconds=0.5,
-    )
+    settings = dataset_settings(data_dir, shutdown_grace_seconds=0.5)
     server = create_dataset_server(settings)
     addr = f"127.0.0.1:{server.start()}"
     with grpc.insecure_channel(addr) as channel:
