@@ -35,7 +35,6 @@ from itertools import chain, islice
 from typing import Any
 
 from sqlalchemy import Engine, Table, text
-from sqlmodel import SQLModel
 
 from . import models
 from .db import is_sqlite
@@ -77,8 +76,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def _table(name: str) -> Table:
-    assert models  # the tables register themselves on import
-    return SQLModel.metadata.tables[name]
+    return models.DatasetModel.metadata.tables[name]
 
 
 def bulk_insert(engine: Engine, table_name: str, rows: Iterable[Row], batch_size: int = 20_000) -> int:

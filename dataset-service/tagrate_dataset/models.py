@@ -19,14 +19,14 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-# Every constraint gets a predictable name, so later migrations (including
-# SQLite batch migrations, which rebuild tables) can refer to them.
-SQLModel.metadata.naming_convention = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+from tagrate_common.database import model_registry
+
+
+class DatasetModel(SQLModel, registry=model_registry()):
+    """The base of the dataset service's tables: their own metadata (with
+    the shared constraint naming convention), which the migrations compare
+    against, apart from any other service's tables in the same process."""
+
 
 # Snapshot subject and GetUser name for the global (every user) dataset.
 ALL_SUBJECT = "all"
@@ -62,7 +62,7 @@ def _timestamp(**kw: Any) -> Any:
     return Field(default_factory=utc_now, sa_type=UTCDateTime, nullable=False, **kw)
 
 
-class User(SQLModel, table=True):
+class User(DatasetModel, table=True):
     __tablename__ = "users"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -73,7 +73,7 @@ class User(SQLModel, table=True):
     ratings_version: int = Field(default=0, nullable=False)
 
 
-class Image(SQLModel, table=True):
+class Image(DatasetModel, table=True):
     __tablename__ = "images"
     __table_args__ = (Index("ix_images_created_at", "created_at"),)
 
@@ -90,7 +90,7 @@ class Image(SQLModel, table=True):
     created_at: datetime = _timestamp()
 
 
-class Rating(SQLModel, table=True):
+class Rating(DatasetModel, table=True):
     __tablename__ = "ratings"
     __table_args__ = (
         Index("ix_ratings_user_rated_at", "user_id", "rated_at"),
@@ -106,14 +106,14 @@ class Rating(SQLModel, table=True):
     rated_at: datetime = _timestamp()
 
 
-class Tag(SQLModel, table=True):
+class Tag(DatasetModel, table=True):
     __tablename__ = "tags"
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_type=String(200), unique=True, nullable=False)  # lowercase
 
 
-class TaggerModel(SQLModel, table=True):
+class TaggerModel(DatasetModel, table=True):
     """A tagger model whose scores are stored; the most recently registered
     one is the current model, the one /getimagetags and tag filters use."""
 
@@ -125,7 +125,7 @@ class TaggerModel(SQLModel, table=True):
     registered_at: datetime = _timestamp()
 
 
-class ImageTagging(SQLModel, table=True):
+class ImageTagging(DatasetModel, table=True):
     """An image was tagged by a model, even when no tag passed a threshold."""
 
     __tablename__ = "image_taggings"
@@ -136,7 +136,7 @@ class ImageTagging(SQLModel, table=True):
     tagged_at: datetime = _timestamp()
 
 
-class ImageTag(SQLModel, table=True):
+class ImageTag(DatasetModel, table=True):
     __tablename__ = "image_tags"
     __table_args__ = (
         # Drives tag filters: (model, tag, score >= threshold) is one range
@@ -150,7 +150,7 @@ class ImageTag(SQLModel, table=True):
     score: float = Field(nullable=False)
 
 
-class ImageFeatures(SQLModel, table=True):
+class ImageFeatures(DatasetModel, table=True):
     """A cached feature vector: float32, little-endian, ``dim`` values."""
 
     __tablename__ = "image_features"
@@ -174,7 +174,7 @@ class WorkState(StrEnum):
     FAILED = "failed"  # the model refused the image; retried only when the model changes
 
 
-class WorkItem(SQLModel, table=True):
+class WorkItem(DatasetModel, table=True):
     """One image's outstanding background work of one kind. A row exists
     only while the work is due (or failed): finishing it deletes the row."""
 
@@ -196,7 +196,7 @@ class WorkItem(SQLModel, table=True):
     error: str = Field(default="", sa_type=String(500), nullable=False)
 
 
-class TrainedSnapshot(SQLModel, table=True):
+class TrainedSnapshot(DatasetModel, table=True):
     """The snapshot a subject's current model was trained on; one row per
     subject (a user name, or ``all`` for the global model), replaced."""
 

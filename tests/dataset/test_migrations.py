@@ -8,7 +8,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, inspect, text
-from sqlmodel import SQLModel
 
 from tagrate_dataset import models
 from tagrate_dataset.db import alembic_config, create_db_engine, migrate, normalise_url
@@ -28,14 +27,11 @@ TABLES = {
 
 
 def dataset_metadata() -> MetaData:
-    """The dataset service's tables only: another service's SQLModel tables
-    (the trainer's job table) join ``SQLModel.metadata`` when its tests are
-    imported into the same session."""
-    subset = MetaData(naming_convention=SQLModel.metadata.naming_convention)
-    for table in SQLModel.metadata.tables.values():
-        if table.name in TABLES:
-            table.to_metadata(subset)
-    return subset
+    """The dataset service's tables: its own metadata, which holds no other
+    service's tables (the trainer's job table has its own)."""
+    metadata = models.DatasetModel.metadata
+    assert set(metadata.tables) == TABLES
+    return metadata
 
 
 def _head() -> str:

@@ -8,7 +8,10 @@ when the trainer starts was cut off by a crash: :meth:`JobStore.recover`
 marks it failed, so no job shows as running forever.
 
 One trainer owns one jobs database (the default is a SQLite file in the
-trainer's data folder); the table is created on first start.
+trainer's data folder). The table is created and changed only by the
+trainer's Alembic migrations (``migrations/``), run on every start; their
+version table is ``alembic_version_trainer``, so the jobs table may share a
+database with the dataset service's tables.
 """
 
 from __future__ import annotations
@@ -19,11 +22,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import JSON, Column, DateTime, Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import JSON, Column, DateTime, Engine
 from sqlmodel import Field, Session, SQLModel, col, select
 
+from tagrate_common import database
+
 log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+VERSION_TABLE = "alembic_version_trainer"
+# pg_advisory_xact_lock key, apart from the dataset service's.
+_MIGRATION_LOCK_KEY = 0x7A6_7261_7465_7472  # "tagratetr"
 
 RUNNING, STOPPING = "running", "stopping"
 SUCCEEDED, FAILED, STOPPED = "succeeded", "failed", "stopped"
@@ -44,7 +53,12 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
-class TrainingJob(SQLModel, table=True):
+class TrainerModel(SQLModel, registry=database.model_registry()):
+    """The base of the trainer's tables: their own metadata, which the
+    trainer's migrations compare against, apart from the dataset service's."""
+
+
+class TrainingJob(TrainerModel, table=True):
     """One training job, from start to outcome."""
 
     __tablename__ = "training_jobs"
@@ -133,48 +147,48 @@ class TrainerStatus:
 
 
 def create_jobs_engine(url: str) -> Engine:
-    """An engine for the jobs database; a SQLite file's folder is created.
-    ``postgresql://`` URLs use psycopg 3."""
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            url = "postgresql+psycopg://" + url[len(prefix) :]
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    """An engine for the jobs database (see :mod:`tagrate_common.database`:
+    SQLite in WAL mode, so status reads never wait for the worker's progress
+    writes); a SQLite file's folder is created."""
+    return database.create_db_engine(url, pool_size=2, max_overflow=2)
 
-    @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-        cursor = dbapi_connection.cursor()
-        # WAL: status reads never wait for the worker's progress writes.
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=30000"):
-            cursor.execute(f"PRAGMA {pragma}")
-        cursor.close()
 
-    return engine
+def migrate(engine: Engine) -> None:
+    """Brings the jobs table to the newest migration (a fresh database gets
+    it). A database whose table an older trainer created is adopted as is."""
+    database.migrate(engine, MIGRATIONS_DIR, _MIGRATION_LOCK_KEY)
 
 
 class JobStore:
     """The ``training_jobs`` table."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        SQLModel.metadata.create_all(engine, tables=[TrainingJob.__table__])  # type: ignore[list-item]
+        """A store on ``engine``, whose schema must be migrated already
+        (:meth:`open` does both)."""
+        self.db = database.Database(engine, name="the trainer's jobs database")
 
     @classmethod
     def open(cls, url: str) -> JobStore:
-        return cls(create_jobs_engine(url))
+        """Opens the jobs database at ``url`` and migrates it."""
+        engine = create_jobs_engine(url)
+        try:
+            migrate(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    @property
+    def engine(self) -> Engine:
+        return self.db.engine
 
     def save(self, job: TrainingJob) -> None:
         """Inserts or updates ``job`` (durably, before returning)."""
-        with Session(self.engine) as session:
-            session.merge(job.copy())
-            session.commit()
+        copy = job.copy()
+        self.db.write(lambda session: session.merge(copy))
 
     def get(self, job_id: str) -> TrainingJob | None:
-        with Session(self.engine, expire_on_commit=False) as session:
+        with self.db.read() as session:
             return session.get(TrainingJob, job_id)
 
     def latest(self, finished_only: bool = False) -> TrainingJob | None:
@@ -183,21 +197,24 @@ class JobStore:
         if finished_only:
             stmt = stmt.where(col(TrainingJob.state).in_(FINISHED_STATES))
         stmt = stmt.order_by(col(TrainingJob.started_at).desc(), col(TrainingJob.id).desc()).limit(1)
-        with Session(self.engine, expire_on_commit=False) as session:
+        with self.db.read() as session:
             return session.exec(stmt).first()
 
     def recover(self) -> int:
         """Marks jobs left running or stopping by a crash as failed; returns
         how many there were."""
-        with Session(self.engine, expire_on_commit=False) as session:
+
+        def fail_stale(session: Session) -> list[TrainingJob]:
             stale = session.exec(select(TrainingJob).where(col(TrainingJob.state).in_(ACTIVE_STATES))).all()
             for job in stale:
                 job.state, job.error, job.finished_at, job.eta_seconds = FAILED, CRASHED_MESSAGE, utc_now(), None
                 session.add(job)
-            session.commit()
+            return list(stale)
+
+        stale = self.db.write(fail_stale)
         for job in stale:
             log.warning("job %s for %s was cut off by a restart; marked failed", job.id, job.user)
         return len(stale)
 
     def dispose(self) -> None:
-        self.engine.dispose()
+        self.db.dispose()
