@@ -14,18 +14,17 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from itertools import islice
 
 import grpc
 import numpy as np
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from tagrate_common import validation
 from tagrate_common.errors import InvalidArgument, TagrateError
 from tagrate_common.grpc_server import GrpcServer
 from tagrate_common.images import CONTENT_TYPES, inspect_image
 from tagrate_common.protos import common_pb2, dataset_pb2, dataset_pb2_grpc
+from tagrate_common.timestamps import to_timestamp
 
 from . import crud, queries
 from .blobs import BlobStore, resized_content_type
@@ -59,15 +58,6 @@ _RATED = {
     dataset_pb2.RATED_FILTER_NO: queries.RatedFilter.NO,
     dataset_pb2.RATED_FILTER_ALL: queries.RatedFilter.ALL,
 }
-
-
-def timestamp(value: datetime | None) -> Timestamp | None:
-    """A protobuf Timestamp, or None (the field stays unset)."""
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def etag_matches(if_none_match: str, etag: str) -> bool:
@@ -193,7 +183,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         return dataset_pb2.GetUserDataResponse(
             user=user,
             images=[
-                dataset_pb2.UserImage(image=row.image, rating=row.rating, rated_at=timestamp(row.rated_at))
+                dataset_pb2.UserImage(image=row.image, rating=row.rating, rated_at=to_timestamp(row.rated_at))
                 for row in result.images
             ],
             total=result.total,
@@ -210,8 +200,8 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
                     ratings=user.ratings,
                     model_up_to_date=user.model_up_to_date,
                     trained_on_ratings=user.trained.ratings_count if user.trained else None,
-                    trained_at=timestamp(user.trained.trained_at) if user.trained else None,
-                    last_rating_at=timestamp(user.last_rating_at),
+                    trained_at=to_timestamp(user.trained.trained_at) if user.trained else None,
+                    last_rating_at=to_timestamp(user.last_rating_at),
                 )
                 for user in state.users
             ],
@@ -235,7 +225,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
             ratings=summary.ratings,
             snapshot_id=summary.snapshot_id,
             trained_snapshot_id=summary.trained_snapshot_id,
-            created_at=timestamp(summary.created_at),
+            created_at=to_timestamp(summary.created_at),
         )
 
     def ListUsers(self, request: dataset_pb2.ListUsersRequest, context: grpc.ServicerContext):

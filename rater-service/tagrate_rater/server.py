@@ -6,13 +6,12 @@ interceptor maps them to status codes."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from tagrate_common.grpc_server import GrpcServer
 from tagrate_common.protos import common_pb2, rater_pb2, rater_pb2_grpc
+from tagrate_common.timestamps import optional_datetime, to_timestamp
 from tagrate_common.vision.modeldir import ImageModel
 
 from .config import RaterSettings
@@ -31,14 +30,12 @@ def _files(images) -> list[tuple[bytes, str]]:
 
 
 def head_metadata(info: HeadInfo) -> rater_pb2.HeadMetadata:
-    created = Timestamp()
-    created.FromDatetime(info.created_at.astimezone(UTC))
     return rater_pb2.HeadMetadata(
         user=info.user,
         extractor_id=info.extractor_id,
         snapshot_id=info.snapshot_id,
         metrics=info.metrics,
-        created_at=created,
+        created_at=to_timestamp(info.created_at),
         version=info.version,
         kind=info.kind,
     )
@@ -75,7 +72,7 @@ class RaterServicer(rater_pb2_grpc.RaterServiceServicer):
             extractor_id=meta.extractor_id,
             snapshot_id=meta.snapshot_id,
             metrics=dict(meta.metrics),
-            created_at=meta.created_at.ToDatetime(UTC) if meta.HasField("created_at") else None,
+            created_at=optional_datetime(meta, "created_at"),
         )
         return rater_pb2.PublishHeadResponse(metadata=head_metadata(info))
 

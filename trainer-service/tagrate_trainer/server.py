@@ -5,13 +5,12 @@ shared server interceptor maps them to status codes."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from tagrate_common.grpc_server import GrpcServer
 from tagrate_common.protos import trainer_pb2, trainer_pb2_grpc
+from tagrate_common.timestamps import to_timestamp
 from tagrate_common.vision.modeldir import set_torch_threads
 
 from .config import TrainerSettings
@@ -25,14 +24,6 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name
 
 
-def timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def job_summary(summary: JobSummary) -> trainer_pb2.JobSummary:
     return trainer_pb2.JobSummary(
         job_id=summary.job_id,
@@ -40,8 +31,8 @@ def job_summary(summary: JobSummary) -> trainer_pb2.JobSummary:
         outcome=summary.outcome,
         metrics=summary.metrics,
         error=summary.error or "",
-        started_at=timestamp(summary.started_at),
-        finished_at=timestamp(summary.finished_at),
+        started_at=to_timestamp(summary.started_at),
+        finished_at=to_timestamp(summary.finished_at),
     )
 
 
@@ -55,7 +46,7 @@ def trainer_status(status: TrainerStatus) -> trainer_pb2.TrainerStatus:
         epochs=status.epochs,
         loss=status.loss,
         metrics=status.metrics,
-        started_at=timestamp(status.started_at),
+        started_at=to_timestamp(status.started_at),
         eta_seconds=status.eta_seconds,
         last_job=job_summary(status.last_job) if status.last_job is not None else None,
     )

@@ -11,11 +11,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from tagrate_common.protos import dataset_pb2
+from tagrate_common.timestamps import optional_api_text
 
 from .. import params
 from ..deps import DatasetDep, SettingsDep
 from ..errors import error_responses
-from ..timestamps import optional_iso_utc
 from ..uploads import multipart_body, text_property
 from .training import _post_fields as post_fields
 
@@ -44,8 +44,8 @@ async def verify_datasets(dataset: DatasetDep) -> dict[str, Any]:
                 "ratings": state.ratings,
                 "model_up_to_date": state.model_up_to_date,
                 "trained_on_ratings": state.trained_on_ratings if state.HasField("trained_on_ratings") else None,
-                "trained_at": optional_iso_utc(state, "trained_at"),
-                "last_rating_at": optional_iso_utc(state, "last_rating_at"),
+                "trained_at": optional_api_text(state, "trained_at"),
+                "last_rating_at": optional_api_text(state, "last_rating_at"),
             }
             for state in reply.users
         ],

@@ -16,11 +16,11 @@ from fastapi.responses import JSONResponse
 
 from tagrate_common.errors import InvalidArgument, PayloadTooLarge
 from tagrate_common.protos import trainer_pb2
+from tagrate_common.timestamps import optional_api_text
 
 from .. import params
 from ..deps import SettingsDep, TrainerDep
 from ..errors import error_responses
-from ..timestamps import optional_iso_utc
 from ..uploads import multipart_body, read_form, text_property
 
 router = APIRouter(tags=["training"])
@@ -74,8 +74,8 @@ def job_summary(summary: trainer_pb2.JobSummary) -> dict[str, Any]:
         "outcome": summary.outcome,
         "metrics": dict(sorted(summary.metrics.items())),
         "error": summary.error or None,
-        "started_at": optional_iso_utc(summary, "started_at"),
-        "finished_at": optional_iso_utc(summary, "finished_at"),
+        "started_at": optional_api_text(summary, "started_at"),
+        "finished_at": optional_api_text(summary, "finished_at"),
     }
 
 
@@ -90,7 +90,7 @@ def trainer_status(status: trainer_pb2.TrainerStatus) -> dict[str, Any]:
         "epochs": status.epochs,
         "loss": status.loss if status.HasField("loss") else None,
         "metrics": dict(sorted(status.metrics.items())),
-        "started_at": optional_iso_utc(status, "started_at"),
+        "started_at": optional_api_text(status, "started_at"),
         "eta_seconds": status.eta_seconds if status.HasField("eta_seconds") else None,
         "last_job": job_summary(status.last_job) if status.HasField("last_job") else None,
     }

@@ -8,11 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from tagrate_common.protos import common_pb2, dataset_pb2
+from tagrate_common.timestamps import optional_api_text
 
 from .. import params
 from ..deps import DatasetDep, SettingsDep
 from ..errors import error_responses
-from ..timestamps import optional_iso_utc
 from ..uploads import file_property, multipart_body, read_form, text_property
 
 router = APIRouter(tags=["users"])
@@ -77,7 +77,7 @@ async def get_user_data(
             {
                 "image": item.image,
                 "rating": item.rating if item.HasField("rating") else None,
-                "rated_at": optional_iso_utc(item, "rated_at") if item.HasField("rating") else None,
+                "rated_at": optional_api_text(item, "rated_at") if item.HasField("rating") else None,
             }
             for item in reply.images
         ],
