@@ -32,11 +32,11 @@ async def get_tagger(request: Request) -> AsyncBackend:
     return request.app.state.backends["tagger"]
 
 
-def get_rater(request: Request) -> AsyncBackend:
+async def get_rater(request: Request) -> AsyncBackend:
     return request.app.state.backends["rater"]
 
 
-def get_trainer(request: Request) -> AsyncBackend:
+async def get_trainer(request: Request) -> AsyncBackend:
     return request.app.state.backends["trainer"]
 
 
