@@ -80,6 +80,11 @@ class ModelServiceSettings(ServiceSettings):
     tagger and the rater's feature extractor)."""
 
     device: str = Field("auto", description="`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.")
+    reuse_port: bool = Field(
+        False,
+        description="Let several processes listen on the same gRPC port (SO_REUSEPORT; the kernel spreads "
+        "connections over them). Off: a port already in use is a start-up error.",
+    )
     torch_threads: int = Field(
         0, ge=0, description="CPU threads for one forward pass (torch / onnxruntime intra-op); 0: all cores."
     )
