@@ -10,14 +10,20 @@
   status code in one place (unexpected exceptions become INTERNAL with the
   request id, never a stack trace on the wire),
 * graceful shutdown: on SIGTERM/SIGINT health turns NOT_SERVING, new calls
-  are refused and in-flight calls get ``shutdown_grace_seconds`` to finish.
+  are refused and in-flight calls get ``shutdown_grace_seconds`` to finish,
+* an exclusive port: gRPC turns SO_REUSEPORT on by default, which lets a
+  second copy of a service listen on the same port and silently take half of
+  its calls; tagrate turns it off unless ``reuse_port`` asks for it, so a port
+  in use is a start-up error that names the port and the setting.
 """
 
 from __future__ import annotations
 
 import contextvars
+import errno
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +42,22 @@ from .metrics import GRPC_SERVER_HANDLED, GRPC_SERVER_SECONDS, start_metrics_ser
 log = logging.getLogger(__name__)
 
 _QUIET_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+# The caller sent something wrong or asked for something absent: worth a line
+# in the log, not an operator's attention.
+_CLIENT_ERRORS = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ALREADY_EXISTS,
+    }
+)
+
+
+class PortInUse(RuntimeError):
+    """A port this service must listen on is taken (or cannot be bound);
+    the message names the address and the setting that moves it."""
 
 
 def grpc_options(max_message_bytes: int) -> list[tuple[str, Any]]:
@@ -80,7 +102,12 @@ class _ServiceInterceptor(grpc.ServerInterceptor):
         elapsed = time.perf_counter() - start
         GRPC_SERVER_HANDLED.labels(self.service, method, code.name).inc()
         GRPC_SERVER_SECONDS.labels(self.service, method).observe(elapsed)
-        level = logging.DEBUG if quiet else (logging.INFO if code == grpc.StatusCode.OK else logging.WARNING)
+        if quiet:
+            level = logging.DEBUG
+        elif code == grpc.StatusCode.OK or code in _CLIENT_ERRORS:
+            level = logging.INFO
+        else:
+            level = logging.WARNING
         log.log(level, "rpc %s %s", method, code.name, extra={"ms": round(elapsed * 1000, 2)})
 
     def _wrap_unary(self, behavior: Callable, method: str, quiet: bool) -> Callable:
@@ -134,7 +161,7 @@ class GrpcServer:
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"{name}-rpc"),
             interceptors=[_ServiceInterceptor(name)],
-            options=grpc_options(settings.max_message_bytes),
+            options=[*grpc_options(settings.max_message_bytes), ("grpc.so_reuseport", int(settings.reuse_port))],
             maximum_concurrent_rpcs=settings.workers * 8,
         )
         self.health = health.HealthServicer()
@@ -148,17 +175,32 @@ class GrpcServer:
         self._stopped = threading.Event()
 
     def start(self) -> int:
-        """Binds, starts serving and marks every service SERVING; returns the port."""
-        address = f"{self.settings.host}:{self.settings.port}"
-        self.port = self._server.add_insecure_port(address)
+        """Binds, starts serving and marks every service SERVING; returns the
+        port. Raises :class:`PortInUse` when the gRPC or the metrics port
+        cannot be bound (the process is then expected to exit)."""
+        host, port = self.settings.host, self.settings.port
+        # Metrics first: a gRPC port, once bound, stays bound until the
+        # server has run, so a failed metrics port would strand it.
+        try:
+            start_metrics_server(self.settings.metrics_port, host)
+        except OSError as exc:
+            raise PortInUse(self._cannot_listen(host, self.settings.metrics_port, "metrics_port", exc)) from None
+        try:
+            self.port = self._server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:  # grpc says only "Failed to bind"; _bind_problem finds out why
+            self.port = 0
         if not self.port:
-            raise RuntimeError(f"cannot bind the {self.name} gRPC server to {address}")
+            raise PortInUse(self._cannot_listen(host, port, "port"))
         self._server.start()
         for name in ["", *self._service_names]:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        start_metrics_server(self.settings.metrics_port, self.settings.host)
-        log.info("%s listening on %s:%d", self.name, self.settings.host, self.port)
+        log.info("%s listening on %s:%d", self.name, host, self.port)
         return self.port
+
+    def _cannot_listen(self, host: str, port: int, field: str, exc: OSError | None = None) -> str:
+        setting = f"{type(self.settings).model_config.get('env_prefix', '')}{field}".upper()
+        problem = _bind_problem(host, port) if exc is None else _describe(exc)
+        return f"cannot listen on {host}:{port}: {problem} (set {setting}, or TAGRATE_RUN_BASE_PORT under make run)"
 
     def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING first (so balancers stop sending), then drain and stop."""
@@ -180,6 +222,36 @@ class GrpcServer:
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        self.start()
+        try:
+            self.start()
+        except PortInUse as exc:
+            log.error("%s", exc)
+            raise SystemExit(1) from None
         stop.wait()
         self.stop()
+
+
+def _describe(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "the port is in use"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "the address is not one of this machine's"
+    if exc.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need privileges)"
+    return exc.strerror or str(exc)
+
+
+def _bind_problem(host: str, port: int) -> str:
+    """Why ``host:port`` cannot be listened on, found by trying it with a
+    plain socket the way gRPC binds (SO_REUSEADDR, no SO_REUSEPORT)."""
+    try:
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
+    except OSError as exc:
+        return f"cannot resolve {host!r} ({exc})"
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            return _describe(exc)
+    return "gRPC could not bind it"
