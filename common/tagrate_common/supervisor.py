@@ -2,42 +2,136 @@
 
 Starts each service that exists in this checkout (in dependency order), waits
 for its gRPC health check, then starts the gateway pointed at them and waits
-for ``/readyz``. Every line a child prints is prefixed with its name. Ctrl-C
-or SIGTERM stops the gateway first, then the services, each given its grace
-period; if any child dies on its own, the rest are stopped and the exit code
-says so. All data lives under ``TAGRATE_DATA_DIR`` (default ``./data``).
+for ``/readyz``. Every line a child prints is prefixed with its name. All data
+lives under ``TAGRATE_DATA_DIR`` (default ``./data``).
+
+Before anything starts, every port the group needs is tried: one in use is an
+error naming the port and the setting that moves it, so a second copy of the
+group can never answer for (or write into) the first. ``TAGRATE_RUN_BASE_PORT``
+moves the whole group at once (gateway B, services B+1..B+4, their metrics
+B+5..B+8); a service's own ``*_PORT`` / ``*_METRICS_PORT`` still win.
+
+A child that fails while the group starts stops the group with a clear error.
+Once the group is up, a child that dies is restarted with exponential backoff
+while the rest keep serving (the gateway answers 503 naming the missing
+service meanwhile); one that keeps dying is reported loudly, with its last log
+lines, and retried at the longest backoff for as long as the group runs.
+Ctrl-C or SIGTERM stops the gateway first, then the services in reverse start
+order, each given its grace period, whatever state they are in.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
+import importlib
 import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+from collections import deque
 from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .config import DEFAULT_PORTS, CommonSettings
+from .config import CommonSettings
 
 
 class SupervisorSettings(CommonSettings):
-    """Where the group listens; each child still reads its own settings."""
+    """Where the group listens and how it restarts children; each child still
+    reads its own settings (its ``*_PORT`` included)."""
 
     model_config = SettingsConfigDict(env_prefix="TAGRATE_RUN_")
 
     host: str = Field("127.0.0.1", description="Address every service and the gateway bind.")
+    base_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535 - 8,
+        description="Moves every port of the group at once: gateway B, tagger B+1, rater B+2, dataset B+3, "
+        "trainer B+4, their metrics B+5..B+8. A service's own `*_PORT` / `*_METRICS_PORT` still win. "
+        "Unset: each service's default port.",
+    )
     start_timeout_seconds: float = Field(300.0, gt=0, description="How long one child may take to become ready.")
     stop_timeout_seconds: float = Field(20.0, gt=0, description="How long one child may take to stop after SIGTERM.")
+    restart_backoff_seconds: float = Field(
+        0.5, gt=0, description="Wait before restarting a child that died; doubles with every further death."
+    )
+    restart_backoff_max_seconds: float = Field(30.0, gt=0, description="Longest wait between restarts.")
+    restart_reset_seconds: float = Field(
+        60.0, gt=0, description="A child that stayed up this long is restarted after the shortest wait again."
+    )
+    crash_loop_exits: int = Field(
+        5, ge=2, description="This many deaths within `crash_loop_window_seconds` is reported as a crash loop."
+    )
+    crash_loop_window_seconds: float = Field(60.0, gt=0, description="The window `crash_loop_exits` counts in.")
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When to restart a child that died: exponential backoff like a process
+    manager's, and what counts as a crash loop."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    reset_after: float = 60.0
+    loop_exits: int = 5
+    loop_window: float = 60.0
+
+    @classmethod
+    def from_settings(cls, s: SupervisorSettings) -> RestartPolicy:
+        return cls(
+            s.restart_backoff_seconds,
+            s.restart_backoff_max_seconds,
+            s.restart_reset_seconds,
+            s.crash_loop_exits,
+            s.crash_loop_window_seconds,
+        )
+
+
+class Restarts:
+    """One child's restart history under a :class:`RestartPolicy`. Times are
+    ``time.monotonic()`` values passed in, so the policy is testable without
+    waiting."""
+
+    def __init__(self, policy: RestartPolicy) -> None:
+        self.policy = policy
+        self.delay = policy.initial
+        self.exits: deque[float] = deque()
+        self.count = 0  # restarts so far
+        self.started_at = 0.0
+        self.loop_reported = False
+
+    def started(self, now: float) -> None:
+        self.started_at = now
+
+    def exited(self, now: float) -> float:
+        """Records a death; returns how long to wait before the restart."""
+        p = self.policy
+        if now - self.started_at >= p.reset_after:  # it ran well for a while: a fresh incident
+            self.delay = p.initial
+            self.exits.clear()
+            self.loop_reported = False
+        self.exits.append(now)
+        while self.exits and now - self.exits[0] > p.loop_window:
+            self.exits.popleft()
+        wait = p.maximum if self.crash_looping else self.delay
+        self.delay = min(self.delay * 2, p.maximum)
+        self.count += 1
+        return wait
+
+    @property
+    def crash_looping(self) -> bool:
+        return len(self.exits) >= self.policy.loop_exits
 
 
 @dataclass
@@ -46,23 +140,39 @@ class Child:
     module: str
     port: int
     env: dict[str, str] = field(default_factory=dict)
+    # (port, the setting that moves it) for every port the child listens on.
+    listens: list[tuple[int, str]] = field(default_factory=list)
     proc: subprocess.Popen | None = None
+    pump: threading.Thread | None = None
+    recent: deque[str] = field(default_factory=lambda: deque(maxlen=15))
+    restarts: Restarts | None = None
+    state: str = "new"  # new -> starting -> up -> backoff -> starting -> ...
+    restart_at: float = 0.0
 
 
-# name, module, environment-variable prefix; in start order (dependencies first).
+# name, module, settings class, port offset from TAGRATE_RUN_BASE_PORT; in
+# start order (dependencies first). A service's metrics port is its port + 4.
 SERVICES = [
-    ("tagger", "tagrate_tagger", "TAGGER"),
-    ("rater", "tagrate_rater", "RATER"),
-    ("dataset", "tagrate_dataset", "DATASET"),
-    ("trainer", "tagrate_trainer", "TRAINER"),
+    ("tagger", "tagrate_tagger", "TaggerSettings", 1),
+    ("rater", "tagrate_rater", "RaterSettings", 2),
+    ("dataset", "tagrate_dataset", "DatasetSettings", 3),
+    ("trainer", "tagrate_trainer", "TrainerSettings", 4),
 ]
+GATEWAY = ("gateway", "tagrate_gateway", "GatewaySettings", 0)
+METRICS_OFFSET = 4
 _COLOURS = {"gateway": 36, "dataset": 32, "tagger": 35, "rater": 33, "trainer": 34, "run": 1}
 
 
-def _say(name: str, line: str) -> None:
+class StartupError(RuntimeError):
+    """The group cannot start; the message says why and what to change."""
+
+
+def _say(name: str, line: str, colour: int | None = None) -> None:
     prefix = f"{name:>7} |"
     if sys.stdout.isatty():
         prefix = f"\033[{_COLOURS.get(name, 0)}m{prefix}\033[0m"
+        if colour is not None:
+            line = f"\033[{colour}m{line}\033[0m"
     sys.stdout.write(f"{prefix} {line}\n")
     sys.stdout.flush()
 
@@ -71,14 +181,60 @@ def _die_with_parent() -> None:
     """Runs in the child: SIGTERM it if the supervisor itself is killed."""
     os.setsid()  # Ctrl-C reaches only the supervisor, which stops children in order
     with contextlib.suppress(OSError):  # not Linux/glibc: children just outlive a killed supervisor
+        # PDEATHSIG follows the spawning *thread*: every child is spawned by
+        # the main thread, which lives until the group has stopped.
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _how(returncode: int | None) -> str:
+    if returncode is not None and returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-returncode).name}"
+    return f"exit code {returncode}"
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on right now (None: it can). Binds
+    the way the services do: SO_REUSEADDR, so connections of a previous run
+    in TIME_WAIT do not count, and no SO_REUSEPORT, so a listener does."""
+    try:
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
+    except OSError as exc:
+        return f"cannot resolve {host!r} ({exc})"
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            return "the port is in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+    return None
 
 
 class Supervisor:
     def __init__(self, settings: SupervisorSettings) -> None:
         self.settings = settings
+        self.policy = RestartPolicy.from_settings(settings)
         self.children: list[Child] = []
         self.stopping = threading.Event()
+
+    def _child_settings(self, module: str, class_name: str) -> BaseSettings:
+        """The child's own settings, read as the child will read them, so its
+        ports have one home (its ``config.py``)."""
+        cls = getattr(importlib.import_module(f"{module}.config"), class_name)
+        try:
+            return cls()
+        except ValidationError as exc:
+            raise StartupError(f"invalid {module} settings: {exc}") from None
+
+    def _port(self, child_settings: BaseSettings, name: str, offset: int) -> tuple[int, str]:
+        """A port and the environment variable that sets it: the child's own
+        setting when given, else the base port plus ``offset``, else the
+        child's default."""
+        env = f"{type(child_settings).model_config.get('env_prefix', '')}{name}".upper()
+        base = self.settings.base_port
+        if base is None or name in child_settings.model_fields_set:
+            return getattr(child_settings, name), env
+        return base + offset, env
 
     def plan(self) -> list[Child]:
         """The services present in this checkout, then the gateway wired to them.
@@ -91,28 +247,58 @@ class Supervisor:
         common = {"TAGRATE_DATA_DIR": str(self.settings.data_dir.resolve()), "PYTHONUNBUFFERED": "1"}
         addrs: dict[str, str] = {}  # env prefix -> address ("" when absent)
         children = []
-        for name, module, prefix in SERVICES:
+        for name, module, class_name, offset in SERVICES:
+            prefix = name.upper()
             if importlib.util.find_spec(module) is None:
                 addrs[prefix] = ""
                 continue
-            port = int(os.environ.get(f"{prefix}_PORT", DEFAULT_PORTS[name]))
+            own = self._child_settings(module, class_name)
+            port, port_env = self._port(own, "port", offset)
+            metrics, metrics_env = self._port(own, "metrics_port", offset + METRICS_OFFSET)
             addrs[prefix] = f"{host}:{port}"
-            children.append(Child(name, module, port, {**common, f"{prefix}_HOST": host, f"{prefix}_PORT": str(port)}))
+            env = {
+                **common,
+                f"{prefix}_HOST": host,
+                f"{prefix}_PORT": str(port),
+                f"{prefix}_METRICS_PORT": str(metrics),
+            }
+            listens = [(port, port_env)] + ([(metrics, metrics_env)] if metrics else [])
+            children.append(Child(name, module, port, env, listens))
         for child in children:
             me = child.name.upper()
             child.env.update({f"{me}_{peer}_ADDR": addr for peer, addr in addrs.items() if peer != me})
-        gw_port = int(os.environ.get("GATEWAY_PORT", DEFAULT_PORTS["gateway"]))
+        name, module, class_name, offset = GATEWAY
+        gw_port, gw_env = self._port(self._child_settings(module, class_name), "port", offset)
         gateway_env = {**common, "GATEWAY_HOST": host, "GATEWAY_PORT": str(gw_port)}
         gateway_env.update({f"GATEWAY_{peer}_ADDR": addr for peer, addr in addrs.items()})
-        children.append(Child("gateway", "tagrate_gateway", gw_port, gateway_env))
+        children.append(Child(name, module, gw_port, gateway_env, [(gw_port, gw_env)]))
         return children
 
-    def _pump(self, child: Child) -> None:
-        assert child.proc is not None and child.proc.stdout is not None
-        for raw in child.proc.stdout:
-            _say(child.name, raw.decode(errors="replace").rstrip())
+    def check_ports(self, children: list[Child]) -> None:
+        """Every port the group needs is distinct and free, or a
+        :class:`StartupError` names the first one that is not."""
+        seen: dict[int, str] = {}
+        for child in children:
+            for port, env in child.listens:
+                if port in seen:
+                    raise StartupError(f"port {port} is set for both {seen[port]} and {env}; give one another port")
+                seen[port] = env
+                problem = port_problem(self.settings.host, port)
+                if problem:
+                    raise StartupError(
+                        f"cannot listen on {self.settings.host}:{port}: {problem} (set {env} or TAGRATE_RUN_BASE_PORT)"
+                    )
+
+    def _pump(self, child: Child, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            child.recent.append(line)
+            _say(child.name, line)
 
     def _spawn(self, child: Child) -> None:
+        """Starts (or restarts) ``child``; always on the main thread (see
+        :func:`_die_with_parent`)."""
         child.proc = subprocess.Popen(
             [sys.executable, "-m", child.module],
             env={**os.environ, **child.env},
@@ -120,13 +306,27 @@ class Supervisor:
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,
         )
-        threading.Thread(target=self._pump, args=(child,), daemon=True).start()
-        self.children.append(child)
+        child.pump = threading.Thread(target=self._pump, args=(child, child.proc), daemon=True)
+        child.pump.start()
+        if child.restarts is None:
+            child.restarts = Restarts(self.policy)
+            self.children.append(child)
+        child.restarts.started(time.monotonic())
+        child.state = "starting"
 
-    def _ready(self, child: Child) -> bool:
+    def _last_lines(self, child: Child, count: int) -> list[str]:
+        if child.pump is not None:
+            child.pump.join(2.0)  # the pipe may still hold the child's dying words
+        return list(child.recent)[-count:]
+
+    def _ready(self, child: Child, *, whole_group: bool) -> bool:
+        """Whether ``child`` answers. The gateway's ``/readyz`` also checks
+        every backend, which only makes sense while the group starts; after
+        a restart its ``/healthz`` says it serves (and names what is down)."""
         if child.name == "gateway":
+            path = "/readyz" if whole_group else "/healthz"
             try:
-                with urllib.request.urlopen(f"http://{self.settings.host}:{child.port}/readyz", timeout=2) as r:
+                with urllib.request.urlopen(f"http://{self.settings.host}:{child.port}{path}", timeout=2) as r:
                     return r.status == 200
             except OSError:
                 return False
@@ -141,16 +341,55 @@ class Supervisor:
         deadline = time.monotonic() + self.settings.start_timeout_seconds
         while not self.stopping.is_set():
             if child.proc is not None and child.proc.poll() is not None:
-                raise RuntimeError(f"{child.name} exited with code {child.proc.returncode} while starting")
-            if self._ready(child):
+                last = self._last_lines(child, 1)
+                said = f": {last[0]}" if last else ""
+                raise StartupError(f"{child.name} exited ({_how(child.proc.returncode)}) while starting{said}")
+            if self._ready(child, whole_group=True):
+                child.state = "up"
                 _say("run", f"{child.name} is ready on {self.settings.host}:{child.port}")
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{child.name} was not ready after {self.settings.start_timeout_seconds:.0f}s")
+                raise StartupError(f"{child.name} was not ready after {self.settings.start_timeout_seconds:.0f}s")
             time.sleep(0.2)
 
+    def tend(self, child: Child, now: float) -> None:
+        """One look at a child of the running group: notice a death and
+        schedule the restart, restart when the wait is over, and say when a
+        restarted child serves again."""
+        assert child.proc is not None and child.restarts is not None
+        if child.state in ("up", "starting") and child.proc.poll() is not None:
+            wait = child.restarts.exited(now)
+            child.state, child.restart_at = "backoff", now + wait
+            how = _how(child.proc.returncode)
+            _say("run", f"{child.name} died ({how}); restarting it in {wait:g}s, the rest keep serving")
+            if child.restarts.crash_looping and not child.restarts.loop_reported:
+                child.restarts.loop_reported = True
+                self._report_crash_loop(child, how)
+        elif child.state == "backoff" and now >= child.restart_at:
+            _say("run", f"restarting {child.name} (restart {child.restarts.count})")
+            self._spawn(child)
+        elif child.state == "starting":
+            if self._ready(child, whole_group=False):
+                child.state = "up"
+                _say("run", f"{child.name} is back on {self.settings.host}:{child.port}")
+            elif now - child.restarts.started_at > self.settings.start_timeout_seconds:
+                _say("run", f"{child.name} was not ready {self.settings.start_timeout_seconds:.0f}s after a restart")
+                child.proc.kill()  # noticed as a death on the next look
+
+    def _report_crash_loop(self, child: Child, how: str) -> None:
+        p = self.policy
+        _say(
+            "run",
+            f"CRASH LOOP: {child.name} died {len(child.restarts.exits)} times within {p.loop_window:g}s "
+            f"(last: {how}); retrying every {p.maximum:g}s while the rest keep serving. Its last log lines:",
+            colour=31,
+        )
+        for line in self._last_lines(child, 10):
+            _say("run", f"    {line}", colour=31)
+
     def stop_all(self) -> None:
-        """Gateway first (no new requests), then services in reverse start order."""
+        """Gateway first (no new requests), then services in reverse start
+        order; a child waiting to be restarted stays down."""
         self.stopping.set()
         for child in reversed(self.children):
             if child.proc is None or child.proc.poll() is not None:
@@ -170,29 +409,32 @@ class Supervisor:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         _say("run", f"data directory: {self.settings.data_dir.resolve()}")
         try:
-            for child in self.plan():
+            plan = self.plan()
+            self.check_ports(plan)
+            for child in plan:
                 if self.stopping.is_set():
                     break
                 self._spawn(child)
                 self._wait_ready(child)
-        except RuntimeError as exc:
-            _say("run", f"startup failed: {exc}")
+        except StartupError as exc:
+            _say("run", f"startup failed: {exc}", colour=31)
             self.stop_all()
             return 1
         if not self.stopping.is_set():
             gateway = self.children[-1]
             _say("run", f"tagrate is running: http://{self.settings.host}:{gateway.port}  (API docs: /docs)")
             _say("run", "press Ctrl-C to stop")
-        code = 0
-        while not self.stopping.wait(0.5):
-            dead = [c for c in self.children if c.proc is not None and c.proc.poll() is not None]
-            if dead:
-                _say("run", f"{dead[0].name} exited unexpectedly (code {dead[0].proc.returncode}); stopping the rest")
-                code = 1
-                break
+        # Readiness checks of a restarted child take up to a second or two,
+        # so a death elsewhere is noticed within about that.
+        while not self.stopping.wait(0.2):
+            now = time.monotonic()
+            for child in self.children:
+                if self.stopping.is_set():
+                    break
+                self.tend(child, now)
         self.stop_all()
         _say("run", "stopped")
-        return code
+        return 0
 
 
 def main() -> None:
