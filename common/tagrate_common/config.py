@@ -63,6 +63,11 @@ class ServiceSettings(CommonSettings):
 
     host: str = Field("127.0.0.1", description="Address the gRPC server binds.")
     port: int = Field(0, ge=0, le=65535, description="gRPC port (0 picks a free one).")
+    reuse_port: bool = Field(
+        False,
+        description="Let several processes listen on the same gRPC port (SO_REUSEPORT; the kernel spreads "
+        "connections over them). Off: a port already in use is a start-up error.",
+    )
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus HTTP port; 0 disables it.")
     workers: int = Field(16, gt=0, description="gRPC worker threads (concurrent calls).")
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="How long SIGTERM waits for in-flight calls.")
@@ -80,11 +85,6 @@ class ModelServiceSettings(ServiceSettings):
     tagger and the rater's feature extractor)."""
 
     device: str = Field("auto", description="`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.")
-    reuse_port: bool = Field(
-        False,
-        description="Let several processes listen on the same gRPC port (SO_REUSEPORT; the kernel spreads "
-        "connections over them). Off: a port already in use is a start-up error.",
-    )
     torch_threads: int = Field(
         0, ge=0, description="CPU threads for one forward pass (torch / onnxruntime intra-op); 0: all cores."
     )
