@@ -1,7 +1,8 @@
 """What makes the default model fast on a CPU must not change what it says:
 folded BatchNorms, batches split into single-threaded CPU streams, the
-cropped-region resize and reduced-scale JPEG decoding each give the same
-results as the plain way, to float rounding or within a grey level or two."""
+cropped-region resize, letterboxing and reduced-scale JPEG decoding each give
+the same results as the plain way, to float rounding or within a grey level
+or two."""
 
 from __future__ import annotations
 
@@ -19,12 +20,7 @@ from tagrate_common.images import ImageLimits, decode_image
 from tagrate_common.vision.efficientnet_lite import fold_for_inference, load_efficientnet_lite0
 from tagrate_common.vision.modeldir import load_default_model
 from tagrate_common.vision.pipeline import ImagePipeline
-from tagrate_common.vision.preprocess import (
-    EFFICIENTNET_LITE,
-    center_crop,
-    resize_shorter_side,
-    resize_shorter_side_and_crop,
-)
+from tagrate_common.vision.preprocess import EFFICIENTNET_LITE, letterbox, shorter_side_crop
 
 from .conftest import jpeg
 
@@ -86,20 +82,48 @@ def test_cpu_streams_are_off_on_a_gpu() -> None:
     assert model.cpu_streams is None
 
 
+def _resize_then_crop(image: Image.Image, size: int, crop: int) -> np.ndarray:
+    """The plain way: the whole image resized (shorter side to ``size``), then its centre cropped."""
+    width, height = image.size
+    scale = size / min(width, height)
+    target = (size, int(scale * height)) if width <= height else (int(scale * width), size)
+    resized = image.convert("RGB").resize(target, Image.Resampling.BICUBIC)
+    left, top = round((target[0] - crop) / 2), round((target[1] - crop) / 2)
+    return np.asarray(resized.crop((left, top, left + crop, top + crop)), np.int16)
+
+
 @pytest.mark.parametrize("size", [(451, 300), (300, 451), (512, 512), (1000, 257), (257, 1000), (640, 427), (100, 80)])
 def test_cropped_region_resize_matches_resize_then_crop(size) -> None:
     image = Image.fromarray(skimage.data.astronaut()).resize(size, Image.Resampling.LANCZOS)
-    expected = np.asarray(center_crop(resize_shorter_side(image, 256), 224), np.int16)
-    got = resize_shorter_side_and_crop(image, 256, 224).astype(np.int16)
+    got = np.asarray(shorter_side_crop(image, 256, 224), np.int16)
     assert got.shape == (224, 224, 3)
-    difference = np.abs(got - expected)  # torch's and Pillow's rounding differ
-    assert difference.max() <= 2 and difference.mean() < 0.2
+    difference = np.abs(got - _resize_then_crop(image, 256, 224))
+    # Pillow may run its two passes in the other order for a region (8-bit
+    # rounding in between): a grey level or two, a few sharp pixels at most 4.
+    assert difference.mean() < 0.2 and np.percentile(difference, 99.9) <= 2 and difference.max() <= 4
 
 
-def test_other_modes_take_pillows_path() -> None:
-    grey = Image.fromarray(skimage.data.camera())  # mode L: the model converts it to RGB first
-    expected = np.asarray(center_crop(resize_shorter_side(grey, 256), 224))
-    np.testing.assert_array_equal(resize_shorter_side_and_crop(grey, 256, 224), expected)
+def test_greyscale_is_cropped_like_rgb() -> None:
+    grey = Image.fromarray(skimage.data.camera())  # mode L: resampled as is, made RGB afterwards
+    got = np.asarray(shorter_side_crop(grey, 256, 224), np.int16)
+    assert (got[..., 0] == got[..., 1]).all() and (got[..., 0] == got[..., 2]).all()
+    assert np.abs(got - _resize_then_crop(grey, 256, 224)).max() <= 1
+
+
+@pytest.mark.parametrize("size", [(451, 300), (300, 451), (640, 427), (1000, 257), (50_000, 1), (2, 9_000)])
+def test_letterbox_resizes_the_picture_whole_and_pads_it_white(size) -> None:
+    image = Image.fromarray(skimage.data.astronaut()).resize(size, Image.Resampling.LANCZOS)
+    got = np.asarray(letterbox(image, 224), np.int16)
+    scale = 224 / max(size)
+    fitted = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+    left, top = (224 - fitted[0]) // 2, (224 - fitted[1]) // 2
+    expected = np.asarray(image.resize(fitted, Image.Resampling.BICUBIC), np.int16)
+    # Unlike padding first (the WD reference), the picture lands on whole
+    # pixels: the same picture up to half a pixel's placement at its edges.
+    assert np.abs(got[top : top + fitted[1], left : left + fitted[0]] - expected).max() <= 2
+    padding = np.ones(got.shape[:2], bool)
+    padding[top : top + fitted[1], left : left + fitted[0]] = False
+    assert (got[padding] == 255).all()
 
 
 def _large_jpeg() -> bytes:

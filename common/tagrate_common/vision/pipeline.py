@@ -12,7 +12,6 @@ and drops the images already queued for it.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
@@ -20,9 +19,8 @@ import numpy as np
 
 from ..batcher import DynamicBatcher, InFlight
 from ..errors import InvalidArgument, PayloadTooLarge
-from ..images import ImageLimits, check_header, decode_image, naming_file
+from ..images import ImageLimits, check_header, decode_image, decode_slot, naming_file
 from .modeldir import ImageModel
-from .torch_threads import every_core
 
 ImageFiles = Sequence[tuple[bytes, str]]  # (data, client file name) per image
 # A forward pass: a stacked batch and whether it is alone on the machine
@@ -57,11 +55,6 @@ class ImagePipeline:
         self._forward = forward
         self._in_flight = InFlight()
         self._batching = batching
-        # Decoding and preprocessing run on the callers' threads, but no more
-        # of them at once than there are cores: more would only take turns,
-        # slowing the forward passes they share the cores with, and each one
-        # holds a full-size decoded image in memory.
-        self._decode_slots = threading.BoundedSemaphore(every_core())
         self.batcher: DynamicBatcher[np.ndarray, np.ndarray] = DynamicBatcher(
             self.run_batch,
             max_batch_size=max_batch_size,
@@ -109,14 +102,27 @@ class ImagePipeline:
         with self._in_flight.track(len(files)):
             try:
                 for index, (data, filename) in enumerate(files, start=1):
-                    with self._decode_slots, naming_file(index, filename):
-                        image = decode_image(data, filename, self.limits, self.model.preprocessing.decode_floor)
-                        pixels = self.model.preprocess(image)
+                    with naming_file(index, filename):
+                        pixels = self._prepare(data, filename)
                     futures.append(self.batcher.submit(pixels))
                 return self.batcher.wait(futures, timeout)
             finally:
                 for future in futures:  # a later file failed: drop the queued ones
                     future.cancel()
+
+    def _prepare(self, data: bytes, filename: str) -> np.ndarray:
+        """One file decoded and preprocessed on the calling thread, in one of
+        the process's decode slots (:func:`decode_slot`): no more at once
+        than there are cores, since more would only take turns, slowing the
+        forward passes they share the cores with, and each holds a full-size
+        decoded image. The decoded image is gone when this returns, before
+        the next file is decoded."""
+        with decode_slot():
+            image = decode_image(data, filename, self.limits, self.model.preprocessing.decode_floor)
+            try:
+                return self.model.preprocess(image)
+            finally:
+                image.close()
 
     def close(self) -> None:
         """Finishes queued work and stops the batcher's worker."""

@@ -4,9 +4,18 @@ Two resize modes cover the models tagrate loads:
 
 * ``shorter_side_crop`` (the embedded EfficientNet-Lite0): shorter side to
   ``resize_size`` with bicubic filtering, then a centre crop of
-  ``input_size`` -- exactly what ARCHITECTURE.md specifies;
-* ``pad_square`` (WD tagger v3): padded to a white square, then resized to
-  ``input_size``, as the reference tagger does, so nothing is cropped away.
+  ``input_size`` -- exactly what ARCHITECTURE.md specifies. Only the region
+  the crop will see is resampled (plus the filter's reach), so the work and
+  memory are crop-sized whatever the aspect ratio: a 50000x1 image does not
+  become a 12.8M x 256 one first;
+* ``pad_square`` (WD tagger v3): resized so its longer side is
+  ``input_size``, then centred on a white square (letterboxed), so nothing
+  is cropped away. The reference tagger pads first and then resizes, the same
+  picture except at the image's edges, but a padded 50000x1 image would be a
+  50000x50000 canvas.
+
+Images of any aspect ratio are accepted; every resize is held to
+``RESAMPLE_BUDGET_PIXELS`` (see :func:`tagrate_common.images.resize_upright`).
 
 Normalisation is ``(x - mean) / std`` per channel on 0-255 values in the
 model's channel order (EfficientNet-Lite uses 127/128, not the usual ImageNet
@@ -21,11 +30,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 
-from .torch_threads import use_torch_threads
+from ..images import resize_upright, upright_size
 
 ResizeMode = Literal["shorter_side_crop", "pad_square"]
 WHITE = (255, 255, 255)
@@ -46,15 +53,11 @@ class Preprocessing:
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         """One image as float32, CHW or HWC per ``layout`` (no batch axis)."""
-        rgb = to_rgb(image)
         if self.resize == "shorter_side_crop":
-            resized = resize_shorter_side_and_crop(rgb, self.resize_size or self.input_size, self.input_size)
+            resized = shorter_side_crop(image, self.resize_size or self.input_size, self.input_size)
         else:
-            rgb = pad_to_square(rgb)
-            if rgb.size != (self.input_size, self.input_size):
-                rgb = rgb.resize((self.input_size, self.input_size), Image.Resampling.BICUBIC)
-            resized = np.asarray(rgb)
-        pixels = resized.astype(np.float32)
+            resized = letterbox(image, self.input_size)
+        pixels = np.asarray(resized, dtype=np.float32)
         if self.channel_order == "BGR":
             pixels = pixels[:, :, ::-1]
         if self.layout == "NCHW":
@@ -92,28 +95,21 @@ EFFICIENTNET_LITE = Preprocessing(
 )
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """8-bit RGB, upright (EXIF orientation applied), transparency
-    composited on white; 16-bit greyscale is scaled, not clipped."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        values = np.asarray(image, dtype=np.float32)
-        if image.mode != "F" and values.max(initial=0) > 255:
-            values = values / 257.0  # 16-bit range onto 0-255
-        image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), "L")
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info)
-    if has_alpha:
-        canvas = Image.new("RGBA", image.size, (*WHITE, 255))
-        canvas.alpha_composite(image.convert("RGBA"))
-        return canvas.convert("RGB")
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
-    """Scales so the shorter side is ``size`` (bicubic), keeping the aspect
-    ratio; the longer side is truncated like torchvision's Resize."""
-    target = _shorter_side_size(image.size, size)
-    return image if target == image.size else image.resize(target, Image.Resampling.BICUBIC)
+def shorter_side_crop(image: Image.Image, size: int, crop: int) -> Image.Image:
+    """The upright image (EXIF orientation applied) scaled so its shorter
+    side is ``size`` (bicubic; the longer side truncated like torchvision's
+    Resize), then its central ``crop`` square, as 8-bit RGB. Only the crop's
+    region is resampled, so the result is Pillow's resize-then-crop to the
+    last bit (the filter still reads the pixels around the region) while the
+    work and memory stay crop-sized."""
+    width, height = upright_size(image)
+    target = _shorter_side_size((width, height), size)
+    left, top = _crop_corner(target, crop)
+    if left < 0 or top < 0:
+        raise ValueError(f"a {crop} pixel crop does not fit in a {size} pixel resize")
+    x_scale, y_scale = width / target[0], height / target[1]
+    box = (left * x_scale, top * y_scale, (left + crop) * x_scale, (top + crop) * y_scale)
+    return resize_upright(image, (crop, crop), box)
 
 
 def _shorter_side_size(size: tuple[int, int], shorter: int) -> tuple[int, int]:
@@ -123,40 +119,21 @@ def _shorter_side_size(size: tuple[int, int], shorter: int) -> tuple[int, int]:
     return (max(1, int(shorter * width / height)), shorter)
 
 
-def center_crop(image: Image.Image, size: int) -> Image.Image:
-    """The central ``size`` x ``size`` square (the image must be at least that big)."""
-    left, top = _crop_corner(image.size, size)
-    return image.crop((left, top, left + size, top + size))
-
-
 def _crop_corner(size: tuple[int, int], crop: int) -> tuple[int, int]:
     """The top-left corner of the central ``crop`` square of an image of ``size``."""
     return round((size[0] - crop) / 2), round((size[1] - crop) / 2)
 
 
-def resize_shorter_side_and_crop(image: Image.Image, size: int, crop: int) -> np.ndarray:
-    """:func:`resize_shorter_side` then :func:`center_crop`, as an HWC uint8
-    array. An RGB image is resized by torch's antialiased bicubic filter on
-    uint8 pixels, which follows Pillow's (the same kernel, a = -0.5, widened
-    when shrinking; pixels within a grey level or two) in about a third of the
-    time on a small CPU; on the calling thread only (see
-    :mod:`.torch_threads`)."""
-    target = _shorter_side_size(image.size, size)
-    if image.mode != "RGB" or target == image.size or min(target) < crop:
-        return np.asarray(center_crop(resize_shorter_side(image, size), crop))
-    use_torch_threads(1)
-    pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).unsqueeze(0)  # channels-last in memory
-    resized = F.interpolate(pixels, size=target[::-1], mode="bicubic", antialias=True, align_corners=False)
-    left, top = _crop_corner(target, crop)
-    return resized[0, :, top : top + crop, left : left + crop].permute(1, 2, 0).numpy()
-
-
-def pad_to_square(image: Image.Image) -> Image.Image:
-    """Centres the image on a white square whose side is its longer side."""
-    width, height = image.size
-    side = max(width, height)
-    if width == height:
-        return image
+def letterbox(image: Image.Image, side: int) -> Image.Image:
+    """The upright image (EXIF orientation applied) as 8-bit RGB, resized
+    (bicubic) so its longer side is ``side``, centred on a white ``side``
+    square."""
+    width, height = upright_size(image)
+    scale = side / max(width, height)
+    fitted = (min(side, max(1, round(width * scale))), min(side, max(1, round(height * scale))))
+    rgb = resize_upright(image, fitted)
+    if rgb.size == (side, side):
+        return rgb
     canvas = Image.new("RGB", (side, side), WHITE)
-    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    canvas.paste(rgb, ((side - rgb.width) // 2, (side - rgb.height) // 2))
     return canvas
