@@ -19,6 +19,7 @@ from tagrate_common.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from tagrate_common.protos import dataset_pb2_grpc, rater_pb2_grpc, tagger_pb2_grpc, trainer_pb2_grpc
 
 from .config import BACKENDS, GatewaySettings
+from .docs import install_docs
 from .errors import install_error_handlers, internal_error_response
 from .routes import datasets, images, ops, ratings, tags, training, users
 
@@ -141,6 +142,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         description='The REST API of tagrate. Errors are always `{"error": "...", "code": "..."}`.',
         version="1.0",
         lifespan=lifespan,
+        # Served by install_docs from the gateway's own files, not a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.backends = create_backends(settings)
@@ -148,5 +152,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, trust_request_id=settings.trust_request_id)
     for module in (images, users, datasets, tags, ratings, training, ops):
         app.include_router(module.router)
+    install_docs(app)
     _without_validation_error_docs(app)
     return app
