@@ -113,6 +113,23 @@ class DatasetSettings(ServiceSettings):
         description="How long claimed work stays reserved for one worker; a worker that died mid-batch "
         "releases it when this runs out. Must exceed the tagger and rater deadlines.",
     )
+    work_max_attempts: int = Field(
+        3,
+        ge=1,
+        description="Model calls an image's tagging or embedding may fail (an error from the tagger or rater, "
+        "or the service dying or timing out during the call) before the work is parked as failed; "
+        "RetryFailedWork (/retryfailed), /updatetags for tagging, or a new model tries it again. A service "
+        "that is merely down or busy costs no attempt.",
+    )
+    work_retry_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Wait before work that failed is tried again (alone, not in a batch); doubles with each "
+        "further failure.",
+    )
+    failed_work_listed: int = Field(
+        50, ge=0, description="Most failed work items /verifydatasets lists by name (their counts are complete)."
+    )
 
     @model_validator(mode="after")
     def _derive_paths(self) -> DatasetSettings:

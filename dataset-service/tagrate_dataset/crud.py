@@ -28,6 +28,7 @@ from sqlmodel import Session, SQLModel, select
 from tagrate_common.errors import InvalidArgument, NotFound
 from tagrate_common.images import ImageInfo
 
+from . import workqueue
 from .models import (
     ALL_SUBJECT,
     Image,
@@ -41,6 +42,7 @@ from .models import (
     User,
     WorkItem,
     WorkKind,
+    WorkState,
     utc_now,
 )
 
@@ -288,9 +290,18 @@ class UserDatasetState:
 
 
 @dataclass(frozen=True)
+class WorkQueueState:
+    kind: str
+    pending: int
+    failed: int
+
+
+@dataclass(frozen=True)
 class DatasetsState:
     users: list[UserDatasetState]
     untagged_images: int
+    work: list[WorkQueueState]  # every kind, in WorkKind's order
+    failed_work: list[workqueue.FailedWork]  # the first few parked items
 
     @property
     def valid(self) -> bool:
@@ -298,9 +309,11 @@ class DatasetsState:
         return all(state.model_up_to_date for state in self.users if state.ratings)
 
 
-def verify_datasets(session: Session) -> DatasetsState:
+def verify_datasets(session: Session, failed_listed: int) -> DatasetsState:
     """Per user (sorted by name): ratings, last rating time, current and
-    trained snapshot; plus how many images the current tagger has not tagged."""
+    trained snapshot; plus how many images the current tagger has not tagged,
+    the background work owed per kind, and up to ``failed_listed`` parked
+    work items by name."""
     per_user = session.exec(
         select(User.id, User.name, User.ratings_version, func.count(Rating.image_id), func.max(Rating.rated_at))
         .select_from(User)
@@ -312,7 +325,12 @@ def verify_datasets(session: Session) -> DatasetsState:
         UserDatasetState(name, count, last, f"{uid}:{version}:{count}", trained.get(name))
         for uid, name, version, count, last in sorted(per_user, key=lambda row: row[1])
     ]
-    return DatasetsState(users, untagged_images_count(session))
+    counts = workqueue.counts(session)
+    work = [
+        WorkQueueState(kind.value, counts.get((kind, WorkState.PENDING), 0), counts.get((kind, WorkState.FAILED), 0))
+        for kind in WorkKind
+    ]
+    return DatasetsState(users, untagged_images_count(session), work, workqueue.failed(session, failed_listed))
 
 
 def untagged_images_count(session: Session) -> int:

@@ -8,8 +8,11 @@ which call and how a result is stored.
 An image the service refuses (INVALID_ARGUMENT: damaged, not an image, over
 its limits), or whose blob is missing, is a poison image: it is recorded as
 failed work with the reason and never blocks the images around it. Any
-other failure (the service is unreachable, overloaded, or swapped its model
-mid-batch) raises, and nothing of the batch is written.
+other failure (the service is unreachable, overloaded, failed, or swapped
+its model mid-batch) raises, and nothing of the batch is written; the
+background worker tells those apart (``worker.py``), which is why the model
+calls (:meth:`ImageWork.compute`) and the writing (:meth:`ImageWork.store`)
+are separate steps.
 """
 
 from __future__ import annotations
@@ -82,6 +85,13 @@ class ImageWork(ABC, Generic[ModelT, ResultT]):
         and stores the outcome in one transaction: the results, their work
         items completed, refused images' work marked failed. Raises, writing
         nothing, when the service fails otherwise."""
+        outcome = self.compute(model, images)
+        self.store(model, outcome)
+        return outcome
+
+    def compute(self, model: ModelT, images: Sequence[StoredImage]) -> BatchOutcome[ResultT]:
+        """The model calls of :meth:`process`, writing nothing: raises when
+        the service fails other than by refusing images."""
         files: list[tuple[StoredImage, ImageFile]] = []
         refused: list[tuple[StoredImage, str]] = []
         for image in images:
@@ -97,13 +107,15 @@ class ImageWork(ABC, Generic[ModelT, ResultT]):
             done, bad = self._run_splitting(model, files[start : start + self.batch_size])
             results += done
             refused += bad
-        outcome = BatchOutcome(results, refused)
+        return BatchOutcome(results, refused)
+
+    def store(self, model: ModelT, outcome: BatchOutcome[ResultT]) -> None:
+        """Writes what :meth:`compute` found, in one transaction."""
         self.db.write(lambda session: self._store(session, model, outcome))
-        for image, reason in refused:
+        for image, reason in outcome.refused:
             log.warning(
                 "the %s refused image %s; its %s work is marked failed: %s", self.service, image.name, self.kind, reason
             )
-        return outcome
 
     def _run_splitting(
         self, model: ModelT, files: list[tuple[StoredImage, ImageFile]]

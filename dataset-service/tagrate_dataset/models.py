@@ -171,7 +171,9 @@ class WorkKind(StrEnum):
 
 class WorkState(StrEnum):
     PENDING = "pending"
-    FAILED = "failed"  # the model refused the image; retried only when the model changes
+    # The model refused the image, or failed on it ``work_max_attempts``
+    # times; retried when the model changes or on request (RetryFailedWork).
+    FAILED = "failed"
 
 
 class WorkItem(DatasetModel, table=True):
@@ -193,7 +195,14 @@ class WorkItem(DatasetModel, table=True):
     leased_until: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     # For failed work: the model or extractor that refused the image, and why.
     failed_by: str = Field(default="", sa_type=String(200), nullable=False)
+    # The last failure (also of pending work that is to be tried again).
     error: str = Field(default="", sa_type=String(500), nullable=False)
+    # Claims so far that did not complete: each claim counts one, a claim
+    # given back because the service was merely busy does not. Work that
+    # failed before is claimed alone, and parked as failed at the limit.
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"}, nullable=False)
+    # Pending work that failed is not due before then (its own backoff).
+    retry_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
 
 
 class TrainedSnapshot(DatasetModel, table=True):

@@ -26,12 +26,12 @@ from tagrate_common.images import CONTENT_TYPES, inspect_image
 from tagrate_common.protos import common_pb2, dataset_pb2, dataset_pb2_grpc
 from tagrate_common.timestamps import to_timestamp
 
-from . import crud, queries
+from . import crud, queries, workqueue
 from .blobs import BlobStore, resized_content_type
 from .config import DatasetSettings
 from .db import Database, create_db_engine, migrate
 from .features import FeatureCache, VectorFiller
-from .models import ALL_SUBJECT
+from .models import ALL_SUBJECT, WorkKind
 from .peers import Peers
 from .tagging import Tagging
 from .worker import BackgroundWorker
@@ -58,6 +58,14 @@ _RATED = {
     dataset_pb2.RATED_FILTER_NO: queries.RatedFilter.NO,
     dataset_pb2.RATED_FILTER_ALL: queries.RatedFilter.ALL,
 }
+
+
+def work_kind(value: str) -> WorkKind:
+    try:
+        return WorkKind(value)
+    except ValueError:
+        kinds = ", ".join(kind.value for kind in WorkKind)
+        raise InvalidArgument(f"'kind' must be one of {kinds}, got {value[:40]!r}", "invalid_kind") from None
 
 
 def etag_matches(if_none_match: str, etag: str) -> bool:
@@ -191,7 +199,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
 
     def VerifyDatasets(self, request: dataset_pb2.VerifyDatasetsRequest, context: grpc.ServicerContext):
         with self.db.read() as session:
-            state = crud.verify_datasets(session)
+            state = crud.verify_datasets(session, self.settings.failed_work_listed)
         return dataset_pb2.VerifyDatasetsResponse(
             valid=state.valid,
             users=[
@@ -206,13 +214,33 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
                 for user in state.users
             ],
             untagged_images=state.untagged_images,
+            work=[
+                dataset_pb2.WorkQueueState(kind=work.kind, pending=work.pending, failed=work.failed)
+                for work in state.work
+            ],
+            failed_work=[
+                dataset_pb2.FailedWork(
+                    image=item.image, kind=item.kind, error=item.error, attempts=item.attempts, failed_by=item.failed_by
+                )
+                for item in state.failed_work
+            ],
         )
 
     def UpdateTags(self, request: dataset_pb2.UpdateTagsRequest, context: grpc.ServicerContext):
         # A caller that gave up (deadline, disconnect) stops the catch-up
         # between batches; what was stored so far stays stored.
         outcome = self.tagging.update_tags(request.full, keep_going=context.is_active)
+        if outcome.requeued_images:
+            self.on_new_image()  # wakes the worker for the failed work queued again
         return dataset_pb2.UpdateTagsResponse(updated_images_count=outcome.updated_images, model_id=outcome.model_id)
+
+    def RetryFailedWork(self, request: dataset_pb2.RetryFailedWorkRequest, context: grpc.ServicerContext):
+        kind = work_kind(request.kind) if request.kind else None
+        retried = self.db.write(lambda session: workqueue.retry_failed(session, kind))
+        if retried:
+            log.info("failed background work queued again", extra={"kind": request.kind or "all", "images": retried})
+            self.on_new_image()  # wakes the worker
+        return dataset_pb2.RetryFailedWorkResponse(retried=retried)
 
     # ---- for internal callers ----
 

@@ -34,6 +34,7 @@ class UpdateTagsOutcome:
     updated_images: int
     model_id: str
     refused_images: int
+    requeued_images: int  # failed tag work handed back to the background worker
 
 
 class Tagging(ImageWork[TaggerModelInfo, TagList]):
@@ -75,12 +76,23 @@ class Tagging(ImageWork[TaggerModelInfo, TagList]):
         were tagged. Unavailable (naming the tagger) when it cannot be
         reached; batches stored before that stay stored, the failing one
         writes nothing. Stops early, between batches, once ``keep_going``
-        says so (the caller went away)."""
+        says so (the caller went away).
+
+        Tag work parked as failed is queued again for the background worker,
+        which tries each such image alone with bounded attempts; images whose
+        tagging failed before are not tagged here (see
+        ``workqueue.images_to_do``), so one that kills the tagger cannot fail
+        every /updatetags."""
         model = self.current_model()
         key = self.model_key(model)
-        # The tagger's model is the current one from now on, even when it has
-        # nothing left to tag (it tagged everything before another model came).
-        self.db.write(lambda session: crud.use_tagger_model(session, model.model_id, model.threshold))
+
+        def start(session: Session) -> int:
+            # The tagger's model is the current one from now on, even when it
+            # has nothing left to tag (it tagged everything before another came).
+            crud.use_tagger_model(session, model.model_id, model.threshold)
+            return workqueue.retry_failed(session, self.kind)
+
+        requeued = self.db.write(start)
         updated = refused = 0
         after = 0
         while keep_going():
@@ -94,6 +106,6 @@ class Tagging(ImageWork[TaggerModelInfo, TagList]):
             refused += len(outcome.refused)
         log.info(
             "updated tags",
-            extra={"model": key, "images": updated, "refused": refused, "full": full},
+            extra={"model": key, "images": updated, "refused": refused, "requeued": requeued, "full": full},
         )
-        return UpdateTagsOutcome(updated, key, refused)
+        return UpdateTagsOutcome(updated, key, refused, requeued)

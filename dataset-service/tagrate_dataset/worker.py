@@ -11,6 +11,20 @@ goes back to the queue on any failure, so nothing is lost. An idle worker
 looks for work every ``work_poll_seconds`` (other replicas enqueue too) and
 at once when :meth:`BackgroundWorker.wake` is called after a new image.
 
+Poison images: when the model call itself fails (an error from the service,
+its deadline passing, or the service dying during the call although it
+answered just before), the batch's items are charged an attempt and given
+back with their own backoff (``work_retry_seconds``, doubling); from then on
+each is claimed alone, so the images around a poison one go through, and
+after ``work_max_attempts`` it is parked as failed with the error (see
+``workqueue.py``). A service that is down before the call, busy
+(RESOURCE_EXHAUSTED) or swapping its model charges nothing: that is an
+outage, which only the lane's backoff handles.
+
+Logging: each batch is logged at DEBUG; at INFO, a summary of the work done
+at most every ``SUMMARY_SECONDS`` and whenever the queue runs dry, plus a
+line per failed attempt and per parked item.
+
 The first time a lane reaches its service, and whenever the service runs a
 model it has not seen before, it queues every image lacking that model's
 result (``workqueue.enqueue_missing``): images stored before the queue
@@ -31,11 +45,16 @@ from . import workqueue
 from .config import DatasetSettings
 from .db import Database
 from .imagework import ImageWork
+from .peers import ModelChanged
 
 log = logging.getLogger(__name__)
 
 # Failures that mean "not now" rather than "something is wrong here".
 _OUTAGES = (Unavailable, DeadlineExceeded, Overloaded)
+# Failures of a model call that do not blame the images in it.
+_UNCHARGED = (Overloaded, ModelChanged)
+# The longest time between two INFO summaries of the work done.
+SUMMARY_SECONDS = 60.0
 
 
 @dataclass
@@ -63,6 +82,15 @@ class Lane:
     backoff: Backoff
     # The model key whose missing results were last queued (None: not yet).
     swept_key: str | None = None
+    # Since the last INFO summary: images done, refused, failed (to be tried
+    # again) and parked.
+    done: int = 0
+    refused: int = 0
+    retried: int = 0
+    parked: int = 0
+
+    def tally(self) -> dict[str, int]:
+        return {"images": self.done, "refused": self.refused, "retrying": self.retried, "parked": self.parked}
 
 
 class BackgroundWorker:
@@ -72,6 +100,9 @@ class BackgroundWorker:
         self.db = db
         self.poll_seconds = settings.work_poll_seconds
         self.lease_seconds = settings.work_lease_seconds
+        self.max_attempts = settings.work_max_attempts
+        self.retry_seconds = settings.work_retry_seconds
+        self._summarised_at = time.monotonic()
         self.stop_timeout = max(1.0, settings.shutdown_grace_seconds)
         self.lanes = []
         for work in works:
@@ -120,12 +151,27 @@ class BackgroundWorker:
                 if time.monotonic() < lane.backoff.retry_at:
                     continue
                 busy |= self._attempt(lane)
+            self._summarise(drained=not busy)
             if busy:
                 continue
             now = time.monotonic()
             retries = [lane.backoff.retry_at - now for lane in self.lanes if lane.backoff.failures]
             self._wake.wait(max(0.0, min([self.poll_seconds, *retries])))
+        self._summarise(drained=True)
         log.info("background worker stopped")
+
+    def _summarise(self, drained: bool) -> None:
+        """One INFO line per lane that did anything, when the queue ran dry
+        or ``SUMMARY_SECONDS`` passed: not a line per batch."""
+        now = time.monotonic()
+        if not drained and now - self._summarised_at < SUMMARY_SECONDS:
+            return
+        self._summarised_at = now
+        for lane in self.lanes:
+            tally = lane.tally()
+            if any(tally.values()):
+                log.info("background %s work done", lane.work.kind, extra={**tally, "model": lane.swept_key})
+                lane.done = lane.refused = lane.retried = lane.parked = 0
 
     def _attempt(self, lane: Lane) -> bool:
         """One step of ``lane``; True when it handled work (so there may be more)."""
@@ -179,17 +225,69 @@ class BackgroundWorker:
         )
         if not claimed.images:
             return len(claimed)
+        image_ids = [image.image_id for image in claimed.images]
         try:
-            outcome = work.process(model, claimed.images)
-        except BaseException:
-            self._release(lane, [image.image_id for image in claimed.images])
+            # The service answered current_model() just now: a failure of
+            # this call is this batch's doing (or its deadline's).
+            outcome = work.compute(model, claimed.images)
+        except Exception as exc:
+            if isinstance(exc, _UNCHARGED):
+                self._release(lane, image_ids)
+            else:
+                self._retry_later(lane, image_ids, key, exc)
             raise
-        log.info(
+        except BaseException:
+            self._release(lane, image_ids)
+            raise
+        try:
+            work.store(model, outcome)
+        except BaseException:
+            self._release(lane, image_ids)  # the database failed, not the images
+            raise
+        lane.done += len(outcome.results)
+        lane.refused += len(outcome.refused)
+        log.debug(
             "background %s work done",
             work.kind,
             extra={"model": key, "images": len(outcome.results), "refused": len(outcome.refused)},
         )
         return len(claimed)
+
+    def _retry_later(self, lane: Lane, image_ids: list[int], key: str, exc: Exception) -> None:
+        """Charges the failed call to its images: each is tried again alone
+        after its backoff, or parked as failed once out of attempts."""
+        error = (exc.message if isinstance(exc, TagrateError) else str(exc)) or type(exc).__name__
+        kind = lane.work.kind
+        try:
+            retries = self.db.write(
+                lambda session: workqueue.retry_later(
+                    session, kind, image_ids, key, error, self.max_attempts, self.retry_seconds
+                )
+            )
+        except Exception:
+            log.warning("could not record the failed %s work; it is due again when its lease ends", kind)
+            return
+        for retry in retries:
+            if retry.parked:
+                lane.parked += 1
+                log.error(
+                    "%s work for image %s failed %d times; parked as failed until retried (/retryfailed): %s",
+                    kind,
+                    retry.image,
+                    retry.attempts,
+                    error,
+                )
+            else:
+                lane.retried += 1
+                log.warning(
+                    "%s work for image %s failed (attempt %d of %d); trying it again alone in %.0fs: %s",
+                    kind,
+                    retry.image,
+                    retry.attempts,
+                    self.max_attempts,
+                    retry.retry_in,
+                    error,
+                )
 
     def _release(self, lane: Lane, image_ids: list[int]) -> None:
         try:

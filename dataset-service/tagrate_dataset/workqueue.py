@@ -17,6 +17,16 @@ across the model call, so several replicas can drain one queue and a worker
 that dies mid-batch only delays its items until the lease runs out.
 PostgreSQL claims with ``FOR UPDATE SKIP LOCKED`` so concurrent claimers do
 not wait for each other; SQLite serialises writers anyway.
+
+Poison work: every claim counts an attempt (``attempts``), so even an image
+that kills the model service, or the worker itself, mid-call is charged for
+it. Work whose call failed is given back with its own backoff
+(:func:`retry_later`: due again at ``retry_at``) and is then claimed alone,
+before fresh work, so a poison image fails by itself and the images batched
+with it go through; after ``max_attempts`` it is parked FAILED with the
+error, like work a model refused. Parked work is tried again only when a new
+model runs, or on request (:func:`retry_failed`). Work given back because
+the service was merely busy (:func:`release`) is not charged.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import ColumnElement, and_, delete, exists, func, literal, or_, update
+from sqlalchemy import ColumnElement, and_, case, delete, exists, func, literal, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
@@ -53,10 +63,12 @@ def _done(kind: WorkKind, model_key: str) -> ColumnElement[bool]:
 
 
 def _due(kind: WorkKind) -> ColumnElement[bool]:
+    now = utc_now()
     return and_(
         WorkItem.kind == kind,
         WorkItem.state == WorkState.PENDING,
-        or_(WorkItem.leased_until.is_(None), WorkItem.leased_until < utc_now()),  # type: ignore[union-attr]
+        or_(WorkItem.leased_until.is_(None), WorkItem.leased_until < now),  # type: ignore[union-attr]
+        or_(WorkItem.retry_at.is_(None), WorkItem.retry_at <= now),  # type: ignore[union-attr]
     )
 
 
@@ -76,18 +88,23 @@ class Claim:
 
 def claim(session: Session, kind: WorkKind, limit: int, lease_seconds: float, model_key: str) -> Claim:
     """Up to ``limit`` due items of ``kind``, oldest image first, leased to
-    the caller for ``lease_seconds``. Items whose image already has
-    ``model_key``'s result (/updatetags got there first) are completed
-    instead of leased."""
-    stmt = (
-        select(WorkItem.image_id, Image.name, _done(kind, model_key))
-        .join(Image, Image.id == WorkItem.image_id)
-        .where(_due(kind))
-        .order_by(WorkItem.image_id)
-        .limit(limit)
-        .with_for_update(skip_locked=True, of=WorkItem)  # type: ignore[arg-type]
-    )
-    rows = session.exec(stmt).all()
+    the caller for ``lease_seconds``, each charged one attempt. Work that
+    failed before is claimed alone, ahead of fresh work. Items whose image
+    already has ``model_key``'s result (/updatetags got there first) are
+    completed instead of leased."""
+
+    def due(retried: ColumnElement[bool], count: int) -> Sequence[tuple[int, str, bool]]:
+        stmt = (
+            select(WorkItem.image_id, Image.name, _done(kind, model_key))
+            .join(Image, Image.id == WorkItem.image_id)
+            .where(_due(kind), retried)
+            .order_by(WorkItem.image_id)
+            .limit(count)
+            .with_for_update(skip_locked=True, of=WorkItem)  # type: ignore[arg-type]
+        )
+        return session.exec(stmt).all()  # type: ignore[return-value]
+
+    rows = due(WorkItem.attempts > 0, 1) or due(WorkItem.attempts == 0, limit)  # type: ignore[arg-type]
     done = [image_id for image_id, _, is_done in rows if is_done]
     claimed = [StoredImage(image_id, name) for image_id, name, is_done in rows if not is_done]
     complete(session, kind, done)
@@ -96,20 +113,77 @@ def claim(session: Session, kind: WorkKind, limit: int, lease_seconds: float, mo
         session.exec(
             update(WorkItem)
             .where(WorkItem.kind == kind, WorkItem.image_id.in_([image.image_id for image in claimed]))  # type: ignore[attr-defined]
-            .values(leased_until=until)
+            .values(leased_until=until, attempts=WorkItem.attempts + 1)
         )
     return Claim(claimed, len(done))
 
 
 def release(session: Session, kind: WorkKind, image_ids: Sequence[int]) -> None:
-    """Gives claimed items back (the model service could not be reached):
-    due again at once, for whichever worker comes next."""
+    """Gives claimed items back uncharged (the model service was busy, or
+    swapped its model; nothing says the images are to blame): due again at
+    once, for whichever worker comes next."""
     if image_ids:
         session.exec(
             update(WorkItem)
             .where(WorkItem.kind == kind, WorkItem.image_id.in_(image_ids))  # type: ignore[attr-defined]
-            .values(leased_until=None)
+            .values(leased_until=None, attempts=case((WorkItem.attempts > 0, WorkItem.attempts - 1), else_=0))
         )
+
+
+@dataclass(frozen=True)
+class Retry:
+    """What :func:`retry_later` did with one item."""
+
+    image: str
+    attempts: int
+    parked: bool  # FAILED for good (until retried on request or a new model)
+    retry_in: float  # seconds until it is due again (0 when parked)
+
+
+def retry_later(
+    session: Session,
+    kind: WorkKind,
+    image_ids: Sequence[int],
+    model_key: str,
+    error: str,
+    max_attempts: int,
+    retry_seconds: float,
+) -> list[Retry]:
+    """Gives claimed items back after their model call failed: each keeps
+    ``error`` and is due again after ``retry_seconds`` doubled per earlier
+    attempt, or, once it used ``max_attempts``, is parked FAILED by
+    ``model_key``."""
+    rows = session.exec(
+        select(WorkItem.image_id, Image.name, WorkItem.attempts)
+        .join(Image, Image.id == WorkItem.image_id)
+        .where(WorkItem.kind == kind, WorkItem.state == WorkState.PENDING, WorkItem.image_id.in_(image_ids))  # type: ignore[attr-defined]
+        .order_by(WorkItem.image_id)
+    ).all()
+    now, outcome = utc_now(), []
+    for image_id, name, attempts in rows:
+        values: dict[str, object] = {"leased_until": None, "error": error[:MAX_ERROR_CHARS]}
+        if attempts >= max_attempts:
+            values.update(state=WorkState.FAILED.value, retry_at=None, failed_by=model_key[:200])
+            outcome.append(Retry(name, attempts, True, 0.0))
+        else:
+            # The exponent is capped: the attempt limit is a setting.
+            wait = retry_seconds * 2 ** min(max(attempts - 1, 0), 16)
+            values["retry_at"] = now + timedelta(seconds=wait)
+            outcome.append(Retry(name, attempts, False, wait))
+        session.exec(update(WorkItem).where(WorkItem.kind == kind, WorkItem.image_id == image_id).values(**values))
+    return outcome
+
+
+def retry_failed(session: Session, kind: WorkKind | None = None) -> int:
+    """Makes parked (FAILED) work of ``kind`` (None: every kind) pending
+    again with a fresh set of attempts; returns how many items. The last
+    error is kept: such work is left to the background worker, which claims
+    it alone once it fails again (see :func:`images_to_do`)."""
+    stmt = update(WorkItem).where(WorkItem.state == WorkState.FAILED)
+    if kind is not None:
+        stmt = stmt.where(WorkItem.kind == kind)
+    values = {"state": WorkState.PENDING.value, "failed_by": "", "attempts": 0, "retry_at": None, "leased_until": None}
+    return len(session.exec(stmt.values(**values).returning(WorkItem.image_id)).all())  # type: ignore[call-overload]
 
 
 def complete(session: Session, kind: WorkKind, image_ids: Sequence[int]) -> None:
@@ -131,10 +205,11 @@ def fail(session: Session, kind: WorkKind, image_id: int, model_key: str, error:
         "leased_until": None,
         "failed_by": model_key[:200],
         "error": error[:MAX_ERROR_CHARS],
+        "retry_at": None,
     }
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     stmt = dialect.insert(WorkItem.__table__).values(**values)  # type: ignore[attr-defined]
-    changes = {name: stmt.excluded[name] for name in ("state", "leased_until", "failed_by", "error")}
+    changes = {name: stmt.excluded[name] for name in ("state", "leased_until", "failed_by", "error", "retry_at")}
     session.exec(stmt.on_conflict_do_update(index_elements=["image_id", "kind"], set_=changes))
 
 
@@ -163,7 +238,7 @@ def enqueue_missing(session: Session, kind: WorkKind, model_key: str) -> int:
     retried = session.exec(
         update(WorkItem)
         .where(WorkItem.kind == kind, WorkItem.state == WorkState.FAILED, WorkItem.failed_by != model_key)
-        .values(state=WorkState.PENDING.value, failed_by="", error="", leased_until=None)
+        .values(state=WorkState.PENDING.value, failed_by="", error="", leased_until=None, attempts=0, retry_at=None)
         .returning(WorkItem.image_id)
     )
     return added + len(retried.all())
@@ -174,8 +249,12 @@ def images_to_do(
 ) -> list[StoredImage]:
     """The next ``limit`` images after ``after_id`` (by id) that lack
     ``model_key``'s result, or (``everything``) all images: a keyset page,
-    so a caller walks the whole store without holding a transaction open."""
-    stmt = select(Image.id, Image.name).where(Image.id > after_id)
+    so a caller walks the whole store without holding a transaction open.
+    Images whose work of ``kind`` failed before are left out: they are the
+    background worker's, which tries each alone with bounded attempts (one
+    that kills the model service must not fail every caller's batch)."""
+    failed_before = exists().where(WorkItem.image_id == Image.id, WorkItem.kind == kind, WorkItem.error != "")
+    stmt = select(Image.id, Image.name).where(Image.id > after_id, ~failed_before)
     if not everything:
         stmt = stmt.where(~_done(kind, model_key))
     rows = session.exec(stmt.order_by(Image.id).limit(limit)).all()
@@ -188,6 +267,7 @@ class FailedWork:
     kind: str
     failed_by: str
     error: str
+    attempts: int
 
 
 def counts(session: Session) -> dict[tuple[str, str], int]:
@@ -196,12 +276,14 @@ def counts(session: Session) -> dict[tuple[str, str], int]:
     return {(kind, state): count for kind, state, count in rows}
 
 
-def failed(session: Session, kind: WorkKind) -> list[FailedWork]:
-    """Work a model refused, by image name."""
+def failed(session: Session, limit: int) -> list[FailedWork]:
+    """Up to ``limit`` parked items (refused or out of attempts), by kind
+    and image name."""
     rows = session.exec(
-        select(Image.name, WorkItem.kind, WorkItem.failed_by, WorkItem.error)
+        select(Image.name, WorkItem.kind, WorkItem.failed_by, WorkItem.error, WorkItem.attempts)
         .join(Image, Image.id == WorkItem.image_id)
-        .where(WorkItem.kind == kind, WorkItem.state == WorkState.FAILED)
-        .order_by(Image.name)
+        .where(WorkItem.state == WorkState.FAILED)
+        .order_by(WorkItem.kind, Image.name)
+        .limit(limit)
     )
     return [FailedWork(*row) for row in rows]

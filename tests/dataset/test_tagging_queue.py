@@ -130,6 +130,47 @@ def test_claims_are_leased_released_and_completed(served: Served) -> None:
     assert db.write(lambda s: workqueue.claim(s, WorkKind.EMBED, 1, 60, "extractor@1")).images == lapsed.images
 
 
+def test_failed_work_is_retried_alone_with_backoff_then_parked(served: Served) -> None:
+    """Each claim is an attempt; a failed call gives its items back with a
+    backoff, after which each is claimed alone (ahead of fresh work) until it
+    is parked at the limit. A busy service's give-back charges nothing."""
+    names = [add_rating(served, "alice", data) for data in images(3)]
+    db = Database(served.engine)
+
+    def claim(limit: int = 5) -> list[str]:
+        return [image.name for image in db.write(lambda s: workqueue.claim(s, WorkKind.TAG, limit, 60, "m@1")).images]
+
+    def retry_later(claimed: list[str], wait: float) -> list[workqueue.Retry]:
+        ids = db.write(lambda s: [crud.require_image(s, name).id for name in claimed])
+        return db.write(lambda s: workqueue.retry_later(s, WorkKind.TAG, ids, "m@1", "the tagger died", 2, wait))
+
+    assert claim(2) == names[:2]
+    retries = retry_later(names[:2], wait=60.0)  # the batch failed: not due for a minute
+    assert [(r.image, r.attempts, r.parked, r.retry_in) for r in retries] == [
+        (names[0], 1, False, 60.0),
+        (names[1], 1, False, 60.0),
+    ]
+    assert claim() == [names[2]]  # only the fresh one is due
+    db.write(lambda s: workqueue.release(s, WorkKind.TAG, [crud.require_image(s, names[2]).id]))  # busy: uncharged
+    with served.engine.begin() as conn:
+        conn.execute(text("UPDATE work_items SET retry_at = NULL WHERE kind = 'tag'"))  # the backoff ran out
+    # Work that failed before is claimed one at a time, before fresh work.
+    assert [claim(), claim(), claim()] == [[names[0]], [names[1]], [names[2]]]
+    retries = retry_later(names, wait=1.0)
+    assert [(r.image, r.attempts, r.parked) for r in retries] == [
+        (names[0], 2, True),
+        (names[1], 2, True),
+        (names[2], 1, False),  # its release above did not count
+    ]
+    with served.engine.connect() as conn:
+        rows = conn.execute(text("SELECT state, failed_by, error FROM work_items WHERE kind = 'tag'")).all()
+    assert sorted(tuple(row) for row in rows) == [
+        ("failed", "m@1", "the tagger died"),
+        ("failed", "m@1", "the tagger died"),
+        ("pending", "", "the tagger died"),
+    ]
+
+
 def test_a_new_model_requeues_what_it_has_not_done(served: Served) -> None:
     """Work counts per model: images tagged by an older model are queued
     again for the new one, and refusals by the older model get a retry."""
