@@ -40,3 +40,32 @@ def bomb_png(width: int = 20_000, height: int = 20_000) -> bytes:
     idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def encode(img: Image.Image, fmt: str = "PNG", **params: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **params)
+    return buf.getvalue()
+
+
+def grey16_png(size: tuple[int, int] = (96, 64), level: int = 30_000) -> bytes:
+    """A 16-bit greyscale PNG (Pillow reads it as I;16): a horizontal ramp
+    around ``level`` (of 65535)."""
+    w, h = size
+    ramp = np.linspace(level - 5000, level + 5000, w, dtype=np.float64)[None, :].repeat(h, 0)
+    return encode(Image.fromarray(np.clip(ramp, 0, 65535).astype(np.uint16)))
+
+
+def line_png(width: int, height: int) -> bytes:
+    """A tiny PNG of an extreme aspect ratio (50000x1 compresses to ~200 bytes)."""
+    return encode(Image.new("RGB", (width, height), (200, 120, 40)))
+
+
+def rotated_jpeg(upright: Image.Image, orientation: int = 6) -> bytes:
+    """A JPEG of ``upright`` stored turned the way a phone stores it, with
+    the EXIF orientation that turns it back (6: stored rotated 90 degrees
+    counter-clockwise, shown turned clockwise)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    turn = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270, 3: Image.Transpose.ROTATE_180}[orientation]
+    return encode(upright.transpose(turn), "JPEG", quality=95, exif=exif.tobytes())
