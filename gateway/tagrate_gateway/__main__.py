@@ -8,13 +8,13 @@ from tagrate_common.logging import setup_logging
 
 from .app import create_app
 from .config import GatewaySettings
+from .edge import uvicorn_config
 
 
 def main() -> None:
     settings = GatewaySettings()
     setup_logging("gateway", settings.log_level, settings.log_format)
-    # log_config=None keeps uvicorn from replacing the logging set up above.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
 
 
 if __name__ == "__main__":

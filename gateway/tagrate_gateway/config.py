@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -49,6 +51,35 @@ class GatewaySettings(CommonSettings):
         "(turn off when the gateway faces untrusted clients directly).",
     )
     max_form_field_bytes: int = Field(64 * KiB, gt=0, description="Size limit of one non-file multipart form field.")
+
+    # Uploads: spooled (1 MiB of a file in memory, the rest on disk) and
+    # passed on to the model services in chunks of TAGRATE_BULK_CHUNK_BYTES.
+    spool_dir: Path | None = Field(
+        None,
+        description="Directory for the temporary files uploads spool to (deleted as soon as they are opened); "
+        "unset: the system's temporary directory. Not a memory-backed tmpfs, or uploads count against memory.",
+    )
+    bulk_chunk_files: int = Field(
+        32, ge=1, le=1024, description="Most files per gRPC call when a bulk upload is passed on to a model service."
+    )
+    bulk_calls_in_flight: int = Field(
+        2, ge=1, le=64, description="Most gRPC calls at once for one bulk upload (each holds one chunk in memory)."
+    )
+
+    # The HTTP edge (enforced while uvicorn parses, before any route runs).
+    max_url_bytes: int = Field(16 * KiB, ge=256, description="Longest request target (path and query); longer: 414.")
+    max_header_bytes: int = Field(
+        32 * KiB, ge=1024, description="Most bytes of request headers (names and values); more: 431."
+    )
+    max_header_count: int = Field(100, ge=8, description="Most request headers; more: 431.")
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="Time a client has to send a whole request head; then 408 and the connection closes."
+    )
+    body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long a request body may make no progress (no bytes arrive) before the connection closes.",
+    )
 
     def backend_addr(self, service: str) -> str:
         return getattr(self, f"{service}_addr")
