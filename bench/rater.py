@@ -36,9 +36,10 @@ from PIL import Image
 
 from bench.harness import Stats, measure, median, print_table
 from tagrate_common.protos import common_pb2, rater_pb2, rater_pb2_grpc
+from tagrate_common.vision.rating_heads import RatingHead, serialize_weights
 from tagrate_dataset.bulk import bulk_load
 from tagrate_dataset.db import create_db_engine, migrate
-from tagrate_rater.heads import RatingHead, StackedHeads, serialize_weights
+from tagrate_rater.heads import StackedHeads
 from tests.support import REPO_ROOT, ServiceProcess, free_port
 
 TARGET_RATIO = 1.5

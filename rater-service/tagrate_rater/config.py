@@ -31,6 +31,13 @@ class RaterSettings(ModelServiceSettings):
         None,
         description="The rating heads' store (a volume in deployments); derived when unset: <data_dir>/rater/heads.",
     )
+    heads_reload_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="How often to look for heads that other replicas published into a shared heads folder (a "
+        "small file read per look; only changed users' heads are read again). 0: never; a replica then serves "
+        "the heads it found at start and the ones published to it.",
+    )
     keep_head_versions: int = Field(
         5, ge=1, description="Head files kept per user (the live one and the ones before it); older ones are deleted."
     )

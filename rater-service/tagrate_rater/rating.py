@@ -13,7 +13,8 @@ from tagrate_common.errors import Conflict
 from tagrate_common.vision.pipeline import ImageFiles
 
 from .extractor import FeatureExtractor
-from .heads import HeadSet, HeadStore, LoadedHead
+from .heads import HeadSet, LoadedHead
+from .store import HeadStore
 from .users import UserDirectory
 
 

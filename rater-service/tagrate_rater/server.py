@@ -1,5 +1,5 @@
 """The rater's gRPC face: decode the request, call the domain code
-(:mod:`.extractor`, :mod:`.heads`, :mod:`.rating`), encode the answer.
+(:mod:`.extractor`, :mod:`.store`, :mod:`.rating`), encode the answer.
 Errors are TagrateErrors raised by the domain code; the shared server
 interceptor maps them to status codes."""
 
@@ -16,8 +16,9 @@ from tagrate_common.vision.modeldir import ImageModel
 
 from .config import RaterSettings
 from .extractor import FeatureExtractor, load_feature_model
-from .heads import HeadInfo, HeadStore
+from .heads import HeadInfo
 from .rating import Rater
+from .store import HeadStore
 from .users import UserDirectory
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,9 @@ def create_server(settings: RaterSettings, model: ImageModel | None = None) -> G
     """A rater server, not yet started. The extractor model (``model`` or
     the one the settings name) is loaded and warmed up, and every head in the
     store loaded, before the server can bind, so health never reports
-    SERVING for a rater that would answer slowly or without its heads."""
+    SERVING for a rater that would answer slowly or without its heads. From
+    then on heads that other replicas publish into the same folder are
+    picked up every ``heads_reload_seconds``."""
     owns_model = model is None  # a model passed in may serve others too
     extractor = FeatureExtractor.from_settings(model or load_feature_model(settings), settings)
     try:
@@ -102,8 +105,11 @@ def create_server(settings: RaterSettings, model: ImageModel | None = None) -> G
         extractor.close()
         raise
     users = UserDirectory.from_settings(settings)
+    if settings.heads_reload_seconds > 0:
+        heads.start_reloading(settings.heads_reload_seconds)
 
     def shutdown() -> None:
+        heads.close()
         extractor.close()
         users.close()
         if owns_model:

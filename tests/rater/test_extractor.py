@@ -18,9 +18,9 @@ from PIL import Image
 from tagrate_common.images import ImageLimits
 from tagrate_common.protos import rater_pb2
 from tagrate_common.vision.modeldir import ModelDirError
+from tagrate_common.vision.rating_heads import serialize_weights
 from tagrate_rater.config import RaterSettings
 from tagrate_rater.extractor import FeatureExtractor, load_feature_model
-from tagrate_rater.heads import serialize_weights
 from tests.tagger.modelfiles import write_wd_v3_dir
 
 from .conftest import DEADLINE, linear_weights, sigmoid

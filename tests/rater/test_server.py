@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from tagrate_common.errors import TagrateError, from_rpc_error
 from tagrate_common.protos import common_pb2, rater_pb2
-from tagrate_rater.heads import serialize_weights
+from tagrate_common.vision.rating_heads import serialize_weights
 from tests.imagefactory import bomb_png, make_image, truncated_jpeg
 from tests.support import ServiceProcess, free_port
 

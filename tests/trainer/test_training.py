@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tagrate_rater.heads import RatingHead, deserialize_weights
+from tagrate_common.vision.rating_heads import RatingHead, deserialize_weights
 from tagrate_trainer.training import (
     LINEAR,
     MLP,

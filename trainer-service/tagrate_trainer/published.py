@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tagrate_common.files import write_atomically
-from tagrate_rater.heads import RatingHead, deserialize_weights
+from tagrate_common.vision.rating_heads import RatingHead, deserialize_weights
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Training a rating head on cached feature vectors: no gRPC, no database.
 
-The heads are the rater's (:mod:`tagrate_rater.heads`): on the standardised
+The heads are the rater's (:mod:`tagrate_common.vision.rating_heads`): on the standardised
 feature vector ``z``, ``linear`` is ``sigmoid(w . z + b)`` and ``mlp`` is
 ``sigmoid(w2 . relu(w1 z + b1) + b2)``. The procedure, for ``n`` ratings:
 
@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tagrate_rater.heads import RatingHead, serialize_weights
+from tagrate_common.vision.rating_heads import RatingHead, serialize_weights
 
 LINEAR, MLP = "linear", "mlp"
 # Ridge penalties tried on standardised features. A wide log grid costs
@@ -122,7 +122,7 @@ class ProgressReport:
 
 @dataclass(frozen=True)
 class TrainedHead:
-    """A head in the rater's weights format (see :mod:`tagrate_rater.heads`)."""
+    """A head in the rater's weights format (see :mod:`tagrate_common.vision.rating_heads`)."""
 
     kind: str
     tensors: dict[str, np.ndarray]
