@@ -35,11 +35,17 @@ _STUBS = {
 _CLIENT_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 REQUEST_ID_RESPONSE_HEADER = "X-Request-ID"
 UNMATCHED_ROUTE = "<unmatched>"
+# Polled by clients, probes and scrapers, often every few seconds: their
+# successes are logged at DEBUG so they do not drown the requests that
+# change something; a failure (5xx) is still logged at INFO.
+QUIET_ROUTES = frozenset({"/trainerstatus", "/healthz", "/readyz", "/metrics"})
 
 
 class RequestContextMiddleware:
     """Per HTTP request: sets the request id (echoed as ``X-Request-ID`` and
-    forwarded to every backend call), writes one access-log line, records the
+    forwarded to every backend call), writes one access-log line (INFO;
+    DEBUG for a poll of a ``QUIET_ROUTES`` path that did not fail; uvicorn's
+    own access log is off, see ``tagrate_common.logging``), records the
     HTTP metrics by route template, and turns an unexpected exception into
     the API's 500 body.
 
@@ -89,7 +95,8 @@ class RequestContextMiddleware:
             route = getattr(scope.get("route"), "path", None) or UNMATCHED_ROUTE
             HTTP_REQUESTS.labels(route, scope["method"], str(status)).inc()
             HTTP_SECONDS.labels(route, scope["method"]).observe(elapsed)
-            log.info("%s %s %d", scope["method"], scope["path"], status, extra={"ms": round(elapsed * 1000, 1)})
+            level = logging.DEBUG if route in QUIET_ROUTES and status < 500 else logging.INFO
+            log.log(level, "%s %s %d", scope["method"], scope["path"], status, extra={"ms": round(elapsed * 1000, 1)})
             request_id_var.reset(token)
 
 

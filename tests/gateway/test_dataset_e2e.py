@@ -37,7 +37,13 @@ def test_rating_flow(stack):
     jpeg, png, gif = make_image("JPEG", seed=1), make_image("PNG", seed=2), make_image("GIF", seed=3)
     jpeg_name, png_name, gif_name = stored_name(jpeg, "jpg"), stored_name(png, "png"), stored_name(gif, "gif")
     with httpx.Client(base_url=stack.url, timeout=30) as http:
-        assert http.get("/verifydatasets").json() == {"valid": True, "users": [], "untagged_images": 0}
+        assert http.get("/verifydatasets").json() == {
+            "valid": True,
+            "users": [],
+            "untagged_images": 0,
+            "work": {"tag": {"pending": 0, "failed": 0}, "embed": {"pending": 0, "failed": 0}},
+            "failed_work": [],
+        }
 
         first = add_rating(http, jpeg, "alice", "0.8", "holiday photo.jpg")
         assert first.status_code == 200, first.text
@@ -195,7 +201,8 @@ def test_sql_metacharacters_in_filters_are_plain_text(shared):
 
 def test_verifydatasets_shape(shared):
     body = httpx.get(f"{shared.url}/verifydatasets").json()
-    assert set(body) == {"valid", "users", "untagged_images"}
+    # The contract's fields, plus the background work queue (extra fields are allowed).
+    assert set(body) == {"valid", "users", "untagged_images", "work", "failed_work"}
     assert body["valid"] is False and isinstance(body["untagged_images"], int)
     assert [u["user"] for u in body["users"]] == ["alice", "bob"]
     for state in body["users"]:

@@ -1,4 +1,4 @@
-"""Dataset state: /verifydatasets and /updatetags (dataset service).
+"""Dataset state: /verifydatasets, /updatetags and /retryfailed (dataset service).
 
 /updatetags changes state but is GET in the original table, so it accepts
 POST too, with its parameter in the form (or the query string).
@@ -50,7 +50,30 @@ async def verify_datasets(dataset: DatasetDep) -> dict[str, Any]:
             for state in reply.users
         ],
         "untagged_images": reply.untagged_images,
+        # Beyond the contract's fields: background work still owed per kind,
+        # and (the first few) images parked as failed, with why.
+        "work": {work.kind: {"pending": work.pending, "failed": work.failed} for work in reply.work},
+        "failed_work": [
+            {"image": item.image, "kind": item.kind, "error": item.error, "attempts": item.attempts}
+            for item in reply.failed_work
+        ],
     }
+
+
+_RETRY_FORM = multipart_body({"kind": text_property("`tag` or `embed`; every kind when left out.", "")}, [])
+_RETRY_FORM["requestBody"]["required"] = False  # a POST without a body retries every kind
+
+
+@router.post(
+    "/retryfailed",
+    summary="Queue background work parked as failed (tagging, feature vectors) again",
+    responses=error_responses(400, 503, 504),
+    openapi_extra=_RETRY_FORM,
+)
+async def retry_failed(request: Request, settings: SettingsDep, dataset: DatasetDep) -> dict[str, Any]:
+    fields = await post_fields(request, settings)
+    reply = await dataset.call("RetryFailedWork", dataset_pb2.RetryFailedWorkRequest(kind=fields.get("kind") or ""))
+    return {"retried": reply.retried}
 
 
 FullQuery = Annotated[
