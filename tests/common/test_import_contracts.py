@@ -1,0 +1,79 @@
+"""The architecture contracts (pyproject.toml's [tool.importlinter]) hold on
+the tree, and each one fails, naming the import, when code breaks it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import REPO_ROOT
+
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+# Stand-ins for the six packages, one allowed import each where the
+# contracts allow one (torch in tagrate_common.vision and the model services).
+ALLOWED = {
+    "tagrate_common/__init__.py": "",
+    "tagrate_common/vision/__init__.py": "import torch\n",
+    "tagrate_common/images.py": "",
+    "tagrate_gateway/__init__.py": "import tagrate_common.images\n",
+    "tagrate_tagger/__init__.py": "import torch\nimport tagrate_common.vision\n",
+    "tagrate_rater/__init__.py": "import torch\n",
+    "tagrate_dataset/__init__.py": "import sqlmodel\nimport tagrate_common.images\n",
+    "tagrate_trainer/__init__.py": "import torch\n",
+}
+# One breach of each contract, and the import its report must name.
+BREACHES = {
+    "tagrate_trainer/training.py": ("from tagrate_rater import heads\n", "tagrate_trainer.training -> tagrate_rater"),
+    "tagrate_gateway/routes.py": ("import sqlmodel\n", "tagrate_gateway.routes -> sqlmodel"),
+    "tagrate_common/metrics.py": ("import tagrate_dataset\n", "tagrate_common.metrics -> tagrate_dataset"),
+    # torch reached indirectly, through the shared library's vision package.
+    "tagrate_dataset/blobs.py": ("import tagrate_common.vision\n", "tagrate_dataset.blobs -> tagrate_common.vision"),
+    "tagrate_common/batcher.py": ("import torch.nn\n", "tagrate_common.batcher -> torch"),
+}
+
+
+def lint_imports(packages: Path | None = None) -> subprocess.CompletedProcess:
+    """``lint-imports`` with the repository's contracts; ``packages`` (a
+    folder) shadows the real packages when given."""
+    env = dict(os.environ)
+    if packages is not None:
+        env["PYTHONPATH"] = str(packages)  # ahead of the venv's .pth source folders
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", "--no-logo", str(REPO_ROOT / "pyproject.toml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_every_contract_holds_on_the_tree() -> None:
+    result = lint_imports()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def test_the_allowed_imports_pass(tmp_path) -> None:
+    write(tmp_path, ALLOWED)
+    result = lint_imports(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_each_breach_fails_and_names_the_import(tmp_path) -> None:
+    write(tmp_path, ALLOWED | {name: text for name, (text, _) in BREACHES.items()})
+    result = lint_imports(tmp_path)
+    assert result.returncode != 0
+    assert "Contracts: 0 kept, 5 broken." in result.stdout, result.stdout
+    for _, named in BREACHES.values():
+        assert named in result.stdout, f"{named!r} not in:\n{result.stdout}"
