@@ -46,7 +46,21 @@ class CommonSettings(BaseSettings):
     max_image_pixels: int = _common(
         50_000_000, "Decoded-pixel limit per image (decompression bombs).", "MAX_IMAGE_PIXELS", gt=0
     )
-    max_bulk_files: int = _common(64, "Files per bulk request.", "MAX_BULK_FILES", gt=0)
+    max_bulk_files: int = _common(256, "Files per bulk request.", "MAX_BULK_FILES", gt=0)
+    max_request_bytes: int = _common(
+        256 * MiB,
+        "Bounds one request's body in bytes (a whole bulk upload: every file plus the form around them); "
+        "larger requests are refused with 413 while they arrive.",
+        "MAX_REQUEST_BYTES",
+        gt=0,
+    )
+    bulk_chunk_bytes: int = _common(
+        32 * MiB,
+        "Image bytes per gRPC call when a bulk upload is passed on to a model service (a file larger than "
+        "this goes alone); the services' gRPC message limit follows it.",
+        "BULK_CHUNK_BYTES",
+        gt=0,
+    )
 
     @property
     def image_limits(self) -> ImageLimits:
@@ -54,8 +68,11 @@ class CommonSettings(BaseSettings):
 
     @property
     def max_message_bytes(self) -> int:
-        """gRPC message limit: a full bulk upload plus room for framing."""
-        return self.max_upload_bytes * self.max_bulk_files + MiB
+        """gRPC message limit: one chunk of a bulk upload (or one file larger
+        than a chunk) plus room for framing. Bulk uploads reach the services
+        in chunks, never whole, so the limit does not grow with the
+        files-per-request limit."""
+        return max(self.bulk_chunk_bytes, self.max_upload_bytes) + MiB
 
 
 class ServiceSettings(CommonSettings):

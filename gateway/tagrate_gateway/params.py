@@ -4,14 +4,21 @@ Routes declare their parameters as optional strings (so /docs lists them) and
 hand them to these functions, which either return the parsed value or raise
 :class:`~tagrate_common.errors.InvalidArgument` with a message that names the
 parameter and says what would be accepted. Unknown extra parameters are never
-looked at, so they are ignored.
+looked at, so they are ignored. A documented parameter given twice is a 400
+naming it (:func:`single`), never a silent choice of one value: query strings
+are checked by :func:`no_repeated_query` (every router's dependency), form
+fields by :meth:`Fields.get`.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
 
 from tagrate_common import validation
 from tagrate_common.errors import InvalidArgument
@@ -35,6 +42,60 @@ _FALSE = ("false", "0", "no")
 _INTEGER_RE = re.compile(r"[+-]?[0-9]{1,12}")
 # Control characters never occur in tag names, and PostgreSQL refuses NUL in text.
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def repeated(param: str) -> InvalidArgument:
+    return InvalidArgument(f"the '{param}' parameter is given more than once; send it once", "repeated_parameter")
+
+
+def single(pairs: Iterable[tuple[str, str]], name: str) -> str | None:
+    """The one value of ``name`` among ``pairs``, None when absent; 400
+    (``repeated_parameter``, naming it) when it is given more than once."""
+    found: str | None = None
+    seen = False
+    for key, value in pairs:
+        if key == name:
+            if seen:
+                raise repeated(name)
+            found, seen = value, True
+    return found
+
+
+@dataclass(frozen=True)
+class Fields:
+    """Named text parameters in the order they came (repeats kept), read one
+    single-valued parameter at a time."""
+
+    pairs: Sequence[tuple[str, str]] = ()
+
+    def get(self, name: str) -> str | None:
+        """The value of ``name``, None when absent; 400 naming it when it
+        was given more than once."""
+        return single(self.pairs, name)
+
+
+def _query_names(dependant: Any) -> set[str]:
+    names = {field.alias for field in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+async def no_repeated_query(request: Request) -> None:
+    """A router dependency: 400 when a query parameter the matched route
+    declares is given more than once. FastAPI would silently take the last
+    value; every documented parameter of this API is single-valued."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    names = _query_names(dependant)  # a few fields: cheaper to walk than to cache safely
+    counts: dict[str, int] = {}
+    for key, _ in request.query_params.multi_items():
+        if key in names:
+            counts[key] = counts.get(key, 0) + 1
+            if counts[key] > 1:
+                raise repeated(key)
 
 
 def _present(value: str | None) -> bool:

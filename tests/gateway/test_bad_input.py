@@ -193,3 +193,65 @@ def test_wrong_method_and_unknown_path_change_nothing(shared):
     refused(shared, "GET", "/addrating", 405, "method_not_allowed", params={"user": "alice"})
     refused(shared, "PUT", "/getuserdata", 405, "method_not_allowed")
     refused(shared, "POST", "/deleteeverything", 404, "not_found", data=GOOD_FORM)
+
+
+# ---- a parameter given twice ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "param"),
+    [
+        ("GET", "/getuserdata?user=alice&user=bob", "user"),
+        ("GET", "/getuserdata?user=alice&page=1&page=2", "page"),
+        ("GET", f"/getimagetags?image={UNKNOWN_IMAGE}&image={UNKNOWN_IMAGE}", "image"),
+        ("GET", "/trainuser?user=alice&user=alice", "user"),
+        ("POST", "/trainuser?user=alice&user=bob", "user"),
+        ("GET", "/updatetags?full=true&full=false", "full"),
+    ],
+)
+def test_repeated_query_parameter(shared, method, url, param):
+    body = refused(shared, method, url, 400, "repeated_parameter")
+    assert f"'{param}'" in body["error"]
+
+
+def test_repeated_form_fields(shared):
+    form = {"user": "alice", "rating": ["0.5", "0.9"]}
+    body = refused(shared, "POST", "/addrating", 400, "repeated_parameter", data=form, files={"image": jpeg()})
+    assert "'rating'" in body["error"]
+    form = {"user": ["alice", "bob"], "rating": "0.5"}
+    body = refused(shared, "POST", "/addrating", 400, "repeated_parameter", data=form, files={"image": jpeg()})
+    assert "'user'" in body["error"]
+    # In the form and in the query string is twice too (which one was meant?).
+    body = refused(shared, "POST", "/trainuser?user=alice", 400, "repeated_parameter", data={"user": "bob"})
+    assert "'user'" in body["error"]
+    body = refused(shared, "POST", "/trainuser", 400, "repeated_parameter", data={"user": ["a", "b"]})
+    assert "'user'" in body["error"]
+
+
+def test_unknown_parameters_may_repeat(shared):
+    with httpx.Client(base_url=shared.url, timeout=30) as http:
+        assert http.get("/getuserdata?user=alice&x=1&x=2").status_code == 200
+
+
+@pytest.mark.parametrize("rating", ["1_0e-1", "\uff11", "0.5e0", "+0.5", "-0.5", "nan", "Infinity", "0x1", "1.5", "½"])
+def test_rating_outside_the_grammar(shared, rating):
+    form = {"user": "alice", "rating": rating}
+    body = refused(shared, "POST", "/addrating", 400, "invalid_rating", data=form, files={"image": jpeg()})
+    assert "'rating'" in body["error"]
+
+
+def test_negative_zero_rating_is_stored_as_zero(tmp_path):
+    from .stack import start_stack
+
+    stack = start_stack(f"sqlite:///{tmp_path / 'tagrate.db'}", tmp_path / "data")  # its own: this one stores
+    try:
+        with httpx.Client(base_url=stack.url, timeout=30) as http:
+            image = ("zero.jpg", make_image("JPEG", seed=4242), "image/jpeg")
+            answer = http.post("/addrating", data={"user": "carol", "rating": "-0"}, files={"image": image})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["rating"] == 0 and '"rating":0' in answer.text.replace(" ", "")
+            data = http.get("/getuserdata", params={"user": "carol"}).json()
+            assert [item["rating"] for item in data["images"]] == [0]
+            assert '"rating":-' not in http.get("/getuserdata", params={"user": "carol"}).text.replace(" ", "")
+    finally:
+        stack.stop()

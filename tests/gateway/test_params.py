@@ -99,3 +99,80 @@ def test_user_and_rating():
     assert params.rating("0") == 0.0 and params.rating("1") == 1.0 and params.rating("0.83") == 0.83
     for bad in ("abc", "NaN", "inf", "-0.1", "1.5", "", None):
         assert "'rating'" in refused(params.rating, bad).message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0.5", 0.5),
+        ("1", 1.0),
+        (".83", 0.83),
+        ("0.1666667", 0.1666667),
+        ("0", 0.0),
+        ("1.", 1.0),
+        ("1.000", 1.0),
+        ("00.25", 0.25),
+        (" 0.25 ", 0.25),
+        ("-0", 0.0),
+        ("-0.000", 0.0),
+        ("-.0", 0.0),
+    ],
+)
+def test_rating_grammar_accepts_plain_decimals(text, expected):
+    value = params.rating(text)
+    assert value == expected and str(value) == str(expected)  # never "-0.0"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1_0e-1",
+        "0_5",
+        "1e-1",
+        "5E-1",
+        "+0.5",
+        "+0",
+        "-0.5",
+        "-1",
+        "--0",
+        "-",
+        ".",
+        "0.5.",
+        "0,5",
+        "0x1",
+        "nan",
+        "NaN",
+        "inf",
+        "-inf",
+        "Infinity",
+        "\uff11",  # full-width digit one
+        "\u0660.\u0665",  # Arabic-Indic digits
+        "½",
+        "1.5",
+        "1.0000000000000000001",  # over 1, though its float rounds to 1.0
+        "2",
+        "0.5 0.5",
+        "0.5\x00",
+    ],
+)
+def test_rating_grammar_refuses_other_forms(text):
+    error = refused(params.rating, text)
+    assert error.code == "invalid_rating" and "'rating'" in error.message
+
+
+def test_rating_numbers_from_json_bodies():
+    from tagrate_common import validation
+
+    assert validation.rating(0.5) == 0.5 and validation.rating(1) == 1.0
+    assert str(validation.rating(-0.0)) == "0.0"
+    for bad in (float("nan"), float("inf"), 1.5, -0.1, True):
+        assert refused(validation.rating, bad).code == "invalid_rating"
+
+
+def test_single_valued_parameters():
+    pairs = [("user", "a"), ("images", "x"), ("images", "y"), ("rating", "0.5")]
+    assert params.single(pairs, "user") == "a" and params.single(pairs, "missing") is None
+    error = refused(params.single, pairs, "images")
+    assert error.code == "repeated_parameter" and "'images'" in error.message
+    assert params.Fields(pairs).get("rating") == "0.5"
+    assert refused(params.Fields([("full", "1"), ("full", "1")]).get, "full").code == "repeated_parameter"

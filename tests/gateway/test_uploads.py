@@ -4,6 +4,7 @@ body is chunked, and every limit trips while the body is still arriving."""
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator
 
 import pytest
@@ -143,3 +144,64 @@ def test_empty_and_non_image_files_fail_the_header_check():
     with pytest.raises(UnsupportedImage) as info:
         text.check_image(limits)
     assert "'notes.txt'" in info.value.message
+
+
+def test_bytes_read_over_the_request_limit_stop_a_chunked_body():
+    limits = UploadLimits(max_file_bytes=10_000, max_files=20, max_field_bytes=100, max_request_bytes=25_000)
+    assert limits.max_body_bytes == 25_000
+    data = body(*(part("images", b"\xff\xd8\xff" + b"x" * 9_000, f"{i}.jpg") for i in range(10)))
+    feed = Feed(data, 1000)
+
+    async def run() -> None:
+        await parse_multipart(CONTENT_TYPE, None, feed.__aiter__(), limits)
+
+    with pytest.raises(PayloadTooLarge) as info:
+        asyncio.run(run())
+    assert info.value.code == "request_too_large" and "25000 bytes" in info.value.message
+    assert feed.pulled <= 26  # stopped at the limit, not at the end of the 90 kB body
+    assert fails(PayloadTooLarge, b"", limits=limits, content_length="25001").code == "request_too_large"
+
+
+def test_files_are_spooled_to_disk_beyond_the_memory_share(tmp_path):
+    from tagrate_gateway import uploads
+
+    big = b"\xff\xd8\xff" + bytes(range(256)) * (uploads.SPOOL_MEMORY_BYTES // 256 + 10)
+    small = make_image("PNG", seed=4)
+    limits = UploadLimits(max_file_bytes=len(big), max_files=3, max_field_bytes=100)
+    data = body(part("images", small, "small.png"), part("images", big, "big.jpg"), part("images", small, "again.png"))
+
+    async def run() -> MultipartForm:
+        return await parse_multipart(CONTENT_TYPE, None, Feed(data, 65536).__aiter__(), limits, tmp_path)
+
+    with asyncio.run(run()) as form:
+        small_file, big_file, again = form.files
+        assert [f.size for f in form.files] == [len(small), len(big), len(small)]
+        assert small_file.read() == small and big_file.read() == big and again.read() == small
+        assert big_file._spool._rolled and not small_file._spool._rolled
+        assert small_file.check_image(ImageLimits(len(big), 10_000)) == "PNG"
+    assert all(f._spool.closed for f in form.files)
+
+
+def test_a_failed_parse_leaves_nothing_spooled(tmp_path):
+    big = b"\xff\xd8\xff" + b"z" * 3_000_000
+    limits = UploadLimits(max_file_bytes=len(big), max_files=1, max_field_bytes=100)
+    data = body(part("images", big, "big.jpg"))[:-100]  # cut off before the closing boundary
+    with pytest.raises(InvalidArgument):
+        asyncio.run(parse_multipart(CONTENT_TYPE, None, Feed(data, 65536).__aiter__(), limits, tmp_path))
+    assert list(tmp_path.iterdir()) == []  # spools are unlinked at once; their space is freed on close
+
+
+def test_chunk_plan_splits_by_bytes_and_files():
+    from tagrate_gateway.uploads import ChunkPlan, UploadedFile
+
+    def files(*sizes: int) -> list[UploadedFile]:
+        return [UploadedFile("images", f"{i}.jpg", io.BytesIO(b"x" * s), s) for i, s in enumerate(sizes)]
+
+    def starts_and_sizes(plan: ChunkPlan, uploads: list[UploadedFile]) -> list[tuple[int, list[int]]]:
+        return [(start, [u.size for u in group]) for start, group in plan.split(uploads)]
+
+    plan = ChunkPlan(max_bytes=100, max_files=3, in_flight=2)
+    assert starts_and_sizes(plan, files(10, 20, 30, 40, 50)) == [(0, [10, 20, 30]), (3, [40, 50])]
+    assert starts_and_sizes(plan, files(60, 50, 150, 10)) == [(0, [60]), (1, [50]), (2, [150]), (3, [10])]
+    assert starts_and_sizes(plan, files(100, 1)) == [(0, [100]), (1, [1])]
+    assert starts_and_sizes(plan, []) == []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from tagrate_common.protos import dataset_pb2
 from tagrate_common.timestamps import optional_api_text
@@ -26,7 +26,7 @@ from .training import _post_fields as post_fields
 # stays stored and the background worker tags the rest anyway.
 UPDATE_TAGS_TIMEOUT_SECONDS = 3600.0
 
-router = APIRouter(tags=["datasets"])
+router = APIRouter(tags=["datasets"], dependencies=[Depends(params.no_repeated_query)])
 
 
 @router.get(

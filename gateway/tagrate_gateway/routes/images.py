@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import Response
 
 from tagrate_common.protos import dataset_pb2
@@ -13,7 +13,7 @@ from .. import params
 from ..deps import DatasetDep
 from ..errors import error_responses
 
-router = APIRouter(tags=["images"])
+router = APIRouter(tags=["images"], dependencies=[Depends(params.no_repeated_query)])
 
 ImageQuery = Annotated[str | None, Query(description="Stored image name, `<sha256>.<ext>`.")]
 FilenameQuery = Annotated[str | None, Query(description="Alias of `image` (sent by older clients).")]

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
 from tagrate_common import validation
+from tagrate_common.errors import Unavailable
 from tagrate_common.protos import common_pb2, rater_pb2
 
 from .. import params
 from ..deps import RaterDep, SettingsDep
 from ..errors import error_responses
 from ..uploads import (
-    UploadedFile,
+    ChunkPlan,
+    call_in_chunks,
     check_images,
     file_property,
     files_property,
@@ -23,7 +25,7 @@ from ..uploads import (
     text_property,
 )
 
-router = APIRouter(tags=["rating"])
+router = APIRouter(tags=["rating"], dependencies=[Depends(params.no_repeated_query)])
 
 _ERRORS = error_responses(400, 404, 409, 413, 415, 503, 504)
 
@@ -34,10 +36,25 @@ def _rating(value: float) -> float:
     return float(f"{value:.6g}")
 
 
-def _rate_request(uploads: list[UploadedFile], user: str) -> rater_pb2.RateRequest:
-    return rater_pb2.RateRequest(
-        images=[common_pb2.ImageFile(data=u.data, filename=u.filename) for u in uploads], user=user
-    )
+def _rate_request(images: list[common_pb2.ImageFile], user: str) -> rater_pb2.RateRequest:
+    return rater_pb2.RateRequest(images=images, user=user)
+
+
+def _ratings_by_user(replies: list[rater_pb2.RateReply]) -> dict[str, list[float]]:
+    """Every user's ratings over the chunks of one upload, in upload order.
+    503 when the set of users with a model changed between the chunks (a
+    model was published meanwhile): a retry gets a consistent answer."""
+    users = [u.user for u in replies[0].users] if replies else []
+    merged: dict[str, list[float]] = {user: [] for user in users}
+    for reply in replies:
+        if [u.user for u in reply.users] != users:
+            raise Unavailable(
+                "the rater's set of user models changed while this upload was being rated; send it again",
+                "model_changed",
+            )
+        for u in reply.users:
+            merged[u.user] += u.ratings
+    return merged
 
 
 @router.post(
@@ -57,11 +74,11 @@ def _rate_request(uploads: list[UploadedFile], user: str) -> rater_pb2.RateReque
     ),
 )
 async def rate(request: Request, settings: SettingsDep, rater: RaterDep) -> dict[str, Any]:
-    form = await read_form(request, settings, max_files=1)
-    user = params.user_or_all(form.field("user"))
-    upload = form.file("image")
-    upload.check_image(settings.image_limits)
-    reply = await rater.call("Rate", _rate_request([upload], user))
+    async with read_form(request, settings, max_files=1) as form:
+        user = params.user_or_all(form.field("user"))
+        upload = form.file("image")
+        upload.check_image(settings.image_limits)
+        reply = await rater.call("Rate", _rate_request([upload.image_file()], user))
     if user == validation.ALL_USERS:
         return {
             "ratings": [[u.user, _rating(u.ratings[0])] for u in reply.users],
@@ -87,16 +104,19 @@ async def rate(request: Request, settings: SettingsDep, rater: RaterDep) -> dict
     ),
 )
 async def rate_bulk(request: Request, settings: SettingsDep, rater: RaterDep) -> dict[str, Any]:
-    form = await read_form(request, settings, max_files=settings.max_bulk_files)
-    given = form.field("user")
-    user = validation.ALL_USERS if given is None or given.strip() == "" else params.user_or_all(given)
-    uploads = form.files_required("images")
-    check_images(uploads, settings.image_limits)
-    reply = await rater.call("Rate", _rate_request(uploads, user))
+    async with read_form(request, settings, max_files=settings.max_bulk_files) as form:
+        given = form.field("user")
+        user = validation.ALL_USERS if given is None or given.strip() == "" else params.user_or_all(given)
+        uploads = form.files_required("images")
+        check_images(uploads, settings.image_limits)
+        replies = await call_in_chunks(
+            uploads, ChunkPlan.from_settings(settings), lambda images: rater.call("Rate", _rate_request(images, user))
+        )
+    ratings = _ratings_by_user(replies)
     if user == validation.ALL_USERS:
         return {
-            "users": [u.user for u in reply.users],
-            "ratings": [[_rating(u.ratings[i]) for u in reply.users] for i in range(len(uploads))],
+            "users": list(ratings),
+            "ratings": [[_rating(r[i]) for r in ratings.values()] for i in range(len(uploads))],
         }
-    [one] = reply.users
-    return {"user": one.user, "ratings": [_rating(r) for r in one.ratings]}
+    [(one, values)] = ratings.items()
+    return {"user": one, "ratings": [_rating(r) for r in values]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
 from tagrate_common.protos import common_pb2, tagger_pb2
 
@@ -12,17 +12,19 @@ from .. import params
 from ..deps import SettingsDep, TaggerDep
 from ..errors import error_responses
 from ..uploads import (
+    ChunkPlan,
     MultipartForm,
-    UploadedFile,
+    call_in_chunks,
     check_images,
     file_property,
     files_property,
     multipart_body,
     read_form,
+    same_model,
     text_property,
 )
 
-router = APIRouter(tags=["tagging"])
+router = APIRouter(tags=["tagging"], dependencies=[Depends(params.no_repeated_query)])
 
 _THRESHOLD = text_property(
     "Lowest score returned, 0 to 1 (default: the model's own thresholds).",
@@ -48,9 +50,11 @@ def _tag_params(form: MultipartForm) -> tuple[float | None, int | None]:
     return params.threshold(form.field("threshold")), params.tag_limit(form.field("limit"))
 
 
-def _tag_request(uploads: list[UploadedFile], threshold: float | None, limit: int | None) -> tagger_pb2.TagRequest:
+def _tag_request(
+    images: list[common_pb2.ImageFile], threshold: float | None, limit: int | None
+) -> tagger_pb2.TagRequest:
     return tagger_pb2.TagRequest(
-        images=[common_pb2.ImageFile(data=u.data, filename=u.filename) for u in uploads],
+        images=images,
         threshold=threshold,  # None leaves the optional field unset: the model's own thresholds
         limit=limit or 0,  # 0 on the wire: no limit
     )
@@ -71,11 +75,11 @@ def _tag_request(uploads: list[UploadedFile], threshold: float | None, limit: in
     ),
 )
 async def tag(request: Request, settings: SettingsDep, tagger: TaggerDep) -> dict[str, Any]:
-    form = await read_form(request, settings, max_files=1)
-    upload = form.file("image")
-    threshold, limit = _tag_params(form)
-    upload.check_image(settings.image_limits)
-    reply = await tagger.call("Tag", _tag_request([upload], threshold, limit))
+    async with read_form(request, settings, max_files=1) as form:
+        upload = form.file("image")
+        threshold, limit = _tag_params(form)
+        upload.check_image(settings.image_limits)
+        reply = await tagger.call("Tag", _tag_request([upload.image_file()], threshold, limit))
     return {"model": reply.model_id, "tags": _tags(reply.results[0])}
 
 
@@ -95,9 +99,14 @@ async def tag(request: Request, settings: SettingsDep, tagger: TaggerDep) -> dic
     ),
 )
 async def tag_bulk(request: Request, settings: SettingsDep, tagger: TaggerDep) -> dict[str, Any]:
-    form = await read_form(request, settings, max_files=settings.max_bulk_files)
-    uploads = form.files_required("images")
-    threshold, limit = _tag_params(form)
-    check_images(uploads, settings.image_limits)
-    reply = await tagger.call("Tag", _tag_request(uploads, threshold, limit))
-    return {"model": reply.model_id, "tags": [_tags(result) for result in reply.results]}
+    async with read_form(request, settings, max_files=settings.max_bulk_files) as form:
+        uploads = form.files_required("images")
+        threshold, limit = _tag_params(form)
+        check_images(uploads, settings.image_limits)
+        replies = await call_in_chunks(
+            uploads,
+            ChunkPlan.from_settings(settings),
+            lambda images: tagger.call("Tag", _tag_request(images, threshold, limit)),
+        )
+    model = same_model([reply.model_id for reply in replies], "tagger")
+    return {"model": model, "tags": [_tags(result) for reply in replies for result in reply.results]}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from tagrate_common.errors import InvalidArgument, PayloadTooLarge
@@ -23,7 +23,7 @@ from ..deps import SettingsDep, TrainerDep
 from ..errors import error_responses
 from ..uploads import multipart_body, read_form, text_property
 
-router = APIRouter(tags=["training"])
+router = APIRouter(tags=["training"], dependencies=[Depends(params.no_repeated_query)])
 
 UserQuery = Annotated[
     str | None, Query(description="User name, or `all` for the global model trained on every user's ratings.")
@@ -52,19 +52,19 @@ async def _urlencoded_fields(request: Request, limit: int) -> list[tuple[str, st
         raise InvalidArgument("the form is not valid utf-8", "invalid_encoding") from None
 
 
-async def _post_fields(request: Request, settings: SettingsDep) -> dict[str, str]:
-    """A POST's form fields (multipart/form-data, or the urlencoded form
-    ``curl -d`` sends) over its query string, all a POST without a body has."""
-    fields = dict(request.query_params)
+async def _post_fields(request: Request, settings: SettingsDep) -> params.Fields:
+    """A POST's parameters: its form fields (multipart/form-data, or the
+    urlencoded form ``curl -d`` sends) and its query string, all a POST
+    without a body has. A parameter in both, or twice in either, is given
+    twice: :meth:`params.Fields.get` answers 400 for it."""
+    pairs = list(request.query_params.multi_items())
     content_type = request.headers.get("content-type", "")
     if content_type.split(";", 1)[0].strip().lower() == "application/x-www-form-urlencoded":
-        pairs = await _urlencoded_fields(request, settings.max_form_field_bytes)
+        pairs += await _urlencoded_fields(request, settings.max_form_field_bytes)
     elif content_type or request.headers.get("content-length", "0") != "0":
-        pairs = (await read_form(request, settings, max_files=0)).fields
-    else:
-        pairs = []
-    fields.update(reversed(pairs))  # reversed: the first value of a repeated field wins
-    return fields
+        async with read_form(request, settings, max_files=0) as form:
+            pairs += form.fields
+    return params.Fields(pairs)
 
 
 def job_summary(summary: trainer_pb2.JobSummary) -> dict[str, Any]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
-from tagrate_common.protos import common_pb2, dataset_pb2
+from tagrate_common.protos import dataset_pb2
 from tagrate_common.timestamps import optional_api_text
 
 from .. import params
@@ -15,7 +15,7 @@ from ..deps import DatasetDep, SettingsDep
 from ..errors import error_responses
 from ..uploads import file_property, multipart_body, read_form, text_property
 
-router = APIRouter(tags=["users"])
+router = APIRouter(tags=["users"], dependencies=[Depends(params.no_repeated_query)])
 
 _SORT = {
     "date-desc": dataset_pb2.SORT_ORDER_DATE_DESC,
@@ -102,17 +102,14 @@ async def get_user_data(
     ),
 )
 async def add_rating(request: Request, settings: SettingsDep, dataset: DatasetDep) -> dict[str, Any]:
-    form = await read_form(request, settings, max_files=1)
-    name = params.user(form.field("user"))
-    value = params.rating(form.field("rating"))
-    upload = form.file("image")
-    upload.check_image(settings.image_limits)
-    reply = await dataset.call(
-        "AddRating",
-        dataset_pb2.AddRatingRequest(
-            image=common_pb2.ImageFile(data=upload.data, filename=upload.filename), user=name, rating=value
-        ),
-    )
+    async with read_form(request, settings, max_files=1) as form:
+        name = params.user(form.field("user"))
+        value = params.rating(form.field("rating"))
+        upload = form.file("image")
+        upload.check_image(settings.image_limits)
+        reply = await dataset.call(
+            "AddRating", dataset_pb2.AddRatingRequest(image=upload.image_file(), user=name, rating=value)
+        )
     return {
         "image": reply.image,
         "user": reply.user,
