@@ -237,7 +237,7 @@ def test_traefik_body_limit_matches_the_gateways_upload_limits(services: dict[st
         for name in router["middlewares"]
         if "buffering" in http["middlewares"][name]
     ]
-    expected = settings_of(services, "gateway").max_message_bytes
+    expected = settings_of(services, "gateway").max_request_bytes
     assert limits == [expected]
 
 

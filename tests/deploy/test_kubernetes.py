@@ -409,7 +409,7 @@ def test_body_limit_matches_the_gateways_upload_limits(overlay: Rendered) -> Non
         for n in names
         if "buffering" in middlewares[n]["spec"]
     ]
-    assert limits == [read_settings("gateway", overlay.settings()).max_message_bytes]
+    assert limits == [read_settings("gateway", overlay.settings()).max_request_bytes]
 
 
 # ---- overlays ----------------------------------------------------------------------
