@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from tagrate_common.supervisor import port_problem
+from tagrate_common.grpc_server import port_problem
 from tests.support import REPO_ROOT, free_port
 
 # Offsets from TAGRATE_RUN_BASE_PORT (the supervisor's documented layout).
@@ -33,13 +33,23 @@ def free_port_block(size: int = 9) -> int:
     raise RuntimeError("no block of free ports found")
 
 
-@contextlib.contextmanager
-def listening_socket(port: int = 0) -> Iterator[int]:
-    """A plain socket listening on ``port`` (0: a free one) for the block."""
-    with socket.socket() as sock:
+def bind_listener(port: int = 0) -> socket.socket:
+    """A plain socket listening on ``port`` (0: a free one), as a squatter would."""
+    sock = socket.socket()
+    try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
         sock.listen()
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+@contextlib.contextmanager
+def listening_socket(port: int = 0) -> Iterator[int]:
+    """:func:`bind_listener` for the block; yields the port."""
+    with bind_listener(port) as sock:
         yield sock.getsockname()[1]
 
 
