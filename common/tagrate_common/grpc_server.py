@@ -187,7 +187,7 @@ class GrpcServer:
             raise PortInUse(self._cannot_listen(host, self.settings.metrics_port, "metrics_port", exc)) from None
         try:
             self.port = self._server.add_insecure_port(f"{host}:{port}")
-        except RuntimeError:  # grpc says only "Failed to bind"; _bind_problem finds out why
+        except RuntimeError:  # grpc says only "Failed to bind"; port_problem finds out why
             self.port = 0
         if not self.port:
             raise PortInUse(self._cannot_listen(host, port, "port"))
@@ -199,7 +199,7 @@ class GrpcServer:
 
     def _cannot_listen(self, host: str, port: int, field: str, exc: OSError | None = None) -> str:
         setting = f"{type(self.settings).model_config.get('env_prefix', '')}{field}".upper()
-        problem = _bind_problem(host, port) if exc is None else _describe(exc)
+        problem = (port_problem(host, port) or "gRPC could not bind it") if exc is None else _describe(exc)
         return f"cannot listen on {host}:{port}: {problem} (set {setting}, or TAGRATE_RUN_BASE_PORT under make run)"
 
     def stop(self, grace: float | None = None) -> None:
@@ -241,9 +241,11 @@ def _describe(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def _bind_problem(host: str, port: int) -> str:
-    """Why ``host:port`` cannot be listened on, found by trying it with a
-    plain socket the way gRPC binds (SO_REUSEADDR, no SO_REUSEPORT)."""
+def port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on right now (None: it can),
+    found by binding it the way gRPC does: SO_REUSEADDR, so connections of
+    an earlier run in TIME_WAIT do not count, and no SO_REUSEPORT, so a
+    listener does."""
     try:
         family, kind, proto, _, sockaddr = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
     except OSError as exc:
@@ -254,4 +256,4 @@ def _bind_problem(host: str, port: int) -> str:
             probe.bind(sockaddr)
         except OSError as exc:
             return _describe(exc)
-    return "gRPC could not bind it"
+    return None

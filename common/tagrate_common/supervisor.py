@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import importlib
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -44,6 +42,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .config import CommonSettings
+from .grpc_server import port_problem
 
 
 class SupervisorSettings(CommonSettings):
@@ -191,23 +190,6 @@ def _how(returncode: int | None) -> str:
         with contextlib.suppress(ValueError):
             return f"killed by {signal.Signals(-returncode).name}"
     return f"exit code {returncode}"
-
-
-def port_problem(host: str, port: int) -> str | None:
-    """Why ``host:port`` cannot be listened on right now (None: it can). Binds
-    the way the services do: SO_REUSEADDR, so connections of a previous run
-    in TIME_WAIT do not count, and no SO_REUSEPORT, so a listener does."""
-    try:
-        family, kind, proto, _, sockaddr = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
-    except OSError as exc:
-        return f"cannot resolve {host!r} ({exc})"
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(sockaddr)
-        except OSError as exc:
-            return "the port is in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
-    return None
 
 
 class Supervisor:
