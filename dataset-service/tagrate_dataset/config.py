@@ -127,6 +127,12 @@ class DatasetSettings(ServiceSettings):
         description="Wait before work that failed is tried again (alone, not in a batch); doubles with each "
         "further failure.",
     )
+    work_log_summary_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="The background worker logs each batch at DEBUG and, at INFO, a summary of the work done "
+        "at most this often (the first one at once).",
+    )
     failed_work_listed: int = Field(
         50, ge=0, description="Most failed work items /verifydatasets lists by name (their counts are complete)."
     )

@@ -21,9 +21,11 @@ after ``work_max_attempts`` it is parked as failed with the error (see
 (RESOURCE_EXHAUSTED) or swapping its model charges nothing: that is an
 outage, which only the lane's backoff handles.
 
-Logging: each batch is logged at DEBUG; at INFO, a summary of the work done
-at most every ``SUMMARY_SECONDS`` and whenever the queue runs dry, plus a
-line per failed attempt and per parked item.
+Logging: each batch is logged at DEBUG; at INFO, a summary per lane of the
+work done, at most every ``work_log_summary_seconds`` (the first one at
+once, and the last one at most that long after the queue ran dry: new
+images trickling in one by one would otherwise get a line each), plus a line
+per failed attempt and per parked item.
 
 The first time a lane reaches its service, and whenever the service runs a
 model it has not seen before, it queues every image lacking that model's
@@ -34,6 +36,7 @@ existed, and images tagged or embedded by an older model, are caught up.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -53,8 +56,6 @@ log = logging.getLogger(__name__)
 _OUTAGES = (Unavailable, DeadlineExceeded, Overloaded)
 # Failures of a model call that do not blame the images in it.
 _UNCHARGED = (Overloaded, ModelChanged)
-# The longest time between two INFO summaries of the work done.
-SUMMARY_SECONDS = 60.0
 
 
 @dataclass
@@ -102,7 +103,8 @@ class BackgroundWorker:
         self.lease_seconds = settings.work_lease_seconds
         self.max_attempts = settings.work_max_attempts
         self.retry_seconds = settings.work_retry_seconds
-        self._summarised_at = time.monotonic()
+        self.summary_seconds = settings.work_log_summary_seconds
+        self._summarised_at = -math.inf
         self.stop_timeout = max(1.0, settings.shutdown_grace_seconds)
         self.lanes = []
         for work in works:
@@ -151,27 +153,27 @@ class BackgroundWorker:
                 if time.monotonic() < lane.backoff.retry_at:
                     continue
                 busy |= self._attempt(lane)
-            self._summarise(drained=not busy)
+            self._summarise()
             if busy:
                 continue
             now = time.monotonic()
             retries = [lane.backoff.retry_at - now for lane in self.lanes if lane.backoff.failures]
             self._wake.wait(max(0.0, min([self.poll_seconds, *retries])))
-        self._summarise(drained=True)
+        self._summarise(final=True)
         log.info("background worker stopped")
 
-    def _summarise(self, drained: bool) -> None:
-        """One INFO line per lane that did anything, when the queue ran dry
-        or ``SUMMARY_SECONDS`` passed: not a line per batch."""
+    def _summarise(self, final: bool = False) -> None:
+        """One INFO line per lane that did anything since the last one, once
+        ``summary_seconds`` passed since then (or the worker stops): not a
+        line per batch."""
+        lanes = [lane for lane in self.lanes if any(lane.tally().values())]
         now = time.monotonic()
-        if not drained and now - self._summarised_at < SUMMARY_SECONDS:
+        if not lanes or (not final and now - self._summarised_at < self.summary_seconds):
             return
         self._summarised_at = now
-        for lane in self.lanes:
-            tally = lane.tally()
-            if any(tally.values()):
-                log.info("background %s work done", lane.work.kind, extra={**tally, "model": lane.swept_key})
-                lane.done = lane.refused = lane.retried = lane.parked = 0
+        for lane in lanes:
+            log.info("background %s work done", lane.work.kind, extra={**lane.tally(), "model": lane.swept_key})
+            lane.done = lane.refused = lane.retried = lane.parked = 0
 
     def _attempt(self, lane: Lane) -> bool:
         """One step of ``lane``; True when it handled work (so there may be more)."""

@@ -30,13 +30,25 @@ def work_rows(served: Served) -> list[tuple[str, str, str]]:
     return [tuple(row) for row in rows]
 
 
-def test_new_images_are_tagged_in_the_background(tmp_path: Path, database_url: str, tagger_addr: str) -> None:
-    with dataset_service(tmp_path, database_url, tagger_addr=tagger_addr) as (served, dataset):
+def test_new_images_are_tagged_in_the_background(
+    tmp_path: Path, database_url: str, tagger_addr: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="tagrate_dataset.worker")
+    options = {"tagger_addr": tagger_addr, "work_log_summary_seconds": 0.5}
+    with dataset_service(tmp_path, database_url, **options) as (served, dataset):
         names = [
             add_rating(served, user, data) for user, data in zip(("alice", "bob", "alice"), images(3), strict=True)
         ]
         for name in names:
             wait_for(f"{name} to be tagged", lambda name=name: tagged(served, name))
+
+        # A batch is a DEBUG line; INFO has a summary at most every half second.
+        def done(level: int) -> list[logging.LogRecord]:
+            return [r for r in caplog.records if r.levelno == level and r.getMessage() == "background tag work done"]
+
+        wait_for("the INFO summary", lambda: sum(r.images for r in done(logging.INFO)) == 3)  # type: ignore[attr-defined]
+        assert sum(r.images for r in done(logging.DEBUG)) == 3  # type: ignore[attr-defined]
+        assert len(done(logging.INFO)) <= len(done(logging.DEBUG))
         # Only the embedding work is left (no rater is configured), waiting.
         wait_for("the tag work to be done", lambda: all(kind == "embed" for _, kind, _ in work_rows(served)))
         assert sorted(work_rows(served)) == sorted((name, "embed", "pending") for name in names)
