@@ -206,7 +206,12 @@ class Supervisor:
         try:
             return cls()
         except ValidationError as exc:
-            raise StartupError(f"invalid {module} settings: {exc}") from None
+            prefix = cls.model_config.get("env_prefix", "")
+            problems = "; ".join(
+                f"{prefix}{'_'.join(map(str, e['loc']))}".upper() + f" = {e['input']!r}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise StartupError(f"invalid {module} settings: {problems}") from None
 
     def _port(self, child_settings: BaseSettings, name: str, offset: int) -> tuple[int, str]:
         """A port and the environment variable that sets it: the child's own
