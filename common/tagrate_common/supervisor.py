@@ -70,9 +70,13 @@ class SupervisorSettings(CommonSettings):
         60.0, gt=0, description="A child that stayed up this long is restarted after the shortest wait again."
     )
     crash_loop_exits: int = Field(
-        5, ge=2, description="This many deaths within `crash_loop_window_seconds` is reported as a crash loop."
+        5,
+        ge=2,
+        description="This many deaths within `TAGRATE_RUN_CRASH_LOOP_WINDOW_SECONDS` are reported as a crash loop.",
     )
-    crash_loop_window_seconds: float = Field(60.0, gt=0, description="The window `crash_loop_exits` counts in.")
+    crash_loop_window_seconds: float = Field(
+        60.0, gt=0, description="The window `TAGRATE_RUN_CRASH_LOOP_EXITS` counts in."
+    )
 
 
 @dataclass(frozen=True)
