@@ -113,7 +113,7 @@ class RawModel:
 
     def __init__(self, photos: list[tuple[str, bytes]]) -> None:
         from tagrate_common.images import decode_image
-        from tagrate_common.vision.modeldir import load_default_model
+        from tagrate_common.vision.loaders import load_default_model
 
         self.model = load_default_model("cpu")
         self.inputs = [self.model.preprocess(decode_image(data, name, _limits())) for name, data in photos]

@@ -44,7 +44,8 @@ from PIL import Image
 
 from bench.harness import print_table
 from tagrate_common.protos import trainer_pb2, trainer_pb2_grpc
-from tagrate_common.vision.modeldir import EfficientNetLiteModel, load_default_model
+from tagrate_common.vision.loaders import load_default_model
+from tagrate_common.vision.torch_models import EfficientNetLiteModel
 from tagrate_dataset.bulk import bulk_load
 from tagrate_dataset.db import create_db_engine, migrate
 from tagrate_rater.extractor import extractor_id

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from tagrate_common.logging import setup_logging
-from tagrate_common.vision.modeldir import ModelDirError
+from tagrate_common.vision.manifest import ModelDirError
 
 from .config import RaterSettings
 from .server import create_server

@@ -25,17 +25,11 @@ import time
 import numpy as np
 
 from tagrate_common.batcher import DynamicBatcher
-from tagrate_common.images import ImageLimits
-from tagrate_common.vision.modeldir import (
-    EfficientNetLiteModel,
-    ImageModel,
-    ModelDirError,
-    TorchScriptModel,
-    load_default_model,
-    load_model_dir,
-    set_torch_threads,
-)
-from tagrate_common.vision.pipeline import ImageFiles, ImagePipeline
+from tagrate_common.vision.loaders import load_service_model
+from tagrate_common.vision.manifest import ModelDirError
+from tagrate_common.vision.models import ImageModel
+from tagrate_common.vision.pipeline import ImageFiles, ImagePipeline, PipelineOptions
+from tagrate_common.vision.torch_models import EfficientNetLiteModel, TorchScriptModel
 
 from .config import RaterSettings
 
@@ -54,11 +48,7 @@ def load_feature_model(settings: RaterSettings) -> ImageModel:
     ``ModelDirError`` saying what is wrong, including for a model directory
     that cannot produce feature vectors (a WD tagger's ONNX file gives tag
     scores only)."""
-    set_torch_threads(settings.torch_threads)
-    if settings.model_dir is None:
-        model: ImageModel = load_default_model(settings.device)
-    else:
-        model = load_model_dir(settings.model_dir, settings.device, settings.torch_threads)
+    model = load_service_model(settings, settings.model_dir)
     if not isinstance(model, EfficientNetLiteModel | TorchScriptModel):
         raise ModelDirError(
             f"{settings.model_dir} is a {model.manifest.format} model, which gives tag scores, not feature "
@@ -73,45 +63,15 @@ class FeatureExtractor:
     batcher. The model is warmed up on the batcher's thread, and its vector
     size learnt, before the constructor returns."""
 
-    def __init__(
-        self,
-        model: ImageModel,
-        *,
-        limits: ImageLimits,
-        max_bulk_files: int,
-        batching: bool = True,
-        max_batch_size: int = 8,
-        max_queue_delay_ms: float = 5.0,
-        max_queue_size: int = 512,
-    ) -> None:
+    def __init__(self, model: ImageModel, options: PipelineOptions) -> None:
         self.model = model
         self.extractor_id = extractor_id(model)
         self.dimensions = 0  # set by the warm-up
-        self.pipeline = ImagePipeline(
-            model,
-            self._vectors,
-            name="rater",
-            limits=limits,
-            max_files=max_bulk_files,
-            batching=batching,
-            max_batch_size=max_batch_size,
-            max_queue_delay_ms=max_queue_delay_ms,
-            max_queue_size=max_queue_size,
-            warm_up=self._warm_up,
-        )
+        self.pipeline = ImagePipeline(model, self._vectors, options, name="rater", warm_up=self._warm_up)
 
     @classmethod
     def from_settings(cls, model: ImageModel, settings: RaterSettings) -> FeatureExtractor:
-        model.use_cpu_streams(settings.cpu_streams, settings.torch_threads)
-        return cls(
-            model,
-            limits=settings.image_limits,
-            max_bulk_files=settings.max_bulk_files,
-            batching=settings.batching,
-            max_batch_size=settings.batch_size_for(model.device),
-            max_queue_delay_ms=settings.queue_delay_ms_for(model.device),
-            max_queue_size=settings.max_queue_size,
-        )
+        return cls(model, PipelineOptions.from_settings(settings, model.device))
 
     @property
     def batcher(self) -> DynamicBatcher[np.ndarray, np.ndarray]:

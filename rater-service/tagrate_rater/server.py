@@ -12,7 +12,7 @@ import grpc
 from tagrate_common.grpc_server import GrpcServer
 from tagrate_common.protos import common_pb2, rater_pb2, rater_pb2_grpc
 from tagrate_common.timestamps import optional_datetime, to_timestamp
-from tagrate_common.vision.modeldir import ImageModel
+from tagrate_common.vision.models import ImageModel
 
 from .config import RaterSettings
 from .extractor import FeatureExtractor, load_feature_model

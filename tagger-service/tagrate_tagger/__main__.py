@@ -6,7 +6,7 @@ import logging
 import sys
 
 from tagrate_common.logging import setup_logging
-from tagrate_common.vision.modeldir import ModelDirError
+from tagrate_common.vision.manifest import ModelDirError
 
 from .config import TaggerSettings
 from .server import create_server

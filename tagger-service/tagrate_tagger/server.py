@@ -10,7 +10,7 @@ import grpc
 
 from tagrate_common.grpc_server import GrpcServer
 from tagrate_common.protos import tagger_pb2, tagger_pb2_grpc
-from tagrate_common.vision.modeldir import ImageModel
+from tagrate_common.vision.models import ImageModel
 
 from .config import TaggerSettings
 from .models import load_tagger_model

@@ -17,9 +17,8 @@ import numpy as np
 
 from tagrate_common.batcher import DynamicBatcher
 from tagrate_common.errors import InvalidArgument
-from tagrate_common.images import ImageLimits
-from tagrate_common.vision.modeldir import ImageModel
-from tagrate_common.vision.pipeline import ImageFiles, ImagePipeline
+from tagrate_common.vision.models import ImageModel
+from tagrate_common.vision.pipeline import ImageFiles, ImagePipeline, PipelineOptions
 
 from .config import TaggerSettings
 
@@ -33,18 +32,7 @@ class Tagger:
     :class:`~tagrate_common.vision.pipeline.ImagePipeline`. The model is
     warmed up (and checked) before the constructor returns."""
 
-    def __init__(
-        self,
-        model: ImageModel,
-        *,
-        limits: ImageLimits,
-        max_bulk_files: int,
-        threshold: float | None = None,
-        batching: bool = True,
-        max_batch_size: int = 32,
-        max_queue_delay_ms: float = 5.0,
-        max_queue_size: int = 512,
-    ) -> None:
+    def __init__(self, model: ImageModel, options: PipelineOptions, *, threshold: float | None = None) -> None:
         self.model = model
         self.default_thresholds = (
             np.full(model.label_count, threshold, np.float32) if threshold is not None else model.default_thresholds
@@ -53,29 +41,14 @@ class Tagger:
         self.pipeline = ImagePipeline(
             model,
             lambda batch, alone: model.predict(batch, alone=alone),
+            options,
             name="tagger",
-            limits=limits,
-            max_files=max_bulk_files,
-            batching=batching,
-            max_batch_size=max_batch_size,
-            max_queue_delay_ms=max_queue_delay_ms,
-            max_queue_size=max_queue_size,
             warm_up=self._warm_up,
         )
 
     @classmethod
     def from_settings(cls, model: ImageModel, settings: TaggerSettings) -> Tagger:
-        model.use_cpu_streams(settings.cpu_streams, settings.torch_threads)
-        return cls(
-            model,
-            limits=settings.image_limits,
-            max_bulk_files=settings.max_bulk_files,
-            threshold=settings.threshold,
-            batching=settings.batching,
-            max_batch_size=settings.batch_size_for(model.device),
-            max_queue_delay_ms=settings.queue_delay_ms_for(model.device),
-            max_queue_size=settings.max_queue_size,
-        )
+        return cls(model, PipelineOptions.from_settings(settings, model.device), threshold=settings.threshold)
 
     @property
     def model_id(self) -> str:

@@ -110,7 +110,7 @@ def rpc_error(call, request) -> tuple[grpc.StatusCode, str, str]:
 def vision_model():
     """The embedded default model (EfficientNet-Lite0, ImageNet) on the CPU,
     loaded once: the tagger and the rater in these tests both serve it."""
-    from tagrate_common.vision.modeldir import load_default_model
+    from tagrate_common.vision.loaders import load_default_model
 
     return load_default_model("cpu")
 

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 
 from tagrate_common.grpc_server import GrpcServer
 from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc
-from tagrate_common.vision.modeldir import ImageModel
+from tagrate_common.vision.models import ImageModel
 from tagrate_dataset.server import DatasetServer, create_server
 from tests.imagefactory import make_image
 

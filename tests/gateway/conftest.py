@@ -19,7 +19,7 @@ from tests.support import free_port
 
 if TYPE_CHECKING:
     from tagrate_common.grpc_server import GrpcServer
-    from tagrate_common.vision.modeldir import ImageModel
+    from tagrate_common.vision.models import ImageModel
 
 # Small enough that an oversized upload is cheap to send in a test.
 TEST_UPLOAD_LIMIT = 256 * 1024
@@ -138,7 +138,7 @@ def tagger_gateway_settings(tagger_addr: str, data_dir: Path) -> GatewaySettings
 @pytest.fixture(scope="session")
 def tagger_model() -> ImageModel:
     """The embedded default model (EfficientNet-Lite0, ImageNet), on the CPU."""
-    from tagrate_common.vision.modeldir import load_default_model
+    from tagrate_common.vision.loaders import load_default_model
 
     return load_default_model("cpu")
 

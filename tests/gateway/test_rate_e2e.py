@@ -19,7 +19,7 @@ from PIL import Image
 
 from tagrate_common.grpc_server import GrpcServer
 from tagrate_common.protos import common_pb2, rater_pb2, rater_pb2_grpc
-from tagrate_common.vision.modeldir import ImageModel
+from tagrate_common.vision.models import ImageModel
 from tagrate_common.vision.rating_heads import serialize_weights
 from tagrate_dataset.server import create_server as create_dataset_server
 from tagrate_rater.config import RaterSettings

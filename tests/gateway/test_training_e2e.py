@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from tagrate_common.grpc_server import GrpcServer
-from tagrate_common.vision.modeldir import EfficientNetLiteModel, load_default_model
+from tagrate_common.vision.loaders import load_default_model
+from tagrate_common.vision.torch_models import EfficientNetLiteModel
 from tagrate_trainer.config import TrainerSettings
 from tagrate_trainer.server import create_server as create_trainer_server
 from tests.support import free_port

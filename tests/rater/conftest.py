@@ -18,8 +18,9 @@ from PIL import Image
 
 from tagrate_common.grpc_server import GrpcServer
 from tagrate_common.protos import common_pb2, dataset_pb2, dataset_pb2_grpc, rater_pb2, rater_pb2_grpc
-from tagrate_common.vision.modeldir import EfficientNetLiteModel, load_default_model
+from tagrate_common.vision.loaders import load_default_model
 from tagrate_common.vision.rating_heads import serialize_weights
+from tagrate_common.vision.torch_models import EfficientNetLiteModel
 from tagrate_dataset.server import create_server as create_dataset_server
 from tagrate_rater.config import RaterSettings
 from tagrate_rater.server import create_server

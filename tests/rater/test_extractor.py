@@ -17,7 +17,8 @@ from PIL import Image
 
 from tagrate_common.images import ImageLimits
 from tagrate_common.protos import rater_pb2
-from tagrate_common.vision.modeldir import ModelDirError
+from tagrate_common.vision.manifest import ModelDirError
+from tagrate_common.vision.pipeline import PipelineOptions
 from tagrate_common.vision.rating_heads import serialize_weights
 from tagrate_rater.config import RaterSettings
 from tagrate_rater.extractor import FeatureExtractor, load_feature_model
@@ -30,7 +31,7 @@ LIMITS = ImageLimits(1 << 22, 1 << 24)
 
 def test_concurrent_calls_are_batched_and_get_their_own_vectors(default_model, photos) -> None:
     extractor = FeatureExtractor(
-        default_model, limits=LIMITS, max_bulk_files=4, max_batch_size=8, max_queue_delay_ms=50
+        default_model, PipelineOptions(LIMITS, max_files=4, max_batch_size=8, max_queue_delay_ms=50)
     )
     try:
         assert extractor.dimensions == 1280

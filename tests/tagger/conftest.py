@@ -13,7 +13,8 @@ import skimage.data
 from PIL import Image
 
 from tagrate_common.protos import tagger_pb2_grpc
-from tagrate_common.vision.modeldir import EfficientNetLiteModel, load_default_model
+from tagrate_common.vision.loaders import load_default_model
+from tagrate_common.vision.torch_models import EfficientNetLiteModel
 from tagrate_tagger.config import TaggerSettings
 from tagrate_tagger.server import create_server
 

@@ -18,8 +18,8 @@ from tagrate_common.batcher import InFlight
 from tagrate_common.errors import PayloadTooLarge
 from tagrate_common.images import ImageLimits, decode_image
 from tagrate_common.vision.efficientnet_lite import fold_for_inference, load_efficientnet_lite0
-from tagrate_common.vision.modeldir import load_default_model
-from tagrate_common.vision.pipeline import ImagePipeline
+from tagrate_common.vision.loaders import load_default_model
+from tagrate_common.vision.pipeline import ImagePipeline, PipelineOptions
 from tagrate_common.vision.preprocess import EFFICIENTNET_LITE, letterbox, shorter_side_crop
 
 from .conftest import jpeg
@@ -168,13 +168,10 @@ def _recording_pipeline(model, batching: bool, seen: list[bool]) -> ImagePipelin
     return ImagePipeline(
         model,
         lambda batch, alone: seen.append(alone) or np.zeros((len(batch), 1), np.float32),
+        PipelineOptions(
+            LIMITS, max_files=4, batching=batching, max_batch_size=4, max_queue_delay_ms=0, max_queue_size=8
+        ),
         name="test",
-        limits=LIMITS,
-        max_files=4,
-        batching=batching,
-        max_batch_size=4,
-        max_queue_delay_ms=0,
-        max_queue_size=8,
         warm_up=lambda sizes: None,
     )
 
@@ -214,3 +211,44 @@ def test_the_cpu_model_runs_as_a_frozen_trace_with_the_eager_outputs() -> None:
     with torch.inference_mode():
         torch.testing.assert_close(model._scores(x), model.module(x), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(model._features(x), model.module.forward_features(x), rtol=1e-5, atol=1e-5)
+
+
+def test_the_tagger_and_the_rater_take_their_model_settings_from_one_place() -> None:
+    """Both services build their pipeline from PipelineOptions.from_settings:
+    every setting arrives, CPU streams included, and unset ones follow the
+    device."""
+    from tagrate_rater.config import RaterSettings
+    from tagrate_rater.extractor import FeatureExtractor
+    from tagrate_tagger.tagging import Tagger
+
+    from .conftest import tagger_settings
+
+    model = load_default_model("cpu")
+    values = {
+        "max_upload_bytes": 3 << 20,
+        "max_image_pixels": 4_000_000,
+        "max_bulk_files": 7,
+        "max_batch_size": 3,
+        "max_queue_delay_ms": 12.5,
+        "max_queue_size": 9,
+        "cpu_streams": 2,
+        "torch_threads": 2,
+    }
+    try:
+        tagger = Tagger.from_settings(model, tagger_settings(**values))
+        extractor = FeatureExtractor.from_settings(model, RaterSettings(device="cpu", **values))
+        try:
+            for pipeline in (tagger.pipeline, extractor.pipeline):
+                assert pipeline.limits == ImageLimits(3 << 20, 4_000_000) and pipeline.max_files == 7
+                batcher = pipeline.batcher
+                assert (batcher.max_batch_size, batcher.max_queue_delay, batcher.max_queue_size) == (3, 0.0125, 9)
+                assert pipeline.warm_up_sizes == (1, 2)
+            assert model.cpu_streams is not None and (model.cpu_streams.streams, model.cpu_streams.threads) == (2, 2)
+        finally:
+            tagger.close()
+            extractor.close()
+        options = PipelineOptions.from_settings(tagger_settings(batching=False), "cuda")
+        assert (options.batching, options.max_batch_size, options.max_queue_delay_ms) == (False, 32, 5.0)
+        assert PipelineOptions.from_settings(tagger_settings(), "cpu").max_queue_delay_ms == 0.0
+    finally:
+        model.close()

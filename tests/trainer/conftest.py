@@ -13,7 +13,8 @@ import grpc
 import pytest
 
 from tagrate_common.protos import trainer_pb2, trainer_pb2_grpc
-from tagrate_common.vision.modeldir import EfficientNetLiteModel, load_default_model
+from tagrate_common.vision.loaders import load_default_model
+from tagrate_common.vision.torch_models import EfficientNetLiteModel
 from tagrate_trainer.config import TrainerSettings
 from tagrate_trainer.server import create_server
 from tests.support import ServiceProcess, free_port

@@ -11,7 +11,7 @@ import grpc
 from tagrate_common.grpc_server import GrpcServer
 from tagrate_common.protos import trainer_pb2, trainer_pb2_grpc
 from tagrate_common.timestamps import to_timestamp
-from tagrate_common.vision.modeldir import set_torch_threads
+from tagrate_common.vision.loaders import set_torch_threads
 
 from .config import TrainerSettings
 from .jobs import JobStore, JobSummary, TrainerStatus

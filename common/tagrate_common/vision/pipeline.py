@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..batcher import DynamicBatcher, InFlight
+from ..config import ModelServiceSettings
 from ..errors import InvalidArgument, PayloadTooLarge
 from ..images import ImageLimits, check_header, decode_image, decode_slot, naming_file
-from .modeldir import ImageModel
+from .models import ImageModel
 
 ImageFiles = Sequence[tuple[bytes, str]]  # (data, client file name) per image
 # A forward pass: a stacked batch and whether it is alone on the machine
@@ -28,39 +30,72 @@ ImageFiles = Sequence[tuple[bytes, str]]  # (data, client file name) per image
 Forward = Callable[[np.ndarray, bool], np.ndarray]
 
 
+@dataclass(frozen=True)
+class PipelineOptions:
+    """How an :class:`ImagePipeline` runs: the image limits and the dynamic
+    batcher's bounds, plus how the model spreads a batch over a CPU.
+    :meth:`from_settings` is the one place a model service's settings turn
+    into these."""
+
+    limits: ImageLimits
+    max_files: int
+    batching: bool = True
+    max_batch_size: int = 8
+    max_queue_delay_ms: float = 5.0
+    max_queue_size: int = 512
+    # Passed to ImageModel.use_cpu_streams before the warm-up; None leaves
+    # the model as it is (a model shared by several pipelines in tests).
+    cpu_streams: int | None = None
+    torch_threads: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: ModelServiceSettings, device: str) -> PipelineOptions:
+        """The options ``settings`` give a model running on ``device`` (the
+        batch size and queue delay defaults depend on it)."""
+        return cls(
+            limits=settings.image_limits,
+            max_files=settings.max_bulk_files,
+            batching=settings.batching,
+            max_batch_size=settings.batch_size_for(device),
+            max_queue_delay_ms=settings.queue_delay_ms_for(device),
+            max_queue_size=settings.max_queue_size,
+            cpu_streams=settings.cpu_streams,
+            torch_threads=settings.torch_threads,
+        )
+
+
 class ImagePipeline:
     """Runs ``forward`` for ``model`` over uploaded images through one
     dynamic batcher. ``warm_up(batch sizes)`` runs on the batcher's thread
     before the constructor returns (see :class:`DynamicBatcher`), with the
-    sizes the model will see."""
+    sizes the model will see, after the model has been set to spread batches
+    over the CPU as ``options`` say."""
 
     def __init__(
         self,
         model: ImageModel,
         forward: Forward,
+        options: PipelineOptions,
         *,
         name: str,
-        limits: ImageLimits,
-        max_files: int,
-        batching: bool,
-        max_batch_size: int,
-        max_queue_delay_ms: float,
-        max_queue_size: int,
         warm_up: Callable[[tuple[int, ...]], None],
     ) -> None:
+        if options.cpu_streams is not None:
+            model.use_cpu_streams(options.cpu_streams, options.torch_threads)
         self.model = model
-        self.limits = limits
-        self.max_files = max_files
-        self.warm_up_sizes = model.warm_up_sizes(max_batch_size if batching else 1)
+        self.options = options
+        self.limits = options.limits
+        self.max_files = options.max_files
+        self.warm_up_sizes = model.warm_up_sizes(options.max_batch_size if options.batching else 1)
         self._forward = forward
         self._in_flight = InFlight()
-        self._batching = batching
+        self._batching = options.batching
         self.batcher: DynamicBatcher[np.ndarray, np.ndarray] = DynamicBatcher(
             self.run_batch,
-            max_batch_size=max_batch_size,
-            max_queue_delay_ms=max_queue_delay_ms,
-            max_queue_size=max_queue_size,
-            enabled=batching,
+            max_batch_size=options.max_batch_size,
+            max_queue_delay_ms=options.max_queue_delay_ms,
+            max_queue_size=options.max_queue_size,
+            enabled=options.batching,
             name=name,
             initializer=lambda: warm_up(self.warm_up_sizes),
         )
