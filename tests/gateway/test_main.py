@@ -36,13 +36,14 @@ def test_runs_from_the_environment_and_stops_on_sigterm(tmp_path):
         while True:
             assert proc.poll() is None, log_path.read_text()
             try:
-                health = httpx.get(f"http://127.0.0.1:{port}/healthz", headers={"X-Request-ID": "smoke-1"})
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz")
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline, log_path.read_text()
                 time.sleep(0.1)
         assert health.status_code == 200
-        ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
+        # A failing /readyz is logged at INFO (a passing one, like /healthz, at DEBUG).
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", headers={"X-Request-ID": "smoke-1"})
         assert ready.status_code == 503 and ready.json()["services"]["dataset"] == "UNAVAILABLE"
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -51,4 +52,5 @@ def test_runs_from_the_environment_and_stops_on_sigterm(tmp_path):
     # uvicorn shuts down gracefully, then re-raises the signal it caught.
     assert code in (0, -signal.SIGTERM), log
     assert "Application shutdown complete" in log
-    assert '"request_id": "smoke-1"' in log and '"msg": "GET /healthz 200"' in log and '"ms":' in log
+    assert '"request_id": "smoke-1"' in log and '"msg": "GET /readyz 503"' in log and '"ms":' in log
+    assert "GET /healthz" not in log
