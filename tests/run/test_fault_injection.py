@@ -29,12 +29,15 @@ pytestmark = pytest.mark.slow
 
 DATASET_DEADLINE = 10.0  # the gateway's dataset deadline (its default, set explicitly below)
 BACK_WITHIN = 60.0  # seconds from SIGKILL until the killed service answers through the gateway again
+CRASH_LOOP_WITHIN = 120.0  # seconds for three failed starts of the trainer
 WRITERS = 3
 STACK_ENV = {
     "GATEWAY_DATASET_TIMEOUT_SECONDS": str(DATASET_DEADLINE),
     # Short waits so the crash loop below is reached, and left, in seconds.
     "TAGRATE_RUN_RESTART_BACKOFF_MAX_SECONDS": "2",
     "TAGRATE_RUN_CRASH_LOOP_EXITS": "3",
+    # Wide enough for three slow starts (the trainer imports torch) on a busy machine.
+    "TAGRATE_RUN_CRASH_LOOP_WINDOW_SECONDS": "300",
     "TAGRATE_RUN_STOP_TIMEOUT_SECONDS": "30",
     # Two cores are shared by five services and the load.
     "TAGGER_TORCH_THREADS": "1",
@@ -186,7 +189,7 @@ def _kill_and_watch(stack: RunStack, victim: str, during: Callable[[], None] | N
             slowest = max(slowest, time.monotonic() - t)
             if status is not None and not _is_down(victim, status, code):
                 break
-            assert time.monotonic() - killed_at < BACK_WITHIN + (30 if during else 0), f"{victim} not back"
+            assert time.monotonic() - killed_at < BACK_WITHIN + (CRASH_LOOP_WITHIN if during else 0), f"{victim}"
             time.sleep(0.1)
     back_at = time.monotonic()
     assert stack.pids()[victim] != old
@@ -208,14 +211,14 @@ def _block_port_until_crash_loop(stack: RunStack, victim: str) -> Callable[[], N
                 assert time.monotonic() < deadline, f"{victim}'s port never came free"
                 time.sleep(0.01)
         with blocker:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + CRASH_LOOP_WITHIN
             while not any(line.startswith(f"CRASH LOOP: {victim}") for line in stack.run_lines()):
                 assert time.monotonic() < deadline, f"no crash loop reported:\n{stack.log()[-4000:]}"
                 time.sleep(0.2)
         port = stack.port(victim)
         lines = stack.run_lines()
         at = next(i for i, line in enumerate(lines) if line.startswith(f"CRASH LOOP: {victim}"))
-        assert "died 3 times within 60s (last: exit code 1)" in lines[at]
+        assert "died 3 times within 300s (last: exit code 1)" in lines[at]
         assert "retrying every 2s" in lines[at]
         said = "\n".join(lines[at + 1 : at + 11])
         assert f"cannot listen on 127.0.0.1:{port}: the port is in use (set TRAINER_PORT" in said
@@ -276,7 +279,9 @@ def test_killed_children_are_restarted_while_the_rest_keep_serving(stack: RunSta
                 during = load.between(kind, outage.killed_at, outage.back_at)
                 assert during, f"no {kind} while the {outage.victim} was down"
                 assert {r.status for r in during} == {200}, (outage.victim, kind, [r.body for r in during])
-        assert outage.back_at - outage.killed_at < BACK_WITHIN + (30 if outage.victim == "trainer" else 0)
+        assert outage.back_at - outage.killed_at < BACK_WITHIN + (
+            CRASH_LOOP_WITHIN if outage.victim == "trainer" else 0
+        )
         assert outage.slowest_probe < 30, outage  # probes fail fast too (the 503 is immediate)
 
     # While the dataset was down its callers got a 503 naming it, never a hang.
