@@ -11,63 +11,19 @@ reached through the ``(user_id, ...)`` indexes of ``ratings``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, null
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
 from tagrate_common.errors import InvalidArgument
+from tagrate_common.userdata import MAX_PAGE, RatedFilter, SortOrder, TagFilter
 
-from .crud import current_tagger_model, normalise_tag
+from .crud import current_tagger_model
 from .models import Image, ImageFeatures, ImageTag, Rating, Tag, TaggerModel, User
-
-
-class SortOrder(StrEnum):
-    DATE_DESC = "date-desc"
-    DATE_ASC = "date-asc"
-    RATING_DESC = "rating-desc"
-    RATING_ASC = "rating-asc"
-    NAME_ASC = "name-asc"
-    NAME_DESC = "name-desc"
-
-
-class RatedFilter(StrEnum):
-    YES = "yes"  # images the user rated
-    NO = "no"  # images in the store the user has not rated
-    ALL = "all"
-
-
-@dataclass(frozen=True)
-class TagFilter:
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-
-
-def tag_filter(include: Iterable[str], exclude: Iterable[str], max_tags: int = 50, max_chars: int = 200) -> TagFilter:
-    """Normalised filter: names trimmed and lowercased, empty ones dropped,
-    duplicates removed. InvalidArgument for more than ``max_tags`` names in
-    all or a name longer than ``max_chars``."""
-
-    def clean(names: Iterable[str], param: str) -> tuple[str, ...]:
-        out: dict[str, None] = {}
-        for raw in names:
-            name = normalise_tag(raw)
-            if len(name) > max_chars:
-                raise InvalidArgument(
-                    f"'{param}' has a tag longer than {max_chars} characters: {name[:40]!r}...", "invalid_filter"
-                )
-            if name:
-                out[name] = None
-        return tuple(out)
-
-    result = TagFilter(clean(include, "include_tags"), clean(exclude, "exclude_tags"))
-    if len(result.include) + len(result.exclude) > max_tags:
-        raise InvalidArgument(f"'filters' may name at most {max_tags} tags", "invalid_filter")
-    return result
 
 
 @dataclass(frozen=True)
@@ -78,17 +34,17 @@ class Paging:
     limit: int = 0
 
 
-def paging(page: int, limit: int, default_limit: int = 60, max_limit: int = 1000) -> Paging:
-    """Validated paging; a page without a limit (0) gets ``default_limit``."""
-    if page < 0:
-        raise InvalidArgument("'page' must be 1 or more", "invalid_page")
+def paging(page: int, limit: int, default_limit: int, max_limit: int) -> Paging:
+    """Validated paging; a page without a limit (0) gets ``default_limit``.
+    A limit is checked whenever it is given, even without a page (where it
+    does not matter), so a client learns of a bad one before it pages."""
+    if not 0 <= page <= MAX_PAGE:
+        raise InvalidArgument(f"'page' must be a whole number from 1 to {MAX_PAGE}, got {page}", "invalid_page")
+    if limit and not 1 <= limit <= max_limit:
+        raise InvalidArgument(f"'limit' must be a whole number from 1 to {max_limit}, got {limit}", "invalid_limit")
     if page == 0:
         return Paging()
-    if limit == 0:
-        limit = default_limit
-    if not 1 <= limit <= max_limit:
-        raise InvalidArgument(f"'limit' must be between 1 and {max_limit}, got {limit}", "invalid_limit")
-    return Paging(page, limit)
+    return Paging(page, limit or default_limit)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from tagrate_common.grpc_server import GrpcServer
 from tagrate_common.images import CONTENT_TYPES, inspect_image
 from tagrate_common.protos import common_pb2, dataset_pb2, dataset_pb2_grpc
 from tagrate_common.timestamps import to_timestamp
+from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
 
 from . import crud, queries, workqueue
 from .blobs import BlobStore, resized_content_type
@@ -42,22 +43,6 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = dataset_pb2.DESCRIPTOR.services_by_name["DatasetService"].full_name
 MIN_RESIZE, MAX_RESIZE = 16, 4096
 MAX_FILENAME_CHARS = 255
-
-_SORTS = {
-    dataset_pb2.SORT_ORDER_UNSPECIFIED: queries.SortOrder.DATE_DESC,
-    dataset_pb2.SORT_ORDER_DATE_DESC: queries.SortOrder.DATE_DESC,
-    dataset_pb2.SORT_ORDER_DATE_ASC: queries.SortOrder.DATE_ASC,
-    dataset_pb2.SORT_ORDER_RATING_DESC: queries.SortOrder.RATING_DESC,
-    dataset_pb2.SORT_ORDER_RATING_ASC: queries.SortOrder.RATING_ASC,
-    dataset_pb2.SORT_ORDER_NAME_ASC: queries.SortOrder.NAME_ASC,
-    dataset_pb2.SORT_ORDER_NAME_DESC: queries.SortOrder.NAME_DESC,
-}
-_RATED = {
-    dataset_pb2.RATED_FILTER_UNSPECIFIED: queries.RatedFilter.YES,
-    dataset_pb2.RATED_FILTER_YES: queries.RatedFilter.YES,
-    dataset_pb2.RATED_FILTER_NO: queries.RatedFilter.NO,
-    dataset_pb2.RATED_FILTER_ALL: queries.RatedFilter.ALL,
-}
 
 
 def work_kind(value: str) -> WorkKind:
@@ -176,18 +161,15 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
     def GetUserData(self, request: dataset_pb2.GetUserDataRequest, context: grpc.ServicerContext):
         user = validation.user_name(request.user)
         settings = self.settings
-        tags = queries.tag_filter(
-            request.include_tags, request.exclude_tags, settings.max_filter_tags, settings.max_tag_chars
+        tags = TagFilter.of(request.include_tags, request.exclude_tags).checked(
+            settings.max_filter_tags, settings.max_tag_chars
         )
         page = queries.paging(request.page, request.limit, settings.userdata_default_limit, settings.userdata_max_limit)
-        if request.sort not in _SORTS:
-            raise InvalidArgument(f"'sort' has an unknown value {request.sort}", "invalid_sort")
-        if request.rated not in _RATED:
-            raise InvalidArgument(f"'rated' has an unknown value {request.rated}", "invalid_rated")
+        sort, rated = SortOrder.from_proto(request.sort), RatedFilter.from_proto(request.rated)
         with self.db.read() as session:
             user_id = crud.require_user(session, user).id
             assert user_id is not None
-            result = queries.user_data(session, user_id, tags, _SORTS[request.sort], _RATED[request.rated], page)
+            result = queries.user_data(session, user_id, tags, sort, rated, page)
         return dataset_pb2.GetUserDataResponse(
             user=user,
             images=[
@@ -195,6 +177,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
                 for row in result.images
             ],
             total=result.total,
+            limit=page.limit,
         )
 
     def VerifyDatasets(self, request: dataset_pb2.VerifyDatasetsRequest, context: grpc.ServicerContext):

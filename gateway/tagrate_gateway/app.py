@@ -21,6 +21,7 @@ from tagrate_common.protos import dataset_pb2_grpc, rater_pb2_grpc, tagger_pb2_g
 from .config import BACKENDS, GatewaySettings
 from .docs import install_docs
 from .errors import install_error_handlers, internal_error_response
+from .params import REQUIRED_MARK
 from .routes import datasets, images, ops, ratings, tags, training, users
 
 log = logging.getLogger("tagrate_gateway")
@@ -114,10 +115,22 @@ def create_backends(settings: GatewaySettings) -> dict[str, AsyncBackend]:
     }
 
 
-def _without_validation_error_docs(app: FastAPI) -> None:
-    """FastAPI documents a 422 on every route with parameters; the gateway
-    never answers 422 (validation errors are 400s, see errors.py), so the
-    generated schema drops them."""
+def _mark_required(parameter: dict[str, Any]) -> None:
+    """A parameter declared with ``params.required_query`` is documented as
+    required, of type string (routes declare it optional so that its absence
+    is the API's own 400, not FastAPI's 422)."""
+    schema = parameter.get("schema", {})
+    if schema.pop(REQUIRED_MARK, False):
+        parameter["required"] = True
+        schema.pop("anyOf", None)
+        schema["type"] = "string"
+
+
+def _tidy_openapi(app: FastAPI) -> None:
+    """Makes the generated schema say what the gateway does. FastAPI
+    documents a 422 on every route with parameters; the gateway never
+    answers 422 (validation errors are 400s, see errors.py), so they are
+    dropped. Required query parameters are marked required."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -126,6 +139,8 @@ def _without_validation_error_docs(app: FastAPI) -> None:
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
                     operation.get("responses", {}).pop("422", None)
+                    for parameter in operation.get("parameters", []):
+                        _mark_required(parameter)
             for name in ("HTTPValidationError", "ValidationError"):
                 schema.get("components", {}).get("schemas", {}).pop(name, None)
         return app.openapi_schema
@@ -160,5 +175,5 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     for module in (images, users, datasets, tags, ratings, training, ops):
         app.include_router(module.router)
     install_docs(app)
-    _without_validation_error_docs(app)
+    _tidy_openapi(app)
     return app

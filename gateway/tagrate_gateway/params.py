@@ -18,30 +18,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Request
+from fastapi import Query, Request
 
 from tagrate_common import validation
 from tagrate_common.errors import InvalidArgument
+from tagrate_common.userdata import MAX_PAGE, MAX_WIRE_LIMIT
 
-DEFAULT_LIMIT = 60  # the page size existing clients hard-code
-MAX_LIMIT = 1000
 # Tags per image (/tag, /tagbulk): the default model has 1000 labels; larger
 # taggers have more, but no client reads thousands of near-zero scores.
 MAX_TAG_LIMIT = 1000
-MAX_PAGE = 2**31 - 1  # fits the uint32 on the wire and any SQL offset
 MIN_SIZE, MAX_SIZE = 16, 4096
-MAX_FILTER_TAGS = 50
-MAX_TAG_CHARS = 200
 
-SORT_ORDERS = ("date-desc", "date-asc", "rating-desc", "rating-asc", "name-asc", "name-desc")
-_SORT_ALIASES = {"filename-asc": "name-asc", "filename-desc": "name-desc"}
-RATED_VALUES = ("yes", "no", "all")
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
 
 _INTEGER_RE = re.compile(r"[+-]?[0-9]{1,12}")
-# Control characters never occur in tag names, and PostgreSQL refuses NUL in text.
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def repeated(param: str) -> InvalidArgument:
@@ -146,70 +137,17 @@ def page(value: str | None) -> int | None:
     return _integer(value, "page", 1, MAX_PAGE)
 
 
-def limit(value: str | None) -> int:
-    """The page size (1-1000, default 60). Validated whenever it is given,
-    though it only matters together with ``page``."""
+def limit(value: str | None) -> int | None:
+    """The page size asked for, None when not given (the dataset service
+    then uses its default). Only its form is checked here: the largest page
+    size is the dataset service's setting, and it answers 400 (naming
+    ``limit``) for more, even without a page."""
     if value is None or value.strip() == "":
-        return DEFAULT_LIMIT
-    return _integer(value, "limit", 1, MAX_LIMIT)
-
-
-def sort(value: str | None) -> str:
-    """One of :data:`SORT_ORDERS` (``filename-*`` are aliases of ``name-*``)."""
-    if value is None or value.strip() == "":
-        return SORT_ORDERS[0]
-    key = value.strip().lower()
-    key = _SORT_ALIASES.get(key, key)
-    if key not in SORT_ORDERS:
-        allowed = ", ".join([*SORT_ORDERS, *_SORT_ALIASES])
-        raise InvalidArgument(f"'sort' must be one of {allowed}; got {value[:40]!r}", "invalid_sort")
-    return key
-
-
-def rated(value: str | None) -> str:
-    """One of :data:`RATED_VALUES`; ``yes`` by default."""
-    if value is None or value.strip() == "":
-        return RATED_VALUES[0]
-    key = value.strip().lower()
-    if key not in RATED_VALUES:
-        raise InvalidArgument(f"'rated' must be one of {', '.join(RATED_VALUES)}; got {value[:40]!r}", "invalid_rated")
-    return key
-
-
-@dataclass(frozen=True)
-class TagFilter:
-    """Tags an image must all have, and tags it must have none of."""
-
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-
-
-def filters(value: str | None) -> TagFilter:
-    """Comma-separated tag names: trimmed, lowercased, empty items ignored,
-    ``-tag`` excludes. Tag names are otherwise taken literally (quotes,
-    ``%``, ``;`` are ordinary characters in a tag such as ``jack-o'-lantern``)."""
-    include: list[str] = []
-    exclude: list[str] = []
-    for raw in (value or "").split(","):
-        item = raw.strip().lower()
-        target = include
-        if item.startswith("-"):
-            item, target = item[1:].strip(), exclude
-        if not item:
-            continue
-        if len(item) > MAX_TAG_CHARS:
-            raise InvalidArgument(
-                f"'filters' has a tag longer than {MAX_TAG_CHARS} characters ({item[:40]!r}...)", "invalid_filters"
-            )
-        if _CONTROL_RE.search(item):
-            raise InvalidArgument("'filters' must not contain control characters", "invalid_filters")
-        if item not in target:
-            target.append(item)
-    if len(include) + len(exclude) > MAX_FILTER_TAGS:
-        raise InvalidArgument(
-            f"'filters' may name at most {MAX_FILTER_TAGS} tags, got {len(include) + len(exclude)}", "invalid_filters"
-        )
-    return TagFilter(tuple(include), tuple(exclude))
+        return None
+    text = value.strip()
+    if not _INTEGER_RE.fullmatch(text) or not 1 <= int(text) <= MAX_WIRE_LIMIT:
+        raise InvalidArgument(f"'limit' must be a whole number from 1 up, got {value[:40]!r}", "invalid_limit")
+    return int(text)
 
 
 def size(value: str | None) -> int | None:
@@ -255,3 +193,15 @@ def tag_limit(value: str | None) -> int | None:
     if value is None or value.strip() == "":
         return None
     return _integer(value, "limit", 1, MAX_TAG_LIMIT)
+
+
+# Marks a query parameter that /openapi.json lists as required (see
+# app._openapi_tweaks). The route still declares it optional, so a request
+# without it gets the API's own 400 (``missing_parameter``, naming it) from
+# the parsing functions here rather than FastAPI's 422.
+REQUIRED_MARK = "x-tagrate-required"
+
+
+def required_query(description: str) -> Any:
+    """``Query(description=...)`` documented as required."""
+    return Query(description=description, json_schema_extra={REQUIRED_MARK: True})

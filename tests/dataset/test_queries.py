@@ -16,21 +16,22 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from tagrate_common.errors import InvalidArgument
+from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
 from tagrate_dataset import crud
 from tagrate_dataset.bulk import bulk_load
 from tagrate_dataset.db import create_db_engine, migrate
-from tagrate_dataset.queries import (
-    Paging,
-    RatedFilter,
-    SortOrder,
-    TagFilter,
-    UserImage,
-    paging,
-    tag_filter,
-    user_data,
-)
+from tagrate_dataset.queries import Paging, UserImage, paging, user_data
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+# The dataset service's defaults (DatasetSettings): the tests' limits.
+MAX_FILTER_TAGS, MAX_TAG_CHARS, DEFAULT_LIMIT, MAX_LIMIT = 50, 200, 60, 1000
+
+
+def tag_filter(include: list[str], exclude: list[str]) -> TagFilter:
+    """The filter GetUserData decodes from its request, under the default limits."""
+    return TagFilter.of(include, exclude).checked(MAX_FILTER_TAGS, MAX_TAG_CHARS)
+
+
 TAGS = ["cat", "dog", "outdoor", "night", "red", "rare", "nobody"]
 THRESHOLD = 0.5  # the current model's
 N_IMAGES = 48
@@ -242,16 +243,23 @@ def test_tag_filter_normalises_and_limits() -> None:
         tag_filter([f"t{i}" for i in range(30)], [f"u{i}" for i in range(21)])
     with pytest.raises(InvalidArgument, match="longer than 200"):
         tag_filter(["x" * 201], [])
-    with pytest.raises(InvalidArgument, match="exclude_tags"):
+    with pytest.raises(InvalidArgument, match="'filters'"):
         tag_filter([], ["y" * 201])
+    with pytest.raises(InvalidArgument, match="control characters"):
+        tag_filter(["cat\x00"], [])
 
 
 def test_paging_validation() -> None:
-    assert paging(0, 0) == Paging()
-    assert paging(0, 5000) == Paging()  # the whole dataset: limit ignored
-    assert paging(3, 0) == Paging(3, 60)
-    assert paging(1, 1000) == Paging(1, 1000)
+    def checked(page: int, limit: int) -> Paging:
+        return paging(page, limit, DEFAULT_LIMIT, MAX_LIMIT)
+
+    assert checked(0, 0) == Paging()
+    assert checked(0, 500) == Paging()  # the whole dataset: a valid limit does not matter
+    assert checked(3, 0) == Paging(3, 60)
+    assert checked(1, 1000) == Paging(1, 1000)
     assert paging(2, 7, default_limit=20, max_limit=10) == Paging(2, 7)
-    for page, limit in ((1, 1001), (1, -1), (-1, 10)):
+    assert paging(2, 0, default_limit=20, max_limit=100) == Paging(2, 20)
+    # a limit is checked whenever it is given, with or without a page
+    for page, limit in ((1, 1001), (0, 5000), (1, -1), (-1, 10)):
         with pytest.raises(InvalidArgument):
-            paging(page, limit)
+            checked(page, limit)

@@ -377,13 +377,17 @@ def test_get_user_data_refusals(served: Served) -> None:
     refused("invalid_user", user="bad name")
     refused("missing_parameter", user="")
     assert "'limit'" in refused("invalid_limit", user="alice", page=1, limit=1001)
-    refused("invalid_filter", user="alice", include_tags=[f"t{i}" for i in range(51)])
-    refused("invalid_filter", user="alice", include_tags=["x" * 201])
-    refused("invalid_filter", user="alice", exclude_tags=["x" * 100_000])
+    refused("invalid_filters", user="alice", include_tags=[f"t{i}" for i in range(51)])
+    refused("invalid_filters", user="alice", include_tags=["x" * 201])
+    refused("invalid_filters", user="alice", exclude_tags=["x" * 100_000])
     refused("invalid_sort", user="alice", sort=99)
     refused("invalid_rated", user="alice", rated=42)
-    # page 0 = everything: the limit is not checked
-    assert _userdata(served, user="alice", page=0, limit=5000).total == 1
+    refused("invalid_filters", user="alice", include_tags=["cat\x00"])
+    # page 0 = everything: a valid limit does not matter, an invalid one is still refused
+    assert _userdata(served, user="alice", page=0, limit=5).total == 1
+    refused("invalid_limit", user="alice", page=0, limit=5000)
+    # the page size used is in the answer (the default when none was given)
+    assert _userdata(served, user="alice", page=1).limit == 60
 
 
 # ---- users, snapshots and training data --------------------------------------

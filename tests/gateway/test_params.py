@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tagrate_common.errors import InvalidArgument
+from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
 from tagrate_gateway import params
 
 NAME = "a" * 64 + ".jpg"
@@ -25,48 +26,63 @@ def test_page_and_limit():
     assert params.page(" 7 ") == 7
     for bad in ("0", "-1", "abc", "1.5", "1e3", "99999999999999"):
         assert "'page'" in refused(params.page, bad).message
-    assert params.limit(None) == 60
+    # Only the form of a page size is the gateway's: its range is the dataset
+    # service's setting (DATASET_USERDATA_MAX_LIMIT), which refuses more.
+    assert params.limit(None) is None
     assert params.limit("1") == 1
     assert params.limit("1000") == 1000
-    for bad in ("0", "5000", "-3", "ten"):
+    assert params.limit("5000") == 5000
+    for bad in ("0", "-3", "ten", "99999999999999"):
         error = refused(params.limit, bad)
-        assert "'limit'" in error.message and "1 to 1000" in error.message
+        assert "'limit'" in error.message and error.code == "invalid_limit"
 
 
 def test_sort_accepts_documented_values_and_aliases():
-    assert params.sort(None) == "date-desc"
-    for value in params.SORT_ORDERS:
-        assert params.sort(value) == value
-    assert params.sort("filename-asc") == "name-asc"
-    assert params.sort("FILENAME-DESC") == "name-desc"
-    error = refused(params.sort, "random")
+    assert SortOrder.parse(None) == "date-desc"
+    for value in SortOrder:
+        assert SortOrder.parse(value) == value
+    assert SortOrder.parse("filename-asc") == "name-asc"
+    assert SortOrder.parse("FILENAME-DESC") == "name-desc"
+    error = refused(SortOrder.parse, "random")
     assert "'sort'" in error.message
-    for value in (*params.SORT_ORDERS, "filename-asc", "filename-desc"):
+    for value in (*SortOrder, "filename-asc", "filename-desc"):
         assert value in error.message
 
 
 def test_rated():
-    assert params.rated(None) == "yes"
-    assert [params.rated(v) for v in ("yes", "no", "all", "ALL")] == ["yes", "no", "all", "all"]
-    error = refused(params.rated, "maybe")
+    assert RatedFilter.parse(None) == "yes"
+    assert [RatedFilter.parse(v) for v in ("yes", "no", "all", "ALL")] == ["yes", "no", "all", "all"]
+    error = refused(RatedFilter.parse, "maybe")
     assert "'rated'" in error.message and "yes, no, all" in error.message
 
 
+def test_sort_and_rated_map_onto_the_wire_and_back():
+    for order in SortOrder:
+        assert SortOrder.from_proto(order.to_proto()) is order
+    for rated in RatedFilter:
+        assert RatedFilter.from_proto(rated.to_proto()) is rated
+    assert SortOrder.from_proto(0) is SortOrder.DATE_DESC and RatedFilter.from_proto(0) is RatedFilter.YES
+    assert refused(SortOrder.from_proto, 99).code == "invalid_sort"
+
+
 def test_filters_trim_lowercase_skip_empty_and_exclude():
-    got = params.filters(" Cat, ,dog,,-Indoor ,- , cat ")
+    got = TagFilter.parse(" Cat, ,dog,,-Indoor ,- , cat ")
     assert got.include == ("cat", "dog")
     assert got.exclude == ("indoor",)
-    assert params.filters(None) == params.TagFilter()
+    assert TagFilter.parse(None) == TagFilter()
     # SQL metacharacters are ordinary characters of a tag name.
-    assert params.filters("jack-o'-lantern,%;--").include == ("jack-o'-lantern", "%;--")
+    assert TagFilter.parse("jack-o'-lantern,%;--").include == ("jack-o'-lantern", "%;--")
 
 
 def test_filters_limits():
-    assert len(params.filters(",".join(f"t{i}" for i in range(50))).include) == 50
-    assert "at most 50" in refused(params.filters, ",".join(f"t{i}" for i in range(51))).message
-    params.filters("x" * 200)
-    assert "'filters'" in refused(params.filters, "x" * 201).message
-    assert "control" in refused(params.filters, "cat\x00").message
+    # Parsing checks the form; the limits are the dataset service's settings.
+    many = TagFilter.parse(",".join(f"t{i}" for i in range(80)))
+    assert len(many.include) == 80
+    assert many.checked(80, 200) is many
+    assert "at most 50" in refused(many.checked, 50, 200).message
+    TagFilter.parse("x" * 201).checked(50, 201)
+    assert "'filters'" in refused(TagFilter.parse("x" * 201).checked, 50, 200).message
+    assert "control" in refused(TagFilter.parse, "cat\x00").message
 
 
 def test_size_and_boolean():

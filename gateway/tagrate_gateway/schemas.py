@@ -1,0 +1,251 @@
+"""The JSON bodies the gateway answers with, as pydantic models: each route
+declares its own (``response_model``), so /openapi.json describes every
+body and a client generator gets typed responses.
+
+Field names are the REST contract's (docs/API.md). Tag scores are
+``[name, score]`` pairs and per-user ratings ``[user, rating]`` pairs, as the
+original service sent them. Fields the contract shows as ``null`` are
+``X | None`` and always present; the paging fields of /getuserdata are
+present only when a page was asked for. Error bodies are
+:class:`tagrate_gateway.errors.ErrorBody`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic_core
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+TagScore = tuple[str, float]
+UserScore = tuple[str, float]
+Timestamp = str  # RFC 3339 UTC with a "Z", e.g. "2026-11-26T22:47:41Z"
+
+
+# ---- images ----
+
+
+class ImageTags(BaseModel):
+    """/getimagetags."""
+
+    image: str = Field(description="The stored image name.")
+    tagged: bool = Field(description="Whether the current tagger model has tagged the image yet.")
+    model: str | None = Field(description="The tagger model the tags come from; null before any model tagged it.")
+    tags: list[str] | list[TagScore] = Field(
+        description="Tag names sorted by name; with `scores=true`, `[tag, score]` pairs, highest score first."
+    )
+
+
+# ---- a user's dataset ----
+
+
+class UserImage(BaseModel):
+    """One image of a /getuserdata listing."""
+
+    image: str = Field(description="The stored image name.")
+    rating: float | None = Field(description="The user's rating, 0 to 1; null for an image the user has not rated.")
+    rated_at: Timestamp | None = Field(description="When the user rated it (UTC); null when not rated.")
+
+
+class UserData(BaseModel):
+    """/getuserdata. ``page``, ``limit`` and ``max_page`` are present only
+    when ``page`` was given."""
+
+    user: str
+    images: list[UserImage]
+    total: int = Field(description="Images matching the filters over all pages.")
+    page: int = Field(None, description="The page returned (only with `page`).")
+    limit: int = Field(None, description="The page size (only with `page`).")
+    max_page: int = Field(None, description="The last page, max(1, ceil(total / limit)) (only with `page`).")
+
+
+class AddedRating(BaseModel):
+    """/addrating."""
+
+    image: str = Field(description="The stored image name: sha256 of the bytes and the detected format.")
+    user: str
+    rating: float
+    new_image: bool = Field(description="Whether the image was stored by this request.")
+    new_user: bool = Field(description="Whether the user was created by this request.")
+
+
+# ---- dataset state ----
+
+
+class UserDatasetState(BaseModel):
+    """One user's line in /verifydatasets."""
+
+    user: str
+    ratings: int = Field(description="How many images the user has rated.")
+    model_up_to_date: bool = Field(description="The user's personal model is trained on their current ratings.")
+    trained_on_ratings: int | None = Field(description="Ratings the personal model was trained on; null: no model.")
+    trained_at: Timestamp | None = Field(description="When the personal model was trained; null: no model.")
+    last_rating_at: Timestamp | None = Field(description="When the user last rated an image.")
+
+
+class WorkCounts(BaseModel):
+    """Background work of one kind still owed."""
+
+    pending: int = Field(description="Images waiting for this work.")
+    failed: int = Field(description="Images whose work is parked as failed (see /retryfailed).")
+
+
+class FailedWork(BaseModel):
+    """One piece of background work parked as failed."""
+
+    image: str
+    kind: str = Field(description="`tag` or `embed`.")
+    error: str = Field(description="Why it failed, the last time.")
+    attempts: int
+
+
+class DatasetsState(BaseModel):
+    """/verifydatasets."""
+
+    valid: bool = Field(description="No user's ratings changed since their personal model was trained.")
+    users: list[UserDatasetState]
+    untagged_images: int = Field(description="Stored images the current tagger model has not tagged.")
+    work: dict[str, WorkCounts] = Field(description="Background work still owed, by kind (`tag`, `embed`).")
+    failed_work: list[FailedWork] = Field(description="The first few images whose background work failed.")
+
+
+class RetriedWork(BaseModel):
+    """/retryfailed."""
+
+    retried: int = Field(description="Pieces of failed work queued again.")
+
+
+class UpdatedTags(BaseModel):
+    """/updatetags."""
+
+    updated_images_count: int = Field(description="Images tagged by this request.")
+    model: str = Field(description="The tagger model that tagged them.")
+
+
+# ---- tagging ----
+
+
+class TagResult(BaseModel):
+    """/tag."""
+
+    model: str = Field(description="The tagger model id.")
+    tags: list[TagScore] = Field(description="`[tag, score]` pairs, highest score first.")
+
+
+class BulkTagResult(BaseModel):
+    """/tagbulk."""
+
+    model: str = Field(description="The tagger model id.")
+    tags: list[list[TagScore]] = Field(description="One list of `[tag, score]` pairs per image, in upload order.")
+
+
+# ---- rating ----
+
+
+class UserRating(BaseModel):
+    """/rate for one user."""
+
+    user: str
+    rating: float = Field(description="The predicted rating, 0 to 1.")
+    model: str = Field(description="`personal` (the user's own model) or `global` (trained on every user).")
+    model_version: str
+
+
+class EveryUserRating(BaseModel):
+    """/rate with ``user=all``."""
+
+    ratings: list[UserScore] = Field(description="`[user, rating]` for every user with a model, sorted by user.")
+    models: dict[str, str] = Field(description="Which model rated for each user: `personal` or `global`.")
+
+
+class UserBulkRatings(BaseModel):
+    """/ratebulk for one user."""
+
+    user: str
+    ratings: list[float] = Field(description="One predicted rating per image, in upload order.")
+
+
+class EveryUserBulkRatings(BaseModel):
+    """/ratebulk with ``user=all``."""
+
+    users: list[str] = Field(description="Every user with a model, sorted by name.")
+    ratings: list[list[float]] = Field(description="One row per image, in upload order: a rating per user.")
+
+
+# ---- training ----
+
+
+class JobSummary(BaseModel):
+    """The last finished training."""
+
+    job_id: str
+    user: str
+    outcome: str = Field(description="`succeeded`, `failed` or `stopped`.")
+    metrics: dict[str, float] = Field(description="Held-out validation figures (Spearman, MAE, ...).")
+    error: str | None = Field(description="Why it failed; null unless it failed.")
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+
+
+class TrainerStatus(BaseModel):
+    """The trainer's state, as every training endpoint reports it."""
+
+    is_training: bool
+    state: str = Field(description="`idle`, `running`, `stopping`, `succeeded`, `failed` or `stopped`.")
+    current_user: str | None = Field(description="Whose model is training; null when none is.")
+    progress: float = Field(description="0.0 to 1.0.")
+    epoch: int
+    epochs: int
+    loss: float | None
+    metrics: dict[str, float] = Field(description="Held-out validation figures, once available.")
+    started_at: Timestamp | None
+    eta_seconds: float | None
+    last_job: JobSummary | None
+
+
+class TrainerStatusReply(BaseModel):
+    """/trainerstatus."""
+
+    status: TrainerStatus
+
+
+class TrainingAction(BaseModel):
+    """/trainuser (202) and /stoptraining."""
+
+    success: bool
+    status: TrainerStatus
+
+
+# ---- operations ----
+
+
+class Health(BaseModel):
+    """/healthz."""
+
+    status: str = Field(description="Always `ok`: the process answers.")
+
+
+class Readiness(BaseModel):
+    """/readyz when every configured backend serves."""
+
+    ready: bool
+    services: dict[str, str] = Field(
+        description="Each backend's gRPC health status (`SERVING`, `NOT_CONFIGURED`, or why not)."
+    )
+
+
+class NotReady(Readiness):
+    """/readyz (503) when a backend does not serve: the error body plus the detail."""
+
+    error: str
+    code: str
+
+
+def serialised(body: dict[str, Any], status_code: int = 200) -> Response:
+    """``body`` as a JSON response, serialised once without validating it
+    against the route's model. For bodies of up to a thousand items (a
+    /getuserdata page), where building and checking a model per item would
+    triple the gateway's cost of the answer; the routes' tests check these
+    bodies against their models instead."""
+    return Response(pydantic_core.to_json(body), status_code=status_code, media_type="application/json")
