@@ -556,7 +556,7 @@ async def bench_overhead(stack: Stack, generation: Generation, shape: DatasetSha
         async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=60) as http:
 
             async def by_direct(i: int) -> list[str]:
-                reply = await direct.call("GetUserData", queries[i].rpc_request())
+                reply = await direct.stub.GetUserData(queries[i].rpc_request())
                 return [item.image for item in reply.images]
 
             async def by_httpx(i: int) -> list[str]:

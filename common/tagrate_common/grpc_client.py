@@ -1,22 +1,34 @@
 """Clients for calling other tagrate services.
 
-Every call goes through :class:`Backend` (threads) or :class:`AsyncBackend`
-(asyncio), which always set a deadline, forward the current request id, count
-and time the call, and turn gRPC failures into
-:class:`~tagrate_common.errors.TagrateError` naming the service.
+Callers use the generated stub's own methods, so a request can be followed
+from the caller to the servicer and the reply is typed::
+
+    reply = await backend.stub.GetUserData(request)        # AsyncBackend
+    reply = backend.stub.GetUser(request, timeout=2.0)     # Backend
+
+What every call needs is done once, by client interceptors on the channel
+under the stub: a deadline (the backend's default unless the call passes
+``timeout=``; for a server-streaming call it covers the whole stream), the
+current request id as metadata, the Prometheus client metrics, and gRPC
+failures turned into :class:`~tagrate_common.errors.TagrateError` naming the
+service. A backend whose target is "" is not configured: ``backend.stub``
+raises :class:`~tagrate_common.errors.Unavailable` naming the service.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Generic, TypeVar
 
 import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .errors import Unavailable, from_rpc_error
+from .errors import TagrateError, Unavailable, from_rpc_error
 from .grpc_server import grpc_options
 from .logging import REQUEST_ID_HEADER, request_id_var
 from .metrics import GRPC_CLIENT_HANDLED, GRPC_CLIENT_SECONDS
@@ -31,59 +43,228 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
     return [*grpc_options(max_message_bytes), ("grpc.lb_policy_name", "round_robin")]
 
 
-def _metadata() -> tuple[tuple[str, str], ...]:
-    return ((REQUEST_ID_HEADER, request_id_var.get()),)
+_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 
-class _BackendBase(Generic[StubT]):
-    def __init__(self, name: str, target: str, stub_cls: type[StubT], timeout: float, max_message_bytes: int) -> None:
+def _as_text(method: str | bytes) -> str:
+    # grpc.aio hands interceptors the method name as bytes, grpc as str.
+    return method.decode() if isinstance(method, bytes) else method
+
+
+def _method_name(method: str | bytes) -> str:
+    """``/tagrate.dataset.v1.DatasetService/GetUser`` -> ``GetUser`` (the metrics label)."""
+    return _as_text(method).rsplit("/", 1)[-1]
+
+
+class _CallPolicy:
+    """What every call to one service shares: its name (for errors and
+    metrics) and its default deadline."""
+
+    def __init__(self, service: str, timeout: float) -> None:
+        self.service = service
+        self.timeout = timeout
+
+    def deadline(self, timeout: float | None) -> float:
+        return self.timeout if timeout is None else timeout
+
+    def metadata(self, metadata: Any) -> list[tuple[str, Any]]:
+        pairs = [(key, value) for key, value in (metadata or ())]
+        if not any(key == REQUEST_ID_HEADER for key, _ in pairs):
+            pairs.append((REQUEST_ID_HEADER, request_id_var.get()))
+        return pairs
+
+    def error(self, exc: grpc.RpcError) -> TagrateError:
+        return from_rpc_error(exc, self.service)
+
+    def not_configured(self) -> Unavailable:
+        return Unavailable(f"the {self.service} service is not configured", f"{self.service}_unavailable")
+
+    def observe(self, method: str | bytes, code: grpc.StatusCode, start: float) -> None:
+        name = _method_name(method)
+        GRPC_CLIENT_HANDLED.labels(self.service, name, code.name).inc()
+        GRPC_CLIENT_SECONDS.labels(self.service, name).observe(time.perf_counter() - start)
+
+
+# grpc.ClientCallDetails is an abstract class without a constructor; gRPC's
+# own examples build the replacement details as a namedtuple like this one.
+class _ClientCallDetails(
+    collections.namedtuple(
+        "_ClientCallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class _SyncStream:
+    """A server stream as the caller sees it: its messages, its failure as a
+    TagrateError naming the service, and the gRPC call's other methods
+    (``cancel()`` above all) passed through. Counted once, when it ends."""
+
+    def __init__(self, call: Any, policy: _CallPolicy, method: str, start: float) -> None:
+        self._call = call
+        self._policy = policy
+        self._method = method
+        self._start = start
+        self._ended = False
+        self._lock = threading.Lock()  # cancel() may come from another thread
+
+    def _end(self, code: grpc.StatusCode) -> None:
+        with self._lock:
+            ended, self._ended = self._ended, True
+        if not ended:
+            self._policy.observe(self._method, code, self._start)
+
+    def __iter__(self) -> _SyncStream:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._call)
+        except StopIteration:
+            self._end(grpc.StatusCode.OK)
+            raise
+        except grpc.RpcError as exc:
+            self._end(exc.code())
+            raise self._policy.error(exc) from None
+
+    def cancel(self) -> bool:
+        self._end(grpc.StatusCode.CANCELLED)
+        return self._call.cancel()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._call, name)
+
+
+class _SyncInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Deadline, request id, metrics and error mapping for a blocking channel."""
+
+    def __init__(self, policy: _CallPolicy) -> None:
+        self._policy = policy
+
+    def _details(self, details: grpc.ClientCallDetails) -> _ClientCallDetails:
+        return _ClientCallDetails(
+            details.method,
+            self._policy.deadline(details.timeout),
+            self._policy.metadata(details.metadata),
+            details.credentials,
+            details.wait_for_ready,
+            getattr(details, "compression", None),
+        )
+
+    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        start = time.perf_counter()
+        # The continuation does not raise: it returns the finished call, or
+        # the grpc.RpcError itself when the RPC failed.
+        outcome = continuation(self._details(client_call_details), request)
+        code = outcome.code()
+        self._policy.observe(client_call_details.method, code, start)
+        if isinstance(outcome, grpc.RpcError):
+            # Raised from here, it reaches the caller of stub.Method(...) as is.
+            raise self._policy.error(outcome) from None
+        return outcome
+
+    def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        start = time.perf_counter()
+        call = continuation(self._details(client_call_details), request)
+        return _SyncStream(call, self._policy, client_call_details.method, start)
+
+
+class _AsyncUnaryInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """The asyncio twin of :class:`_SyncInterceptor`, for unary calls.
+
+    grpc.aio runs the interceptors in a task of their own and re-raises
+    whatever that task raised from ``await stub.Method(...)``, so a
+    TagrateError raised here reaches the caller unchanged (the tests in
+    tests/common/test_grpc_plumbing.py hold it to that). The task is created
+    inside ``stub.Method(...)``, so it sees the caller's request id."""
+
+    def __init__(self, policy: _CallPolicy) -> None:
+        self._policy = policy
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        if _as_text(client_call_details.method) == _HEALTH_CHECK:
+            # health() wants the raw status name, and probes are not traffic.
+            return await continuation(client_call_details, request)
+        start, code = time.perf_counter(), grpc.StatusCode.OK
+        try:
+            call = await continuation(_async_details(self._policy, client_call_details), request)
+            return await call
+        except grpc.RpcError as exc:
+            code = exc.code()
+            raise self._policy.error(exc) from None
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            self._policy.observe(client_call_details.method, code, start)
+
+
+# A separate class, not a second base of the one above: grpc.aio files each
+# interceptor under the first arity it is an instance of, so one object
+# implementing both would never see a server-streaming call.
+class _AsyncStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
+    """The asyncio twin of :class:`_SyncInterceptor`, for server streams:
+    the messages come through a generator that maps the stream's failure."""
+
+    def __init__(self, policy: _CallPolicy) -> None:
+        self._policy = policy
+
+    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        start = time.perf_counter()
+        call = await continuation(_async_details(self._policy, client_call_details), request)
+        return self._messages(call, client_call_details.method, start)
+
+    async def _messages(self, call: Any, method: bytes, start: float) -> AsyncIterator[Any]:
+        code = grpc.StatusCode.OK
+        try:
+            async for message in call:
+                yield message
+        except grpc.RpcError as exc:
+            code = exc.code()
+            raise self._policy.error(exc) from None
+        except (asyncio.CancelledError, GeneratorExit):
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            self._policy.observe(method, code, start)
+
+
+def _async_details(policy: _CallPolicy, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    return details._replace(
+        timeout=policy.deadline(details.timeout),
+        metadata=grpc.aio.Metadata(*policy.metadata(details.metadata)),
+    )
+
+
+class Backend(Generic[StubT]):
+    """A blocking client for one service: ``backend.stub`` is the generated
+    stub over an intercepted channel (see the module docstring). ``target``
+    "" means not configured."""
+
+    def __init__(
+        self,
+        name: str,
+        target: str,
+        stub_cls: Callable[[grpc.Channel], StubT],
+        timeout: float,
+        max_message_bytes: int,
+    ) -> None:
         self.name = name
         self.target = target
         self.timeout = timeout
-        self._stub_cls = stub_cls
-        self._max_message_bytes = max_message_bytes
-
-    def _not_configured(self) -> Unavailable:
-        return Unavailable(f"the {self.name} service is not configured", f"{self.name}_unavailable")
-
-    def _observe(self, method: str, code: grpc.StatusCode, start: float) -> None:
-        GRPC_CLIENT_HANDLED.labels(self.name, method, code.name).inc()
-        GRPC_CLIENT_SECONDS.labels(self.name, method).observe(time.perf_counter() - start)
-
-
-class Backend(_BackendBase[StubT]):
-    """A blocking client for one service. ``target`` "" means not configured:
-    every call then fails with UNAVAILABLE naming the service."""
-
-    def __init__(self, name: str, target: str, stub_cls: type[StubT], timeout: float, max_message_bytes: int) -> None:
-        super().__init__(name, target, stub_cls, timeout, max_message_bytes)
+        self._policy = _CallPolicy(name, timeout)
         self._channel = grpc.insecure_channel(target, options=channel_options(max_message_bytes)) if target else None
-        self.stub: StubT | None = stub_cls(self._channel) if self._channel else None
+        self._stub = (
+            stub_cls(grpc.intercept_channel(self._channel, _SyncInterceptor(self._policy))) if self._channel else None
+        )
 
-    def call(self, method: str, request: Any, timeout: float | None = None) -> Any:
-        if self.stub is None:
-            raise self._not_configured()
-        start, code = time.perf_counter(), grpc.StatusCode.OK
-        try:
-            return getattr(self.stub, method)(request, timeout=timeout or self.timeout, metadata=_metadata())
-        except grpc.RpcError as exc:
-            code = exc.code()
-            raise from_rpc_error(exc, self.name) from None
-        finally:
-            self._observe(method, code, start)
-
-    def stream(self, method: str, request: Any, timeout: float | None = None) -> Iterator[Any]:
-        """A server-streaming call; the deadline covers the whole stream."""
-        if self.stub is None:
-            raise self._not_configured()
-        start, code = time.perf_counter(), grpc.StatusCode.OK
-        try:
-            yield from getattr(self.stub, method)(request, timeout=timeout or self.timeout, metadata=_metadata())
-        except grpc.RpcError as exc:
-            code = exc.code()
-            raise from_rpc_error(exc, self.name) from None
-        finally:
-            self._observe(method, code, start)
+    @property
+    def stub(self) -> StubT:
+        """The service's stub; Unavailable naming the service when it is not configured."""
+        if self._stub is None:
+            raise self._policy.not_configured()
+        return self._stub
 
     def health(self, timeout: float = 2.0) -> str:
         """The service's overall health status name, e.g. SERVING."""
@@ -102,53 +283,51 @@ class Backend(_BackendBase[StubT]):
             self._channel.close()
 
 
-class AsyncBackend(_BackendBase[StubT]):
+class AsyncBackend(Generic[StubT]):
     """The asyncio twin of :class:`Backend`, for the gateway. The channel is
-    created lazily inside the running event loop."""
+    created lazily, on first use, inside the running event loop."""
 
-    def __init__(self, name: str, target: str, stub_cls: type[StubT], timeout: float, max_message_bytes: int) -> None:
-        super().__init__(name, target, stub_cls, timeout, max_message_bytes)
+    def __init__(
+        self,
+        name: str,
+        target: str,
+        stub_cls: Callable[[grpc.aio.Channel], StubT],
+        timeout: float,
+        max_message_bytes: int,
+    ) -> None:
+        self.name = name
+        self.target = target
+        self.timeout = timeout
+        self._policy = _CallPolicy(name, timeout)
+        self._stub_cls = stub_cls
+        self._max_message_bytes = max_message_bytes
         self._channel: grpc.aio.Channel | None = None
         self._stub: StubT | None = None
 
+    def _open(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(
+                self.target,
+                options=channel_options(self._max_message_bytes),
+                interceptors=[_AsyncUnaryInterceptor(self._policy), _AsyncStreamInterceptor(self._policy)],
+            )
+            self._stub = self._stub_cls(self._channel)
+        return self._channel
+
     @property
     def stub(self) -> StubT:
+        """The service's stub; Unavailable naming the service when it is not configured."""
         if not self.target:
-            raise self._not_configured()
-        if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self.target, options=channel_options(self._max_message_bytes))
-            self._stub = self._stub_cls(self._channel)
+            raise self._policy.not_configured()
+        self._open()
+        assert self._stub is not None
         return self._stub
-
-    async def call(self, method: str, request: Any, timeout: float | None = None) -> Any:
-        stub = self.stub
-        start, code = time.perf_counter(), grpc.StatusCode.OK
-        try:
-            return await getattr(stub, method)(request, timeout=timeout or self.timeout, metadata=_metadata())
-        except grpc.RpcError as exc:
-            code = exc.code()
-            raise from_rpc_error(exc, self.name) from None
-        finally:
-            self._observe(method, code, start)
-
-    async def stream(self, method: str, request: Any, timeout: float | None = None) -> AsyncIterator[Any]:
-        stub = self.stub
-        start, code = time.perf_counter(), grpc.StatusCode.OK
-        try:
-            async for item in getattr(stub, method)(request, timeout=timeout or self.timeout, metadata=_metadata()):
-                yield item
-        except grpc.RpcError as exc:
-            code = exc.code()
-            raise from_rpc_error(exc, self.name) from None
-        finally:
-            self._observe(method, code, start)
 
     async def health(self, timeout: float = 2.0) -> str:
         if not self.target:
             return "NOT_CONFIGURED"
-        self.stub  # noqa: B018 - creates the channel
         try:
-            reply = await health_pb2_grpc.HealthStub(self._channel).Check(
+            reply = await health_pb2_grpc.HealthStub(self._open()).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout
             )
             return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)

@@ -79,7 +79,7 @@ class Peers:
     # ---- tagger ----
 
     def tagger_model(self) -> TaggerModelInfo:
-        reply = self.tagger.call("GetModelInfo", tagger_pb2.GetModelInfoRequest())
+        reply = self.tagger.stub.GetModelInfo(tagger_pb2.GetModelInfoRequest())
         return TaggerModelInfo(reply.model_id, float(reply.default_threshold), int(reply.label_count))
 
     def tag(self, model: TaggerModelInfo, files: Sequence[ImageFile], floor: float, limit: int) -> list[TagList]:
@@ -91,7 +91,7 @@ class Peers:
             threshold=floor,
             limit=min(limit, model.label_count) if model.label_count else limit,
         )
-        reply = self.tagger.call("Tag", request)
+        reply = self.tagger.stub.Tag(request)
         if reply.model_id != model.model_id:
             raise ModelChanged(f"the tagger now runs model {reply.model_id}, not {model.model_id}", "model_changed")
         if len(reply.results) != len(files):
@@ -101,7 +101,7 @@ class Peers:
     # ---- rater ----
 
     def extractor(self) -> ExtractorInfo:
-        reply = self.rater.call("GetExtractorInfo", rater_pb2.GetExtractorInfoRequest())
+        reply = self.rater.stub.GetExtractorInfo(rater_pb2.GetExtractorInfoRequest())
         return ExtractorInfo(reply.extractor_id, int(reply.dimensions))
 
     def embed(self, extractor: ExtractorInfo, files: Sequence[ImageFile]) -> np.ndarray:
@@ -109,7 +109,7 @@ class Peers:
         dimensions)``, in order. ModelChanged when the rater now runs
         another extractor."""
         request = rater_pb2.EmbedRequest(images=[common_pb2.ImageFile(data=f.data, filename=f.name) for f in files])
-        reply = self.rater.call("Embed", request)
+        reply = self.rater.stub.Embed(request)
         if reply.extractor_id != extractor.extractor_id:
             raise ModelChanged(
                 f"the rater now runs extractor {reply.extractor_id}, not {extractor.extractor_id}", "model_changed"

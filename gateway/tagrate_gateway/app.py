@@ -101,7 +101,7 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
-def create_backends(settings: GatewaySettings) -> dict[str, AsyncBackend]:
+def create_backends(settings: GatewaySettings) -> dict[str, AsyncBackend[Any]]:
     """One client per backend service; "" addresses stay unconfigured."""
     return {
         name: AsyncBackend(

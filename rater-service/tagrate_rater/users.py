@@ -34,11 +34,11 @@ class UserDirectory:
     def require(self, user: str, remaining: float | None = None) -> None:
         """Returns when ``user`` exists; NotFound (from the dataset service,
         naming the user) when not; Unavailable when it cannot be asked."""
-        self.backend.call("GetUser", dataset_pb2.GetUserRequest(user=user), self._timeout(remaining))
+        self.backend.stub.GetUser(dataset_pb2.GetUserRequest(user=user), timeout=self._timeout(remaining))
 
     def names(self, remaining: float | None = None) -> list[str]:
         """Every user name, sorted."""
-        reply = self.backend.call("ListUsers", dataset_pb2.ListUsersRequest(), self._timeout(remaining))
+        reply = self.backend.stub.ListUsers(dataset_pb2.ListUsersRequest(), timeout=self._timeout(remaining))
         return sorted(reply.users)
 
     def close(self) -> None:

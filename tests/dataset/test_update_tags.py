@@ -33,7 +33,7 @@ def model_info(tagger_addr: str):
 
     client = Backend("tagger", tagger_addr, tagger_pb2_grpc.TaggerServiceStub, DEADLINE, 1 << 20)
     try:
-        return client.call("GetModelInfo", tagger_pb2.GetModelInfoRequest())
+        return client.stub.GetModelInfo(tagger_pb2.GetModelInfoRequest())
     finally:
         client.close()
 

@@ -86,8 +86,7 @@ def tag_image(stack: Stack, image: str, tags: dict[str, float], model: str = "te
     """What the tagger does after a new image arrives, over the dataset's own RPC."""
     client = Backend("dataset", stack.dataset_addr, dataset_pb2_grpc.DatasetServiceStub, 10, 64 << 20)
     try:
-        client.call(
-            "PutImageTags",
+        client.stub.PutImageTags(
             dataset_pb2.PutImageTagsRequest(
                 image=image,
                 model_id=model,

@@ -11,13 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import grpc
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from tagrate_common.errors import Conflict, TagrateError, Unavailable, from_rpc_error
+from tagrate_common.errors import Conflict, TagrateError
 from tagrate_common.grpc_client import Backend
-from tagrate_common.logging import REQUEST_ID_HEADER, request_id_var
 from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc, rater_pb2, rater_pb2_grpc
 
 from .config import TrainerSettings
@@ -106,7 +104,7 @@ class Peers:
 
     def user(self, name: str) -> UserInfo:
         """The user's ratings count and snapshots; NotFound for an unknown user."""
-        reply = self.dataset.call("GetUser", dataset_pb2.GetUserRequest(user=name))
+        reply = self.dataset.stub.GetUser(dataset_pb2.GetUserRequest(user=name))
         trained = reply.trained_snapshot_id if reply.HasField("trained_snapshot_id") else None
         return UserInfo(reply.user, reply.ratings, reply.snapshot_id, trained)
 
@@ -123,18 +121,12 @@ class Peers:
         Conflict when an image has no vector (the dataset service computes
         missing ones; this means it could not) or one of the wrong length.
         StreamCancelled when ``handle`` was cancelled."""
-        if self.dataset.stub is None:
-            raise Unavailable("the dataset service is not configured", "dataset_unavailable")
         request = dataset_pb2.StreamTrainingDataRequest(
             user=user, extractor_id=extractor.extractor_id, chunk_size=CHUNK_SIZE
         )
-        # The stub directly rather than Backend.stream: the call object is
-        # what can be cancelled from another thread.
-        call = self.dataset.stub.StreamTrainingData(  # type: ignore[union-attr]
-            request,
-            timeout=self.settings.stream_timeout_seconds,
-            metadata=((REQUEST_ID_HEADER, request_id_var.get()),),
-        )
+        # The stream's deadline, not the per-call one, covers the whole stream;
+        # the call object is what can be cancelled from another thread.
+        call = self.dataset.stub.StreamTrainingData(request, timeout=self.settings.stream_timeout_seconds)
         if handle is not None:
             handle.attach(call.cancel)
         snapshot_id, total, filled = "", 0, 0
@@ -166,10 +158,12 @@ class Peers:
                     images.append(example.image)
                     filled += 1
                 on_progress(filled + len(missing), total)
-        except grpc.RpcError as exc:
-            if handle is not None and handle.cancelled and exc.code() == grpc.StatusCode.CANCELLED:
+        except TagrateError:
+            # A stream cancelled through the handle fails as CANCELLED (mapped
+            # by the client to a plain TagrateError); the job asked for that.
+            if handle is not None and handle.cancelled:
                 raise StreamCancelled() from None
-            raise from_rpc_error(exc, "dataset") from None
+            raise
         finally:
             call.cancel()  # a no-op once the stream has ended; frees it when the job stopped reading
         if missing:
@@ -184,21 +178,20 @@ class Peers:
         return Snapshot(snapshot_id, TrainingData(features[:filled], ratings[:filled], images))
 
     def record_snapshot(self, user: str, snapshot_id: str, model_version: str) -> None:
-        self.dataset.call(
-            "RecordTrainedSnapshot",
-            dataset_pb2.RecordTrainedSnapshotRequest(user=user, snapshot_id=snapshot_id, model_version=model_version),
+        self.dataset.stub.RecordTrainedSnapshot(
+            dataset_pb2.RecordTrainedSnapshotRequest(user=user, snapshot_id=snapshot_id, model_version=model_version)
         )
 
     # ---- rater ----
 
     def extractor(self) -> Extractor:
-        reply = self.rater.call("GetExtractorInfo", rater_pb2.GetExtractorInfoRequest())
+        reply = self.rater.stub.GetExtractorInfo(rater_pb2.GetExtractorInfoRequest())
         return Extractor(reply.extractor_id, reply.dimensions)
 
     def live_head(self, user: str) -> PublishedHead | None:
         """The head the rater serves as ``user``'s own (``all``: the global
         head), or None."""
-        reply = self.rater.call("ListHeads", rater_pb2.ListHeadsRequest())
+        reply = self.rater.stub.ListHeads(rater_pb2.ListHeadsRequest())
         for meta in reply.heads:
             if meta.user == user:
                 return PublishedHead(meta.user, meta.version, meta.kind, meta.extractor_id)
@@ -219,7 +212,7 @@ class Peers:
             created_at=created,
             kind=kind,
         )
-        reply = self.rater.call("PublishHead", rater_pb2.PublishHeadRequest(metadata=metadata, weights=weights))
+        reply = self.rater.stub.PublishHead(rater_pb2.PublishHeadRequest(metadata=metadata, weights=weights))
         meta = reply.metadata
         log.info("published %s head %s for %s", meta.kind, meta.version, meta.user)
         return PublishedHead(meta.user, meta.version, meta.kind, meta.extractor_id)

@@ -35,7 +35,7 @@ router = APIRouter(tags=["datasets"], dependencies=[Depends(params.no_repeated_q
     responses=error_responses(503, 504),
 )
 async def verify_datasets(dataset: DatasetDep) -> dict[str, Any]:
-    reply = await dataset.call("VerifyDatasets", dataset_pb2.VerifyDatasetsRequest())
+    reply = await dataset.stub.VerifyDatasets(dataset_pb2.VerifyDatasetsRequest())
     return {
         "valid": reply.valid,
         "users": [
@@ -72,7 +72,7 @@ _RETRY_FORM["requestBody"]["required"] = False  # a POST without a body retries 
 )
 async def retry_failed(request: Request, settings: SettingsDep, dataset: DatasetDep) -> dict[str, Any]:
     fields = await post_fields(request, settings)
-    reply = await dataset.call("RetryFailedWork", dataset_pb2.RetryFailedWorkRequest(kind=fields.get("kind") or ""))
+    reply = await dataset.stub.RetryFailedWork(dataset_pb2.RetryFailedWorkRequest(kind=fields.get("kind") or ""))
     return {"retried": reply.retried}
 
 
@@ -89,7 +89,7 @@ _UPDATE_TAGS_ERRORS = error_responses(400, 503, 504)
 
 async def _update_tags(dataset: DatasetDep, full: str | None) -> dict[str, Any]:
     request = dataset_pb2.UpdateTagsRequest(full=params.boolean(full, "full"))
-    reply = await dataset.call("UpdateTags", request, timeout=UPDATE_TAGS_TIMEOUT_SECONDS)
+    reply = await dataset.stub.UpdateTags(request, timeout=UPDATE_TAGS_TIMEOUT_SECONDS)
     return {"updated_images_count": reply.updated_images_count, "model": reply.model_id}
 
 

@@ -43,8 +43,8 @@ async def get_image(
     name = params.image(image, filename)
     longest = params.size(size)
     # The service compares If-None-Match itself, so a match costs no bytes on the wire.
-    reply = await dataset.call(
-        "GetImage", dataset_pb2.GetImageRequest(image=name, size=longest or 0, if_none_match=if_none_match or "")
+    reply = await dataset.stub.GetImage(
+        dataset_pb2.GetImageRequest(image=name, size=longest or 0, if_none_match=if_none_match or "")
     )
     headers = {"ETag": f'"{reply.etag}"', "Cache-Control": IMMUTABLE}
     if reply.not_modified:
@@ -61,7 +61,7 @@ async def get_image_tags(
 ) -> dict[str, Any]:
     name = params.image(image, filename)
     with_scores = params.boolean(scores, "scores")
-    reply = await dataset.call("GetImageTags", dataset_pb2.GetImageTagsRequest(image=name))
+    reply = await dataset.stub.GetImageTags(dataset_pb2.GetImageTagsRequest(image=name))
     if with_scores:
         ranked = sorted(reply.tags, key=lambda t: (-t.score, t.name))
         tags: list[Any] = [[t.name, round(t.score, 4)] for t in ranked]

@@ -40,7 +40,7 @@ def _rate_request(images: list[common_pb2.ImageFile], user: str) -> rater_pb2.Ra
     return rater_pb2.RateRequest(images=images, user=user)
 
 
-def _ratings_by_user(replies: list[rater_pb2.RateReply]) -> dict[str, list[float]]:
+def _ratings_by_user(replies: list[rater_pb2.RateResponse]) -> dict[str, list[float]]:
     """Every user's ratings over the chunks of one upload, in upload order.
     503 when the set of users with a model changed between the chunks (a
     model was published meanwhile): a retry gets a consistent answer."""
@@ -78,7 +78,7 @@ async def rate(request: Request, settings: SettingsDep, rater: RaterDep) -> dict
         user = params.user_or_all(form.field("user"))
         upload = form.file("image")
         upload.check_image(settings.image_limits)
-        reply = await rater.call("Rate", _rate_request([upload.image_file()], user))
+        reply = await rater.stub.Rate(_rate_request([upload.image_file()], user))
     if user == validation.ALL_USERS:
         return {
             "ratings": [[u.user, _rating(u.ratings[0])] for u in reply.users],
@@ -110,7 +110,7 @@ async def rate_bulk(request: Request, settings: SettingsDep, rater: RaterDep) ->
         uploads = form.files_required("images")
         check_images(uploads, settings.image_limits)
         replies = await call_in_chunks(
-            uploads, ChunkPlan.from_settings(settings), lambda images: rater.call("Rate", _rate_request(images, user))
+            uploads, ChunkPlan.from_settings(settings), lambda images: rater.stub.Rate(_rate_request(images, user))
         )
     ratings = _ratings_by_user(replies)
     if user == validation.ALL_USERS:

@@ -79,7 +79,7 @@ async def tag(request: Request, settings: SettingsDep, tagger: TaggerDep) -> dic
         upload = form.file("image")
         threshold, limit = _tag_params(form)
         upload.check_image(settings.image_limits)
-        reply = await tagger.call("Tag", _tag_request([upload.image_file()], threshold, limit))
+        reply = await tagger.stub.Tag(_tag_request([upload.image_file()], threshold, limit))
     return {"model": reply.model_id, "tags": _tags(reply.results[0])}
 
 
@@ -106,7 +106,7 @@ async def tag_bulk(request: Request, settings: SettingsDep, tagger: TaggerDep) -
         replies = await call_in_chunks(
             uploads,
             ChunkPlan.from_settings(settings),
-            lambda images: tagger.call("Tag", _tag_request(images, threshold, limit)),
+            lambda images: tagger.stub.Tag(_tag_request(images, threshold, limit)),
         )
     model = same_model([reply.model_id for reply in replies], "tagger")
     return {"model": model, "tags": [_tags(result) for reply in replies for result in reply.results]}

@@ -98,7 +98,7 @@ def trainer_status(status: trainer_pb2.TrainerStatus) -> dict[str, Any]:
 
 async def _train(trainer: TrainerDep, user: str | None, force: str | None) -> JSONResponse:
     request = trainer_pb2.TrainUserRequest(user=params.user_or_all(user), force=params.boolean(force, "force"))
-    reply = await trainer.call("TrainUser", request)
+    reply = await trainer.stub.TrainUser(request)
     return JSONResponse({"success": True, "status": trainer_status(reply.status)}, status_code=202)
 
 
@@ -119,12 +119,12 @@ async def train_user_post(request: Request, settings: SettingsDep, trainer: Trai
 
 @router.get("/trainerstatus", summary="The trainer's status", responses=error_responses(503, 504))
 async def trainer_status_route(trainer: TrainerDep) -> dict[str, Any]:
-    reply = await trainer.call("GetStatus", trainer_pb2.GetStatusRequest())
+    reply = await trainer.stub.GetStatus(trainer_pb2.GetStatusRequest())
     return {"status": trainer_status(reply)}
 
 
 async def _stop(trainer: TrainerDep) -> dict[str, Any]:
-    reply = await trainer.call("StopTraining", trainer_pb2.StopTrainingRequest())
+    reply = await trainer.stub.StopTraining(trainer_pb2.StopTrainingRequest())
     return {"success": True, "status": trainer_status(reply.status)}
 
 
