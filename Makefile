@@ -10,7 +10,7 @@ STUBS  := gen/tagrate/PROTOS_SHA256
 # Source folders put on the venv's import path (no packaging step needed).
 SRC_DIRS := common gen gateway dataset-service tagger-service rater-service trainer-service
 
-.PHONY: run test lint format protos check-protos bench venv clean kubectl
+.PHONY: run test lint typecheck format protos check-protos bench venv clean kubectl
 
 run: $(STUBS)
 	$(PY) -m tagrate_common.supervisor
@@ -24,6 +24,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache --no-logo
+
+# mypy over the gateway with the typed gRPC stubs (pyproject.toml's [tool.mypy]).
+typecheck: $(STUBS)
+	$(VENV)/bin/mypy
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

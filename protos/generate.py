@@ -3,6 +3,11 @@
     python protos/generate.py [--out gen]   write stubs and the freshness stamp
     python protos/generate.py --check       fail when gen/ is stale
 
+Besides the messages' .pyi files (protoc's own ``--pyi_out``), mypy-protobuf's
+``protoc-gen-mypy_grpc`` plugin writes ``*_pb2_grpc.pyi``: typed stubs, so an
+editor or mypy follows ``stub.GetUser(request)`` to its request and reply
+types (and, over a ``grpc.aio`` channel, to an awaitable reply).
+
 The stamp (``gen/tagrate/PROTOS_SHA256``) records a hash of every .proto file
 and the grpcio-tools version; ``tagrate_common.protos`` refuses to import
 stubs whose stamp disagrees with the protos on disk, so stale stubs fail loudly
@@ -43,6 +48,11 @@ def generate(out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     include = Path(protoc.__file__).parent / "_proto"  # google/protobuf/*.proto
+    # Installed next to this interpreter by mypy-protobuf (requirements.txt);
+    # named explicitly so protoc does not depend on PATH.
+    mypy_grpc = Path(sys.executable).parent / "protoc-gen-mypy_grpc"
+    if not mypy_grpc.exists():
+        raise SystemExit(f"{mypy_grpc} is missing; install requirements.txt (mypy-protobuf)")
     args = [
         "protoc",
         f"-I{PROTO_ROOT}",
@@ -50,6 +60,8 @@ def generate(out: Path) -> None:
         f"--python_out={out}",
         f"--pyi_out={out}",
         f"--grpc_python_out={out}",
+        f"--plugin=protoc-gen-mypy_grpc={mypy_grpc}",
+        f"--mypy_grpc_out=quiet:{out}",
         *(str(p) for p in proto_files()),
     ]
     if protoc.main(args) != 0:
