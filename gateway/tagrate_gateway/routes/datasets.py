@@ -6,7 +6,7 @@ POST too, with its parameter in the form (or the query string).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
@@ -16,6 +16,7 @@ from tagrate_common.timestamps import optional_api_text
 from .. import params
 from ..deps import DatasetDep, SettingsDep
 from ..errors import error_responses
+from ..schemas import DatasetsState, FailedWork, RetriedWork, UpdatedTags, UserDatasetState, WorkCounts
 from ..uploads import multipart_body, text_property
 from .training import _post_fields as post_fields
 
@@ -32,32 +33,33 @@ router = APIRouter(tags=["datasets"], dependencies=[Depends(params.no_repeated_q
 @router.get(
     "/verifydatasets",
     summary="Whether every user's model is trained on their current ratings",
+    response_model=DatasetsState,
     responses=error_responses(503, 504),
 )
-async def verify_datasets(dataset: DatasetDep) -> dict[str, Any]:
+async def verify_datasets(dataset: DatasetDep) -> DatasetsState:
     reply = await dataset.stub.VerifyDatasets(dataset_pb2.VerifyDatasetsRequest())
-    return {
-        "valid": reply.valid,
-        "users": [
-            {
-                "user": state.user,
-                "ratings": state.ratings,
-                "model_up_to_date": state.model_up_to_date,
-                "trained_on_ratings": state.trained_on_ratings if state.HasField("trained_on_ratings") else None,
-                "trained_at": optional_api_text(state, "trained_at"),
-                "last_rating_at": optional_api_text(state, "last_rating_at"),
-            }
+    return DatasetsState(
+        valid=reply.valid,
+        users=[
+            UserDatasetState(
+                user=state.user,
+                ratings=state.ratings,
+                model_up_to_date=state.model_up_to_date,
+                trained_on_ratings=state.trained_on_ratings if state.HasField("trained_on_ratings") else None,
+                trained_at=optional_api_text(state, "trained_at"),
+                last_rating_at=optional_api_text(state, "last_rating_at"),
+            )
             for state in reply.users
         ],
-        "untagged_images": reply.untagged_images,
+        untagged_images=reply.untagged_images,
         # Beyond the contract's fields: background work still owed per kind,
         # and (the first few) images parked as failed, with why.
-        "work": {work.kind: {"pending": work.pending, "failed": work.failed} for work in reply.work},
-        "failed_work": [
-            {"image": item.image, "kind": item.kind, "error": item.error, "attempts": item.attempts}
+        work={work.kind: WorkCounts(pending=work.pending, failed=work.failed) for work in reply.work},
+        failed_work=[
+            FailedWork(image=item.image, kind=item.kind, error=item.error, attempts=item.attempts)
             for item in reply.failed_work
         ],
-    }
+    )
 
 
 _RETRY_FORM = multipart_body({"kind": text_property("`tag` or `embed`; every kind when left out.", "")}, [])
@@ -67,13 +69,14 @@ _RETRY_FORM["requestBody"]["required"] = False  # a POST without a body retries 
 @router.post(
     "/retryfailed",
     summary="Queue background work parked as failed (tagging, feature vectors) again",
+    response_model=RetriedWork,
     responses=error_responses(400, 503, 504),
     openapi_extra=_RETRY_FORM,
 )
-async def retry_failed(request: Request, settings: SettingsDep, dataset: DatasetDep) -> dict[str, Any]:
+async def retry_failed(request: Request, settings: SettingsDep, dataset: DatasetDep) -> RetriedWork:
     fields = await post_fields(request, settings)
     reply = await dataset.stub.RetryFailedWork(dataset_pb2.RetryFailedWorkRequest(kind=fields.get("kind") or ""))
-    return {"retried": reply.retried}
+    return RetriedWork(retried=reply.retried)
 
 
 FullQuery = Annotated[
@@ -87,20 +90,24 @@ _UPDATE_TAGS_SUMMARY = "Tag every image the current tagger model has not tagged 
 _UPDATE_TAGS_ERRORS = error_responses(400, 503, 504)
 
 
-async def _update_tags(dataset: DatasetDep, full: str | None) -> dict[str, Any]:
+async def _update_tags(dataset: DatasetDep, full: str | None) -> UpdatedTags:
     request = dataset_pb2.UpdateTagsRequest(full=params.boolean(full, "full"))
     reply = await dataset.stub.UpdateTags(request, timeout=UPDATE_TAGS_TIMEOUT_SECONDS)
-    return {"updated_images_count": reply.updated_images_count, "model": reply.model_id}
+    return UpdatedTags(updated_images_count=reply.updated_images_count, model=reply.model_id)
 
 
-@router.get("/updatetags", summary=_UPDATE_TAGS_SUMMARY, responses=_UPDATE_TAGS_ERRORS)
-async def update_tags(dataset: DatasetDep, full: FullQuery = None) -> dict[str, Any]:
+@router.get("/updatetags", summary=_UPDATE_TAGS_SUMMARY, response_model=UpdatedTags, responses=_UPDATE_TAGS_ERRORS)
+async def update_tags(dataset: DatasetDep, full: FullQuery = None) -> UpdatedTags:
     return await _update_tags(dataset, full)
 
 
 @router.post(
-    "/updatetags", summary=_UPDATE_TAGS_SUMMARY, responses=_UPDATE_TAGS_ERRORS, openapi_extra=_UPDATE_TAGS_FORM
+    "/updatetags",
+    summary=_UPDATE_TAGS_SUMMARY,
+    response_model=UpdatedTags,
+    responses=_UPDATE_TAGS_ERRORS,
+    openapi_extra=_UPDATE_TAGS_FORM,
 )
-async def update_tags_post(request: Request, settings: SettingsDep, dataset: DatasetDep) -> dict[str, Any]:
+async def update_tags_post(request: Request, settings: SettingsDep, dataset: DatasetDep) -> UpdatedTags:
     fields = await post_fields(request, settings)
     return await _update_tags(dataset, fields.get("full"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import Response
@@ -12,6 +12,7 @@ from tagrate_common.protos import dataset_pb2
 from .. import params
 from ..deps import DatasetDep
 from ..errors import error_responses
+from ..schemas import ImageTags, TagScore
 
 router = APIRouter(tags=["images"], dependencies=[Depends(params.no_repeated_query)])
 
@@ -26,7 +27,10 @@ IMMUTABLE = "public, max-age=31536000, immutable"
     summary="A stored image file",
     response_class=Response,
     responses={
-        200: {"description": "The image bytes.", "content": {"image/*": {}}},
+        200: {
+            "description": "The image bytes.",
+            "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
+        },
         304: {"description": "The client's copy (If-None-Match) is current."},
         **error_responses(400, 404, 503, 504),
     },
@@ -52,19 +56,24 @@ async def get_image(
     return Response(reply.data, media_type=reply.content_type, headers=headers)
 
 
-@router.get("/getimagetags", summary="A stored image's tags", responses=error_responses(400, 404, 503, 504))
+@router.get(
+    "/getimagetags",
+    summary="A stored image's tags",
+    response_model=ImageTags,
+    responses=error_responses(400, 404, 503, 504),
+)
 async def get_image_tags(
     dataset: DatasetDep,
     image: ImageQuery = None,
     filename: FilenameQuery = None,
     scores: Annotated[str | None, Query(description="`true`: `[tag, score]` pairs, highest score first.")] = None,
-) -> dict[str, Any]:
+) -> ImageTags:
     name = params.image(image, filename)
     with_scores = params.boolean(scores, "scores")
     reply = await dataset.stub.GetImageTags(dataset_pb2.GetImageTagsRequest(image=name))
     if with_scores:
         ranked = sorted(reply.tags, key=lambda t: (-t.score, t.name))
-        tags: list[Any] = [[t.name, round(t.score, 4)] for t in ranked]
+        tags: list[str] | list[TagScore] = [(t.name, round(t.score, 4)) for t in ranked]
     else:
         tags = sorted(t.name for t in reply.tags)
-    return {"image": reply.image or name, "tagged": reply.tagged, "model": reply.model_id or None, "tags": tags}
+    return ImageTags(image=reply.image or name, tagged=reply.tagged, model=reply.model_id or None, tags=tags)

@@ -3,28 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from ..deps import BackendsDep, SettingsDep
+from ..schemas import Health, NotReady, Readiness
 
 router = APIRouter(tags=["operations"])
 
 NOT_CONFIGURED = "NOT_CONFIGURED"
 
 
-@router.get("/healthz", summary="The gateway process is alive")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get("/healthz", summary="The gateway process is alive", response_model=Health)
+async def healthz() -> Health:
+    return Health(status="ok")
 
 
 @router.get(
     "/readyz",
     summary="Every configured backend answers its gRPC health check",
-    responses={503: {"description": "A backend is not serving; `services` says which."}},
+    response_model=Readiness,
+    responses={503: {"model": NotReady, "description": "A backend is not serving; `services` says which."}},
 )
 async def readyz(backends: BackendsDep, settings: SettingsDep) -> JSONResponse:
     # Checked concurrently: one unreachable backend must not delay the others'.
@@ -34,15 +35,22 @@ async def readyz(backends: BackendsDep, settings: SettingsDep) -> JSONResponse:
     failing = [n for n, s in services.items() if s not in ("SERVING", NOT_CONFIGURED)]
     if not failing:
         return JSONResponse({"ready": True, "services": services})
-    body: dict[str, Any] = {
-        "error": "not ready: " + ", ".join(f"the {n} service is {services[n]}" for n in failing),
-        "code": "not_ready",
-        "ready": False,
-        "services": services,
-    }
-    return JSONResponse(body, status_code=503)
+    body = NotReady(
+        error="not ready: " + ", ".join(f"the {n} service is {services[n]}" for n in failing),
+        code="not_ready",
+        ready=False,
+        services=services,
+    )
+    return JSONResponse(body.model_dump(), status_code=503)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={
+        200: {"description": "The Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    },
+)
 async def metrics() -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 
 from tagrate_common import validation
@@ -14,6 +12,7 @@ from tagrate_common.protos import common_pb2, rater_pb2
 from .. import params
 from ..deps import RaterDep, SettingsDep
 from ..errors import error_responses
+from ..schemas import EveryUserBulkRatings, EveryUserRating, UserBulkRatings, UserRating
 from ..uploads import (
     ChunkPlan,
     call_in_chunks,
@@ -64,6 +63,7 @@ def _ratings_by_user(replies: list[rater_pb2.RateResponse]) -> dict[str, list[fl
     '`all`: `{"ratings": [[U, 0.71], ...], "models": {U: "personal"|"global"}}` for every user with a usable '
     "model, sorted by name. A user's personal model serves when it exists, else the global model; 409 when "
     "neither exists yet.",
+    response_model=UserRating | EveryUserRating,
     responses=_ERRORS,
     openapi_extra=multipart_body(
         {
@@ -73,19 +73,19 @@ def _ratings_by_user(replies: list[rater_pb2.RateResponse]) -> dict[str, list[fl
         ["image", "user"],
     ),
 )
-async def rate(request: Request, settings: SettingsDep, rater: RaterDep) -> dict[str, Any]:
+async def rate(request: Request, settings: SettingsDep, rater: RaterDep) -> UserRating | EveryUserRating:
     async with read_form(request, settings, max_files=1) as form:
         user = params.user_or_all(form.field("user"))
         upload = form.file("image")
         upload.check_image(settings.image_limits)
         reply = await rater.stub.Rate(_rate_request([upload.image_file()], user))
     if user == validation.ALL_USERS:
-        return {
-            "ratings": [[u.user, _rating(u.ratings[0])] for u in reply.users],
-            "models": {u.user: u.model for u in reply.users},
-        }
+        return EveryUserRating(
+            ratings=[(u.user, _rating(u.ratings[0])) for u in reply.users],
+            models={u.user: u.model for u in reply.users},
+        )
     [one] = reply.users
-    return {"user": one.user, "rating": _rating(one.ratings[0]), "model": one.model, "model_version": one.model_version}
+    return UserRating(user=one.user, rating=_rating(one.ratings[0]), model=one.model, model_version=one.model_version)
 
 
 @router.post(
@@ -94,6 +94,7 @@ async def rate(request: Request, settings: SettingsDep, rater: RaterDep) -> dict
     description='One user: `{"user": U, "ratings": [0.71, ...]}`, one per image in upload order. `all` (the '
     'default): `{"users": [U1, U2, ...], "ratings": [[r_U1, r_U2, ...], ...]}`, one row per image. A bad file '
     "fails the request with a message naming it by position (1-based) and filename.",
+    response_model=UserBulkRatings | EveryUserBulkRatings,
     responses=_ERRORS,
     openapi_extra=multipart_body(
         {
@@ -103,7 +104,7 @@ async def rate(request: Request, settings: SettingsDep, rater: RaterDep) -> dict
         ["images"],
     ),
 )
-async def rate_bulk(request: Request, settings: SettingsDep, rater: RaterDep) -> dict[str, Any]:
+async def rate_bulk(request: Request, settings: SettingsDep, rater: RaterDep) -> UserBulkRatings | EveryUserBulkRatings:
     async with read_form(request, settings, max_files=settings.max_bulk_files) as form:
         given = form.field("user")
         user = validation.ALL_USERS if given is None or given.strip() == "" else params.user_or_all(given)
@@ -114,9 +115,9 @@ async def rate_bulk(request: Request, settings: SettingsDep, rater: RaterDep) ->
         )
     ratings = _ratings_by_user(replies)
     if user == validation.ALL_USERS:
-        return {
-            "users": list(ratings),
-            "ratings": [[_rating(r[i]) for r in ratings.values()] for i in range(len(uploads))],
-        }
+        return EveryUserBulkRatings(
+            users=list(ratings),
+            ratings=[[_rating(r[i]) for r in ratings.values()] for i in range(len(uploads))],
+        )
     [(one, values)] = ratings.items()
-    return {"user": one, "ratings": [_rating(r) for r in values]}
+    return UserBulkRatings(user=one, ratings=[_rating(r) for r in values])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 
 from tagrate_common.protos import common_pb2, tagger_pb2
@@ -11,6 +9,7 @@ from tagrate_common.protos import common_pb2, tagger_pb2
 from .. import params
 from ..deps import SettingsDep, TaggerDep
 from ..errors import error_responses
+from ..schemas import BulkTagResult, TagResult, TagScore
 from ..uploads import (
     ChunkPlan,
     MultipartForm,
@@ -41,8 +40,8 @@ def _score(value: float) -> float:
     return float(f"{value:.6g}")
 
 
-def _tags(result: tagger_pb2.ImageTags) -> list[list[Any]]:
-    return [[tag.name, _score(tag.score)] for tag in result.tags]
+def _tags(result: tagger_pb2.ImageTags) -> list[TagScore]:
+    return [(tag.name, _score(tag.score)) for tag in result.tags]
 
 
 def _tag_params(form: MultipartForm) -> tuple[float | None, int | None]:
@@ -64,6 +63,7 @@ def _tag_request(
     "/tag",
     summary="Tag an image",
     description='`{"model": ..., "tags": [[tag, score], ...]}`, highest score first.',
+    response_model=TagResult,
     responses=_ERRORS,
     openapi_extra=multipart_body(
         {
@@ -74,13 +74,13 @@ def _tag_request(
         ["image"],
     ),
 )
-async def tag(request: Request, settings: SettingsDep, tagger: TaggerDep) -> dict[str, Any]:
+async def tag(request: Request, settings: SettingsDep, tagger: TaggerDep) -> TagResult:
     async with read_form(request, settings, max_files=1) as form:
         upload = form.file("image")
         threshold, limit = _tag_params(form)
         upload.check_image(settings.image_limits)
         reply = await tagger.stub.Tag(_tag_request([upload.image_file()], threshold, limit))
-    return {"model": reply.model_id, "tags": _tags(reply.results[0])}
+    return TagResult(model=reply.model_id, tags=_tags(reply.results[0]))
 
 
 @router.post(
@@ -88,6 +88,7 @@ async def tag(request: Request, settings: SettingsDep, tagger: TaggerDep) -> dic
     summary="Tag several images",
     description='`{"model": ..., "tags": [[[tag, score], ...], ...]}`: one list per image, in upload order. '
     "A bad file fails the request with a message naming it by position (1-based) and filename.",
+    response_model=BulkTagResult,
     responses=_ERRORS,
     openapi_extra=multipart_body(
         {
@@ -98,7 +99,7 @@ async def tag(request: Request, settings: SettingsDep, tagger: TaggerDep) -> dic
         ["images"],
     ),
 )
-async def tag_bulk(request: Request, settings: SettingsDep, tagger: TaggerDep) -> dict[str, Any]:
+async def tag_bulk(request: Request, settings: SettingsDep, tagger: TaggerDep) -> BulkTagResult:
     async with read_form(request, settings, max_files=settings.max_bulk_files) as form:
         uploads = form.files_required("images")
         threshold, limit = _tag_params(form)
@@ -109,4 +110,4 @@ async def tag_bulk(request: Request, settings: SettingsDep, tagger: TaggerDep) -
             lambda images: tagger.stub.Tag(_tag_request(images, threshold, limit)),
         )
     model = same_model([reply.model_id for reply in replies], "tagger")
-    return {"model": model, "tags": [_tags(result) for reply in replies for result in reply.results]}
+    return BulkTagResult(model=model, tags=[_tags(result) for reply in replies for result in reply.results])

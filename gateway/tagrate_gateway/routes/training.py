@@ -8,11 +8,10 @@ its query string, so a POST without a body works like the GET.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
 
 from tagrate_common.errors import InvalidArgument, PayloadTooLarge
 from tagrate_common.protos import trainer_pb2
@@ -21,12 +20,14 @@ from tagrate_common.timestamps import optional_api_text
 from .. import params
 from ..deps import SettingsDep, TrainerDep
 from ..errors import error_responses
+from ..schemas import JobSummary, TrainerStatus, TrainerStatusReply, TrainingAction
 from ..uploads import multipart_body, read_form, text_property
 
 router = APIRouter(tags=["training"], dependencies=[Depends(params.no_repeated_query)])
 
 UserQuery = Annotated[
-    str | None, Query(description="User name, or `all` for the global model trained on every user's ratings.")
+    str | None,
+    params.required_query("User name, or `all` for the global model trained on every user's ratings."),
 ]
 ForceQuery = Annotated[
     str | None, Query(description="`true` trains even when the model is already trained on the current ratings.")
@@ -67,76 +68,90 @@ async def _post_fields(request: Request, settings: SettingsDep) -> params.Fields
     return params.Fields(pairs)
 
 
-def job_summary(summary: trainer_pb2.JobSummary) -> dict[str, Any]:
-    return {
-        "job_id": summary.job_id,
-        "user": summary.user,
-        "outcome": summary.outcome,
-        "metrics": dict(sorted(summary.metrics.items())),
-        "error": summary.error or None,
-        "started_at": optional_api_text(summary, "started_at"),
-        "finished_at": optional_api_text(summary, "finished_at"),
-    }
+def job_summary(summary: trainer_pb2.JobSummary) -> JobSummary:
+    return JobSummary(
+        job_id=summary.job_id,
+        user=summary.user,
+        outcome=summary.outcome,
+        metrics=dict(sorted(summary.metrics.items())),
+        error=summary.error or None,
+        started_at=optional_api_text(summary, "started_at"),
+        finished_at=optional_api_text(summary, "finished_at"),
+    )
 
 
-def trainer_status(status: trainer_pb2.TrainerStatus) -> dict[str, Any]:
+def trainer_status(status: trainer_pb2.TrainerStatus) -> TrainerStatus:
     """The ``status`` object every training endpoint answers with."""
-    return {
-        "is_training": status.is_training,
-        "state": status.state,
-        "current_user": status.current_user if status.HasField("current_user") else None,
-        "progress": status.progress,
-        "epoch": status.epoch,
-        "epochs": status.epochs,
-        "loss": status.loss if status.HasField("loss") else None,
-        "metrics": dict(sorted(status.metrics.items())),
-        "started_at": optional_api_text(status, "started_at"),
-        "eta_seconds": status.eta_seconds if status.HasField("eta_seconds") else None,
-        "last_job": job_summary(status.last_job) if status.HasField("last_job") else None,
-    }
+    return TrainerStatus(
+        is_training=status.is_training,
+        state=status.state,
+        current_user=status.current_user if status.HasField("current_user") else None,
+        progress=status.progress,
+        epoch=status.epoch,
+        epochs=status.epochs,
+        loss=status.loss if status.HasField("loss") else None,
+        metrics=dict(sorted(status.metrics.items())),
+        started_at=optional_api_text(status, "started_at"),
+        eta_seconds=status.eta_seconds if status.HasField("eta_seconds") else None,
+        last_job=job_summary(status.last_job) if status.HasField("last_job") else None,
+    )
 
 
-async def _train(trainer: TrainerDep, user: str | None, force: str | None) -> JSONResponse:
+async def _train(trainer: TrainerDep, user: str | None, force: str | None) -> TrainingAction:
     request = trainer_pb2.TrainUserRequest(user=params.user_or_all(user), force=params.boolean(force, "force"))
     reply = await trainer.stub.TrainUser(request)
-    return JSONResponse({"success": True, "status": trainer_status(reply.status)}, status_code=202)
+    return TrainingAction(success=True, status=trainer_status(reply.status))
 
 
 _TRAIN_SUMMARY = "Start training a user's rating model in the background"
 _TRAIN_ERRORS = error_responses(400, 404, 409, 503, 504)
 
 
-@router.get("/trainuser", summary=_TRAIN_SUMMARY, status_code=202, responses=_TRAIN_ERRORS)
-async def train_user(trainer: TrainerDep, user: UserQuery = None, force: ForceQuery = None) -> JSONResponse:
+@router.get(
+    "/trainuser", summary=_TRAIN_SUMMARY, status_code=202, response_model=TrainingAction, responses=_TRAIN_ERRORS
+)
+async def train_user(trainer: TrainerDep, user: UserQuery = None, force: ForceQuery = None) -> TrainingAction:
     return await _train(trainer, user, force)
 
 
-@router.post("/trainuser", summary=_TRAIN_SUMMARY, status_code=202, responses=_TRAIN_ERRORS, openapi_extra=_TRAIN_FORM)
-async def train_user_post(request: Request, settings: SettingsDep, trainer: TrainerDep) -> JSONResponse:
+@router.post(
+    "/trainuser",
+    summary=_TRAIN_SUMMARY,
+    status_code=202,
+    response_model=TrainingAction,
+    responses=_TRAIN_ERRORS,
+    openapi_extra=_TRAIN_FORM,
+)
+async def train_user_post(request: Request, settings: SettingsDep, trainer: TrainerDep) -> TrainingAction:
     fields = await _post_fields(request, settings)
     return await _train(trainer, fields.get("user"), fields.get("force"))
 
 
-@router.get("/trainerstatus", summary="The trainer's status", responses=error_responses(503, 504))
-async def trainer_status_route(trainer: TrainerDep) -> dict[str, Any]:
+@router.get(
+    "/trainerstatus",
+    summary="The trainer's status",
+    response_model=TrainerStatusReply,
+    responses=error_responses(503, 504),
+)
+async def trainer_status_route(trainer: TrainerDep) -> TrainerStatusReply:
     reply = await trainer.stub.GetStatus(trainer_pb2.GetStatusRequest())
-    return {"status": trainer_status(reply)}
+    return TrainerStatusReply(status=trainer_status(reply))
 
 
-async def _stop(trainer: TrainerDep) -> dict[str, Any]:
+async def _stop(trainer: TrainerDep) -> TrainingAction:
     reply = await trainer.stub.StopTraining(trainer_pb2.StopTrainingRequest())
-    return {"success": True, "status": trainer_status(reply.status)}
+    return TrainingAction(success=True, status=trainer_status(reply.status))
 
 
 _STOP_SUMMARY = "Stop the running training (nothing is published)"
 _STOP_ERRORS = error_responses(409, 503, 504)
 
 
-@router.get("/stoptraining", summary=_STOP_SUMMARY, responses=_STOP_ERRORS)
-async def stop_training(trainer: TrainerDep) -> dict[str, Any]:
+@router.get("/stoptraining", summary=_STOP_SUMMARY, response_model=TrainingAction, responses=_STOP_ERRORS)
+async def stop_training(trainer: TrainerDep) -> TrainingAction:
     return await _stop(trainer)
 
 
-@router.post("/stoptraining", summary=_STOP_SUMMARY, responses=_STOP_ERRORS)
-async def stop_training_post(trainer: TrainerDep) -> dict[str, Any]:
+@router.post("/stoptraining", summary=_STOP_SUMMARY, response_model=TrainingAction, responses=_STOP_ERRORS)
+async def stop_training_post(trainer: TrainerDep) -> TrainingAction:
     return await _stop(trainer)
