@@ -143,6 +143,7 @@ def _tidy_openapi(app: FastAPI) -> None:
                         _mark_required(parameter)
             for name in ("HTTPValidationError", "ValidationError"):
                 schema.get("components", {}).get("schemas", {}).pop(name, None)
+        assert app.openapi_schema is not None  # generate() stored it
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -55,9 +55,11 @@ class UserData(BaseModel):
     user: str
     images: list[UserImage]
     total: int = Field(description="Images matching the filters over all pages.")
-    page: int = Field(None, description="The page returned (only with `page`).")
-    limit: int = Field(None, description="The page size (only with `page`).")
-    max_page: int = Field(None, description="The last page, max(1, ceil(total / limit)) (only with `page`).")
+    page: int | None = Field(None, description="The page returned (only with `page`, never null).")
+    limit: int | None = Field(None, description="The page size (only with `page`, never null).")
+    max_page: int | None = Field(
+        None, description="The last page, max(1, ceil(total / limit)) (only with `page`, never null)."
+    )
 
 
 class AddedRating(BaseModel):
