@@ -102,9 +102,12 @@ class _ServiceInterceptor(grpc.ServerInterceptor):
         elapsed = time.perf_counter() - start
         GRPC_SERVER_HANDLED.labels(self.service, method, code.name).inc()
         GRPC_SERVER_SECONDS.labels(self.service, method).observe(elapsed)
-        if quiet:
+        # The gateway's access log is the one INFO line per request: a call
+        # that succeeded is DEBUG here, a caller's mistake INFO, and only what
+        # points at this service (unavailable, internal, deadline) a WARNING.
+        if quiet or code == grpc.StatusCode.OK:
             level = logging.DEBUG
-        elif code == grpc.StatusCode.OK or code in _CLIENT_ERRORS:
+        elif code in _CLIENT_ERRORS:
             level = logging.INFO
         else:
             level = logging.WARNING

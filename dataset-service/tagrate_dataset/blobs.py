@@ -61,7 +61,7 @@ class BlobStore:
         if path.is_file() and path.stat().st_size == len(data):
             return False
         write_atomically(path, data)
-        log.info("stored blob %s (%d bytes)", name, len(data))
+        log.debug("stored blob %s (%d bytes)", name, len(data))
         return True
 
     def exists(self, name: str) -> bool:
@@ -90,7 +90,7 @@ class BlobStore:
                 return path.read_bytes(), content_type
             data, content_type = resize_to_fit(self.get(name), fmt, size)
             write_atomically(path, data)
-            log.info("cached %s at %dpx", name, size)
+            log.debug("cached %s at %dpx", name, size)
             return data, content_type
 
     def _lock_for(self, name: str, size: int) -> threading.Lock:

@@ -108,9 +108,9 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         if outcome.new_user:
             log.info("user created", extra={"user": user})
         if outcome.new_image:
-            log.info("stored new image", extra={"image": info.name, "bytes": info.size_bytes})
+            log.debug("stored new image", extra={"image": info.name, "bytes": info.size_bytes})
             self.on_new_image()  # its tagging and feature extraction are queued
-        log.info(
+        log.debug(
             "rating %s",
             "stored" if outcome.changed else "unchanged",
             extra={"user": user, "image": info.name, "rating": rating},
@@ -253,7 +253,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
             )
         scores = crud.tag_scores(((tag.name, tag.score) for tag in request.tags), self.settings.max_tag_chars)
         model = self.db.write(lambda session: crud.put_image_tags(session, name, model_id, threshold, scores))
-        log.info("stored tags", extra={"image": name, "model": model.model_id, "tags": len(scores)})
+        log.debug("stored tags", extra={"image": name, "model": model.model_id, "tags": len(scores)})
         return dataset_pb2.PutImageTagsResponse()
 
     def PutImageFeatures(self, request: dataset_pb2.PutImageFeaturesRequest, context: grpc.ServicerContext):
@@ -266,7 +266,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
             raise InvalidArgument("'vector' must hold only finite numbers", "invalid_vector")
         data, dim = vector.tobytes(), int(vector.size)
         self.db.write(lambda session: crud.put_image_features(session, name, extractor_id, data, dim))
-        log.info("stored features", extra={"image": name, "extractor": extractor_id, "dim": dim})
+        log.debug("stored features", extra={"image": name, "extractor": extractor_id, "dim": dim})
         return dataset_pb2.PutImageFeaturesResponse()
 
     def StreamTrainingData(

@@ -130,13 +130,13 @@ def served() -> Iterator[tagger_pb2_grpc.TaggerServiceStub]:
 @pytest.mark.parametrize(
     ("action", "code", "level"),
     [
-        ("ok", grpc.StatusCode.OK, logging.INFO),
+        ("ok", grpc.StatusCode.OK, logging.DEBUG),
         ("not_found", grpc.StatusCode.NOT_FOUND, logging.INFO),
         ("invalid", grpc.StatusCode.INVALID_ARGUMENT, logging.INFO),
         ("crash", grpc.StatusCode.INTERNAL, logging.WARNING),
     ],
 )
-def test_client_errors_are_logged_at_info(served, caplog, action: str, code: grpc.StatusCode, level: int) -> None:
+def test_rpc_log_levels_success_debug_client_errors_info(served, caplog, action: str, code: grpc.StatusCode, level: int) -> None:
     caplog.set_level(logging.DEBUG, logger="tagrate_common.grpc_server")
     request = tagger_pb2.TagRequest(images=[common_pb2.ImageFile(data=b"", filename=action)])
     try:
