@@ -40,7 +40,14 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
     # round_robin spreads calls over every address a name resolves to (a
     # headless Kubernetes Service lists one per pod); pick_first would pin
     # every call to one replica for the life of the HTTP/2 connection.
-    return [*grpc_options(max_message_bytes), ("grpc.lb_policy_name", "round_robin")]
+    # gRPC waits up to 120 s between reconnect attempts by default: after a
+    # service's crash loop the caller would keep failing for minutes after it
+    # is back. 5 s bounds that gap.
+    return [
+        *grpc_options(max_message_bytes),
+        ("grpc.lb_policy_name", "round_robin"),
+        ("grpc.max_reconnect_backoff_ms", 5000),
+    ]
 
 
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
