@@ -88,7 +88,7 @@ async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     headers = dict(exc.headers or {})
     if exc.status_code == 404:
-        message, code = f"there is no endpoint at {request.url.path}; see /docs for the API", "not_found"
+        message, code = f"there is no endpoint at {request.url.path}; see /docs for the API", "unknown_endpoint"
     elif exc.status_code == 405:
         allowed = headers.get("allow") or headers.get("Allow") or ""
         message = f"{request.method} is not allowed on {request.url.path}" + (f"; use {allowed}" if allowed else "")

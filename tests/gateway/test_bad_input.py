@@ -192,7 +192,7 @@ def test_addrating_bodies_that_are_not_multipart_forms(shared, kwargs, status, c
 def test_wrong_method_and_unknown_path_change_nothing(shared):
     refused(shared, "GET", "/addrating", 405, "method_not_allowed", params={"user": "alice"})
     refused(shared, "PUT", "/getuserdata", 405, "method_not_allowed")
-    refused(shared, "POST", "/deleteeverything", 404, "not_found", data=GOOD_FORM)
+    refused(shared, "POST", "/deleteeverything", 404, "unknown_endpoint", data=GOOD_FORM)
 
 
 # ---- a parameter given twice ---------------------------------------------------

@@ -94,7 +94,7 @@ def test_health_and_readiness(down):
 
 def test_unknown_path_and_wrong_method(down):
     with httpx.Client(base_url=down.url) as http:
-        body = assert_error(http.get("/no/such/thing"), 404, "not_found")
+        body = assert_error(http.get("/no/such/thing"), 404, "unknown_endpoint")
         assert "/no/such/thing" in body["error"]
         wrong = http.get("/addrating")
         body = assert_error(wrong, 405, "method_not_allowed")
