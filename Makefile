@@ -20,7 +20,7 @@ test: $(STUBS) kubectl
 	$(VENV)/bin/lint-imports --no-cache --no-logo
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP) typecheck
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache --no-logo

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
@@ -43,6 +43,9 @@ from tagrate_common.protos import common_pb2
 from . import params
 from .config import GatewaySettings
 from .errors import UnsupportedMediaType
+
+if TYPE_CHECKING:  # a TypedDict python-multipart defines for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 MiB = 1024 * 1024
 # Room in a request beyond its files: boundaries, part headers and the
@@ -205,7 +208,7 @@ class _PartCollector:
             self._spool.close()
             self._spool = None
 
-    def callbacks(self) -> dict[str, Any]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self.on_part_begin,
             "on_part_data": self.on_part_data,
@@ -263,7 +266,9 @@ class _PartCollector:
             self._spool_memory = max(1, min(SPOOL_MEMORY_BYTES, self._memory_left))
             # Closed by the form (or by close() when the parse fails), not by a with block.
             self._spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115
-                max_size=self._spool_memory, dir=self.spool_dir, prefix="tagrate-upload-"
+                max_size=self._spool_memory,
+                dir=str(self.spool_dir) if self.spool_dir else None,
+                prefix="tagrate-upload-",
             )
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
