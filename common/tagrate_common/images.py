@@ -301,11 +301,16 @@ def _resample(image: Image.Image, size: tuple[int, int], box: Box, budget: int) 
     horizontal = out_w != image.width or not full_width
     vertical = out_h != image.height or y0 != 0 or y1 != image.height
     if out_w * out_h > budget:
-        raise ValueError(f"a {out_w}x{out_h} resize is over the {budget} pixel budget")
+        raise PayloadTooLarge(
+            f"the image would need a {out_w}x{out_h} resize, over the {budget} pixel budget", "resize_too_large"
+        )
     if not (horizontal and vertical) or out_w * _rows_or_columns(y0, y1, out_h, image.height) <= budget:
         return image.resize(size, Image.Resampling.BICUBIC, box)  # Pillow: horizontal pass first
     if not full_width or image.width * out_h > budget:
-        raise ValueError(f"resizing a {image.width}x{image.height} image to {out_w}x{out_h} is over the budget")
+        raise PayloadTooLarge(
+            f"resizing a {image.width}x{image.height} image to {out_w}x{out_h} is over the {budget} pixel budget",
+            "resize_too_large",
+        )
     tall = image.resize((image.width, out_h), Image.Resampling.BICUBIC, (0, y0, image.width, y1))
     return tall.resize(size, Image.Resampling.BICUBIC)
 

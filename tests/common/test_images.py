@@ -104,7 +104,7 @@ def test_any_aspect_ratio_is_accepted_and_resized(size):
 
 def test_a_resize_over_its_budget_is_refused_before_it_starts():
     image = decode_image(line_png(2, 20_000), "l.png", LIMITS)
-    with pytest.raises(ValueError, match="budget"):
+    with pytest.raises(PayloadTooLarge, match="budget"):
         resize_upright(image, (4000, 4000), budget=1 << 20)  # the output alone is over
     # Thin and tall: shrinking rows first keeps the intermediate at 2 x 448.
     assert resize_upright(image, (1, 448), budget=1000).size == (1, 448)
