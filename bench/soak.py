@@ -16,10 +16,10 @@ database is created for the run and dropped after it.
 Setup (not measured): ``--users`` users each rate 12 new photos through
 /addrating; the first user's personal model is trained (/trainuser, then
 /trainerstatus until it succeeded) so /ratebulk has a model to answer from;
-once the background work has tagged some of the photos, the most common
-tags (/getimagetags of the seed photos) become the tag filters; the sorts
-the gateway refuses (``predicted-*`` before predictions exist) are left out,
-and the report says so.
+once the background work has tagged a sample of the photos, their most
+common tags (/getimagetags) become the tag filters. A sort the gateway
+refuses (``predicted-desc``, a later part of the API) is left out of the
+run, and the report says so.
 
 Then ``--clients`` closed-loop clients (each one kept-alive HTTP/1.1
 connection, no think time; asyncio in this one process, so the load
@@ -29,8 +29,8 @@ requests drawn by the ``--mix`` weights:
 - /getuserdata: pages (``page`` 1-3, limit 60) of a random user: unfiltered
   with a random sort, 1-2 tag filters, a ``-tag`` exclusion, ``rated=no``
   (by date or by prediction), ``rated=all`` by name;
-- /addrating: a new photo every time (a 320x240 crop of one of
-  scikit-image's sample photos with one random pixel changed, re-encoded as
+- /addrating: a new photo every time (one of scikit-image's sample photos
+  or its mirror image at 320x240, with one random pixel changed, encoded as
   JPEG; uploads are checked distinct by sha256), rated by a random user, so
   the dataset and the background tagging/embedding/prediction work grow all
   run long;
@@ -44,7 +44,9 @@ seconds are load but not counted; the ``--duration`` seconds after them are
 measured. The supervisor's children's resident memory (VmRSS from
 /proc/<pid>/status) is sampled every ``--rss-interval`` seconds; the report
 prints it at the end of the warm-up, at each 20% of the run and at the end,
-with the growth after warm-up (target: flat).
+with the growth after warm-up (target: flat). The supervisor restarts a
+child that dies; a restart counts as a failure. /verifydatasets' backlog
+(images not yet tagged) is read at the same moments.
 
 Printed: requests and errors by endpoint and status, p50/p95/p99 latency
 (of the requests that succeeded) and throughput per endpoint, the same per
@@ -52,7 +54,7 @@ fifth of the run (drift), each process's CPU time and RSS over time, and the
 load generator's own CPU time. Every sample (each request's start, endpoint,
 variant, status and latency; every RSS reading) is saved as JSON under
 ``bench/results/`` (or ``--output``). The exit status is 0 only when no
-request failed.
+request failed and no child was restarted.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ import numpy as np
 import psycopg
 from PIL import Image
 
+from tagrate_common.config import DEFAULT_METRICS_PORTS, DEFAULT_PORTS
 from tests.support import REPO_ROOT
 
 from .harness import KeepAliveHttp, print_table
@@ -107,6 +110,7 @@ PORT_ORDER = ("GATEWAY", "TAGGER", "RATER", "DATASET", "TRAINER")
 PORT_BLOCK = 16  # reserved free ports from the base (room for metrics ports too)
 _RUNNING_LINE = re.compile(r"tagrate is running: (http://\S+)")
 _UNSET = float("nan")
+_DEFAULT_PORTS = {*DEFAULT_PORTS.values(), *DEFAULT_METRICS_PORTS.values()}
 
 
 # -- photos ---------------------------------------------------------------------
@@ -176,11 +180,12 @@ def free_port_block(size: int = PORT_BLOCK) -> int:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             base = probe.getsockname()[1]
-        if base + size > 65535 or base <= 9200:
-            continue
+        block = range(base, base + size)
+        if base + size > 65535 or any(port in block for port in _DEFAULT_PORTS):
+            continue  # a developer's own `make run` may want those
         held = []
         try:
-            for port in range(base, base + size):
+            for port in block:
                 s = socket.socket()
                 held.append(s)
                 s.bind(("127.0.0.1", port))
