@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tagrate_common.grpc_client import AsyncBackend
@@ -22,7 +23,7 @@ from .config import BACKENDS, GatewaySettings
 from .docs import install_docs
 from .errors import install_error_handlers, internal_error_response
 from .params import REQUIRED_MARK
-from .routes import datasets, images, ops, ratings, tags, training, users
+from .routes import collection, datasets, images, ops, ratings, tags, training, users
 
 log = logging.getLogger("tagrate_gateway")
 
@@ -32,6 +33,9 @@ _STUBS = {
     "rater": rater_pb2_grpc.RaterServiceStub,
     "trainer": trainer_pb2_grpc.TrainerServiceStub,
 }
+# Response headers a cross-origin script may read (besides the CORS-safelisted ones).
+CORS_EXPOSED_HEADERS = ("ETag", "X-Request-ID", "Retry-After")
+CORS_MAX_AGE_SECONDS = 600
 # A client's id is kept only when it cannot break log lines or headers.
 _CLIENT_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 REQUEST_ID_RESPONSE_HEADER = "X-Request-ID"
@@ -172,8 +176,21 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.backends = create_backends(settings)
     install_error_handlers(app)
+    # Inside the request middleware, so a preflight gets a request id and an
+    # access line; CORSMiddleware answers preflights itself (no route, no
+    # backend call). Never credentials: with "*" a browser would refuse them,
+    # and the cookie sessions of the access-control work will set their own.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origin_list,
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=["*"],
+        allow_credentials=False,
+        expose_headers=list(CORS_EXPOSED_HEADERS),
+        max_age=CORS_MAX_AGE_SECONDS,
+    )
     app.add_middleware(RequestContextMiddleware, trust_request_id=settings.trust_request_id)
-    for module in (images, users, datasets, tags, ratings, training, ops):
+    for module in (images, users, collection, datasets, tags, ratings, training, ops):
         app.include_router(module.router)
     install_docs(app)
     _tidy_openapi(app)

@@ -50,6 +50,12 @@ class GatewaySettings(CommonSettings):
         description="Keep a client's X-Request-ID when it is 1-64 characters of [A-Za-z0-9._-] "
         "(turn off when the gateway faces untrusted clients directly).",
     )
+    cors_origins: str = Field(
+        "*",
+        description="Browser origins allowed to call the API cross-site: comma-separated "
+        "(`https://app.example.org,http://localhost:3000`), `*` for every origin (the original's "
+        "behaviour; no credentials are allowed with `*`), empty for none.",
+    )
     max_form_field_bytes: int = Field(64 * KiB, gt=0, description="Size limit of one non-file multipart form field.")
 
     # Uploads: spooled (1 MiB of a file in memory, the rest on disk) and
@@ -80,6 +86,11 @@ class GatewaySettings(CommonSettings):
         gt=0,
         description="How long a request body may make no progress (no bytes arrive) before the connection closes.",
     )
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """The allowed origins, trimmed, empty items dropped."""
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     def backend_addr(self, service: str) -> str:
         return getattr(self, f"{service}_addr")

@@ -28,6 +28,12 @@ from tagrate_common.userdata import MAX_PAGE, MAX_WIRE_LIMIT
 # taggers have more, but no client reads thousands of near-zero scores.
 MAX_TAG_LIMIT = 1000
 MIN_SIZE, MAX_SIZE = 16, 4096
+# /getthumbnail: the original's grid cells are 305 px squares.
+MIN_THUMBNAIL, MAX_THUMBNAIL, DEFAULT_THUMBNAIL = 16, 1024, 305
+# /gettags: more names than any tagger has labels.
+MAX_TAG_LIST = 100_000
+# /addimage: a URL or a post id.
+MAX_SOURCE_CHARS = 2048
 
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
@@ -112,8 +118,8 @@ def user_or_all(value: str | None, param: str = "user") -> str:
     return validation.user_name(value, param, allow_all=True)
 
 
-def rating(value: str | None, param: str = "rating") -> float:
-    """A finite rating in [0, 1]."""
+def rating(value: str | float | None, param: str = "rating") -> float:
+    """A finite rating in [0, 1], from text or a JSON number."""
     return validation.rating(value, param)
 
 
@@ -155,6 +161,36 @@ def size(value: str | None) -> int | None:
     if value is None or value.strip() == "":
         return None
     return _integer(value, "size", MIN_SIZE, MAX_SIZE)
+
+
+def thumbnail_size(value: str | None) -> int:
+    """The thumbnail's side (16-1024 pixels), 305 when not given."""
+    if value is None or value.strip() == "":
+        return DEFAULT_THUMBNAIL
+    return _integer(value, "size", MIN_THUMBNAIL, MAX_THUMBNAIL)
+
+
+def tag_list_limit(value: str | None) -> int | None:
+    """The most tag names wanted (1 to :data:`MAX_TAG_LIST`); None for all."""
+    if value is None or value.strip() == "":
+        return None
+    return _integer(value, "limit", 1, MAX_TAG_LIST)
+
+
+def source(value: str | None, alias: str | None = None) -> str:
+    """Where an image came from, from ``source`` or its alias
+    ``sankaku_id`` (at most :data:`MAX_SOURCE_CHARS`); "" when not given."""
+    if _present(value) and _present(alias) and value != alias:
+        raise InvalidArgument(
+            "'source' and its alias 'sankaku_id' differ; send only one of them", "conflicting_parameters"
+        )
+    param, text = ("source", value) if _present(value) else ("sankaku_id", alias)
+    text = (text or "").strip()
+    if len(text) > MAX_SOURCE_CHARS:
+        raise InvalidArgument(
+            f"'{param}' must be at most {MAX_SOURCE_CHARS} characters, got {len(text)}", f"invalid_{param}"
+        )
+    return text
 
 
 def boolean(value: str | None, param: str, default: bool = False) -> bool:

@@ -1,8 +1,9 @@
-"""Stored images and their tags: /getimage, /getimagetags (dataset service)."""
+"""Stored images, their thumbnails and their tags: /getimage, /getthumbnail,
+/getimagetags (dataset service)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import Response
@@ -20,6 +21,20 @@ ImageQuery = Annotated[str | None, Query(description="Stored image name, `<sha25
 FilenameQuery = Annotated[str | None, Query(description="Alias of `image` (sent by older clients).")]
 # The stored bytes (and each resized version) never change under a name.
 IMMUTABLE = "public, max-age=31536000, immutable"
+_IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    304: {"description": "The client's copy (If-None-Match) is current."},
+    **error_responses(400, 404, 503, 504),
+}
+IfNoneMatchHeader = Annotated[str | None, Header(description="An ETag from an earlier answer.")]
+
+
+def image_response(reply: dataset_pb2.GetImageResponse) -> Response:
+    """The bytes of ``reply`` with a strong ETag and immutable caching, or a
+    304 when the service found the client's If-None-Match current."""
+    headers = {"ETag": f'"{reply.etag}"', "Cache-Control": IMMUTABLE}
+    if reply.not_modified:
+        return Response(status_code=304, headers=headers)
+    return Response(reply.data, media_type=reply.content_type, headers=headers)
 
 
 @router.get(
@@ -31,8 +46,7 @@ IMMUTABLE = "public, max-age=31536000, immutable"
             "description": "The image bytes.",
             "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
         },
-        304: {"description": "The client's copy (If-None-Match) is current."},
-        **error_responses(400, 404, 503, 504),
+        **_IMAGE_RESPONSES,
     },
 )
 async def get_image(
@@ -42,7 +56,7 @@ async def get_image(
     size: Annotated[
         str | None, Query(description="Longest side in pixels, 16-4096 (aspect kept, never upscaled).")
     ] = None,
-    if_none_match: Annotated[str | None, Header(description="An ETag from an earlier answer.")] = None,
+    if_none_match: IfNoneMatchHeader = None,
 ) -> Response:
     name = params.image(image, filename)
     longest = params.size(size)
@@ -50,10 +64,40 @@ async def get_image(
     reply = await dataset.stub.GetImage(
         dataset_pb2.GetImageRequest(image=name, size=longest or 0, if_none_match=if_none_match or "")
     )
-    headers = {"ETag": f'"{reply.etag}"', "Cache-Control": IMMUTABLE}
-    if reply.not_modified:
-        return Response(status_code=304, headers=headers)
-    return Response(reply.data, media_type=reply.content_type, headers=headers)
+    return image_response(reply)
+
+
+@router.get(
+    "/getthumbnail",
+    summary="A square thumbnail of a stored image (WebP)",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "A square centre crop as WebP, EXIF orientation applied, never upscaled.",
+            "content": {"image/webp": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **_IMAGE_RESPONSES,
+    },
+)
+async def get_thumbnail(
+    dataset: DatasetDep,
+    image: ImageQuery = None,
+    filename: FilenameQuery = None,
+    size: Annotated[
+        str | None,
+        Query(
+            description=f"Side in pixels, {params.MIN_THUMBNAIL}-{params.MAX_THUMBNAIL} "
+            f"(default {params.DEFAULT_THUMBNAIL})."
+        ),
+    ] = None,
+    if_none_match: IfNoneMatchHeader = None,
+) -> Response:
+    name = params.image(image, filename)
+    side = params.thumbnail_size(size)
+    reply = await dataset.stub.GetThumbnail(
+        dataset_pb2.GetThumbnailRequest(image=name, size=side, if_none_match=if_none_match or "")
+    )
+    return image_response(reply)
 
 
 @router.get(
@@ -76,4 +120,10 @@ async def get_image_tags(
         tags: list[str] | list[TagScore] = [(t.name, round(t.score, 4)) for t in ranked]
     else:
         tags = sorted(t.name for t in reply.tags)
-    return ImageTags(image=reply.image or name, tagged=reply.tagged, model=reply.model_id or None, tags=tags)
+    return ImageTags(
+        image=reply.image or name,
+        tagged=reply.tagged,
+        model=reply.model_id or None,
+        tags=tags,
+        source=reply.source or None,
+    )

@@ -1,0 +1,364 @@
+"""Collection management, the endpoints the original's web front end and chat
+bot call beyond its endpoint table (dataset service): /updaterating,
+/removerating, /deleteimage, /addimage, /gettags, /getstats (plus the
+trainer's status), /getimageneighbours. /getthumbnail lives with /getimage
+in images.py.
+
+/removerating and /deleteimage change state but the original's clients
+call them with GET, so they accept POST too; a POST's parameters come from
+its query string and its form (see :mod:`tagrate_gateway.bodies`).
+/updaterating is POST only and also takes a JSON body, as the original's
+web front end sends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from tagrate_common.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from tagrate_common.protos import common_pb2, dataset_pb2, trainer_pb2
+from tagrate_common.timestamps import optional_api_text
+from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
+
+from .. import params
+from ..bodies import BodyFields, post_fields
+from ..deps import DatasetDep, SettingsDep, TrainerDep
+from ..errors import error_responses
+from ..schemas import (
+    AddedBulkImage,
+    AddedImage,
+    AddedImages,
+    DeletedImage,
+    ImageNeighbours,
+    Neighbour,
+    RemovedRating,
+    StatsModel,
+    StatsTrainer,
+    TagCounts,
+    UpdatedRating,
+    UserStats,
+)
+from ..uploads import (
+    ChunkPlan,
+    call_in_chunks,
+    check_images,
+    file_property,
+    files_property,
+    multipart_body,
+    read_form,
+    text_property,
+)
+
+log = logging.getLogger("tagrate_gateway.collection")
+
+router = APIRouter(tags=["collection"], dependencies=[Depends(params.no_repeated_query)])
+
+# /getstats asks the trainer whether a training runs; a trainer that is down
+# or slow must not hold the statistics for the trainer's whole deadline.
+STATS_TRAINER_TIMEOUT_SECONDS = 2.0
+
+UserQuery = Annotated[str | None, params.required_query("User name (1-64 of `[A-Za-z0-9_.-]`).")]
+ImageQuery = Annotated[str | None, params.required_query("Stored image name, `<sha256>.<ext>`.")]
+FilenameQuery = Annotated[str | None, Query(description="Alias of `image` (sent by the original's clients).")]
+_USER = text_property("User name (1-64 of `[A-Za-z0-9_.-]`).")
+_IMAGE = text_property("Stored image name, `<sha256>.<ext>` (`filename` is an alias).")
+
+
+def _optional_body(properties: dict[str, dict[str, Any]], required: list[str]) -> dict[str, Any]:
+    """A form body that may be left out (its fields can come in the query string)."""
+    body = multipart_body(properties, required)
+    body["requestBody"]["required"] = False
+    return body
+
+
+# ---- /updaterating ----
+
+_UPDATE_FIELDS = {"image": _IMAGE, "user": _USER, "rating": text_property("A number from 0 to 1.", "0.5")}
+_UPDATE_BODY = multipart_body(_UPDATE_FIELDS, ["image", "user", "rating"])
+_UPDATE_BODY["requestBody"]["content"]["application/json"] = {
+    "schema": {
+        "type": "object",
+        "properties": {
+            "image": {"type": "string", "description": "Stored image name (`filename` is an alias)."},
+            "user": {"anyOf": [{"type": "string"}, {"type": "integer"}], "description": "User name or numeric id."},
+            "rating": {"anyOf": [{"type": "number"}, {"type": "string"}], "description": "0 to 1."},
+        },
+        "required": ["user", "rating"],
+    }
+}
+_UPDATE_BODY["requestBody"]["content"]["application/x-www-form-urlencoded"] = {
+    "schema": {"type": "object", "properties": _UPDATE_FIELDS, "required": ["image", "user", "rating"]}
+}
+
+
+@router.post(
+    "/updaterating",
+    summary="Set a user's rating of a stored image (no upload)",
+    description='Form fields or a JSON body `{"image"|"filename", "user", "rating"}`; in JSON `user` may be '
+    "an integer id and `rating` a number or a decimal string. A new user is created as by /addrating.",
+    response_model=UpdatedRating,
+    responses=error_responses(400, 404, 503, 504),
+    openapi_extra=_UPDATE_BODY,
+)
+async def update_rating(request: Request, settings: SettingsDep, dataset: DatasetDep) -> UpdatedRating:
+    fields = await post_fields(request, settings, accept_json=True)
+    name = params.image(fields.get("image"), fields.get("filename"))
+    user = params.user(fields.get("user"))
+    value = params.rating(fields.value("rating"))
+    reply = await dataset.stub.UpdateRating(dataset_pb2.UpdateRatingRequest(image=name, user=user, rating=value))
+    return UpdatedRating(
+        success=True,
+        image=reply.image,
+        user=reply.user,
+        rating=reply.rating,
+        previous_rating=reply.previous_rating if reply.HasField("previous_rating") else None,
+        new_user=reply.new_user,
+    )
+
+
+# ---- /removerating ----
+
+_REMOVE_SUMMARY = "Remove a user's rating of an image (the image stays)"
+_REMOVE_ERRORS = error_responses(400, 404, 503, 504)
+
+
+async def _remove_rating(
+    dataset: DatasetDep, user: str | None, image: str | None, filename: str | None
+) -> RemovedRating:
+    name = params.image(image, filename)
+    who = params.user(user)
+    reply = await dataset.stub.RemoveRating(dataset_pb2.RemoveRatingRequest(image=name, user=who))
+    return RemovedRating(success=True, image=reply.image, user=reply.user, rating=reply.rating)
+
+
+@router.get("/removerating", summary=_REMOVE_SUMMARY, response_model=RemovedRating, responses=_REMOVE_ERRORS)
+async def remove_rating(
+    dataset: DatasetDep, user: UserQuery = None, image: ImageQuery = None, filename: FilenameQuery = None
+) -> RemovedRating:
+    return await _remove_rating(dataset, user, image, filename)
+
+
+@router.post(
+    "/removerating",
+    summary=_REMOVE_SUMMARY,
+    response_model=RemovedRating,
+    responses=_REMOVE_ERRORS,
+    openapi_extra=_optional_body({"user": _USER, "image": _IMAGE}, ["user", "image"]),
+)
+async def remove_rating_post(request: Request, settings: SettingsDep, dataset: DatasetDep) -> RemovedRating:
+    fields = await post_fields(request, settings)
+    return await _remove_rating(dataset, fields.get("user"), fields.get("image"), fields.get("filename"))
+
+
+# ---- /deleteimage ----
+
+_DELETE_SUMMARY = "Delete a stored image with its tags, features and every rating of it"
+_DELETE_ERRORS = error_responses(400, 404, 503, 504)
+
+
+async def _delete_image(dataset: DatasetDep, image: str | None, filename: str | None) -> DeletedImage:
+    name = params.image(image, filename)
+    reply = await dataset.stub.DeleteImage(dataset_pb2.DeleteImageRequest(image=name))
+    return DeletedImage(success=True, image=reply.image, ratings_removed=reply.ratings_removed)
+
+
+@router.get("/deleteimage", summary=_DELETE_SUMMARY, response_model=DeletedImage, responses=_DELETE_ERRORS)
+async def delete_image(dataset: DatasetDep, image: ImageQuery = None, filename: FilenameQuery = None) -> DeletedImage:
+    return await _delete_image(dataset, image, filename)
+
+
+@router.post(
+    "/deleteimage",
+    summary=_DELETE_SUMMARY,
+    response_model=DeletedImage,
+    responses=_DELETE_ERRORS,
+    openapi_extra=_optional_body({"image": _IMAGE}, ["image"]),
+)
+async def delete_image_post(request: Request, settings: SettingsDep, dataset: DatasetDep) -> DeletedImage:
+    fields: BodyFields = await post_fields(request, settings)
+    return await _delete_image(dataset, fields.get("image"), fields.get("filename"))
+
+
+# ---- /addimage ----
+
+
+@router.post(
+    "/addimage",
+    summary="Store images without rating them",
+    description="One file as `image`: `{success, filename, image, new_image}`; several as `images`: "
+    "`{success, images: [{image, new_image}, ...]}` in upload order. They appear in every user's `rated=no` "
+    "list and are tagged in the background. Bytes already stored are not an error (`new_image: false`).",
+    response_model=AddedImage | AddedImages,
+    responses=error_responses(400, 413, 415, 503, 504),
+    openapi_extra=multipart_body(
+        {
+            "image": file_property("One image (JPEG, PNG, WebP, GIF or BMP)."),
+            "images": files_property("Several images (instead of `image`)."),
+            "source": text_property(
+                f"Where the images came from (a URL or post id), at most {params.MAX_SOURCE_CHARS} characters."
+            ),
+            "sankaku_id": text_property("Alias of `source` (sent by the original's chat bot)."),
+        },
+        [],
+    ),
+)
+async def add_image(request: Request, settings: SettingsDep, dataset: DatasetDep) -> AddedImage | AddedImages:
+    async with read_form(request, settings, max_files=settings.max_bulk_files) as form:
+        source = params.source(form.field("source"), form.field("sankaku_id"))
+        single, bulk = form.files_named("image"), form.files_named("images")
+        if single and bulk:
+            raise InvalidArgument("send one file as 'image' or several as 'images', not both", "conflicting_parameters")
+        if len(single) > 1:
+            raise params.repeated("image")
+        uploads = single or form.files_required("images")
+        check_images(uploads, settings.image_limits)
+
+        def store(images: list[common_pb2.ImageFile]) -> Any:
+            return dataset.stub.AddImages(dataset_pb2.AddImagesRequest(images=images, source=source))
+
+        replies = await call_in_chunks(uploads, ChunkPlan.from_settings(settings), store)
+    added = [item for reply in replies for item in reply.images]
+    if single:
+        [one] = added
+        return AddedImage(success=True, filename=one.image, image=one.image, new_image=one.new_image)
+    return AddedImages(success=True, images=[AddedBulkImage(image=i.image, new_image=i.new_image) for i in added])
+
+
+# ---- /gettags ----
+
+
+@router.get(
+    "/gettags",
+    summary="The tags on stored images, with counts",
+    response_model=TagCounts,
+    responses=error_responses(400, 404, 503, 504),
+)
+async def get_tags(
+    dataset: DatasetDep,
+    prefix: Annotated[str | None, Query(description="Only tags starting with this (case-insensitive).")] = None,
+    user: Annotated[str | None, Query(description="Only count this user's rated images.")] = None,
+    limit: Annotated[
+        str | None, Query(description=f"Most tags returned, 1-{params.MAX_TAG_LIST} (default: all).")
+    ] = None,
+) -> TagCounts:
+    who = params.user(user) if user is not None and user.strip() != "" else ""
+    most = params.tag_list_limit(limit)
+    reply = await dataset.stub.ListTags(
+        dataset_pb2.ListTagsRequest(prefix=(prefix or "").strip(), user=who, limit=most or 0)
+    )
+    return TagCounts(model=reply.model or None, tags=list(reply.tags), counts=list(reply.counts))
+
+
+# ---- /getstats ----
+
+
+def _progress(fraction: float) -> str:
+    """The original's progress: a percentage string its clients print verbatim."""
+    return f"{max(0.0, min(1.0, fraction)) * 100:.2f}%"
+
+
+async def _training(trainer: TrainerDep) -> StatsTrainer | None:
+    """The running training, or None when none runs. A trainer that cannot
+    be asked (down, slow, not configured) is also None, logged: statistics
+    come from the dataset service and stay available without it."""
+    try:
+        status = await trainer.stub.GetStatus(trainer_pb2.GetStatusRequest(), timeout=STATS_TRAINER_TIMEOUT_SECONDS)
+    except (Unavailable, DeadlineExceeded) as exc:
+        log.warning("/getstats without the trainer's status: %s", exc.message)
+        return None
+    if not status.is_training:
+        return None
+    return StatsTrainer(
+        is_training=True,
+        current_user=status.current_user if status.HasField("current_user") else None,
+        progress=_progress(status.progress),
+    )
+
+
+@router.get(
+    "/getstats",
+    summary="A user's rating statistics and model freshness",
+    description="`trainer` is null unless a training runs, and also when the trainer service cannot be asked "
+    "(the rest still answers; the gateway logs it).",
+    response_model=UserStats,
+    responses=error_responses(400, 404, 503, 504),
+)
+async def get_stats(dataset: DatasetDep, trainer: TrainerDep, user: UserQuery = None) -> UserStats:
+    name = params.user(user)
+    # Both at once: the trainer's answer costs no extra latency.
+    training_task = asyncio.ensure_future(_training(trainer))
+    try:
+        reply = await dataset.stub.GetStats(dataset_pb2.GetStatsRequest(user=name))
+    except BaseException:
+        training_task.cancel()
+        raise
+    training = await training_task
+    model = None
+    if reply.HasField("model"):
+        model = StatsModel(
+            version=reply.model.version,
+            trained_at=optional_api_text(reply.model, "trained_at"),
+            trained_on_ratings=reply.model.trained_on_ratings,
+            metrics=dict(sorted(reply.model.metrics.items())),
+        )
+    return UserStats(
+        user=reply.user or name,
+        image_count=reply.image_count,
+        rating_distribution=list(reply.rating_distribution),
+        RaterNNP_up_to_date=reply.personal_up_to_date,
+        RaterNN_up_to_date=reply.global_up_to_date,
+        trainer=training,
+        model=model,
+    )
+
+
+# ---- /getimageneighbours ----
+
+
+def _neighbour(reply: dataset_pb2.GetImageNeighboursResponse, side: str) -> Neighbour:
+    if not reply.HasField(side):  # type: ignore[arg-type]
+        return Neighbour(image=None, rating=None)
+    item: dataset_pb2.Neighbour = getattr(reply, side)
+    return Neighbour(image=item.image, rating=item.rating if item.HasField("rating") else None)
+
+
+@router.get(
+    "/getimageneighbours",
+    summary="Where an image stands in a user's listing, and the images before and after it",
+    description="The list is the one /getuserdata returns for the same `user`, `filters`, `sort` and `rated`; "
+    "404 when the image is not in it.",
+    response_model=ImageNeighbours,
+    responses=error_responses(400, 404, 503, 504),
+)
+async def get_image_neighbours(
+    dataset: DatasetDep,
+    image: ImageQuery = None,
+    filename: FilenameQuery = None,
+    user: UserQuery = None,
+    filters: Annotated[str | None, Query(description="As /getuserdata.")] = None,
+    sort: Annotated[str | None, Query(description="As /getuserdata.")] = None,
+    rated: Annotated[str | None, Query(description="As /getuserdata.")] = None,
+) -> ImageNeighbours:
+    name = params.image(image, filename)
+    who = params.user(user)
+    tag_filter = TagFilter.parse(filters)
+    request = dataset_pb2.GetImageNeighboursRequest(
+        image=name,
+        user=who,
+        include_tags=tag_filter.include,
+        exclude_tags=tag_filter.exclude,
+        sort=SortOrder.parse(sort).to_proto(),
+        rated=RatedFilter.parse(rated).to_proto(),
+    )
+    reply = await dataset.stub.GetImageNeighbours(request)
+    return ImageNeighbours(
+        image=reply.image or name,
+        position=reply.position,
+        max_image=reply.max_image,
+        prev_image=_neighbour(reply, "prev"),
+        next_image=_neighbour(reply, "next"),
+    )
