@@ -95,6 +95,15 @@ class ServiceSettings(CommonSettings):
         "Kubernetes readiness probes stop sending calls before the server stops accepting them.",
     )
     call_timeout_seconds: float = Field(30.0, gt=0, description="Deadline for this service's outgoing calls.")
+    decode_slots: int = _common(
+        0,
+        "Full image decodes at once in one process (each holds up to the pixel limit in memory, so this bounds "
+        "a service's peak memory); 0: one per CPU this process may use. Set it to the container's CPU limit "
+        "where a limit, not the node's cores, is what the process gets.",
+        "DECODE_SLOTS",
+        ge=0,
+        le=256,
+    )
 
 
 class ModelServiceSettings(ServiceSettings):

@@ -36,6 +36,7 @@ from grpc_reflection.v1alpha import reflection
 
 from .config import ServiceSettings
 from .errors import TagrateError, error_metadata
+from .images import set_decode_slots
 from .logging import REQUEST_ID_HEADER, new_request_id, request_id_var
 from .metrics import GRPC_SERVER_HANDLED, GRPC_SERVER_SECONDS, start_metrics_server
 
@@ -161,6 +162,7 @@ class GrpcServer:
         self.name = name
         self.settings = settings
         self._on_shutdown = on_shutdown
+        set_decode_slots(settings.decode_slots)
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"{name}-rpc"),
             interceptors=[_ServiceInterceptor(name)],

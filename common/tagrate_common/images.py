@@ -72,6 +72,15 @@ DECODE_SLOTS = _cores()
 _decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
 
 
+def set_decode_slots(slots: int) -> None:
+    """Sets how many full decodes may run at once in this process (0: one
+    per core). Called once at start-up, before any decode (see
+    ``ServiceSettings.decode_slots``)."""
+    global DECODE_SLOTS, _decode_slots
+    DECODE_SLOTS = slots or _cores()
+    _decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
+
+
 @contextlib.contextmanager
 def decode_slot() -> Iterator[None]:
     """Holds one of the process's decode slots (waits for a free one). Every
