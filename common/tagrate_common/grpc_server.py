@@ -232,7 +232,12 @@ class GrpcServer:
         except PortInUse as exc:
             log.error("%s", exc)
             raise SystemExit(1) from None
-        stop.wait()
+        # Wake up now and then: the kernel may deliver SIGTERM to a gRPC or
+        # worker thread, and CPython then runs the handler only when the main
+        # thread next executes bytecode -- never, while it blocks in a plain
+        # wait(). Seen under load: a SIGTERMed service kept serving for minutes.
+        while not stop.wait(0.25):
+            pass
         self.stop()
 
 
