@@ -1,8 +1,9 @@
 """The image blob store: original uploads, content-addressed by sha256, plus
 a cache of resized versions.
 
-Layout: ``<blob_dir>/<sha[:2]>/<sha>.<ext>`` for originals and
-``<cache_dir>/<size>/<sha[:2]>/<sha>.<ext>`` for resized versions. Names are
+Layout: ``<blob_dir>/<sha[:2]>/<sha>.<ext>`` for originals,
+``<cache_dir>/<size>/<sha[:2]>/<sha>.<ext>`` for resized versions and
+``<cache_dir>/square-<size>/<sha[:2]>/<sha>.webp`` for thumbnails. Names are
 always validated ``<sha256>.<ext>`` strings before they get here, so no path
 is ever built from client input.
 
@@ -11,24 +12,61 @@ folder, flushed and fsynced, renamed into place, and the folder is fsynced so
 the rename itself survives a crash. A reader therefore sees either nothing or
 the whole file, and the service commits an image's row only after ``put``
 returned, so no row ever points at a missing or partial blob.
+
+Deleting an image works the other way round: its rows go first (one
+transaction), then its files (:meth:`BlobStore.remove`). A crash between the
+two leaves files without a row, never served (every read starts from the
+row) and removed on the next start by :meth:`BlobStore.collect_orphans`.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from PIL import Image
+
 from tagrate_common.files import TEMP_PREFIX, write_atomically
-from tagrate_common.images import FORMATS, resize_to_fit
+from tagrate_common.images import FORMATS, decode_slot, resize_to_fit, resize_upright, upright_size
 
 log = logging.getLogger(__name__)
 
 # resize_to_fit keeps JPEG and WebP, and turns every other format into PNG.
 _RESIZED_FORMAT = {"JPEG": "JPEG", "WEBP": "WEBP"}
 _LOCK_STRIPES = 64
+_THUMBNAIL_PREFIX = "square-"
+THUMBNAIL_CONTENT_TYPE = "image/webp"
+_ORPHAN_BATCH = 500
+
+
+def square_thumbnail(data: bytes, fmt: str, size: int) -> bytes:
+    """The centre square of the upright image (EXIF orientation applied) as
+    WebP, ``size`` pixels a side, or the short side when that is smaller
+    (never upscaled). ``data`` must already be validated; the decode runs in
+    a :func:`decode_slot` (a JPEG decodes at a reduced scale when that still
+    leaves twice the output size)."""
+    with decode_slot():
+        img = Image.open(io.BytesIO(data), formats=[fmt])
+        width, height = img.size
+        short = min(width, height)
+        target = min(size, short)
+        if fmt == "JPEG" and 2 * target < short:
+            factor = 2 * target / short
+            img.draft(None, (max(1, round(width * factor)), max(1, round(height * factor))))
+        img.load()
+        up_w, up_h = upright_size(img)
+        side = min(up_w, up_h)
+        box = ((up_w - side) / 2, (up_h - side) / 2, (up_w + side) / 2, (up_h + side) / 2)
+        square = resize_upright(
+            img, (target, target), box, budget=max(img.width * img.height, target * target), keep_alpha=True
+        )
+        buf = io.BytesIO()
+        square.save(buf, format="WEBP", quality=90)
+    return buf.getvalue()
 
 
 def resized_content_type(fmt: str) -> str:
@@ -92,6 +130,100 @@ class BlobStore:
             write_atomically(path, data)
             log.debug("cached %s at %dpx", name, size)
             return data, content_type
+
+    def thumbnail_path(self, name: str, size: int) -> Path:
+        """Where the ``size`` px square thumbnail of ``name`` is cached."""
+        sha = name.split(".", 1)[0]
+        return self.cache_dir / f"{_THUMBNAIL_PREFIX}{size}" / sha[:2] / f"{sha}.webp"
+
+    def thumbnail(self, name: str, fmt: str, size: int) -> bytes:
+        """The square WebP thumbnail of ``name`` (see :func:`square_thumbnail`),
+        generated on first use and cached; concurrent first requests in this
+        process generate it once (the others wait for it). FileNotFoundError
+        when the original is missing."""
+        path = self.thumbnail_path(name, size)
+        if path.is_file():
+            return path.read_bytes()
+        with self._lock_for(name, -size):
+            if path.is_file():  # generated while we waited
+                return path.read_bytes()
+            data = square_thumbnail(self.get(name), fmt, size)
+            write_atomically(path, data)
+            log.debug("cached %s thumbnail at %dpx", name, size)
+            return data
+
+    def files_of(self, sha: str) -> list[Path]:
+        """Every file stored for the image with this sha256: the original and
+        each cached version and thumbnail."""
+        paths = list((self.blob_dir / sha[:2]).glob(f"{sha}.*"))
+        for folder in self.cache_dir.iterdir():
+            if folder.is_dir():
+                paths += (folder / sha[:2]).glob(f"{sha}.*")
+        return paths
+
+    def remove(self, name: str) -> int:
+        """Deletes the original and every cached version of ``name`` (whose
+        row is already gone); returns how many files were removed."""
+        removed = 0
+        for path in self.files_of(name.split(".", 1)[0]):
+            try:
+                path.unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass  # removed meanwhile
+        return removed
+
+    def collect_orphans(
+        self, stored: Callable[[Iterable[str]], set[str]], older_than_seconds: float, max_seconds: float
+    ) -> int:
+        """Deletes files (originals, cached versions, thumbnails) of images
+        that have no row: left by a crash during a delete, or by an upload
+        whose row was never committed. ``stored`` says which of some sha256s
+        have a row. Files younger than ``older_than_seconds`` may belong to
+        an upload still in progress elsewhere and are kept. Stops after
+        ``max_seconds`` (the rest waits for the next start); returns how
+        many files were removed."""
+        deadline = time.monotonic() + max_seconds
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        batch: list[Path] = []
+
+        def sweep() -> int:
+            shas = {path.name.split(".", 1)[0] for path in batch}
+            keep = stored(shas)
+            count = 0
+            for path in batch:
+                if path.name.split(".", 1)[0] in keep:
+                    continue
+                try:
+                    if path.stat().st_mtime <= cutoff:
+                        path.unlink()
+                        count += 1
+                except FileNotFoundError:
+                    pass
+            batch.clear()
+            return count
+
+        for root in (self.blob_dir, self.cache_dir):
+            for path in root.rglob("*"):
+                if path.name.startswith(TEMP_PREFIX) or not path.is_file():
+                    continue
+                batch.append(path)
+                if len(batch) >= _ORPHAN_BATCH:
+                    removed += sweep()
+                    if time.monotonic() > deadline:
+                        log.warning(
+                            "orphan file sweep stopped after %.0f s; it continues on the next start", max_seconds
+                        )
+                        break
+            else:
+                continue
+            break
+        if batch:
+            removed += sweep()
+        if removed:
+            log.info("removed %d files of images that have no row (left by a crash)", removed)
+        return removed
 
     def _lock_for(self, name: str, size: int) -> threading.Lock:
         return self._locks[hash((name, size)) % _LOCK_STRIPES]

@@ -61,7 +61,14 @@ class DatasetSettings(ServiceSettings):
         600.0,
         ge=0,
         description="On start, unfinished blob/cache temp files older than this are removed (left by a crash; "
-        "younger ones may belong to another replica still writing on a shared volume).",
+        "younger ones may belong to another replica still writing on a shared volume); so are files of images "
+        "that have no row (a delete interrupted by a crash, an upload never committed).",
+    )
+    orphan_sweep_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="Longest the start-up sweep for files of images without a row may take; "
+        "what it did not reach waits for the next start.",
     )
 
     # ---- peers and background work ----
@@ -78,10 +85,16 @@ class DatasetSettings(ServiceSettings):
     tagger_timeout_seconds: float = Field(60.0, gt=0, description="Deadline for one call to the tagger.")
     rater_timeout_seconds: float = Field(60.0, gt=0, description="Deadline for one call to the rater.")
     tag_batch_size: int = Field(
-        16, ge=1, le=1024, description="Images per Tag call (keep it within the tagger's TAGGER_MAX_BULK_FILES)."
+        16,
+        ge=1,
+        le=1024,
+        description="Images per Tag call (keep it within TAGRATE_MAX_BULK_FILES and the bulk chunk size).",
     )
     embed_batch_size: int = Field(
-        16, ge=1, le=1024, description="Images per Embed call (keep it within the rater's RATER_MAX_BULK_FILES)."
+        16,
+        ge=1,
+        le=1024,
+        description="Images per Embed call (keep it within TAGRATE_MAX_BULK_FILES and the bulk chunk size).",
     )
     tag_score_floor: float = Field(
         0.01,

@@ -5,8 +5,9 @@ The GetUserData query lives in ``queries.py``.
 
 Snapshot ids name the ratings a model was trained on. A user's is
 ``"<user id>:<ratings_version>:<ratings count>"``; ``ratings_version`` is
-bumped in the same transaction as every insert or value change of one of
-their ratings, so the id changes exactly when their ratings do. The global
+bumped in the same transaction as every insert, value change or removal of
+one of their ratings (a deleted image removes its ratings), so the id
+changes exactly when their ratings do. The global
 ("all") id is ``"all:<sum of every version>:<total ratings>"``. The count is
 part of the id so that recording a snapshot after more ratings arrived still
 stores the count the model was actually trained on.
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, exists, func, update
+from sqlalchemy import ColumnElement, Table, and_, delete, exists, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, select
 
@@ -141,45 +142,167 @@ def add_rating(
     stored. A concurrent call creating the same user, image or rating makes
     the flush fail with IntegrityError: the caller retries the transaction."""
     now = utc_now()
-    user = find_user(session, user_name)
-    new_user = user is None
-    if user is None:
-        user = User(name=user_name, created_at=now)
-        session.add(user)
-        session.flush()
+    user, new_user = _user_or_new(session, user_name, now)
     image = session.exec(select(Image).where(Image.sha256 == info.sha256)).first()
     new_image = image is None
     if image is None:
-        image = Image(
-            sha256=info.sha256,
-            name=info.name,
-            format=info.format,
-            size_bytes=info.size_bytes,
-            width=info.width,
-            height=info.height,
-            original_filename=original_filename[:255],
-            created_at=now,
-        )
-        session.add(image)
-        session.flush()
-        assert image.id is not None
-        # In the image's own transaction: a stored image always has its
-        # tagging and feature extraction queued (see workqueue.py).
-        session.add_all([WorkItem(image_id=image.id, kind=kind, enqueued_at=now) for kind in WorkKind])
+        image = _new_image(session, info, original_filename, now)
+    previous = _set_rating(session, user, image, value, now)
+    return AddRatingOutcome(image.name, user.name, value, new_image, new_user, previous != value)
+
+
+def _user_or_new(session: Session, name: str, now: datetime) -> tuple[User, bool]:
+    user = find_user(session, name)
+    if user is not None:
+        return user, False
+    user = User(name=name, created_at=now)
+    session.add(user)
+    session.flush()
+    return user, True
+
+
+def _set_rating(session: Session, user: User, image: Image, value: float, now: datetime) -> float | None:
+    """Inserts or updates the rating (``rated_at`` = now), bumping the
+    user's ``ratings_version`` when the value is new or different; returns
+    the previous value (None: there was none)."""
     assert user.id is not None and image.id is not None
     rating = session.get(Rating, (user.id, image.id))
-    changed = rating is None or rating.rating != value
+    previous = rating.rating if rating is not None else None
     if rating is None:
         session.add(Rating(user_id=user.id, image_id=image.id, rating=value, rated_at=now))
     else:
         rating.rating = value
         rating.rated_at = now
     session.flush()
-    if changed:
-        # An increment in SQL, not in Python: concurrent raters of the same
-        # user must each move the version.
-        session.exec(update(User).where(User.id == user.id).values(ratings_version=User.ratings_version + 1))
-    return AddRatingOutcome(image.name, user.name, value, new_image, new_user, changed)
+    if previous != value:
+        _bump_versions(session, User.id == user.id)
+    return previous
+
+
+def _bump_versions(session: Session, which: ColumnElement[bool]) -> None:
+    # An increment in SQL, not in Python: concurrent raters of the same
+    # user must each move the version.
+    session.exec(update(User).where(which).values(ratings_version=User.ratings_version + 1))
+
+
+@dataclass(frozen=True)
+class UpdateRatingOutcome:
+    image: str
+    user: str
+    rating: float
+    previous: float | None
+    new_user: bool
+
+
+def update_rating(session: Session, user_name: str, image_name: str, value: float) -> UpdateRatingOutcome:
+    """Sets the user's rating of a stored image (insert or update), creating
+    the user if needed. NotFound for an unknown image (nothing created)."""
+    now = utc_now()
+    image = require_image(session, image_name)
+    user, new_user = _user_or_new(session, user_name, now)
+    previous = _set_rating(session, user, image, value, now)
+    return UpdateRatingOutcome(image.name, user.name, value, previous, new_user)
+
+
+def remove_rating(session: Session, user_name: str, image_name: str) -> float:
+    """Removes the user's rating of the image (the image stays) and returns
+    the removed value. NotFound for an unknown user or image, or an image
+    the user has not rated."""
+    user = require_user(session, user_name)
+    image = require_image(session, image_name)
+    rating = session.get(Rating, (user.id, image.id))
+    if rating is None:
+        raise NotFound(f"user '{user_name}' has not rated image '{image_name}'", "rating_not_found")
+    value = rating.rating
+    session.delete(rating)
+    session.flush()
+    _bump_versions(session, User.id == user.id)
+    return value
+
+
+@dataclass(frozen=True)
+class DeletedImage:
+    image: str
+    format: str
+    ratings_removed: int
+
+
+def delete_image(session: Session, name: str) -> DeletedImage:
+    """Deletes every row of the image: its ratings (moving each rater's
+    snapshot), tags, taggings, feature vectors, queued work and the image
+    row itself. The files are the caller's, after the commit."""
+    image = require_image(session, name)
+    image_id = image.id
+    raters = select(Rating.user_id).where(Rating.image_id == image_id)
+    _bump_versions(session, User.id.in_(raters))  # type: ignore[union-attr]
+    removed = session.exec(select(func.count()).select_from(Rating).where(Rating.image_id == image_id)).one()
+    # Explicit deletes rather than ON DELETE CASCADE alone: the same on a
+    # SQLite database opened without foreign keys.
+    for model in (Rating, ImageTag, ImageTagging, ImageFeatures, WorkItem):
+        session.exec(delete(model).where(model.image_id == image_id))  # type: ignore[attr-defined]
+    session.exec(delete(Image).where(Image.id == image_id))  # type: ignore[arg-type]
+    return DeletedImage(name, image.format, removed)
+
+
+def add_images(session: Session, images: Sequence[tuple[ImageInfo, str]], source: str) -> list[tuple[str, bool]]:
+    """Creates the rows of images not stored yet (``(info, original
+    filename)``, blobs already stored), queueing their tagging and feature
+    extraction; an image already stored keeps its row, and gets ``source``
+    when it had none. Returns (name, new) per image, in order."""
+    now = utc_now()
+    out: list[tuple[str, bool]] = []
+    for info, filename in images:
+        image = session.exec(select(Image).where(Image.sha256 == info.sha256)).first()
+        if image is not None:
+            if source and not image.source:
+                image.source = source
+                session.flush()
+            out.append((image.name, False))
+            continue
+        image = _new_image(session, info, filename, now, source)
+        out.append((image.name, True))
+    return out
+
+
+def _new_image(session: Session, info: ImageInfo, filename: str, now: datetime, source: str = "") -> Image:
+    image = Image(
+        sha256=info.sha256,
+        name=info.name,
+        format=info.format,
+        size_bytes=info.size_bytes,
+        width=info.width,
+        height=info.height,
+        original_filename=filename[:255],
+        created_at=now,
+        source=source,
+    )
+    session.add(image)
+    session.flush()
+    assert image.id is not None
+    # In the image's own transaction: a stored image always has its
+    # tagging and feature extraction queued (see workqueue.py).
+    session.add_all([WorkItem(image_id=image.id, kind=kind, enqueued_at=now) for kind in WorkKind])
+    return image
+
+
+def existing_image_ids(session: Session, image_ids: Iterable[int]) -> set[int]:
+    """Those of ``image_ids`` whose image is still stored (not deleted)."""
+    wanted = sorted(set(image_ids))
+    found: set[int] = set()
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        found.update(session.exec(select(Image.id).where(Image.id.in_(chunk))).all())  # type: ignore[union-attr,arg-type]
+    return found
+
+
+def existing_image_shas(session: Session, shas: Iterable[str]) -> set[str]:
+    """Those of ``shas`` that name a stored image."""
+    wanted = sorted(set(shas))
+    found: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        found.update(session.exec(select(Image.sha256).where(Image.sha256.in_(chunk))).all())  # type: ignore[attr-defined]
+    return found
 
 
 # ---- users and snapshots --------------------------------------------------
@@ -235,7 +358,9 @@ def list_users(session: Session) -> list[str]:
     return sorted(session.exec(select(User.name)).all())
 
 
-def record_trained_snapshot(session: Session, subject: str, snapshot_id: str, model_version: str) -> TrainedSnapshot:
+def record_trained_snapshot(
+    session: Session, subject: str, snapshot_id: str, model_version: str, metrics: Mapping[str, float] | None = None
+) -> TrainedSnapshot:
     """Records that ``subject``'s model (a user's, or ``all``) was trained on
     ``snapshot_id``, replacing the previous record. NotFound for an unknown
     user; InvalidArgument for an id that is not one of the subject's
@@ -271,6 +396,7 @@ def record_trained_snapshot(session: Session, subject: str, snapshot_id: str, mo
         "ratings_count": count,
         "model_version": model_version,
         "trained_at": now,
+        "metrics": dict(metrics or {}),
     }
     upsert(session, TrainedSnapshot, values, ["subject"])
     return TrainedSnapshot(**values)
@@ -344,6 +470,39 @@ def untagged_images_count(session: Session) -> int:
     return session.exec(stmt).one()
 
 
+@dataclass(frozen=True)
+class UserStats:
+    user: str
+    image_count: int
+    distribution: list[int]  # 7 buckets: round(rating * 6)
+    personal_up_to_date: bool
+    global_up_to_date: bool
+    model: TrainedSnapshot | None
+
+
+def user_stats(session: Session, name: str) -> UserStats:
+    """A user's rated-image count, rating distribution and model freshness.
+    Bucket k counts the ratings r with Python's ``round(r * 6) == k`` (half
+    to even, as the original service computed it): the database groups by
+    the distinct values (few: ratings come from a short scale) and Python
+    buckets them, so the rounding is Python's own. NotFound for an unknown user."""
+    user = require_user(session, name)
+    distribution = [0] * 7
+    rows = session.exec(select(Rating.rating, func.count()).where(Rating.user_id == user.id).group_by(Rating.rating))
+    for value, count in rows:
+        distribution[min(6, max(0, round(value * 6)))] += count
+    mine, everyone = user_snapshot(session, user), all_snapshot(session)
+    trained, trained_all = trained_snapshot(session, name), trained_snapshot(session, ALL_SUBJECT)
+    return UserStats(
+        name,
+        mine.ratings,
+        distribution,
+        trained is not None and trained.snapshot_id == mine.snapshot_id,
+        trained_all is not None and trained_all.snapshot_id == everyone.snapshot_id,
+        trained,
+    )
+
+
 # ---- tags -----------------------------------------------------------------
 
 
@@ -357,6 +516,7 @@ class ImageTags:
     tagged: bool
     model_id: str
     tags: list[tuple[str, float]]  # highest score first
+    source: str = ""
 
 
 def image_tags(session: Session, name: str) -> ImageTags:
@@ -365,16 +525,16 @@ def image_tags(session: Session, name: str) -> ImageTags:
     image = require_image(session, name)
     model = current_tagger_model(session)
     if model is None:
-        return ImageTags(name, False, "", [])
+        return ImageTags(name, False, "", [], image.source)
     if session.get(ImageTagging, (image.id, model.id)) is None:
-        return ImageTags(name, False, model.model_id, [])
+        return ImageTags(name, False, model.model_id, [], image.source)
     rows = session.exec(
         select(Tag.name, ImageTag.score)
         .join(Tag, Tag.id == ImageTag.tag_id)
         .where(ImageTag.image_id == image.id, ImageTag.tagger_model_id == model.id, ImageTag.score >= model.threshold)
         .order_by(ImageTag.score.desc(), Tag.name)
     ).all()
-    return ImageTags(name, True, model.model_id, [(tag, score) for tag, score in rows])
+    return ImageTags(name, True, model.model_id, [(tag, score) for tag, score in rows], image.source)
 
 
 def tag_scores(pairs: Iterable[tuple[str, float]], max_chars: int) -> dict[str, float]:

@@ -27,7 +27,7 @@ from sqlmodel import Session
 
 from tagrate_common.errors import TagrateError
 
-from . import workqueue
+from . import crud, workqueue
 from .blobs import BlobStore
 from .db import Database
 from .models import WorkKind
@@ -141,8 +141,15 @@ class ImageWork(ABC, Generic[ModelT, ResultT]):
 
     def _store(self, session: Session, model: ModelT, outcome: BatchOutcome[ResultT]) -> None:
         key = self.model_key(model)
-        if outcome.results:
-            self.store_results(session, model, outcome.results)
-        workqueue.complete(session, self.kind, [image.image_id for image, _ in outcome.results])
+        # Images deleted while the model ran are done: nothing of theirs is
+        # written back (their work items went with them). A delete that
+        # commits after this check makes the writes below fail on the foreign
+        # key, and the retried transaction sees it gone.
+        live = crud.existing_image_ids(session, [image.image_id for image, _ in (*outcome.results, *outcome.refused)])
+        results = [(image, result) for image, result in outcome.results if image.image_id in live]
+        if results:
+            self.store_results(session, model, results)
+        workqueue.complete(session, self.kind, [image.image_id for image, _ in results])
         for image, reason in outcome.refused:
-            workqueue.fail(session, self.kind, image.image_id, key, reason)
+            if image.image_id in live:
+                workqueue.fail(session, self.kind, image.image_id, key, reason)

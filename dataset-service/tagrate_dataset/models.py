@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, LargeBinary, String
+from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, LargeBinary, String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -27,6 +27,9 @@ class DatasetModel(SQLModel, registry=model_registry()):
     the shared constraint naming convention), which the migrations compare
     against, apart from any other service's tables in the same process."""
 
+
+# The longest ``images.source`` kept.
+SOURCE_MAX_CHARS = 2048
 
 # Snapshot subject and GetUser name for the global (every user) dataset.
 ALL_SUBJECT = "all"
@@ -88,6 +91,11 @@ class Image(DatasetModel, table=True):
     # The client's own name for the file: metadata only, never a path.
     original_filename: str = Field(default="", sa_type=String(255), nullable=False)
     created_at: datetime = _timestamp()
+    # Where the image came from (a URL or post id, AddImages' ``source``):
+    # metadata only, "" when not known.
+    source: str = Field(
+        default="", sa_type=String(SOURCE_MAX_CHARS), sa_column_kwargs={"server_default": ""}, nullable=False
+    )
 
 
 class Rating(DatasetModel, table=True):
@@ -216,3 +224,5 @@ class TrainedSnapshot(DatasetModel, table=True):
     ratings_count: int = Field(nullable=False)
     model_version: str = Field(default="", sa_type=String(200), nullable=False)
     trained_at: datetime = _timestamp()
+    # The model's evaluation metrics as the trainer reported them (GetStats).
+    metrics: dict[str, float] | None = Field(default=None, sa_column=Column(JSON, nullable=True))

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, null
+from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, null, or_
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
@@ -243,11 +243,29 @@ def _has_tag(model: TaggerModel, tag_id: int, image_id: ColumnElement[int]) -> C
     )
 
 
-def _order(sort: SortOrder, rated: RatedFilter) -> list[ColumnElement]:
+@dataclass(frozen=True)
+class _Key:
+    """One sort key: the expression, its direction, and whether it can be
+    NULL (NULLs sort last in either direction)."""
+
+    expr: ColumnElement
+    descending: bool = False
+    nullable: bool = False
+
+    def ordering(self, reverse: bool = False) -> ColumnElement:
+        descending = self.descending != reverse
+        key = self.expr.desc() if descending else self.expr.asc()
+        if self.nullable:
+            key = key.nulls_first() if reverse else key.nulls_last()
+        return key
+
+
+def _keys(sort: SortOrder, rated: RatedFilter) -> list[_Key]:
+    """The listing's sort keys, the last always the (unique) image name."""
     if sort is SortOrder.NAME_ASC:
-        return [Image.name.asc()]
+        return [_Key(Image.name)]
     if sort is SortOrder.NAME_DESC:
-        return [Image.name.desc()]
+        return [_Key(Image.name, descending=True)]
     if sort in (SortOrder.DATE_DESC, SortOrder.DATE_ASC):
         if rated is RatedFilter.YES:
             date = Rating.rated_at
@@ -255,15 +273,136 @@ def _order(sort: SortOrder, rated: RatedFilter) -> list[ColumnElement]:
             date = Image.created_at
         else:
             date = func.coalesce(Rating.rated_at, Image.created_at)
-        key = date.desc() if sort is SortOrder.DATE_DESC else date.asc()
-        return [key, Image.name.asc()]
+        return [_Key(date, descending=sort is SortOrder.DATE_DESC), _Key(Image.name)]
     if rated is RatedFilter.NO:  # nothing is rated: by rating means by name
-        return [Image.name.asc()]
-    key = Rating.rating.desc() if sort is SortOrder.RATING_DESC else Rating.rating.asc()
-    if rated is RatedFilter.ALL:
-        # Without NULL ratings (rated=yes) the plain order can use the index.
-        key = key.nulls_last()
-    return [key, Image.name.asc()]
+        return [_Key(Image.name)]
+    # Without NULL ratings (rated=yes) the plain order can use the index.
+    rating = _Key(Rating.rating, descending=sort is SortOrder.RATING_DESC, nullable=rated is RatedFilter.ALL)
+    return [rating, _Key(Image.name)]
+
+
+def _order(sort: SortOrder, rated: RatedFilter) -> list[ColumnElement]:
+    return [key.ordering() for key in _keys(sort, rated)]
+
+
+def _beyond(keys: Sequence[_Key], values: Sequence[object], after: bool) -> ColumnElement[bool]:
+    """Rows strictly after (or before) the row whose key values are
+    ``values`` in the order ``keys`` define: a keyset comparison, one key
+    at a time, so an index on the keys can serve it."""
+    key, value, rest = keys[0], values[0], keys[1:]
+    later = (lambda e, v: e < v) if key.descending == after else (lambda e, v: e > v)
+    if value is None:  # a nullable key (NULLs last): later rows are NULL too
+        tail = _beyond(rest, values[1:], after) if rest else literal(False)
+        return and_(key.expr.is_(None), tail) if after else or_(key.expr.is_not(None), and_(key.expr.is_(None), tail))
+    strictly = later(key.expr, value)
+    if key.nullable and after:
+        strictly = or_(strictly, key.expr.is_(None))
+    if not rest:
+        return strictly
+    return or_(strictly, and_(key.expr == value, _beyond(rest, values[1:], after)))
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    position: int  # 1-based
+    total: int
+    prev: UserImage | None
+    next: UserImage | None
+
+
+def neighbours(
+    session: Session,
+    user_id: int,
+    image: str,
+    tags: TagFilter = TagFilter(),
+    sort: SortOrder = SortOrder.DATE_DESC,
+    rated: RatedFilter = RatedFilter.YES,
+) -> Neighbours | None:
+    """Where ``image`` stands in the listing :func:`user_data` returns for
+    the same parameters, and the rows before and after it; None when it is
+    not in that listing. Never reads the listing: the position is a count
+    of the rows before it (a keyset comparison on the sort keys), the
+    neighbours are one-row keyset queries."""
+    model = current_tagger_model(session) if (tags.include or tags.exclude) else None
+    ids = _tag_ids(session, (*tags.include, *tags.exclude))
+    if tags.include and (model is None or any(name not in ids for name in tags.include)):
+        return None
+    include = [ids[name] for name in tags.include]
+    exclude = [ids[name] for name in tags.exclude if name in ids]
+    if model is None:
+        include = exclude = []
+    keys = _keys(sort, rated)
+    joined = rated is not RatedFilter.NO
+
+    def query(columns: Select, for_count: bool = False) -> Select:
+        return _base_query(columns, user_id, model, include, exclude, rated, _FILTER_FIRST, for_count=for_count)
+
+    row_columns = select(
+        Image.name,
+        (Rating.rating if joined else null()).label("rating"),
+        (Rating.rated_at if joined else null()).label("rated_at"),
+    )
+    found = session.exec(query(select(*(key.expr for key in keys))).where(Image.name == image)).first()
+    if found is None:
+        return None
+    # SQLModel returns a single-column select as scalars, not rows.
+    values = [found] if len(keys) == 1 else list(found)
+    # Counting joins the image table only when a key or filter needs it.
+    total = session.exec(query(select(func.count()), for_count=True)).one()
+    before = session.exec(query(select(func.count())).where(_beyond(keys, values, after=False))).one()
+    prev_row = session.exec(
+        query(row_columns)
+        .where(_beyond(keys, values, after=False))
+        .order_by(*(k.ordering(True) for k in keys))
+        .limit(1)
+    ).first()
+    next_row = session.exec(
+        query(row_columns).where(_beyond(keys, values, after=True)).order_by(*(k.ordering() for k in keys)).limit(1)
+    ).first()
+    return Neighbours(
+        before + 1,
+        total,
+        UserImage(*prev_row) if prev_row is not None else None,
+        UserImage(*next_row) if next_row is not None else None,
+    )
+
+
+# ---- tag list -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TagCounts:
+    model: str  # "" before any tagger model
+    tags: list[tuple[str, int]]  # by name, code-point order
+
+
+def tag_counts(session: Session, prefix: str = "", user_id: int | None = None, limit: int = 0) -> TagCounts:
+    """The current tagger model's tags on stored images at or above its
+    threshold, with how many images carry each (with ``user_id``: of the
+    user's rated images), sorted by name in code-point order; names start
+    with ``prefix`` (lowercase: tag names are stored lowercase). One GROUP
+    BY over ``ix_image_tags_model_tag_score_image``; ``limit`` 0: every tag."""
+    model = current_tagger_model(session)
+    if model is None:
+        return TagCounts("", [])
+    image_tags = select(ImageTag.tag_id, func.count().label("n")).where(
+        ImageTag.tagger_model_id == model.id, ImageTag.score >= model.threshold
+    )
+    if prefix:
+        # substr equality, not LIKE: no wildcard to escape, and the same
+        # case rules on both databases.
+        matching = select(Tag.id).where(func.substr(Tag.name, 1, len(prefix)) == prefix)
+        image_tags = image_tags.where(ImageTag.tag_id.in_(matching))
+    if user_id is not None:
+        image_tags = image_tags.where(ImageTag.image_id.in_(select(Rating.image_id).where(Rating.user_id == user_id)))
+    counted = image_tags.group_by(ImageTag.tag_id).subquery()
+    # Code-point order: PostgreSQL's "C" collation; SQLite's BINARY compares
+    # UTF-8 bytes, which is code-point order.
+    collation = "C" if session.get_bind().dialect.name == "postgresql" else "BINARY"
+    stmt = select(Tag.name, counted.c.n).join(counted, counted.c.tag_id == Tag.id).order_by(Tag.name.collate(collation))
+    if limit:
+        stmt = stmt.limit(limit)
+    return TagCounts(model.model_id, [(name, count) for name, count in session.exec(stmt)])
 
 
 # ---- training data --------------------------------------------------------

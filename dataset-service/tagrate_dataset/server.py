@@ -13,26 +13,26 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 
 import grpc
 import numpy as np
 
 from tagrate_common import validation
-from tagrate_common.errors import InvalidArgument, TagrateError
+from tagrate_common.errors import InvalidArgument, NotFound
 from tagrate_common.grpc_server import GrpcServer
-from tagrate_common.images import CONTENT_TYPES, inspect_image
+from tagrate_common.images import CONTENT_TYPES, inspect_image, naming_file
 from tagrate_common.protos import common_pb2, dataset_pb2, dataset_pb2_grpc
 from tagrate_common.timestamps import to_timestamp
 from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
 
 from . import crud, queries, workqueue
-from .blobs import BlobStore, resized_content_type
+from .blobs import THUMBNAIL_CONTENT_TYPE, BlobStore, resized_content_type
 from .config import DatasetSettings
 from .db import Database, create_db_engine, migrate
 from .features import FeatureCache, VectorFiller
-from .models import ALL_SUBJECT, WorkKind
+from .models import ALL_SUBJECT, SOURCE_MAX_CHARS, WorkKind
 from .peers import Peers
 from .tagging import Tagging
 from .worker import BackgroundWorker
@@ -43,6 +43,25 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = dataset_pb2.DESCRIPTOR.services_by_name["DatasetService"].full_name
 MIN_RESIZE, MAX_RESIZE = 16, 4096
 MAX_FILENAME_CHARS = 255
+# Thumbnails: the original service's grid size, and the sides allowed.
+THUMBNAIL_DEFAULT, MIN_THUMBNAIL, MAX_THUMBNAIL = 305, 16, 1024
+MAX_TAG_LIST = 100_000
+
+
+def blob_missing(name: str) -> NotFound:
+    """A row whose file is gone (lost from the volume, or a delete in
+    progress) is never served: logged, and answered as an unknown image."""
+    log.error("the blob of stored image %s is missing", name)
+    return NotFound(f"the file of image '{name}' is missing from the store", "image_not_found")
+
+
+def clean_source(source: str) -> str:
+    """An image's source as storable metadata: printable, at most 2048 characters."""
+    if len(source) > SOURCE_MAX_CHARS:
+        raise InvalidArgument(
+            f"'source' must be at most {SOURCE_MAX_CHARS} characters, got {len(source)}", "invalid_source"
+        )
+    return "".join(ch for ch in source if ch.isprintable()).strip()
 
 
 def work_kind(value: str) -> WorkKind:
@@ -143,8 +162,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
             else:
                 data = self.blobs.get(name)
         except FileNotFoundError:
-            log.error("the blob of stored image %s is missing", name)
-            raise TagrateError(f"the file of image '{name}' is missing from the store", "blob_missing") from None
+            raise blob_missing(name) from None
         return dataset_pb2.GetImageResponse(data=data, content_type=content_type, etag=etag)
 
     def GetImageTags(self, request: dataset_pb2.GetImageTagsRequest, context: grpc.ServicerContext):
@@ -156,6 +174,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
             tagged=tags.tagged,
             model_id=tags.model_id,
             tags=[dataset_pb2.ImageTagScore(name=tag, score=score) for tag, score in tags.tags],
+            source=tags.source,
         )
 
     def GetUserData(self, request: dataset_pb2.GetUserDataRequest, context: grpc.ServicerContext):
@@ -224,6 +243,145 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
             log.info("failed background work queued again", extra={"kind": request.kind or "all", "images": retried})
             self.on_new_image()  # wakes the worker
         return dataset_pb2.RetryFailedWorkResponse(retried=retried)
+
+    # ---- collection management ----
+
+    def UpdateRating(self, request: dataset_pb2.UpdateRatingRequest, context: grpc.ServicerContext):
+        name = validation.image_name(request.image)
+        user = validation.user_name(request.user)
+        rating = validation.rating(request.rating)
+        outcome = self.db.write(lambda session: crud.update_rating(session, user, name, rating))
+        if outcome.new_user:
+            log.info("user created", extra={"user": user})
+        return dataset_pb2.UpdateRatingResponse(
+            image=outcome.image,
+            user=outcome.user,
+            rating=outcome.rating,
+            previous_rating=outcome.previous,
+            new_user=outcome.new_user,
+        )
+
+    def RemoveRating(self, request: dataset_pb2.RemoveRatingRequest, context: grpc.ServicerContext):
+        name = validation.image_name(request.image)
+        user = validation.user_name(request.user)
+        removed = self.db.write(lambda session: crud.remove_rating(session, user, name))
+        log.info("rating removed", extra={"user": user, "image": name})
+        return dataset_pb2.RemoveRatingResponse(image=name, user=user, rating=removed)
+
+    def DeleteImage(self, request: dataset_pb2.DeleteImageRequest, context: grpc.ServicerContext):
+        name = validation.image_name(request.image)
+        # Rows first, in one transaction: from its commit on nothing serves or
+        # counts the image. Then the files; a crash in between leaves files
+        # without a row, which the next start collects.
+        deleted = self.db.write(lambda session: crud.delete_image(session, name))
+        files = self.blobs.remove(name)
+        log.info("image deleted", extra={"image": name, "ratings": deleted.ratings_removed, "files": files})
+        return dataset_pb2.DeleteImageResponse(image=name, ratings_removed=deleted.ratings_removed)
+
+    def AddImages(self, request: dataset_pb2.AddImagesRequest, context: grpc.ServicerContext):
+        if not request.images:
+            raise validation.missing("images")
+        source = clean_source(request.source)
+        checked = []
+        for index, image in enumerate(request.images):
+            filename = clean_filename(image.filename)
+            with naming_file(index + 1, filename):
+                checked.append((inspect_image(image.data, filename, self.settings.image_limits), filename))
+        # Every blob is durable before the rows that name them are committed.
+        for (info, _), image in zip(checked, request.images, strict=True):
+            self.blobs.put(info.name, image.data)
+        added = self.db.write(lambda session: crud.add_images(session, checked, source))
+        if any(new for _, new in added):
+            log.debug("stored new images", extra={"images": sum(new for _, new in added)})
+            self.on_new_image()  # their tagging and feature extraction are queued
+        return dataset_pb2.AddImagesResponse(
+            images=[dataset_pb2.AddedImage(image=name, new_image=new) for name, new in added]
+        )
+
+    def GetThumbnail(self, request: dataset_pb2.GetThumbnailRequest, context: grpc.ServicerContext):
+        name = validation.image_name(request.image)
+        size = request.size or THUMBNAIL_DEFAULT
+        if not MIN_THUMBNAIL <= size <= MAX_THUMBNAIL:
+            raise InvalidArgument(
+                f"'size' must be between {MIN_THUMBNAIL} and {MAX_THUMBNAIL} pixels, got {size}", "invalid_size"
+            )
+        with self.db.read() as session:
+            image = crud.require_image(session, name)
+            fmt, sha = image.format, image.sha256
+        etag = f"{sha}-square{size}"
+        if etag_matches(request.if_none_match, etag):
+            return dataset_pb2.GetImageResponse(content_type=THUMBNAIL_CONTENT_TYPE, etag=etag, not_modified=True)
+        try:
+            data = self.blobs.thumbnail(name, fmt, size)
+        except FileNotFoundError:
+            raise blob_missing(name) from None
+        return dataset_pb2.GetImageResponse(data=data, content_type=THUMBNAIL_CONTENT_TYPE, etag=etag)
+
+    def ListTags(self, request: dataset_pb2.ListTagsRequest, context: grpc.ServicerContext):
+        user = validation.user_name(request.user) if request.user else None
+        if request.limit > MAX_TAG_LIST:
+            raise InvalidArgument(
+                f"'limit' must be a whole number from 1 to {MAX_TAG_LIST}, got {request.limit}", "invalid_limit"
+            )
+        prefix = crud.normalise_tag(request.prefix)
+        if len(prefix) > self.settings.max_tag_chars or not prefix.isprintable():
+            raise InvalidArgument(
+                f"'prefix' must be at most {self.settings.max_tag_chars} printable characters", "invalid_prefix"
+            )
+        with self.db.read() as session:
+            user_id = crud.require_user(session, user).id if user is not None else None
+            counts = queries.tag_counts(session, prefix, user_id, request.limit)
+        return dataset_pb2.ListTagsResponse(
+            model=counts.model, tags=[tag for tag, _ in counts.tags], counts=[n for _, n in counts.tags]
+        )
+
+    def GetStats(self, request: dataset_pb2.GetStatsRequest, context: grpc.ServicerContext):
+        user = validation.user_name(request.user)
+        with self.db.snapshot() as session:
+            stats = crud.user_stats(session, user)
+        model = None
+        if stats.model is not None:
+            model = dataset_pb2.TrainedModelInfo(
+                version=stats.model.model_version,
+                trained_at=to_timestamp(stats.model.trained_at),
+                trained_on_ratings=stats.model.ratings_count,
+                metrics=stats.model.metrics or {},
+            )
+        return dataset_pb2.GetStatsResponse(
+            user=stats.user,
+            image_count=stats.image_count,
+            rating_distribution=stats.distribution,
+            personal_up_to_date=stats.personal_up_to_date,
+            global_up_to_date=stats.global_up_to_date,
+            model=model,
+        )
+
+    def GetImageNeighbours(self, request: dataset_pb2.GetImageNeighboursRequest, context: grpc.ServicerContext):
+        name = validation.image_name(request.image)
+        user = validation.user_name(request.user)
+        settings = self.settings
+        tags = TagFilter.of(request.include_tags, request.exclude_tags).checked(
+            settings.max_filter_tags, settings.max_tag_chars
+        )
+        sort, rated = SortOrder.from_proto(request.sort), RatedFilter.from_proto(request.rated)
+        with self.db.snapshot() as session:
+            user_id = crud.require_user(session, user).id
+            crud.require_image(session, name)
+            assert user_id is not None
+            found = queries.neighbours(session, user_id, name, tags, sort, rated)
+        if found is None:
+            raise NotFound(f"image '{name}' is not in user '{user}'s list for these parameters", "image_not_in_list")
+
+        def neighbour(row: queries.UserImage | None) -> dataset_pb2.Neighbour | None:
+            return dataset_pb2.Neighbour(image=row.image, rating=row.rating) if row is not None else None
+
+        return dataset_pb2.GetImageNeighboursResponse(
+            image=name,
+            position=found.position,
+            max_image=found.total,
+            prev=neighbour(found.prev),
+            next=neighbour(found.next),
+        )
 
     # ---- for internal callers ----
 
@@ -326,8 +484,8 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         subject = validation.user_name(request.user, allow_all=True)
         if not request.snapshot_id:
             raise validation.missing("snapshot_id")
-        snapshot_id, version = request.snapshot_id, request.model_version
-        self.db.write(lambda session: crud.record_trained_snapshot(session, subject, snapshot_id, version))
+        snapshot_id, version, metrics = request.snapshot_id, request.model_version, dict(request.metrics)
+        self.db.write(lambda session: crud.record_trained_snapshot(session, subject, snapshot_id, version, metrics))
         log.info("recorded trained snapshot", extra={"subject": subject, "snapshot": snapshot_id, "model": version})
         return dataset_pb2.RecordTrainedSnapshotResponse()
 
@@ -374,6 +532,12 @@ def create_server(settings: DatasetSettings) -> DatasetServer:
     blobs = BlobStore(settings.blob_path, settings.cache_path)
     blobs.remove_stale_temp_files(settings.stale_temp_seconds)
     db = Database(engine, settings.write_retries)
+
+    def stored(shas: Iterable[str]) -> set[str]:
+        with db.read() as session:
+            return crud.existing_image_shas(session, shas)
+
+    blobs.collect_orphans(stored, settings.stale_temp_seconds, settings.orphan_sweep_seconds)
     peers = Peers(settings)
     tagging = Tagging(settings, db, blobs, peers)
     features = FeatureCache(settings, db, blobs, peers)
