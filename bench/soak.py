@@ -14,7 +14,8 @@ SQLite by default; ``--database`` names a PostgreSQL server, on which a fresh
 database is created for the run and dropped after it.
 
 Setup (not measured): ``--users`` users each rate 12 new photos through
-/addrating; the first user's personal model is trained (/trainuser, then
+/addrating, by a taste a model can learn (the source photo sets the
+rating); the first user's personal model is trained (/trainuser, then
 /trainerstatus until it succeeded) so /ratebulk has a model to answer from;
 once the background work has tagged a sample of the photos, their most
 common tags (/getimagetags) become the tag filters. A sort the gateway
@@ -98,6 +99,7 @@ RESULTS_DIR = REPO_ROOT / "bench" / "results"
 ENDPOINTS = ("getuserdata", "addrating", "tag", "ratebulk")
 DEFAULT_MIX = "getuserdata=50,addrating=20,tag=15,ratebulk=15"
 SEED_RATINGS = 12  # per user before the run: above the trainer's default minimum of 10
+SEED_TASTE = (0.9, 0.1, 0.6, 0.3)  # the seed ratings of the cat, the coffee, the astronaut, the rocket
 BULK_IMAGES = 4
 POOL_IMAGES = 8  # distinct photos /tag and /ratebulk draw from
 PHOTO_SIZE = (320, 240)
@@ -139,11 +141,12 @@ class Photos:
         Image.fromarray(pixels).save(buf, format="JPEG", quality=88)
         return buf.getvalue()
 
-    def new(self) -> bytes:
-        """A JPEG never returned before: a base photo with one random pixel
-        set to a random colour (restored after encoding, so no copy)."""
+    def new(self, base: int | None = None) -> bytes:
+        """A JPEG never returned before: base photo ``base`` (default: a random
+        one) with one random pixel set to a random colour (restored after
+        encoding, so no copy)."""
         while True:
-            pixels = self.rng.choice(self.bases)
+            pixels = self.bases[base] if base is not None else self.rng.choice(self.bases)
             y, x = self.rng.randrange(pixels.shape[0]), self.rng.randrange(pixels.shape[1])
             old = pixels[y, x].copy()
             pixels[y, x] = [self.rng.randrange(256) for _ in range(3)]
@@ -275,6 +278,10 @@ class Stack:
             )
 
     @property
+    def host(self) -> str:
+        return self.url.removeprefix("http://").rsplit(":", 1)[0]
+
+    @property
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
 
@@ -365,8 +372,11 @@ def setup(url: str, user_count: int, photos: Photos, seed: int) -> World:
         stored = []
         for user in users:
             for i in range(SEED_RATINGS):
-                rating = f"{rng.random():.3f}"
-                files = {"image": (f"seed-{i}.jpg", photos.new(), "image/jpeg")}
+                # A taste a model can learn (the trainer publishes only a
+                # model that beats predicting the mean): by source photo.
+                base = i % len(photos.bases)
+                rating = f"{min(1.0, max(0.0, SEED_TASTE[base // 2] + rng.uniform(-0.05, 0.05))):.3f}"
+                files = {"image": (f"seed-{i}.jpg", photos.new(base), "image/jpeg")}
                 answer = _expect(http.post("/addrating", data={"user": user, "rating": rating}, files=files))
                 stored.append(answer["image"])
         timings["seed ratings"] = time.perf_counter() - start
@@ -436,8 +446,8 @@ def _userdata_ok(body: Any) -> bool:
 class Workload:
     """Draws the next request of a client (module doc)."""
 
-    def __init__(self, world: World, mix: dict[str, float]) -> None:
-        self.world = world
+    def __init__(self, world: World, mix: dict[str, float], seed: int) -> None:
+        self.world, self.seed = world, seed
         self.names = [name for name in ENDPOINTS if mix.get(name, 0) > 0]
         self.weights = [mix[name] for name in self.names]
 
@@ -532,8 +542,9 @@ def _ok(request: Request, status: int, payload: bytes) -> int | str:
 
 
 async def client(index: int, stack: Stack, workload: Workload, run: Run, t0: float, end: float, timeout: float) -> None:
-    rng = random.Random(index)
-    http = KeepAliveHttp("127.0.0.1", stack.port)
+    """One closed-loop client: a request, its answer, the next request."""
+    rng = random.Random(workload.seed * 1000 + index)
+    http = KeepAliveHttp(stack.host, stack.port)
     try:
         while time.perf_counter() < end:
             request = workload.draw(rng)
@@ -606,13 +617,13 @@ async def record_backlog(http: KeepAliveHttp, run: Run, label: str) -> None:
 async def drive(stack: Stack, world: World, mix: dict[str, float], args: argparse.Namespace) -> Run:
     """The warm-up then the measured run, with RSS checkpoints."""
     run = Run(args.clients, args.warmup, args.duration, args.rss_interval)
-    workload = Workload(world, mix)
+    workload = Workload(world, mix, args.seed)
     t0 = time.perf_counter()
     end = t0 + args.warmup + args.duration
     tasks = [asyncio.create_task(client(i, stack, workload, run, t0, end, args.timeout)) for i in range(args.clients)]
     tasks.append(asyncio.create_task(sample_rss(stack, run, t0, end, args.rss_interval)))
 
-    probe = KeepAliveHttp("127.0.0.1", stack.port)
+    probe = KeepAliveHttp(stack.host, stack.port)
     await asyncio.sleep(max(0.0, t0 + args.warmup - time.perf_counter()))
     run.checkpoints.append(("warm-up end", time.perf_counter() - t0, _rss_now(stack, run)))
     await record_backlog(probe, run, "warm-up end")
