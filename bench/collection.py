@@ -1,0 +1,226 @@
+"""Collection management under the /getuserdata bench dataset:
+``python -m bench collection [--db sqlite|postgresql|both] [--calls N] [--scale F]``.
+
+The dataset, the services and the workload's users, pages and filter tags
+are those of ``bench/userdata.py`` (100,000 images, 20 users, 500,000
+ratings, 2,000 tags; the dataset service and the gateway as processes).
+Each endpoint is measured next to the /getuserdata page with the same
+parameters, request by request at concurrency 1 (the page, then the
+endpoint), so both see the same data and the same machine:
+
+- /getimageneighbours of an image of a 2-tag filtered page sorted by
+  rating, next to that page;
+- /gettags?prefix=P&user=U (P: ``tag_`` and two digits, ~11 tags), next to
+  U's unfiltered page;
+- /getstats?user=U, next to U's unfiltered page;
+- /getthumbnail of images stored by /addimage (the bench rows have no
+  files): cold (first request: decode, crop, encode, store) and warm (from
+  the disk cache), next to an unfiltered page.
+
+Target (issue 12): each p50 within 2x of its page's. The cached SQLite file
+is copied before the run (/addimage writes to it); PostgreSQL gets a fresh
+database as in the userdata bench.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tests.imagefactory import make_image
+
+from .harness import median, print_table
+from .userdata import (
+    FILTERED,
+    PAGE_SIZE,
+    PG_ADMIN_URL,
+    RESULTS_DIR,
+    UNFILTERED,
+    DatasetGenerator,
+    DatasetShape,
+    Generation,
+    postgres_database,
+    sqlite_database,
+    start_stack,
+    workload,
+)
+
+TARGET_RATIO = 2.0
+FULL_CALLS, QUICK_CALLS = 100, 20
+THUMBNAIL_SIZE = (1024, 768)  # a phone photo scaled for the web
+
+
+@dataclass
+class Pair:
+    """Paired latencies (ms): the endpoint and its /getuserdata page."""
+
+    database: str
+    request: str
+    endpoint_ms: list[float] = field(default_factory=list)
+    page_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    first_error: str = ""
+
+    def ratio(self) -> float:
+        return median(self.endpoint_ms) / median(self.page_ms) if self.endpoint_ms and self.page_ms else 0.0
+
+
+def _timed(http: httpx.Client, path: str, params: dict[str, str], pair: Pair) -> tuple[float, httpx.Response | None]:
+    start = time.perf_counter()
+    try:
+        response = http.get(path, params=params)
+    except httpx.HTTPError as exc:
+        pair.errors += 1
+        pair.first_error = pair.first_error or f"{path}: {exc!r}"
+        return (time.perf_counter() - start) * 1000, None
+    elapsed = (time.perf_counter() - start) * 1000
+    if response.status_code != 200:
+        pair.errors += 1
+        pair.first_error = pair.first_error or f"{path} {response.status_code} {response.text[:200]}"
+        return elapsed, None
+    return elapsed, response
+
+
+def _paired(
+    http: httpx.Client,
+    pair: Pair,
+    pages: list[dict[str, str]],
+    endpoint: Callable[[int, httpx.Response], tuple[str, dict[str, str]] | None],
+) -> Pair:
+    """For each page: the page, then the endpoint built from its answer."""
+    for i, page in enumerate(pages):
+        page_ms, response = _timed(http, "/getuserdata", page, pair)
+        if response is None:
+            continue
+        call = endpoint(i, response)
+        if call is None:
+            continue
+        endpoint_ms, answer = _timed(http, *call, pair)
+        if answer is not None:
+            pair.page_ms.append(page_ms)
+            pair.endpoint_ms.append(endpoint_ms)
+    return pair
+
+
+def bench_database(url: str, generation: Generation, shape: DatasetShape, calls: int) -> list[Pair]:
+    database = generation.database
+    rng = random.Random(f"{shape.seed}:collection")
+    pairs: list[Pair] = []
+    with httpx.Client(base_url=url, timeout=120) as http:
+        # Warm the connection and the database's caches a little, as the userdata bench's warm-up does.
+        for query in workload(shape, UNFILTERED, 5, seed=99):
+            http.get("/getuserdata", params=query.http_params())
+
+        filtered = [{**q.http_params(), "sort": "rating-desc"} for q in workload(shape, FILTERED, calls, seed=1)]
+
+        def neighbours(i: int, page: httpx.Response) -> tuple[str, dict[str, str]] | None:
+            images = page.json()["images"]
+            if not images:
+                return None
+            query = {k: v for k, v in filtered[i].items() if k not in ("page", "limit")}
+            return "/getimageneighbours", {**query, "image": rng.choice(images)["image"]}
+
+        pairs.append(
+            _paired(http, Pair(database, "/getimageneighbours (2-tag filter, rating sort)"), filtered, neighbours)
+        )
+
+        plain = [q.http_params() for q in workload(shape, UNFILTERED, calls, seed=2)]
+
+        def tags(i: int, page: httpx.Response) -> tuple[str, dict[str, str]]:
+            return "/gettags", {"prefix": f"tag_{rng.randint(10, 99)}", "user": plain[i]["user"]}
+
+        pairs.append(_paired(http, Pair(database, "/gettags?prefix=&user="), plain, tags))
+
+        def stats(i: int, page: httpx.Response) -> tuple[str, dict[str, str]]:
+            return "/getstats", {"user": plain[i]["user"]}
+
+        pairs.append(_paired(http, Pair(database, "/getstats"), plain, stats))
+
+        # Thumbnails need files: store some real images first (not timed).
+        names = []
+        for i in range(calls):
+            data = make_image("JPEG", THUMBNAIL_SIZE, seed=10_000 + i)
+            response = http.post("/addimage", files={"image": (f"bench{i}.jpg", data)})
+            response.raise_for_status()
+            names.append(response.json()["image"])
+        for label in ("cold", "warm"):
+
+            def thumbnail(i: int, page: httpx.Response) -> tuple[str, dict[str, str]]:
+                return "/getthumbnail", {"image": names[i]}
+
+            pairs.append(_paired(http, Pair(database, f"/getthumbnail ({label})"), plain, thumbnail))
+    return pairs
+
+
+def report(shape: DatasetShape, pairs: list[Pair]) -> bool:
+    rows = []
+    for p in pairs:
+        ratio = p.ratio()
+        verdict = "met" if ratio and ratio <= TARGET_RATIO else "MISSED"
+        rows.append(
+            [p.database, p.request, len(p.endpoint_ms), median(p.endpoint_ms) if p.endpoint_ms else 0.0,
+             median(p.page_ms) if p.page_ms else 0.0, f"{ratio:.2f}x", p.errors, f"<= {TARGET_RATIO:.0f}x", verdict]
+        )  # fmt: skip
+    print_table(
+        f"Collection endpoints next to the /getuserdata page with the same parameters (pages of {PAGE_SIZE}), "
+        f"concurrency 1, {shape.images} images / {shape.ratings} ratings",
+        ["database", "request", "calls", "p50 ms", "page p50 ms", "ratio", "errors", "target", ""],
+        rows,
+    )
+    for p in pairs:
+        if p.errors:
+            print(f"\n{p.database} {p.request}: {p.errors} failed, e.g. {p.first_error}")
+    return not any(p.errors for p in pairs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench collection", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both", help="Default: both.")
+    parser.add_argument(
+        "--calls",
+        type=int,
+        default=None,
+        help=f"Requests per measurement (default {FULL_CALLS}, or {QUICK_CALLS} with a --scale below 1).",
+    )
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="Fraction of the full dataset's images and ratings (default 1)."
+    )
+    parser.add_argument("--cache-dir", type=Path, default=RESULTS_DIR, help="Where the SQLite file is cached.")
+    parser.add_argument("--pg-admin-url", default=PG_ADMIN_URL, help="A PostgreSQL database to create others from.")
+    args = parser.parse_args(argv or [])
+    if args.calls is None:
+        args.calls = FULL_CALLS if args.scale >= 1 else QUICK_CALLS
+    if args.calls < 1 or not 0 < args.scale <= 1:
+        parser.error("--calls must be 1 or more and --scale in (0, 1]")
+
+    shape = DatasetShape().scaled(args.scale)
+    generator = DatasetGenerator(shape)
+    databases = ("sqlite", "postgresql") if args.db == "both" else (args.db,)
+    print(f"{os.cpu_count()} cores; {shape}; {args.calls} calls per measurement", flush=True)
+    pairs: list[Pair] = []
+    args.cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tagrate-bench-collection-") as tmp:
+        for database in databases:
+            with contextlib.ExitStack() as cleanup:
+                print(f"{database}: preparing the database", flush=True)
+                if database == "sqlite":
+                    cached = sqlite_database(generator, args.cache_dir)
+                    copy = Path(tmp) / "collection.db"
+                    shutil.copyfile(cached.url.removeprefix("sqlite:///"), copy)
+                    generation = Generation("sqlite", f"sqlite:///{copy}", cached.seconds, cached.cached)
+                else:
+                    generation = cleanup.enter_context(postgres_database(generator, args.pg_admin_url))
+                stack = start_stack(generation.url, Path(tmp) / database)
+                cleanup.callback(stack.stop)
+                pairs += bench_database(stack.gateway_url, generation, shape, args.calls)
+    return 0 if report(shape, pairs) else 1
