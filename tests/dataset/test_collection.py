@@ -391,3 +391,49 @@ def test_neighbours_match_the_full_listing(served: Served) -> None:
     assert rpc_error(served.stub.GetImageNeighbours, unknown)[:2] == (NOT_FOUND, "image_not_found")
     nobody = P.GetImageNeighboursRequest(image=names[0], user="nobody")
     assert rpc_error(served.stub.GetImageNeighbours, nobody)[:2] == (NOT_FOUND, "user_not_found")
+
+
+def test_background_results_for_a_deleted_image_are_dropped(settings, engine) -> None:
+    """The worker's tagging and embedding of an image deleted while the
+    model ran store nothing for it, finish the rest of the batch, and raise
+    nothing (the deleted image's work is done)."""
+    import numpy as np
+
+    from tagrate_dataset import tagging as tagging_module
+    from tagrate_dataset.imagework import BatchOutcome
+    from tagrate_dataset.peers import ExtractorInfo, TaggerModelInfo
+    from tagrate_dataset.server import create_server
+    from tagrate_dataset.workqueue import StoredImage
+
+    server = create_server(settings)
+    servicer_tagging, servicer_features = server.tagging, server.features
+    port = server.start()
+    try:
+        import grpc as _grpc
+
+        from tagrate_common.protos import dataset_pb2_grpc
+
+        with _grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = dataset_pb2_grpc.DatasetServiceStub(channel)
+            served = Served(settings, stub, f"127.0.0.1:{port}", engine)
+            doomed = add(served, "alice", make_image(seed=400), 0.5).image
+            kept = add(served, "alice", make_image(seed=401), 0.5).image
+            with engine.connect() as conn:
+                ids = dict(conn.execute(text("SELECT name, id FROM images")).all())
+            batch = [StoredImage(ids[doomed], doomed), StoredImage(ids[kept], kept)]
+            stub.DeleteImage(P.DeleteImageRequest(image=doomed), timeout=30)
+            tagger = TaggerModelInfo("m1", 0.5, 2)
+            # The tagger's result type is changing ("one backbone pass"): a
+            # Tagged where it exists, the plain tag list before.
+            result = getattr(tagging_module, "Tagged", lambda tags: tags)
+            servicer_tagging.store(tagger, BatchOutcome([(image, result([("cat", 0.9)])) for image in batch], []))
+            vector = np.ones(4, dtype="<f4")
+            servicer_features.store(ExtractorInfo("x1", 4), BatchOutcome([(image, vector) for image in batch], []))
+            with engine.connect() as conn:
+                tagged = {n for (n,) in conn.execute(text("SELECT image_id FROM image_taggings"))}
+                embedded = {n for (n,) in conn.execute(text("SELECT image_id FROM image_features"))}
+                images = {n for (n,) in conn.execute(text("SELECT name FROM images"))}
+            assert tagged == embedded == {ids[kept]}
+            assert images == {kept}
+    finally:
+        server.stop(0)
