@@ -31,16 +31,22 @@ class ImageFile:
 
 
 @dataclass(frozen=True)
+class ExtractorInfo:
+    extractor_id: str
+    dimensions: int
+
+
+@dataclass(frozen=True)
 class TaggerModelInfo:
     model_id: str
     threshold: float
     label_count: int
-
-
-@dataclass(frozen=True)
-class ExtractorInfo:
-    extractor_id: str
-    dimensions: int
+    # The id of the vectors its tagging pass can return ("": none).
+    features_id: str = ""
+    # The rater's extractor when it is the same backbone (its extractor id
+    # equals features_id): tagging then also returns the vectors to cache,
+    # one forward pass per image instead of two. Set by Tagging.
+    embeds_for: ExtractorInfo | None = None
 
 
 class ModelChanged(Unavailable):
@@ -80,23 +86,48 @@ class Peers:
 
     def tagger_model(self) -> TaggerModelInfo:
         reply = self.tagger.stub.GetModelInfo(tagger_pb2.GetModelInfoRequest())
-        return TaggerModelInfo(reply.model_id, float(reply.default_threshold), int(reply.label_count))
+        return TaggerModelInfo(
+            reply.model_id, float(reply.default_threshold), int(reply.label_count), reply.features_id
+        )
 
     def tag(self, model: TaggerModelInfo, files: Sequence[ImageFile], floor: float, limit: int) -> list[TagList]:
         """Every tag scoring at least ``floor`` (at most ``limit`` per image,
         highest first) for each file, in order, from ``model``. ModelChanged
         when the tagger now runs another model."""
+        return self.tag_and_embed(model, files, floor, limit, None)[0]
+
+    def tag_and_embed(
+        self,
+        model: TaggerModelInfo,
+        files: Sequence[ImageFile],
+        floor: float,
+        limit: int,
+        extractor: ExtractorInfo | None,
+    ) -> tuple[list[TagList], np.ndarray | None]:
+        """:meth:`tag`, plus (with ``extractor``) the feature vectors the
+        tagger's pass gives, which must be ``extractor``'s: float32
+        ``(len(files), dimensions)``. ModelChanged when the tagger now runs
+        another model or gives other vectors."""
         request = tagger_pb2.TagRequest(
             images=[common_pb2.ImageFile(data=f.data, filename=f.name) for f in files],
             threshold=floor,
             limit=min(limit, model.label_count) if model.label_count else limit,
+            want_features=extractor is not None,
         )
         reply = self.tagger.stub.Tag(request)
         if reply.model_id != model.model_id:
             raise ModelChanged(f"the tagger now runs model {reply.model_id}, not {model.model_id}", "model_changed")
         if len(reply.results) != len(files):
             raise TagrateError(f"the tagger answered {len(reply.results)} results for {len(files)} images")
-        return [[(tag.name, float(tag.score)) for tag in result.tags] for result in reply.results]
+        tags = [[(tag.name, float(tag.score)) for tag in result.tags] for result in reply.results]
+        if extractor is None:
+            return tags, None
+        if reply.features_id != extractor.extractor_id:
+            raise ModelChanged(
+                f"the tagger's vectors are now {reply.features_id or 'none'}, not {extractor.extractor_id}",
+                "model_changed",
+            )
+        return tags, _vectors("tagger", [vector.values for vector in reply.features], len(files), extractor)
 
     # ---- rater ----
 
@@ -114,12 +145,17 @@ class Peers:
             raise ModelChanged(
                 f"the rater now runs extractor {reply.extractor_id}, not {extractor.extractor_id}", "model_changed"
             )
-        if len(reply.vectors) != len(files):
-            raise TagrateError(f"the rater answered {len(reply.vectors)} vectors for {len(files)} images")
-        vectors = np.array([vector.values for vector in reply.vectors], dtype=np.float32)
-        if vectors.shape != (len(files), extractor.dimensions) or not np.isfinite(vectors).all():
-            raise TagrateError(
-                f"the rater's vectors have shape {vectors.shape}, expected ({len(files)}, {extractor.dimensions}) "
-                "finite values"
-            )
-        return vectors
+        return _vectors("rater", [vector.values for vector in reply.vectors], len(files), extractor)
+
+
+def _vectors(service: str, values: Sequence[Sequence[float]], count: int, extractor: ExtractorInfo) -> np.ndarray:
+    """A service's vectors as float32 ``(count, dimensions)``, checked."""
+    if len(values) != count:
+        raise TagrateError(f"the {service} answered {len(values)} vectors for {count} images")
+    vectors = np.array(values, dtype=np.float32)
+    if vectors.shape != (count, extractor.dimensions) or not np.isfinite(vectors).all():
+        raise TagrateError(
+            f"the {service}'s vectors have shape {vectors.shape}, expected ({count}, {extractor.dimensions}) "
+            "finite values"
+        )
+    return vectors

@@ -11,16 +11,21 @@ current model; images tagged by an older one count as untagged.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from sqlmodel import Session
+
+from tagrate_common.errors import TagrateError
 
 from . import crud, workqueue
 from .blobs import BlobStore
 from .config import DatasetSettings
 from .db import Database
+from .features import vector_bytes
 from .imagework import ImageWork
 from .models import WorkKind
 from .peers import ImageFile, Peers, TaggerModelInfo, TagList
@@ -37,7 +42,16 @@ class UpdateTagsOutcome:
     requeued_images: int  # failed tag work handed back to the background worker
 
 
-class Tagging(ImageWork[TaggerModelInfo, TagList]):
+@dataclass(frozen=True)
+class Tagged:
+    """One image's tags, and its feature vector when the same pass gave it
+    (see :attr:`TaggerModelInfo.embeds_for`)."""
+
+    tags: TagList
+    vector: np.ndarray | None = None
+
+
+class Tagging(ImageWork[TaggerModelInfo, Tagged]):
     kind = WorkKind.TAG
     service = "tagger"
 
@@ -47,28 +61,60 @@ class Tagging(ImageWork[TaggerModelInfo, TagList]):
         self.score_floor = settings.tag_score_floor
         self.max_per_image = settings.tag_max_per_image
         self.max_tag_chars = settings.max_tag_chars
+        # The extractor id the last current_model() embeds for (None: it does
+        # not): the background worker's embed lane then leaves images whose
+        # tag work is due to this lane (see worker.py).
+        self.feeds: str | None = None
 
     @property
     def configured(self) -> bool:
         return bool(self.peers.tagger.target)
 
     def current_model(self) -> TaggerModelInfo:
-        return self.peers.tagger_model()
+        """The tagger's model; it also embeds for the rater (``embeds_for``)
+        exactly when the tagger's ``features_id`` is the rater's extractor
+        id, i.e. both run the same backbone: one forward pass then yields
+        the tags and the vector to cache. A rater that is not configured or
+        cannot be asked just means two passes (the embed lane's)."""
+        model = self.peers.tagger_model()
+        self.feeds = None
+        if model.features_id and self.peers.rater.target:
+            try:
+                extractor = self.peers.extractor()
+            except TagrateError:
+                return model
+            if extractor.extractor_id == model.features_id:
+                self.feeds = extractor.extractor_id
+                return dataclasses.replace(model, embeds_for=extractor)
+        return model
 
     def model_key(self, model: TaggerModelInfo) -> str:
         return model.model_id
 
-    def run_model(self, model: TaggerModelInfo, files: Sequence[ImageFile]) -> list[TagList]:
+    def run_model(self, model: TaggerModelInfo, files: Sequence[ImageFile]) -> list[Tagged]:
         floor = min(self.score_floor, model.threshold)
-        return self.peers.tag(model, files, floor, self.max_per_image)
+        tags, vectors = self.peers.tag_and_embed(model, files, floor, self.max_per_image, model.embeds_for)
+        if vectors is None:
+            return [Tagged(image_tags) for image_tags in tags]
+        return [Tagged(image_tags, vector) for image_tags, vector in zip(tags, vectors, strict=True)]
 
     def store_results(
-        self, session: Session, model: TaggerModelInfo, results: list[tuple[StoredImage, TagList]]
+        self, session: Session, model: TaggerModelInfo, results: list[tuple[StoredImage, Tagged]]
     ) -> None:
+        """The tags, and the vectors that came with them, whose embed work is
+        then done too (in the same transaction)."""
         crud.use_tagger_model(session, model.model_id, model.threshold)
-        for image, tags in results:
-            scores = crud.tag_scores(tags, self.max_tag_chars)
+        embedded: list[int] = []
+        for image, tagged in results:
+            scores = crud.tag_scores(tagged.tags, self.max_tag_chars)
             crud.put_image_tags(session, image.name, model.model_id, model.threshold, scores)
+            if tagged.vector is not None and model.embeds_for is not None:
+                vector = tagged.vector
+                crud.put_image_features(
+                    session, image.name, model.embeds_for.extractor_id, vector_bytes(vector), int(vector.size)
+                )
+                embedded.append(image.image_id)
+        workqueue.complete(session, WorkKind.EMBED, embedded)
 
     def update_tags(self, full: bool, keep_going: Callable[[], bool] = lambda: True) -> UpdateTagsOutcome:
         """Tags every image the tagger's current model has not tagged

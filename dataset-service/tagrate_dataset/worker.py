@@ -27,6 +27,15 @@ once, and the last one at most that long after the queue ran dry: new
 images trickling in one by one would otherwise get a line each), plus a line
 per failed attempt and per parked item.
 
+One pass per new image: when the tagger runs the rater's backbone (its
+``features_id`` is the rater's extractor id, see ``tagging.py``), the tag
+lane stores each image's vector from the tagging pass and completes its
+embed work in the same transaction. The embed lane then leaves images whose
+tag work is due to it, and embeds through the rater only the rest: images
+whose tagging failed or was refused, or all of them while the tag lane backs
+off. The tag lane's attempts, backoff and parking apply to the combined step
+unchanged; embed work is charged only for the rater's own calls.
+
 The first time a lane reaches its service, and whenever the service runs a
 model it has not seen before, it queues every image lacking that model's
 result (``workqueue.enqueue_missing``): images stored before the queue
@@ -49,6 +58,7 @@ from .config import DatasetSettings
 from .db import Database
 from .imagework import ImageWork
 from .peers import ModelChanged
+from .tagging import Tagging
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +225,8 @@ class BackgroundWorker:
             due = workqueue.has_due(session, work.kind)
         if not due and lane.swept_key is not None:
             return 0  # idle: no call to the model service at all
+        if lane.swept_key is not None and self._fed_by_tagging(lane, lane.swept_key):
+            return 0  # the tag lane's pass gives these vectors
         model = work.current_model()
         key = work.model_key(model)
         if key != lane.swept_key:
@@ -222,6 +234,8 @@ class BackgroundWorker:
             if queued:
                 log.info("queued %d images for %s work by %s", queued, work.kind, key)
             lane.swept_key = key
+            if self._fed_by_tagging(lane, key):
+                return 0
         claimed = self.db.write(
             lambda session: workqueue.claim(session, work.kind, work.batch_size, self.lease_seconds, key)
         )
@@ -254,6 +268,17 @@ class BackgroundWorker:
             extra={"model": key, "images": len(outcome.results), "refused": len(outcome.refused)},
         )
         return len(claimed)
+
+    def _fed_by_tagging(self, lane: Lane, key: str) -> bool:
+        """Whether ``lane``'s results for ``key`` come from a healthy tag
+        lane that still has work due: that lane embeds the images it tags,
+        so embedding them here would be a second pass."""
+        for other in self.lanes:
+            work = other.work
+            if other is not lane and isinstance(work, Tagging) and work.feeds == key and not other.backoff.failures:
+                with self.db.read() as session:
+                    return workqueue.has_due(session, work.kind)
+        return False
 
     def _retry_later(self, lane: Lane, image_ids: list[int], key: str, exc: Exception) -> None:
         """Charges the failed call to its images: each is tried again alone

@@ -28,6 +28,7 @@ from tagrate_common.batcher import DynamicBatcher
 from tagrate_common.vision.loaders import load_service_model
 from tagrate_common.vision.manifest import ModelDirError
 from tagrate_common.vision.models import ImageModel
+from tagrate_common.vision.onnx_models import OnnxEfficientNetModel
 from tagrate_common.vision.pipeline import ImageFiles, ImagePipeline, PipelineOptions
 from tagrate_common.vision.torch_models import EfficientNetLiteModel, TorchScriptModel
 
@@ -39,8 +40,11 @@ log = logging.getLogger(__name__)
 def extractor_id(model: ImageModel) -> str:
     """``<model id>:<output>``: the model's content id plus which of its
     outputs the vectors are (``pooled`` for EfficientNet-Lite0's pooled
-    features, ``output`` for a TorchScript model's own output)."""
-    return f"{model.model_id}:{'pooled' if isinstance(model, EfficientNetLiteModel) else 'output'}"
+    features, ``output`` for a TorchScript model's own output). For a model
+    with pooled features this is its ``features_id``, the id a tagger running
+    the same model reports: the dataset service then takes the vectors from
+    the tagger's pass instead of running the backbone again."""
+    return model.features_id or f"{model.model_id}:output"
 
 
 def load_feature_model(settings: RaterSettings) -> ImageModel:
@@ -48,8 +52,8 @@ def load_feature_model(settings: RaterSettings) -> ImageModel:
     ``ModelDirError`` saying what is wrong, including for a model directory
     that cannot produce feature vectors (a WD tagger's ONNX file gives tag
     scores only)."""
-    model = load_service_model(settings, settings.model_dir)
-    if not isinstance(model, EfficientNetLiteModel | TorchScriptModel):
+    model = load_service_model(settings, settings.model_dir, settings.backend)
+    if not isinstance(model, EfficientNetLiteModel | OnnxEfficientNetModel | TorchScriptModel):
         raise ModelDirError(
             f"{settings.model_dir} is a {model.manifest.format} model, which gives tag scores, not feature "
             "vectors; use an efficientnet-lite0 torch-state-dict or a TorchScript model directory"
@@ -79,7 +83,7 @@ class FeatureExtractor:
 
     def _vectors(self, batch: np.ndarray, alone: bool) -> np.ndarray:
         """One forward pass over a stacked batch: float32 (N, dimensions)."""
-        if isinstance(self.model, EfficientNetLiteModel):
+        if isinstance(self.model, EfficientNetLiteModel | OnnxEfficientNetModel):
             features = self.model.forward_features(batch, alone=alone)
         else:
             features = self.model.predict(batch, alone=alone)  # TorchScript: the output is the vector

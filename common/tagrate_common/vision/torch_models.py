@@ -95,12 +95,14 @@ class _TorchModel(ImageModel):
 
     def _forward_scores(self, batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            out = self._run(batch).float()
-            if self.manifest.activation == "softmax":
-                out = out.softmax(dim=-1)
-            elif self.manifest.activation == "sigmoid":
-                out = out.sigmoid()
-            return out.cpu().numpy()
+            return self._activated(self._run(batch).float()).cpu().numpy()
+
+    def _activated(self, out: torch.Tensor) -> torch.Tensor:
+        if self.manifest.activation == "softmax":
+            return out.softmax(dim=-1)
+        if self.manifest.activation == "sigmoid":
+            return out.sigmoid()
+        return out
 
     def _predict(self, batch: np.ndarray, alone: bool) -> np.ndarray:
         return self._forward(self._forward_scores, batch, alone)
@@ -121,6 +123,16 @@ class _Features(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_features(x)
+
+
+class _LogitsAndFeatures(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.model.forward_features(x)
+        return self.model.classify(features), features
 
 
 def _trace_for_cpu(module: torch.nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule | None:
@@ -166,10 +178,16 @@ class EfficientNetLiteModel(_TorchModel):
         self.module = fold_for_inference(module.eval()).to(device).to(memory_format=memory_format)
         self._scores: Callable[[torch.Tensor], torch.Tensor] = self.module
         self._features: Callable[[torch.Tensor], torch.Tensor] = self.module.forward_features
+        self._both: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] = _LogitsAndFeatures(self.module)
         if device == "cpu":
             example = self._input(np.zeros((1, *self.input_shape), np.float32))
             self._scores = _trace_for_cpu(self.module, example) or self._scores
             self._features = _trace_for_cpu(_Features(self.module), example) or self._features
+            self._both = _trace_for_cpu(_LogitsAndFeatures(self.module), example) or self._both
+
+    @property
+    def features_id(self) -> str | None:
+        return f"{self.model_id}:pooled"
 
     def _input(self, batch: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
@@ -186,6 +204,18 @@ class EfficientNetLiteModel(_TorchModel):
         """Pooled 1280-d features, float32 (N, 1280), for a preprocessed batch
         (padded, and ``alone`` meant, like :meth:`predict`)."""
         return self._forward(self._forward_features, self._padded(batch), alone)[: len(batch)]
+
+    def _forward_both(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities and features side by side in one array (N, labels +
+        1280), so CPU streams can split and join it like any other output."""
+        with torch.inference_mode():
+            logits, features = self._both(self._input(batch))
+            scores = self._activated(logits.float())
+            return torch.cat([scores, features.float()], dim=1).cpu().numpy()
+
+    def predict_with_features(self, batch: np.ndarray, *, alone: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        both = self._forward(self._forward_both, self._padded(batch), alone)[: len(batch)]
+        return both[:, : self.label_count], both[:, self.label_count :]
 
 
 class TorchScriptModel(_TorchModel):

@@ -1,0 +1,296 @@
+"""EfficientNet-Lite0 on ONNX Runtime: the faster CPU backend.
+
+The folded torch module (:func:`~.efficientnet_lite.fold_for_inference`) is
+exported once with ``torch.onnx.export`` (the TorchScript-based exporter,
+``dynamo=False``: it needs nothing but torch and ``onnx``, no network) into a
+cache folder, as one graph with two outputs, the class logits and the pooled
+1280-d features, so the tagger gets both from one pass. ``onnx-int8`` then
+quantizes that graph statically (QDQ, per-channel int8 weights, uint8
+activations) with a calibration set cut from scikit-image's sample
+photographs, real photos that ship inside the package.
+
+A cached file is named after a digest of what it is made from (the weights'
+sha256, the label count, the backend, the exporter's version and this
+module's recipe version), so new weights or a new recipe give a new file and
+a stale one is never picked up; files are written under a temporary name and
+renamed, so services exporting at once (the tagger and the rater share the
+data folder) never read a half-written one.
+
+Backends (``TAGGER_BACKEND`` / ``RATER_BACKEND``):
+
+* ``torch``: the traced torch module (:class:`~.torch_models.EfficientNetLiteModel`);
+* ``onnx-fp32``: the same numbers (features within 1e-4, same top-5 labels),
+  so it keeps the model id: tags and cached vectors stay valid;
+* ``onnx-int8``: close but not equal, so it is another model: its id is the
+  content id of the manifest renamed ``<name>-int8``, and its vectors are
+  cached and its heads trained apart from the fp32 ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .manifest import Labels, Manifest
+from .models import ImageModel
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["auto", "torch", "onnx-fp32", "onnx-int8"]
+OnnxBackend = Literal["onnx-fp32", "onnx-int8"]
+# What ``auto`` picks on a CPU: the fastest backend that passes the agreement
+# tests (tests/tagger/test_onnx_backend.py). int8 is faster still but, with
+# this recipe, keeps the fp32 top-1 label on only ~84% of real photo crops
+# (feature cosine down to 0.89), short of the 95% / 0.99 it must meet. On a
+# GPU ``auto`` stays on torch: the CPU-only onnxruntime package has no CUDA.
+AUTO_CPU_BACKEND: OnnxBackend = "onnx-fp32"
+# Bumped whenever the export or quantization recipe changes.
+RECIPE_VERSION = "1"
+OPSET = 17
+CALIBRATION_PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "camera",
+    "hubble_deep_field",
+    "retina",
+    "brick",
+    "grass",
+)
+CALIBRATION_CROPS = 6  # random views per photo: 54 calibration images
+
+
+def resolve_backend(backend: Backend, device: str) -> Literal["torch", "onnx-fp32", "onnx-int8"]:
+    """``auto``: :data:`AUTO_CPU_BACKEND` on a CPU, torch on a GPU."""
+    if backend == "auto":
+        return AUTO_CPU_BACKEND if device == "cpu" else "torch"
+    return backend
+
+
+def int8_manifest(manifest: Manifest) -> Manifest:
+    """The manifest an int8 model is identified by: its name ends in
+    ``-int8``, so its content id differs from the fp32 model's."""
+    return manifest.model_copy(update={"name": f"{manifest.name}-int8"})
+
+
+def cached_onnx(
+    module: Any, weights_sha256: str, label_count: int, backend: OnnxBackend, cache_dir: Path, input_size: int
+) -> Path:
+    """The ONNX file for ``module`` (a folded EfficientNet-Lite0) in
+    ``backend``'s precision: from ``cache_dir`` when it is there, else
+    exported (and quantized) now and cached."""
+    import torch
+
+    key = hashlib.sha256(
+        f"{weights_sha256}\0{label_count}\0{backend}\0{input_size}\0{torch.__version__}\0{OPSET}\0{RECIPE_VERSION}".encode()
+    ).hexdigest()[:16]
+    path = cache_dir / f"efficientnet-lite0-{backend}-{key}.onnx"
+    if path.is_file():
+        return path
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".export-") as scratch:
+        fp32 = Path(scratch) / "fp32.onnx"
+        _export(module, fp32, input_size)
+        made = fp32
+        if backend == "onnx-int8":
+            made = Path(scratch) / "int8.onnx"
+            _quantize(fp32, made, Path(scratch), input_size)
+        os.replace(made, path)
+    log.info("exported the model for %s: %s", backend, path)
+    return path
+
+
+def _export(module: Any, path: Path, input_size: int) -> None:
+    import torch
+
+    class Outputs(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            features = self.model.forward_features(x)
+            return self.model.classify(features), features
+
+    example = torch.zeros(1, 3, input_size, input_size)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer notes: padding sizes become constants (inputs are square)
+        torch.onnx.export(
+            Outputs(module.float().to("cpu", memory_format=torch.contiguous_format)).eval(),
+            (example,),
+            str(path),
+            dynamo=False,
+            input_names=["input"],
+            output_names=["logits", "features"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
+            opset_version=OPSET,
+        )
+
+
+def calibration_images(
+    input_size: int, count_per_photo: int = CALIBRATION_CROPS, seed: int = 0
+) -> Iterator[np.ndarray]:
+    """Preprocessed EfficientNet-Lite inputs (1, 3, size, size): random
+    crops (40-100% of the shorter side), flips and the centre view of
+    scikit-image's sample photographs."""
+    import skimage.data
+    from PIL import Image
+
+    from .preprocess import EFFICIENTNET_LITE
+
+    rng = np.random.default_rng(seed)
+    for name in CALIBRATION_PHOTOS:
+        pixels = getattr(skimage.data, name)()
+        if pixels.ndim == 2:
+            pixels = np.stack([pixels] * 3, axis=-1)
+        photo = Image.fromarray(np.ascontiguousarray(pixels[..., :3]))
+        for i in range(count_per_photo):
+            view = photo
+            if i:
+                side = int(min(photo.size) * rng.uniform(0.4, 1.0))
+                left = int(rng.integers(0, photo.width - side + 1))
+                top = int(rng.integers(0, photo.height - side + 1))
+                view = photo.crop((left, top, left + side, top + side))
+                if rng.random() < 0.5:
+                    view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            yield EFFICIENTNET_LITE(view)[None]
+
+
+def _quantize(fp32: Path, out: Path, scratch: Path, input_size: int) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = scratch / "prepared.onnx"
+    quant_pre_process(str(fp32), str(prepared))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.images = calibration_images(input_size)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            image = next(self.images, None)
+            return None if image is None else {"input": image}
+
+    quantize_static(
+        str(prepared),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+
+
+def _session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Like GOMP_SPINCOUNT for torch (see the package's __init__): idle
+    # intra-op threads would otherwise spin through the gaps between
+    # requests, taking cores from decoding and the other services.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+class OnnxEfficientNetModel(ImageModel):
+    """EfficientNet-Lite0 exported to ONNX (fp32 or int8), on the CPU.
+
+    CPU streams, as for torch (:class:`~.torch_models.CpuStreams`): a batch
+    of several images runs as one-image ``session.run`` calls side by side
+    on ``streams`` pool threads, on a session with one intra-op thread
+    (onnxruntime then runs the graph on the calling thread, and concurrent
+    runs of one session are safe); a lone image runs on a session with
+    ``threads`` intra-op threads when nothing else waits for the CPU, on the
+    one-thread session otherwise. With 1 stream a batch is one run over all
+    threads.
+    """
+
+    def __init__(
+        self, manifest: Manifest, labels: Labels, model_id: str, path: Path, backend: OnnxBackend, threads: int
+    ) -> None:
+        super().__init__(manifest, labels, model_id, "cpu")
+        self.path = path
+        self.backend = backend
+        self.threads = threads
+        self._sessions: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self.streams = 1
+        self.use_cpu_streams(0, threads)
+
+    @property
+    def features_id(self) -> str | None:
+        return f"{self.model_id}:pooled"
+
+    def _session_for(self, threads: int) -> Any:
+        with self._lock:
+            if threads not in self._sessions:
+                self._sessions[threads] = _session(self.path, threads)
+            return self._sessions[threads]
+
+    def use_cpu_streams(self, streams: int, threads: int = 0) -> None:
+        """Like the torch models' (see the class docstring)."""
+        threads = threads or self.threads
+        streams = streams or threads
+        if self._pool is not None and (self.streams, self.threads) == (streams, threads):
+            return
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self.threads, self.streams = threads, streams
+        if streams > 1:
+            self._pool = ThreadPoolExecutor(streams, thread_name_prefix="onnx-stream")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _run(self, batch: np.ndarray, alone: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, features) for a contiguous float32 batch."""
+        if self._pool is None or len(batch) == 1:
+            threads = self.threads if (alone or self._pool is None) else 1
+            logits, features = self._session_for(threads).run(None, {"input": batch})
+            return logits, features
+        single = self._session_for(1)
+        runs: Callable[[np.ndarray], list[np.ndarray]] = lambda image: single.run(None, {"input": image})  # noqa: E731
+        parts = list(self._pool.map(runs, np.split(batch, len(batch))))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _activate(self, logits: np.ndarray) -> np.ndarray:
+        logits = logits.astype(np.float32, copy=False)
+        if self.manifest.activation == "softmax":
+            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+            return shifted / shifted.sum(axis=1, keepdims=True)
+        if self.manifest.activation == "sigmoid":
+            return 1.0 / (1.0 + np.exp(-logits))
+        return logits
+
+    def _predict(self, batch: np.ndarray, alone: bool) -> np.ndarray:
+        return self._activate(self._run(batch, alone)[0])
+
+    def forward_features(self, batch: np.ndarray, *, alone: bool = True) -> np.ndarray:
+        """Pooled 1280-d features, float32 (N, 1280) (see :meth:`predict`)."""
+        return np.asarray(self._run(self._padded(batch), alone)[1], dtype=np.float32)[: len(batch)]
+
+    def predict_with_features(self, batch: np.ndarray, *, alone: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and pooled features from one forward pass."""
+        logits, features = self._run(self._padded(batch), alone)
+        return self._activate(logits)[: len(batch)], np.asarray(features, dtype=np.float32)[: len(batch)]
+
+    def describe(self) -> str:
+        return f"{super().describe()} on onnxruntime ({self.backend})"
