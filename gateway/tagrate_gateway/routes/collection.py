@@ -320,7 +320,7 @@ async def get_stats(dataset: DatasetDep, trainer: TrainerDep, user: UserQuery = 
 
 
 def _neighbour(reply: dataset_pb2.GetImageNeighboursResponse, side: str) -> Neighbour:
-    if not reply.HasField(side):  # type: ignore[arg-type]
+    if not reply.HasField(side):
         return Neighbour(image=None, rating=None)
     item: dataset_pb2.Neighbour = getattr(reply, side)
     return Neighbour(image=item.image, rating=item.rating if item.HasField("rating") else None)
