@@ -240,6 +240,8 @@ def children_of(pid: int) -> dict[str, int]:
         except (OSError, ValueError, IndexError):
             continue
         module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else Path(argv[0]).name
+        if module == "tagrate_common.child":  # python -m tagrate_common.child PARENT MODULE
+            module = argv[argv.index("-m") + 3]
         found[module.removeprefix("tagrate_")] = int(entry.name)
     order = ["gateway", *(name.lower() for name in PORT_ORDER[1:])]
     return dict(sorted(found.items(), key=lambda item: (order.index(item[0]) if item[0] in order else 99, item[0])))
@@ -256,12 +258,6 @@ class Stack:
         env["TAGRATE_RUN_BASE_PORT"] = str(base)
         env.update({f"{name}_PORT": str(base + i) for i, name in enumerate(PORT_ORDER)})
         env.update({f"{name}_METRICS_PORT": "0" for name in PORT_ORDER[1:]})
-        # The supervisor forks children after using gRPC (its health checks);
-        # gRPC's fork handlers can then block the fork for good (seen: about
-        # one start in three on a busy 2-core machine, hung in
-        # __run_prefork_handlers). No tagrate process forks while using gRPC,
-        # so fork support is off for the whole group.
-        env["GRPC_ENABLE_FORK_SUPPORT"] = "false"
         if database_url:
             env["DATABASE_URL"] = database_url
         self.log_path = data_dir.parent / "supervisor.log"

@@ -23,7 +23,6 @@ order, each given its grace period, whatever state they are in.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib
 import importlib.util
 import os
@@ -180,15 +179,6 @@ def _say(name: str, line: str, colour: int | None = None) -> None:
     sys.stdout.flush()
 
 
-def _die_with_parent() -> None:
-    """Runs in the child: SIGTERM it if the supervisor itself is killed."""
-    os.setsid()  # Ctrl-C reaches only the supervisor, which stops children in order
-    with contextlib.suppress(OSError):  # not Linux/glibc: children just outlive a killed supervisor
-        # PDEATHSIG follows the spawning *thread*: every child is spawned by
-        # the main thread, which lives until the group has stopped.
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def _how(returncode: int | None) -> str:
     if returncode is not None and returncode < 0:
         with contextlib.suppress(ValueError):
@@ -289,13 +279,15 @@ class Supervisor:
 
     def _spawn(self, child: Child) -> None:
         """Starts (or restarts) ``child``; always on the main thread (see
-        :func:`_die_with_parent`)."""
+        :mod:`tagrate_common.child`, which makes the child die with the
+        supervisor). Its own session: Ctrl-C reaches only the supervisor,
+        which stops the children in order."""
         child.proc = subprocess.Popen(
-            [sys.executable, "-m", child.module],
+            [sys.executable, "-m", "tagrate_common.child", str(os.getpid()), child.module],
             env={**os.environ, **child.env},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            start_new_session=True,
         )
         child.pump = threading.Thread(target=self._pump, args=(child, child.proc), daemon=True)
         child.pump.start()

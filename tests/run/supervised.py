@@ -126,6 +126,8 @@ class RunStack:
             if ppid != self.proc.pid or state == "Z" or b"-m" not in argv:
                 continue
             module = argv[argv.index(b"-m") + 1].decode()
+            if module == "tagrate_common.child":  # python -m tagrate_common.child PARENT MODULE
+                module = argv[argv.index(b"-m") + 3].decode()
             name = module.removeprefix("tagrate_")
             if name in PORT_OFFSETS:
                 found[name] = int(entry.name)
