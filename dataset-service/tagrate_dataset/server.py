@@ -27,12 +27,12 @@ from tagrate_common.protos import common_pb2, dataset_pb2, dataset_pb2_grpc
 from tagrate_common.timestamps import to_timestamp
 from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
 
-from . import crud, queries, workqueue
+from . import crud, queries, tokens, workqueue
 from .blobs import THUMBNAIL_CONTENT_TYPE, BlobStore, resized_content_type
 from .config import DatasetSettings
 from .db import Database, create_db_engine, migrate
 from .features import FeatureCache, VectorFiller
-from .models import ALL_SUBJECT, SOURCE_MAX_CHARS, WorkKind
+from .models import ALL_SUBJECT, SOURCE_MAX_CHARS, AccessToken, WorkKind
 from .peers import Peers
 from .tagging import Tagging
 from .worker import BackgroundWorker
@@ -488,6 +488,40 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         self.db.write(lambda session: crud.record_trained_snapshot(session, subject, snapshot_id, version, metrics))
         log.info("recorded trained snapshot", extra={"subject": subject, "snapshot": snapshot_id, "model": version})
         return dataset_pb2.RecordTrainedSnapshotResponse()
+
+    # ---- access tokens (for the gateway; hashes only) ----
+
+    def CreateToken(self, request: dataset_pb2.CreateTokenRequest, context: grpc.ServicerContext):
+        token = self.db.write(
+            lambda session: tokens.create(
+                session, request.token_sha256, request.user, request.admin, request.expires_in_seconds
+            )
+        )
+        log.info("access token created", extra={"token_id": token.id, "user": token.user, "admin": token.admin})
+        return _access_token(token)
+
+    def ListTokens(self, request: dataset_pb2.ListTokensRequest, context: grpc.ServicerContext):
+        with self.db.read() as session:
+            return dataset_pb2.ListTokensResponse(tokens=[_access_token(t) for t in tokens.list_tokens(session)])
+
+    def RevokeToken(self, request: dataset_pb2.RevokeTokenRequest, context: grpc.ServicerContext):
+        self.db.write(lambda session: tokens.revoke(session, request.id))
+        log.info("access token revoked", extra={"token_id": request.id})
+        return dataset_pb2.RevokeTokenResponse()
+
+    def AuthenticateToken(self, request: dataset_pb2.AuthenticateTokenRequest, context: grpc.ServicerContext):
+        with self.db.read() as session:
+            return _access_token(tokens.authenticate(session, request.token_sha256))
+
+
+def _access_token(token: AccessToken) -> dataset_pb2.AccessToken:
+    return dataset_pb2.AccessToken(
+        id=token.id,
+        user=token.user,
+        admin=token.admin,
+        created_at=to_timestamp(token.created_at),
+        expires_at=to_timestamp(token.expires_at) if token.expires_at else None,
+    )
 
 
 class DatasetServer(GrpcServer):

@@ -23,6 +23,7 @@ TABLES = {
     "image_features",
     "trained_snapshots",
     "work_items",
+    "access_tokens",
 }
 
 
