@@ -37,6 +37,9 @@ class SortOrder(StrEnum):
     RATING_ASC = "rating-asc"
     NAME_ASC = "name-asc"
     NAME_DESC = "name-desc"
+    # By the stored prediction of the user's model, images without one last.
+    PREDICTED_DESC = "predicted-desc"
+    PREDICTED_ASC = "predicted-asc"
 
     @classmethod
     def parse(cls, value: str | None, param: str = "sort") -> SortOrder:

@@ -146,6 +146,14 @@ class DatasetSettings(ServiceSettings):
         description="The background worker logs each batch at DEBUG and, at INFO, a summary of the work done "
         "at most this often (the first one at once).",
     )
+    score_chunk_images: int = Field(
+        1024,
+        ge=1,
+        le=8192,
+        description="Cached feature vectors per ScoreFeatures call when stored images are scored for a new model "
+        "(one matrix product and one transaction each; 1024 vectors of 1280 floats are 5 MiB on the wire, "
+        "within TAGRATE_MAX_MESSAGE_BYTES).",
+    )
     failed_work_listed: int = Field(
         50, ge=0, description="Most failed work items /verifydatasets lists by name (their counts are complete)."
     )

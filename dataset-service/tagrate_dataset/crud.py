@@ -36,6 +36,9 @@ from .models import (
     ImageFeatures,
     ImageTag,
     ImageTagging,
+    PendingScore,
+    Prediction,
+    PredictionJob,
     Rating,
     Tag,
     TaggerModel,
@@ -158,6 +161,11 @@ def _user_or_new(session: Session, name: str, now: datetime) -> tuple[User, bool
     user = User(name=name, created_at=now)
     session.add(user)
     session.flush()
+    # A new user has no model of their own: the global model's scores are
+    # theirs until they have one.
+    global_model = trained_snapshot(session, ALL_SUBJECT)
+    if global_model is not None and global_model.model_version:
+        queue_rescoring(session, name, global_model.model_version)
     return user, True
 
 
@@ -238,7 +246,7 @@ def delete_image(session: Session, name: str) -> DeletedImage:
     removed = session.exec(select(func.count()).select_from(Rating).where(Rating.image_id == image_id)).one()
     # Explicit deletes rather than ON DELETE CASCADE alone: the same on a
     # SQLite database opened without foreign keys.
-    for model in (Rating, ImageTag, ImageTagging, ImageFeatures, WorkItem):
+    for model in (Rating, ImageTag, ImageTagging, ImageFeatures, WorkItem, Prediction, PendingScore):
         session.exec(delete(model).where(model.image_id == image_id))  # type: ignore[attr-defined]
     session.exec(delete(Image).where(Image.id == image_id))  # type: ignore[arg-type]
     return DeletedImage(name, image.format, removed)
@@ -399,7 +407,17 @@ def record_trained_snapshot(
         "metrics": dict(metrics or {}),
     }
     upsert(session, TrainedSnapshot, values, ["subject"])
+    if model_version:
+        queue_rescoring(session, subject, model_version)
     return TrainedSnapshot(**values)
+
+
+def queue_rescoring(session: Session, subject: str, model_version: str) -> None:
+    """Queues every stored image to be scored for ``subject`` (a user, or
+    ``all``) by ``model_version``, replacing (restarting) a job queued for
+    an older model: the background scorer (``scoring.py``) works it off."""
+    values = {"subject": subject, "model_version": model_version, "after_image_id": 0, "enqueued_at": utc_now()}
+    upsert(session, PredictionJob, values, ["subject"])
 
 
 @dataclass(frozen=True)
@@ -619,3 +637,5 @@ def put_image_features(session: Session, name: str, extractor_id: str, vector: b
     image = require_image(session, name)
     values = {"image_id": image.id, "extractor_id": extractor_id, "dim": dim, "vector": vector, "created_at": utc_now()}
     upsert(session, ImageFeatures, values, ["image_id", "extractor_id"])
+    # Scored for every user with a model once the vector is there (scoring.py).
+    insert_missing(session, PendingScore, [{"image_id": image.id, "enqueued_at": utc_now()}])

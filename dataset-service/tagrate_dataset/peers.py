@@ -3,7 +3,10 @@ scores for stored images) and the rater (their feature vectors). Failures
 arrive as TagrateErrors naming the service, from
 :class:`~tagrate_common.grpc_client.Backend`: Unavailable when it cannot be
 reached (or is not configured), InvalidArgument and its kin when it refuses
-an image."""
+an image. Both clients mark their calls as background work: the images this
+service sends through a model (Tag, Embed) are imports no person waits on,
+so the model services batch them behind interactive /tag and /rate calls
+(calls that run no model, such as ScoreFeatures, are not affected)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
+from tagrate_common.batcher import BACKGROUND
 from tagrate_common.errors import TagrateError, Unavailable
 from tagrate_common.grpc_client import Backend
 from tagrate_common.protos import common_pb2, rater_pb2, rater_pb2_grpc, tagger_pb2, tagger_pb2_grpc
@@ -72,10 +76,20 @@ class Peers:
     def __init__(self, settings: DatasetSettings) -> None:
         size = settings.max_message_bytes
         self.tagger = Backend(
-            "tagger", settings.tagger_addr, tagger_pb2_grpc.TaggerServiceStub, settings.tagger_timeout_seconds, size
+            "tagger",
+            settings.tagger_addr,
+            tagger_pb2_grpc.TaggerServiceStub,
+            settings.tagger_timeout_seconds,
+            size,
+            priority=BACKGROUND,
         )
         self.rater = Backend(
-            "rater", settings.rater_addr, rater_pb2_grpc.RaterServiceStub, settings.rater_timeout_seconds, size
+            "rater",
+            settings.rater_addr,
+            rater_pb2_grpc.RaterServiceStub,
+            settings.rater_timeout_seconds,
+            size,
+            priority=BACKGROUND,
         )
 
     def close(self) -> None:
@@ -146,6 +160,36 @@ class Peers:
                 f"the rater now runs extractor {reply.extractor_id}, not {extractor.extractor_id}", "model_changed"
             )
         return _vectors("rater", [vector.values for vector in reply.vectors], len(files), extractor)
+
+    def score_features(
+        self, extractor: ExtractorInfo, subjects: Sequence[str], vectors: bytes, count: int
+    ) -> list[SubjectScores]:
+        """The ratings of ``count`` cached vectors (float32 little-endian
+        rows from ``extractor``) by the heads serving ``subjects``; subjects
+        no head serves are left out. Conflict when the rater runs another
+        extractor."""
+        request = rater_pb2.ScoreFeaturesRequest(
+            subjects=list(subjects),
+            extractor_id=extractor.extractor_id,
+            dimensions=extractor.dimensions,
+            vectors=vectors,
+        )
+        reply = self.rater.stub.ScoreFeatures(request)
+        answers = []
+        for row in reply.subjects:
+            scores = np.array(row.scores, dtype=np.float32)
+            if scores.shape != (count,):
+                raise TagrateError(f"the rater answered {scores.shape} scores for {count} vectors")
+            answers.append(SubjectScores(row.subject, row.model, row.model_version, scores))
+        return answers
+
+
+@dataclass(frozen=True)
+class SubjectScores:
+    subject: str
+    model: str  # "personal" | "global"
+    model_version: str
+    scores: np.ndarray  # float32, one per vector
 
 
 def _vectors(service: str, values: Sequence[Sequence[float]], count: int, extractor: ExtractorInfo) -> np.ndarray:

@@ -23,7 +23,7 @@ from tagrate_common.errors import InvalidArgument
 from tagrate_common.userdata import MAX_PAGE, RatedFilter, SortOrder, TagFilter
 
 from .crud import current_tagger_model
-from .models import Image, ImageFeatures, ImageTag, Rating, Tag, TaggerModel, User
+from .models import Image, ImageFeatures, ImageTag, Prediction, Rating, Tag, TaggerModel, User
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,8 @@ class UserImage:
     image: str
     rating: float | None  # None: not rated by the user
     rated_at: datetime | None
+    predicted: float | None = None  # None: no current prediction
+    predicted_by: str | None = None  # "personal" | "global"
 
 
 @dataclass(frozen=True)
@@ -67,13 +69,17 @@ def user_data(
     sort: SortOrder = SortOrder.DATE_DESC,
     rated: RatedFilter = RatedFilter.YES,
     page: Paging = Paging(),
+    version: str = "",
 ) -> UserDataPage:
     """One page of a user's dataset. An image matches when the current
     tagger model scored every included tag at or above its threshold and no
     excluded tag. An included tag nobody has (or any include before a tagger
     model exists) matches nothing; unknown excluded tags are ignored. The
     "date" of an unrated image is when it was stored; unrated images sort
-    last by rating; ties are broken by image name so pages are stable."""
+    last by rating; ties are broken by image name so pages are stable.
+    Each row carries the user's stored prediction by model ``version``
+    (the one serving the user, see ``scoring.py``; "": none), which the
+    ``predicted-*`` orders sort by, images without one last."""
     model = current_tagger_model(session) if (tags.include or tags.exclude) else None
     ids = _tag_ids(session, (*tags.include, *tags.exclude))
     if tags.include and (model is None or any(name not in ids for name in tags.include)):
@@ -103,7 +109,7 @@ def user_data(
             count_style = _SCAN
 
     if not page.page:
-        rows = _rows(session, user_id, model, include, exclude, sort, rated, count_style, None, 0)
+        rows = _rows(session, user_id, model, include, exclude, sort, rated, count_style, None, 0, version)
         return UserDataPage(rows, len(rows))
     count = _base_query(select(func.count()), user_id, model, include, exclude, rated, count_style, for_count=True)
     total = session.exec(count).one()
@@ -117,7 +123,7 @@ def user_data(
     page_style = _FILTER_FIRST
     if steer and _index_ordered(sort, rated) and (offset + page.limit) * candidates <= _SCAN_BUDGET * total:
         page_style = _SCAN
-    rows = _rows(session, user_id, model, include, exclude, sort, rated, page_style, page.limit, offset)
+    rows = _rows(session, user_id, model, include, exclude, sort, rated, page_style, page.limit, offset, version)
     return UserDataPage(rows, total)
 
 
@@ -151,6 +157,8 @@ _SCAN_BUDGET = 5000
 
 def _index_ordered(sort: SortOrder, rated: RatedFilter) -> bool:
     """Whether an index yields rows in this order (so a scan can stop early)."""
+    if sort in _PREDICTED:  # the outer-joined score: sorted after the join
+        return False
     if rated is RatedFilter.YES:
         return sort not in (SortOrder.NAME_ASC, SortOrder.NAME_DESC)
     if rated is RatedFilter.NO:
@@ -167,9 +175,12 @@ def _base_query(
     rated: RatedFilter,
     style: str,
     for_count: bool = False,
+    version: str = "",
 ) -> Select:
     """``stmt`` with the FROM and WHERE clauses of the user's matching images.
-    Counting needs neither the image names (rated=yes) nor the outer join."""
+    Counting needs neither the image names (rated=yes) nor the outer joins.
+    With a model ``version``, the user's predictions by it are outer-joined
+    (one probe of the ``predictions`` primary key per row)."""
     image_id = Rating.image_id if rated is RatedFilter.YES else Image.id
     if rated is RatedFilter.YES:
         stmt = stmt.select_from(Rating).where(Rating.user_id == user_id)
@@ -181,6 +192,11 @@ def _base_query(
         stmt = stmt.select_from(Image)
         if not for_count:
             stmt = stmt.outerjoin(Rating, and_(Rating.image_id == Image.id, Rating.user_id == user_id))
+    if version and not for_count:
+        stmt = stmt.outerjoin(
+            Prediction,
+            and_(Prediction.user_id == user_id, Prediction.image_id == image_id, Prediction.model_version == version),
+        )
     if model is None:
         return stmt
     for position, tag_id in enumerate(include):
@@ -204,17 +220,21 @@ def _rows(
     style: str,
     limit: int | None,
     offset: int,
+    version: str = "",
 ) -> list[UserImage]:
     joined = rated is not RatedFilter.NO
     columns = select(
         Image.name,
         (Rating.rating if joined else null()).label("rating"),
         (Rating.rated_at if joined else null()).label("rated_at"),
+        (Prediction.score if version else null()).label("predicted"),
+        (Prediction.predicted_by if version else null()).label("predicted_by"),
     )
-    stmt = _base_query(columns, user_id, model, include, exclude, rated, style).order_by(*_order(sort, rated))
+    stmt = _base_query(columns, user_id, model, include, exclude, rated, style, version=version)
+    stmt = stmt.order_by(*_order(sort, rated, version))
     if limit is not None:
         stmt = stmt.limit(limit).offset(offset)
-    return [UserImage(name, rating, rated_at) for name, rating, rated_at in session.exec(stmt)]
+    return [UserImage(*row) for row in session.exec(stmt)]
 
 
 def _tag_ids(session: Session, names: Sequence[str]) -> dict[str, int]:
@@ -260,8 +280,18 @@ class _Key:
         return key
 
 
-def _keys(sort: SortOrder, rated: RatedFilter) -> list[_Key]:
-    """The listing's sort keys, the last always the (unique) image name."""
+_PREDICTED = (SortOrder.PREDICTED_DESC, SortOrder.PREDICTED_ASC)
+
+
+def _keys(sort: SortOrder, rated: RatedFilter, version: str = "") -> list[_Key]:
+    """The listing's sort keys, the last always the (unique) image name.
+    The ``predicted-*`` orders need the prediction join (``version``);
+    without a model every prediction is null, so they order by name."""
+    if sort in _PREDICTED:
+        if not version:
+            return [_Key(Image.name)]
+        score = _Key(Prediction.score, descending=sort is SortOrder.PREDICTED_DESC, nullable=True)
+        return [score, _Key(Image.name)]
     if sort is SortOrder.NAME_ASC:
         return [_Key(Image.name)]
     if sort is SortOrder.NAME_DESC:
@@ -281,8 +311,8 @@ def _keys(sort: SortOrder, rated: RatedFilter) -> list[_Key]:
     return [rating, _Key(Image.name)]
 
 
-def _order(sort: SortOrder, rated: RatedFilter) -> list[ColumnElement]:
-    return [key.ordering() for key in _keys(sort, rated)]
+def _order(sort: SortOrder, rated: RatedFilter, version: str = "") -> list[ColumnElement]:
+    return [key.ordering() for key in _keys(sort, rated, version)]
 
 
 def _beyond(keys: Sequence[_Key], values: Sequence[object], after: bool) -> ColumnElement[bool]:

@@ -27,13 +27,14 @@ from tagrate_common.protos import common_pb2, dataset_pb2, dataset_pb2_grpc
 from tagrate_common.timestamps import to_timestamp
 from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
 
-from . import crud, queries, tokens, workqueue
+from . import crud, queries, scoring, tokens, workqueue
 from .blobs import THUMBNAIL_CONTENT_TYPE, BlobStore, resized_content_type
 from .config import DatasetSettings
 from .db import Database, create_db_engine, migrate
 from .features import FeatureCache, VectorFiller
 from .models import ALL_SUBJECT, SOURCE_MAX_CHARS, AccessToken, WorkKind
 from .peers import Peers
+from .scoring import Scorer
 from .tagging import Tagging
 from .worker import BackgroundWorker
 from .workqueue import StoredImage
@@ -106,6 +107,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         tagging: Tagging,
         features: FeatureCache,
         on_new_image: Callable[[], None] = lambda: None,
+        on_new_model: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -113,6 +115,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         self.tagging = tagging
         self.features = features
         self.on_new_image = on_new_image
+        self.on_new_model = on_new_model
 
     # ---- behind the REST API ----
 
@@ -188,11 +191,18 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         with self.db.read() as session:
             user_id = crud.require_user(session, user).id
             assert user_id is not None
-            result = queries.user_data(session, user_id, tags, sort, rated, page)
+            version = scoring.serving_version(session, user)
+            result = queries.user_data(session, user_id, tags, sort, rated, page, version)
         return dataset_pb2.GetUserDataResponse(
             user=user,
             images=[
-                dataset_pb2.UserImage(image=row.image, rating=row.rating, rated_at=to_timestamp(row.rated_at))
+                dataset_pb2.UserImage(
+                    image=row.image,
+                    rating=row.rating,
+                    rated_at=to_timestamp(row.rated_at),
+                    predicted=row.predicted,
+                    predicted_by=row.predicted_by or "",
+                )
                 for row in result.images
             ],
             total=result.total,
@@ -202,6 +212,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
     def VerifyDatasets(self, request: dataset_pb2.VerifyDatasetsRequest, context: grpc.ServicerContext):
         with self.db.read() as session:
             state = crud.verify_datasets(session, self.settings.failed_work_listed)
+            pending_predictions = scoring.pending_predictions(session)
         return dataset_pb2.VerifyDatasetsResponse(
             valid=state.valid,
             users=[
@@ -226,6 +237,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
                 )
                 for item in state.failed_work
             ],
+            pending_predictions=pending_predictions,
         )
 
     def UpdateTags(self, request: dataset_pb2.UpdateTagsRequest, context: grpc.ServicerContext):
@@ -487,6 +499,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         snapshot_id, version, metrics = request.snapshot_id, request.model_version, dict(request.metrics)
         self.db.write(lambda session: crud.record_trained_snapshot(session, subject, snapshot_id, version, metrics))
         log.info("recorded trained snapshot", extra={"subject": subject, "snapshot": snapshot_id, "model": version})
+        self.on_new_model()  # its rescoring of the stored images is queued
         return dataset_pb2.RecordTrainedSnapshotResponse()
 
     # ---- access tokens (for the gateway; hashes only) ----
@@ -528,14 +541,23 @@ class DatasetServer(GrpcServer):
     """The dataset service's gRPC server plus its background worker, which
     runs while the server does (``background_work`` on)."""
 
-    def __init__(self, settings: DatasetSettings, servicer: DatasetServicer, worker: BackgroundWorker | None) -> None:
+    def __init__(
+        self,
+        settings: DatasetSettings,
+        servicer: DatasetServicer,
+        worker: BackgroundWorker | None,
+        scorer: Scorer | None = None,
+    ) -> None:
         self.worker = worker
+        self.scorer = scorer
         self.tagging = servicer.tagging
         self.features = servicer.features
 
         def shutdown() -> None:
             if worker is not None:
                 worker.stop()
+            if scorer is not None:
+                scorer.stop()
             servicer.tagging.peers.close()
             servicer.db.dispose()
 
@@ -550,6 +572,8 @@ class DatasetServer(GrpcServer):
         port = super().start()
         if self.worker is not None:
             self.worker.start()
+        if self.scorer is not None:
+            self.scorer.start()
         return port
 
 
@@ -576,7 +600,14 @@ def create_server(settings: DatasetSettings) -> DatasetServer:
     tagging = Tagging(settings, db, blobs, peers)
     features = FeatureCache(settings, db, blobs, peers)
     worker = BackgroundWorker(settings, db, [tagging, features]) if settings.background_work else None
+    scorer = Scorer(settings, db, peers) if settings.background_work else None
     servicer = DatasetServicer(
-        settings, db, blobs, tagging, features, on_new_image=worker.wake if worker is not None else lambda: None
+        settings,
+        db,
+        blobs,
+        tagging,
+        features,
+        on_new_image=worker.wake if worker is not None else lambda: None,
+        on_new_model=scorer.wake if scorer is not None else lambda: None,
     )
-    return DatasetServer(settings, servicer, worker)
+    return DatasetServer(settings, servicer, worker, scorer)

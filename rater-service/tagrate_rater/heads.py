@@ -174,6 +174,20 @@ class HeadSet:
         """The column of :meth:`predict_all` that holds ``subject``'s head."""
         return self._columns[subject]
 
+    def score(self, subjects: Sequence[str], features: np.ndarray) -> list[tuple[str, LoadedHead, np.ndarray]]:
+        """Each of ``subjects`` (a user, or ``all``) that a head serves (see
+        :meth:`serving`), with that head and its ratings of ``features`` (N,
+        D), float32 (N,). Only the heads serving them are stacked, each once,
+        so scoring for one user costs one (N, D) x (D, 1) product however
+        many heads are live."""
+        served = [(subject, head) for subject in subjects if (head := self.serving(subject)) is not None]
+        distinct = list({id(head): head for _, head in served}.values())
+        if not distinct:
+            return []
+        column = {id(head): i for i, head in enumerate(distinct)}
+        table = StackedHeads([head.head for head in distinct]).predict(features)
+        return [(subject, head, table[:, column[id(head)]]) for subject, head in served]
+
     def with_heads(self, loaded: Iterable[LoadedHead]) -> HeadSet:
         """A new set with each of ``loaded`` replacing its subject's head."""
         heads = dict(self._heads)

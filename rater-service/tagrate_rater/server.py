@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 
 import grpc
+import numpy as np
 
+from tagrate_common.errors import Conflict, InvalidArgument
 from tagrate_common.grpc_server import GrpcServer
 from tagrate_common.protos import common_pb2, rater_pb2, rater_pb2_grpc
 from tagrate_common.timestamps import optional_datetime, to_timestamp
@@ -28,6 +30,24 @@ SERVICE_NAME = "tagrate.rater.v1.RaterService"
 
 def _files(images) -> list[tuple[bytes, str]]:
     return [(image.data, image.filename) for image in images]
+
+
+def feature_matrix(request: rater_pb2.ScoreFeaturesRequest, extractor_id: str, dimensions: int) -> np.ndarray:
+    """The request's vectors as an (N, D) float32 matrix. Conflict for
+    vectors of another extractor (the heads would score them as nonsense);
+    InvalidArgument for a malformed matrix."""
+    if request.extractor_id != extractor_id:
+        raise Conflict(
+            f"the vectors are from extractor {request.extractor_id[:200]!r} but the rater runs {extractor_id}",
+            "extractor_mismatch",
+        )
+    if request.dimensions != dimensions or len(request.vectors) % (4 * dimensions):
+        raise InvalidArgument(
+            f"'vectors' must be rows of {dimensions} float32 values ('dimensions' {request.dimensions}, "
+            f"{len(request.vectors)} bytes)",
+            "invalid_vectors",
+        )
+    return np.frombuffer(request.vectors, dtype="<f4").reshape(-1, dimensions).astype(np.float32)
 
 
 def head_metadata(info: HeadInfo) -> rater_pb2.HeadMetadata:
@@ -81,6 +101,17 @@ class RaterServicer(rater_pb2_grpc.RaterServiceServicer):
         self, request: rater_pb2.ListHeadsRequest, context: grpc.ServicerContext
     ) -> rater_pb2.ListHeadsResponse:
         return rater_pb2.ListHeadsResponse(heads=[head_metadata(info) for info in self.heads.live.infos()])
+
+    def ScoreFeatures(
+        self, request: rater_pb2.ScoreFeaturesRequest, context: grpc.ServicerContext
+    ) -> rater_pb2.ScoreFeaturesResponse:
+        features = feature_matrix(request, self.extractor.extractor_id, self.extractor.dimensions)
+        reply = rater_pb2.ScoreFeaturesResponse()
+        for subject, loaded, scores in self.heads.live.score(list(request.subjects), features):
+            reply.subjects.add(
+                subject=subject, model=loaded.info.model, model_version=loaded.info.version, scores=scores.tolist()
+            )
+        return reply
 
     def GetExtractorInfo(
         self, request: rater_pb2.GetExtractorInfoRequest, context: grpc.ServicerContext

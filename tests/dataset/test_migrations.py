@@ -24,6 +24,9 @@ TABLES = {
     "trained_snapshots",
     "work_items",
     "access_tokens",
+    "predictions",
+    "prediction_jobs",
+    "pending_scores",
 }
 
 
