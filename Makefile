@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.tagrate-installed
 PROTOS := $(shell find protos -name '*.proto')
 STUBS  := gen/tagrate/PROTOS_SHA256
 # Source folders put on the venv's import path (no packaging step needed).
-SRC_DIRS := common gen gateway dataset-service tagger-service rater-service trainer-service
+SRC_DIRS := common gen gateway dataset-service tagger-service rater-service trainer-service cli
 
 .PHONY: run test lint typecheck format protos check-protos bench venv clean kubectl
 
@@ -56,6 +56,9 @@ $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -c 'import site, pathlib, sys; pathlib.Path(site.getsitepackages()[0], "tagrate.pth").write_text("".join(str(pathlib.Path(d).resolve()) + "\n" for d in sys.argv[1:]))' $(SRC_DIRS)
+	# The `tagrate` command line (cli/): a console script running this venv's Python.
+	printf '#!%s\nimport sys\nfrom tagrate_cli.main import main\nsys.exit(main())\n' "$(abspath $(PY))" > $(VENV)/bin/tagrate
+	chmod +x $(VENV)/bin/tagrate
 	touch $@
 
 $(STUBS): $(PROTOS) protos/generate.py $(STAMP)

@@ -1,0 +1,158 @@
+"""``tagrate export OUT``: everything a user put into the server, in files
+that ``tagrate import`` reads back.
+
+OUT/ratings.jsonl and OUT/ratings.csv hold one row per rating and one per
+image nobody exported rated (empty user and rating), with the columns
+``path,user,rating,source,image,rated_at,predicted``; ``path`` is
+``images/<name>`` (the file --images downloads). OUT/images.jsonl holds each
+image's tags with scores, tagger model and source; OUT/predictions.jsonl the
+predictions for images a user has not rated."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from .client import Api, ApiError
+from .progress import progress_bar
+
+COLUMNS = ("path", "user", "rating", "source", "image", "rated_at", "predicted")
+
+
+def decimal_text(value: float | None) -> str:
+    """A rating as the plain decimal the gateway accepts (no exponent)."""
+    if value is None:
+        return ""
+    text = repr(float(value))
+    return format(Decimal(text), "f") if "e" in text or "E" in text else text
+
+
+def _users(api: Api, user: str | None) -> list[str]:
+    if user:
+        return [user]
+    return sorted(u["user"] for u in api.get_json("/verifydatasets").get("users", []))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
+
+
+def _download(api: Api, folder: Path, name: str) -> None:
+    """OUT/images/NAME, skipped when a file with those bytes is there
+    (names are sha256 hashes), so an interrupted export resumes."""
+    target = folder / name
+    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == name.rsplit(".", 1)[0]:
+        return
+    data = api.request("GET", "/getimage", params={"image": name}).content
+    partial = target.with_name(target.name + ".partial")
+    partial.write_bytes(data)
+    partial.replace(target)
+
+
+def export(
+    api: Api, out: Path, user: str | None, with_images: bool, formats: tuple[str, ...], concurrency: int
+) -> dict[str, int]:
+    """Writes the export into ``out``; counts of what it holds."""
+    users = _users(api, user)
+    listings: dict[str, list[dict[str, Any]]] = {}
+    for name in users:
+        items = api.user_images(name, "all")
+        if items is None:
+            raise ApiError(f"404: no user named {name!r}")
+        listings[name] = items
+    # Every stored image (any user's rated=all lists them all), or with
+    # --user only the images that user rated.
+    if user:
+        images = sorted({i["image"] for i in listings[user] if i.get("rating") is not None})
+    else:
+        images = sorted({i["image"] for items in listings.values() for i in items})
+    out.mkdir(parents=True, exist_ok=True)
+    details: dict[str, dict[str, Any]] = {}
+    with progress_bar() as bar, ThreadPoolExecutor(concurrency, thread_name_prefix="export") as pool:
+        task = bar.add_task("tags", total=len(images))
+
+        def tags_of(name: str) -> None:
+            details[name] = api.get_json("/getimagetags", image=name, scores="true")
+            bar.advance(task)
+
+        list(pool.map(tags_of, images))
+        if with_images:
+            folder = out / "images"
+            folder.mkdir(exist_ok=True)
+            files = bar.add_task("images", total=len(images))
+
+            def fetch(name: str) -> None:
+                _download(api, folder, name)
+                bar.advance(files)
+
+            list(pool.map(fetch, images))
+
+    def path_of(name: str) -> str:
+        return f"images/{name}" if with_images else name
+
+    rows: list[dict[str, Any]] = []
+    predictions: list[dict[str, Any]] = []
+    rated: dict[str, dict[str, float]] = {name: {} for name in images}
+    for name in users:
+        for item in listings[name]:
+            if item.get("rating") is None:
+                if item.get("predicted") is not None and item["image"] in rated:
+                    predictions.append({"image": item["image"], "user": name, "predicted": item["predicted"]})
+                continue
+            rated.setdefault(item["image"], {})[name] = item["rating"]
+            rows.append(
+                {
+                    "path": path_of(item["image"]),
+                    "user": name,
+                    "rating": decimal_text(item["rating"]),
+                    "source": details.get(item["image"], {}).get("source") or "",
+                    "image": item["image"],
+                    "rated_at": item.get("rated_at") or "",
+                    "predicted": item.get("predicted"),
+                }
+            )
+    for name in images:
+        if not rated[name]:
+            source = details[name].get("source") or ""
+            rows.append(
+                {"path": path_of(name), "user": "", "rating": "", "source": source, "image": name}
+                | {"rated_at": "", "predicted": None}
+            )
+    rows.sort(key=lambda r: (r["image"], r["user"]))
+    if "jsonl" in formats:
+        _write_atomic(out / "ratings.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    if "csv" in formats:
+        partial = out / "ratings.csv.partial"
+        with partial.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, COLUMNS)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({**row, "predicted": "" if row["predicted"] is None else row["predicted"]})
+        partial.replace(out / "ratings.csv")
+    image_lines = [
+        {
+            "image": name,
+            "path": path_of(name),
+            "source": details[name].get("source"),
+            "tagged": details[name].get("tagged"),
+            "model": details[name].get("model"),
+            "tags": details[name].get("tags", []),
+            "ratings": rated[name],
+        }
+        for name in images
+    ]
+    _write_atomic(out / "images.jsonl", "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in image_lines))
+    _write_atomic(out / "predictions.jsonl", "".join(json.dumps(p) + "\n" for p in predictions))
+    return {
+        "users": len(users),
+        "ratings": sum(len(r) for r in rated.values()),
+        "images": len(images),
+        "files": len(images) if with_images else 0,
+    }

@@ -1,0 +1,234 @@
+"""The ``tagrate`` command: subcommands over the gateway's REST API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .client import Api, ApiError
+from .importer import Summary, learn_known, run_import
+from .sources import valid_user
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+# Four uploads in flight keep a small server's cores busy (the gateway, the
+# dataset service and its database each take a share) without queueing
+# behind one another; `python -m bench import` measured it on two cores.
+DEFAULT_CONCURRENCY = 4
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--url",
+    envvar="TAGRATE_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    help="The gateway's base URL (env TAGRATE_URL).",
+)
+@click.option("--token", envvar="TAGRATE_TOKEN", default=None, help="Bearer token (env TAGRATE_TOKEN).")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for one request.")
+@click.pass_context
+def cli(ctx: click.Context, url: str, token: str | None, timeout: float) -> None:
+    """tagrate: import a collection into a tagrate server, export it, and show its state.
+
+    Talks to a running gateway over its public REST API only, so it works
+    against a remote server too.
+    """
+    ctx.obj = {"url": url, "token": token, "timeout": timeout}
+
+
+def _api(ctx: click.Context, connections: int = 8) -> Api:
+    return Api(ctx.obj["url"], ctx.obj["token"], ctx.obj["timeout"], connections)
+
+
+def _check_user(user: str | None) -> None:
+    if user is not None and not valid_user(user):
+        message = f"{user!r} is not a user name (1-64 of [A-Za-z0-9_.-], not 'all')"
+        raise click.BadParameter(message, param_hint="--user")
+
+
+def _report(summary: Summary, summary_json: Path | None) -> int:
+    """Prints the summary; 1 when anything failed or a row was skipped."""
+    out = click.echo
+    out(f"images: {summary.images_added} added, {summary.images_existing} already there")
+    out(
+        f"ratings: {summary.ratings_added} added, {summary.ratings_changed} changed, "
+        f"{summary.ratings_existing} already there"
+    )
+    if summary.not_images:
+        out(f"not images, skipped ({len(summary.not_images)}): {', '.join(sorted(summary.not_images)[:20])}")
+    for note in summary.notes:
+        out(f"note: {note}")
+    if summary.skipped_rows:
+        out(f"rows skipped ({len(summary.skipped_rows)}):")
+        for problem in summary.skipped_rows:
+            out(f"  {problem.where}: {problem.reason}")
+    if summary.failed:
+        out(f"failed ({len(summary.failed)}):")
+        for problem in sorted(summary.failed, key=lambda p: p.where):
+            out(f"  {problem.where}: {problem.reason}")
+    if summary_json:
+        summary_json.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
+    return 1 if summary.failed or summary.skipped_rows else 0
+
+
+concurrency_option = click.option(
+    "--concurrency",
+    "-j",
+    type=click.IntRange(1, 64),
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    help="Requests in flight at once.",
+)
+summary_option = click.option(
+    "--summary-json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the summary to this file as JSON.",
+)
+
+
+@cli.command("import")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--ratings",
+    "ratings_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CSV (header path,user,rating[,source]) or JSON Lines file; paths relative to DIRECTORY.",
+)
+@click.option("--user", help="The user of --rating-from-folder, and of ratings-file rows without a user.")
+@click.option(
+    "--rating-from-folder",
+    is_flag=True,
+    help="Rate each image by its top folder under DIRECTORY: 0..6 (sixths), or decimals 0.0-1.0.",
+)
+@concurrency_option
+@summary_option
+@click.pass_context
+def import_command(
+    ctx: click.Context,
+    directory: Path,
+    ratings_file: Path | None,
+    user: str | None,
+    rating_from_folder: bool,
+    concurrency: int,
+    summary_json: Path | None,
+) -> None:
+    """Import every image under DIRECTORY (recursively) with its ratings.
+
+    Images without a rating are stored unrated. Resumable: run it again
+    after an interruption and only what is missing is sent (image names are
+    content hashes). Exit status 1 when a row was skipped or an image failed.
+    """
+    from .folder import folder_items
+
+    _check_user(user)
+    if rating_from_folder and not user:
+        raise click.UsageError("--rating-from-folder needs --user")
+    summary = Summary()
+    items = folder_items(directory, ratings_file, user, rating_from_folder, summary)
+    users = {u for item in items for u in item.ratings}
+    with _api(ctx, concurrency) as api:
+        try:
+            known = learn_known(api, users)
+            run_import(api, items, len(items), known, summary, concurrency, "importing")
+        except ApiError as exc:
+            raise click.ClickException(str(exc)) from exc
+    ctx.exit(_report(summary, summary_json))
+
+
+@cli.command("import-original")
+@click.option("--database", required=True, help="The original service's PostgreSQL URL (postgresql://...).")
+@click.option(
+    "--user-name",
+    type=click.Choice(["discord_id", "username"]),
+    default="discord_id",
+    show_default=True,
+    help="Which column names a user here (discord_id falls back to username where it is empty).",
+)
+@concurrency_option
+@summary_option
+@click.pass_context
+def import_original_command(
+    ctx: click.Context, database: str, user_name: str, concurrency: int, summary_json: Path | None
+) -> None:
+    """Migrate the original service's images, ratings and sources from its PostgreSQL database.
+
+    The 768-pixel JPEG is the image, sankaku_id its source. The original's
+    own tags are not copied: images are tagged again here by this server's
+    tagger. Resumable like `tagrate import`.
+    """
+    from .original import OriginalDatabase
+
+    summary = Summary()
+    with OriginalDatabase(database, user_name) as original, _api(ctx, concurrency) as api:
+        summary.skipped_rows.extend(original.problems)
+        try:
+            known = learn_known(api, original.users())
+            run_import(api, original.items(), original.image_count(), known, summary, concurrency, "migrating")
+        except ApiError as exc:
+            raise click.ClickException(str(exc)) from exc
+    ctx.exit(_report(summary, summary_json))
+
+
+@cli.command("export")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--user", help="Only this user's ratings (default: every user).")
+@click.option("--images", "with_images", is_flag=True, help="Also download every image file into OUT/images/.")
+@click.option(
+    "--format",
+    "formats",
+    type=click.Choice(["jsonl", "csv"]),
+    multiple=True,
+    default=("jsonl", "csv"),
+    show_default=True,
+    help="File formats to write (repeat for both).",
+)
+@concurrency_option
+@click.pass_context
+def export_command(
+    ctx: click.Context, out: Path, user: str | None, with_images: bool, formats: tuple[str, ...], concurrency: int
+) -> None:
+    """Export ratings, tags with scores, predictions and sources into the folder OUT.
+
+    OUT/ratings.{jsonl,csv}: one row per rating (path,user,rating,source,
+    image,rated_at,predicted) and one per unrated image (empty user and
+    rating); OUT/images.jsonl: each image's tags with scores, tagger model
+    and source; OUT/predictions.jsonl: predictions for unrated images.
+    With --images, `tagrate import OUT --ratings OUT/ratings.csv` into an
+    empty server restores the ratings, images and sources.
+    """
+    from .export import export
+
+    _check_user(user)
+    with _api(ctx, concurrency) as api:
+        try:
+            counts = export(api, out, user, with_images, formats, concurrency)
+        except ApiError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"exported {counts['ratings']} ratings of {counts['users']} users, {counts['images']} images"
+        + (f" ({counts['files']} files)" if with_images else "")
+        + f" into {out}"
+    )
+
+
+@cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the collected state as JSON instead.")
+@click.pass_context
+def status_command(ctx: click.Context, as_json: bool) -> None:
+    """One screen: readiness, users, images, untagged, models up to date, the trainer."""
+    from .status import collect, render
+
+    with _api(ctx) as api:
+        state = collect(api)
+    if as_json:
+        click.echo(json.dumps(state, indent=2))
+    else:
+        render(state)
+    ctx.exit(0 if state["ready"] else 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command and exits with its status (click's standalone mode)."""
+    return cli.main(args=argv, prog_name="tagrate")
