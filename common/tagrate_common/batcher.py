@@ -14,11 +14,24 @@ submitting, so that work overlaps with the forward pass of the batch before.
 The queue is bounded: a submit that finds it full raises
 :class:`~tagrate_common.errors.Overloaded` at once (RESOURCE_EXHAUSTED on the
 wire, 503 at the gateway) instead of letting latency grow without limit.
+
+Items are foreground (a person waits: /tag, /rate) or background (the
+dataset service's tagging and embedding of its imports; see
+:data:`call_priority`). A batch takes the queued foreground items first, in
+order of arrival, and fills the room left with background ones, so an
+interactive call waits for at most the batch that is running, not for a
+backlog of imports. Background work cannot starve: a background item that has
+waited ``max_background_wait_s`` counts as foreground from then on (in its
+order of arrival), so under a sustained interactive load background work
+still moves, each item late by about that wait. Background items may fill at
+most :data:`BACKGROUND_QUEUE_SHARE` of the queue; the rest is kept for
+foreground work, which a background flood can therefore never refuse.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -26,7 +39,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -38,6 +51,23 @@ ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
 
 _FOREVER = 86_400.0  # longer waits than a day count as no timeout at all
+
+Priority = Literal["foreground", "background"]
+FOREGROUND: Priority = "foreground"
+BACKGROUND: Priority = "background"
+
+# The priority of the work the current thread submits, for code that submits
+# on a caller's behalf without taking a parameter for it (ImagePipeline.run).
+# The gRPC server sets it for each call from the caller's metadata
+# (tagrate_common.grpc_server.PRIORITY_HEADER); anything else is foreground.
+call_priority: contextvars.ContextVar[Priority] = contextvars.ContextVar("tagrate_call_priority", default=FOREGROUND)
+
+# Background items may fill at most this share of a batcher's queue: the rest
+# is room an interactive call always finds, however large the import backlog.
+BACKGROUND_QUEUE_SHARE = 0.75
+# After this long in the queue a background item is served like foreground:
+# without it a steady interactive load would hold imports back forever.
+DEFAULT_MAX_BACKGROUND_WAIT_S = 10.0
 
 BATCH_SIZE = Histogram(
     "tagrate_batcher_batch_size",
@@ -52,6 +82,9 @@ BATCH_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 QUEUE_DEPTH = Gauge("tagrate_batcher_queue_depth", "Items waiting for a batch.", ["batcher"])
+BACKGROUND_DEPTH = Gauge(
+    "tagrate_batcher_background_queue_depth", "Background items waiting for a batch (of the queue depth).", ["batcher"]
+)
 REJECTED = Counter("tagrate_batcher_rejected_total", "Items refused because the queue was full.", ["batcher"])
 
 
@@ -87,6 +120,10 @@ class _Pending(Generic[ItemT, ResultT]):
     future: Future[ResultT] = field(default_factory=Future)
 
 
+def _take(queue: deque[_Pending[ItemT, ResultT]], count: int) -> list[_Pending[ItemT, ResultT]]:
+    return [queue.popleft() for _ in range(min(count, len(queue)))]
+
+
 class DynamicBatcher(Generic[ItemT, ResultT]):
     """Gathers items from concurrent callers into batches for ``run_batch``.
 
@@ -96,7 +133,10 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
     state such as PyTorch's cuDNN plan cache is built where it is used); the
     constructor waits for it and re-raises its error. With
     ``enabled=False`` every item runs alone (batch size 1, no delay), which is
-    the unbatched baseline benchmarks compare against.
+    the unbatched baseline benchmarks compare against. Foreground items go
+    before background ones as the module docstring says; background items
+    are refused beyond :data:`BACKGROUND_QUEUE_SHARE` of ``max_queue_size``
+    (at least one) and promoted after ``max_background_wait_s``.
     """
 
     def __init__(
@@ -109,20 +149,29 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         enabled: bool = True,
         name: str = "model",
         initializer: Callable[[], None] | None = None,
+        max_background_wait_s: float = DEFAULT_MAX_BACKGROUND_WAIT_S,
     ) -> None:
-        if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_ms < 0:
-            raise ValueError("max_batch_size and max_queue_size must be >= 1, max_queue_delay_ms >= 0")
+        if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_ms < 0 or max_background_wait_s < 0:
+            raise ValueError(
+                "max_batch_size and max_queue_size must be >= 1, max_queue_delay_ms and max_background_wait_s >= 0"
+            )
         self.name = name
         self.max_batch_size = max_batch_size if enabled else 1
         self.max_queue_delay = max_queue_delay_ms / 1000 if enabled else 0.0
         self.max_queue_size = max_queue_size
+        self.max_background_queue = max(1, int(max_queue_size * BACKGROUND_QUEUE_SHARE))
+        self.max_background_wait = max_background_wait_s
         self._run_batch = run_batch
+        # Two FIFO queues, so each is in order of arrival and the oldest
+        # background item is always at the head of its queue.
         self._queue: deque[_Pending[ItemT, ResultT]] = deque()
+        self._background: deque[_Pending[ItemT, ResultT]] = deque()
         self._cond = threading.Condition()
         self._closed = False
         self.batches_run = 0
         self.items_run = 0
         self._depth = QUEUE_DEPTH.labels(name)
+        self._background_depth = BACKGROUND_DEPTH.labels(name)
         self._initializer = initializer
         self._ready = threading.Event()
         self._init_error: BaseException | None = None
@@ -134,39 +183,51 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
 
     # -- callers -------------------------------------------------------------
 
-    def submit(self, item: ItemT) -> Future[ResultT]:
-        """Queues one item; the future resolves to its result. Never blocks:
-        raises Overloaded when the queue is full, Unavailable once closed."""
-        return self.submit_many([item])[0]
+    def submit(self, item: ItemT, priority: Priority | None = None) -> Future[ResultT]:
+        """Queues one item; the future resolves to its result. ``priority``
+        defaults to the caller's :data:`call_priority`. Never blocks: raises
+        Overloaded when the queue (or background's share of it) is full,
+        Unavailable once closed."""
+        return self.submit_many([item], priority)[0]
 
-    def submit_many(self, items: Sequence[ItemT]) -> list[Future[ResultT]]:
+    def submit_many(self, items: Sequence[ItemT], priority: Priority | None = None) -> list[Future[ResultT]]:
         """Queues several items at once, all or none (a bulk request is not
         half-accepted). Raises like :meth:`submit`."""
+        background = (priority or call_priority.get()) == BACKGROUND
         now = time.monotonic()
         pending = [_Pending[ItemT, ResultT](item, now) for item in items]
         with self._cond:
             if self._closed:
                 raise Unavailable(f"the {self.name} is shutting down; retry on another replica", "shutting_down")
-            if len(self._queue) + len(pending) > self.max_queue_size:
+            queued = len(self._queue) + len(self._background)
+            if queued + len(pending) > self.max_queue_size:
                 REJECTED.labels(self.name).inc(len(pending))
                 raise Overloaded(
-                    f"the {self.name} is overloaded ({len(self._queue)} images queued, limit "
-                    f"{self.max_queue_size}); retry shortly"
+                    f"the {self.name} is overloaded ({queued} images queued, limit {self.max_queue_size}); "
+                    "retry shortly"
                 )
-            self._queue.extend(pending)
-            self._depth.set(len(self._queue))
+            if background and len(self._background) + len(pending) > self.max_background_queue:
+                REJECTED.labels(self.name).inc(len(pending))
+                raise Overloaded(
+                    f"the {self.name} is busy with background work ({len(self._background)} images queued, "
+                    f"limit {self.max_background_queue}); retry shortly"
+                )
+            (self._background if background else self._queue).extend(pending)
+            self._set_depth()
             self._cond.notify_all()
         return [p.future for p in pending]
 
-    def run(self, item: ItemT, timeout: float | None = None) -> ResultT:
+    def run(self, item: ItemT, timeout: float | None = None, priority: Priority | None = None) -> ResultT:
         """Submits one item and blocks for its result (for thread-pool RPC
         handlers). Raises the batch's exception, or DeadlineExceeded after
         ``timeout`` seconds (the item is then dropped if not yet running)."""
-        return self.wait([self.submit(item)], timeout)[0]
+        return self.wait([self.submit(item, priority)], timeout)[0]
 
-    def run_many(self, items: Sequence[ItemT], timeout: float | None = None) -> list[ResultT]:
+    def run_many(
+        self, items: Sequence[ItemT], timeout: float | None = None, priority: Priority | None = None
+    ) -> list[ResultT]:
         """:meth:`submit_many`, then blocks for every result, in order."""
-        return self.wait(self.submit_many(items), timeout)
+        return self.wait(self.submit_many(items, priority), timeout)
 
     def wait(self, futures: Sequence[Future[ResultT]], timeout: float | None = None) -> list[ResultT]:
         """The results of ``futures`` in order, within ``timeout`` seconds in
@@ -195,8 +256,19 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
 
     @property
     def queue_depth(self) -> int:
+        """Items waiting for a batch, foreground and background."""
         with self._cond:
-            return len(self._queue)
+            return len(self._queue) + len(self._background)
+
+    @property
+    def background_depth(self) -> int:
+        """Background items waiting for a batch."""
+        with self._cond:
+            return len(self._background)
+
+    def _set_depth(self) -> None:
+        self._depth.set(len(self._queue) + len(self._background))
+        self._background_depth.set(len(self._background))
 
     def close(self, timeout: float | None = None) -> None:
         """Stops accepting items, finishes everything already queued, then
@@ -211,23 +283,39 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
     def _next_batch(self) -> list[_Pending[ItemT, ResultT]] | None:
         """Blocks until a batch is due; None once closed and drained."""
         with self._cond:
-            while not self._queue:
+            while not self._queue and not self._background:
                 if self._closed:
                     return None
                 self._cond.wait()
             # The oldest item waits at most max_queue_delay for company. Items
             # that queued up while the previous batch ran are usually past it.
-            deadline = self._queue[0].enqueued + self.max_queue_delay
-            while len(self._queue) < self.max_batch_size and not self._closed:
+            oldest = min(q[0].enqueued for q in (self._queue, self._background) if q)
+            deadline = oldest + self.max_queue_delay
+            while len(self._queue) + len(self._background) < self.max_batch_size and not self._closed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            count = min(len(self._queue), self.max_batch_size)
-            batch = [self._queue.popleft() for _ in range(count)]
-            self._depth.set(len(self._queue))
+            batch = self._pick(time.monotonic())
+            self._set_depth()
         # Callers that gave up (timed out) before their item started are skipped.
         return [p for p in batch if p.future.set_running_or_notify_cancel()]
+
+    def _pick(self, now: float) -> list[_Pending[ItemT, ResultT]]:
+        """Takes the next batch off the queues (the lock held): background
+        items past ``max_background_wait`` and foreground items, merged in
+        order of arrival, then other background items in the room left."""
+        room = self.max_batch_size
+        overdue = now - self.max_background_wait
+        batch: list[_Pending[ItemT, ResultT]] = []
+        while len(batch) < room and self._background and self._background[0].enqueued <= overdue:
+            if self._queue and self._queue[0].enqueued < self._background[0].enqueued:
+                batch.append(self._queue.popleft())
+            else:
+                batch.append(self._background.popleft())
+        batch += _take(self._queue, room - len(batch))
+        batch += _take(self._background, room - len(batch))
+        return batch
 
     def _work(self) -> None:
         try:

@@ -9,7 +9,9 @@ from the caller to the servicer and the reply is typed::
 What every call needs is done once, by client interceptors on the channel
 under the stub: a deadline (the backend's default unless the call passes
 ``timeout=``; for a server-streaming call it covers the whole stream), the
-current request id as metadata, the Prometheus client metrics, and gRPC
+current request id as metadata (and, for a backend made with
+``priority=BACKGROUND``, the header that puts its calls behind interactive
+ones in a model service's batcher), the Prometheus client metrics, and gRPC
 failures turned into :class:`~tagrate_common.errors.TagrateError` naming the
 service. A backend whose target is "" is not configured: ``backend.stub``
 raises :class:`~tagrate_common.errors.Unavailable` naming the service.
@@ -28,8 +30,9 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from .batcher import BACKGROUND, FOREGROUND, Priority
 from .errors import TagrateError, Unavailable, from_rpc_error
-from .grpc_server import grpc_options
+from .grpc_server import PRIORITY_HEADER, grpc_options
 from .logging import REQUEST_ID_HEADER, request_id_var
 from .metrics import GRPC_CLIENT_HANDLED, GRPC_CLIENT_SECONDS
 
@@ -65,11 +68,12 @@ def _method_name(method: str | bytes) -> str:
 
 class _CallPolicy:
     """What every call to one service shares: its name (for errors and
-    metrics) and its default deadline."""
+    metrics), its default deadline and its priority."""
 
-    def __init__(self, service: str, timeout: float) -> None:
+    def __init__(self, service: str, timeout: float, priority: Priority = FOREGROUND) -> None:
         self.service = service
         self.timeout = timeout
+        self.priority = priority
 
     def deadline(self, timeout: float | None) -> float:
         return self.timeout if timeout is None else timeout
@@ -78,6 +82,8 @@ class _CallPolicy:
         pairs = [(key, value) for key, value in (metadata or ())]
         if not any(key == REQUEST_ID_HEADER for key, _ in pairs):
             pairs.append((REQUEST_ID_HEADER, request_id_var.get()))
+        if self.priority == BACKGROUND and not any(key == PRIORITY_HEADER for key, _ in pairs):
+            pairs.append((PRIORITY_HEADER, BACKGROUND))
         return pairs
 
     def error(self, exc: grpc.RpcError) -> TagrateError:
@@ -247,7 +253,8 @@ def _async_details(policy: _CallPolicy, details: grpc.aio.ClientCallDetails) -> 
 class Backend(Generic[StubT]):
     """A blocking client for one service: ``backend.stub`` is the generated
     stub over an intercepted channel (see the module docstring). ``target``
-    "" means not configured."""
+    "" means not configured. ``priority=BACKGROUND`` marks every call as
+    work no person waits on (a call's own priority metadata wins)."""
 
     def __init__(
         self,
@@ -256,11 +263,12 @@ class Backend(Generic[StubT]):
         stub_cls: Callable[[grpc.Channel], StubT],
         timeout: float,
         max_message_bytes: int,
+        priority: Priority = FOREGROUND,
     ) -> None:
         self.name = name
         self.target = target
         self.timeout = timeout
-        self._policy = _CallPolicy(name, timeout)
+        self._policy = _CallPolicy(name, timeout, priority)
         self._channel = grpc.insecure_channel(target, options=channel_options(max_message_bytes)) if target else None
         self._stub = (
             stub_cls(grpc.intercept_channel(self._channel, _SyncInterceptor(self._policy))) if self._channel else None

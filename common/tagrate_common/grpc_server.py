@@ -5,7 +5,8 @@
 * the standard ``grpc.health.v1`` health service and server reflection
   (``grpcurl`` works against every service),
 * message size limits that fit the upload limits,
-* an interceptor that restores the caller's request id, logs and measures
+* an interceptor that restores the caller's request id and priority
+  (:data:`PRIORITY_HEADER`, for the dynamic batchers), logs and measures
   every call, and maps :class:`~tagrate_common.errors.TagrateError` to a
   status code in one place (unexpected exceptions become INTERNAL with the
   request id, never a stack trace on the wire),
@@ -34,6 +35,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from .batcher import BACKGROUND, FOREGROUND, Priority, call_priority
 from .config import ServiceSettings
 from .errors import TagrateError, error_metadata
 from .images import set_decode_slots
@@ -43,6 +45,11 @@ from .metrics import GRPC_SERVER_HANDLED, GRPC_SERVER_SECONDS, start_metrics_ser
 log = logging.getLogger(__name__)
 
 _QUIET_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+# Call metadata a caller sets to "background" for work no person waits on
+# (the dataset service's imports): model services then batch it behind
+# interactive calls. Absent or anything else: foreground.
+PRIORITY_HEADER = "tagrate-priority"
 
 # The caller sent something wrong or asked for something absent: worth a line
 # in the log, not an operator's attention.
@@ -85,9 +92,14 @@ class _ServiceInterceptor(grpc.ServerInterceptor):
             return handler._replace(unary_stream=self._wrap_stream(handler.unary_stream, name, quiet))
         return handler  # client-streaming methods are not used by tagrate
 
-    def _begin(self, context: grpc.ServicerContext) -> contextvars.Token[str]:
+    def _begin(self, context: grpc.ServicerContext) -> tuple[contextvars.Token[str], contextvars.Token[Priority]]:
         metadata = dict(context.invocation_metadata() or ())
-        return request_id_var.set(metadata.get(REQUEST_ID_HEADER) or new_request_id())
+        priority = BACKGROUND if metadata.get(PRIORITY_HEADER) == BACKGROUND else FOREGROUND
+        return request_id_var.set(metadata.get(REQUEST_ID_HEADER) or new_request_id()), call_priority.set(priority)
+
+    def _end(self, tokens: tuple[contextvars.Token[str], contextvars.Token[Priority]]) -> None:
+        request_id_var.reset(tokens[0])
+        call_priority.reset(tokens[1])
 
     def _fail(self, exc: BaseException, context: grpc.ServicerContext, method: str) -> tuple[grpc.StatusCode, str]:
         """The status for a failed call; TagrateErrors also carry their code
@@ -116,7 +128,7 @@ class _ServiceInterceptor(grpc.ServerInterceptor):
 
     def _wrap_unary(self, behavior: Callable, method: str, quiet: bool) -> Callable:
         def wrapped(request, context):
-            token = self._begin(context)
+            tokens = self._begin(context)
             start, code = time.perf_counter(), grpc.StatusCode.OK
             try:
                 return behavior(request, context)
@@ -125,13 +137,13 @@ class _ServiceInterceptor(grpc.ServerInterceptor):
                 context.abort(code, details)  # raises
             finally:
                 self._finish(method, code, start, quiet)
-                request_id_var.reset(token)
+                self._end(tokens)
 
         return wrapped
 
     def _wrap_stream(self, behavior: Callable, method: str, quiet: bool) -> Callable:
         def wrapped(request, context) -> Iterator:
-            token = self._begin(context)
+            tokens = self._begin(context)
             start, code = time.perf_counter(), grpc.StatusCode.OK
             try:
                 yield from behavior(request, context)
@@ -140,7 +152,7 @@ class _ServiceInterceptor(grpc.ServerInterceptor):
                 context.abort(code, details)  # raises
             finally:
                 self._finish(method, code, start, quiet)
-                request_id_var.reset(token)
+                self._end(tokens)
 
         return wrapped
 

@@ -1,5 +1,6 @@
 """DynamicBatcher: batches form, every caller gets its own answer, the queue
-is bounded, errors and shutdown behave. The batch functions here are plain
+is bounded, errors and shutdown behave, foreground items go before
+background ones without starving them. The batch functions here are plain
 Python so the tests are about the batcher alone; a "gate" holds the worker
 inside a batch so queue states are exact instead of timing-dependent."""
 
@@ -10,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tagrate_common.batcher import DynamicBatcher
+from tagrate_common.batcher import BACKGROUND, FOREGROUND, DynamicBatcher, call_priority
 from tagrate_common.errors import DeadlineExceeded, Overloaded, Unavailable
 
 WAIT = 10.0  # generous bound on waits that only fail when something is broken
@@ -223,3 +224,116 @@ def test_a_failing_initializer_fails_the_constructor() -> None:
     with pytest.raises(RuntimeError, match="no such model"):
         DynamicBatcher(lambda items: items, name="broken", initializer=initializer)
     assert "broken-batcher" not in {t.name for t in threading.enumerate()}
+
+
+# ---- foreground before background ----
+
+
+def test_foreground_items_go_before_queued_background_ones(closing) -> None:
+    fn = GatedSquares(hold_first=True)
+    batcher = closing(DynamicBatcher(fn, max_batch_size=3, max_queue_delay_ms=1))
+    first = batcher.submit(0)
+    assert fn.started.wait(WAIT)
+    flood = batcher.submit_many([10, 11, 12, 13, 14, 15, 16], BACKGROUND)
+    interactive = batcher.submit_many([1, 2], FOREGROUND)
+    assert batcher.queue_depth == 9 and batcher.background_depth == 7
+    fn.release.set()
+    assert batcher.wait([first, *interactive, *flood], WAIT)[:3] == [0, 1, 4]
+    # The next batch after the running one: both foreground items, the room
+    # left filled with the oldest background item; then background in order.
+    assert fn.batches == [[0], [1, 2, 10], [11, 12, 13], [14, 15, 16]]
+
+
+def test_a_foreground_item_arriving_behind_a_backlog_runs_in_the_next_batch(closing) -> None:
+    fn = GatedSquares(hold_first=True)
+    batcher = closing(DynamicBatcher(fn, max_batch_size=4, max_queue_delay_ms=1))
+    first = batcher.submit(0, BACKGROUND)
+    assert fn.started.wait(WAIT)
+    flood = batcher.submit_many(list(range(100, 140)), BACKGROUND)
+    late = batcher.submit(7)  # foreground by default
+    fn.release.set()
+    assert late.result(WAIT) == 49
+    batcher.wait([first, *flood], WAIT)
+    assert fn.batches[1] == [7, 100, 101, 102]
+    assert [x for b in fn.batches for x in b] == [0, 7, *range(100, 140)]
+
+
+def test_the_callers_priority_comes_from_the_context(closing) -> None:
+    fn = GatedSquares(hold_first=True)
+    batcher = closing(DynamicBatcher(fn, max_batch_size=2, max_queue_delay_ms=1))
+    first = batcher.submit(0)
+    assert fn.started.wait(WAIT)
+    token = call_priority.set(BACKGROUND)
+    try:
+        background = batcher.submit_many([10, 11])  # as a background RPC's handler thread would
+    finally:
+        call_priority.reset(token)
+    foreground = batcher.submit(1)
+    assert batcher.background_depth == 2
+    fn.release.set()
+    batcher.wait([first, foreground, *background], WAIT)
+    assert fn.batches == [[0], [1, 10], [11]]
+
+
+def test_background_waiting_longer_than_the_limit_is_served_in_order_of_arrival(closing) -> None:
+    fn = GatedSquares(hold_first=True)
+    batcher = closing(DynamicBatcher(fn, max_batch_size=2, max_queue_delay_ms=0, max_background_wait_s=0.2))
+    first = batcher.submit(0)
+    assert fn.started.wait(WAIT)
+    old = batcher.submit_many([10, 11, 12], BACKGROUND)
+    threading.Event().wait(0.3)  # the background items are now overdue
+    newer = batcher.submit_many([1, 2, 3])
+    fn.release.set()
+    batcher.wait([first, *old, *newer], WAIT)
+    # Overdue background items count as foreground that arrived when they did:
+    # before the newer foreground items, instead of after all of them.
+    assert fn.batches == [[0], [10, 11], [12, 1], [2, 3]]
+
+
+def test_a_steady_foreground_load_does_not_starve_background_work(closing) -> None:
+    batcher = closing(
+        DynamicBatcher(lambda items: [threading.Event().wait(0.002) or x for x in items], max_batch_size=2,
+                       max_queue_delay_ms=0, max_background_wait_s=0.1)
+    )  # fmt: skip
+    stop = threading.Event()
+
+    def interactive() -> None:
+        while not stop.is_set():
+            batcher.run_many([1, 2, 3, 4], WAIT)
+
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(4):
+            pool.submit(interactive)
+        try:
+            threading.Event().wait(0.1)  # the queue always holds foreground items now
+            assert batcher.run(5, WAIT, BACKGROUND) == 5
+        finally:
+            stop.set()
+
+
+def test_background_items_may_fill_only_part_of_the_queue(closing) -> None:
+    fn = GatedSquares(hold_first=True)
+    batcher = closing(DynamicBatcher(fn, max_batch_size=2, max_queue_size=8, name="tagger"))
+    running = batcher.submit(0)
+    assert fn.started.wait(WAIT)
+    assert batcher.max_background_queue == 6
+    background = batcher.submit_many([10, 11, 12, 13, 14], BACKGROUND)
+    with pytest.raises(Overloaded) as refused:
+        batcher.submit_many([15, 16], BACKGROUND)  # all or none: 7 > 6
+    assert "background" in refused.value.message
+    assert refused.value.grpc_status.name == "RESOURCE_EXHAUSTED"
+    background.append(batcher.submit(15, BACKGROUND))
+    with pytest.raises(Overloaded):
+        batcher.submit(16, BACKGROUND)
+    foreground = batcher.submit_many([1, 2])  # the room kept for interactive calls
+    with pytest.raises(Overloaded):
+        batcher.submit(3)  # the queue as a whole is full
+    fn.release.set()
+    assert batcher.wait([running, *foreground, *background], WAIT) == [0, 1, 4, *[x * x for x in range(10, 16)]]
+
+
+def test_a_tiny_queue_still_takes_one_background_item(closing) -> None:
+    fn = GatedSquares()
+    batcher = closing(DynamicBatcher(fn, max_queue_size=1))
+    assert batcher.max_background_queue == 1
+    assert batcher.run(3, WAIT, BACKGROUND) == 9

@@ -7,7 +7,10 @@ on the calling thread and submits it to one :class:`DynamicBatcher` at once,
 so the model already works on the first images of a bulk call while later
 ones are still being decoded, and images from concurrent calls share forward
 passes. A file that fails to decode fails the call with an error naming it,
-and drops the images already queued for it.
+and drops the images already queued for it. A call's images queue at the
+caller's priority (:data:`~tagrate_common.batcher.call_priority`, set by the
+gRPC server from the call's metadata): background work waits behind
+interactive calls.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..batcher import DynamicBatcher, InFlight
+from ..batcher import DynamicBatcher, InFlight, call_priority
 from ..config import ModelServiceSettings
 from ..errors import InvalidArgument, PayloadTooLarge
 from ..images import ImageLimits, check_header, decode_image, decode_slot, naming_file
@@ -131,15 +134,17 @@ class ImagePipeline:
         self.check_headers(files)
 
     def run(self, files: ImageFiles, timeout: float | None = None) -> list[np.ndarray]:
-        """The forward pass's row for each file, in order (checks included)."""
+        """The forward pass's row for each file, in order (checks included),
+        queued at the calling thread's :data:`call_priority`."""
         self.check_files(files)
+        priority = call_priority.get()
         futures: list[Future[np.ndarray]] = []
         with self._in_flight.track(len(files)):
             try:
                 for index, (data, filename) in enumerate(files, start=1):
                     with naming_file(index, filename):
                         pixels = self._prepare(data, filename)
-                    futures.append(self.batcher.submit(pixels))
+                    futures.append(self.batcher.submit(pixels, priority))
                 return self.batcher.wait(futures, timeout)
             finally:
                 for future in futures:  # a later file failed: drop the queued ones
