@@ -350,9 +350,11 @@ def neighbours(
 ) -> Neighbours | None:
     """Where ``image`` stands in the listing :func:`user_data` returns for
     the same parameters, and the rows before and after it; None when it is
-    not in that listing. Never reads the listing: the position is a count
-    of the rows before it (a keyset comparison on the sort keys), the
-    neighbours are one-row keyset queries."""
+    not in that listing. Never reads the listing into Python. When an
+    included tag is rarer than ``_WINDOW_MAX_ROWS`` images, the filtered set
+    is numbered in one pass (window functions); otherwise the position is
+    counted and the neighbours probed with keyset comparisons that an index
+    on the sort keys serves."""
     model = current_tagger_model(session) if (tags.include or tags.exclude) else None
     ids = _tag_ids(session, (*tags.include, *tags.exclude))
     if tags.include and (model is None or any(name not in ids for name in tags.include)):
@@ -362,39 +364,149 @@ def neighbours(
     if model is None:
         include = exclude = []
     keys = _keys(sort, rated)
+    if include:
+        assert model is not None
+        # Counted up to the bound, so a common tag costs no more than that.
+        frequency = {tag_id: _frequency(session, model, tag_id, _WINDOW_MAX_ROWS) for tag_id in include}
+        # The rarest tag first: the filter-first shape collects its index
+        # range and probes the others (SQLite follows the shape; PostgreSQL
+        # plans by its statistics either way).
+        include.sort(key=frequency.__getitem__)
+        if frequency[include[0]] < _WINDOW_MAX_ROWS:
+            return _numbered(session, user_id, image, model, include, exclude, rated, keys)
+    return _probed(session, user_id, image, model, include, exclude, rated, keys)
+
+
+# Most rows a filtered set may have to be numbered in one pass. Numbering
+# costs about what the page's own count and sort of the same set cost (the
+# page is O(matches) too), and three passes of the keyset queries over a
+# filter-first set would cost three times that; a set this large or larger
+# is left to the keyset queries, whose counts walk an index.
+_WINDOW_MAX_ROWS = 5000
+
+
+def _numbered(
+    session: Session,
+    user_id: int,
+    image: str,
+    model: TaggerModel | None,
+    include: Sequence[int],
+    exclude: Sequence[int],
+    rated: RatedFilter,
+    keys: Sequence[_Key],
+) -> Neighbours | None:
+    """One pass over the filtered set: each row numbered in the listing's
+    order, with the rows before and after it beside it (window functions
+    over the same ordering), and the image's row picked out."""
+    joined = rated is not RatedFilter.NO
+    order = [key.ordering() for key in keys]
+    # lag()/lead() of a NULL literal has no type on PostgreSQL: rated=no
+    # rows carry only the name.
+    columns = [Image.name, *((Rating.rating, Rating.rated_at) if joined else ())]
+    windowed = [
+        Image.name.label("name"),
+        func.row_number().over(order_by=order).label("position"),
+        func.count().over().label("total"),
+    ]
+    for step, function in (("prev", func.lag), ("next", func.lead)):
+        windowed += [function(column).over(order_by=order).label(f"{step}_{column.key}") for column in columns]
+    numbered = _base_query(select(*windowed), user_id, model, include, exclude, rated, _FILTER_FIRST).subquery()
+    # execute(), not exec(): SQLModel would return the first column alone.
+    row = session.execute(select(numbered).where(numbered.c.name == image)).first()
+    if row is None:
+        return None
+    found = row._mapping
+
+    def neighbour(step: str) -> UserImage | None:
+        name = found[f"{step}_name"]
+        if name is None:
+            return None
+        if not joined:
+            return UserImage(name, None, None)
+        return UserImage(name, found[f"{step}_rating"], found[f"{step}_rated_at"])
+
+    return Neighbours(found["position"], found["total"], neighbour("prev"), neighbour("next"))
+
+
+def _split(
+    keys: Sequence[_Key], values: Sequence[object], after: bool
+) -> tuple[ColumnElement[bool], ColumnElement[bool] | None]:
+    """:func:`_beyond` as two disjoint conditions: rows beyond on the first
+    key alone (a range of an index that starts with it), and rows tied on
+    the first key and beyond on the rest (None with a single key). Apart,
+    each is a plain index range; an OR of both is not."""
+    key, value, rest = keys[0], values[0], keys[1:]
+    if value is None:  # a nullable key (NULLs last)
+        strictly = literal(False) if after else key.expr.is_not(None)
+        tied = key.expr.is_(None)
+    else:
+        later = (lambda e, v: e < v) if key.descending == after else (lambda e, v: e > v)
+        strictly = later(key.expr, value)
+        if key.nullable and after:
+            strictly = or_(strictly, key.expr.is_(None))
+        tied = key.expr == value
+    if not rest:
+        return strictly, None
+    return strictly, and_(tied, _beyond(rest, values[1:], after))
+
+
+def _probed(
+    session: Session,
+    user_id: int,
+    image: str,
+    model: TaggerModel | None,
+    include: Sequence[int],
+    exclude: Sequence[int],
+    rated: RatedFilter,
+    keys: Sequence[_Key],
+) -> Neighbours | None:
+    """The position as counts of the rows before the image, the neighbours
+    as one-row keyset queries in the listing's order (or its reverse); the
+    rows tied with the image on the first sort key are reached apart from
+    the rest, so every query is a range of the index the page walks."""
     joined = rated is not RatedFilter.NO
 
     def query(columns: Select, for_count: bool = False) -> Select:
         return _base_query(columns, user_id, model, include, exclude, rated, _FILTER_FIRST, for_count=for_count)
+
+    found = session.exec(query(select(*(key.expr for key in keys))).where(Image.name == image)).first()
+    if found is None:
+        return None
+    # SQLModel returns a single-column select as scalars, not rows.
+    values = [found] if len(keys) == 1 else list(found)
+    # Counting leaves out the image table unless a sort key needs it: a
+    # user's ratings are counted from the (user_id, key) index alone.
+    lean = rated is RatedFilter.YES and _on_ratings(keys[0])
+    total = session.exec(query(select(func.count()), for_count=True)).one()
+    strictly, tied = _split(keys, values, after=False)
+    before = session.exec(query(select(func.count()), for_count=lean).where(strictly)).one()
+    if tied is not None:
+        before += session.exec(query(select(func.count())).where(tied)).one()
 
     row_columns = select(
         Image.name,
         (Rating.rating if joined else null()).label("rating"),
         (Rating.rated_at if joined else null()).label("rated_at"),
     )
-    found = session.exec(query(select(*(key.expr for key in keys))).where(Image.name == image)).first()
-    if found is None:
+
+    def nearest(after: bool) -> UserImage | None:
+        # The tied rows come first (next to the image), then the others.
+        for condition in reversed(_split(keys, values, after)):
+            if condition is None:
+                continue
+            ordering = [key.ordering(reverse=not after) for key in keys]
+            row = session.exec(query(row_columns).where(condition).order_by(*ordering).limit(1)).first()
+            if row is not None:
+                return UserImage(*row)
         return None
-    # SQLModel returns a single-column select as scalars, not rows.
-    values = [found] if len(keys) == 1 else list(found)
-    # Counting joins the image table only when a key or filter needs it.
-    total = session.exec(query(select(func.count()), for_count=True)).one()
-    before = session.exec(query(select(func.count())).where(_beyond(keys, values, after=False))).one()
-    prev_row = session.exec(
-        query(row_columns)
-        .where(_beyond(keys, values, after=False))
-        .order_by(*(k.ordering(True) for k in keys))
-        .limit(1)
-    ).first()
-    next_row = session.exec(
-        query(row_columns).where(_beyond(keys, values, after=True)).order_by(*(k.ordering() for k in keys)).limit(1)
-    ).first()
-    return Neighbours(
-        before + 1,
-        total,
-        UserImage(*prev_row) if prev_row is not None else None,
-        UserImage(*next_row) if next_row is not None else None,
-    )
+
+    return Neighbours(before + 1, total, nearest(after=False), nearest(after=True))
+
+
+def _on_ratings(key: _Key) -> bool:
+    """Whether the sort key is a column of ``ratings`` (so counting a user's
+    rated images by it needs no other table)."""
+    return key.expr is Rating.rating or key.expr is Rating.rated_at
 
 
 # ---- tag list -------------------------------------------------------------
