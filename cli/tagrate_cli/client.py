@@ -51,27 +51,29 @@ class Api:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(self, method: str, path: str, ok: Iterable[int] = (200,), **kwargs: Any) -> httpx.Response:
-        """One request, retried with backoff on connection errors and
-        502/503/504 (uploads are idempotent: names are content hashes).
-        Any status outside ``ok`` raises :class:`ApiError`."""
+    def request(
+        self, method: str, path: str, ok: Iterable[int] = (200,), retries: int = RETRIES, **kwargs: Any
+    ) -> httpx.Response:
+        """One request, retried ``retries`` times with backoff on connection
+        errors and 502/503/504 (uploads are idempotent: names are content
+        hashes). Any status outside ``ok`` raises :class:`ApiError`."""
         accepted = set(ok)
-        for attempt in range(RETRIES + 1):
+        for attempt in range(retries + 1):
             try:
                 response = self.http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
-                if attempt == RETRIES:
+                if attempt == retries:
                     raise ApiError(f"cannot reach the gateway at {self.url}: {exc}") from exc
             else:
                 if response.status_code in accepted:
                     return response
-                if response.status_code not in RETRY_STATUSES or attempt == RETRIES:
+                if response.status_code not in RETRY_STATUSES or attempt == retries:
                     raise _error_of(response)
             time.sleep(min(8.0, 0.25 * 2**attempt))
         raise AssertionError("unreachable")
 
-    def get_json(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params=params).json()
+    def get_json(self, path: str, retries: int = RETRIES, **params: Any) -> Any:
+        return self.request("GET", path, params=params, retries=retries).json()
 
     # ---- the endpoints the command line uses ----
 

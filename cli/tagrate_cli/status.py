@@ -13,7 +13,7 @@ from .client import Api, ApiError
 def _get(api: Api, path: str, **params: Any) -> tuple[dict[str, Any] | None, str | None]:
     """The JSON of a GET, or None and why (a missing backend is a 503)."""
     try:
-        return api.get_json(path, **params), None
+        return api.get_json(path, retries=0, **params), None
     except ApiError as exc:
         return None, str(exc)
 
@@ -22,7 +22,11 @@ def collect(api: Api) -> dict[str, Any]:
     """Readiness (/readyz), users and models (/verifydatasets), the stored
     image count (a one-item page of /getuserdata rated=all) and the
     trainer's state (/trainerstatus)."""
-    response = api.request("GET", "/readyz", ok=(200, 503))
+    # No retries: a status shows the server as it is now, at once.
+    try:
+        response = api.request("GET", "/readyz", ok=(200, 503), retries=0)
+    except ApiError as exc:
+        return {"url": api.url, "ready": False, "error": str(exc)}
     readiness = response.json()
     datasets, datasets_error = _get(api, "/verifydatasets")
     users = (datasets or {}).get("users", [])
@@ -65,6 +69,9 @@ def _trainer_line(trainer: dict[str, Any] | None, error: str | None) -> str:
 
 def render(state: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
+    if "error" in state:
+        console.print(f"[bold]{state['url']}[/bold]  [red]unreachable[/]: {state['error']}")
+        return
     services = ", ".join(f"{name} {status}" for name, status in sorted(state["services"].items()))
     ready = "[green]ready[/]" if state["ready"] else "[red]NOT READY[/]"
     console.print(f"[bold]{state['url']}[/bold]  {ready}  {services}")

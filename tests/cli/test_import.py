@@ -161,7 +161,9 @@ def test_bad_rows_are_reported_and_skipped_and_nothing_else_is_lost(server, tmp_
     assert summary["images_added"] == 5 and summary["failed"] == []
 
     jsonl = tmp_path / "ratings.jsonl"
-    jsonl.write_text('{"path": "1.jpg", "user": "erin", "rating": 0.75}\n{"path": "2.jpg", "user": "erin", "stars": 3}\n')
+    jsonl.write_text(
+        '{"path": "1.jpg", "user": "erin", "rating": 0.75}\n{"path": "2.jpg", "user": "erin", "stars": 3}\n'
+    )
     result, summary = run_import(server.url, tmp_path, str(root), "--ratings", str(jsonl))
     assert result.returncode == 1
     assert [p["where"] for p in summary["skipped_rows"]] == ["ratings.jsonl:2"]

@@ -1,0 +1,97 @@
+"""``tagrate export`` then ``tagrate import`` of it into a fresh server
+restores every user's data; ``tagrate status`` on one screen."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import httpx
+
+from tests.gateway.stack import tag_image
+
+from .conftest import photo_jpegs, run_cli, run_import, start_cli_stack
+
+
+def _userdata(url: str, user: str) -> list[dict]:
+    """/getuserdata of everything (rated=all), in name order, without rated_at
+    (the time a rating was made: no REST call sets it, so a restore cannot)."""
+    response = httpx.get(f"{url}/getuserdata", params={"user": user, "rated": "all", "sort": "name-asc"}, timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    for item in body["images"]:
+        item.pop("rated_at")
+    return body
+
+
+def _sources(url: str, names: list[str]) -> dict[str, str | None]:
+    return {n: httpx.get(f"{url}/getimagetags", params={"image": n}).json()["source"] for n in names}
+
+
+def test_export_then_import_into_a_fresh_server_restores_every_user(server, tmp_path, write_files):
+    photos = photo_jpegs(8, seed=8)
+    root = write_files({f"{i}.jpg": data for i, data in enumerate(photos)})
+    ratings = tmp_path / "seed.csv"
+    ratings.write_text(
+        "path,user,rating,source\n0.jpg,alice,0.5,post-0\n1.jpg,alice,1,\n2.jpg,alice,0.1666667,\n"
+        "0.jpg,bob,0,\n3.jpg,bob,.83,https://example.org/3\n4.jpg,1234567890,0.25,\n6.jpg,,,post-6\n"
+    )
+    result, _ = run_import(server.url, tmp_path, str(root), "--ratings", str(ratings))
+    assert result.returncode == 0, result.stdout + result.stderr
+    names = [item["image"] for item in _userdata(server.url, "alice")["images"]]
+    assert len(names) == 8
+    tag_image(server, names[0], {"cat": 0.93, "sofa": 0.61})
+
+    out = tmp_path / "export"
+    exported = run_cli(server.url, "export", str(out), "--images")
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    assert "exported 6 ratings of 3 users, 8 images" in exported.stdout
+    rows = list(csv.DictReader((out / "ratings.csv").open()))
+    assert len(rows) == 6 + 3  # six ratings, three images nobody rated
+    assert [json.loads(line) for line in (out / "ratings.jsonl").open()] == [
+        {**r, "predicted": None if r["predicted"] == "" else float(r["predicted"])} for r in rows
+    ]
+    images = {i["image"]: i for i in map(json.loads, (out / "images.jsonl").open())}
+    assert images[names[0]]["tags"] == [["cat", 0.93], ["sofa", 0.61]]
+    assert sorted(p.name for p in (out / "images").iterdir()) == sorted(names)
+
+    fresh = start_cli_stack(tmp_path, "fresh")
+    try:
+        result, summary = run_import(fresh.url, tmp_path, str(out), "--ratings", str(out / "ratings.csv"))
+        assert summary["failed"] == [] and summary["skipped_rows"] == [], summary
+        assert summary["images_added"] == 8 and summary["ratings_added"] == 6
+        for user in ("alice", "bob", "1234567890"):
+            assert _userdata(fresh.url, user) == _userdata(server.url, user)
+        assert _sources(fresh.url, names) == _sources(server.url, names)
+    finally:
+        fresh.stop()
+
+    alice_only = tmp_path / "alice"
+    result = run_cli(server.url, "export", str(alice_only), "--user", "alice", "--format", "csv")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = list(csv.DictReader((alice_only / "ratings.csv").open()))
+    assert {r["user"] for r in rows} == {"alice"} and len(rows) == 3
+    assert not (alice_only / "ratings.jsonl").exists()
+
+
+def test_status_shows_readiness_users_images_and_the_trainer(server, tmp_path, write_files):
+    root = write_files({f"{i}.jpg": data for i, data in enumerate(photo_jpegs(3, seed=9))})
+    ratings = tmp_path / "r.csv"
+    ratings.write_text("path,user,rating\n0.jpg,alice,0.5\n1.jpg,bob,1\n")
+    run_import(server.url, tmp_path, str(root), "--ratings", str(ratings))
+
+    result = run_cli(server.url, "status", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    state = json.loads(result.stdout)
+    assert state["ready"] is True and state["images"] == 3
+    assert [u["user"] for u in state["users"]] == ["alice", "bob"]
+    assert state["untagged_images"] == 3  # no tagger in this stack
+    assert state["trainer"] is None and state["trainer_error"]  # no trainer configured: said, not a crash
+
+    screen = run_cli(server.url, "status")
+    assert screen.returncode == 0, screen.stdout + screen.stderr
+    for text in ("ready", "images: 3", "untagged: 3", "users: 2", "models up to date: 0/2", "trainer:", "alice"):
+        assert text in screen.stdout, screen.stdout
+
+    down = run_cli("http://127.0.0.1:9", "status")
+    assert down.returncode == 1 and "unreachable" in down.stdout and "cannot reach the gateway" in down.stdout
