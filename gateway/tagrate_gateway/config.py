@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from tagrate_common.config import DEFAULT_PORTS, CommonSettings
@@ -14,6 +14,8 @@ KiB = 1024
 
 # The backends the gateway routes to, in the order /readyz reports them.
 BACKENDS = ("dataset", "tagger", "rater", "trainer")
+# Hosts that only this machine can reach: GATEWAY_AUTH=auto leaves access control off there.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 def _addr(service: str) -> str:
@@ -56,6 +58,32 @@ class GatewaySettings(CommonSettings):
         "(`https://app.example.org,http://localhost:3000`), `*` for every origin (the original's "
         "behaviour; no credentials are allowed with `*`), empty for none.",
     )
+    auth: str = Field(
+        "auto",
+        pattern="^(auto|on|off)$",
+        description="Access control: `on`, `off`, or `auto` (on unless the gateway listens only on loopback). "
+        "The gateway logs a warning at start when it is off.",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="An admin token accepted as is (bootstrapping an install, automation); at least 22 characters. "
+        "Prefer GATEWAY_ADMIN_TOKEN_FILE.",
+    )
+    admin_token_file: Path | None = Field(
+        None, description="A file holding the admin token (a mounted secret); trailing whitespace is ignored."
+    )
+    auth_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="How long a verified token is trusted without asking the dataset service again: a token "
+        "revoked or expired elsewhere keeps working on this gateway replica for at most this long.",
+    )
+    auth_failures_per_minute: int = Field(
+        10,
+        ge=1,
+        description="Failed logins and failed token uses allowed per client address in a minute; more: 429.",
+    )
     max_form_field_bytes: int = Field(64 * KiB, gt=0, description="Size limit of one non-file multipart form field.")
 
     # Uploads: spooled (1 MiB of a file in memory, the rest on disk) and
@@ -91,6 +119,20 @@ class GatewaySettings(CommonSettings):
     def cors_origin_list(self) -> list[str]:
         """The allowed origins, trimmed, empty items dropped."""
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether access control is on: ``auto`` is on unless the gateway
+        binds only a loopback address."""
+        if self.auth != "auto":
+            return self.auth == "on"
+        return self.host.strip("[]").lower() not in LOOPBACK_HOSTS
+
+    def admin_token_value(self) -> str | None:
+        """The bootstrap admin token (the file wins over the variable), or None."""
+        if self.admin_token_file is not None:
+            return self.admin_token_file.read_text(encoding="utf-8").strip() or None
+        return self.admin_token.get_secret_value() if self.admin_token is not None else None
 
     def backend_addr(self, service: str) -> str:
         return getattr(self, f"{service}_addr")

@@ -24,6 +24,8 @@ from tagrate_common import validation
 from tagrate_common.errors import InvalidArgument
 from tagrate_common.userdata import MAX_PAGE, MAX_WIRE_LIMIT
 
+from . import auth
+
 # Tags per image (/tag, /tagbulk): the default model has 1000 labels; larger
 # taggers have more, but no client reads thousands of near-zero scores.
 MAX_TAG_LIMIT = 1000
@@ -109,13 +111,19 @@ def _integer(value: str, param: str, low: int, high: int) -> int:
 
 
 def user(value: str | None, param: str = "user") -> str:
-    """A valid user name; ``all`` is refused (see :func:`user_or_all`)."""
-    return validation.user_name(value, param)
+    """A valid user name; ``all`` is refused (see :func:`user_or_all`).
+    A user token's caller may name only themselves (absent: themselves;
+    another name: 403, see :func:`auth.scoped_user`)."""
+    return validation.user_name(auth.scoped_user(value, param), param)
 
 
-def user_or_all(value: str | None, param: str = "user") -> str:
-    """A valid user name or ``all``."""
-    return validation.user_name(value, param, allow_all=True)
+def user_or_all(value: str | None, param: str = "user", absent: str | None = None) -> str:
+    """A valid user name or ``all`` (``all`` needs an admin caller). An
+    absent value is ``absent`` when given, except for a user token's caller,
+    for whom it is themselves."""
+    if absent is not None and not _present(value) and auth.scoped_user(None, param) is None:
+        return absent
+    return validation.user_name(auth.scoped_user(value, param), param, allow_all=True)
 
 
 def rating(value: str | float | None, param: str = "rating") -> float:

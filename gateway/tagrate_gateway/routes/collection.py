@@ -25,6 +25,7 @@ from tagrate_common.timestamps import optional_api_text
 from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
 
 from .. import params
+from ..auth import ActsAs, ActsAsChanging, AdminOnly, AdminOnlyChanging, AnyCaller
 from ..bodies import BodyFields, post_fields
 from ..deps import DatasetDep, SettingsDep, TrainerDep
 from ..errors import error_responses
@@ -97,6 +98,7 @@ _UPDATE_BODY["requestBody"]["content"]["application/x-www-form-urlencoded"] = {
 
 @router.post(
     "/updaterating",
+    dependencies=[ActsAs],
     summary="Set a user's rating of a stored image (no upload)",
     description='Form fields or a JSON body `{"image"|"filename", "user", "rating"}`; in JSON `user` may be '
     "an integer id and `rating` a number or a decimal string. A new user is created as by /addrating.",
@@ -135,7 +137,13 @@ async def _remove_rating(
     return RemovedRating(success=True, image=reply.image, user=reply.user, rating=reply.rating)
 
 
-@router.get("/removerating", summary=_REMOVE_SUMMARY, response_model=RemovedRating, responses=_REMOVE_ERRORS)
+@router.get(
+    "/removerating",
+    dependencies=[ActsAsChanging],
+    summary=_REMOVE_SUMMARY,
+    response_model=RemovedRating,
+    responses=_REMOVE_ERRORS,
+)
 async def remove_rating(
     dataset: DatasetDep, user: UserQuery = None, image: ImageQuery = None, filename: FilenameQuery = None
 ) -> RemovedRating:
@@ -144,6 +152,7 @@ async def remove_rating(
 
 @router.post(
     "/removerating",
+    dependencies=[ActsAs],
     summary=_REMOVE_SUMMARY,
     response_model=RemovedRating,
     responses=_REMOVE_ERRORS,
@@ -166,13 +175,20 @@ async def _delete_image(dataset: DatasetDep, image: str | None, filename: str | 
     return DeletedImage(success=True, image=reply.image, ratings_removed=reply.ratings_removed)
 
 
-@router.get("/deleteimage", summary=_DELETE_SUMMARY, response_model=DeletedImage, responses=_DELETE_ERRORS)
+@router.get(
+    "/deleteimage",
+    dependencies=[AdminOnlyChanging],
+    summary=_DELETE_SUMMARY,
+    response_model=DeletedImage,
+    responses=_DELETE_ERRORS,
+)
 async def delete_image(dataset: DatasetDep, image: ImageQuery = None, filename: FilenameQuery = None) -> DeletedImage:
     return await _delete_image(dataset, image, filename)
 
 
 @router.post(
     "/deleteimage",
+    dependencies=[AdminOnly],
     summary=_DELETE_SUMMARY,
     response_model=DeletedImage,
     responses=_DELETE_ERRORS,
@@ -188,6 +204,7 @@ async def delete_image_post(request: Request, settings: SettingsDep, dataset: Da
 
 @router.post(
     "/addimage",
+    dependencies=[AnyCaller],
     summary="Store images without rating them",
     description="One file as `image`: `{success, filename, image, new_image}`; several as `images`: "
     "`{success, images: [{image, new_image}, ...]}` in upload order. They appear in every user's `rated=no` "
@@ -233,6 +250,7 @@ async def add_image(request: Request, settings: SettingsDep, dataset: DatasetDep
 
 @router.get(
     "/gettags",
+    dependencies=[ActsAs],
     summary="The tags on stored images, with counts",
     response_model=TagCounts,
     responses=error_responses(400, 404, 503, 504),
@@ -281,6 +299,7 @@ async def _training(trainer: TrainerDep) -> StatsTrainer | None:
 
 @router.get(
     "/getstats",
+    dependencies=[ActsAs],
     summary="A user's rating statistics and model freshness",
     description="`trainer` is null unless a training runs, and also when the trainer service cannot be asked "
     "(the rest still answers; the gateway logs it).",
@@ -328,6 +347,7 @@ def _neighbour(reply: dataset_pb2.GetImageNeighboursResponse, side: str) -> Neig
 
 @router.get(
     "/getimageneighbours",
+    dependencies=[ActsAs],
     summary="Where an image stands in a user's listing, and the images before and after it",
     description="The list is the one /getuserdata returns for the same `user`, `filters`, `sort` and `rated`; "
     "404 when the image is not in it.",

@@ -14,6 +14,7 @@ from tagrate_common.protos import dataset_pb2
 from tagrate_common.timestamps import optional_api_text
 
 from .. import params
+from ..auth import AdminOnly, AdminOnlyChanging, AnyCaller
 from ..deps import DatasetDep, SettingsDep
 from ..errors import error_responses
 from ..schemas import DatasetsState, FailedWork, RetriedWork, UpdatedTags, UserDatasetState, WorkCounts
@@ -32,6 +33,7 @@ router = APIRouter(tags=["datasets"], dependencies=[Depends(params.no_repeated_q
 
 @router.get(
     "/verifydatasets",
+    dependencies=[AnyCaller],
     summary="Whether every user's model is trained on their current ratings",
     response_model=DatasetsState,
     responses=error_responses(503, 504),
@@ -52,6 +54,7 @@ async def verify_datasets(dataset: DatasetDep) -> DatasetsState:
             for state in reply.users
         ],
         untagged_images=reply.untagged_images,
+        pending_predictions=reply.pending_predictions,
         # Beyond the contract's fields: background work still owed per kind,
         # and (the first few) images parked as failed, with why.
         work={work.kind: WorkCounts(pending=work.pending, failed=work.failed) for work in reply.work},
@@ -68,6 +71,7 @@ _RETRY_FORM["requestBody"]["required"] = False  # a POST without a body retries 
 
 @router.post(
     "/retryfailed",
+    dependencies=[AdminOnly],
     summary="Queue background work parked as failed (tagging, feature vectors) again",
     response_model=RetriedWork,
     responses=error_responses(400, 503, 504),
@@ -96,13 +100,20 @@ async def _update_tags(dataset: DatasetDep, full: str | None) -> UpdatedTags:
     return UpdatedTags(updated_images_count=reply.updated_images_count, model=reply.model_id)
 
 
-@router.get("/updatetags", summary=_UPDATE_TAGS_SUMMARY, response_model=UpdatedTags, responses=_UPDATE_TAGS_ERRORS)
+@router.get(
+    "/updatetags",
+    dependencies=[AdminOnlyChanging],
+    summary=_UPDATE_TAGS_SUMMARY,
+    response_model=UpdatedTags,
+    responses=_UPDATE_TAGS_ERRORS,
+)
 async def update_tags(dataset: DatasetDep, full: FullQuery = None) -> UpdatedTags:
     return await _update_tags(dataset, full)
 
 
 @router.post(
     "/updatetags",
+    dependencies=[AdminOnly],
     summary=_UPDATE_TAGS_SUMMARY,
     response_model=UpdatedTags,
     responses=_UPDATE_TAGS_ERRORS,

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from tagrate_common.protos import dataset_pb2
 
 from .. import params
+from ..auth import AnyCaller
 from ..deps import DatasetDep
 from ..errors import error_responses
 from ..schemas import ImageTags, TagScore
@@ -39,6 +40,7 @@ def image_response(reply: dataset_pb2.GetImageResponse) -> Response:
 
 @router.get(
     "/getimage",
+    dependencies=[AnyCaller],
     summary="A stored image file",
     response_class=Response,
     responses={
@@ -69,6 +71,7 @@ async def get_image(
 
 @router.get(
     "/getthumbnail",
+    dependencies=[AnyCaller],
     summary="A square thumbnail of a stored image (WebP)",
     response_class=Response,
     responses={
@@ -102,6 +105,7 @@ async def get_thumbnail(
 
 @router.get(
     "/getimagetags",
+    dependencies=[AnyCaller],
     summary="A stored image's tags",
     response_model=ImageTags,
     responses=error_responses(400, 404, 503, 504),

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from ..auth import AdminOnly, Public
 from ..deps import BackendsDep, SettingsDep
 from ..schemas import Health, NotReady, Readiness
 
@@ -16,13 +17,14 @@ router = APIRouter(tags=["operations"])
 NOT_CONFIGURED = "NOT_CONFIGURED"
 
 
-@router.get("/healthz", summary="The gateway process is alive", response_model=Health)
+@router.get("/healthz", dependencies=[Public], summary="The gateway process is alive", response_model=Health)
 async def healthz() -> Health:
     return Health(status="ok")
 
 
 @router.get(
     "/readyz",
+    dependencies=[Public],
     summary="Every configured backend answers its gRPC health check",
     response_model=Readiness,
     responses={503: {"model": NotReady, "description": "A backend is not serving; `services` says which."}},
@@ -46,6 +48,7 @@ async def readyz(backends: BackendsDep, settings: SettingsDep) -> JSONResponse:
 
 @router.get(
     "/metrics",
+    dependencies=[AdminOnly],
     summary="Prometheus metrics",
     response_class=Response,
     responses={

@@ -10,6 +10,7 @@ from tagrate_common.errors import Unavailable
 from tagrate_common.protos import common_pb2, rater_pb2
 
 from .. import params
+from ..auth import ActsAs
 from ..deps import RaterDep, SettingsDep
 from ..errors import error_responses
 from ..schemas import EveryUserBulkRatings, EveryUserRating, UserBulkRatings, UserRating
@@ -58,6 +59,7 @@ def _ratings_by_user(replies: list[rater_pb2.RateResponse]) -> dict[str, list[fl
 
 @router.post(
     "/rate",
+    dependencies=[ActsAs],
     summary="Predict how much a user (or every user) will like an image",
     description='One user: `{"user": U, "rating": 0.71, "model": "personal"|"global", "model_version": ...}`. '
     '`all`: `{"ratings": [[U, 0.71], ...], "models": {U: "personal"|"global"}}` for every user with a usable '
@@ -90,6 +92,7 @@ async def rate(request: Request, settings: SettingsDep, rater: RaterDep) -> User
 
 @router.post(
     "/ratebulk",
+    dependencies=[ActsAs],
     summary="Predict ratings of several images for a user (or every user)",
     description='One user: `{"user": U, "ratings": [0.71, ...]}`, one per image in upload order. `all` (the '
     'default): `{"users": [U1, U2, ...], "ratings": [[r_U1, r_U2, ...], ...]}`, one row per image. A bad file '
@@ -107,7 +110,7 @@ async def rate(request: Request, settings: SettingsDep, rater: RaterDep) -> User
 async def rate_bulk(request: Request, settings: SettingsDep, rater: RaterDep) -> UserBulkRatings | EveryUserBulkRatings:
     async with read_form(request, settings, max_files=settings.max_bulk_files) as form:
         given = form.field("user")
-        user = validation.ALL_USERS if given is None or given.strip() == "" else params.user_or_all(given)
+        user = params.user_or_all(given, absent=validation.ALL_USERS)
         uploads = form.files_required("images")
         check_images(uploads, settings.image_limits)
         replies = await call_in_chunks(

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Request
 from tagrate_common.protos import common_pb2, tagger_pb2
 
 from .. import params
+from ..auth import AnyCaller
 from ..deps import SettingsDep, TaggerDep
 from ..errors import error_responses
 from ..schemas import BulkTagResult, TagResult, TagScore
@@ -61,6 +62,7 @@ def _tag_request(
 
 @router.post(
     "/tag",
+    dependencies=[AnyCaller],
     summary="Tag an image",
     description='`{"model": ..., "tags": [[tag, score], ...]}`, highest score first.',
     response_model=TagResult,
@@ -85,6 +87,7 @@ async def tag(request: Request, settings: SettingsDep, tagger: TaggerDep) -> Tag
 
 @router.post(
     "/tagbulk",
+    dependencies=[AnyCaller],
     summary="Tag several images",
     description='`{"model": ..., "tags": [[[tag, score], ...], ...]}`: one list per image, in upload order. '
     "A bad file fails the request with a message naming it by position (1-based) and filename.",

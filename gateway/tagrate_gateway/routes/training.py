@@ -18,6 +18,7 @@ from tagrate_common.protos import trainer_pb2
 from tagrate_common.timestamps import optional_api_text
 
 from .. import params
+from ..auth import ActsAs, ActsAsChanging, AdminOnly, AdminOnlyChanging, AnyCaller
 from ..deps import SettingsDep, TrainerDep
 from ..errors import error_responses
 from ..schemas import JobSummary, TrainerStatus, TrainerStatusReply, TrainingAction
@@ -108,7 +109,12 @@ _TRAIN_ERRORS = error_responses(400, 404, 409, 503, 504)
 
 
 @router.get(
-    "/trainuser", summary=_TRAIN_SUMMARY, status_code=202, response_model=TrainingAction, responses=_TRAIN_ERRORS
+    "/trainuser",
+    dependencies=[ActsAsChanging],
+    summary=_TRAIN_SUMMARY,
+    status_code=202,
+    response_model=TrainingAction,
+    responses=_TRAIN_ERRORS,
 )
 async def train_user(trainer: TrainerDep, user: UserQuery = None, force: ForceQuery = None) -> TrainingAction:
     return await _train(trainer, user, force)
@@ -116,6 +122,7 @@ async def train_user(trainer: TrainerDep, user: UserQuery = None, force: ForceQu
 
 @router.post(
     "/trainuser",
+    dependencies=[ActsAs],
     summary=_TRAIN_SUMMARY,
     status_code=202,
     response_model=TrainingAction,
@@ -129,6 +136,7 @@ async def train_user_post(request: Request, settings: SettingsDep, trainer: Trai
 
 @router.get(
     "/trainerstatus",
+    dependencies=[AnyCaller],
     summary="The trainer's status",
     response_model=TrainerStatusReply,
     responses=error_responses(503, 504),
@@ -147,11 +155,23 @@ _STOP_SUMMARY = "Stop the running training (nothing is published)"
 _STOP_ERRORS = error_responses(409, 503, 504)
 
 
-@router.get("/stoptraining", summary=_STOP_SUMMARY, response_model=TrainingAction, responses=_STOP_ERRORS)
+@router.get(
+    "/stoptraining",
+    dependencies=[AdminOnlyChanging],
+    summary=_STOP_SUMMARY,
+    response_model=TrainingAction,
+    responses=_STOP_ERRORS,
+)
 async def stop_training(trainer: TrainerDep) -> TrainingAction:
     return await _stop(trainer)
 
 
-@router.post("/stoptraining", summary=_STOP_SUMMARY, response_model=TrainingAction, responses=_STOP_ERRORS)
+@router.post(
+    "/stoptraining",
+    dependencies=[AdminOnly],
+    summary=_STOP_SUMMARY,
+    response_model=TrainingAction,
+    responses=_STOP_ERRORS,
+)
 async def stop_training_post(trainer: TrainerDep) -> TrainingAction:
     return await _stop(trainer)

@@ -13,6 +13,7 @@ from tagrate_common.timestamps import optional_api_text
 from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
 
 from .. import params
+from ..auth import ActsAs
 from ..deps import DatasetDep, SettingsDep
 from ..errors import error_responses
 from ..schemas import AddedRating, UserData, serialised
@@ -27,6 +28,7 @@ def _q(description: str) -> Any:
 
 @router.get(
     "/getuserdata",
+    dependencies=[ActsAs],
     summary="A user's dataset, filtered, sorted and paged",
     response_model=UserData,
     responses=error_responses(400, 404, 503, 504),
@@ -70,6 +72,7 @@ async def get_user_data(
                 "image": item.image,
                 "rating": item.rating if item.HasField("rating") else None,
                 "rated_at": optional_api_text(item, "rated_at") if item.HasField("rating") else None,
+                "predicted": item.predicted if item.HasField("predicted") else None,
             }
             for item in reply.images
         ],
@@ -82,6 +85,7 @@ async def get_user_data(
 
 @router.post(
     "/addrating",
+    dependencies=[ActsAs],
     summary="Add or change a user's rating of an image",
     response_model=AddedRating,
     responses=error_responses(400, 413, 415, 503, 504),

@@ -1,0 +1,312 @@
+"""Access control: who is calling, and whether they may call this route.
+
+Every route declares exactly one :class:`Access` dependency in its decorator
+(``dependencies=[AdminOnly]``); the dependency runs before the route reads
+its body, so a refused request changes nothing and costs no backend work.
+
+- :data:`Public`: no credentials (probes, login, logout).
+- :data:`AnyCaller`: any valid caller (the shared collection: images,
+  tags, thumbnails, /tag, /trainerstatus...).
+- :data:`ActsAs`: any valid caller, but a user token acts only as its own
+  user: a ``user`` parameter naming someone else, or ``all``, is a 403, and
+  an absent one means the caller. The query string is checked here; a
+  ``user`` in a form or JSON body is checked where the route parses it
+  (:func:`scoped_user`, called by ``params.user``/``params.user_or_all``),
+  which is still before any RPC.
+- :data:`AdminOnly`: admin tokens only.
+- The ``...Changing`` variants are GET routes that change state: a cookie
+  session alone may not call them (a cross-site link could), only a token in
+  the ``Authorization`` header.
+
+Credentials are ``Authorization: Bearer <token>`` or the ``tagrate_session``
+cookie set by /login (HttpOnly, SameSite=Strict; an unsafe method through a
+cookie must also carry a same-origin ``Origin``). Tokens are verified by
+the dataset service by their SHA-256 hash and cached here for
+``GATEWAY_AUTH_CACHE_SECONDS``, so a revocation on another replica takes
+effect within that time (on this replica at once). Failed token uses and
+logins are limited per client address (``GATEWAY_AUTH_FAILURES_PER_MINUTE``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections import deque
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from fastapi import Depends, Request
+
+from tagrate_common import validation
+from tagrate_common.errors import NotFound, TagrateError
+from tagrate_common.protos import dataset_pb2
+
+if TYPE_CHECKING:
+    from tagrate_common.grpc_client import AsyncBackend
+
+    from .config import GatewaySettings
+
+log = logging.getLogger("tagrate_gateway.auth")
+
+SESSION_COOKIE = "tagrate_session"
+# An admin token set by hand must be as hard to guess as a generated one
+# (22 URL-safe characters carry 128 bits).
+MIN_ADMIN_TOKEN_CHARS = 22
+# Verified tokens kept at most; the cache starts over when it is full.
+MAX_CACHED_TOKENS = 10_000
+FAILURE_WINDOW_SECONDS = 60.0
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class Unauthorized(TagrateError):
+    kind = "unauthenticated"
+    grpc_status = grpc.StatusCode.UNAUTHENTICATED
+    http_status = 401
+    default_code = "unauthorized"
+
+
+class Forbidden(TagrateError):
+    kind = "permission_denied"
+    grpc_status = grpc.StatusCode.PERMISSION_DENIED
+    http_status = 403
+    default_code = "forbidden"
+
+
+class TooManyFailures(TagrateError):
+    kind = "resource_exhausted"
+    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 429
+    default_code = "too_many_requests"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A verified caller: admin, or one user (``user``)."""
+
+    user: str | None
+    admin: bool
+    token_id: str | None = None
+    expires_at: datetime | None = None
+    via_cookie: bool = False
+
+
+# Access control off: every caller may do everything.
+NO_AUTH_CALLER = Caller(user=None, admin=True)
+_caller_var: ContextVar[Caller | None] = ContextVar("tagrate_caller", default=None)
+
+
+def token_digest(token: str) -> str:
+    """Lowercase hex SHA-256 of a token: what the dataset service stores."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def scoped_user(value: str | None, param: str = "user") -> str | None:
+    """The ``user`` parameter as the current caller may use it: unchanged
+    for admin (or with access control off), the caller's own name when
+    absent for a user token; 403 when a user token names another user or
+    ``all``."""
+    caller = _caller_var.get()
+    if caller is None or caller.admin:
+        return value
+    if value is None or value.strip() == "":
+        return caller.user
+    if value.strip().lower() == validation.ALL_USERS:
+        raise Forbidden(f"'{param}=all' needs an admin token; this token acts only for {caller.user}")
+    if value.strip() != caller.user:
+        raise Forbidden(f"this token acts only for user {caller.user!r}, not {value.strip()[:64]!r}")
+    return value
+
+
+class FailureLimiter:
+    """Failed credential uses per client address in a sliding minute."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, address: str, now: float) -> deque[float] | None:
+        failures = self._failures.get(address)
+        if failures is None:
+            return None
+        while failures and failures[0] <= now - FAILURE_WINDOW_SECONDS:
+            failures.popleft()
+        if not failures:
+            del self._failures[address]
+            return None
+        return failures
+
+    def check(self, address: str) -> None:
+        """429 when ``address`` used up its failures for this minute."""
+        now = time.monotonic()
+        failures = self._recent(address, now)
+        if failures is not None and len(failures) >= self.per_minute:
+            retry = max(1, int(failures[0] + FAILURE_WINDOW_SECONDS - now) + 1)
+            raise TooManyFailures(f"too many failed logins or token uses from this address; retry in {retry} seconds")
+
+    def fail(self, address: str) -> None:
+        if len(self._failures) > MAX_CACHED_TOKENS:  # a flood of addresses: forget the oldest state
+            self._failures.clear()
+        self._failures.setdefault(address, deque()).append(time.monotonic())
+
+
+class Authenticator:
+    """Verifies tokens (the bootstrap admin token, else the dataset
+    service by hash, cached for ``auth_cache_seconds``)."""
+
+    def __init__(self, settings: GatewaySettings, dataset: AsyncBackend[Any]) -> None:
+        self.enabled = settings.auth_enabled
+        self.cache_seconds = settings.auth_cache_seconds
+        self.dataset = dataset
+        self.limiter = FailureLimiter(settings.auth_failures_per_minute)
+        self.allowed_origins = frozenset(o for o in settings.cors_origin_list if o != "*")
+        admin = settings.admin_token_value()
+        if admin is not None and len(admin) < MIN_ADMIN_TOKEN_CHARS:
+            raise ValueError(f"GATEWAY_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters")
+        self._admin_digest = token_digest(admin) if admin else None
+        self._cache: dict[str, tuple[Caller, float]] = {}
+
+    def forget(self, token_id: str) -> None:
+        """Drops a revoked token from this replica's cache."""
+        for digest, (caller, _) in list(self._cache.items()):
+            if caller.token_id == token_id:
+                self._cache.pop(digest, None)
+
+    async def verify(self, token: str, address: str, via_cookie: bool = False) -> Caller:
+        """The caller ``token`` stands for; 401 for an unknown, revoked or
+        expired token (a failure counted against ``address``), 429 when the
+        address has failed too often."""
+        digest = token_digest(token)
+        if self._admin_digest is not None and hmac.compare_digest(digest, self._admin_digest):
+            return Caller(user=None, admin=True, via_cookie=via_cookie)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[1] > now:
+            caller = cached[0]
+            if caller.expires_at is None or caller.expires_at > datetime.now(UTC):
+                return caller if caller.via_cookie == via_cookie else _with_cookie(caller, via_cookie)
+        self.limiter.check(address)
+        try:
+            reply = await self.dataset.stub.AuthenticateToken(dataset_pb2.AuthenticateTokenRequest(token_sha256=digest))
+        except NotFound:
+            self.limiter.fail(address)
+            raise Unauthorized("the token is not valid (unknown, revoked or expired)") from None
+        caller = Caller(
+            user=reply.user if reply.HasField("user") else None,
+            admin=reply.admin,
+            token_id=reply.id,
+            expires_at=reply.expires_at.ToDatetime(UTC) if reply.HasField("expires_at") else None,
+            via_cookie=via_cookie,
+        )
+        if self.cache_seconds > 0:
+            if len(self._cache) >= MAX_CACHED_TOKENS:
+                self._cache.clear()
+            self._cache[digest] = (caller, now + self.cache_seconds)
+        return caller
+
+    def failed(self, address: str) -> None:
+        self.limiter.fail(address)
+
+
+def _with_cookie(caller: Caller, via_cookie: bool) -> Caller:
+    return Caller(caller.user, caller.admin, caller.token_id, caller.expires_at, via_cookie)
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def request_is_https(request: Request) -> bool:
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return request.url.scheme == "https" or forwarded == "https"
+
+
+def _own_origin(request: Request) -> str:
+    host = request.headers.get("x-forwarded-host") or request.headers.get("host", "")
+    return f"{'https' if request_is_https(request) else 'http'}://{host.split(',')[0].strip()}".lower()
+
+
+def check_same_site(request: Request, allowed_origins: frozenset[str]) -> None:
+    """403 unless an unsafe request comes from the gateway's own origin (or
+    a listed CORS origin): its ``Origin``, else ``Sec-Fetch-Site:
+    same-origin``. Browsers send one of them with every POST; a request with
+    neither cannot be told from a cross-site one and is refused."""
+    origin = request.headers.get("origin")
+    if origin is not None:
+        if origin.lower() == _own_origin(request) or origin in allowed_origins:
+            return
+        raise Forbidden(f"a cross-site request ({origin[:100]}) cannot change anything through a browser session")
+    if request.headers.get("sec-fetch-site", "").lower() == "same-origin":
+        return
+    raise Forbidden("a browser session must send an Origin header with a request that changes something")
+
+
+async def authenticate(request: Request) -> Caller:
+    """The request's caller (:data:`NO_AUTH_CALLER` with access control
+    off); 401 without valid credentials, 429 after too many failures. A
+    cookie session's unsafe request must be same-site (403)."""
+    auth: Authenticator = request.app.state.auth
+    if not auth.enabled:
+        return NO_AUTH_CALLER
+    address = client_address(request)
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            auth.limiter.check(address)
+            auth.failed(address)
+            raise Unauthorized("send the token as 'Authorization: Bearer <token>'")
+        return await auth.verify(token.strip(), address)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        caller = await auth.verify(cookie, address, via_cookie=True)
+        if request.method in UNSAFE_METHODS:
+            check_same_site(request, auth.allowed_origins)
+        return caller
+    raise Unauthorized("this endpoint needs credentials: 'Authorization: Bearer <token>' or a login session")
+
+
+class Access:
+    """The one access rule of a route (see the module docstring). Used as a
+    dependency: ``dependencies=[AdminOnly]``."""
+
+    def __init__(self, scope: str, changes_state_on_get: bool = False) -> None:
+        assert scope in ("public", "any", "user", "admin")
+        self.scope = scope
+        self.changes_state_on_get = changes_state_on_get
+
+    def __repr__(self) -> str:
+        return f"Access({self.scope!r}, changes_state_on_get={self.changes_state_on_get})"
+
+    async def __call__(self, request: Request) -> Caller | None:
+        if self.scope == "public":
+            return None
+        caller = await authenticate(request)
+        if caller.via_cookie and self.changes_state_on_get and request.method == "GET":
+            raise Forbidden(
+                f"GET {request.url.path} changes state: use POST from a browser session, or a token in the "
+                "Authorization header"
+            )
+        if self.scope == "admin" and not caller.admin:
+            raise Forbidden("this endpoint needs an admin token")
+        # Seen by params.user/user_or_all wherever the route parses a user.
+        _caller_var.set(caller)
+        if self.scope == "user" and not caller.admin:
+            # A foreign user in the query string is refused now; body fields
+            # as the route parses them, which is still before any RPC.
+            for value in request.query_params.getlist("user"):
+                scoped_user(value)
+        request.state.caller = caller
+        return caller
+
+
+Public = Depends(Access("public"))
+AnyCaller = Depends(Access("any"))
+ActsAs = Depends(Access("user"))
+ActsAsChanging = Depends(Access("user", changes_state_on_get=True))
+AdminOnly = Depends(Access("admin"))
+AdminOnlyChanging = Depends(Access("admin", changes_state_on_get=True))
