@@ -19,11 +19,12 @@ from tagrate_common.logging import new_request_id, request_id_var
 from tagrate_common.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from tagrate_common.protos import dataset_pb2_grpc, rater_pb2_grpc, tagger_pb2_grpc, trainer_pb2_grpc
 
+from .auth import Authenticator
 from .config import BACKENDS, GatewaySettings
 from .docs import install_docs
 from .errors import install_error_handlers, internal_error_response
 from .params import REQUIRED_MARK
-from .routes import collection, datasets, images, ops, ratings, tags, training, users
+from .routes import access, collection, datasets, images, ops, ratings, tags, training, users
 
 log = logging.getLogger("tagrate_gateway")
 
@@ -176,21 +177,30 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.backends = create_backends(settings)
     install_error_handlers(app)
+    app.state.auth = Authenticator(settings, app.state.backends["dataset"])
+    if not app.state.auth.enabled:
+        log.warning(
+            "ACCESS CONTROL IS OFF (GATEWAY_AUTH=%s, listening on %s): anyone who can reach the gateway can "
+            "change every user's data; set GATEWAY_AUTH=on unless only trusted clients can reach it",
+            settings.auth,
+            settings.host,
+        )
     # Inside the request middleware, so a preflight gets a request id and an
     # access line; CORSMiddleware answers preflights itself (no route, no
-    # backend call). Never credentials: with "*" a browser would refuse them,
-    # and the cookie sessions of the access-control work will set their own.
+    # backend call). Credentials (the session cookie) only for origins listed
+    # by name: with "*" any page could ride a visitor's session.
+    origins = settings.cors_origin_list
     app.add_middleware(
         CORSMiddleware,
-        allow_origins=settings.cors_origin_list,
+        allow_origins=origins,
         allow_methods=["GET", "POST", "DELETE"],
         allow_headers=["*"],
-        allow_credentials=False,
+        allow_credentials=bool(origins) and "*" not in origins,
         expose_headers=list(CORS_EXPOSED_HEADERS),
         max_age=CORS_MAX_AGE_SECONDS,
     )
     app.add_middleware(RequestContextMiddleware, trust_request_id=settings.trust_request_id)
-    for module in (images, users, collection, datasets, tags, ratings, training, ops):
+    for module in (images, users, collection, datasets, tags, ratings, training, ops, access):
         app.include_router(module.router)
     install_docs(app)
     _tidy_openapi(app)

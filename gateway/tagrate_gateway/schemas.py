@@ -47,6 +47,10 @@ class UserImage(BaseModel):
     image: str = Field(description="The stored image name.")
     rating: float | None = Field(description="The user's rating, 0 to 1; null for an image the user has not rated.")
     rated_at: Timestamp | None = Field(description="When the user rated it (UTC); null when not rated.")
+    predicted: float | None = Field(
+        description="The rating the user's model (personal, else global) predicts, 0 to 1, stored when the model "
+        "was published or the image embedded; null when no model exists or the current model has not scored it yet."
+    )
 
 
 class UserData(BaseModel):
@@ -221,6 +225,10 @@ class DatasetsState(BaseModel):
     valid: bool = Field(description="No user's ratings changed since their personal model was trained.")
     users: list[UserDatasetState]
     untagged_images: int = Field(description="Stored images the current tagger model has not tagged.")
+    pending_predictions: int = Field(
+        description="Predictions not yet computed for the current models ((user, image) pairs): a new model "
+        "rescores every stored image in the background."
+    )
     work: dict[str, WorkCounts] = Field(description="Background work still owed, by kind (`tag`, `embed`).")
     failed_work: list[FailedWork] = Field(description="The first few images whose background work failed.")
 

@@ -1,0 +1,122 @@
+"""Predictions on stored images against a real rater (the default model's
+pooled features, real heads), on SQLite and PostgreSQL: a recorded publish
+rescores every stored image from the cached vectors, the listing sorts by
+the serving model's scores, a newer model replaces them, new images are
+scored for every user with a model, and a deleted image's scores go."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import numpy as np
+from sqlalchemy import text
+
+from tagrate_common.protos import common_pb2, dataset_pb2, rater_pb2, rater_pb2_grpc
+from tagrate_common.vision.rating_heads import serialize_weights
+
+from .peers import DEADLINE, add_rating, dataset_service, images, start_rater, wait_for
+
+DIMENSIONS = 1280
+
+
+def _publish(stub: rater_pb2_grpc.RaterServiceStub, user: str, weight: np.ndarray, bias: float) -> str:
+    extractor = stub.GetExtractorInfo(rater_pb2.GetExtractorInfoRequest(), timeout=DEADLINE).extractor_id
+    weights = serialize_weights({"weight": weight, "bias": np.array(bias)})
+    request = rater_pb2.PublishHeadRequest(
+        metadata=rater_pb2.HeadMetadata(user=user, kind="linear", extractor_id=extractor), weights=weights
+    )
+    return stub.PublishHead(request, timeout=DEADLINE).metadata.version
+
+
+def _expected(stub: rater_pb2_grpc.RaterServiceStub, data: bytes, weight: np.ndarray, bias: float) -> float:
+    """The head's rating of the image, computed here from a fresh Embed."""
+    reply = stub.Embed(rater_pb2.EmbedRequest(images=[common_pb2.ImageFile(data=data, filename="x.png")]))
+    vector = np.array(reply.vectors[0].values, dtype=np.float64)
+    return float(1.0 / (1.0 + np.exp(-(vector @ weight + bias))))
+
+
+def _listing(served, user: str, sort=dataset_pb2.SORT_ORDER_PREDICTED_DESC) -> list[dataset_pb2.UserImage]:
+    request = dataset_pb2.GetUserDataRequest(user=user, sort=sort, rated=dataset_pb2.RATED_FILTER_ALL)
+    return list(served.stub.GetUserData(request, timeout=DEADLINE).images)
+
+
+def _pending(served) -> int:
+    return served.stub.VerifyDatasets(dataset_pb2.VerifyDatasetsRequest(), timeout=DEADLINE).pending_predictions
+
+
+def test_publish_rescores_the_library_and_the_listing_sorts_by_it(
+    tmp_path: Path, database_url: str, vision_model
+) -> None:
+    rater, rater_addr = start_rater(vision_model, tmp_path / "heads")
+    channel = grpc.insecure_channel(rater_addr)
+    stub = rater_pb2_grpc.RaterServiceStub(channel)
+    try:
+        files = images(5, size=(96, 72))
+        with dataset_service(tmp_path, database_url, rater_addr=rater_addr, tagger_addr="") as (served, _):
+            names = [add_rating(served, "alice", data, 0.5) for data in files[:4]]
+            by_name = dict(zip(names, files, strict=False))
+
+            def vectors_cached() -> bool:
+                with served.engine.connect() as conn:
+                    return conn.execute(text("SELECT count(*) FROM image_features")).scalar_one() == 4
+
+            wait_for("the vectors", vectors_cached)
+            # Before any model: every prediction null, the order by name.
+            assert all(not item.HasField("predicted") for item in _listing(served, "alice"))
+
+            rng = np.random.default_rng(7)
+            weight = rng.normal(0, 0.05, DIMENSIONS)
+            version = _publish(stub, "alice", weight, 0.1)
+            snapshot = served.stub.GetUser(dataset_pb2.GetUserRequest(user="alice"), timeout=DEADLINE).snapshot_id
+            served.stub.RecordTrainedSnapshot(
+                dataset_pb2.RecordTrainedSnapshotRequest(user="alice", snapshot_id=snapshot, model_version=version),
+                timeout=DEADLINE,
+            )
+
+            def scored() -> list[dataset_pb2.UserImage] | None:
+                rows = _listing(served, "alice")
+                return rows if all(row.HasField("predicted") for row in rows) and _pending(served) == 0 else None
+
+            rows = wait_for("the rescoring", scored)
+            for row in rows:
+                assert row.predicted_by == "personal"
+                assert abs(row.predicted - _expected(stub, by_name[row.image], weight, 0.1)) < 1e-5
+            predicted = [row.predicted for row in rows]
+            assert predicted == sorted(predicted, reverse=True)
+            ascending = [row.predicted for row in _listing(served, "alice", dataset_pb2.SORT_ORDER_PREDICTED_ASC)]
+            assert ascending == sorted(predicted)
+
+            # A newer model: the old scores are not shown as current, then replaced.
+            weight2 = -weight
+            version2 = _publish(stub, "alice", weight2, -0.2)
+            served.stub.RecordTrainedSnapshot(
+                dataset_pb2.RecordTrainedSnapshotRequest(user="alice", snapshot_id=snapshot, model_version=version2),
+                timeout=DEADLINE,
+            )
+            rows = wait_for("the rescoring by the new model", scored)
+            for row in rows:
+                assert abs(row.predicted - _expected(stub, by_name[row.image], weight2, -0.2)) < 1e-5
+            with served.engine.connect() as conn:
+                versions = conn.execute(text("SELECT DISTINCT model_version FROM predictions")).scalars().all()
+            assert versions == [version2]
+
+            # A new image (bob has no model) is scored for alice.
+            new = add_rating(served, "bob", files[4], 0.9)
+            by_name[new] = files[4]
+            rows = wait_for("the new image's score", lambda: scored() if len(_listing(served, "alice")) == 5 else None)
+            assert abs({r.image: r.predicted for r in rows}[new] - _expected(stub, files[4], weight2, -0.2)) < 1e-5
+            assert all(not item.HasField("predicted") for item in _listing(served, "bob"))
+
+            # A deleted image's scores go with it.
+            served.stub.DeleteImage(dataset_pb2.DeleteImageRequest(image=new), timeout=DEADLINE)
+            with served.engine.connect() as conn:
+                left = conn.execute(
+                    text("SELECT count(*) FROM predictions p JOIN images i ON i.id = p.image_id WHERE i.name = :n"),
+                    {"n": new},
+                ).scalar_one()
+                total = conn.execute(text("SELECT count(*) FROM predictions")).scalar_one()
+            assert left == 0 and total == 4
+    finally:
+        channel.close()
+        rater.stop(0)
