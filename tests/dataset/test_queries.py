@@ -133,7 +133,8 @@ def _expected(world: World, user: int, tags: TagFilter, sort: SortOrder, rated: 
         return row.rated_at or world.created[i]
 
     by_name = sorted(rows, key=lambda entry: entry[1].image)
-    if sort is SortOrder.NAME_ASC:
+    if sort in (SortOrder.NAME_ASC, SortOrder.PREDICTED_DESC, SortOrder.PREDICTED_ASC):
+        # No model in this world: every prediction is null, so by name.
         ordered = by_name
     elif sort is SortOrder.NAME_DESC:
         ordered = by_name[::-1]
