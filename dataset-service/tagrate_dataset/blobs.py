@@ -33,6 +33,8 @@ from PIL import Image
 from tagrate_common.files import TEMP_PREFIX, write_atomically
 from tagrate_common.images import FORMATS, decode_slot, resize_to_fit, resize_upright, upright_size
 
+from .thumbnails import ThumbnailWarmer
+
 log = logging.getLogger(__name__)
 
 # resize_to_fit keeps JPEG and WebP, and turns every other format into PNG.
@@ -41,6 +43,8 @@ _LOCK_STRIPES = 64
 _THUMBNAIL_PREFIX = "square-"
 THUMBNAIL_CONTENT_TYPE = "image/webp"
 _ORPHAN_BATCH = 500
+# A stored name's extension -> the Pillow format it was stored as.
+_FORMAT_OF_EXT = {ext: fmt for fmt, (ext, _) in FORMATS.items()}
 
 
 def square_thumbnail(data: bytes, fmt: str, size: int) -> bytes:
@@ -87,6 +91,23 @@ class BlobStore:
         # the version is generated once and the others wait for it. A fixed set
         # of striped locks keeps memory flat however many versions exist.
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        self._warmer: ThumbnailWarmer | None = None
+        self._warm_size = 0
+
+    def warm_thumbnails(self, size: int) -> ThumbnailWarmer:
+        """From now on, every :meth:`put` queues the ``size`` px thumbnail of
+        the image for generation in the background (see ``thumbnails.py``)."""
+        self._warm_size = size
+        self._warmer = ThumbnailWarmer(self._warm)
+        return self._warmer
+
+    def _warm(self, name: str) -> None:
+        self.thumbnail(name, _FORMAT_OF_EXT[name.rsplit(".", 1)[1]], self._warm_size)
+        # A delete that removed the image's files while the thumbnail was
+        # being made has missed it: remove it here. (A delete after this
+        # check finds it among the image's files.)
+        if not self.exists(name):
+            self.thumbnail_path(name, self._warm_size).unlink(missing_ok=True)
 
     def path(self, name: str) -> Path:
         """Where the original ``<sha256>.<ext>`` lives (whether or not it exists)."""
@@ -94,13 +115,19 @@ class BlobStore:
 
     def put(self, name: str, data: bytes) -> bool:
         """Stores ``data`` under ``name`` durably; returns False when it was
-        already stored (the same name always means the same bytes)."""
+        already stored (the same name always means the same bytes). With
+        :meth:`warm_thumbnails`, the image's thumbnail is queued either way
+        (one already made is not made again)."""
         path = self.path(name)
         if path.is_file() and path.stat().st_size == len(data):
-            return False
-        write_atomically(path, data)
-        log.debug("stored blob %s (%d bytes)", name, len(data))
-        return True
+            stored = False
+        else:
+            write_atomically(path, data)
+            log.debug("stored blob %s (%d bytes)", name, len(data))
+            stored = True
+        if self._warmer is not None and not self.thumbnail_path(name, self._warm_size).is_file():
+            self._warmer.submit(name)
+        return stored
 
     def exists(self, name: str) -> bool:
         return self.path(name).is_file()

@@ -600,6 +600,8 @@ def create_server(settings: DatasetSettings) -> DatasetServer:
     tagging = Tagging(settings, db, blobs, peers)
     features = FeatureCache(settings, db, blobs, peers)
     worker = BackgroundWorker(settings, db, [tagging, features]) if settings.background_work else None
+    if worker is not None and worker.lanes:  # thumbnails are made alongside the other background work
+        blobs.warm_thumbnails(THUMBNAIL_DEFAULT)
     scorer = Scorer(settings, db, peers) if settings.background_work else None
     servicer = DatasetServicer(
         settings,

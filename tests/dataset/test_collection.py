@@ -13,11 +13,13 @@ import pytest
 from PIL import Image
 from sqlalchemy import text
 
-from tagrate_common.protos import dataset_pb2
+from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc
 from tagrate_dataset import blobs as blobs_module
+from tagrate_dataset.server import create_server
 from tests.dataset.conftest import Served, image_file, rpc_error
 from tests.dataset.test_server import add, assert_refused, name_of, put_tags, user_info
 from tests.imagefactory import encode, make_image, rotated_jpeg
+from tests.support import free_port
 
 NOT_FOUND, INVALID = grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT
 P = dataset_pb2
@@ -266,6 +268,65 @@ def test_thumbnail_square_webp_upright_never_upscaled(served: Served, monkeypatc
     assert rpc_error(served.stub.GetThumbnail, unknown)[:2] == (NOT_FOUND, "image_not_found")
     png = add(served, "alice", encode(Image.new("RGBA", (40, 90), (0, 255, 0, 128))), 0.5).image
     assert _decode(served.stub.GetThumbnail(P.GetThumbnailRequest(image=png), timeout=30).data).size == (40, 40)
+
+
+def test_new_images_get_their_default_thumbnail_in_the_background(settings, monkeypatch) -> None:
+    """With background work on (a tagger is configured, here one that is not
+    listening, so its lane just backs off), every newly stored image gets its
+    305 px thumbnail made ahead of time: the first GetThumbnail generates
+    nothing. Other sizes are still made on request, and an image deleted
+    right after it was stored leaves no thumbnail behind."""
+    settings = settings.model_copy(update={"tagger_addr": f"127.0.0.1:{free_port()}"})
+    generated = Counter()
+    real = blobs_module.square_thumbnail
+
+    def counting(data: bytes, fmt: str, size: int) -> bytes:
+        generated[size] += 1
+        return real(data, fmt, size)
+
+    monkeypatch.setattr(blobs_module, "square_thumbnail", counting)
+    server = create_server(settings)
+    port = server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = dataset_pb2_grpc.DatasetServiceStub(channel)
+    try:
+        blobs = server.tagging.blobs
+        assert blobs._warmer is not None
+        rated = stub.AddRating(
+            P.AddRatingRequest(user="alice", rating=0.5, image=image_file(make_image(size=(640, 480), seed=40))),
+            timeout=30,
+        ).image
+        png = encode(Image.new("RGB", (500, 700), (0, 128, 255)))
+        added = stub.AddImages(
+            P.AddImagesRequest(images=[image_file(make_image(size=(400, 320), seed=41)), image_file(png, "b.png")]),
+            timeout=30,
+        )
+        names = [rated, *(i.image for i in added.images)]
+        assert blobs._warmer.wait_idle(30)
+        assert generated[305] == 3
+        for name in names:
+            assert blobs.thumbnail_path(name, 305).is_file()
+            reply = stub.GetThumbnail(P.GetThumbnailRequest(image=name), timeout=30)
+            assert _decode(reply.data).size == (305, 305)
+        assert generated[305] == 3  # every first request was a cache hit
+        stub.GetThumbnail(P.GetThumbnailRequest(image=rated, size=100), timeout=30)
+        assert generated[100] == 1  # other sizes: made on request
+
+        # Stored again: nothing to make.
+        stub.AddImages(P.AddImagesRequest(images=[image_file(png, "b.png")]), timeout=30)
+        assert blobs._warmer.wait_idle(30) and generated[305] == 3
+
+        # Deleted at once, possibly while its thumbnail is being made.
+        for seed in range(42, 46):
+            doomed = stub.AddImages(P.AddImagesRequest(images=[image_file(make_image(seed=seed))]), timeout=30)
+            stub.DeleteImage(P.DeleteImageRequest(image=doomed.images[0].image), timeout=30)
+            assert blobs._warmer.wait_idle(30)
+            sha = doomed.images[0].image.split(".")[0]
+            left = [p for root in (settings.blob_path, settings.cache_path) for p in root.rglob(f"{sha}.*")]
+            assert left == []
+    finally:
+        channel.close()
+        server.stop(0)
 
 
 # ---- tags ---------------------------------------------------------------------
