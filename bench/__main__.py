@@ -14,6 +14,8 @@ _NOT_BENCHMARKS = {"harness"}
 # Benchmarks that run only when named: the soak holds the machine for ten
 # minutes by default, which a "run every benchmark" pass should not do.
 _ONLY_WHEN_NAMED = {"soak"}
+# Names that are Python keywords, run from a module of another name.
+_ALIASES = {"import": "importer"}
 
 
 def benchmark_names() -> list[str]:
@@ -34,6 +36,7 @@ def main(argv: list[str]) -> int:
         print(f"usage: python -m bench [NAME [ARGS...]]   (NAME: {', '.join(names)}; none: all but {named_only})")
         return 0
     if argv:
+        argv = [_ALIASES.get(argv[0], argv[0]), *argv[1:]]
         if argv[0] not in names:
             print(f"no benchmark named {argv[0]!r}; there are: {', '.join(names)}", file=sys.stderr)
             return 2

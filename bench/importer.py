@@ -1,0 +1,180 @@
+"""``python -m bench import``: how fast ``tagrate import`` brings a rated
+collection in, against the plain sequential /addrating loop a user would
+write, in the same run on the same stack (the one ``make run`` starts: the
+background tagger tags what each of them stores, competing for the CPU).
+
+Photos: ``--count`` real-size JPEGs (1-3 megapixels: random crops of
+scikit-image's photographs, scaled, colour-shifted), made once and cached
+under bench/results/. Each contender gets the same photos with its own JPEG
+comment, so both store the same pixels as new images. Before each contender
+the tagger's backlog is drained, so neither pays for the other's.
+
+Also measured: sequential /updaterating (no upload) against sequential
+/addrating, to tell whether per-request overhead dominates (it would argue
+for a bulk endpoint) or the upload itself does.
+
+Target (issue 15): the command line at >= 3x the loop's images/s."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from bench.soak import Stack
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "bench" / "results"
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+def make_photos(count: int, seed: int = 2026) -> list[Path]:
+    """``count`` cached JPEGs of 1-3 megapixels."""
+    import skimage.data
+
+    folder = RESULTS / f"import-photos-n{count}-s{seed}-v1"
+    paths = [folder / f"{i:05}.jpg" for i in range(count)]
+    if all(p.exists() for p in paths):
+        return paths
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    sources = [getattr(skimage.data, name)() for name in PHOTOS]
+    for i, path in enumerate(paths):
+        photo = sources[i % len(sources)]
+        h, w = photo.shape[:2]
+        ch, cw = int(rng.integers(h // 2, h + 1)), int(rng.integers(w // 2, w + 1))
+        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        pixels = photo[y : y + ch, x : x + cw].astype(np.float32) * rng.uniform(0.75, 1.2, 3)
+        megapixels = rng.uniform(1.0, 3.0)
+        scale = (megapixels * 1e6 / (ch * cw)) ** 0.5
+        img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        img = img.resize((round(cw * scale), round(ch * scale)), Image.Resampling.BICUBIC)
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=88)
+        path.write_bytes(buf.getvalue())
+    return paths
+
+
+def with_comment(jpeg: bytes, text: str) -> bytes:
+    """The same JPEG with a comment segment after SOI: other bytes (a new
+    stored image), same pixels."""
+    body = text.encode()
+    return jpeg[:2] + b"\xff\xfe" + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
+
+
+def variant(photos: list[Path], folder: Path, label: str) -> list[Path]:
+    folder.mkdir(parents=True)
+    out = []
+    for path in photos:
+        target = folder / path.name
+        target.write_bytes(with_comment(path.read_bytes(), label))
+        out.append(target)
+    return out
+
+
+def rating(i: int) -> str:
+    return format(i % 7 / 6, ".4f")
+
+
+def wait_tagged(url: str, timeout: float) -> float:
+    """Seconds until the background tagger has caught up."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        state = httpx.get(f"{url}/verifydatasets", timeout=30).json()
+        if state.get("untagged_images", 0) == 0:
+            break
+        time.sleep(1)
+    return time.monotonic() - start
+
+
+def sequential_loop(url: str, files: list[Path], user: str) -> float:
+    """What a user writes: one /addrating per file, one after another."""
+    start = time.perf_counter()
+    with httpx.Client(base_url=url, timeout=120) as http:
+        for i, path in enumerate(files):
+            with path.open("rb") as f:
+                response = http.post("/addrating", data={"user": user, "rating": rating(i)}, files={"image": f})
+            response.raise_for_status()
+    return time.perf_counter() - start
+
+
+def cli_import(url: str, folder: Path, files: list[Path], user: str, concurrency: int) -> tuple[float, dict]:
+    ratings = folder.parent / f"{folder.name}.csv"
+    ratings.write_text("path,user,rating\n" + "".join(f"{p.name},{user},{rating(i)}\n" for i, p in enumerate(files)))
+    summary = folder.parent / f"{folder.name}-summary.json"
+    command = [sys.executable, "-m", "tagrate_cli", "--url", url, "import", str(folder), "--ratings", str(ratings)]
+    command += ["--concurrency", str(concurrency), "--summary-json", str(summary)]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start, json.loads(summary.read_text())
+
+
+def update_loop(url: str, names: list[str], user: str) -> float:
+    start = time.perf_counter()
+    with httpx.Client(base_url=url, timeout=120) as http:
+        for i, name in enumerate(names):
+            http.post("/updaterating", data={"image": name, "user": user, "rating": rating(i + 1)}).raise_for_status()
+    return time.perf_counter() - start
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench import", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=1000, help="photos per contender (default 1000)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[4], help="the CLI's --concurrency values")
+    parser.add_argument("--drain-timeout", type=float, default=900, help="seconds to wait for the tagger's backlog")
+    args = parser.parse_args(argv)
+
+    photos = make_photos(args.count)
+    size = sum(p.stat().st_size for p in photos)
+    megapixels = [Image.open(p).size for p in photos[:50]]
+    mean_mp = sum(w * h for w, h in megapixels) / len(megapixels) / 1e6
+    print(f"{len(photos)} photos, {size / len(photos) / 1024:.0f} KiB and ~{mean_mp:.1f} MP each on average")
+    work = Path(tempfile.mkdtemp(prefix="tagrate-bench-import-"))
+    stack = Stack(work / "data", None)
+    results: dict[str, object] = {"count": len(photos)}
+    try:
+        stack.wait_running()
+        url = stack.url
+        files = variant(photos, work / "loop", "loop")
+        loop_s = sequential_loop(url, files, "loop")
+        results["loop_images_per_s"] = len(files) / loop_s
+        print(f"sequential /addrating loop: {loop_s:.1f} s, {len(files) / loop_s:.1f} images/s")
+        print(f"  tagger backlog drained in {wait_tagged(url, args.drain_timeout):.0f} s")
+        for n in args.concurrency:
+            folder = work / f"cli{n}"
+            files = variant(photos, folder, f"cli{n}")
+            cli_s, summary = cli_import(url, folder, files, f"cli{n}", n)
+            assert summary["images_added"] == len(files) and not summary["failed"], summary
+            results[f"cli_j{n}_images_per_s"] = len(files) / cli_s
+            ratio = loop_s / cli_s
+            print(f"tagrate import -j {n}: {cli_s:.1f} s, {len(files) / cli_s:.1f} images/s = {ratio:.2f}x the loop")
+            print(f"  tagger backlog drained in {wait_tagged(url, args.drain_timeout):.0f} s")
+        names = [
+            i["image"] for i in httpx.get(f"{url}/getuserdata", params={"user": "loop"}, timeout=60).json()["images"]
+        ]
+        sample = names[: min(200, len(names))]
+        update_s = update_loop(url, sample, "loop")
+        per_add = loop_s / len(photos) * 1000
+        per_update = update_s / len(sample) * 1000
+        results.update(addrating_ms=per_add, updaterating_ms=per_update)
+        print(
+            f"per request, sequential: /addrating {per_add:.1f} ms, /updaterating (no upload) {per_update:.1f} ms: "
+            f"the fixed per-request cost is {per_update / per_add:.0%} of an upload's"
+        )
+        out = RESULTS / f"import-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"results: {out}")
+    finally:
+        stack.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
