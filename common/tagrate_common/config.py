@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .images import ImageLimits
@@ -62,6 +62,22 @@ class CommonSettings(BaseSettings):
         gt=0,
     )
 
+    internal_token: SecretStr | None = _common(
+        None,
+        "Shared secret every internal gRPC call carries and every service requires (health checks exempt); "
+        "unset: internal calls are not checked (make run on loopback). Set it in every deployment.",
+        "INTERNAL_TOKEN",
+    )
+    internal_token_file: Path | None = _common(
+        None, "A file holding TAGRATE_INTERNAL_TOKEN (a mounted secret); wins over the variable.", "INTERNAL_TOKEN_FILE"
+    )
+
+    def internal_token_value(self) -> str | None:
+        """The internal-call secret (the file wins), or None when unset."""
+        if self.internal_token_file is not None:
+            return self.internal_token_file.read_text(encoding="utf-8").strip() or None
+        return self.internal_token.get_secret_value() if self.internal_token is not None else None
+
     @property
     def image_limits(self) -> ImageLimits:
         return ImageLimits(self.max_upload_bytes, self.max_image_pixels)
@@ -95,6 +111,11 @@ class ServiceSettings(CommonSettings):
         "Kubernetes readiness probes stop sending calls before the server stops accepting them.",
     )
     call_timeout_seconds: float = Field(30.0, gt=0, description="Deadline for this service's outgoing calls.")
+    reflection: bool = Field(
+        False,
+        description="Serve gRPC server reflection (grpcurl can list and call every method); for development "
+        "(make run turns it on), off in deployments.",
+    )
     decode_slots: int = _common(
         0,
         "Full image decodes at once in one process (each holds up to the pixel limit in memory, so this bounds "

@@ -2,8 +2,10 @@
 
 :class:`GrpcServer` builds a ``grpc.server`` with
 
-* the standard ``grpc.health.v1`` health service and server reflection
-  (``grpcurl`` works against every service),
+* the standard ``grpc.health.v1`` health service, and server reflection
+  when ``reflection`` is on (development: ``grpcurl`` lists every method),
+* with ``TAGRATE_INTERNAL_TOKEN`` set, a check that every call but a health
+  check carries that secret (UNAUTHENTICATED otherwise),
 * message size limits that fit the upload limits,
 * an interceptor that restores the caller's request id and priority
   (:data:`PRIORITY_HEADER`, for the dynamic batchers), logs and measures
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import contextvars
 import errno
+import hmac
 import logging
 import signal
 import socket
@@ -73,6 +76,42 @@ def grpc_options(max_message_bytes: int) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
     ]
+
+
+# Call metadata carrying the internal-call secret (TAGRATE_INTERNAL_TOKEN).
+INTERNAL_TOKEN_HEADER = "tagrate-internal-token"
+# Probes (Kubernetes, /readyz) carry no secret; health reveals nothing.
+_UNCHECKED_METHODS = ("/grpc.health.v1.Health/",)
+
+
+def _refusal(message: str) -> grpc.RpcMethodHandler:
+    def refuse(request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+class _InternalTokenInterceptor(grpc.ServerInterceptor):
+    """Refuses (UNAUTHENTICATED) every call but a health check that does not
+    carry the internal-call secret, compared in constant time, before any
+    servicer sees the request."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode("utf-8")
+
+    def intercept_service(self, continuation, handler_call_details):  # type: ignore[override]
+        method = handler_call_details.method
+        if method.startswith(_UNCHECKED_METHODS):
+            return continuation(handler_call_details)
+        sent: str | bytes = ""
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == INTERNAL_TOKEN_HEADER:
+                sent = value
+        sent_bytes = sent.encode("utf-8") if isinstance(sent, str) else sent
+        if not hmac.compare_digest(sent_bytes, self._token):
+            log.warning("refused %s: missing or wrong internal-call token", method)
+            return _refusal("this service accepts calls only from tagrate services (TAGRATE_INTERNAL_TOKEN)")
+        return continuation(handler_call_details)
 
 
 class _ServiceInterceptor(grpc.ServerInterceptor):
@@ -175,9 +214,17 @@ class GrpcServer:
         self.settings = settings
         self._on_shutdown = on_shutdown
         set_decode_slots(settings.decode_slots)
+        internal_token = settings.internal_token_value()
+        # This process's own calls to its peers carry the secret too.
+        from .grpc_client import use_internal_token  # grpc_client imports this module
+
+        use_internal_token(internal_token)
+        interceptors: list[grpc.ServerInterceptor] = [_ServiceInterceptor(name)]
+        if internal_token:
+            interceptors.insert(0, _InternalTokenInterceptor(internal_token))
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"{name}-rpc"),
-            interceptors=[_ServiceInterceptor(name)],
+            interceptors=interceptors,
             options=[*grpc_options(settings.max_message_bytes), ("grpc.so_reuseport", int(settings.reuse_port))],
             maximum_concurrent_rpcs=settings.workers * 8,
         )
@@ -186,7 +233,8 @@ class GrpcServer:
         names = [full_name for _, _, full_name in services]
         for add, servicer, _ in services:
             add(servicer, self._server)
-        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server)
+        if settings.reflection:
+            reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server)
         self._service_names = names
         self.port = 0
         self._stopped = threading.Event()

@@ -242,6 +242,8 @@ class Supervisor:
                 f"{prefix}_HOST": host,
                 f"{prefix}_PORT": str(port),
                 f"{prefix}_METRICS_PORT": str(metrics),
+                # Development on loopback: grpcurl can list and call every method.
+                f"{prefix}_REFLECTION": "true",
             }
             listens = [(port, port_env)] + ([(metrics, metrics_env)] if metrics else [])
             children.append(Child(name, module, port, env, listens))

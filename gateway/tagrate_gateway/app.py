@@ -14,7 +14,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tagrate_common.grpc_client import AsyncBackend
+from tagrate_common.grpc_client import AsyncBackend, use_internal_token
 from tagrate_common.logging import new_request_id, request_id_var
 from tagrate_common.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from tagrate_common.protos import dataset_pb2_grpc, rater_pb2_grpc, tagger_pb2_grpc, trainer_pb2_grpc
@@ -177,6 +177,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.backends = create_backends(settings)
     install_error_handlers(app)
+    use_internal_token(settings.internal_token_value())  # every backend call carries it
     app.state.auth = Authenticator(settings, app.state.backends["dataset"])
     if not app.state.auth.enabled:
         log.warning(
