@@ -177,10 +177,13 @@ class Peers:
             raise TagrateError(f"the dataset service announced {total} training examples but sent {filled}")
         return Snapshot(snapshot_id, TrainingData(features[:filled], ratings[:filled], images))
 
-    def record_snapshot(self, user: str, snapshot_id: str, model_version: str) -> None:
-        self.dataset.stub.RecordTrainedSnapshot(
-            dataset_pb2.RecordTrainedSnapshotRequest(user=user, snapshot_id=snapshot_id, model_version=model_version)
+    def record_snapshot(self, user: str, snapshot_id: str, model_version: str, metrics: dict[str, float]) -> None:
+        """Tells the dataset service which ratings the published model was
+        trained on, with its held-out metrics (/getstats shows them)."""
+        request = dataset_pb2.RecordTrainedSnapshotRequest(
+            user=user, snapshot_id=snapshot_id, model_version=model_version, metrics=metrics
         )
+        self.dataset.stub.RecordTrainedSnapshot(request)
 
     # ---- rater ----
 

@@ -318,7 +318,7 @@ class JobRunner:
         if job.user == validation.ALL_USERS:
             self.global_heads.save(GlobalHeadCopy(published.version, extractor.extractor_id, published.kind, weights))
         try:
-            self.peers.record_snapshot(job.user, snapshot.snapshot_id, published.version)
+            self.peers.record_snapshot(job.user, snapshot.snapshot_id, published.version, metrics)
         except TagrateError as exc:
             raise TagrateError(
                 f"the model was published (version {published.version}) but the dataset service could not record "
