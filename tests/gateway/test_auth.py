@@ -10,6 +10,10 @@ was."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -319,3 +323,21 @@ def test_failed_token_uses_are_rate_limited(tmp_path: Path) -> None:
             assert http.get("/whoami", headers=ADMIN).status_code == 200
     finally:
         stack.stop()
+
+
+def test_the_command_line_makes_the_first_admin_token(stack) -> None:
+    stack, _, _ = stack
+    env = {**os.environ, "GATEWAY_DATASET_ADDR": stack.dataset_addr}
+    command = [sys.executable, "-m", "tagrate_gateway.tokens"]
+    made = subprocess.run([*command, "create", "--admin"], env=env, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    token = json.loads(made.stdout)
+    assert token["admin"] and token["user"] is None and token["token"].startswith("tr_")
+    with httpx.Client(base_url=stack.url, timeout=30, headers=bearer(token["token"])) as http:
+        assert http.get("/whoami").json() == {"auth": True, "user": None, "admin": True}
+    listed = subprocess.run([*command, "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert token["id"] in listed.stdout and token["token"] not in listed.stdout
+    revoked = subprocess.run([*command, "revoke", token["id"]], env=env, capture_output=True, text=True, timeout=60)
+    assert revoked.returncode == 0, revoked.stderr
+    again = subprocess.run([*command, "revoke", token["id"]], env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "no token" in again.stderr
