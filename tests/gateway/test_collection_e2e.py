@@ -6,15 +6,21 @@ a JSON /updaterating with an integer user id)."""
 from __future__ import annotations
 
 import io
+import re
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from PIL import Image
 
+from tagrate_common.vision.loaders import load_default_model
 from tests.imagefactory import make_image
+from tests.trainer.scenes import rated_scenes
+from tests.trainer.services import start_services
 
 from .answers import assert_error
 from .stack import add_rating, start_stack, stored_name, tag_image
+from .test_training_e2e import TrainingStack, rate_through_api, wait_until
 
 USERS = ("alice", "bob", "123456789")
 
@@ -295,3 +301,50 @@ def test_neighbours_match_the_listing(stack):
         outside = {"image": names[3], "user": "alice", "filters": "cat"}
         assert_error(http.get("/getimageneighbours", params=outside), 404)
         assert_error(http.get("/getimageneighbours", params={"image": names[0], "user": "nobody"}), 404)
+
+
+# ---- with a real trainer ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def training(tmp_path_factory) -> Iterator[TrainingStack]:
+    """A real trainer, rater (EfficientNet-Lite0) and dataset service on SQLite."""
+    model = load_default_model("cpu")
+    data_dir = tmp_path_factory.mktemp("collection-training")
+    running = TrainingStack(start_services(data_dir, model, scenes=0), [], [], data_dir)
+    yield running
+    running.stop()
+
+
+@pytest.mark.slow
+def test_stats_show_training_progress_and_the_model_metrics(training) -> None:
+    items = [(png, r) for png, _, r in rated_scenes(150, seed=11)]
+    # A training that runs until stopped: /getstats while it runs.
+    with training.gateway(max_epochs=1_000_000, patience=1_000_000) as http:
+        rate_through_api(http, training.services, "dee", items)
+        before = http.get("/getstats", params={"user": "dee"}).json()
+        assert before["trainer"] is None and before["model"] is None
+        assert http.get("/trainuser", params={"user": "dee"}).status_code == 202
+        wait_until(http, lambda s: s["state"] == "running" and s["epoch"] >= 1)
+        stats = http.get("/getstats", params={"user": "dee"})
+        assert stats.status_code == 200, stats.text
+        trainer = stats.json()["trainer"]
+        assert (trainer["is_training"], trainer["current_user"]) == (True, "dee"), trainer
+        # The original's clients print it verbatim: a percentage string.
+        assert re.fullmatch(r"\d{1,3}\.\d\d%", trainer["progress"]), trainer
+        assert 0.0 < float(trainer["progress"][:-1]) < 100.0
+        assert http.post("/stoptraining").status_code == 200
+        wait_until(http, lambda s: not s["is_training"])
+        assert http.get("/getstats", params={"user": "dee"}).json()["trainer"] is None
+
+    # A training that finishes: the model's held-out metrics, as the trainer reported them.
+    with training.gateway() as http:
+        assert http.get("/trainuser", params={"user": "dee"}).status_code == 202
+        final = wait_until(http, lambda s: not s["is_training"], timeout=120)[-1]
+        assert final["state"] == "succeeded", final
+        stats = http.get("/getstats", params={"user": "dee"}).json()
+        model = stats["model"]
+        assert model is not None and model["trained_on_ratings"] == 150, stats
+        assert model["metrics"] == pytest.approx(final["metrics"]), (model, final["metrics"])
+        assert {"mae", "spearman"} <= set(model["metrics"])
+        assert stats["RaterNNP_up_to_date"] is True
