@@ -10,12 +10,12 @@ STUBS  := gen/tagrate/PROTOS_SHA256
 # Source folders put on the venv's import path (no packaging step needed).
 SRC_DIRS := common gen gateway dataset-service tagger-service rater-service trainer-service cli
 
-.PHONY: run test lint typecheck format protos check-protos bench venv clean kubectl
+.PHONY: run test lint typecheck format protos check-protos bench venv clean kubectl browser
 
 run: $(STUBS)
 	$(PY) -m tagrate_common.supervisor
 
-test: $(STUBS) kubectl
+test: $(STUBS) kubectl browser
 	$(PY) protos/generate.py --check
 	$(VENV)/bin/lint-imports --no-cache --no-logo
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -46,6 +46,14 @@ kubectl:
 	@command -v kubectl >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
 		{ apt-get update -qq && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client; }; } || \
 		echo "kubectl could not be installed; the deploy/ tests will fail" >&2
+
+# tests/ui drive the browser UI in Debian's headless Chromium (Playwright's
+# own browser download is not reachable offline): install it when missing
+# (apt-get, as root); without it those tests skip and say so.
+browser:
+	@command -v chromium-headless-shell >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium-headless-shell; } || \
+		echo "chromium-headless-shell could not be installed; the tests/ui browser tests will skip" >&2
 
 bench: $(STUBS)
 	$(PY) -m bench $(BENCH_ARGS)

@@ -24,7 +24,7 @@ from .config import BACKENDS, GatewaySettings
 from .docs import install_docs
 from .errors import install_error_handlers, internal_error_response
 from .params import REQUIRED_MARK
-from .routes import access, collection, datasets, images, ops, ratings, tags, training, users
+from .routes import access, collection, datasets, images, ops, ratings, tags, training, ui, users
 
 log = logging.getLogger("tagrate_gateway")
 
@@ -203,6 +203,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, trust_request_id=settings.trust_request_id)
     for module in (images, users, collection, datasets, tags, ratings, training, ops, access):
         app.include_router(module.router)
+    app.include_router(ui.router)  # the browser UI at / (not part of the API schema)
     install_docs(app)
     _tidy_openapi(app)
     return app

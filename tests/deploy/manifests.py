@@ -141,14 +141,15 @@ def routed_paths(rule: str) -> set[str]:
 
 def gateway_paths() -> set[str]:
     """Every path the gateway app serves: its API, the OpenAPI schema, the
-    docs pages and the files they load."""
+    docs pages, the browser UI and the files they load."""
     from tagrate_gateway import docs
     from tagrate_gateway.app import create_app
     from tagrate_gateway.config import GatewaySettings
+    from tagrate_gateway.routes import ui
 
     app = create_app(GatewaySettings(_env_file=None))
     pages = {app.openapi_url, app.swagger_ui_oauth2_redirect_url, docs.DOCS_URL, docs.REDOC_URL} - {None}
-    return set(app.openapi()["paths"]) | pages | set(docs.asset_paths())
+    return set(app.openapi()["paths"]) | pages | set(docs.asset_paths()) | set(ui.ui_paths())
 
 
 def assert_routes_every_api_path(rule: str) -> None:

@@ -1,0 +1,102 @@
+"""A real tagrate (``make run``'s supervisor on free ports, its own data
+directory) and Debian's headless Chromium driven by Playwright, for the
+browser UI tests. Screenshots go to ``tests/output/ui/`` (git-ignored)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.run.supervised import RunStack, free_port_block
+from tests.support import REPO_ROOT
+
+SCREENSHOTS = REPO_ROOT / "tests" / "output" / "ui"
+# Where Debian's chromium-headless-shell package puts the browser.
+BROWSER_CANDIDATES = (
+    "chromium-headless-shell",
+    "/usr/lib/chromium/chromium-headless-shell",
+    "/usr/lib/chromium/chrome-headless-shell",
+    "chromium",
+)
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+NO_BROWSER = (
+    "no headless Chromium: `make test` installs Debian's chromium-headless-shell (apt-get, as root) and "
+    "Playwright for Python from requirements.txt; install them to run the browser UI tests"
+)
+# Uploads above this are refused (413), so the upload test can show that error with a small file.
+UPLOAD_LIMIT = 1024 * 1024
+
+
+def browser_path() -> str | None:
+    """The headless Chromium binary, or None when none is installed."""
+    for candidate in BROWSER_CANDIDATES:
+        found = (
+            shutil.which(candidate) if "/" not in candidate else (candidate if os.access(candidate, os.X_OK) else None)
+        )
+        if found:
+            return found
+    return None
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the session (Playwright's sync API)."""
+    path = browser_path()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip(NO_BROWSER)
+    if path is None:
+        pytest.skip(NO_BROWSER)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=path, args=BROWSER_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    print(f"\nUI screenshots: {SCREENSHOTS}")
+    return SCREENSHOTS
+
+
+def start_run_stack(base: Path, env: dict[str, str] | None = None) -> RunStack:
+    """``make run`` (the real supervisor and all five processes) on free ports."""
+    stack = RunStack(
+        base / "data",
+        base / "run.log",
+        free_port_block(),
+        {"TAGRATE_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT), **(env or {})},
+    ).start()
+    try:
+        stack.wait_running(240)
+    except BaseException:
+        stack.kill_everything()
+        raise
+    return stack
+
+
+@pytest.fixture(scope="session")
+def run_stack(browser, tmp_path_factory) -> Iterator[RunStack]:
+    """The whole system, started once for the UI tests (after the browser, so
+    a machine without one does not start it for nothing)."""
+    stack = start_run_stack(tmp_path_factory.mktemp("ui-stack"))
+    try:
+        yield stack
+    finally:
+        try:
+            stack.stop()
+        finally:
+            stack.kill_everything()
