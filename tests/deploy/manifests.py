@@ -128,11 +128,16 @@ def documented_paths() -> set[str]:
 
 def routed_paths(rule: str) -> set[str]:
     """The exact paths a Traefik rule matches. Only ``Path(`...`)`` joined by
-    ``||`` is understood; anything else fails, so a cleverer rule gets a
+    ``||`` is understood (and ``PathPrefix(`/tokens/`)``, as the gateway's
+    ``/tokens/{token_id}``); anything else fails, so a cleverer rule gets a
     cleverer check rather than a silent pass."""
     terms = [t.strip() for t in rule.split("||")]
     paths = set()
     for term in terms:
+        if term == "PathPrefix(`/tokens/`)":
+            # The one prefix: DELETE /tokens/{token_id} has an id in its path.
+            paths.add("/tokens/{token_id}")
+            continue
         match = re.fullmatch(r"Path\(`(/[^`]*)`\)", term)
         assert match, f"unexpected Traefik rule term {term!r}"
         paths.add(match.group(1))
