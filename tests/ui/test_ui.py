@@ -174,7 +174,7 @@ def test_viewer_rates_with_keys_and_clicks_and_crosses_pages(browser, seeded, ru
         page.wait_for_selector("#grid .tile")
         page.locator(f"#grid .tile[data-image='{last_of_page_one}'] a").click()
         page.wait_for_selector("#viewer-image")
-        page.wait_for_function("document.querySelector('#viewer-image').complete")
+        page.wait_for_function("() => document.querySelector('#viewer-image').complete")
         assert page.locator("#position").inner_text() == f"60 of {ALICE_IMAGES}"
         # The real tagger's tags with their scores, as /getimagetags lists them.
         tags = api.get("/getimagetags", params={"image": last_of_page_one, "scores": "true"}).json()
@@ -226,7 +226,7 @@ def test_viewer_rates_with_keys_and_clicks_and_crosses_pages(browser, seeded, ru
         sign_in(page, "alice")
         page.goto(f"/#/image/{first_of_page_two}?sort=name-asc")
         page.wait_for_selector("#viewer-image")
-        page.wait_for_function("document.querySelector('#viewer-image').complete")
+        page.wait_for_function("() => document.querySelector('#viewer-image').complete")
         assert page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
         shoot(page, screenshots, "viewer-360")
 
@@ -321,6 +321,7 @@ def test_my_model_trains_with_live_progress(browser, seeded, run_stack, screensh
         assert any(t.startswith("Training: ") and "%" in t for t in seen), seen
         page.wait_for_selector("#model-metrics")
         assert page.locator("#model-state").inner_text().startswith("Up to date")
+        assert page.locator("#stop-training").is_hidden()  # only while a training runs
         metrics = api.get("/getstats", params={"user": "carol"}).json()["model"]["metrics"]
         cells = page.locator("#model-metrics tbody tr").first.locator("td")
         assert cells.nth(0).inner_text() == f"{metrics['spearman']:.2f}"

@@ -572,7 +572,11 @@ async function renderViewer(name, params, token) {
           "div",
           { class: "score pred" },
           h("div", { class: "muted" }, "Predicted"),
-          h("div", { class: "value", id: "predicted" }, predicted === null ? "no model yet" : fmt(predicted)),
+          h(
+            "div",
+            { class: predicted === null ? "value none" : "value", id: "predicted" },
+            predicted === null ? "no model yet" : fmt(predicted),
+          ),
         ),
   );
   const message = h("p", { id: "viewer-message", "aria-live": "polite", class: "muted" });
