@@ -19,7 +19,7 @@ from tagrate_common.logging import new_request_id, request_id_var
 from tagrate_common.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from tagrate_common.protos import dataset_pb2_grpc, rater_pb2_grpc, tagger_pb2_grpc, trainer_pb2_grpc
 
-from .auth import Authenticator
+from .auth import Authenticator, document_access
 from .config import BACKENDS, GatewaySettings
 from .docs import install_docs
 from .errors import install_error_handlers, internal_error_response
@@ -204,6 +204,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     for module in (images, users, collection, datasets, tags, ratings, training, ops, access):
         app.include_router(module.router)
     app.include_router(ui.router)  # the browser UI at / (not part of the API schema)
+    document_access(app.routes)
     install_docs(app)
     _tidy_openapi(app)
     return app

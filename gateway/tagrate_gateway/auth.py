@@ -310,3 +310,41 @@ ActsAs = Depends(Access("user"))
 ActsAsChanging = Depends(Access("user", changes_state_on_get=True))
 AdminOnly = Depends(Access("admin"))
 AdminOnlyChanging = Depends(Access("admin", changes_state_on_get=True))
+
+
+def api_routes(routes: list[Any]) -> list[Any]:
+    """Every ``APIRoute`` among ``routes``, looking inside included routers
+    (FastAPI includes a router lazily, as one entry of ``app.routes``)."""
+    from fastapi.routing import APIRoute
+
+    found = []
+    for route in routes:
+        if isinstance(route, APIRoute):
+            found.append(route)
+        elif hasattr(route, "original_router"):
+            found += api_routes(route.original_router.routes)
+    return found
+
+
+def route_access(route: Any) -> list[Access]:
+    """The access rules a route declares (exactly one for every API route)."""
+    return [dep.call for dep in route.dependant.dependencies if isinstance(dep.call, Access)]
+
+
+def document_access(routes: list[Any]) -> None:
+    """Adds the 401/403/429 answers of each route's access rule to its
+    OpenAPI description (call after the routers are included)."""
+    from .errors import ErrorBody
+
+    meaning = {
+        401: "No valid credentials (`unauthorized`); nothing is read or changed.",
+        403: "The caller may not do this (`forbidden`); nothing changes.",
+        429: "Too many failed logins or token uses from this address (`too_many_requests`).",
+    }
+    for route in api_routes(routes):
+        rules = route_access(route)
+        if not rules or rules[0].scope == "public":
+            continue
+        statuses = (401, 429) if rules[0].scope == "any" and not rules[0].changes_state_on_get else (401, 403, 429)
+        for status in statuses:
+            route.responses.setdefault(status, {"model": ErrorBody, "description": meaning[status]})

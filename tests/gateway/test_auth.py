@@ -21,10 +21,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi.routing import APIRoute
 from sqlalchemy import create_engine, text
 
-from tagrate_gateway.auth import SESSION_COOKIE, Access
+from tagrate_gateway.auth import SESSION_COOKIE, Access, api_routes, route_access
 from tests.imagefactory import make_image
 
 from .stack import Stack, start_stack, stored_name
@@ -89,7 +88,7 @@ def _state(stack: Stack) -> tuple:
         return stack.state(http, ("alice", "bob")), http.get("/tokens").json()
 
 
-def _request(stack: Stack, route: tuple[str, str]) -> dict:
+def _request(stack: Stack, route: tuple[str, str], tokens: Tokens) -> dict:
     """The request each route gets in the matrix, acting on alice where it names a user."""
     alice_image = stack.names["alice"]
     jpeg = ("x.jpg", NEW_IMAGE, "image/jpeg")
@@ -122,6 +121,10 @@ def _request(stack: Stack, route: tuple[str, str]) -> dict:
         ("GET", "/stoptraining"): {},
         ("POST", "/stoptraining"): {},
         ("GET", "/metrics"): {},
+        ("GET", "/healthz"): {},
+        ("GET", "/readyz"): {},
+        ("POST", "/login"): {"json": {"token": tokens.alice}},
+        ("POST", "/logout"): {},
         ("GET", "/whoami"): {},
         ("POST", "/tokens"): {"json": {"user": "carol"}},
         ("GET", "/tokens"): {},
@@ -134,15 +137,15 @@ def _request(stack: Stack, route: tuple[str, str]) -> dict:
 def _rules(app) -> dict[tuple[str, str], Access]:
     """Every API route's one access rule; a route without one fails here."""
     rules: dict[tuple[str, str], Access] = {}
-    for route in app.routes:
-        if not isinstance(route, APIRoute):
-            continue
-        access = [dep.call for dep in route.dependant.dependencies if isinstance(dep.call, Access)]
+    for route in api_routes(app.routes):
+        access = route_access(route)
         if not route.include_in_schema and not access:
             continue  # the docs and browser UI's static pages: public by design
         assert len(access) == 1, f"{sorted(route.methods)} {route.path} must declare exactly one Access rule"
         for method in route.methods:
             rules[(method, route.path)] = access[0]
+    operations = {(method.upper(), path) for path, ops in app.openapi()["paths"].items() for method in ops}
+    assert operations <= set(rules), f"operations without an access rule: {sorted(operations - set(rules))}"
     return rules
 
 
@@ -166,7 +169,7 @@ def test_every_route_by_every_caller(stack) -> None:
         for route in order:
             rule = rules[route]
             method, path = route
-            spec = dict(_request(stack, route))
+            spec = dict(_request(stack, route, tokens))
             url = spec.pop("path", path)
             for who, headers in callers.items():
                 if rule.scope == "public":
@@ -246,15 +249,22 @@ def test_cookie_sessions_refuse_cross_site_changes(stack) -> None:
         assert http.get("/whoami").json() == {"auth": True, "user": "alice", "admin": False}
         assert http.get("/getuserdata").status_code == 200
 
+        # An image of alice's own (the matrix may have deleted the seeded one).
+        data = make_image("JPEG", (30, 30), seed=555)
+        added = http.post(
+            "/addrating", data={"user": "alice", "rating": "0.4"}, files={"image": ("c.jpg", data)}, headers=ADMIN
+        )
+        assert added.status_code == 200, added.text
+        image = added.json()["image"]
         before = _state(stack)
-        body = {"filename": stack.names["alice"], "user": "alice", "rating": 0.01}
+        body = {"filename": image, "user": "alice", "rating": 0.01}
         evil = http.post("/updaterating", json=body, headers={"Origin": "http://evil.example"})
         assert evil.status_code == 403 and evil.json()["code"] == "forbidden"
         assert http.post("/updaterating", json=body).status_code == 403  # no Origin: cannot tell
         cross = http.post("/updaterating", json=body, headers={"Sec-Fetch-Site": "cross-site"})
         assert cross.status_code == 403
         # State-changing GETs never through a cookie alone.
-        assert http.get("/removerating", params={"image": stack.names["alice"]}).status_code == 403
+        assert http.get("/removerating", params={"image": image}).status_code == 403
         assert http.get("/trainuser").status_code == 403
         assert _state(stack) == before
         # Same origin: allowed.
