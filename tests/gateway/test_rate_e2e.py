@@ -235,9 +235,10 @@ def test_bad_files_for_rate(served, http: httpx.Client, photos) -> None:
     for upload, status, code, words in cases:
         body = assert_error(http.post("/rate", data={"user": "bob"}, files={"image": upload}), status, code)
         assert words in body["error"], body
-    # Text parts only (still multipart/form-data): no file, or the image sent as text.
+    # Text parts only (still multipart/form-data): no file, or as text a name that is no stored image's.
     assert_error(http.post("/rate", files={"user": (None, "bob")}), 400, "missing_parameter")
-    assert_error(http.post("/rate", files={"user": (None, "bob"), "image": (None, "cat.jpg")}), 400, "not_a_file")
+    no_name = {"user": (None, "bob"), "image": (None, "cat.jpg")}
+    assert_error(http.post("/rate", files=no_name), 400, "invalid_image_name")
     two = [("image", ("a.jpg", photos["chelsea"])), ("image", ("b.jpg", photos["coffee"]))]
     assert_error(http.post("/rate", data={"user": "bob"}, files=two), 413, "too_many_files")
 

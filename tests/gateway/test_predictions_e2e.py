@@ -1,0 +1,370 @@
+"""Predictions on the whole library end to end (issue 13): real HTTP to the
+real gateway, a real trainer, and the dataset service and rater as their
+own processes (so they can be killed) on SQLite. A user with a real taste
+-- red circles good, blue stripes bad (tests/trainer/scenes.py) -- rates
+drawn scenes; after /trainuser the images they have not rated, sorted by
+prediction, must put the red circles first, and every stored score must
+equal what /rate answers for the same stored image."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+
+from tagrate_common.grpc_server import GrpcServer
+from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc, rater_pb2_grpc
+from tagrate_trainer.config import TrainerSettings
+from tagrate_trainer.server import create_server as create_trainer_server
+from tests.support import ServiceProcess, free_port
+from tests.trainer.scenes import rated_scenes
+
+from .answers import assert_error
+from .conftest import GatewayServer, gateway_settings
+from .stack import add_rating
+
+pytestmark = pytest.mark.slow
+
+T = TypeVar("T")
+DEADLINE = 60.0
+TOLERANCE = 1e-5
+# Taste scenes: the ones the users rate, and the ones nobody but "pool" rated.
+RATED, UNRATED = 40, 24
+EVERY_VECTOR = "SELECT (SELECT count(*) FROM images) = (SELECT count(*) FROM image_features)"
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    db: Path
+    dataset: ServiceProcess
+    rater: ServiceProcess
+    trainer: GrpcServer
+    gateway: GatewayServer
+    http: httpx.Client
+    channels: list[grpc.Channel]
+
+    @property
+    def dataset_stub(self) -> dataset_pb2_grpc.DatasetServiceStub:
+        return dataset_pb2_grpc.DatasetServiceStub(self.channels[0])
+
+    @property
+    def rater_stub(self) -> rater_pb2_grpc.RaterServiceStub:
+        return rater_pb2_grpc.RaterServiceStub(self.channels[1])
+
+    def sql(self, query: str, *args: object) -> list[tuple]:
+        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30) as conn:
+            return conn.execute(query, args).fetchall()
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 120.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found is not None and found is not False:
+            return found
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _dataset_env(port: int, db: Path, rater_addr: str, data_dir: Path, chunk: int) -> dict[str, str]:
+    return {
+        "TAGRATE_DATA_DIR": str(data_dir),
+        "DATASET_HOST": "127.0.0.1",
+        "DATASET_PORT": str(port),
+        "DATASET_METRICS_PORT": "0",
+        "DATASET_DATABASE_URL": f"sqlite:///{db}",
+        "DATASET_TAGGER_ADDR": "",
+        "DATASET_RATER_ADDR": rater_addr,
+        "DATASET_WORK_POLL_SECONDS": "0.2",
+        "DATASET_WORK_BACKOFF_INITIAL_SECONDS": "0.2",
+        "DATASET_WORK_BACKOFF_MAX_SECONDS": "0.5",
+        "DATASET_SCORE_CHUNK_IMAGES": str(chunk),
+        "DATASET_SHUTDOWN_GRACE_SECONDS": "1",
+    }
+
+
+def _rater_env(port: int, dataset_addr: str, data_dir: Path) -> dict[str, str]:
+    return {
+        "TAGRATE_DATA_DIR": str(data_dir),
+        "RATER_HOST": "127.0.0.1",
+        "RATER_PORT": str(port),
+        "RATER_METRICS_PORT": "0",
+        "RATER_DEVICE": "cpu",
+        "RATER_HEADS_DIR": str(data_dir / "heads"),
+        "RATER_DATASET_ADDR": dataset_addr,
+        "RATER_SHUTDOWN_GRACE_SECONDS": "1",
+    }
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[Stack]:
+    data_dir = tmp_path_factory.mktemp("predictions-e2e")
+    db = data_dir / "tagrate.db"
+    ports = {name: free_port() for name in ("dataset", "rater")}
+    addr = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+    # Small chunks: rescoring a few thousand images takes long enough to be
+    # interrupted half-way.
+    dataset = ServiceProcess(
+        "tagrate_dataset",
+        _dataset_env(ports["dataset"], db, addr["rater"], data_dir, chunk=16),
+        data_dir / "dataset.log",
+        addr["dataset"],
+    )
+    rater = ServiceProcess(
+        "tagrate_rater", _rater_env(ports["rater"], addr["dataset"], data_dir), data_dir / "rater.log", addr["rater"]
+    )
+    started: list[object] = []
+    try:
+        started.append(dataset.start(timeout=120))
+        started.append(rater.start(timeout=180))
+        trainer = create_trainer_server(
+            TrainerSettings(
+                host="127.0.0.1",
+                port=0,
+                metrics_port=0,
+                data_dir=data_dir / "trainer",
+                dataset_addr=addr["dataset"],
+                rater_addr=addr["rater"],
+                shutdown_grace_seconds=0.5,
+                max_epochs=60,
+                patience=8,
+            )
+        )
+        trainer_addr = f"127.0.0.1:{trainer.start()}"
+        started.append(trainer)
+        gateway = GatewayServer(
+            gateway_settings(
+                addr["dataset"],
+                data_dir,
+                rater_addr=addr["rater"],
+                trainer_addr=trainer_addr,
+                max_bulk_files=64,
+                bulk_chunk_files=8,
+            )
+        ).start()
+        started.append(gateway)
+        channels = [grpc.insecure_channel(addr["dataset"]), grpc.insecure_channel(addr["rater"])]
+        with httpx.Client(base_url=gateway.url, timeout=120) as http:
+            yield Stack(data_dir, db, dataset, rater, trainer, gateway, http, channels)
+        for channel in channels:
+            channel.close()
+    finally:
+        for thing in reversed(started):
+            if isinstance(thing, ServiceProcess):
+                if thing.proc is not None and thing.proc.poll() is None:
+                    thing.kill()
+            elif isinstance(thing, GatewayServer):
+                thing.stop()
+            else:
+                thing.stop(0.5)  # type: ignore[attr-defined]
+
+
+# ---- helpers -------------------------------------------------------------------
+
+
+def rate_all(http: httpx.Client, user: str, items: list[tuple[bytes, float]]) -> list[str]:
+    names = []
+    for png, rating in items:
+        response = add_rating(http, png, user, str(rating), "scene.png")
+        assert response.status_code == 200, response.text
+        names.append(response.json()["image"])
+    return names
+
+
+def train(http: httpx.Client, user: str) -> None:
+    response = http.get("/trainuser", params={"user": user, "force": "true"})
+    assert response.status_code == 202, response.text
+
+    def finished() -> dict | None:
+        status = http.get("/trainerstatus").json()["status"]
+        return None if status["is_training"] else status
+
+    status = wait_for("training", finished, timeout=300)
+    assert status["last_job"]["outcome"] == "succeeded", status
+
+
+def listing(http: httpx.Client, user: str, **params: str) -> list[dict]:
+    response = http.get("/getuserdata", params={"user": user, **params})
+    assert response.status_code == 200, response.text
+    return response.json()["images"]
+
+
+def pending(http: httpx.Client) -> int:
+    response = http.get("/verifydatasets")
+    assert response.status_code == 200, response.text
+    return response.json()["pending_predictions"]
+
+
+def scored_listing(stack: Stack, user: str, count: int, **params: str) -> list[dict]:
+    """The listing once all ``count`` items carry a current prediction and
+    nothing is pending."""
+
+    def ready() -> list[dict] | None:
+        items = listing(stack.http, user, **params)
+        done = len(items) == count and all(item["predicted"] is not None for item in items)
+        return items if done and pending(stack.http) == 0 else None
+
+    return wait_for(f"{user}'s predictions", ready, timeout=180)
+
+
+def served(stack: Stack, user: str, **params: str) -> list[dataset_pb2.UserImage]:
+    """The dataset service's own listing, with ``predicted_by``."""
+    request = dataset_pb2.GetUserDataRequest(
+        user=user, sort=dataset_pb2.SORT_ORDER_PREDICTED_DESC, rated=dataset_pb2.RATED_FILTER_NO
+    )
+    return list(stack.dataset_stub.GetUserData(request, timeout=DEADLINE).images)
+
+
+def rate_by_name(http: httpx.Client, user: str, names: list[str]) -> list[float]:
+    response = http.post("/ratebulk", data={"user": user, "image": names})
+    assert response.status_code == 200, response.text
+    return response.json()["ratings"]
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+# ---- the tests -------------------------------------------------------------------
+
+
+def test_unrated_images_sorted_by_prediction_follow_the_taste(stack: Stack) -> None:
+    http = stack.http
+    liked = rated_scenes(RATED, seed=31)
+    unrated = rated_scenes(UNRATED, seed=32)
+    rate_all(http, "ann", [(png, r) for png, _, r in liked])
+    pool = rate_all(http, "pool", [(png, 0.5) for png, _, _ in unrated])
+    taste_of = {name: t for name, (_, t, _) in zip(pool, unrated, strict=True)}
+    # The dataset service embeds every new image in the background; training
+    # streams only images whose vector is cached.
+    wait_for("the vectors", lambda: stack.sql(EVERY_VECTOR)[0][0] == 1)
+    assert all(item["predicted"] is None for item in listing(http, "ann", rated="no"))
+
+    train(http, "ann")
+    items = scored_listing(stack, "ann", UNRATED, rated="no", sort="predicted-desc")
+    order = [item["image"] for item in items]
+    predicted = [item["predicted"] for item in items]
+    assert predicted == sorted(predicted, reverse=True)
+    # Red circles first: the order follows the scenes' proportion of circles.
+    assert spearman(predicted, [taste_of[name] for name in order]) > 0.7
+    top, bottom = order[: UNRATED // 4], order[-UNRATED // 4 :]
+    assert min(taste_of[n] for n in top) > max(taste_of[n] for n in bottom)
+    ascending = listing(http, "ann", rated="no", sort="predicted-asc")
+    assert [item["image"] for item in ascending] == order[::-1] or [i["predicted"] for i in ascending] == sorted(
+        predicted
+    )
+    assert all(row.predicted_by == "personal" for row in served(stack, "ann"))
+
+    # Exact: /rate and /ratebulk of the stored image by name answer the stored score.
+    by_name = dict(zip(order, predicted, strict=True))
+    for name in order[:3]:
+        for field in ("image", "filename"):
+            response = http.post("/rate", data={"user": "ann", field: name})
+            assert response.status_code == 200, response.text
+            assert abs(response.json()["rating"] - by_name[name]) < TOLERANCE
+            assert response.json()["model"] == "personal"
+        response = http.post("/rate", params={"user": "ann", "image": name})  # query fields, no body
+        assert abs(response.json()["rating"] - by_name[name]) < TOLERANCE, response.text
+    bulk = rate_by_name(http, "ann", order)  # more names than one Rate chunk
+    assert all(abs(got - by_name[name]) < TOLERANCE for got, name in zip(bulk, order, strict=True))
+    response = http.post("/ratebulk", params=[("user", "ann"), ("image", order[0]), ("filename", order[1])])
+    assert [abs(a - by_name[n]) < TOLERANCE for a, n in zip(response.json()["ratings"], order[:2], strict=True)] == [
+        True,
+        True,
+    ], response.text
+
+
+def test_rate_by_name_errors(stack: Stack) -> None:
+    http = stack.http
+    [one] = [item["image"] for item in listing(stack.http, "ann", rated="yes", page="1", limit="1")]
+    missing = "0" * 64 + ".png"
+    body = assert_error(http.post("/rate", data={"user": "ann", "image": missing}), 404)
+    assert missing in body["error"]
+    body = assert_error(http.post("/ratebulk", data={"user": "ann", "image": [one, missing]}), 404)
+    assert missing in body["error"]
+    assert_error(http.post("/rate", data={"user": "ann", "image": "../etc/passwd"}), 400)
+    assert_error(http.post("/ratebulk", data={"user": "ann", "image": [one, "no such name"]}), 400)
+    # One image on /rate: a repeat is refused; uploads and names do not mix.
+    assert_error(http.post("/rate", data={"user": "ann", "image": [one, one]}), 400, "repeated_parameter")
+    png = rated_scenes(1, seed=33)[0][0]
+    mixed = http.post("/rate", params={"image": one}, data={"user": "ann"}, files={"image": ("x.png", png)})
+    assert_error(mixed, 400, "conflicting_parameters")
+    mixed = http.post("/ratebulk", data={"user": "ann", "image": one}, files=[("images", ("x.png", png))])
+    assert_error(mixed, 400, "conflicting_parameters")
+    assert_error(http.post("/rate", data={"user": "ann"}), 400, "missing_parameter")
+    assert_error(http.post("/ratebulk", data={"user": "ann", "image": [one] * 65}), 413, "too_many_files")
+    # Uploads still work as before.
+    response = http.post("/rate", data={"user": "ann"}, files={"image": ("x.png", png)})
+    assert response.status_code == 200, response.text
+
+
+def test_users_without_a_model_carry_the_global_score(stack: Stack) -> None:
+    http = stack.http
+    # cid rated a few images, too few for a model of their own; dee rates
+    # with the same taste as ann, so the global model has a clear one.
+    rate_all(http, "cid", [(png, r) for png, _, r in rated_scenes(3, seed=35)])
+    rate_all(http, "dee", [(png, r) for png, _, r in rated_scenes(RATED, seed=36)])
+    wait_for("the vectors", lambda: stack.sql(EVERY_VECTOR)[0][0] == 1)
+    assert all(item["predicted"] is None for item in listing(http, "cid"))
+    train(http, "all")
+    unrated = len(listing(http, "cid", rated="no"))
+    items = scored_listing(stack, "cid", unrated, rated="no", sort="predicted-desc")
+    rows = served(stack, "cid")
+    assert [row.image for row in rows] == [item["image"] for item in items]
+    assert {row.predicted_by for row in rows} == {"global"}
+    reply = http.post("/rate", data={"user": "cid", "image": items[0]["image"]}).json()
+    assert reply["model"] == "global" and abs(reply["rating"] - items[0]["predicted"]) < TOLERANCE
+    # ann keeps her own model's scores.
+    assert {row.predicted_by for row in served(stack, "ann")} == {"personal"}
+
+
+def test_new_images_deletes_and_a_new_model(stack: Stack) -> None:
+    http = stack.http
+    unrated = len(listing(http, "ann", rated="no"))
+    before = scored_listing(stack, "ann", unrated, rated="no", sort="predicted-desc")
+    version = http.post("/rate", data={"user": "ann", "image": before[0]["image"]}).json()["model_version"]
+
+    # A new upload (by someone else) is scored for ann without any training.
+    png = rated_scenes(1, seed=34)[0][0]
+    [new] = rate_all(http, "pool", [(png, 0.5)])
+    items = scored_listing(stack, "ann", unrated + 1, rated="no", sort="predicted-desc")
+    score = {item["image"]: item["predicted"] for item in items}[new]
+    assert abs(http.post("/rate", data={"user": "ann", "image": new}).json()["rating"] - score) < TOLERANCE
+
+    # A deleted image's scores are gone.
+    (image_id,) = stack.sql("SELECT id FROM images WHERE name = ?", new)[0]
+    assert stack.sql("SELECT count(*) FROM predictions WHERE image_id = ?", image_id)[0][0] >= 1
+    response = http.post("/deleteimage", data={"image": new})
+    assert response.status_code == 200, response.text
+    assert stack.sql("SELECT count(*) FROM predictions WHERE image_id = ?", image_id)[0][0] == 0
+
+    # ann changes her mind (stripes good, circles bad) and trains again: a
+    # new version rescoring every image, the order reversed.
+    liked = rated_scenes(RATED, seed=31)
+    rate_all(http, "ann", [(png, round(1.0 - r, 4)) for png, _, r in liked])
+    train(http, "ann")
+
+    def rescored() -> list[dict] | None:
+        reply = http.post("/rate", data={"user": "ann", "image": before[0]["image"]}).json()
+        return None if reply["model_version"] == version else reply
+
+    wait_for("the new model", rescored)
+    after = scored_listing(stack, "ann", unrated, rated="no", sort="predicted-desc")
+    old_rank = {item["image"]: i for i, item in enumerate(before)}
+    assert spearman([old_rank[i["image"]] for i in after], list(range(unrated))) < -0.5
+    versions = stack.sql(
+        "SELECT DISTINCT p.model_version FROM predictions p JOIN users u ON u.id = p.user_id WHERE u.name = 'ann'"
+    )
+    assert len(versions) == 1 and versions[0][0] != version
+    bulk = rate_by_name(http, "ann", [item["image"] for item in after[:40]])
+    assert all(abs(got - item["predicted"]) < TOLERANCE for got, item in zip(bulk, after[:40], strict=True))
