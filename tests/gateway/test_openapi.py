@@ -78,7 +78,7 @@ def test_the_contract_fields_are_required_and_typed(schema: dict) -> None:
     user_data = models["UserData"]
     assert set(user_data["required"]) == {"user", "images", "total"}  # page fields only with a page
     item = models["UserImage"]
-    assert set(item["required"]) == {"image", "rating", "rated_at"}  # null, never absent
+    assert set(item["required"]) == {"image", "rating", "rated_at", "predicted"}  # null, never absent
     assert {"type": "null"} in item["properties"]["rating"]["anyOf"]
     # Tag scores are [name, score] pairs.
     pair = models["TagResult"]["properties"]["tags"]["items"]
