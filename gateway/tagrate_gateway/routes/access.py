@@ -163,7 +163,9 @@ async def create_token(request: Request, settings: SettingsDep, dataset: Dataset
         raise InvalidArgument("give either 'user' or 'admin=true'", "invalid_token_scope")
     name = "" if admin else params.user(user)
     expires_in = fields.get("expires_in")
-    seconds = params._integer(expires_in, "expires_in", 1, MAX_EXPIRES_IN) if params._present(expires_in) else 0
+    seconds = 0  # never expires
+    if expires_in is not None and expires_in.strip() != "":
+        seconds = params._integer(expires_in, "expires_in", 1, MAX_EXPIRES_IN)
     secret = new_secret()
     reply = await dataset.stub.CreateToken(
         dataset_pb2.CreateTokenRequest(
