@@ -12,7 +12,10 @@ endpoint), so both see the same data and the same machine:
   rating, next to that page;
 - /gettags?prefix=P&user=U (P: ``tag_`` and two digits, ~11 tags), next to
   U's unfiltered page;
-- /getstats?user=U, next to U's unfiltered page;
+- /getstats?user=U, next to U's unfiltered page, with every user's model
+  and the global one recorded as trained on the current ratings (as after
+  a round of training), so both up-to-date checks run to the end: the
+  global one counts every rating;
 - /getthumbnail of images stored by /addimage (the bench rows have no
   files): the first request at the default size (made in the background
   when the image was stored), a cold one at another size (256: decode,
@@ -37,8 +40,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import httpx
 
+from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc
 from tests.imagefactory import make_image
 
 from .harness import median, print_table
@@ -118,7 +123,20 @@ def _paired(
     return pair
 
 
-def bench_database(url: str, generation: Generation, shape: DatasetShape, calls: int) -> list[Pair]:
+def record_models_trained(dataset_addr: str, users: list[str]) -> None:
+    """Records each user's model and the global one as trained on their
+    current ratings, as the trainer does after a training (no model
+    version: no stored image is queued for rescoring behind the bench)."""
+    with grpc.insecure_channel(dataset_addr) as channel:
+        stub = dataset_pb2_grpc.DatasetServiceStub(channel)
+        for subject in [*users, "all"]:
+            snapshot = stub.GetUser(dataset_pb2.GetUserRequest(user=subject), timeout=60).snapshot_id
+            stub.RecordTrainedSnapshot(
+                dataset_pb2.RecordTrainedSnapshotRequest(user=subject, snapshot_id=snapshot), timeout=60
+            )
+
+
+def bench_database(url: str, dataset_addr: str, generation: Generation, shape: DatasetShape, calls: int) -> list[Pair]:
     database = generation.database
     rng = random.Random(f"{shape.seed}:collection")
     pairs: list[Pair] = []
@@ -147,10 +165,15 @@ def bench_database(url: str, generation: Generation, shape: DatasetShape, calls:
 
         pairs.append(_paired(http, Pair(database, "/gettags?prefix=&user="), plain, tags))
 
+        record_models_trained(dataset_addr, sorted({query["user"] for query in plain}))
+        sample = http.get("/getstats", params={"user": plain[0]["user"]}).json()
+        if not (sample.get("RaterNNP_up_to_date") and sample.get("RaterNN_up_to_date")):
+            raise RuntimeError(f"the recorded models are not up to date: {sample}")
+
         def stats(i: int, page: httpx.Response) -> tuple[str, dict[str, str]]:
             return "/getstats", {"user": plain[i]["user"]}
 
-        pairs.append(_paired(http, Pair(database, "/getstats"), plain, stats))
+        pairs.append(_paired(http, Pair(database, "/getstats (models up to date)"), plain, stats))
 
         # Thumbnails need files: store some real images first (not timed).
         names = []
@@ -236,5 +259,5 @@ def main(argv: list[str] | None = None) -> int:
                     generation = cleanup.enter_context(postgres_database(generator, args.pg_admin_url))
                 stack = start_stack(generation.url, Path(tmp) / database)
                 cleanup.callback(stack.stop)
-                pairs += bench_database(stack.gateway_url, generation, shape, args.calls)
+                pairs += bench_database(stack.gateway_url, stack.dataset_addr, generation, shape, args.calls)
     return 0 if report(shape, pairs) else 1

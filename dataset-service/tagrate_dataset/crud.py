@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, delete, exists, func, update
+from sqlalchemy import ColumnElement, Table, and_, case, delete, exists, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, select
 
@@ -501,24 +501,53 @@ class UserStats:
 def user_stats(session: Session, name: str) -> UserStats:
     """A user's rated-image count, rating distribution and model freshness.
     Bucket k counts the ratings r with Python's ``round(r * 6) == k`` (half
-    to even, as the original service computed it): the database groups by
-    the distinct values (few: ratings come from a short scale) and Python
-    buckets them, so the rounding is Python's own. NotFound for an unknown user."""
+    to even, as the original service computed it). NotFound for an unknown user.
+
+    A handful of rows leave the database whatever the ratings (see
+    :func:`_rating_buckets`), and a snapshot id is computed only when there
+    is a trained model to compare it with: the global one counts every
+    rating of every user."""
     user = require_user(session, name)
     distribution = [0] * 7
-    rows = session.exec(select(Rating.rating, func.count()).where(Rating.user_id == user.id).group_by(Rating.rating))
-    for value, count in rows:
-        distribution[min(6, max(0, round(value * 6)))] += count
-    mine, everyone = user_snapshot(session, user), all_snapshot(session)
+    for bucket, count in session.exec(_rating_buckets(user)):
+        distribution[bucket] += int(count)  # PostgreSQL sums to a numeric
     trained, trained_all = trained_snapshot(session, name), trained_snapshot(session, ALL_SUBJECT)
     return UserStats(
         name,
-        mine.ratings,
+        sum(distribution),
         distribution,
-        trained is not None and trained.snapshot_id == mine.snapshot_id,
-        trained_all is not None and trained_all.snapshot_id == everyone.snapshot_id,
+        trained is not None and trained.snapshot_id == user_snapshot(session, user).snapshot_id,
+        trained_all is not None and trained_all.snapshot_id == all_snapshot(session).snapshot_id,
         trained,
     )
+
+
+def _rating_buckets(user: User) -> Any:
+    """(bucket, count) rows of ``user``'s ratings, bucket = Python's
+    ``round(r * 6)`` clamped to 0..6. The ratings are grouped by value first
+    (the ``(user_id, rating)`` index gives them in order) and only the
+    distinct values are bucketed, so neither the user's ratings nor their
+    distinct values (a thousand, with ratings given to three decimals) are
+    sent to Python. ``r * 6`` is the same IEEE double product in SQLite,
+    PostgreSQL and Python, and the ties (x.5) go to the even bucket as
+    Python's round() sends them."""
+    values = (
+        select(Rating.rating.label("value"), func.count().label("n"))  # type: ignore[attr-defined]
+        .where(Rating.user_id == user.id)
+        .group_by(Rating.rating)
+        .subquery()
+    )
+    x = values.c.value * 6
+    bucket = case(
+        (x <= 0.5, 0),
+        (x < 1.5, 1),
+        (x <= 2.5, 2),
+        (x < 3.5, 3),
+        (x <= 4.5, 4),
+        (x < 5.5, 5),
+        else_=6,
+    ).label("bucket")
+    return select(bucket, func.sum(values.c.n)).group_by(bucket)
 
 
 # ---- tags -----------------------------------------------------------------
