@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tagrate_common.grpc_server import GrpcServer
-from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc, rater_pb2_grpc
+from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc, rater_pb2, rater_pb2_grpc
 from tagrate_trainer.config import TrainerSettings
 from tagrate_trainer.server import create_server as create_trainer_server
 from tests.support import ServiceProcess, free_port
@@ -181,7 +181,12 @@ def rate_all(http: httpx.Client, user: str, items: list[tuple[bytes, float]]) ->
 
 
 def train(http: httpx.Client, user: str) -> None:
-    response = http.get("/trainuser", params={"user": user, "force": "true"})
+    def started() -> httpx.Response | None:
+        response = http.get("/trainuser", params={"user": user, "force": "true"})
+        # 503 while the trainer reconnects to a dataset service just restarted
+        return None if response.status_code == 503 else response
+
+    response = wait_for("the trainer", started, timeout=30)
     assert response.status_code == 202, response.text
 
     def finished() -> dict | None:
@@ -368,3 +373,125 @@ def test_new_images_deletes_and_a_new_model(stack: Stack) -> None:
     assert len(versions) == 1 and versions[0][0] != version
     bulk = rate_by_name(http, "ann", [item["image"] for item in after[:40]])
     assert all(abs(got - item["predicted"]) < TOLERANCE for got, item in zip(bulk, after[:40], strict=True))
+
+
+# ---- crashes during rescoring ----------------------------------------------------
+
+SYNTHETIC = 3000
+
+
+def _add_synthetic_images(stack: Stack, count: int) -> None:
+    """``count`` stored images with cached vectors of the rater's extractor,
+    written straight into the (stopped) dataset service's database: enough
+    rows to make a rescoring take seconds without embedding thousands of
+    pictures. Their vectors are random, like the bench's."""
+    rng = np.random.default_rng(5)
+    with sqlite3.connect(stack.db, timeout=30) as conn:
+        (created,) = conn.execute("SELECT created_at FROM images LIMIT 1").fetchone()
+        (extractor, dim) = conn.execute("SELECT extractor_id, dim FROM image_features LIMIT 1").fetchone()
+        for _ in range(count):
+            sha = rng.bytes(32).hex()
+            cursor = conn.execute(
+                "INSERT INTO images (sha256, name, format, size_bytes, width, height, original_filename, "
+                "created_at, source) VALUES (?, ?, 'PNG', 1, 1, 1, '', ?, '')",
+                (sha, f"{sha}.png", created),
+            )
+            vector = rng.normal(0, 1, dim).astype("<f4").tobytes()
+            conn.execute(
+                "INSERT INTO image_features (image_id, extractor_id, dim, vector, created_at) VALUES (?, ?, ?, ?, ?)",
+                (cursor.lastrowid, extractor, dim, vector, created),
+            )
+
+
+def _fresh_scores(stack: Stack, user: str) -> dict[int, float]:
+    """Every cached vector scored now by the head serving ``user``."""
+    rows = stack.sql("SELECT image_id, extractor_id, dim, vector FROM image_features ORDER BY image_id")
+    scores: dict[int, float] = {}
+    for start in range(0, len(rows), 500):
+        chunk = rows[start : start + 500]
+        request = rater_pb2.ScoreFeaturesRequest(
+            subjects=[user],
+            extractor_id=chunk[0][1],
+            dimensions=chunk[0][2],
+            vectors=b"".join(row[3] for row in chunk),
+        )
+        [answer] = stack.rater_stub.ScoreFeatures(request, timeout=DEADLINE).subjects
+        scores.update(zip((row[0] for row in chunk), answer.scores, strict=True))
+    return scores
+
+
+def _stored_scores(stack: Stack, user: str) -> dict[int, tuple[float, str]]:
+    return {
+        image_id: (score, version)
+        for image_id, score, version in stack.sql(
+            "SELECT p.image_id, p.score, p.model_version FROM predictions p JOIN users u ON u.id = p.user_id "
+            "WHERE u.name = ?",
+            user,
+        )
+    }
+
+
+def _interrupt_midway(stack: Stack, total: int, interrupt: Callable[[], None]) -> int:
+    """Waits until the rescoring is well under way, then ``interrupt()``s;
+    returns the pending predictions seen just before."""
+
+    def midway() -> int | None:
+        left = pending(stack.http)
+        assert left > 0, "the rescoring finished before it could be interrupted"
+        return left if left < 0.8 * total else None
+
+    left = wait_for("the rescoring to get going", midway, timeout=120)
+    interrupt()
+    return left
+
+
+def _assert_current(stack: Stack, user: str) -> None:
+    """Every stored image carries the serving model's score for ``user``,
+    equal to a fresh computation."""
+    wait_for("the rescoring to finish", lambda: pending(stack.http) == 0, timeout=240)
+    version = stack.http.post("/rate", data={"user": user, "image": _a_real_image(stack)}).json()["model_version"]
+    fresh = _fresh_scores(stack, user)
+    stored = _stored_scores(stack, user)
+    (images,) = stack.sql("SELECT count(*) FROM images")[0]
+    assert len(fresh) == images and set(stored) == set(fresh)
+    assert {v for _, v in stored.values()} == {version}
+    worst = max(abs(stored[i][0] - fresh[i]) for i in fresh)
+    assert worst < TOLERANCE, worst
+
+
+def _a_real_image(stack: Stack) -> str:
+    return listing(stack.http, "ann", rated="yes", page="1", limit="1")[0]["image"]
+
+
+def test_a_killed_rater_and_a_restarted_dataset_service_lose_no_scores(stack: Stack) -> None:
+    http = stack.http
+    stack.dataset.terminate()
+    _add_synthetic_images(stack, SYNTHETIC)
+    # Tiny chunks: thousands of transactions, so the rescoring takes seconds.
+    stack.dataset.env["DATASET_SCORE_CHUNK_IMAGES"] = "4"
+    stack.dataset.start(timeout=120)
+    (images,) = stack.sql("SELECT count(*) FROM images")[0]
+
+    # SIGKILL of the rater half-way: the rescoring pauses, nothing is lost,
+    # and it resumes from its last chunk once a rater is back.
+    train(http, "ann")
+    left = _interrupt_midway(stack, images, stack.rater.kill)
+    time.sleep(1.0)
+    stalled = pending(http)
+    assert 0 < stalled <= left
+    time.sleep(1.0)
+    assert pending(http) == stalled  # no rater: no progress, no loss
+    stack.rater.start(timeout=180)
+    _assert_current(stack, "ann")
+
+    # A restart of the dataset service half-way resumes where it stopped.
+    train(http, "ann")
+    _interrupt_midway(stack, images, lambda: stack.dataset.terminate())
+    stack.dataset.start(timeout=120)
+    _assert_current(stack, "ann")
+
+    # And a SIGKILL of it too.
+    train(http, "ann")
+    _interrupt_midway(stack, images, stack.dataset.kill)
+    stack.dataset.start(timeout=120)
+    _assert_current(stack, "ann")
