@@ -4,6 +4,7 @@ validation, a whole run, publishing, stopping, a crash, a restart."""
 from __future__ import annotations
 
 import grpc
+import numpy as np
 import pytest
 
 from tagrate_trainer.jobs import CRASHED_MESSAGE
@@ -41,7 +42,10 @@ def test_min_ratings_is_a_setting(services, start_trainer):
     services.rate_scenes("enough", 4, offset=4)
     trainer = start_trainer(min_ratings=3)
     assert trainer.train("enough").is_training
-    assert trainer.wait_finished()[-1].state == "succeeded"
+    # The job runs; on three or four ratings no Spearman correlation can
+    # clear the guard's 1.645 standard errors, so it publishes nothing.
+    final = trainer.wait_finished()[-1]
+    assert final.state == "failed" and "no candidate beat predicting the mean" in final.last_job.error
 
 
 def test_a_whole_run_publishes_and_records_the_snapshot(services, trainer):
@@ -61,6 +65,16 @@ def test_a_whole_run_publishes_and_records_the_snapshot(services, trainer):
     for name in ("spearman", "mae", "mean_spearman", "mean_mae", "train_examples", "heldout_examples"):
         assert name in final.metrics
     assert final.metrics["train_examples"] + final.metrics["heldout_examples"] == 40
+    # Every candidate's cross-validated figures, the mean's, and the one selected.
+    for name in ("ridge", "current", "mean"):
+        assert {f"cv_{name}_spearman", f"cv_{name}_mae"} <= set(final.metrics)
+    selected = [name.removeprefix("selected_") for name in final.metrics if name.startswith("selected_")]
+    assert len(selected) == 1 and selected[0] in ("ridge", "current")
+    assert final.metrics[f"cv_{selected[0]}_spearman"] > final.metrics["cv_threshold"]
+    assert final.metrics[f"cv_{selected[0]}_mae"] < final.metrics["cv_mean_mae"]
+    # The selected head beats predicting the mean on the held-out scenes too.
+    assert final.metrics["spearman"] > 0.5 > final.metrics["mean_spearman"]
+    assert final.metrics["mae"] < final.metrics["mean_mae"]
     assert final.last_job.user == "walt" and final.last_job.outcome == "succeeded"
     assert dict(final.last_job.metrics) == dict(final.metrics)
 
@@ -169,7 +183,7 @@ def test_shutdown_stops_a_running_job(services, trainer_process):
 
 
 def test_global_head_and_the_comparison_with_it(services, trainer):
-    services.rate_scenes("gina", 30, offset=5)
+    services.rate_scenes("gina", 30, offset=5, invert=True)  # the opposite of everyone else's taste
     trainer.train("all")
     final = trainer.wait_finished()[-1]
     assert final.state == "succeeded", final.last_job.error
@@ -181,11 +195,45 @@ def test_global_head_and_the_comparison_with_it(services, trainer):
     services.rate_scenes("newbie", 1)
     assert services.rate("newbie", [services.scenes[0][0]]).model == "global"
 
-    # Personal training now reports the global head's figures beside its own.
+    # Personal training now reports the global head's figures beside its own,
+    # and the global taste is the prior of the prior candidate.
     trainer.train("gina")
     final = trainer.wait_finished()[-1]
     assert final.state == "succeeded"
     assert {"global_spearman", "global_mae"} <= set(final.metrics)
+    assert {"cv_prior_spearman", "cv_prior_mae", "cv_global_spearman", "cv_global_mae"} <= set(final.metrics)
+    assert final.metrics["cv_global_spearman"] < 0  # gina's taste is the opposite
+    assert services.head("gina") is not None
+
+    # A user with everyone's taste is served better by the global head: no
+    # personal head is published, and the job says why.
+    services.rate_scenes("like_all", 20, offset=20)
+    trainer.train("like_all")
+    final = trainer.wait_finished()[-1]
+    assert final.state == "failed" and "the global head predicts these ratings better" in final.last_job.error
+    assert final.last_job.metrics["selected_global"] == 1.0
+    assert services.head("like_all") is None
+    assert services.rate("like_all", [services.scenes[0][0]]).model == "global"
+
+
+def test_ratings_without_a_taste_publish_nothing(services, trainer):
+    # Random levels for the scenes: no candidate beats predicting the mean.
+    rng = np.random.default_rng(11)
+    services.add_ratings("noisy", [(png, float(rng.integers(0, 7)) / 6) for png, _, _ in services.scenes[:40]])
+    trainer.train("noisy")
+    final = trainer.wait_finished()[-1]
+    assert (final.state, final.last_job.outcome) == ("failed", "failed")
+    assert "no candidate beat predicting the mean rating" in final.last_job.error
+    assert "nothing was published" in final.last_job.error
+    assert final.last_job.metrics["selected_none"] == 1.0
+    assert {"cv_ridge_spearman", "cv_current_spearman", "cv_mean_mae"} <= set(final.last_job.metrics)
+    assert services.head("noisy") is None
+    # No model was trained on these ratings: still not up to date, and a new
+    # job may start without force.
+    assert not services.dataset_state("noisy").model_up_to_date
+    assert not services.user("noisy").HasField("trained_snapshot_id")
+    assert trainer.train("noisy").is_training
+    trainer.wait_finished()
 
 
 def test_images_without_feature_vectors_fail_the_job(services, trainer):
@@ -200,7 +248,7 @@ def test_images_without_feature_vectors_fail_the_job(services, trainer):
 
 
 def test_the_next_job_starts_as_soon_as_the_last_one_is_seen_finished(services, trainer):
-    services.rate_scenes("eager", 12, offset=12)
+    services.rate_scenes("eager", 20, offset=12)
     for _ in range(4):
         assert trainer.train("eager", force=True).is_training
         assert trainer.wait_finished()[-1].state == "succeeded"

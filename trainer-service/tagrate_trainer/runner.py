@@ -7,8 +7,10 @@ trained on exactly the current ratings) and starts the worker, which
 
 1. asks the rater for its feature extractor id and streams the user's
    ratings with cached feature vectors from the dataset service,
-2. trains a head (:mod:`.training`), compared on the held-out ratings with
-   the rater's current global head when the trainer has its weights,
+2. trains a head (:mod:`.selection`: candidates cross-validated, the best
+   refitted), compared on the held-out ratings with the rater's current
+   global head when the trainer has its weights; a linear global head is
+   also the prior of the ``prior`` candidate of a personal head,
 3. publishes it: PublishHead to the rater, then RecordTrainedSnapshot with
    the dataset service, so /verifydatasets knows which ratings the model
    saw. Nothing is published unless training completed.
@@ -17,6 +19,15 @@ trained on exactly the current ratings) and starts the worker, which
 mini-batch and between phases (a pending data stream is cancelled), and
 ends the job ``stopped`` with nothing published. Once publishing has begun
 the job can no longer be stopped.
+
+When no candidate beats predicting the user's mean rating in
+cross-validation, or the global head predicts the user's ratings better
+than any personal candidate, the job fails with a message saying so (its
+metrics hold every candidate's figures and ``selected_none`` or
+``selected_global``) and nothing is published: the user's previous
+personal head, or else the global head, keeps serving,
+and /verifydatasets keeps showing the user's model as not up to date, since
+no model was trained on the current ratings.
 """
 
 from __future__ import annotations
@@ -24,9 +35,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-
-import numpy as np
 
 from tagrate_common import validation
 from tagrate_common.errors import AlreadyExists, Conflict, InvalidArgument, TagrateError
@@ -47,7 +55,8 @@ from .jobs import (
 )
 from .peers import Extractor, Peers, StreamCancelled, StreamHandle
 from .published import GlobalHeadCopies, GlobalHeadCopy
-from .training import NotEnoughData, ProgressReport, TrainingConfig, TrainingStopped, train_head
+from .selection import NONE, Prior, global_prior, train_head
+from .training import NotEnoughData, ProgressReport, TrainingConfig, TrainingStopped
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +298,11 @@ class JobRunner:
 
         snapshot = self.peers.training_data(job.user, extractor, self._stream, loaded)
         self._update(job, snapshot_id=snapshot.snapshot_id, progress=LOADING_SHARE)
-        reference = self._global_reference(extractor)
+        training_global = job.user == validation.ALL_USERS
+        copy = self._global_copy(extractor)
+        reference = copy.head(extractor.dimensions).predict if copy is not None else None
+        prior_head = copy.prior_head(extractor.dimensions) if copy is not None and not training_global else None
+        prior = Prior.of(prior_head) if prior_head is not None else None
         train_share = 1.0 - LOADING_SHARE - PUBLISHING_SHARE
 
         def report(step: ProgressReport) -> None:
@@ -302,8 +315,21 @@ class JobRunner:
                 eta_seconds=step.eta_seconds,
             )
 
-        result = train_head(snapshot.data, self.config, report, self._should_stop, reference)
+        result = train_head(
+            snapshot.data, self.config, report, self._should_stop, reference, prior, keep_reference=not training_global
+        )
         metrics = public_metrics(result.metrics)
+        if result.head is None:
+            self._update(job, metrics=metrics)
+            raise TagrateError(
+                f"{result.message}; nothing was published, the model that served this user keeps serving",
+                "no_better_than_mean" if result.selected == NONE else "global_head_better",
+            )
+        # The global taste as a linear head, for personal heads to shrink toward.
+        prior_weights = None
+        if training_global:
+            linear = global_prior(snapshot.data, result, self.config)
+            prior_weights = linear.weights() if linear is not None else None
         with self._lock:
             if self._stop.is_set():
                 raise TrainingStopped()
@@ -316,7 +342,9 @@ class JobRunner:
         )
         self._update(job, model_version=published.version)
         if job.user == validation.ALL_USERS:
-            self.global_heads.save(GlobalHeadCopy(published.version, extractor.extractor_id, published.kind, weights))
+            self.global_heads.save(
+                GlobalHeadCopy(published.version, extractor.extractor_id, published.kind, weights, prior_weights)
+            )
         try:
             self.peers.record_snapshot(job.user, snapshot.snapshot_id, published.version, metrics)
         except TagrateError as exc:
@@ -330,18 +358,17 @@ class JobRunner:
         if self._stop.is_set():
             raise TrainingStopped()
 
-    def _global_reference(self, extractor: Extractor) -> Callable[[np.ndarray], np.ndarray] | None:
-        """The rater's current global head as a predictor, when the trainer
-        holds its weights (it published it); otherwise None."""
+    def _global_copy(self, extractor: Extractor) -> GlobalHeadCopy | None:
+        """The trainer's copy of the rater's current global head (with its
+        prior), when the trainer published it; otherwise None."""
         try:
             live = self.peers.live_head(validation.ALL_USERS)
         except TagrateError as exc:
-            log.warning("cannot list the rater's heads, so no global comparison: %s", exc.message)
+            log.warning("cannot list the rater's heads, so no global comparison or prior: %s", exc.message)
             return None
         if live is None:
             return None
         copy = self.global_heads.load(live.version, extractor.extractor_id)
         if copy is None:
             log.info("the global head %s was not published by this trainer; no global comparison", live.version)
-            return None
-        return copy.predictor(extractor.dimensions)
+        return copy

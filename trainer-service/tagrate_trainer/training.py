@@ -2,36 +2,15 @@
 
 The heads are the rater's (:mod:`tagrate_common.vision.rating_heads`): on the standardised
 feature vector ``z``, ``linear`` is ``sigmoid(w . z + b)`` and ``mlp`` is
-``sigmoid(w2 . relu(w1 z + b1) + b2)``. The procedure, for ``n`` ratings:
-
-1. **Held-out split.** An image is held out when a seeded hash of its name
-   falls below ``validation_fraction``. The split is reproducible, keeps an
-   image on the same side as ratings are added (so figures from one run to
-   the next are comparable), and puts every rating of one image
-   (``user=all``) on one side, so the held-out figures never see an image
-   the head was trained on.
-2. **Choosing the head.** The rest is split the same way (another salt) into
-   a fitting part and a selection part, and two candidates are fitted on the
-   fitting part's standardised features:
-
-   * *ridge*: ridge regression in closed form for a grid of penalties (one
-     eigendecomposition serves them all), put through the sigmoid so that
-     the head matches the ridge prediction's value and slope at the mean
-     rating (the sigmoid only bends the extremes back into [0, 1]);
-   * *MLP*: one hidden layer, AdamW on the squared error of the sigmoid
-     output, early stopping when the selection loss has not improved for
-     ``patience`` epochs (the best epoch's weights are kept).
-
-   The selection part's mean squared error picks the penalty, and then the
-   candidate; a tie goes to the simpler linear head.
-3. **Refit and report.** The winner is refitted on the fitting and selection
-   parts together, with the chosen penalty or epoch count, and judged on the
-   held-out ratings: Spearman correlation and mean absolute error, next to
-   the same figures for predicting the training ratings' mean and, when the
-   caller passes one, for a reference predictor (the current global head).
-   The figures are computed with the rater's own :class:`RatingHead`, so they
-   describe exactly what the rater will serve, on ratings that neither the
-   fit nor any choice made along the way has seen.
+``sigmoid(w2 . relu(w1 z + b1) + b2)``. This module holds the pieces: the
+figures, the seeded held-out split, standardisation, the ridge head (ridge
+regression put through the sigmoid so that the head matches the ridge
+prediction's value and slope at the mean rating; the sigmoid only bends the
+extremes back into [0, 1]), the MLP (one hidden layer, AdamW on the squared
+error of the sigmoid output, early stopping when a selection part's loss has
+not improved for ``patience`` epochs), and :func:`fit_current`, the head the
+trainer fitted before cross-validation chose among candidates. The whole
+procedure, and the choice, is :mod:`.selection`.
 
 Training is cooperative: ``should_stop`` is checked after every mini-batch
 and between phases, and :class:`TrainingStopped` is raised as soon as it
@@ -43,7 +22,8 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +31,8 @@ import torch
 from torch import nn
 
 from tagrate_common.vision.rating_heads import RatingHead, serialize_weights
+
+from .ridge import Ridge
 
 LINEAR, MLP = "linear", "mlp"
 # Ridge penalties tried on standardised features. A wide log grid costs
@@ -63,8 +45,6 @@ MIN_STD = 1e-6
 # logit is finite even when every rating is 0 or 1.
 MEAN_CLAMP = 0.02
 MIN_EXAMPLES = 3
-# Share of the training progress each phase takes.
-_PHASES = {"ridge": (0.0, 0.1), "mlp": (0.1, 0.8), "refit": (0.8, 0.95), "evaluate": (0.95, 1.0)}
 
 
 class TrainingStopped(Exception):
@@ -105,6 +85,7 @@ class TrainingConfig:
     dropout: float = 0.1
     device: str = "cpu"
     ridge_alphas: tuple[float, ...] = RIDGE_ALPHAS
+    cv_folds: int = 5
 
 
 @dataclass(frozen=True)
@@ -141,13 +122,18 @@ class TrainedHead:
 
 @dataclass(frozen=True)
 class TrainingResult:
-    head: TrainedHead
-    # Held-out figures: spearman, mae (the head), mean_spearman, mean_mae
-    # (predicting the training mean), reference_spearman, reference_mae (when
-    # a reference was given); the split sizes; what was chosen.
+    """What :func:`tagrate_trainer.selection.train_head` produced: ``head``
+    is None when no candidate beat predicting the mean rating in
+    cross-validation (then nothing should be published; ``message`` says why)."""
+
+    head: TrainedHead | None
+    # Held-out figures (spearman, mae, mean_*, reference_*), the split sizes,
+    # every candidate's cross-validation figures, what was selected.
     metrics: dict[str, float]
-    # Selection-part mean squared error of each candidate.
-    selection_losses: dict[str, float]
+    # Cross-validated Spearman correlation of each candidate tried.
+    cv_spearman: dict[str, float]
+    selected: str
+    message: str = ""
 
 
 # ---- figures ---------------------------------------------------------------
@@ -238,28 +224,6 @@ class Standardiser:
         return {"mean": self.mean.astype(np.float32), "std": self.std.astype(np.float32)}
 
 
-class RidgeSolver:
-    """Ridge regression for many penalties from one eigendecomposition of
-    the smaller Gram matrix (``X Xᵀ`` when n < d, else ``Xᵀ X``). Features
-    are standardised (centred), so the intercept is the ratings' mean."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
-        xt = torch.from_numpy(x.astype(np.float64))
-        self.y_mean = float(y.mean())
-        yc = torch.from_numpy(y.astype(np.float64) - self.y_mean)
-        self.n, self.d = xt.shape
-        self._x = xt
-        gram = xt @ xt.T if self.n < self.d else xt.T @ xt
-        eigenvalues, self._vectors = torch.linalg.eigh(gram)
-        self._eigenvalues = eigenvalues.clamp(min=0.0)
-        self._projected = self._vectors.T @ (yc if self.n < self.d else xt.T @ yc)
-
-    def weights(self, alpha: float) -> np.ndarray:
-        """The (d,) weight vector for penalty ``alpha``."""
-        scaled = self._vectors @ (self._projected / (self._eigenvalues + alpha))
-        return (self._x.T @ scaled if self.n < self.d else scaled).numpy()
-
-
 def _ridge_link(y_mean: float) -> tuple[float, float]:
     """``(a, c)`` such that ``sigmoid(a * s + c)`` has the value ``y_mean``
     and slope 1 at ``s = 0``: the sigmoid head closest to the linear
@@ -273,9 +237,10 @@ def _ridge_head(w: np.ndarray, y_mean: float, standardiser: Standardiser) -> Tra
     return TrainedHead(LINEAR, {**standardiser.tensors(), "weight": (a * w).astype(np.float32), "bias": np.float32(c)})
 
 
-class _Reporter:
+class Reporter:
     """Maps phase-local progress onto 0-1, never backwards, and checks for
-    a stop request."""
+    a stop request. :meth:`span` narrows where the next phases land, so a
+    procedure reports 0-1 of its own work wherever its caller runs it."""
 
     def __init__(self, report: Callable[[ProgressReport], None], should_stop: Callable[[], bool], epochs: int):
         self._report = report
@@ -284,14 +249,26 @@ class _Reporter:
         self.progress = 0.0
         self.epoch = 0
         self.loss: float | None = None
+        self._low, self._high = 0.0, 1.0
 
     def check(self) -> None:
         if self._should_stop():
             raise TrainingStopped()
 
+    @contextmanager
+    def span(self, low: float, high: float) -> Iterator[None]:
+        """Phases reported inside land in [low, high] of the current span."""
+        outer = self._low, self._high
+        width = self._high - self._low
+        self._low, self._high = self._low + width * low, self._low + width * high
+        try:
+            yield
+        finally:
+            self._low, self._high = outer
+
     def phase(self, name: str, fraction: float, eta_seconds: float | None = None) -> None:
-        low, high = _PHASES[name]
-        self.progress = max(self.progress, low + (high - low) * min(1.0, max(0.0, fraction)))
+        done = self._low + (self._high - self._low) * min(1.0, max(0.0, fraction))
+        self.progress = max(self.progress, done)
         self._report(ProgressReport(name, self.progress, self.epoch, self.epochs, self.loss, eta_seconds))
 
 
@@ -325,7 +302,7 @@ def _train_mlp(
     x: np.ndarray,
     y: np.ndarray,
     config: TrainingConfig,
-    reporter: _Reporter,
+    reporter: Reporter,
     phase: str,
     epochs: int,
     validation: tuple[np.ndarray, np.ndarray] | None = None,
@@ -401,83 +378,89 @@ def _mlp_head(model: nn.Sequential, standardiser: Standardiser) -> TrainedHead:
     )
 
 
-# ---- the whole procedure -----------------------------------------------------
+# ---- the current head: ridge or MLP, chosen on a split -------------------------
 
 
-def train_head(
-    data: TrainingData,
+@dataclass
+class EarlyStopped:
+    """An MLP early-stopped on a split of some ratings (``selection`` marks
+    the selection part), with the standardisation of the fitting part."""
+
+    run: _MlpRun
+    scaling: Standardiser
+    selection: np.ndarray
+
+
+def early_stopped_mlp(
+    x: np.ndarray, y: np.ndarray, images: Sequence[str], config: TrainingConfig, reporter: Reporter
+) -> EarlyStopped:
+    """The MLP trained on part of ``x`` until the rest's loss stops improving."""
+    selection = held_out_mask(images, config.validation_fraction, f"selection:{config.seed}")
+    scaling = Standardiser.fit(x[~selection])
+    xf, xs = scaling.apply(x[~selection]), scaling.apply(x[selection])
+    run = _train_mlp(xf, y[~selection], config, reporter, "mlp", config.max_epochs, (xs, y[selection]))
+    return EarlyStopped(run, scaling, selection)
+
+
+def fit_current(
+    x: np.ndarray,
+    y: np.ndarray,
+    images: Sequence[str],
     config: TrainingConfig,
-    report: Callable[[ProgressReport], None] = lambda _: None,
-    should_stop: Callable[[], bool] = lambda: False,
-    reference: Callable[[np.ndarray], np.ndarray] | None = None,
-) -> TrainingResult:
-    """Trains, chooses and evaluates a head as the module docstring says.
-
-    ``reference`` maps raw held-out feature vectors to another predictor's
-    ratings (the current global head) for comparison. Raises
-    :class:`NotEnoughData` when the ratings cannot be split, and
-    :class:`TrainingStopped` when ``should_stop`` asked for it."""
-    if len(data) < MIN_EXAMPLES:
-        raise NotEnoughData(f"at least {MIN_EXAMPLES} ratings are needed to train, got {len(data)}")
-    reporter = _Reporter(report, should_stop, config.max_epochs)
-    features = np.ascontiguousarray(data.features, dtype=np.float32)
-    ratings = data.ratings.astype(np.float64)
-    held = held_out_mask(data.images, config.validation_fraction, f"held-out:{config.seed}")
-    train_images = [image for image, h in zip(data.images, held, strict=True) if not h]
-    selection = held_out_mask(train_images, config.validation_fraction, f"selection:{config.seed}")
-    x_train, y_train = features[~held], ratings[~held]
-    x_fit, y_fit, x_sel, y_sel = x_train[~selection], y_train[~selection], x_train[selection], y_train[selection]
-
-    # Ridge: one decomposition, every penalty scored on the selection part.
+    reporter: Reporter,
+    early: EarlyStopped | None = None,
+) -> tuple[TrainedHead, dict[str, float]]:
+    """The head this trainer fitted before candidates were cross-validated:
+    ridge over a penalty grid and an early-stopped MLP, fitted on part of
+    ``x`` and chosen by the rest's mean squared error (a tie goes to the
+    linear head), then the winner refitted on all of ``x`` with the chosen
+    penalty or epoch count. ``early``: the MLP run, when the caller already
+    has it for the same data. Returns the head and what was chosen
+    (``ridge_alpha`` or ``mlp_epochs``)."""
+    with reporter.span(0.0, 0.7):
+        early = early or early_stopped_mlp(x, y, images, config, reporter)
+    selection, fit_scaling = early.selection, early.scaling
+    y_fit, y_sel = y[~selection], y[selection]
     reporter.check()
-    fit_scaling = Standardiser.fit(x_fit)
-    xf, xs = fit_scaling.apply(x_fit), fit_scaling.apply(x_sel)
-    solver = RidgeSolver(xf, y_fit)
+    xf, xs = fit_scaling.apply(x[~selection]), fit_scaling.apply(x[selection])
+    solver = Ridge(xf, y_fit)
     a, c = _ridge_link(solver.y_mean)
     ridge_losses = {
         alpha: _mse(_sigmoid(a * (xs.astype(np.float64) @ solver.weights(alpha)) + c), y_sel)
         for alpha in config.ridge_alphas
     }
     alpha = min(ridge_losses, key=lambda k: (ridge_losses[k], -k))  # a tie goes to the stronger penalty
-    reporter.loss = ridge_losses[alpha]
-    reporter.phase("ridge", 1.0)
-
-    mlp = _train_mlp(xf, y_fit, config, reporter, "mlp", config.max_epochs, (xs, y_sel))
-    losses = {LINEAR: ridge_losses[alpha], MLP: mlp.best_loss}
-    kind = MLP if losses[MLP] < losses[LINEAR] else LINEAR
-
-    # Refit the winner on everything but the held-out ratings.
-    reporter.check()
-    train_scaling = Standardiser.fit(x_train)
-    xt = train_scaling.apply(x_train)
-    if kind == LINEAR:
-        refit = RidgeSolver(xt, y_train)
-        head = _ridge_head(refit.weights(alpha), refit.y_mean, train_scaling)
-        reporter.phase("refit", 1.0)
-    else:
-        run = _train_mlp(xt, y_train, config, reporter, "refit", max(1, mlp.best_epoch))
-        head = _mlp_head(run.model, train_scaling)
+    with reporter.span(0.7, 0.75):
+        reporter.phase("ridge", 1.0)
+    kind = MLP if early.run.best_loss < ridge_losses[alpha] else LINEAR
 
     reporter.check()
-    x_held, y_held = features[held], ratings[held]
-    predicted = head.predict(x_held)
-    mean_prediction = np.full(len(y_held), y_train.mean())
-    metrics = {
-        "spearman": spearman(predicted, y_held),
-        "mae": mean_absolute_error(predicted, y_held),
-        "mean_spearman": spearman(mean_prediction, y_held),
-        "mean_mae": mean_absolute_error(mean_prediction, y_held),
-        "train_examples": float(len(y_train)),
-        "heldout_examples": float(len(y_held)),
-        "selection_mse": losses[kind],
-    }
-    if kind == LINEAR:
-        metrics["ridge_alpha"] = float(alpha)
-    else:
-        metrics["mlp_epochs"] = float(mlp.best_epoch)
-    if reference is not None:
-        theirs = np.asarray(reference(x_held), dtype=np.float64)
-        metrics["reference_spearman"] = spearman(theirs, y_held)
-        metrics["reference_mae"] = mean_absolute_error(theirs, y_held)
-    reporter.phase("evaluate", 1.0, 0.0)
-    return TrainingResult(head, metrics, losses)
+    scaling = Standardiser.fit(x)
+    with reporter.span(0.75, 1.0):
+        if kind == LINEAR:
+            refit = Ridge(scaling.apply(x), y)
+            head = _ridge_head(refit.weights(alpha), refit.y_mean, scaling)
+            reporter.phase("refit", 1.0)
+            return head, {"ridge_alpha": float(alpha)}
+        return fit_mlp(x, y, images, config, reporter, early)
+
+
+def fit_mlp(
+    x: np.ndarray,
+    y: np.ndarray,
+    images: Sequence[str],
+    config: TrainingConfig,
+    reporter: Reporter,
+    early: EarlyStopped | None = None,
+) -> tuple[TrainedHead, dict[str, float]]:
+    """The MLP alone: early-stopped on a split of ``x`` (as in
+    :func:`fit_current`; ``early`` when the caller already has that run),
+    then refitted on all of ``x`` for the best epoch count."""
+    if early is None:
+        with reporter.span(0.0, 0.75):
+            early = early_stopped_mlp(x, y, images, config, reporter)
+    reporter.check()
+    scaling = Standardiser.fit(x)
+    with reporter.span(0.75, 1.0):
+        run = _train_mlp(scaling.apply(x), y, config, reporter, "refit", max(1, early.run.best_epoch))
+    return _mlp_head(run.model, scaling), {"mlp_epochs": float(early.run.best_epoch)}

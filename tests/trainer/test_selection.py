@@ -1,0 +1,128 @@
+"""Model selection by cross-validation: the folds, GCV ridge against a
+brute-force solve, the prior, the choice and the guard against the mean."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tagrate_trainer.ridge import GCV_ALPHAS, Ridge
+from tagrate_trainer.selection import (
+    MEAN,
+    NONE,
+    PRIOR,
+    RIDGE,
+    Prior,
+    cross_validate,
+    guard_threshold,
+    pick,
+    stratified_folds,
+    train_head,
+)
+from tagrate_trainer.training import Reporter, Standardiser, TrainingConfig, TrainingData
+
+from .test_training import DIMENSIONS, FAST, linear_taste
+
+QUIET = Reporter(lambda _: None, lambda: False, FAST.max_epochs)
+
+
+def levels(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 7, n) / 6
+
+
+def test_folds_are_seeded_stratified_and_keep_images_whole():
+    ratings = levels(140)
+    images = [f"img{i}" for i in range(140)]
+    folds = stratified_folds(images, ratings, 5, seed=0)
+    assert folds.tolist() == stratified_folds(images, ratings, 5, seed=0).tolist()
+    assert folds.tolist() != stratified_folds(images, ratings, 5, seed=1).tolist()
+    assert np.bincount(folds).max() - np.bincount(folds).min() <= 1
+    for level in range(7):
+        counts = np.bincount(folds[np.round(ratings * 6) == level], minlength=5)
+        assert counts.max() - counts.min() <= 1, (level, counts)
+    # Several ratings of one image (user=all) land in one fold.
+    repeated = [f"img{i // 3}" for i in range(90)]
+    grouped = stratified_folds(repeated, levels(90), 4, seed=0).reshape(30, 3)
+    assert (grouped == grouped[:, :1]).all()
+
+
+@pytest.mark.parametrize("n", [40, 200])  # the kernel form (n < d) and the primal one
+def test_gcv_and_loo_ridge_equal_a_brute_force_ridge(n):
+    d = 120 if n == 200 else DIMENSIONS * 2
+    data = linear_taste(n, dims=d)
+    z = Standardiser.fit(data.features).apply(data.features).astype(np.float64)
+    y = data.ratings.astype(np.float64)
+    solver = Ridge(z, y)
+    alpha = solver.best_alpha(GCV_ALPHAS)
+    yc = y - y.mean()
+    brute = np.linalg.solve(z.T @ z + alpha * np.eye(d), z.T @ yc)
+    assert np.allclose(solver.weights(alpha), brute, rtol=1e-6, atol=1e-9)
+    # GCV from the explicit hat matrix (plus the intercept's one degree of freedom).
+    for a in (alpha, alpha * 10, alpha / 10):
+        hat = z @ np.linalg.solve(z.T @ z + a * np.eye(d), z.T)
+        residual = yc - hat @ yc
+        expected = np.mean(residual**2) / (1 - (np.trace(hat) + 1) / n) ** 2
+        assert solver.gcv(a) == pytest.approx(expected, rel=1e-6)
+    # Exact leave-one-out, refitting without each rating in turn.
+    for a in (alpha, alpha * 10):
+        errors = []
+        for i in range(0, n, 7):
+            keep = np.arange(n) != i
+            zk = z[keep] - z[keep].mean(axis=0)  # the refit centres its own data
+            w = np.linalg.solve(zk.T @ zk + a * np.eye(d), zk.T @ (y[keep] - y[keep].mean()))
+            errors.append(y[i] - (y[keep].mean() + (z[i] - z[keep].mean(axis=0)) @ w))
+        loo = solver.loo_residuals(a)[::7]
+        assert np.allclose(loo, errors, rtol=1e-5, atol=1e-9)
+    # And the chosen penalty is the grid's best by leave-one-out error.
+    assert all(solver.loo(alpha) <= solver.loo(a) for a in GCV_ALPHAS)
+
+
+def test_pick_takes_the_best_and_a_near_tie_goes_to_the_simpler():
+    maes = {RIDGE: 0.1, PRIOR: 0.1, "current": 0.1, MEAN: 0.2}
+    assert pick({RIDGE: 0.5, PRIOR: 0.7, "current": 0.6, MEAN: 0.0}, maes, 100) == PRIOR
+    assert pick({RIDGE: 0.5, PRIOR: 0.503, "current": 0.504, MEAN: 0.0}, maes, 100) == RIDGE
+    # Beating the mean takes both a Spearman above the threshold and a lower MAE.
+    low = guard_threshold(100) - 0.01
+    assert pick({RIDGE: low, PRIOR: low, "current": low, MEAN: 0.0}, maes, 100) == NONE
+    assert pick({RIDGE: 0.9, MEAN: 0.0}, {RIDGE: 0.25, MEAN: 0.2}, 100) == NONE
+
+
+def test_cross_validation_is_deterministic_and_reports_every_candidate():
+    data = linear_taste(120)
+    x, y = data.features, data.ratings.astype(np.float64)
+    first = cross_validate(x, y, data.images, FAST, QUIET)
+    second = cross_validate(x, y, data.images, FAST, QUIET)
+    assert first == second
+    assert set(first.spearman) == {RIDGE, "current", MEAN}  # no prior, too few for the MLP
+    assert first.spearman[MEAN] == 0.0 and first.folds == 5
+    assert first.selected in (RIDGE, "current")
+    assert first.spearman[first.selected] > 0.7
+
+
+def test_the_prior_helps_a_user_with_few_ratings():
+    # The global head knows the taste's direction (on raw features); ten
+    # ratings alone cannot find it among 64 dimensions.
+    taste = linear_taste(400, seed=1)
+    rng = np.random.default_rng(99)
+    direction = rng.normal(size=DIMENSIONS) / np.sqrt(DIMENSIONS)
+    scaling = Standardiser.fit(taste.features)
+    prior = Prior(direction / scaling.std)  # the slope on raw features
+    few = TrainingData(taste.features[:30], taste.ratings[:30], taste.images[:30])
+    cv = cross_validate(few.features, few.ratings.astype(np.float64), few.images, FAST, QUIET, prior)
+    assert cv.spearman[PRIOR] > cv.spearman[RIDGE] + 0.05
+    assert cv.selected == PRIOR
+    result = train_head(few, FAST, prior=prior)
+    assert result.selected == PRIOR and result.metrics["selected_prior"] == 1.0
+    assert {"prior_alpha", "prior_beta"} <= set(result.metrics) and result.metrics["prior_beta"] > 0
+    rest = taste.features[30:], taste.ratings[30:]
+    assert np.corrcoef(result.head.predict(rest[0]), rest[1])[0, 1] > 0.8
+
+
+def test_noise_gives_no_head_and_says_why():
+    data = linear_taste(150, seed=4)
+    noise = TrainingData(data.features, np.random.default_rng(8).integers(0, 7, 150) / 6, data.images)
+    result = train_head(noise, TrainingConfig(max_epochs=20, patience=3, hidden_units=16))
+    assert result.head is None and result.selected == NONE
+    assert result.metrics["selected_none"] == 1.0
+    assert result.metrics["cv_threshold"] == pytest.approx(guard_threshold(int(result.metrics["train_examples"])))
+    assert "no candidate beat predicting the mean rating" in result.message
