@@ -123,6 +123,15 @@ def user_data(
     page_style = _FILTER_FIRST
     if steer and _index_ordered(sort, rated) and (offset + page.limit) * candidates <= _SCAN_BUDGET * total:
         page_style = _SCAN
+    if sort in _PREDICTED and version:
+        # The scored rows come first in either direction: walk them in the
+        # score index (probing each row's tags unless a rare tag is better
+        # collected first), then the unscored ones by name.
+        scored_style = (
+            _SCAN if not steer or (offset + page.limit) * candidates <= _SCAN_BUDGET * total else _FILTER_FIRST
+        )
+        args = (session, user_id, model, include, exclude, sort, rated, page.limit, offset, version)
+        return UserDataPage(_predicted_rows(*args, scored_style, page_style), total)
     rows = _rows(session, user_id, model, include, exclude, sort, rated, page_style, page.limit, offset, version)
     return UserDataPage(rows, total)
 
@@ -197,6 +206,18 @@ def _base_query(
             Prediction,
             and_(Prediction.user_id == user_id, Prediction.image_id == image_id, Prediction.model_version == version),
         )
+    return _tag_conditions(stmt, model, include, exclude, style, image_id)
+
+
+def _tag_conditions(
+    stmt: Select,
+    model: TaggerModel | None,
+    include: Sequence[int],
+    exclude: Sequence[int],
+    style: str,
+    image_id: ColumnElement[int],
+) -> Select:
+    """``stmt`` restricted to the images (``image_id``) the tag filter keeps."""
     if model is None:
         return stmt
     for position, tag_id in enumerate(include):
@@ -235,6 +256,98 @@ def _rows(
     if limit is not None:
         stmt = stmt.limit(limit).offset(offset)
     return [UserImage(*row) for row in session.exec(stmt)]
+
+
+def _predicted_rows(
+    session: Session,
+    user_id: int,
+    model: TaggerModel | None,
+    include: Sequence[int],
+    exclude: Sequence[int],
+    sort: SortOrder,
+    rated: RatedFilter,
+    limit: int,
+    offset: int,
+    version: str,
+    scored_style: str,
+    unscored_style: str,
+) -> list[UserImage]:
+    """One page of a ``predicted-*`` listing, equal to :func:`_rows`'s (score
+    in the sort's direction, ties by name, images without a current score
+    last by name) without sorting every candidate: the user's current
+    scores are walked in ``ix_predictions_user_score`` order, each row
+    probing its rating and tags, until the page is full; only a page that
+    reaches past the scored rows reads the unscored ones (by name, which
+    the images' name index gives in order) and counts the scored ones to
+    know where they start."""
+    scored = _scored_query(
+        select(*_columns(rated, True)), user_id, model, include, exclude, rated, scored_style, version
+    )
+    # Collecting a rare tag's images first (SQLite only) must not walk the
+    # score index: ``score + 0`` is not indexed, so SQLite probes each
+    # collected image's prediction by primary key and sorts the few found.
+    by = Prediction.score + 0 if scored_style == _FILTER_FIRST else Prediction.score
+    score = by.desc() if sort is SortOrder.PREDICTED_DESC else by.asc()
+    stmt = scored.order_by(score, Image.name.asc()).limit(limit).offset(offset)
+    rows = [UserImage(*row) for row in session.exec(stmt)]
+    if len(rows) == limit:
+        return rows
+    if rows:  # the page began among the scored rows and ran past them
+        scored_count = offset + len(rows)
+    else:
+        counted = _scored_query(
+            select(func.count()), user_id, model, include, exclude, rated, scored_style, version, for_count=True
+        )
+        scored_count = session.exec(counted).one()
+    current = exists().where(
+        Prediction.user_id == user_id,
+        Prediction.image_id == (Rating.image_id if rated is RatedFilter.YES else Image.id),
+        Prediction.model_version == version,
+    )
+    unscored = _base_query(select(*_columns(rated, False)), user_id, model, include, exclude, rated, unscored_style)
+    stmt = unscored.where(~current).order_by(Image.name.asc())
+    stmt = stmt.limit(limit - len(rows)).offset(max(0, offset - scored_count))
+    return rows + [UserImage(*row) for row in session.exec(stmt)]
+
+
+def _columns(rated: RatedFilter, predicted: bool) -> list[ColumnElement]:
+    """A listing row's columns: name, the user's rating and when (null for
+    rated=no), and the prediction (null without one)."""
+    joined = rated is not RatedFilter.NO
+    return [
+        Image.name,
+        (Rating.rating if joined else null()).label("rating"),
+        (Rating.rated_at if joined else null()).label("rated_at"),
+        (Prediction.score if predicted else null()).label("predicted"),
+        (Prediction.predicted_by if predicted else null()).label("predicted_by"),
+    ]
+
+
+def _scored_query(
+    stmt: Select,
+    user_id: int,
+    model: TaggerModel | None,
+    include: Sequence[int],
+    exclude: Sequence[int],
+    rated: RatedFilter,
+    style: str,
+    version: str,
+    for_count: bool = False,
+) -> Select:
+    """``stmt`` over the user's matching images that carry a score by model
+    ``version``, driven from the user's range of ``ix_predictions_user_score``
+    (rows of another version are skipped on the way)."""
+    image_id = Prediction.image_id
+    stmt = stmt.select_from(Prediction).where(Prediction.user_id == user_id, Prediction.model_version == version)
+    if not for_count:
+        stmt = stmt.join(Image, Image.id == image_id)
+    if rated is RatedFilter.YES:
+        stmt = stmt.join(Rating, and_(Rating.user_id == user_id, Rating.image_id == image_id))
+    elif rated is RatedFilter.NO:
+        stmt = stmt.where(~exists().where(Rating.user_id == user_id, Rating.image_id == image_id))
+    elif not for_count:
+        stmt = stmt.outerjoin(Rating, and_(Rating.user_id == user_id, Rating.image_id == image_id))
+    return _tag_conditions(stmt, model, include, exclude, style, image_id)
 
 
 def _tag_ids(session: Session, names: Sequence[str]) -> dict[str, int]:

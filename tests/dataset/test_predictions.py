@@ -6,16 +6,29 @@ scored for every user with a model, and a deleted image's scores go."""
 
 from __future__ import annotations
 
+import itertools
+import random
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import numpy as np
+import pytest
 from sqlalchemy import text
+from sqlmodel import Session
 
 from tagrate_common.protos import common_pb2, dataset_pb2, rater_pb2, rater_pb2_grpc
+from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
 from tagrate_common.vision.rating_heads import serialize_weights
+from tagrate_dataset.db import create_db_engine, migrate
+from tagrate_dataset.models import Prediction
+from tagrate_dataset.queries import Paging, user_data
 
 from .peers import DEADLINE, add_rating, dataset_service, images, start_rater, wait_for
+from .test_queries import FILTERS as QUERY_FILTERS
+from .test_queries import T0
+from .test_queries import _build as queries_world
+from .test_queries import _expected as queries_expected
 
 DIMENSIONS = 1280
 
@@ -120,3 +133,73 @@ def test_publish_rescores_the_library_and_the_listing_sorts_by_it(
     finally:
         channel.close()
         rater.stop(0)
+
+
+# ---- the predicted orders against a reference --------------------------------------
+
+CURRENT, STALE = "v2", "v1"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def scored_world(request, tmp_path_factory, make_pg_database):
+    """test_queries' world, plus predictions: alice (1) has current scores
+    on most images (many tied) and stale ones on some others; bob (2) only
+    stale ones, so every page of his is past the scored rows."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('predicted') / 'tagrate.db'}"
+    else:
+        url = make_pg_database()
+    engine = create_db_engine(url, pool_size=2, max_overflow=0)
+    migrate(engine)
+    world = queries_world(engine)
+    rng = random.Random(11)
+    scores: dict[int, dict[int, tuple[float, str, str]]] = {1: {}, 2: {}}
+    for i in world.names:
+        if i % 7 != 3:
+            by = "personal" if i % 2 else "global"
+            scores[1][i] = (rng.choice([0.125, 0.25, 0.5, 0.5, 0.75]), CURRENT if i % 9 else STALE, by)
+        if i % 3 == 0:
+            scores[2][i] = (rng.random(), STALE, "global")
+    rows = [
+        {"user_id": u, "image_id": i, "score": s, "model_version": v, "predicted_by": by, "scored_at": T0}
+        for u, per_user in scores.items()
+        for i, (s, v, by) in per_user.items()
+    ]
+    with engine.begin() as conn:
+        conn.execute(Prediction.__table__.insert(), rows)  # type: ignore[attr-defined]
+    yield engine, world, scores
+    engine.dispose()
+
+
+def _expected_predicted(world, scores, user: int, tags: TagFilter, sort: SortOrder, rated: RatedFilter) -> list:
+    by_name = queries_expected(world, user, tags, SortOrder.NAME_ASC, rated)
+    ids = {name: i for i, name in world.names.items()}
+    rows = []
+    for row in by_name:
+        score, version, by = scores[user].get(ids[row.image], (None, None, None))
+        current = version == CURRENT
+        rows.append(replace(row, predicted=score if current else None, predicted_by=by if current else None))
+    scored = [row for row in rows if row.predicted is not None]
+    scored.sort(key=lambda row: row.predicted, reverse=sort is SortOrder.PREDICTED_DESC)  # stable: ties by name
+    return scored + [row for row in rows if row.predicted is None]
+
+
+PREDICTED_PAGES = [Paging(), Paging(1, 1000), Paging(40, 5)] + [Paging(p, 7) for p in range(1, 9)]
+
+
+@pytest.mark.parametrize("rated", list(RatedFilter))
+@pytest.mark.parametrize("sort", [SortOrder.PREDICTED_DESC, SortOrder.PREDICTED_ASC])
+def test_predicted_orders_match_the_reference(scored_world, sort: SortOrder, rated: RatedFilter) -> None:
+    """Every page equals the reference: current scores in the sort's
+    direction, ties by name, then the images without a current score (none,
+    or a stale version's) by name; totals count both."""
+    engine, world, scores = scored_world
+    with Session(engine) as session:
+        for user, tags in itertools.product((1, 2), QUERY_FILTERS):
+            expected = _expected_predicted(world, scores, user, tags, sort, rated)
+            for page in PREDICTED_PAGES:
+                got = user_data(session, user, tags, sort, rated, page, version=CURRENT)
+                window = expected if not page.page else expected[(page.page - 1) * page.limit :][: page.limit]
+                context = f"user={user} tags={tags} page={page}"
+                assert got.total == len(expected), context
+                assert got.images == window, context
