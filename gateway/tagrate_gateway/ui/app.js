@@ -973,7 +973,7 @@ async function renderModel(token) {
         ? `Training: ${Math.round((status.progress || 0) * 100)}%${epoch}${status.eta_seconds !== null ? ` · ${eta(status.eta_seconds)}` : ""}`
         : `The trainer is busy with ${status.current_user === "all" ? "the global model" : "another user"}; try again when it is done.`;
       trainButton.disabled = true;
-      stopButton.hidden = !mine && !session.admin;
+      stopButton.hidden = !session.admin; // /stoptraining is admin-only: a user's click would be a 403
       return;
     }
     progress.hidden = true;
