@@ -23,12 +23,21 @@ class ApiError(Exception):
         self.status, self.code = status, code
 
 
+# What a person does about a 401: the gateway has access control on.
+TOKEN_NEEDED = "this server needs an access token: pass --token TOKEN or set TAGRATE_TOKEN"
+
+
 def _error_of(response: httpx.Response) -> ApiError:
     try:
         body = response.json()
         message, code = body.get("error") or response.text, body.get("code")
     except ValueError:
         message, code = response.text[:200] or response.reason_phrase, None
+    if response.status_code == 401:
+        if "authorization" in response.request.headers:
+            message = f"the token was refused: {message}"
+        else:
+            message = f"{TOKEN_NEEDED} ({message})"
     return ApiError(f"{response.status_code}: {message}", response.status_code, code)
 
 

@@ -102,8 +102,10 @@ def learn_known(api: Api, users: Iterable[str]) -> Known:
     if known.stored is None:
         try:
             others = [u["user"] for u in api.get_json("/verifydatasets").get("users", [])]
-        except ApiError:  # e.g. a user token may not read it: upload and let the server dedupe
-            others = []
+        except ApiError as exc:
+            if exc.status == 401:  # no valid token: every upload would fail the same way
+                raise
+            others = []  # e.g. a user token may not read it: upload and let the server dedupe
         for user in others[:1]:
             items = api.user_images(user, "all") or []
             known.stored = {_stem(i["image"]): i["image"] for i in items}

@@ -217,7 +217,10 @@ def export_command(
 @click.option("--json", "as_json", is_flag=True, help="Print the collected state as JSON instead.")
 @click.pass_context
 def status_command(ctx: click.Context, as_json: bool) -> None:
-    """One screen: readiness, users, images, untagged, models up to date, the trainer."""
+    """One screen: readiness, users, images, untagged, models up to date, the trainer.
+
+    Exit status 1 when the server is not ready or refused the token (401).
+    """
     from .status import collect, render
 
     with _api(ctx) as api:
@@ -226,7 +229,7 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(state, indent=2))
     else:
         render(state)
-    ctx.exit(0 if state["ready"] else 1)
+    ctx.exit(0 if state["ready"] and not state.get("unauthorized") else 1)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,32 +12,45 @@ from .client import Api, ApiError
 
 def _get(api: Api, path: str, **params: Any) -> tuple[dict[str, Any] | None, str | None]:
     """The JSON of a GET, or None and why (a missing backend is a 503)."""
+    body, error = _get_or_error(api, path, **params)
+    return body, None if error is None else str(error)
+
+
+def _get_or_error(api: Api, path: str, **params: Any) -> tuple[dict[str, Any] | None, ApiError | None]:
     try:
         return api.get_json(path, retries=0, **params), None
     except ApiError as exc:
-        return None, str(exc)
+        return None, exc
 
 
 def collect(api: Api) -> dict[str, Any]:
     """Readiness (/readyz), users and models (/verifydatasets), the stored
     image count (a one-item page of /getuserdata rated=all) and the
-    trainer's state (/trainerstatus)."""
+    trainer's state (/trainerstatus). ``unauthorized`` says why when the
+    gateway refused the credentials (401): nothing past readiness is known."""
     # No retries: a status shows the server as it is now, at once.
     try:
         response = api.request("GET", "/readyz", ok=(200, 503), retries=0)
     except ApiError as exc:
         return {"url": api.url, "ready": False, "error": str(exc)}
     readiness = response.json()
-    datasets, datasets_error = _get(api, "/verifydatasets")
+    datasets, datasets_failure = _get_or_error(api, "/verifydatasets")
+    datasets_error = None if datasets_failure is None else str(datasets_failure)
+    unauthorized = datasets_error if datasets_failure is not None and datasets_failure.status == 401 else None
     users = (datasets or {}).get("users", [])
     images = None
-    if users:
-        page, _ = _get(api, "/getuserdata", user=users[0]["user"], rated="all", page=1, limit=1)
+    # A user token may list only its own user's images; an admin (or no access control) any user's.
+    who, _ = _get(api, "/whoami") if datasets is not None else (None, None)
+    own = (who or {}).get("user") if who and not who.get("admin") else None
+    counted = own or (users[0]["user"] if users else None)
+    if counted is not None:
+        page, _ = _get(api, "/getuserdata", user=counted, rated="all", page=1, limit=1)
         images = page["total"] if page else None
     trainer, trainer_error = _get(api, "/trainerstatus")
     return {
         "url": api.url,
         "ready": bool(readiness.get("ready")),
+        "unauthorized": unauthorized,
         "services": readiness.get("services", {}),
         "users": users,
         "images": images,
@@ -75,6 +88,9 @@ def render(state: dict[str, Any], console: Console | None = None) -> None:
     services = ", ".join(f"{name} {status}" for name, status in sorted(state["services"].items()))
     ready = "[green]ready[/]" if state["ready"] else "[red]NOT READY[/]"
     console.print(f"[bold]{state['url']}[/bold]  {ready}  {services}")
+    if state.get("unauthorized"):
+        console.print(f"[red]not signed in[/]: {state['unauthorized']}")
+        return
     if state["datasets_error"]:
         console.print(f"datasets: unavailable ({state['datasets_error']})")
     else:

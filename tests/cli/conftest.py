@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -61,10 +62,18 @@ def cli_command(url: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "tagrate_cli", "--url", url, *args]
 
 
-def run_cli(url: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``tagrate --url URL ARGS...`` in its own process."""
+def run_cli(
+    url: str, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``tagrate --url URL ARGS...`` in its own process (``env`` added to this one's environment)."""
     return subprocess.run(
-        cli_command(url, *args), capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, check=False
+        cli_command(url, *args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+        check=False,
+        env={**os.environ, **env} if env else None,
     )
 
 
