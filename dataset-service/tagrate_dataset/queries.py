@@ -460,6 +460,7 @@ def neighbours(
     tags: TagFilter = TagFilter(),
     sort: SortOrder = SortOrder.DATE_DESC,
     rated: RatedFilter = RatedFilter.YES,
+    version: str = "",
 ) -> Neighbours | None:
     """Where ``image`` stands in the listing :func:`user_data` returns for
     the same parameters, and the rows before and after it; None when it is
@@ -476,7 +477,10 @@ def neighbours(
     exclude = [ids[name] for name in tags.exclude if name in ids]
     if model is None:
         include = exclude = []
-    keys = _keys(sort, rated)
+    # The predicted orders sort by the serving ``version``'s scores (as
+    # :func:`user_data` does); no other order needs the prediction join.
+    version = version if sort in _PREDICTED else ""
+    keys = _keys(sort, rated, version)
     if include:
         assert model is not None
         # Counted up to the bound, so a common tag costs no more than that.
@@ -486,8 +490,8 @@ def neighbours(
         # plans by its statistics either way).
         include.sort(key=frequency.__getitem__)
         if frequency[include[0]] < _WINDOW_MAX_ROWS:
-            return _numbered(session, user_id, image, model, include, exclude, rated, keys)
-    return _probed(session, user_id, image, model, include, exclude, rated, keys)
+            return _numbered(session, user_id, image, model, include, exclude, rated, keys, version)
+    return _probed(session, user_id, image, model, include, exclude, rated, keys, version)
 
 
 # Most rows a filtered set may have to be numbered in one pass. Numbering
@@ -507,6 +511,7 @@ def _numbered(
     exclude: Sequence[int],
     rated: RatedFilter,
     keys: Sequence[_Key],
+    version: str = "",
 ) -> Neighbours | None:
     """One pass over the filtered set: each row numbered in the listing's
     order, with the rows before and after it beside it (window functions
@@ -523,7 +528,9 @@ def _numbered(
     ]
     for step, function in (("prev", func.lag), ("next", func.lead)):
         windowed += [function(column).over(order_by=order).label(f"{step}_{column.key}") for column in columns]
-    numbered = _base_query(select(*windowed), user_id, model, include, exclude, rated, _FILTER_FIRST).subquery()
+    numbered = _base_query(
+        select(*windowed), user_id, model, include, exclude, rated, _FILTER_FIRST, version=version
+    ).subquery()
     # execute(), not exec(): SQLModel would return the first column alone.
     row = session.execute(select(numbered).where(numbered.c.name == image)).first()
     if row is None:
@@ -572,6 +579,7 @@ def _probed(
     exclude: Sequence[int],
     rated: RatedFilter,
     keys: Sequence[_Key],
+    version: str = "",
 ) -> Neighbours | None:
     """The position as counts of the rows before the image, the neighbours
     as one-row keyset queries in the listing's order (or its reverse); the
@@ -580,7 +588,10 @@ def _probed(
     joined = rated is not RatedFilter.NO
 
     def query(columns: Select, for_count: bool = False) -> Select:
-        return _base_query(columns, user_id, model, include, exclude, rated, _FILTER_FIRST, for_count=for_count)
+        # A count that compares scores needs the prediction join (``version``).
+        return _base_query(
+            columns, user_id, model, include, exclude, rated, _FILTER_FIRST, for_count=for_count, version=version
+        )
 
     found = session.exec(query(select(*(key.expr for key in keys))).where(Image.name == image)).first()
     if found is None:

@@ -380,7 +380,8 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
             user_id = crud.require_user(session, user).id
             crud.require_image(session, name)
             assert user_id is not None
-            found = queries.neighbours(session, user_id, name, tags, sort, rated)
+            version = scoring.serving_version(session, user)  # the predicted orders follow the listing
+            found = queries.neighbours(session, user_id, name, tags, sort, rated, version)
         if found is None:
             raise NotFound(f"image '{name}' is not in user '{user}'s list for these parameters", "image_not_in_list")
 

@@ -22,7 +22,7 @@ from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
 from tagrate_common.vision.rating_heads import serialize_weights
 from tagrate_dataset.db import create_db_engine, migrate
 from tagrate_dataset.models import Prediction
-from tagrate_dataset.queries import Paging, user_data
+from tagrate_dataset.queries import Paging, neighbours, user_data
 
 from .peers import DEADLINE, add_rating, dataset_service, images, start_rater, wait_for
 from .test_queries import FILTERS as QUERY_FILTERS
@@ -203,3 +203,26 @@ def test_predicted_orders_match_the_reference(scored_world, sort: SortOrder, rat
                 context = f"user={user} tags={tags} page={page}"
                 assert got.total == len(expected), context
                 assert got.images == window, context
+
+
+@pytest.mark.parametrize("rated", list(RatedFilter))
+@pytest.mark.parametrize("sort", [SortOrder.PREDICTED_DESC, SortOrder.PREDICTED_ASC])
+def test_neighbours_follow_the_predicted_listing(scored_world, sort: SortOrder, rated: RatedFilter) -> None:
+    """GetImageNeighbours' position, previous and next image for every
+    image of the listing equal the listing's own order, in both of the
+    neighbours' strategies (a rare included tag is numbered in one pass,
+    the others probed by keyset queries)."""
+    engine, world, scores = scored_world
+    with Session(engine) as session:
+        for user, tags in itertools.product(
+            (1, 2), [TagFilter(), TagFilter(("cat",)), TagFilter(("outdoor",), ("dog",))]
+        ):
+            expected = [row.image for row in _expected_predicted(world, scores, user, tags, sort, rated)]
+            for position, name in enumerate(expected):
+                found = neighbours(session, user, name, tags, sort, rated, version=CURRENT)
+                context = f"user={user} tags={tags} image #{position + 1}"
+                assert found is not None, context
+                assert (found.position, found.total) == (position + 1, len(expected)), context
+                prev = expected[position - 1] if position else None
+                after = expected[position + 1] if position + 1 < len(expected) else None
+                assert (found.prev and found.prev.image, found.next and found.next.image) == (prev, after), context
