@@ -115,7 +115,8 @@ def test_update_remove_and_delete(stack):
 
 def test_every_rating_change_makes_the_model_stale(stack):
     """A snapshot recorded as trained (what the trainer does) is up to date
-    until the user's ratings change by update, removal or deletion."""
+    until the user's ratings change by update, removal or deletion; so is
+    the global model's, until anyone's do (another user's rating too)."""
     from tagrate_common.grpc_client import Backend
     from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc
 
@@ -139,12 +140,21 @@ def test_every_rating_change_makes_the_model_stale(stack):
                 lambda: http.get("/deleteimage", params={"image": names[2]}),
             ):
                 train("alice")
+                train("all")
                 assert up_to_date(http, "alice")
-                assert http.get("/getstats", params={"user": "alice"}).json()["RaterNNP_up_to_date"] is True
+                stats = http.get("/getstats", params={"user": "alice"}).json()
+                assert (stats["RaterNNP_up_to_date"], stats["RaterNN_up_to_date"]) == (True, True)
                 response = change()
                 assert response.status_code == 200, response.text
                 assert not up_to_date(http, "alice")
-                assert http.get("/getstats", params={"user": "alice"}).json()["RaterNNP_up_to_date"] is False
+                stats = http.get("/getstats", params={"user": "alice"}).json()
+                assert (stats["RaterNNP_up_to_date"], stats["RaterNN_up_to_date"]) == (False, False)
+            # Another user's new rating: alice's own model stays up to date, the global one does not.
+            train("alice")
+            train("all")
+            rate(http, make_image("JPEG", seed=49), "bob", "0.3")
+            stats = http.get("/getstats", params={"user": "alice"}).json()
+            assert (stats["RaterNNP_up_to_date"], stats["RaterNN_up_to_date"]) == (True, False)
     finally:
         client.close()
 
