@@ -41,6 +41,12 @@ RIDGE_ALPHAS = tuple(float(10.0**k) for k in np.arange(-1.0, 6.01, 0.5))
 # Features whose spread is below this are constant in the training data;
 # dividing by their (near-zero) deviation would only amplify noise.
 MIN_STD = 1e-6
+# No feature's deviation counts as less than this share of the median one:
+# a feature (nearly) dead on the rated images would be divided by almost
+# nothing, and an unseen image that does light it up would get a huge
+# standardised value and an extreme rating (seen: a scene rated 0.9996
+# against its taste, from one feature 1,800 deviations out).
+STD_FLOOR = 0.1
 # The mean rating the sigmoid is matched at stays inside (0, 1), so its
 # logit is finite even when every rating is 0 or 1.
 MEAN_CLAMP = 0.02
@@ -215,7 +221,8 @@ class Standardiser:
     def fit(cls, features: np.ndarray) -> Standardiser:
         x = features.astype(np.float64)
         std = x.std(axis=0)
-        return cls(x.mean(axis=0), np.where(std < MIN_STD, 1.0, std))
+        floor = max(MIN_STD, STD_FLOOR * float(np.median(std)))
+        return cls(x.mean(axis=0), np.where(std < MIN_STD, 1.0, np.maximum(std, floor)))
 
     def apply(self, features: np.ndarray) -> np.ndarray:
         return ((features.astype(np.float64) - self.mean) / self.std).astype(np.float32)
