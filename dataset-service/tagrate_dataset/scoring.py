@@ -131,16 +131,17 @@ def pending_predictions(session: Session) -> int:
 
 
 def _write(session: Session, rows: list[dict]) -> None:
-    """Upserts prediction rows, a few hundred per statement (SQLite's bound
-    parameter limit)."""
+    """Upserts prediction rows: one statement executed for every row, so it
+    is compiled once (the driver batches the rows; a multi-row VALUES
+    statement built in Python cost SQLAlchemy more to compile than the
+    database spent writing it: 5 of 8.5 s per 20,000 rows)."""
     if not rows:
         return
     table = Prediction.__table__  # type: ignore[attr-defined]
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    for start in range(0, len(rows), 500):
-        stmt = dialect.insert(table).values(rows[start : start + 500])
-        changes = {name: stmt.excluded[name] for name in ("score", "model_version", "predicted_by", "scored_at")}
-        session.exec(stmt.on_conflict_do_update(index_elements=["user_id", "image_id"], set_=changes))  # type: ignore[call-overload]
+    stmt = dialect.insert(table)
+    changes = {name: stmt.excluded[name] for name in ("score", "model_version", "predicted_by", "scored_at")}
+    session.connection().execute(stmt.on_conflict_do_update(index_elements=["user_id", "image_id"], set_=changes), rows)
 
 
 def _rows(user_ids: Sequence[int], image_ids: Sequence[int], answer: SubjectScores, now) -> list[dict]:
