@@ -283,6 +283,8 @@ async def _training(trainer: TrainerDep) -> StatsTrainer | None:
     """The running training, or None when none runs. A trainer that cannot
     be asked (down, slow, not configured) is also None, logged: statistics
     come from the dataset service and stay available without it."""
+    if not trainer.target:
+        return None  # no trainer in this deployment: nothing to report, nothing to warn about
     try:
         status = await trainer.stub.GetStatus(trainer_pb2.GetStatusRequest(), timeout=STATS_TRAINER_TIMEOUT_SECONDS)
     except (Unavailable, DeadlineExceeded) as exc:
