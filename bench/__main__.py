@@ -12,8 +12,9 @@ from pathlib import Path
 # Modules in bench/ that are not benchmarks.
 _NOT_BENCHMARKS = {"harness"}
 # Benchmarks that run only when named: the soak holds the machine for ten
-# minutes by default, which a "run every benchmark" pass should not do.
-_ONLY_WHEN_NAMED = {"soak"}
+# minutes by default, which a "run every benchmark" pass should not do; the
+# learning curve fetches an npm package and takes about as long.
+_ONLY_WHEN_NAMED = {"soak", "learning"}
 # Names that are Python keywords, run from a module of another name.
 _ALIASES = {"import": "importer"}
 
