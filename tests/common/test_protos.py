@@ -26,7 +26,11 @@ def test_check_fails_when_a_proto_changes(tmp_path):
     shutil.copytree(REPO_ROOT / "gen", tmp_path / "gen")
     assert _run_check(tmp_path).returncode == 0
     proto = tmp_path / "protos" / "tagrate" / "tagger" / "v1" / "tagger.proto"
-    proto.write_text(proto.read_text().replace("uint32 limit = 3;", "uint32 limit = 3;\n  bool extra = 4;"))
+    original = proto.read_text()
+    # A new field with the largest legal number, so no field the message grows later can collide with it.
+    changed = original.replace("message TagRequest {", "message TagRequest {\n  bool stale_check_probe = 536870911;", 1)
+    assert changed != original
+    proto.write_text(changed)
     result = _run_check(tmp_path)
     assert result.returncode == 1
     assert "stale: tagrate/tagger/v1/tagger_pb2.py" in result.stderr
