@@ -204,7 +204,12 @@ def listing(http: httpx.Client, user: str, **params: str) -> list[dict]:
 
 
 def pending(http: httpx.Client) -> int:
-    response = http.get("/verifydatasets")
+    def answered() -> httpx.Response | None:
+        response = http.get("/verifydatasets")
+        # 503 while the gateway reconnects to a dataset service just restarted
+        return None if response.status_code == 503 else response
+
+    response = wait_for("the dataset service", answered, timeout=30)
     assert response.status_code == 200, response.text
     return response.json()["pending_predictions"]
 
@@ -377,7 +382,7 @@ def test_new_images_deletes_and_a_new_model(stack: Stack) -> None:
 
 # ---- crashes during rescoring ----------------------------------------------------
 
-SYNTHETIC = 3000
+SYNTHETIC = 5000
 
 
 def _add_synthetic_images(stack: Stack, count: int) -> None:
