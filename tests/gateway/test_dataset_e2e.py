@@ -43,6 +43,7 @@ def test_rating_flow(stack):
             "untagged_images": 0,
             "work": {"tag": {"pending": 0, "failed": 0}, "embed": {"pending": 0, "failed": 0}},
             "failed_work": [],
+            "pending_predictions": 0,
         }
 
         first = add_rating(http, jpeg, "alice", "0.8", "holiday photo.jpg")
@@ -66,7 +67,8 @@ def test_rating_flow(stack):
         assert whole["user"] == "alice" and whole["total"] == 2
         assert [(i["image"], i["rating"]) for i in whole["images"]] == [(jpeg_name, 0.9), (png_name, 0.2)]
         assert all(
-            TIMESTAMP.fullmatch(i["rated_at"]) and set(i) == {"image", "rating", "rated_at"} for i in whole["images"]
+            TIMESTAMP.fullmatch(i["rated_at"]) and set(i) == {"image", "rating", "rated_at", "predicted"}
+            for i in whole["images"]
         )
         assert names(http.get("/getuserdata", params={"user": "alice", "sort": "rating-asc"}).json()) == [
             png_name,
@@ -76,7 +78,7 @@ def test_rating_flow(stack):
         unrated = http.get("/getuserdata", params={"user": "alice", "rated": "no"}).json()
         assert unrated == {
             "user": "alice",
-            "images": [{"image": gif_name, "rating": None, "rated_at": None}],
+            "images": [{"image": gif_name, "rating": None, "rated_at": None, "predicted": None}],
             "total": 1,
         }
         every = http.get("/getuserdata", params={"user": "alice", "rated": "all", "sort": "name-asc"}).json()
@@ -99,7 +101,13 @@ def test_rating_flow(stack):
         assert names(http.get("/getuserdata", params={"user": "alice", "filters": "-cat"}).json()) == [png_name]
 
         tags = http.get("/getimagetags", params={"image": jpeg_name}).json()
-        assert tags == {"image": jpeg_name, "tagged": True, "model": "test-tagger", "tags": ["cat", "indoor"]}
+        assert tags == {
+            "image": jpeg_name,
+            "tagged": True,
+            "model": "test-tagger",
+            "tags": ["cat", "indoor"],
+            "source": None,
+        }
 
         image = http.get("/getimage", params={"image": jpeg_name})
         assert image.status_code == 200 and image.content == jpeg
@@ -150,6 +158,7 @@ def test_getimagetags_shapes(shared):
             "tagged": True,
             "model": "test-tagger",
             "tags": ["cat", "indoor", "sofa"],
+            "source": None,
         }
         scored = http.get("/getimagetags", params={"filename": shared.names["jpeg"], "scores": "true"}).json()
         assert [t[0] for t in scored["tags"]] == ["cat", "sofa", "indoor"]
@@ -185,7 +194,7 @@ def test_getuserdata_filters_sorting_paging(shared):
         default_limit = get(page="1")
         assert (default_limit["limit"], default_limit["max_page"], default_limit["total"]) == (60, 1, 2)
         assert get(rated="no", page="1")["images"] == [
-            {"image": shared.names["webp"], "rating": None, "rated_at": None}
+            {"image": shared.names["webp"], "rating": None, "rated_at": None, "predicted": None}
         ]
 
 
@@ -202,7 +211,8 @@ def test_sql_metacharacters_in_filters_are_plain_text(shared):
 def test_verifydatasets_shape(shared):
     body = httpx.get(f"{shared.url}/verifydatasets").json()
     # The contract's fields, plus the background work queue (extra fields are allowed).
-    assert set(body) == {"valid", "users", "untagged_images", "work", "failed_work"}
+    assert set(body) == {"valid", "users", "untagged_images", "work", "failed_work", "pending_predictions"}
+    assert body["pending_predictions"] == 0  # no model exists, so no score is owed
     assert body["valid"] is False and isinstance(body["untagged_images"], int)
     assert [u["user"] for u in body["users"]] == ["alice", "bob"]
     for state in body["users"]:
@@ -230,7 +240,7 @@ def test_request_id_reaches_the_dataset_service(shared):
     logger = logging.getLogger("tagrate_common.grpc_server")
     handler, level = Recorder(), logger.level
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.DEBUG)  # a successful RPC is logged at DEBUG (the gateway's line is the INFO one)
     try:
         response = httpx.get(f"{shared.url}/getuserdata", params={"user": "bob"}, headers={"X-Request-ID": "trace-42"})
     finally:

@@ -88,4 +88,4 @@ def test_userdata_bodies_match_their_model(raised: Stack) -> None:
     paged = get(raised, page="1", limit="5").json()
     assert set(paged) == {"user", "images", "total", "page", "limit", "max_page"}
     assert UserData.model_validate(paged).model_dump(exclude_unset=True) == paged
-    assert set(paged["images"][0]) == {"image", "rating", "rated_at"}
+    assert set(paged["images"][0]) == {"image", "rating", "rated_at", "predicted"}

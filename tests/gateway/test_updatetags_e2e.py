@@ -78,6 +78,7 @@ def test_updatetags_tags_a_real_photo_and_the_tag_filters_find_it(
             "tagged": False,
             "model": None,
             "tags": [],
+            "source": None,
         }
 
         first = ok(http.get("/updatetags"))
