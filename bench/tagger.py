@@ -2,13 +2,21 @@
 
 Images per second at several concurrencies for
 - the raw model in this process (forward passes on preprocessed images, at
-  batch sizes 1, 8, 16 and 32; the best is the ceiling),
+  batch sizes 1 to 32; the best is the ceiling), loaded on the same backend
+  as the tagger process runs (``--backend``, default ``auto``: ONNX fp32 on
+  a CPU), and the raw ceiling of every backend (torch, onnx-fp32,
+  onnx-int8) side by side,
 - the tagger over gRPC (one image per call),
 - /tag (one image per request) and /tagbulk (several per request) through
   the gateway,
 with the tagger's dynamic batching on and off. The tagger and the gateway
 run as their own processes (``python -m ...``), as deployed, so the
 tagger's resident memory is its own; this process only generates load.
+
+The CPU time per image outside the forward pass (decode, preprocessing,
+gRPC, the gateway) is the services' CPU time per image at concurrency 16
+less the raw model's CPU time per image in the configuration the tagger
+runs (its batch size and CPU streams), measured in this process.
 
 Then the issue's targets, as ratios: at concurrency 16 the gateway path
 against the raw ceiling (>= 80%) and against the unbatched service
@@ -50,6 +58,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCIES = (1, 4, 16, 32)
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 BULK_IMAGES = 8  # images per /tagbulk request
+TAGGER_CPU_BATCH = 8  # the tagger's default largest batch on a CPU (ModelServiceSettings.batch_size_for)
 # scikit-image's bundled photographs, uploaded as JPEG files (400-600 px, 40-90 KB).
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 
@@ -104,22 +113,26 @@ class RawResult:
     batch_size: int
     images_per_second: float
     ms_per_batch: float
+    cpu_ms_per_image: float  # this process's CPU time (all threads) per image
 
 
 class RawModel:
-    """The default model in this process, on preprocessed photos: what the
-    model alone can do, per torch thread count, CPU stream count (see
-    ``CpuStreams``) and batch size."""
+    """The default model in this process on ``backend`` (loaded as the
+    tagger loads it; ONNX files are exported into ``cache_dir``), on
+    preprocessed photos: what the model alone can do, per thread count, CPU
+    stream count (see ``CpuStreams``) and batch size."""
 
-    def __init__(self, photos: list[tuple[str, bytes]]) -> None:
+    def __init__(self, photos: list[tuple[str, bytes]], backend: str, cache_dir: Path) -> None:
         from tagrate_common.images import decode_image
         from tagrate_common.vision.loaders import load_default_model
 
-        self.model = load_default_model("cpu")
+        self.backend = backend
+        self.model = load_default_model("cpu", backend, cache_dir)  # type: ignore[arg-type]
         self.inputs = [self.model.preprocess(decode_image(data, name, _limits())) for name, data in photos]
 
     def measure(self, threads: int, streams: int, batch_size: int, seconds: float) -> RawResult:
-        """Median time of ``model.predict`` over about ``seconds``."""
+        """Median time of ``model.predict`` over about ``seconds``, and the
+        CPU time it took per image."""
         from tagrate_common.vision.torch_threads import use_torch_threads
 
         use_torch_threads(threads)
@@ -127,13 +140,14 @@ class RawModel:
         batch = np.stack([self.inputs[i % len(self.inputs)] for i in range(batch_size)])
         self.model.predict(batch)  # a new shape: allocations happen here, not in the timing
         times = []
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         while time.perf_counter() - start < seconds or len(times) < 3:
             t0 = time.perf_counter()
             self.model.predict(batch)
             times.append(time.perf_counter() - t0)
+        cpu_ms = (time.process_time() - cpu_start) * 1000 / (len(times) * batch_size)
         ms = median(times) * 1000
-        return RawResult(threads, streams, batch_size, batch_size / (ms / 1000), ms)
+        return RawResult(threads, streams, batch_size, batch_size / (ms / 1000), ms, cpu_ms)
 
     def sweep(self, threads: list[int], streams: list[int], seconds: float) -> list[RawResult]:
         results = []
@@ -147,6 +161,32 @@ class RawModel:
 
     def close(self) -> None:
         self.model.close()
+
+
+BACKENDS = ("torch", "onnx-fp32", "onnx-int8")
+
+
+def backend_ceilings(
+    service: RawModel, photos: list[tuple[str, bytes]], cache_dir: Path, threads: int, streams: int, seconds: float
+) -> dict[str, tuple[RawResult, RawResult]]:
+    """(batch 1, best batch) per backend, at ``threads`` threads and (for
+    batches) ``streams`` CPU streams or one, whichever is faster; the
+    service's own backend reuses its model."""
+    ceilings = {}
+    for backend in BACKENDS:
+        raw = service if backend == service.backend else RawModel(photos, backend, cache_dir)
+        try:
+            single = raw.measure(threads, 1, 1, seconds / 4)
+            batched = [
+                raw.measure(threads, count, size, seconds / 8)
+                for count in sorted({1, streams})
+                for size in BATCH_SIZES[1:]
+            ]
+            ceilings[backend] = (single, max(batched, key=lambda r: r.images_per_second))
+        finally:
+            if raw is not service:
+                raw.close()
+    return ceilings
 
 
 def _limits():
@@ -238,7 +278,12 @@ class Stack:
 
 
 def start_stack(
-    batching: bool, threads: int, log_dir: Path, queue_delay_ms: float | None = None, cpu_streams: int | None = None
+    batching: bool,
+    threads: int,
+    log_dir: Path,
+    queue_delay_ms: float | None = None,
+    cpu_streams: int | None = None,
+    backend: str = "auto",
 ) -> Stack:
     log_dir.mkdir(parents=True, exist_ok=True)
     tagger_port, gateway_port = free_port(), free_port()
@@ -251,6 +296,7 @@ def start_stack(
             "TAGGER_PORT": str(tagger_port),
             "TAGGER_METRICS_PORT": "0",
             "TAGGER_DEVICE": "cpu",
+            "TAGGER_BACKEND": backend,
             "TAGGER_TORCH_THREADS": str(threads),
             "TAGGER_BATCHING": "true" if batching else "false",
             **({} if queue_delay_ms is None else {"TAGGER_MAX_QUEUE_DELAY_MS": str(queue_delay_ms)}),
@@ -450,10 +496,32 @@ async def target_rounds(
 
 
 def report(
-    raw: list[RawResult], services: list[PathResult], memory: dict[bool, tuple[float, float]], rounds: list[Round]
+    backend: str,
+    raw: list[RawResult],
+    services: list[PathResult],
+    memory: dict[bool, tuple[float, float]],
+    rounds: list[Round],
+    ceilings: dict[str, tuple[RawResult, RawResult]],
+    forward: RawResult,
 ) -> None:
     print_table(
-        "Raw model in-process (EfficientNet-Lite0, model.predict on preprocessed input; streams 1: a batch is one "
+        "Raw ceiling per backend (images/s, in-process, measured one after the other)",
+        ["backend", "batch 1", "best batch", "at batch", "CPU streams", "CPU ms/image at best batch"],
+        [
+            (
+                name,
+                single.images_per_second,
+                best.images_per_second,
+                best.batch_size,
+                best.streams,
+                best.cpu_ms_per_image,
+            )
+            for name, (single, best) in ceilings.items()
+        ],
+    )
+    print_table(
+        f"Raw model in-process on {backend}, as the tagger runs it (EfficientNet-Lite0, model.predict on "
+        "preprocessed input; streams 1: a batch is one "
         "forward pass over all threads, more: one single-threaded pass per image, that many at once)",
         ["torch threads", "CPU streams", "batch", "images/s", "ms/batch"],
         [(r.threads, r.streams, r.batch_size, r.images_per_second, r.ms_per_batch) for r in raw],
@@ -504,6 +572,30 @@ def report(
         f"CPU time per image at concurrency 16 (ms; {cores} cores: the last column is what the CPUs allow)",
         ["path", "batching", "tagger", "gateway", "load generator", "total", "images/s at 100% CPU"],
         cpu_rows,
+    )
+    outside_rows = []
+    for result in services:
+        if not result.batching:
+            continue
+        cost = result.cpu_ms[16]
+        tagger_outside = cost.get("tagger", 0.0) - forward.cpu_ms_per_image
+        outside = tagger_outside + cost.get("gateway", 0.0)
+        outside_rows.append(
+            (
+                result.path,
+                cost.get("tagger", 0.0),
+                tagger_outside,
+                cost.get("gateway", 0.0),
+                outside,
+                "met" if outside <= 5.0 else "MISSED",
+            )
+        )
+    print_table(
+        f"CPU ms per image outside the forward pass at concurrency 16, batching on (forward: "
+        f"{forward.cpu_ms_per_image:.1f} CPU ms/image on {backend}, batch {forward.batch_size}, "
+        f"{forward.streams} CPU streams, in-process; target <= 5 ms)",
+        ["path", "tagger", "tagger outside forward", "gateway", "outside forward, total", ""],
+        outside_rows,
     )
     print_table(
         "Tagger resident memory (MiB, after its runs)",
@@ -571,18 +663,33 @@ def main(argv: list[str] | None = None) -> int:
         "--cpu-streams", type=int, default=None, help="The tagger's CPU streams (default: its own, one per thread)."
     )
     parser.add_argument("--skip-off", action="store_true", help="Skip the runs with batching off.")
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", *BACKENDS),
+        help="TAGGER_BACKEND for the tagger process and the in-process raw model (default auto: onnx-fp32 on a CPU).",
+    )
     parser.add_argument("--rounds", type=int, default=5, help="Interleaved rounds for the targets (default 5).")
     args = parser.parse_args(argv or [])
 
+    from tagrate_common.vision.onnx_models import resolve_backend
+
     photos = jpeg_photos()
     cores = os.cpu_count() or 1
-    print(f"{cores} cores; tagger torch threads {args.threads}; {args.seconds:g} s per measurement", flush=True)
-    raw_model = RawModel(photos)
-    try:
-        raw = raw_model.sweep(sorted({args.threads, cores}), [args.cpu_streams or args.threads], args.seconds)
-        best = sorted(raw, key=lambda r: r.images_per_second, reverse=True)[:2]
-        single = min((r for r in raw if r.batch_size == 1), key=lambda r: r.ms_per_batch)
-        with tempfile.TemporaryDirectory(prefix="tagrate-bench-") as tmp:
+    backend = resolve_backend(args.backend, "cpu")
+    streams = args.cpu_streams or args.threads
+    print(
+        f"{cores} cores; tagger threads {args.threads}, backend {backend}; {args.seconds:g} s per measurement",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="tagrate-bench-") as tmp:
+        raw_model = RawModel(photos, backend, Path(tmp) / "models")
+        try:
+            print("raw ceilings per backend (exporting the ONNX models first)", flush=True)
+            ceilings = backend_ceilings(raw_model, photos, Path(tmp) / "models", args.threads, streams, args.seconds)
+            raw = raw_model.sweep(sorted({args.threads, cores}), [streams], args.seconds)
+            best = sorted(raw, key=lambda r: r.images_per_second, reverse=True)[:2]
+            single = min((r for r in raw if r.batch_size == 1), key=lambda r: r.ms_per_batch)
             kinds = (True, False) if not args.skip_off else (True,)
             print(f"starting a tagger and a gateway with batching {' and '.join('on' if k else 'off' for k in kinds)}")
             stacks = {}
@@ -594,6 +701,7 @@ def main(argv: list[str] | None = None) -> int:
                         Path(tmp) / f"batching-{'on' if batching else 'off'}",
                         args.queue_delay_ms,
                         args.cpu_streams,
+                        backend,
                     )
                 services, rounds = asyncio.run(
                     _run_services(stacks, photos, args, raw_model, best, single, max(r.images_per_second for r in raw))
@@ -602,9 +710,11 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 for stack in stacks.values():
                     stack.stop()
-    finally:
-        raw_model.close()
-    report(raw, services, memory, rounds)
+            # The forward pass as the batching tagger runs it at concurrency 16: full batches, its CPU streams.
+            forward = raw_model.measure(args.threads, streams, TAGGER_CPU_BATCH, args.seconds)
+        finally:
+            raw_model.close()
+    report(backend, raw, services, memory, rounds, ceilings, forward)
     return 0
 
 
