@@ -2,8 +2,9 @@
 tagger process: while a flood of background Tag calls (marked the way the
 dataset service marks its imports, by a Backend with priority=BACKGROUND)
 sits in the tagger's batcher queue, a foreground Tag call runs in the next
-batch and finishes long before the flood; sent as foreground, the same flood
-is ahead of it (the contrast shows the test can fail)."""
+batch and finishes before all but at most one of the flood's calls; sent as
+foreground, the same flood is ahead of it (the contrast shows the test can
+fail)."""
 
 from __future__ import annotations
 
@@ -104,14 +105,18 @@ def test_a_foreground_call_overtakes_a_queued_background_flood(tagger, photos) -
     # Warm the channels and the model's batch sizes.
     flood_then_one(target, metrics_url, photo, BACKGROUND)
 
+    # Orders of completion, not durations, so a slow or busy machine proves the same: each flood call is two
+    # batches of 8, and the batch running when the foreground call arrives may be the one that completes a
+    # flood call, so at most that one call finishes first; every other waits behind the foreground call.
     sent, foreground_done, flood_done = flood_then_one(target, metrics_url, photo, BACKGROUND)
     overtaken = sum(t > foreground_done for t in flood_done)
-    assert overtaken == FLOOD_CALLS, f"the foreground call finished after {FLOOD_CALLS - overtaken} background calls"
-    # Within about one batch (of 8 at most): well before the flood drains.
-    latency, drained = foreground_done - sent, flood_done[-1] - sent
-    assert latency < drained / 4, f"foreground {latency:.3f}s, the flood drained {drained:.3f}s after it was sent"
+    timing = (
+        f"foreground {foreground_done - sent:.3f}s, the flood drained {flood_done[-1] - sent:.3f}s after it was sent"
+    )
+    assert overtaken >= FLOOD_CALLS - 1, f"{FLOOD_CALLS - overtaken} background calls finished first ({timing})"
     assert queue_depth(metrics_url, background=True) == 0
 
-    # The same flood sent as foreground work is simply ahead in the queue.
+    # The same flood sent as foreground work is simply ahead in the queue: at most one of its calls finishes
+    # after the single call, where marked as background at least all but one did.
     _, foreground_done, flood_done = flood_then_one(target, metrics_url, photo, FOREGROUND)
     assert sum(t > foreground_done for t in flood_done) <= 1
