@@ -6,13 +6,19 @@ folder, keyed to the weights."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tagrate_common.vision.loaders import load_default_model
 from tagrate_common.vision.onnx_models import calibration_images, resolve_backend
+from tagrate_common.vision.preprocess import EFFICIENTNET_LITE
+from tagrate_trainer.selection import train_head
+from tagrate_trainer.training import TrainingConfig, TrainingData
+from tests.trainer.scenes import rated_scenes
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +71,29 @@ def test_int8_is_a_model_of_its_own_close_to_fp32(default_model, cache_dir: Path
         np.linalg.norm(features, axis=1) * np.linalg.norm(expected_features, axis=1)
     )
     # Close, but short of the bar for the default (top-1 >= 95%, cosine >=
-    # 0.99): measured ~84% top-1 and mean cosine ~0.98.
+    # 0.99): measured ~86-89% top-1 and mean cosine ~0.985 here (75-78% and
+    # 0.975 on photos it was not calibrated on; see AUTO_CPU_BACKEND).
     assert (scores.argmax(1) == expected_scores.argmax(1)).mean() >= 0.7
     assert cosine.mean() >= 0.95
+    # The third bar, which it meets: a personal model trained on its vectors
+    # ranks held-out images as well as one trained on torch's (the learning
+    # test's scenes and ratings; measured 0.948 against 0.939).
+    torch_spearman, int8_spearman = (_held_out_spearman(model.forward_features) for model in (default_model, int8))
+    assert torch_spearman > 0.8
+    assert abs(int8_spearman - torch_spearman) <= 0.02
+
+
+def _held_out_spearman(features_of) -> float:
+    """The held-out Spearman of the head the trainer fits on ``features_of``'s
+    vectors of the end-to-end learning test's rated scenes."""
+    scenes = rated_scenes(150, seed=11)
+    batch = np.stack([EFFICIENTNET_LITE(Image.open(io.BytesIO(png)).convert("RGB")) for png, _, _ in scenes])
+    data = TrainingData(
+        np.asarray(features_of(batch), dtype=np.float32),
+        np.array([rating for _, _, rating in scenes], dtype=np.float32),
+        [f"scene-{i}" for i in range(len(scenes))],
+    )
+    return train_head(data, TrainingConfig()).metrics["spearman"]
 
 
 def test_auto_means_onnx_fp32_on_a_cpu_and_torch_on_a_gpu() -> None:
