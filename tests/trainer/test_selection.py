@@ -8,6 +8,8 @@ import pytest
 
 from tagrate_trainer.ridge import GCV_ALPHAS, Ridge
 from tagrate_trainer.selection import (
+    GLOBAL,
+    GLOBAL_MARGIN,
     MEAN,
     NONE,
     PRIOR,
@@ -85,6 +87,11 @@ def test_pick_takes_the_best_and_a_near_tie_goes_to_the_simpler():
     low = guard_threshold(100) - 0.01
     assert pick({RIDGE: low, PRIOR: low, "current": low, MEAN: 0.0}, maes, 100) == NONE
     assert pick({RIDGE: 0.9, MEAN: 0.0}, {RIDGE: 0.25, MEAN: 0.2}, 100) == NONE
+    # The global head is kept only when clearly better than every personal candidate.
+    maes[GLOBAL] = 0.1
+    assert pick({RIDGE: 0.5, GLOBAL: 0.52, MEAN: 0.0}, maes, 100) == RIDGE
+    assert pick({RIDGE: 0.5, GLOBAL: 0.5 + GLOBAL_MARGIN + 0.01, MEAN: 0.0}, maes, 100) == GLOBAL
+    assert pick({RIDGE: 0.0, GLOBAL: 0.5, MEAN: 0.0}, maes, 100) == GLOBAL
 
 
 def test_cross_validation_is_deterministic_and_reports_every_candidate():

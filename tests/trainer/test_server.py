@@ -205,16 +205,6 @@ def test_global_head_and_the_comparison_with_it(services, trainer):
     assert final.metrics["cv_global_spearman"] < 0  # gina's taste is the opposite
     assert services.head("gina") is not None
 
-    # A user with everyone's taste is served better by the global head: no
-    # personal head is published, and the job says why.
-    services.rate_scenes("like_all", 20, offset=20)
-    trainer.train("like_all")
-    final = trainer.wait_finished()[-1]
-    assert final.state == "failed" and "the global head predicts these ratings better" in final.last_job.error
-    assert final.last_job.metrics["selected_global"] == 1.0
-    assert services.head("like_all") is None
-    assert services.rate("like_all", [services.scenes[0][0]]).model == "global"
-
 
 def test_ratings_without_a_taste_publish_nothing(services, trainer):
     # Random levels for the scenes: no candidate beats predicting the mean.
