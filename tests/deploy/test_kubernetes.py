@@ -466,7 +466,11 @@ def test_basic_auth_component_checks_credentials_before_buffering(tmp_path) -> N
     (tmp_path / "kustomization.yaml").write_text(f"resources: [{overlay}]\ncomponents: [{component}]\n")
     rendered = Rendered(kustomize(tmp_path))
     (route,) = rendered.get("IngressRoute", "tagrate")["spec"]["routes"]
-    assert [m["name"] for m in route["middlewares"]] == ["tagrate-basic-auth", "tagrate-rate-limit", "tagrate-body-limit"]
+    assert [m["name"] for m in route["middlewares"]] == [
+        "tagrate-basic-auth",
+        "tagrate-rate-limit",
+        "tagrate-body-limit",
+    ]
     auth = rendered.get("Middleware", "tagrate-basic-auth")["spec"]["basicAuth"]
     assert auth["secret"] and auth["removeHeader"] is True
 

@@ -136,7 +136,9 @@ def served() -> Iterator[tagger_pb2_grpc.TaggerServiceStub]:
         ("crash", grpc.StatusCode.INTERNAL, logging.WARNING),
     ],
 )
-def test_rpc_log_levels_success_debug_client_errors_info(served, caplog, action: str, code: grpc.StatusCode, level: int) -> None:
+def test_rpc_log_levels_success_debug_client_errors_info(
+    served, caplog, action: str, code: grpc.StatusCode, level: int
+) -> None:
     caplog.set_level(logging.DEBUG, logger="tagrate_common.grpc_server")
     request = tagger_pb2.TagRequest(images=[common_pb2.ImageFile(data=b"", filename=action)])
     try:
