@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 Backend = Literal["auto", "torch", "onnx-fp32", "onnx-int8"]
 OnnxBackend = Literal["onnx-fp32", "onnx-int8"]
 # What ``auto`` picks on a CPU: the fastest backend that passes the agreement
-# tests (tests/tagger/test_onnx_backend.py). int8 is faster still (~1.3x)
+# tests (tests/tagger/test_onnx_backend.py). int8 is faster still (1.1-1.3x)
 # but keeps the fp32 top-1 label on only 75-78% of crops of scikit-image
 # photos it was not calibrated on (mean feature cosine 0.974-0.978, min
 # 0.91), short of the 95% / 0.99 it must meet; the personal-model Spearman
