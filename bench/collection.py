@@ -29,9 +29,7 @@ database as in the userdata bench.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import os
 import random
 import shutil
 import tempfile
@@ -50,12 +48,10 @@ from .harness import median, print_table
 from .userdata import (
     FILTERED,
     PAGE_SIZE,
-    PG_ADMIN_URL,
-    RESULTS_DIR,
     UNFILTERED,
-    DatasetGenerator,
     DatasetShape,
     Generation,
+    parse_dataset_args,
     postgres_database,
     sqlite_database,
     start_stack,
@@ -221,29 +217,9 @@ def report(shape: DatasetShape, pairs: list[Pair]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench collection", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both", help="Default: both.")
-    parser.add_argument(
-        "--calls",
-        type=int,
-        default=None,
-        help=f"Requests per measurement (default {FULL_CALLS}, or {QUICK_CALLS} with a --scale below 1).",
+    args, shape, generator, databases = parse_dataset_args(
+        "python -m bench collection", __doc__.split("\n\n")[0], argv, FULL_CALLS, QUICK_CALLS
     )
-    parser.add_argument(
-        "--scale", type=float, default=1.0, help="Fraction of the full dataset's images and ratings (default 1)."
-    )
-    parser.add_argument("--cache-dir", type=Path, default=RESULTS_DIR, help="Where the SQLite file is cached.")
-    parser.add_argument("--pg-admin-url", default=PG_ADMIN_URL, help="A PostgreSQL database to create others from.")
-    args = parser.parse_args(argv or [])
-    if args.calls is None:
-        args.calls = FULL_CALLS if args.scale >= 1 else QUICK_CALLS
-    if args.calls < 1 or not 0 < args.scale <= 1:
-        parser.error("--calls must be 1 or more and --scale in (0, 1]")
-
-    shape = DatasetShape().scaled(args.scale)
-    generator = DatasetGenerator(shape)
-    databases = ("sqlite", "postgresql") if args.db == "both" else (args.db,)
-    print(f"{os.cpu_count()} cores; {shape}; {args.calls} calls per measurement", flush=True)
     pairs: list[Pair] = []
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tagrate-bench-collection-") as tmp:

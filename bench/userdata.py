@@ -664,14 +664,20 @@ def report(
     return not failed
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench userdata", description=__doc__.split("\n\n")[0])
+def parse_dataset_args(
+    prog: str, description: str, argv: list[str] | None, full_calls: int = FULL_CALLS, quick_calls: int = QUICK_CALLS
+) -> tuple[argparse.Namespace, DatasetShape, DatasetGenerator, tuple[str, ...]]:
+    """The options every benchmark on the 100k-image dataset shares (which
+    databases, calls per measurement, scale, cache folder); prints the
+    run's header line. Returns the options, the dataset's shape and
+    generator, and the databases to run on."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both", help="Default: both.")
     parser.add_argument(
         "--calls",
         type=int,
         default=None,
-        help=f"Requests per measurement (default {FULL_CALLS}, or {QUICK_CALLS} with a --scale below 1).",
+        help=f"Requests per measurement (default {full_calls}, or {quick_calls} with a --scale below 1).",
     )
     parser.add_argument(
         "--scale", type=float, default=1.0, help="Fraction of the full dataset's images and ratings (default 1)."
@@ -680,14 +686,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg-admin-url", default=PG_ADMIN_URL, help="A PostgreSQL database to create others from.")
     args = parser.parse_args(argv or [])
     if args.calls is None:
-        args.calls = FULL_CALLS if args.scale >= 1 else QUICK_CALLS
+        args.calls = full_calls if args.scale >= 1 else quick_calls
     if args.calls < 1 or not 0 < args.scale <= 1:
         parser.error("--calls must be 1 or more and --scale in (0, 1]")
-
     shape = DatasetShape().scaled(args.scale)
-    generator = DatasetGenerator(shape)
     databases = ("sqlite", "postgresql") if args.db == "both" else (args.db,)
     print(f"{os.cpu_count()} cores; {shape}; {args.calls} calls per measurement", flush=True)
+    return args, shape, DatasetGenerator(shape), databases
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, shape, generator, databases = parse_dataset_args("python -m bench userdata", __doc__.split("\n\n")[0], argv)
     generations: list[Generation] = []
     measured: list[Measured] = []
     overhead: list[Overhead] = []
