@@ -5,6 +5,7 @@ nothing else in the code base reads ``os.environ``."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -132,6 +133,13 @@ class ModelServiceSettings(ServiceSettings):
     tagger and the rater's feature extractor)."""
 
     device: str = Field("auto", description="`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.")
+    backend: Literal["auto", "torch", "onnx-fp32", "onnx-int8"] = Field(
+        "auto",
+        description="What runs an EfficientNet-Lite0 model (the embedded default or a torch-state-dict folder): "
+        "`torch`, or onnxruntime in `onnx-fp32` (same outputs, faster on a CPU) or `onnx-int8` (faster still, "
+        "close but not equal outputs: a model id of its own). `auto`: onnx-fp32 on a CPU, torch on a GPU. The "
+        "ONNX files are exported on first start into <data_dir>/models.",
+    )
     torch_threads: int = Field(
         0, ge=0, description="CPU threads for one forward pass (torch / onnxruntime intra-op); 0: all cores."
     )
