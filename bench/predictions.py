@@ -42,7 +42,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc, rater_pb2, rater_pb2_grpc
 from tagrate_common.vision.rating_heads import serialize_weights
@@ -187,13 +187,20 @@ def services(url: str, work_dir: Path) -> Iterator[Services]:
                 process.terminate()
 
 
-def _pending(stack: Services) -> int:
-    return stack.dataset_stub.VerifyDatasets(dataset_pb2.VerifyDatasetsRequest(), timeout=DEADLINE).pending_predictions
+def _job_open(engine: Engine, user: str) -> bool:
+    """Whether ``user``'s rescoring job is still in the database (it is
+    deleted in the transaction after its last chunk). Read directly rather
+    than through VerifyDatasets: that RPC also sums every user's ratings,
+    and polling it would take CPU from the very rescoring being timed."""
+    with engine.connect() as conn:
+        found = conn.execute(text("SELECT 1 FROM prediction_jobs WHERE subject = :user"), {"user": user}).first()
+    return found is not None
 
 
-def rescore(stack: Services, user: str, images: int, seed: int) -> float:
+def rescore(stack: Services, engine: Engine, user: str, images: int, seed: int) -> float:
     """Publishes a random linear head for ``user``, records it as the
-    trainer does, and returns the seconds until every image is rescored."""
+    trainer does, and returns the seconds until every image is rescored
+    (checked at the end through VerifyDatasets' pending_predictions)."""
     info = stack.rater_stub.GetExtractorInfo(rater_pb2.GetExtractorInfoRequest(), timeout=DEADLINE)
     rng = np.random.default_rng(seed)
     weights = serialize_weights({"weight": rng.normal(0, 0.05, info.dimensions), "bias": np.array(0.0)})
@@ -207,11 +214,15 @@ def rescore(stack: Services, user: str, images: int, seed: int) -> float:
         dataset_pb2.RecordTrainedSnapshotRequest(user=user, snapshot_id=snapshot, model_version=version),
         timeout=DEADLINE,
     )
-    while _pending(stack) > 0:
-        time.sleep(0.25)  # each poll counts the images left: not free at 100k
+    while _job_open(engine, user):
+        time.sleep(0.05)
         if time.perf_counter() - start > 600:
             raise TimeoutError(f"{user}'s rescoring of {images} images did not finish in 10 minutes")
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    pending = stack.dataset_stub.VerifyDatasets(dataset_pb2.VerifyDatasetsRequest(), timeout=DEADLINE)
+    if pending.pending_predictions:
+        raise RuntimeError(f"{user}'s job finished with {pending.pending_predictions} predictions still pending")
+    return seconds
 
 
 def page_p50(stack: Services, users: list[str], sort: int, tags: list[tuple[str, ...]], calls: int) -> float:
@@ -240,12 +251,12 @@ def bench_database(
         with engine.connect() as conn:
             images = conn.execute(text("SELECT count(*) FROM images")).scalar_one()
             users = list(conn.execute(text("SELECT name FROM users ORDER BY id LIMIT :n"), {"n": count}).scalars())
-        engine.dispose()
         rescorings = []
         for n, user in enumerate(users):
-            seconds = rescore(stack, user, images, seed=n)
+            seconds = rescore(stack, engine, user, images, seed=n)
             rescorings.append(Rescoring(database, user, seconds, images))
             print(f"  {user}: {images} images rescored in {seconds:.2f} s", flush=True)
+        engine.dispose()
         memory = {"dataset": _peak_rss_mib(stack.dataset), "rater": _peak_rss_mib(stack.rater)}
         rows: list[list[object]] = []
         for label, tags in (("unfiltered", [()]), ("2-tag filter", TAG_PAIRS)):
