@@ -39,6 +39,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, update
@@ -189,6 +190,15 @@ class Scorer:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dataset-scorer", daemon=True)
+        # A rescoring job walks its chunks back to back: the extractor the
+        # rater runs is asked once per job, not once per chunk, and the next
+        # chunk's vectors are read while the rater scores this one (the rater
+        # is another process, so the two overlap on the machine's cores).
+        # Both are dropped on any failure, and a prefetched chunk is used only
+        # for the job position and extractor it was read for.
+        self._extractor: ExtractorInfo | None = None
+        self._prefetched: tuple[str, int, list] | None = None  # (extractor id, after, rows)
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataset-scorer-read")
 
     @property
     def configured(self) -> bool:
@@ -211,6 +221,7 @@ class Scorer:
             self._thread.join(self.stop_timeout)
             if self._thread.is_alive():
                 log.warning("the scorer is still waiting on a call; leaving it behind")
+        self._reader.shutdown(wait=False)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -220,6 +231,7 @@ class Scorer:
                 try:
                     busy = self.step() > 0
                 except Exception as exc:  # the thread must outlive any failure
+                    self._extractor, self._prefetched = None, None
                     self.backoff.failed(time.monotonic())
                     if self.backoff.failures == 1:
                         self._outage_started(exc)
@@ -252,12 +264,28 @@ class Scorer:
             new = session.exec(select(PendingScore.image_id).order_by(PendingScore.image_id).limit(self.chunk)).all()
             job = session.exec(select(PredictionJob).order_by(PredictionJob.enqueued_at).limit(1)).first()
         if not new and job is None:
+            self._extractor, self._prefetched = None, None
             return 0
-        extractor = self.peers.extractor()
         if new:
-            return self.score_new(extractor, list(new))
+            self._extractor, self._prefetched = None, None
+            return self.score_new(self.peers.extractor(), list(new))
         assert job is not None
-        return self.rescore(extractor, job.subject, job.model_version, job.after_image_id)
+        if self._extractor is None:
+            self._extractor = self.peers.extractor()
+        return self.rescore(self._extractor, job.subject, job.model_version, job.after_image_id)
+
+    def _chunk_after(self, extractor: ExtractorInfo, after: int) -> list:
+        """The vectors of the next chunk after ``after``: prefetched when the
+        previous chunk read them, else read now."""
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is not None and prefetched[:2] == (extractor.extractor_id, after):
+            return prefetched[2]
+        with self.db.read() as session:
+            return self._vectors(session, extractor, after=after)
+
+    def _read_ahead(self, extractor: ExtractorInfo, after: int) -> list:
+        with self.db.read() as session:
+            return self._vectors(session, extractor, after=after)
 
     def _vectors(self, session: Session, extractor: ExtractorInfo, image_ids=None, after: int | None = None):
         stmt = select(ImageFeatures.image_id, ImageFeatures.vector).where(
@@ -309,8 +337,8 @@ class Scorer:
         """Scores the next chunk of stored images (ids after ``after``) for
         a rescoring job, moving its resume point in the same transaction;
         deletes the finished job."""
+        found = self._chunk_after(extractor, after)
         with self.db.read() as session:
-            found = self._vectors(session, extractor, after=after)
             state = serving(session)
             users = _users(session)
         if not found:
@@ -332,11 +360,16 @@ class Scorer:
         else:
             targets = [users[subject]] if subject in users else []
         image_ids = [image_id for image_id, _ in found]
-        answers = []
-        if targets:
-            vectors = b"".join(vector for _, vector in found)
-            answers = self.peers.score_features(extractor, [subject], vectors, len(found))
         last = image_ids[-1]
+        ahead = self._reader.submit(self._read_ahead, extractor, last)
+        answers = []
+        try:
+            if targets:
+                vectors = b"".join(vector for _, vector in found)
+                answers = self.peers.score_features(extractor, [subject], vectors, len(found))
+        finally:
+            next_rows = ahead.result()  # a failed read raises here: nothing of this chunk is written
+        self._prefetched = (extractor.extractor_id, last, next_rows)
 
         def write(session: Session) -> None:
             moved = session.exec(
