@@ -147,12 +147,13 @@ class DatasetSettings(ServiceSettings):
         "at most this often (the first one at once).",
     )
     score_chunk_images: int = Field(
-        1024,
+        2048,
         ge=1,
-        le=8192,
+        le=4096,
         description="Cached feature vectors per ScoreFeatures call when stored images are scored for a new model "
-        "(one matrix product and one transaction each; 1024 vectors of 1280 floats are 5 MiB on the wire, "
-        "within TAGRATE_MAX_MESSAGE_BYTES).",
+        "(one matrix product and one transaction each; the next chunk is read while the rater scores this one). "
+        "2048 vectors of 1280 floats are 10 MiB on the wire, within the services' gRPC message limit "
+        "(TAGRATE_BULK_CHUNK_BYTES + 1 MiB); larger chunks cost memory and gain little.",
     )
     failed_work_listed: int = Field(
         50, ge=0, description="Most failed work items /verifydatasets lists by name (their counts are complete)."
