@@ -5,6 +5,7 @@ training data, and a new extractor id means the old vectors do not count."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import grpc
@@ -182,7 +183,15 @@ def test_one_backbone_pass_tags_and_embeds_a_new_image(
     extractor = extractor_id(rater_addr)
     assert info.features_id == extractor
     files = images(3, start=40)
-    embeds_before = rpc_count("rater", "Embed")
+
+    def settled() -> tuple[float] | None:
+        # The rater is shared with earlier tests: wait until none of their
+        # workers is still finishing an Embed, so the count below is ours.
+        count = rpc_count("rater", "Embed")
+        time.sleep(0.5)
+        return (count,) if rpc_count("rater", "Embed") == count else None  # a tuple: 0.0 is a count too
+
+    (embeds_before,) = wait_for("earlier tests' Embed calls to end", settled)
     with dataset_service(tmp_path, database_url, tagger_addr=tagger_addr, rater_addr=rater_addr) as (served, _):
         names = [add_rating(served, "alice", data) for data in files]
 
