@@ -18,7 +18,7 @@ from tagrate_dataset.bulk import TABLES
 from tagrate_dataset.config import DatasetSettings
 from tagrate_dataset.db import create_db_engine, migrate
 from tagrate_dataset.server import create_server
-from tests.support import dataset_settings
+from tests.support import ServiceProcess, dataset_settings
 
 MAX_UPLOAD = 200_000  # small, so "too large" files are cheap to make
 
@@ -86,6 +86,21 @@ def served(settings: DatasetSettings) -> Iterator[Served]:
         engine.dispose()
         channel.close()
         server.stop(0)
+
+
+def dataset_process(tmp_path: Path, database_url: str, port: int, **env: str) -> ServiceProcess:
+    """The dataset service as its own process on ``port`` (for tests that
+    SIGKILL it), its data under ``tmp_path``; ``env`` adds settings."""
+    settings = {
+        "DATASET_HOST": "127.0.0.1",
+        "DATASET_PORT": str(port),
+        "DATASET_METRICS_PORT": "0",
+        "DATABASE_URL": database_url,
+        "TAGRATE_DATA_DIR": str(tmp_path / "data"),
+        "TAGRATE_LOG_LEVEL": "WARNING",
+        **env,
+    }
+    return ServiceProcess("tagrate_dataset", settings, tmp_path / "dataset.log", f"127.0.0.1:{port}")
 
 
 def image_file(data: bytes, filename: str = "photo.jpg") -> common_pb2.ImageFile:

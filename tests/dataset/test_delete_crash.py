@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc
 from tagrate_dataset.db import create_db_engine
-from tests.dataset.conftest import image_file
+from tests.dataset.conftest import dataset_process, image_file
 from tests.imagefactory import make_image
 from tests.support import ServiceProcess, free_port
 
@@ -24,20 +24,11 @@ KILL_AFTER = 30  # acknowledged deletes before the kill
 
 
 def _service(tmp_path: Path, database_url: str, port: int) -> ServiceProcess:
-    env = {
-        "DATASET_HOST": "127.0.0.1",
-        "DATASET_PORT": str(port),
-        "DATASET_METRICS_PORT": "0",
-        "DATABASE_URL": database_url,
-        "TAGRATE_DATA_DIR": str(tmp_path / "data"),
-        "TAGRATE_LOG_LEVEL": "WARNING",
-        # Every file without a row is collected at once (no replica writes
-        # next to this one).
-        "DATASET_STALE_TEMP_SECONDS": "0",
-        "DATASET_TAGGER_ADDR": "",
-        "DATASET_RATER_ADDR": "",
-    }
-    return ServiceProcess("tagrate_dataset", env, tmp_path / "dataset.log", f"127.0.0.1:{port}")
+    # Every file without a row is collected at once (no replica writes next
+    # to this one).
+    return dataset_process(
+        tmp_path, database_url, port, DATASET_STALE_TEMP_SECONDS="0", DATASET_TAGGER_ADDR="", DATASET_RATER_ADDR=""
+    )
 
 
 @pytest.mark.slow

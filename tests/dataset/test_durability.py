@@ -15,30 +15,18 @@ from sqlalchemy import text
 from tagrate_common.files import TEMP_PREFIX
 from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc
 from tagrate_dataset.db import create_db_engine
-from tests.dataset.conftest import image_file
+from tests.dataset.conftest import dataset_process, image_file
 from tests.imagefactory import make_image
-from tests.support import ServiceProcess, free_port, health_status
+from tests.support import free_port, health_status
 
 THREADS = 8
 KILL_AFTER = 40  # acknowledged ratings before the kill
 
 
-def _service(tmp_path: Path, database_url: str, port: int) -> ServiceProcess:
-    env = {
-        "DATASET_HOST": "127.0.0.1",
-        "DATASET_PORT": str(port),
-        "DATASET_METRICS_PORT": "0",
-        "DATABASE_URL": database_url,
-        "TAGRATE_DATA_DIR": str(tmp_path / "data"),
-        "TAGRATE_LOG_LEVEL": "WARNING",
-    }
-    return ServiceProcess("tagrate_dataset", env, tmp_path / "dataset.log", f"127.0.0.1:{port}")
-
-
 @pytest.mark.slow
 def test_acknowledged_ratings_survive_sigkill(tmp_path: Path, database_url: str) -> None:
     port = free_port()
-    service = _service(tmp_path, database_url, port).start()
+    service = dataset_process(tmp_path, database_url, port).start()
     acknowledged: list[tuple[str, str, float]] = []
     lock = threading.Lock()
     enough = threading.Event()
@@ -68,7 +56,7 @@ def test_acknowledged_ratings_survive_sigkill(tmp_path: Path, database_url: str)
         thread.join(30)
     assert len(acknowledged) >= KILL_AFTER
 
-    restarted = _service(tmp_path, database_url, port).start()
+    restarted = dataset_process(tmp_path, database_url, port).start()
     try:
         assert health_status(restarted.target) == "SERVING"
         engine = create_db_engine(database_url, pool_size=1, max_overflow=0)
