@@ -248,11 +248,20 @@ def spearman(a: list[float], b: list[float]) -> float:
 # ---- the tests -------------------------------------------------------------------
 
 
-def test_unrated_images_sorted_by_prediction_follow_the_taste(stack: Stack) -> None:
+@pytest.fixture(scope="module")
+def ann(stack: Stack) -> str:
+    """A user with ratings that follow a taste (red circles), so each test
+    that trains her works on its own as well as after the others."""
+    rate_all(stack.http, "ann", [(png, r) for png, _, r in rated_scenes(RATED, seed=31)])
+    # The dataset service embeds every new image in the background; training
+    # streams only images whose vector is cached.
+    wait_for("the vectors", lambda: stack.sql(EVERY_VECTOR)[0][0] == 1)
+    return "ann"
+
+
+def test_unrated_images_sorted_by_prediction_follow_the_taste(stack: Stack, ann: str) -> None:
     http = stack.http
-    liked = rated_scenes(RATED, seed=31)
     unrated = rated_scenes(UNRATED, seed=32)
-    rate_all(http, "ann", [(png, r) for png, _, r in liked])
     pool = rate_all(http, "pool", [(png, 0.5) for png, _, _ in unrated])
     taste_of = {name: t for name, (_, t, _) in zip(pool, unrated, strict=True)}
     # The dataset service embeds every new image in the background; training
@@ -294,7 +303,7 @@ def test_unrated_images_sorted_by_prediction_follow_the_taste(stack: Stack) -> N
     ], response.text
 
 
-def test_rate_by_name_errors(stack: Stack) -> None:
+def test_rate_by_name_errors(stack: Stack, ann: str) -> None:
     http = stack.http
     [one] = [item["image"] for item in listing(stack.http, "ann", rated="yes", page="1", limit="1")]
     missing = "0" * 64 + ".png"
@@ -468,7 +477,7 @@ def _a_real_image(stack: Stack) -> str:
     return listing(stack.http, "ann", rated="yes", page="1", limit="1")[0]["image"]
 
 
-def test_a_killed_rater_and_a_restarted_dataset_service_lose_no_scores(stack: Stack) -> None:
+def test_a_killed_rater_and_a_restarted_dataset_service_lose_no_scores(stack: Stack, ann: str) -> None:
     http = stack.http
     stack.dataset.terminate()
     _add_synthetic_images(stack, SYNTHETIC)
