@@ -147,3 +147,63 @@ def test_transparency_survives_a_png_resize_and_palettes_are_resampled():
     resized = _open(resize_to_fit(encode(palette), "PNG", 128)[0]).convert("RGB")
     reference = palette.convert("RGB").resize((128, 128), Image.Resampling.BICUBIC)
     assert np.abs(np.asarray(resized, np.int16) - np.asarray(reference, np.int16)).max() <= 1
+
+
+def _damaged_jpegs() -> list[tuple[str, bytes]]:
+    """Real photos (baseline, progressive, greyscale, 4:4:4, an odd size) cut
+    short and with bytes of their entropy-coded data changed or removed."""
+    photo = Image.fromarray(skimage.data.astronaut())
+    sources = {
+        "baseline": encode(photo, "JPEG", quality=88),
+        "progressive": encode(photo, "JPEG", quality=88, progressive=True),
+        "grey": encode(photo.convert("L"), "JPEG"),
+        "odd-444": encode(photo.resize((333, 217)), "JPEG", subsampling=0),
+    }
+    rng = np.random.default_rng(15)
+    cases = []
+    for name, data in sources.items():
+        for cut in (len(data) - 1, int(len(data) * 0.9), len(data) // 2, 700):
+            cases.append((f"{name}-cut-{cut}", data[:cut]))
+        for k in range(12):
+            damaged = bytearray(data)
+            for at in rng.integers(700, len(data) - 2, int(rng.choice([1, 3, 20]))):
+                damaged[at] = int(rng.integers(0, 256))
+            cases.append((f"{name}-changed-{k}", bytes(damaged)))
+            at = int(rng.integers(700, len(data) - 600))
+            cases.append((f"{name}-cut-out-{k}", data[:at] + data[at + int(rng.integers(1, 500)) :]))
+    return cases
+
+
+def _full_decode_outcome(data: bytes) -> str:
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        return "truncated_image" if "truncated" in str(exc) else "unsupported_image"
+    return "ok"
+
+
+def test_jpeg_validation_at_reduced_scale_refuses_what_a_full_decode_refuses():
+    """inspect_image decodes a JPEG at 1/8 scale: the whole entropy-coded
+    stream is still read, so every damaged file a full decode refuses is
+    refused, with the same code (and the undamaged ones are accepted)."""
+    outcomes = {"ok": 0, "truncated_image": 0, "unsupported_image": 0}
+    for label, data in _damaged_jpegs():
+        expected = _full_decode_outcome(data)
+        try:
+            inspect_image(data, "d.jpg", LIMITS)
+            got = "ok"
+        except UnsupportedImage as exc:
+            got = exc.code
+            assert exc.message.startswith("'d.jpg' is damaged or truncated: "), exc.message
+        assert got == expected, label
+        outcomes[got] += 1
+    # The cases cover every outcome, truncation the most.
+    assert outcomes["truncated_image"] >= 16 and outcomes["unsupported_image"] >= 1 and outcomes["ok"] >= 1, outcomes
+
+
+def test_inspect_reports_the_stored_size_of_a_jpeg_validated_at_reduced_scale():
+    photo = Image.fromarray(skimage.data.astronaut()).resize((1001, 603))
+    info = inspect_image(encode(photo, "JPEG"), "p.jpg", LIMITS)
+    assert (info.width, info.height) == (1001, 603)
+    assert inspect_image(make_image("JPEG", (7, 5)), "tiny.jpg", LIMITS).width == 7  # under 8 pixels a side
