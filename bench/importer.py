@@ -13,6 +13,11 @@ Also measured: sequential /updaterating (no upload) against sequential
 /addrating, to tell whether per-request overhead dominates (it would argue
 for a bulk endpoint) or the upload itself does.
 
+CPU per image, by process: each service's CPU seconds (from /proc) while
+the contender ran ("upload") and until the tagger's backlog was drained
+("+ backlog"), and the client's own (the CLI process, or this benchmark's
+loop), divided by the image count: where an upload's cost goes.
+
 Target (issue 15): the command line at >= 3x the loop's images/s."""
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -31,7 +37,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.soak import Stack
+from bench.soak import Stack, cpu_seconds
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -97,26 +103,62 @@ def wait_tagged(url: str, timeout: float) -> float:
     return time.monotonic() - start
 
 
-def sequential_loop(url: str, files: list[Path], user: str) -> float:
-    """What a user writes: one /addrating per file, one after another."""
-    start = time.perf_counter()
+def sequential_loop(url: str, files: list[Path], user: str) -> tuple[float, float]:
+    """What a user writes: one /addrating per file, one after another.
+    Returns (seconds, the loop's own CPU seconds)."""
+    start, cpu = time.perf_counter(), time.process_time()
     with httpx.Client(base_url=url, timeout=120) as http:
         for i, path in enumerate(files):
             with path.open("rb") as f:
                 response = http.post("/addrating", data={"user": user, "rating": rating(i)}, files={"image": f})
             response.raise_for_status()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-def cli_import(url: str, folder: Path, files: list[Path], user: str, concurrency: int) -> tuple[float, dict]:
+class CpuMeter:
+    """CPU seconds each service process used since :meth:`mark`."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = self.now()
+
+    def now(self) -> dict[str, float]:
+        return {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def since(self) -> dict[str, float]:
+        now = self.now()
+        return {name: now[name] - self.start[name] for name in self.pids}
+
+
+def print_cpu(label: str, count: int, upload: dict[str, float], drained: dict[str, float], client: float) -> dict:
+    """One line per process: ms of CPU per image during the upload, and in all (backlog drained)."""
+    print(f"  CPU ms per image ({label}): upload phase / with its backlog drained")
+    rows = {}
+    for name in upload:
+        rows[name] = (upload[name] / count * 1000, drained[name] / count * 1000)
+        print(f"    {name:<10} {rows[name][0]:7.1f} / {rows[name][1]:7.1f}")
+    rows["client"] = (client / count * 1000, client / count * 1000)
+    print(f"    {'client':<10} {rows['client'][0]:7.1f}")
+    total = (sum(a for a, _ in rows.values()), sum(b for _, b in rows.values()))
+    print(f"    {'total':<10} {total[0]:7.1f} / {total[1]:7.1f}")
+    return {name: {"upload_ms": a, "drained_ms": b} for name, (a, b) in rows.items()}
+
+
+def cli_import(url: str, folder: Path, files: list[Path], user: str, concurrency: int) -> tuple[float, float, dict]:
+    """Returns (seconds, the CLI's CPU seconds, its summary)."""
     ratings = folder.parent / f"{folder.name}.csv"
     ratings.write_text("path,user,rating\n" + "".join(f"{p.name},{user},{rating(i)}\n" for i, p in enumerate(files)))
     summary = folder.parent / f"{folder.name}-summary.json"
     command = [sys.executable, "-m", "tagrate_cli", "--url", url, "import", str(folder), "--ratings", str(ratings)]
     command += ["--concurrency", str(concurrency), "--summary-json", str(summary)]
     start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start, json.loads(summary.read_text())
+    proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, command)
+    return elapsed, usage.ru_utime + usage.ru_stime, json.loads(summary.read_text())
 
 
 def update_loop(url: str, names: list[str], user: str) -> float:
@@ -139,26 +181,35 @@ def main(argv: list[str]) -> int:
     megapixels = [Image.open(p).size for p in photos[:50]]
     mean_mp = sum(w * h for w, h in megapixels) / len(megapixels) / 1e6
     print(f"{len(photos)} photos, {size / len(photos) / 1024:.0f} KiB and ~{mean_mp:.1f} MP each on average")
+    print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     work = Path(tempfile.mkdtemp(prefix="tagrate-bench-import-"))
     stack = Stack(work / "data", None)
     results: dict[str, object] = {"count": len(photos)}
     try:
         stack.wait_running()
         url = stack.url
+        pids = {name: pid for name, pid in stack.children.items() if name in ("gateway", "dataset", "tagger", "rater")}
         files = variant(photos, work / "loop", "loop")
-        loop_s = sequential_loop(url, files, "loop")
+        meter = CpuMeter(pids)
+        loop_s, loop_cpu = sequential_loop(url, files, "loop")
+        upload = meter.since()
         results["loop_images_per_s"] = len(files) / loop_s
         print(f"sequential /addrating loop: {loop_s:.1f} s, {len(files) / loop_s:.1f} images/s")
         print(f"  tagger backlog drained in {wait_tagged(url, args.drain_timeout):.0f} s")
+        results["loop_cpu"] = print_cpu("loop", len(files), upload, meter.since(), loop_cpu)
         for n in args.concurrency:
             folder = work / f"cli{n}"
             files = variant(photos, folder, f"cli{n}")
-            cli_s, summary = cli_import(url, folder, files, f"cli{n}", n)
+            meter = CpuMeter(pids)
+            cli_s, cli_cpu, summary = cli_import(url, folder, files, f"cli{n}", n)
+            upload = meter.since()
             assert summary["images_added"] == len(files) and not summary["failed"], summary
             results[f"cli_j{n}_images_per_s"] = len(files) / cli_s
             ratio = loop_s / cli_s
+            results[f"cli_j{n}_ratio"] = ratio
             print(f"tagrate import -j {n}: {cli_s:.1f} s, {len(files) / cli_s:.1f} images/s = {ratio:.2f}x the loop")
             print(f"  tagger backlog drained in {wait_tagged(url, args.drain_timeout):.0f} s")
+            results[f"cli_j{n}_cpu"] = print_cpu(f"import -j {n}", len(files), upload, meter.since(), cli_cpu)
         names = [
             i["image"] for i in httpx.get(f"{url}/getuserdata", params={"user": "loop"}, timeout=60).json()["images"]
         ]
@@ -171,6 +222,8 @@ def main(argv: list[str]) -> int:
             f"per request, sequential: /addrating {per_add:.1f} ms, /updaterating (no upload) {per_update:.1f} ms: "
             f"the fixed per-request cost is {per_update / per_add:.0%} of an upload's"
         )
+        results["load_average_after"] = os.getloadavg()
+        print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         out = RESULTS / f"import-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
         out.write_text(json.dumps(results, indent=2) + "\n")
         print(f"results: {out}")
