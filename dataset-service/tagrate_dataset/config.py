@@ -111,6 +111,13 @@ class DatasetSettings(ServiceSettings):
         description="Run the background worker that tags new images and computes their feature vectors "
         "from the durable work queue. Off: the queue only fills (another replica, or /updatetags, drains it).",
     )
+    background_yield_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="Background work (tagging, feature vectors, ahead-of-time thumbnails) waits while requests "
+        "in this service are short of CPU (an import at full speed), at most this long before it does one "
+        "batch anyway; the backlog drains once the requests ease off. 0: never waits. Linux only.",
+    )
     work_poll_seconds: float = Field(
         5.0, gt=0, description="How often an idle worker looks for work added by other replicas."
     )

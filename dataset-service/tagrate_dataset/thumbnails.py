@@ -8,7 +8,10 @@ Not durable, on purpose: a thumbnail that was queued when the process
 stopped is generated on its first request instead, which is what happened
 to every thumbnail before. One thread, started when there is something to
 do and gone when the queue is empty; each generation takes a decode slot
-like any other, so the memory bound of decoding holds.
+like any other, so the memory bound of decoding holds. Before each one the
+thread waits its turn at the process's
+:class:`~tagrate_dataset.pacing.YieldGate`: while requests are short of CPU
+(an import at full speed) thumbnails wait, and catch up once they ease off.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+
+from . import pacing
+from .pacing import YieldGate
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +36,11 @@ class ThumbnailWarmer:
     """Runs ``generate(name)`` for each submitted image name, one at a time
     on a background thread, oldest first."""
 
-    def __init__(self, generate: Callable[[str], None], max_pending: int = MAX_PENDING) -> None:
+    def __init__(
+        self, generate: Callable[[str], None], max_pending: int = MAX_PENDING, gate: YieldGate | None = None
+    ) -> None:
         self._generate = generate
+        self._gate = gate or pacing.shared_gate()
         self._max_pending = max_pending
         self._pending: deque[str] = deque()
         self._lock = threading.Lock()
@@ -55,6 +64,10 @@ class ThumbnailWarmer:
             return self._idle.wait_for(lambda: not self._running, timeout)
 
     def _drain(self) -> None:
+        with self._gate.background():
+            self._drain_queue()
+
+    def _drain_queue(self) -> None:
         while True:
             with self._lock:
                 if not self._pending:
@@ -62,6 +75,7 @@ class ThumbnailWarmer:
                     self._idle.notify_all()
                     return
                 name = self._pending.popleft()
+            self._gate.wait_turn()  # requests short of CPU go first
             try:
                 self._generate(name)
             except FileNotFoundError:

@@ -36,6 +36,11 @@ whose tagging failed or was refused, or all of them while the tag lane backs
 off. The tag lane's attempts, backoff and parking apply to the combined step
 unchanged; embed work is charged only for the rater's own calls.
 
+Yielding: before each batch the worker waits its turn at the process's
+:class:`~tagrate_dataset.pacing.YieldGate`, so while requests are short of
+CPU (an import at full speed) the backlog it creates waits, at most
+``background_yield_seconds`` per batch, and drains once they ease off.
+
 The first time a lane reaches its service, and whenever the service runs a
 model it has not seen before, it queues every image lacking that model's
 result (``workqueue.enqueue_missing``): images stored before the queue
@@ -53,7 +58,7 @@ from typing import Any
 
 from tagrate_common.errors import DeadlineExceeded, Overloaded, TagrateError, Unavailable
 
-from . import workqueue
+from . import pacing, workqueue
 from .config import DatasetSettings
 from .db import Database
 from .imagework import ImageWork
@@ -115,6 +120,7 @@ class BackgroundWorker:
         self.retry_seconds = settings.work_retry_seconds
         self.summary_seconds = settings.work_log_summary_seconds
         self._summarised_at = -math.inf
+        self.gate = pacing.configure(settings.background_yield_seconds)
         self.stop_timeout = max(1.0, settings.shutdown_grace_seconds)
         self.lanes = []
         for work in works:
@@ -154,6 +160,12 @@ class BackgroundWorker:
 
     def _run(self) -> None:
         log.info("background worker started", extra={"lanes": ",".join(lane.work.kind for lane in self.lanes)})
+        with self.gate.background():
+            self._loop()
+        self._summarise(final=True)
+        log.info("background worker stopped")
+
+    def _loop(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
             busy = False
@@ -169,8 +181,6 @@ class BackgroundWorker:
             now = time.monotonic()
             retries = [lane.backoff.retry_at - now for lane in self.lanes if lane.backoff.failures]
             self._wake.wait(max(0.0, min([self.poll_seconds, *retries])))
-        self._summarise(final=True)
-        log.info("background worker stopped")
 
     def _summarise(self, final: bool = False) -> None:
         """One INFO line per lane that did anything since the last one, once
@@ -236,6 +246,9 @@ class BackgroundWorker:
             lane.swept_key = key
             if self._fed_by_tagging(lane, key):
                 return 0
+        self.gate.wait_turn(self._stopping)  # requests short of CPU go first
+        if self._stopping.is_set():
+            return 0
         claimed = self.db.write(
             lambda session: workqueue.claim(session, work.kind, work.batch_size, self.lease_seconds, key)
         )

@@ -1,0 +1,183 @@
+"""Background work that steps aside while foreground requests are short of
+CPU: the thumbnail warmer (``thumbnails.py``) and the background worker's
+tagging and feature extraction (``worker.py``) each wait for their turn
+(:meth:`YieldGate.wait_turn`) before a unit of work.
+
+Why: an import uploads as fast as the server takes it, and every new image
+queues a thumbnail, a tagging pass and a feature vector, about as much CPU
+again as the upload itself. Done at once, that backlog competes with the
+import that creates it; deferred, the import finishes sooner and the
+backlog drains right after, as fast as before. Nothing is lost either way:
+the work queue is durable, and a thumbnail not made ahead is made on its
+first request.
+
+How it tells: Linux counts, for every thread, the time it spent runnable but
+waiting for a core (the second field of ``/proc/self/task/<tid>/schedstat``).
+The gate sums that wait over this process's threads other than the
+background ones (request handlers, chiefly) and divides by the wall time:
+the *foreground pressure*, in cores. While it is at or above
+``threshold`` (a fraction of a core) the requests are short of CPU, and
+background work waits, re-checking every ``window`` seconds. A single
+sequential uploader leaves a core free and sees almost none, so its backlog
+is worked off alongside it as before. Waiting in the database, on the disk
+or for the GIL is not counted: only a lack of CPU.
+
+Background work never starves: after waiting ``max_defer_seconds`` in one
+go it does one unit anyway (one thumbnail, one batch), then waits again.
+Where the counters cannot be read (not Linux), or with ``max_defer_seconds``
+0, nothing waits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+TASKS = Path("/proc/self/task")
+# Foreground threads waiting for a core this much of the time (in cores,
+# summed over threads) mean the requests are short of CPU.
+DEFAULT_THRESHOLD = 0.3
+# How long one measurement of the pressure spans, and how often a waiting
+# background thread looks again.
+DEFAULT_WINDOW = 0.1
+# A measurement older than this says nothing about now: a fresh one is taken.
+_STALE = 1.0
+
+
+def read_waits(tasks: Path = TASKS) -> dict[int, int] | None:
+    """Each thread's time spent waiting for a core so far (ns), by thread id;
+    None when the counters cannot be read."""
+    waits = {}
+    try:
+        names = os.listdir(tasks)
+    except OSError:
+        return None
+    for name in names:
+        try:
+            fields = (tasks / name / "schedstat").read_text().split()
+            waits[int(name)] = int(fields[1])
+        except FileNotFoundError:
+            continue  # the thread ended meanwhile
+        except (OSError, ValueError, IndexError):
+            return None
+    return waits
+
+
+class YieldGate:
+    """Makes background threads wait while this process's other threads
+    are short of CPU (see the module docstring). Thread-safe."""
+
+    def __init__(
+        self,
+        max_defer_seconds: float,
+        threshold: float = DEFAULT_THRESHOLD,
+        window: float = DEFAULT_WINDOW,
+        read: Callable[[], dict[int, int] | None] = read_waits,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_defer_seconds = max_defer_seconds
+        self.threshold = threshold
+        self.window = window
+        self._read = read
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._background: set[int] = set()
+        self._sample: tuple[float, dict[int, int]] | None = None
+        self._pressure = 0.0
+        self._available = read() is not None
+        self.deferred_seconds = 0.0  # in all, for tests and logs
+
+    @property
+    def enabled(self) -> bool:
+        return self._available and self.max_defer_seconds > 0
+
+    @contextlib.contextmanager
+    def background(self) -> Iterator[None]:
+        """Marks the calling thread as background while inside: its own
+        waits for a core are not foreground pressure."""
+        tid = threading.get_native_id()
+        with self._lock:
+            self._background.add(tid)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._background.discard(tid)
+
+    def pressure(self) -> float | None:
+        """Foreground threads' wait for a core per second of wall time, over
+        the last ``window`` seconds at least (blocks up to that long when the
+        last measurement is stale); None when the counters cannot be read."""
+        with self._lock:
+            now = self._clock()
+            if self._sample is None or now - self._sample[0] > _STALE:
+                waits = self._read()
+                if waits is None:
+                    return None
+                self._sample = (now, waits)
+                stale = True
+            else:
+                stale = False
+        if stale:
+            time.sleep(self.window)
+        with self._lock:
+            assert self._sample is not None
+            then, before = self._sample
+            now = self._clock()
+            if now - then < self.window:
+                return self._pressure  # measured just now
+            waits = self._read()
+            if waits is None:
+                return None
+            # A thread that started since the last sample waited only since then.
+            waited = sum(wait - before.get(tid, 0) for tid, wait in waits.items() if tid not in self._background)
+            self._sample = (now, waits)
+            self._pressure = max(0.0, waited / 1e9 / (now - then))
+            return self._pressure
+
+    def wait_turn(self, stop: threading.Event | None = None) -> float:
+        """Waits while foreground requests are short of CPU, at most
+        ``max_defer_seconds`` (or until ``stop`` is set); returns the seconds
+        waited."""
+        if not self.enabled:
+            return 0.0
+        start = self._clock()
+        while True:
+            pressure = self.pressure()
+            waited = self._clock() - start
+            if pressure is None or pressure < self.threshold or waited >= self.max_defer_seconds:
+                break
+            if stop is None:
+                time.sleep(self.window)
+            elif stop.wait(self.window):
+                break
+        if waited >= self.window:
+            with self._lock:
+                self.deferred_seconds += waited
+            log.debug("background work waited %.1fs for foreground requests", waited)
+        return waited
+
+
+_shared = YieldGate(0.0)
+_shared_lock = threading.Lock()
+
+
+def shared_gate() -> YieldGate:
+    """The gate every background thread of this process waits at."""
+    return _shared
+
+
+def configure(max_defer_seconds: float, threshold: float = DEFAULT_THRESHOLD) -> YieldGate:
+    """Sets the shared gate's limits (the background worker does, from its
+    settings, before anything waits at it) and returns it."""
+    with _shared_lock:
+        _shared.max_defer_seconds = max_defer_seconds
+        _shared.threshold = threshold
+    return _shared
