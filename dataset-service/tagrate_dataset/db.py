@@ -5,10 +5,13 @@ engine setup and transactions every service with a database shares
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 from tagrate_common import database
 from tagrate_common.database import create_db_engine, is_sqlite, normalise_url
@@ -39,3 +42,13 @@ class Database(database.Database):
 
     def __init__(self, engine: Engine, write_retries: int = 8) -> None:
         super().__init__(engine, write_retries, name="the dataset database")
+
+    @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """A read-only connection for plain SQL on a hot path (its
+        transaction is rolled back at the end): none of a Session's work."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise self._unavailable(exc) from exc

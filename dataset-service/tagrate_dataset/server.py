@@ -188,11 +188,10 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         )
         page = queries.paging(request.page, request.limit, settings.userdata_default_limit, settings.userdata_max_limit)
         sort, rated = SortOrder.from_proto(request.sort), RatedFilter.from_proto(request.rated)
-        with self.db.read() as session:
-            user_id = crud.require_user(session, user).id
-            assert user_id is not None
-            version = scoring.serving_version(session, user)
-            result = queries.user_data(session, user_id, tags, sort, rated, page, version)
+        # One connection, plain SQL, no ORM objects: the listing's own
+        # statements and one round trip that resolves everything they need.
+        with self.db.read_connection() as conn:
+            result = queries.user_data_by_name(conn, user, tags, sort, rated, page)
         return dataset_pb2.GetUserDataResponse(
             user=user,
             images=[
