@@ -3,7 +3,8 @@ ceiling of the default EfficientNet-Lite0 per backend (torch eager, torch
 traced, onnxruntime fp32 and int8), images/s at batch 1 and at the best of
 batches 2-8, all threads. Backends run in interleaved rounds, so a machine
 shared with other work slows them alike; the table gives each round's median
-and the ratio to traced torch."""
+and the ratios to traced torch and to onnx-fp32 (batch 1, and best batch
+against fp32's best batch)."""
 
 from __future__ import annotations
 
@@ -69,12 +70,14 @@ def main(argv: list[str]) -> int:
     median = {key: statistics.median(values) for key, values in rates.items()}
     base = median[("torch traced", 1)]
     print(f"raw ceiling, images/s (median of {args.rounds} interleaved rounds, {torch.get_num_threads()} threads)")
-    print("| backend | batch 1 | best batch | vs traced torch, batch 1 |")
-    print("| --- | --- | --- | --- |")
+    fp32 = {size: median[("onnx-fp32", size)] for size in sizes}
+    print("| backend | batch 1 | best batch | vs traced torch, batch 1 | vs onnx-fp32, batch 1 / best batch |")
+    print("| --- | --- | --- | --- | --- |")
     for name in models:
         best = max(sizes[1:], key=lambda size: median[(name, size)])
         print(
             f"| {name} | {median[(name, 1)]:.1f} | {median[(name, best)]:.1f} (batch {best}) "
-            f"| {median[(name, 1)] / base:.2f}x |"
+            f"| {median[(name, 1)] / base:.2f}x "
+            f"| {median[(name, 1)] / fp32[1]:.2f}x / {median[(name, best)] / max(fp32.values()):.2f}x |"
         )
     return 0

@@ -14,7 +14,12 @@ import pytest
 from PIL import Image
 
 from tagrate_common.vision.loaders import load_default_model
-from tagrate_common.vision.onnx_models import calibration_images, resolve_backend
+from tagrate_common.vision.onnx_models import (
+    CALIBRATION_PHOTOS,
+    HELD_OUT_PHOTOS,
+    calibration_images,
+    resolve_backend,
+)
 from tagrate_common.vision.preprocess import EFFICIENTNET_LITE
 from tagrate_trainer.selection import train_head
 from tagrate_trainer.training import TrainingConfig, TrainingData
@@ -31,6 +36,14 @@ def photo_batch() -> np.ndarray:
     """Real photo views (random crops and flips of scikit-image's photos),
     not the ones the int8 model was calibrated on (another seed)."""
     return np.concatenate(list(calibration_images(224, 4, seed=123)))
+
+
+@pytest.fixture(scope="module")
+def agreement_batch() -> np.ndarray:
+    """The int8 agreement set: 104 views (8 per photo, other crops than the
+    calibration's) of the 9 calibration photos and of 4 photos the
+    calibration never sees."""
+    return np.concatenate(list(calibration_images(224, 8, seed=123, photos=CALIBRATION_PHOTOS + HELD_OUT_PHOTOS)))
 
 
 def test_fp32_agrees_with_torch_and_keeps_the_model_id(default_model, cache_dir: Path, photo_batch) -> None:
@@ -60,24 +73,26 @@ def test_fp32_agrees_with_torch_and_keeps_the_model_id(default_model, cache_dir:
 
 
 @pytest.mark.slow
-def test_int8_is_a_model_of_its_own_close_to_fp32(default_model, cache_dir: Path, photo_batch) -> None:
+def test_int8_is_a_model_of_its_own_that_agrees_with_fp32(default_model, cache_dir: Path, agreement_batch) -> None:
     int8 = load_default_model("cpu", "onnx-int8", cache_dir)
     assert int8.model_id.startswith("efficientnet-lite0-imagenet-int8@")
     assert int8.model_id != default_model.model_id
     assert int8.features_id != default_model.features_id  # a tagger on int8 never feeds a torch rater
-    expected_scores, expected_features = default_model.predict_with_features(photo_batch)
-    scores, features = int8.predict_with_features(photo_batch)
+    expected_scores, expected_features = default_model.predict_with_features(agreement_batch)
+    scores, features = int8.predict_with_features(agreement_batch)
     cosine = (features * expected_features).sum(1) / (
         np.linalg.norm(features, axis=1) * np.linalg.norm(expected_features, axis=1)
     )
-    # Close, but short of the bar for the default (top-1 >= 95%, cosine >=
-    # 0.99): measured ~86-89% top-1 and mean cosine ~0.985 here (75-78% and
-    # 0.975 on photos it was not calibrated on; see AUTO_CPU_BACKEND).
-    assert (scores.argmax(1) == expected_scores.argmax(1)).mean() >= 0.7
-    assert cosine.mean() >= 0.95
-    # The third bar, which it meets: a personal model trained on its vectors
-    # ranks held-out images as well as one trained on torch's (the learning
-    # test's scenes and ratings; measured 0.948 against 0.939).
+    # The issue's bars, on every view: top-1 kept on >= 95% (measured 100 of
+    # 104 on an AVX-512 VNNI CPU; the misses are near-ties, fp32 top-1 under
+    # 0.16) and feature cosine >= 0.99 (measured min 0.9965, mean 0.9988).
+    assert (scores.argmax(1) == expected_scores.argmax(1)).mean() >= 0.95
+    assert cosine.min() >= 0.99
+    # A fully int8 graph misses both (87-92%, min cosine 0.88-0.91): the
+    # float layers matter (see onnx_models._quantize).
+    # The third bar: a personal model trained on its vectors ranks held-out
+    # images as well as one trained on torch's (the learning test's scenes
+    # and ratings).
     torch_spearman, int8_spearman = (_held_out_spearman(model.forward_features) for model in (default_model, int8))
     assert torch_spearman > 0.8
     assert abs(int8_spearman - torch_spearman) <= 0.02
