@@ -647,6 +647,76 @@ def report(
     )
 
 
+OUTSIDE_PATHS = ("tagger gRPC", "gateway /tag", "gateway /tagbulk")
+
+
+async def outside_rounds(
+    raw: RawModel, clients: Clients, threads: int, streams: int, rounds: int, seconds: float
+) -> dict[str, list[float]]:
+    """CPU ms per image outside the forward pass at concurrency 16, per path
+    and round: the services' CPU per image less the in-process forward CPU
+    per image at the tagger's batch size and streams, the forward pass
+    measured in the same round, just before the paths."""
+    stack = clients.stack
+    calls = {
+        "tagger gRPC": (clients.grpc_tag, 1, {"tagger": stack.tagger}),
+        "gateway /tag": (clients.tag, 1, {"tagger": stack.tagger, "gateway": stack.gateway}),
+        "gateway /tagbulk": (clients.tag_bulk, BULK_IMAGES, {"tagger": stack.tagger, "gateway": stack.gateway}),
+    }
+    results: dict[str, list[float]] = {path: [] for path in OUTSIDE_PATHS}
+    for index in range(1, rounds + 1):
+        forward = raw.measure(threads, streams, TAGGER_CPU_BATCH, seconds / 2)
+        line = []
+        for path, (call, per_call, processes) in calls.items():
+            count = max(48 // per_call, round(forward.images_per_second * seconds / per_call))
+            await measure(call, 16, 16, warmup=0)  # the path's buffers and connections warm
+            before = {name: p.cpu_seconds() for name, p in processes.items()}
+            await measure(call, count, 16, warmup=0)
+            spent = sum(p.cpu_seconds() - before[name] for name, p in processes.items())
+            outside = spent * 1000 / (count * per_call) - forward.cpu_ms_per_image
+            results[path].append(outside)
+            line.append(f"{path} {outside:.2f}")
+        print(f"  round {index}: forward {forward.cpu_ms_per_image:.1f} CPU ms/image; outside: {', '.join(line)}")
+    return results
+
+
+def outside_only(args: argparse.Namespace, backend: str, streams: int) -> int:
+    """``--outside``: only the CPU time per image outside the forward pass,
+    in interleaved rounds (a tagger with batching on and a gateway)."""
+    photos = jpeg_photos()
+    with tempfile.TemporaryDirectory(prefix="tagrate-bench-") as tmp:
+        raw = RawModel(photos, backend, Path(tmp) / "models")
+        stack = start_stack(True, args.threads, Path(tmp) / "stack", args.queue_delay_ms, args.cpu_streams, backend)
+
+        async def run() -> dict[str, list[float]]:
+            clients = Clients(stack, photos)
+            try:
+                return await outside_rounds(raw, clients, args.threads, streams, args.rounds, args.seconds)
+            finally:
+                await clients.close()
+
+        try:
+            results = asyncio.run(run())
+        finally:
+            stack.stop()
+            raw.close()
+    print_table(
+        f"CPU ms per image outside the forward pass at concurrency 16, batching on, {backend} "
+        f"(median of {args.rounds} interleaved rounds; target <= 5 ms)",
+        ["path", "median", "range", ""],
+        [
+            (
+                path,
+                f"{median(values):.2f}",
+                f"{min(values):.2f} to {max(values):.2f}",
+                "met" if median(values) <= 5.0 else "MISSED",
+            )
+            for path, values in results.items()
+        ],
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench tagger", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="Length of each measurement (default 3).")
@@ -670,6 +740,11 @@ def main(argv: list[str] | None = None) -> int:
         help="TAGGER_BACKEND for the tagger process and the in-process raw model (default auto: onnx-fp32 on a CPU).",
     )
     parser.add_argument("--rounds", type=int, default=5, help="Interleaved rounds for the targets (default 5).")
+    parser.add_argument(
+        "--outside",
+        action="store_true",
+        help="Only the CPU ms per image outside the forward pass, per path, in --rounds interleaved rounds.",
+    )
     args = parser.parse_args(argv or [])
 
     from tagrate_common.vision.onnx_models import resolve_backend
@@ -678,6 +753,8 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     backend = resolve_backend(args.backend, "cpu")
     streams = args.cpu_streams or args.threads
+    if args.outside:
+        return outside_only(args, backend, streams)
     print(
         f"{cores} cores; tagger threads {args.threads}, backend {backend}; {args.seconds:g} s per measurement",
         flush=True,
