@@ -6,7 +6,13 @@ SQLite runs in WAL mode with ``synchronous=FULL`` (a commit is on disk before
 the call returns), foreign keys on and a busy timeout. Write transactions
 start with ``BEGIN IMMEDIATE``: a deferred transaction that reads first and
 writes later fails at once with "database is locked" when another writer got
-in between, instead of waiting for it. PostgreSQL is reached through psycopg 3.
+in between, instead of waiting for it. Writers of one process also take
+turns on a lock of their own first: SQLite's busy handler polls with sleeps
+of up to 100 ms, so concurrent writers waiting on it left the database idle
+between transactions (an import at 8 at once spent most of its time
+there); on the process's lock the next writer starts the moment the last
+one commits. Other processes still meet at SQLite's lock. PostgreSQL is
+reached through psycopg 3.
 
 Each service's tables live on their own :func:`model_registry`, so one
 service's migrations compare only its own tables, and each service keeps its
@@ -20,9 +26,10 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -224,6 +231,8 @@ class Database:
         self.name = name
         sqlite = is_sqlite(engine)
         self._write_engine = engine.execution_options(sqlite_begin="IMMEDIATE") if sqlite else engine
+        # SQLite: one writer at a time anyway; this process's queue up here (see the module docstring).
+        self._writer: AbstractContextManager[Any] = threading.RLock() if sqlite else nullcontext()
         # SQLite: a deferred transaction reads one WAL snapshot throughout.
         # PostgreSQL's default READ COMMITTED takes a new snapshot per statement.
         self._snapshot_engine = engine if sqlite else engine.execution_options(isolation_level="REPEATABLE READ")
@@ -234,6 +243,10 @@ class Database:
         constraint, or a PostgreSQL serialization failure or deadlock, is rolled
         back and run again from the start, so ``work`` must only touch the
         database."""
+        with self._writer:
+            return self._write(work)
+
+    def _write(self, work: Callable[[Session], T]) -> T:
         for attempt in range(1, self.write_retries + 1):
             try:
                 with Session(self._write_engine, expire_on_commit=False) as session:
