@@ -243,10 +243,12 @@ def main(argv: list[str]) -> int:
                 for name in CANDIDATES:
                     if (name == PRIOR and prior is None) or (name == MLP_CANDIDATE and size < MLP_MIN_RATINGS):
                         continue
-                    heads[name], _ = fit_candidate(name, data, config, prior, reporter)
+                    heads[name], _ = fit_candidate(name, data, config, prior, reporter, global_head)
                     score(name, heads[name].predict(plain[test]))
                 start = time.perf_counter()
-                cv = cross_validate(plain[train], y_train, images, config, reporter, prior, global_head.predict)
+                cv = cross_validate(
+                    plain[train], y_train, images, config, reporter, prior, global_head.predict, global_head
+                )
                 seconds[size].append(time.perf_counter() - start)
                 picks[size][cv.selected] = picks[size].get(cv.selected, 0) + 1
                 chosen_head = heads[cv.selected] if cv.selected not in (NONE, GLOBAL) else global_head

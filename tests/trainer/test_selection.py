@@ -3,19 +3,29 @@ brute-force solve, the prior, the choice and the guard against the mean."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from tagrate_common.vision.rating_heads import RatingHead, deserialize_weights
+from tagrate_trainer import selection
+from tagrate_trainer.combined import LogitSum, mean_of
 from tagrate_trainer.ridge import GCV_ALPHAS, Ridge
 from tagrate_trainer.selection import (
+    BLEND,
+    CV_REPEATS,
     GLOBAL,
     GLOBAL_MARGIN,
     MEAN,
     NONE,
     PRIOR,
+    RESIDUAL,
     RIDGE,
     Prior,
     cross_validate,
+    cv_metrics,
+    fit_candidate,
     guard_threshold,
     pick,
     stratified_folds,
@@ -133,3 +143,63 @@ def test_noise_gives_no_head_and_says_why():
     assert result.metrics["selected_none"] == 1.0
     assert result.metrics["cv_threshold"] == pytest.approx(guard_threshold(int(result.metrics["train_examples"])))
     assert "no candidate beat predicting the mean rating" in result.message
+
+
+def test_a_sum_of_logits_is_one_head_the_rater_serves():
+    data = linear_taste(200, seed=2)
+    mlp, _ = fit_candidate("mlp", data, FAST)
+    ridge, _ = fit_candidate(RIDGE, data, FAST)
+    x = linear_taste(50, seed=3).features
+    slope = np.random.default_rng(4).normal(size=DIMENSIONS) * 0.01
+
+    def logits(head):  # from what the rater serves
+        p = head.predict(x).astype(np.float64)
+        return np.log(p / (1 - p))
+
+    total = LogitSum.of(mlp).scaled(0.7) + LogitSum.of(ridge).scaled(-0.3) + LogitSum.linear(slope, 0.2)
+    scaling = Standardiser.fit(data.features)
+    for head, expected in [
+        (total.head(scaling), 0.7 * logits(mlp) - 0.3 * logits(ridge) + x.astype(np.float64) @ slope + 0.2),
+        (mean_of([mlp, ridge], scaling), (logits(mlp) + logits(ridge)) / 2),
+        (mean_of([ridge, ridge], scaling), logits(ridge)),
+    ]:
+        served = RatingHead.from_tensors(head.kind, deserialize_weights(head.weights()), DIMENSIONS)
+        assert np.allclose(logits(served), expected, atol=2e-3)
+    assert total.head(scaling).kind == "mlp" and mean_of([ridge, ridge], scaling).kind == "linear"
+    assert total.head(scaling).rating_head().hidden == FAST.hidden_units + 2
+
+
+def test_the_residual_candidate_keeps_what_the_global_head_knows():
+    # The global head learnt the taste from 500 ratings of others; twenty
+    # ratings alone cannot find it among 64 dimensions.
+    taste = linear_taste(600, seed=1)
+    others = TrainingData(taste.features[100:], taste.ratings[100:], taste.images[100:])
+    base = train_head(others, FAST).head.rating_head()
+    few = TrainingData(taste.features[:20], taste.ratings[:20], taste.images[:20])
+    cv = cross_validate(few.features, few.ratings.astype(np.float64), few.images, FAST, QUIET, base=base)
+    assert {RESIDUAL, BLEND} <= set(cv.spearman)
+    assert cv.spearman[RESIDUAL] > cv.spearman[RIDGE] + 0.1
+    assert cv.selected in (RESIDUAL, BLEND)
+    result = train_head(few, FAST, base=base)
+    assert result.selected in (RESIDUAL, BLEND) and result.metrics[f"selected_{result.selected}"] == 1.0
+    assert {"residual_alpha", "residual_beta"} <= set(result.metrics) and result.metrics["residual_beta"] > 0.5
+    x, y = taste.features[20:100], taste.ratings[20:100]
+    ridge, _ = fit_candidate(RIDGE, few, FAST)
+    assert np.corrcoef(result.head.predict(x), y)[0, 1] > 0.8
+    assert np.corrcoef(result.head.predict(x), y)[0, 1] > np.corrcoef(ridge.predict(x), y)[0, 1] + 0.1
+
+
+def test_cross_validation_is_repeated_from_100_ratings(monkeypatch):
+    data = linear_taste(120)
+    x, y = data.features, data.ratings.astype(np.float64)
+    cv = cross_validate(x, y, data.images, FAST, QUIET)
+    assert cv.repeats == CV_REPEATS > 1 and cv_metrics(cv)["cv_repeats"] == CV_REPEATS
+    # The figures are the mean over differently seeded fold splits.
+    monkeypatch.setattr(selection, "CV_REPEATS", 1)
+    singles = [cross_validate(x, y, data.images, replace(FAST, seed=s), QUIET) for s in range(CV_REPEATS)]
+    assert {single.repeats for single in singles} == {1}
+    assert len({single.spearman[RIDGE] for single in singles}) == CV_REPEATS
+    assert cv.spearman[RIDGE] == pytest.approx(np.mean([single.spearman[RIDGE] for single in singles]))
+    assert cv.mae[RIDGE] == pytest.approx(np.mean([single.mae[RIDGE] for single in singles]))
+    few = cross_validate(x[:90], y[:90], data.images[:90], FAST, QUIET)
+    assert few.repeats == 1

@@ -107,12 +107,21 @@ def test_random_ratings_teach_nothing_and_produce_no_head(seed):
     assert "spearman" not in result.metrics  # no head, no held-out figures of one
 
 
+@pytest.mark.parametrize("base_kind", [MLP, LINEAR])
 @pytest.mark.parametrize("candidate", CANDIDATES)
-def test_every_candidate_is_a_head_the_rater_serves(candidate):
+def test_every_candidate_is_a_head_the_rater_serves(candidate, base_kind):
     data = linear_taste(200)
     prior = Prior(np.random.default_rng(3).normal(size=DIMENSIONS))
-    head, chosen = fit_candidate(candidate, data, FAST, prior)
+    # A global head fitted on another user's ratings, for residual and blend.
+    other = linear_taste(200, seed=2)
+    base = fit_candidate("mlp" if base_kind == MLP else "ridge", other, FAST)[0].rating_head()
+    head, chosen = fit_candidate(candidate, data, FAST, prior, base=base)
     assert head.kind in (LINEAR, MLP) and chosen
+    if candidate in ("residual", "blend"):
+        # On top of an MLP global head, its hidden units and two for the linear part (twice for a blend).
+        assert head.kind == base_kind
+        if base_kind == MLP:
+            assert head.rating_head().hidden == FAST.hidden_units + (2 if candidate == "residual" else 4)
     served = RatingHead.from_tensors(head.kind, deserialize_weights(head.weights()), DIMENSIONS)
     predicted = served.predict(data.features)
     assert np.allclose(predicted, head.predict(data.features), atol=1e-6)

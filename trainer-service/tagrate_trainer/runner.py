@@ -9,8 +9,9 @@ trained on exactly the current ratings) and starts the worker, which
    ratings with cached feature vectors from the dataset service,
 2. trains a head (:mod:`.selection`: candidates cross-validated, the best
    refitted), compared on the held-out ratings with the rater's current
-   global head when the trainer has its weights; a linear global head is
-   also the prior of the ``prior`` candidate of a personal head,
+   global head when the trainer has its weights; for a personal head, the
+   global head is also what the ``residual`` and ``blend`` candidates build
+   on, and its linear prior that of the ``prior`` candidate,
 3. publishes it: PublishHead to the rater, then RecordTrainedSnapshot with
    the dataset service, so /verifydatasets knows which ratings the model
    saw. Nothing is published unless training completed.
@@ -300,7 +301,10 @@ class JobRunner:
         self._update(job, snapshot_id=snapshot.snapshot_id, progress=LOADING_SHARE)
         training_global = job.user == validation.ALL_USERS
         copy = self._global_copy(extractor)
-        reference = copy.head(extractor.dimensions).predict if copy is not None else None
+        global_head = copy.head(extractor.dimensions) if copy is not None else None
+        reference = global_head.predict if global_head is not None else None
+        # The global head is what residual and blend candidates build on, except for itself.
+        base = global_head if not training_global else None
         prior_head = copy.prior_head(extractor.dimensions) if copy is not None and not training_global else None
         prior = Prior.of(prior_head) if prior_head is not None else None
         train_share = 1.0 - LOADING_SHARE - PUBLISHING_SHARE
@@ -316,7 +320,14 @@ class JobRunner:
             )
 
         result = train_head(
-            snapshot.data, self.config, report, self._should_stop, reference, prior, keep_reference=not training_global
+            snapshot.data,
+            self.config,
+            report,
+            self._should_stop,
+            reference,
+            prior,
+            keep_reference=not training_global,
+            base=base,
         )
         metrics = public_metrics(result.metrics)
         if result.head is None:

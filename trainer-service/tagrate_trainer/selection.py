@@ -10,7 +10,10 @@ procedure (:func:`train_head`).
    seeded, whole images per fold. Every candidate is fitted on ``k - 1``
    folds and predicts the last, exactly as the rater would serve it; the
    pooled out-of-fold predictions give its ``cv_<name>_spearman`` and
-   ``cv_<name>_mae``. The candidates, simplest first:
+   ``cv_<name>_mae``. From ``REPEAT_RATINGS`` to ``MANY_RATINGS`` ratings
+   the whole k-fold split is repeated ``CV_REPEATS`` times with other
+   seeds and the figures averaged (``cv_repeats``). The candidates,
+   simplest first:
 
    * ``ridge``: ridge regression on the standardised features, penalty by
      GCV (:mod:`.ridge`), through the sigmoid link (a linear head);
@@ -23,6 +26,15 @@ procedure (:func:`train_head`).
      penalty fits ``y - X w_g`` and ``w_g`` is added back, so the head is
      still one linear head. With few ratings the penalty keeps it near the
      global taste; with many the user's own ratings take over;
+   * ``residual``: only when the global head is given (``base``): the
+     global head's own logit (an MLP's too), scaled by ``beta`` (least
+     squares on this user's ratings, shrunk toward 1 by
+     ``RESIDUAL_PSEUDO`` ratings), plus ridge with its own penalty on what
+     it leaves. One head: :mod:`.combined` writes the sum of the global
+     head's logit and a linear logit as one linear or MLP head;
+   * ``blend``: the mean of the ``ridge`` and ``residual`` heads' logits
+     (again one head, :func:`.combined.mean_of`); in cross-validation the
+     members' fold fits are reused;
    * ``current``: what the trainer fitted before (:func:`~.training.fit_current`);
    * ``mlp``: the MLP alone, from ``MLP_MIN_RATINGS`` ratings on.
 
@@ -61,8 +73,9 @@ from functools import partial
 
 import numpy as np
 
-from tagrate_common.vision.rating_heads import RatingHead
+from tagrate_common.vision.rating_heads import MAX_HIDDEN, RatingHead
 
+from .combined import LogitSum, mean_of
 from .ridge import GCV_ALPHAS, Ridge
 from .training import (
     LINEAR,
@@ -86,10 +99,18 @@ from .training import (
     spearman,
 )
 
-RIDGE, PRIOR, CURRENT, MLP_CANDIDATE = "ridge", "prior", "current", "mlp"
+RIDGE, PRIOR, RESIDUAL, BLEND = "ridge", "prior", "residual", "blend"
+CURRENT, MLP_CANDIDATE = "current", "mlp"
 GLOBAL, MEAN, NONE = "global", "mean", "none"
 # The heads a job can fit and publish, simplest first.
-CANDIDATES = (RIDGE, PRIOR, CURRENT, MLP_CANDIDATE)
+CANDIDATES = (RIDGE, PRIOR, RESIDUAL, BLEND, CURRENT, MLP_CANDIDATE)
+# The heads whose logits the blend averages.
+BLENDED = (RIDGE, RESIDUAL)
+# The residual candidate's scale of the global logit is shrunk toward 1 as
+# if this many more ratings agreed with the global head exactly
+# (bench/learning.py: at 10 ratings, Spearman +0.19 over ridge instead of
+# +0.10 with the least-squares scale alone; no change from 20 ratings on).
+RESIDUAL_PSEUDO = 20.0
 # What selection chooses among.
 CHOICES = (*CANDIDATES, GLOBAL)
 # The global head is kept over the best personal candidate only when its CV
@@ -106,6 +127,11 @@ TIE = 0.005
 GUARD_Z = 1.645
 # From this many ratings on, FOLDS_FOR_MANY folds (when cv_folds is more).
 MANY_RATINGS, FOLDS_FOR_MANY = 500, 3
+# From REPEAT_RATINGS up to MANY_RATINGS, the k-fold CV is repeated
+# CV_REPEATS times with differently seeded folds and the figures averaged:
+# there the candidates are close, and one split's noise picked the worse
+# one about as often as the better (bench/learning.py).
+REPEAT_RATINGS, CV_REPEATS = 100, 3
 LEVELS = 6  # rating levels 0, 1/6, ..., 1
 
 
@@ -143,6 +169,7 @@ class CrossValidation:
     mae: dict[str, float]
     selected: str  # a candidate, or NONE
     threshold: float  # the CV Spearman a candidate had to beat
+    repeats: int = 1  # of the k-fold split, figures averaged
 
 
 # ---- folds -------------------------------------------------------------------
@@ -206,11 +233,63 @@ def prior_fit(prior: Prior) -> Fit:
     return fit
 
 
-def candidates(n: int, prior: Prior | None) -> dict[str, Fit]:
+def residual_fit(base: RatingHead) -> Fit:
+    """The global head, rescaled, plus ridge on what it leaves (see the
+    module docstring)."""
+    logit = LogitSum.of(base)
+
+    def fit(
+        x: np.ndarray, y: np.ndarray, images: Sequence[str], config: TrainingConfig, reporter: Reporter
+    ) -> tuple[TrainedHead, dict[str, float]]:
+        scaling = Standardiser.fit(x)
+        z = scaling.apply(x).astype(np.float64)
+        a, _ = _ridge_link(float(y.mean()))
+        # The global logit in rating units around this user's mean (the
+        # ridge head's logit is a * (w . z) + c).
+        guess = logit(x) / a
+        offset = float(guess.mean())
+        guess -= offset
+        power = float(guess @ guess)
+        # Least squares, shrunk toward 1 by RESIDUAL_PSEUDO ratings' worth.
+        pseudo = RESIDUAL_PSEUDO * power / len(y)
+        beta = float(guess @ (y - y.mean()) + pseudo) / (power + pseudo) if power > 0 else 0.0
+        solver = Ridge(z, y - beta * guess)
+        alpha = solver.best_alpha(GCV_ALPHAS)
+        reporter.phase("residual", 1.0)
+        personal = LogitSum.of(_ridge_head(solver.weights(alpha), solver.y_mean, scaling))
+        # a * (beta * (guess - offset) + w . z) + c
+        total = logit.scaled(beta) + personal + LogitSum.linear(np.zeros(len(scaling.mean)), -a * beta * offset)
+        return total.head(scaling), {"residual_alpha": alpha, "residual_beta": beta}
+
+    return fit
+
+
+def blend_fit(members: dict[str, Fit]) -> Fit:
+    """The mean of ``members``' logits, each fitted as it is alone."""
+
+    def fit(
+        x: np.ndarray, y: np.ndarray, images: Sequence[str], config: TrainingConfig, reporter: Reporter
+    ) -> tuple[TrainedHead, dict[str, float]]:
+        heads, chosen = [], {}
+        for member in members.values():
+            head, figures = member(x, y, images, config, reporter)
+            heads.append(head)
+            chosen.update(figures)
+        return mean_of(heads, Standardiser.fit(x)), chosen
+
+    return fit
+
+
+def candidates(n: int, prior: Prior | None, base: RatingHead | None = None) -> dict[str, Fit]:
     """The candidates for ``n`` ratings, simplest first."""
     chosen: dict[str, Fit] = {RIDGE: fit_ridge}
     if prior is not None:
         chosen[PRIOR] = prior_fit(prior)
+    if base is not None and LogitSum.of(base).fits():
+        chosen[RESIDUAL] = residual_fit(base)
+        # The residual head's hidden units, plus the two that carry the linear part.
+        if LogitSum.of(base).hidden + 4 <= MAX_HIDDEN:
+            chosen[BLEND] = blend_fit({name: chosen[name] for name in BLENDED})
     chosen[CURRENT] = fit_current
     if n >= MLP_MIN_RATINGS:
         chosen[MLP_CANDIDATE] = fit_mlp
@@ -239,6 +318,16 @@ def pick(spearmans: dict[str, float], maes: dict[str, float], n: int) -> str:
     return next(c for c in personal if spearmans[c] >= best - TIE)
 
 
+def cv_plan(y: np.ndarray, images: Sequence[str], config: TrainingConfig) -> tuple[int, int]:
+    """(folds, repeats) for these ratings."""
+    distinct = len(set(images))
+    # Fewer folds for many ratings: each fold's fits cost more, and the
+    # figures need less averaging.
+    folds = min(config.cv_folds if len(y) < MANY_RATINGS else min(config.cv_folds, FOLDS_FOR_MANY), distinct)
+    repeats = CV_REPEATS if REPEAT_RATINGS <= len(y) < MANY_RATINGS else 1
+    return folds, repeats
+
+
 def cross_validate(
     x: np.ndarray,
     y: np.ndarray,
@@ -247,43 +336,54 @@ def cross_validate(
     reporter: Reporter,
     prior: Prior | None = None,
     reference: Callable[[np.ndarray], np.ndarray] | None = None,
+    base: RatingHead | None = None,
 ) -> CrossValidation:
-    """Every candidate's pooled out-of-fold figures, and the selection.
-    ``reference``: the global head's predictions for raw feature vectors,
-    scored as the ``global`` choice (fitted on nothing here)."""
-    distinct = len(set(images))
-    # Fewer folds for many ratings: each fold's fits cost more, and the
-    # figures need less averaging.
-    folds = min(config.cv_folds if len(y) < MANY_RATINGS else min(config.cv_folds, FOLDS_FOR_MANY), distinct)
-    fold = stratified_folds(images, y, folds, config.seed)
-    fits = candidates(len(y), prior)
-    predictions = {name: np.empty(len(y)) for name in (*fits, MEAN)}
-    if reference is not None:
-        predictions[GLOBAL] = np.asarray(reference(x), dtype=np.float64)
-    fold_means = np.empty(len(y))
-    steps = folds * len(fits)
-    for f in range(folds):
-        inside = fold != f
-        images_in = [image for image, keep in zip(images, inside, strict=True) if keep]
-        predictions[MEAN][~inside] = fold_means[~inside] = y[inside].mean()
-        x_in, y_in = x[inside], y[inside]
-        early: EarlyStopped | None = None  # one MLP run serves both candidates that need it
-        for i, (name, fit) in enumerate(fits.items()):
-            reporter.check()
-            step = f * len(fits) + i
-            with reporter.span(step / steps, (step + 1) / steps):
-                if name in (CURRENT, MLP_CANDIDATE):
-                    early = early or early_stopped_mlp(x_in, y_in, images_in, config, reporter)
-                    fit = partial(fit, early=early)
-                head, _ = fit(x_in, y_in, images_in, config, reporter)
-                predictions[name][~inside] = head.predict(x[~inside])
-    # Ranked as departures from each fold's mean: a head predicts around the
-    # mean of the ratings it was fitted on, and a fold whose ratings run low
-    # has the others' higher mean; pooled raw predictions would rank those
-    # means against the folds' ratings and penalise every weak head for it.
-    spearmans = {name: spearman(p - fold_means, y) for name, p in predictions.items()}
-    maes = {name: mean_absolute_error(p, y) for name, p in predictions.items()}
-    return CrossValidation(folds, spearmans, maes, pick(spearmans, maes, len(y)), guard_threshold(len(y)))
+    """Every candidate's pooled out-of-fold figures (averaged over the
+    repeats), and the selection. ``reference``: the global head's
+    predictions for raw feature vectors, scored as the ``global`` choice
+    (fitted on nothing here). ``base``: the global head, for the
+    ``residual`` and ``blend`` candidates."""
+    folds, repeats = cv_plan(y, images, config)
+    fits = candidates(len(y), prior, base)
+    names = (*fits, MEAN) if reference is None else (*fits, MEAN, GLOBAL)
+    spearmans: dict[str, float] = dict.fromkeys(names, 0.0)
+    maes: dict[str, float] = dict.fromkeys(names, 0.0)
+    steps = repeats * folds * len(fits)
+    global_predictions = np.asarray(reference(x), dtype=np.float64) if reference is not None else None
+    for r in range(repeats):
+        fold = stratified_folds(images, y, folds, config.seed + r)
+        predictions = {name: np.empty(len(y)) for name in (*fits, MEAN)}
+        if global_predictions is not None:
+            predictions[GLOBAL] = global_predictions
+        fold_means = np.empty(len(y))
+        for f in range(folds):
+            inside = fold != f
+            images_in = [image for image, keep in zip(images, inside, strict=True) if keep]
+            predictions[MEAN][~inside] = fold_means[~inside] = y[inside].mean()
+            x_in, y_in = x[inside], y[inside]
+            early: EarlyStopped | None = None  # one MLP run serves both candidates that need it
+            heads: dict[str, TrainedHead] = {}
+            for i, (name, fit) in enumerate(fits.items()):
+                reporter.check()
+                step = (r * folds + f) * len(fits) + i
+                with reporter.span(step / steps, (step + 1) / steps):
+                    if name == BLEND:  # its members are fitted already, on the same ratings
+                        head = mean_of([heads[member] for member in BLENDED], Standardiser.fit(x_in))
+                    else:
+                        if name in (CURRENT, MLP_CANDIDATE):
+                            early = early or early_stopped_mlp(x_in, y_in, images_in, config, reporter)
+                            fit = partial(fit, early=early)
+                        head, _ = fit(x_in, y_in, images_in, config, reporter)
+                    heads[name] = head
+                    predictions[name][~inside] = head.predict(x[~inside])
+        # Ranked as departures from each fold's mean: a head predicts around the
+        # mean of the ratings it was fitted on, and a fold whose ratings run low
+        # has the others' higher mean; pooled raw predictions would rank those
+        # means against the folds' ratings and penalise every weak head for it.
+        for name, p in predictions.items():
+            spearmans[name] += spearman(p - fold_means, y) / repeats
+            maes[name] += mean_absolute_error(p, y) / repeats
+    return CrossValidation(folds, spearmans, maes, pick(spearmans, maes, len(y)), guard_threshold(len(y)), repeats)
 
 
 def cv_metrics(cv: CrossValidation) -> dict[str, float]:
@@ -291,7 +391,12 @@ def cv_metrics(cv: CrossValidation) -> dict[str, float]:
     candidate and for ``mean``, ``cv_folds``, ``cv_threshold``, and
     ``selected_<name>`` = 1 for the selected one (``selected_none`` when
     none beat the mean)."""
-    metrics = {"cv_folds": float(cv.folds), "cv_threshold": cv.threshold, f"selected_{cv.selected}": 1.0}
+    metrics = {
+        "cv_folds": float(cv.folds),
+        "cv_repeats": float(cv.repeats),
+        "cv_threshold": cv.threshold,
+        f"selected_{cv.selected}": 1.0,
+    }
     for name in cv.spearman:
         metrics[f"cv_{name}_spearman"] = cv.spearman[name]
         metrics[f"cv_{name}_mae"] = cv.mae[name]
@@ -304,11 +409,12 @@ def fit_candidate(
     config: TrainingConfig,
     prior: Prior | None = None,
     reporter: Reporter | None = None,
+    base: RatingHead | None = None,
 ) -> tuple[TrainedHead, dict[str, float]]:
     """Candidate ``name`` fitted on all of ``data`` (the benchmark's entry
     to the same fits the selection uses)."""
     reporter = reporter or Reporter(lambda _: None, lambda: False, config.max_epochs)
-    fits = candidates(MLP_MIN_RATINGS if name == MLP_CANDIDATE else len(data), prior)
+    fits = candidates(MLP_MIN_RATINGS if name == MLP_CANDIDATE else len(data), prior, base)
     features = np.ascontiguousarray(data.features, dtype=np.float32)
     return fits[name](features, data.ratings.astype(np.float64), data.images, config, reporter)
 
@@ -324,6 +430,7 @@ def train_head(
     reference: Callable[[np.ndarray], np.ndarray] | None = None,
     prior: Prior | None = None,
     keep_reference: bool = False,
+    base: RatingHead | None = None,
 ) -> TrainingResult:
     """Cross-validates, selects, refits and evaluates a head as the module
     docstring says.
@@ -332,7 +439,8 @@ def train_head(
     ratings (the current global head) for comparison; with ``keep_reference``
     it is also the ``global`` choice (not when training the global head
     itself: the current one saw every rating). ``prior`` enables the
-    ``prior`` candidate. Raises :class:`NotEnoughData` when the ratings
+    ``prior`` candidate, ``base`` (the global head; never when training
+    the global head itself) the ``residual`` and ``blend`` ones. Raises :class:`NotEnoughData` when the ratings
     cannot be split, and :class:`TrainingStopped` when ``should_stop``
     asked for it."""
     if len(data) < MIN_EXAMPLES:
@@ -348,7 +456,7 @@ def train_head(
 
     with reporter.span(0.0, 0.7):
         cv = cross_validate(
-            x_train, y_train, train_images, config, reporter, prior, reference if keep_reference else None
+            x_train, y_train, train_images, config, reporter, prior, reference if keep_reference else None, base
         )
     x_held, y_held = features[held], ratings[held]
     mean_prediction = np.full(len(y_held), y_train.mean())
@@ -383,7 +491,7 @@ def train_head(
         reporter.phase("evaluate", 1.0, 0.0)
         return TrainingResult(None, metrics, tried, cv.selected, message)
 
-    fits = candidates(len(y_train), prior)
+    fits = candidates(len(y_train), prior, base)
     reporter.check()
     with reporter.span(0.7, 0.85):
         judged, _ = fits[cv.selected](x_train, y_train, train_images, config, reporter)
