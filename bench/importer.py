@@ -36,6 +36,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image
+from tagrate_cli.main import DEFAULT_CONCURRENCY
 
 from bench.soak import Stack, cpu_seconds
 
@@ -172,7 +173,13 @@ def update_loop(url: str, names: list[str], user: str) -> float:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench import", description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=1000, help="photos per contender (default 1000)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[4], help="the CLI's --concurrency values")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=[DEFAULT_CONCURRENCY],
+        help=f"the CLI's --concurrency values (default its own, {DEFAULT_CONCURRENCY})",
+    )
     parser.add_argument("--drain-timeout", type=float, default=900, help="seconds to wait for the tagger's backlog")
     args = parser.parse_args(argv)
 
