@@ -117,25 +117,32 @@ def user_data_by_name(
     trained snapshot's version, else the global one's; see ``scoring.py``),
     which the ``predicted-*`` orders sort by, images without one last.
 
-    Round trips: one resolves the user, the serving version, the tagger
-    model and the tag ids, and counts the rows when no tag filters apply
-    (a user's ratings; every image; rated=no as their difference); one
+    Round trips: an unfiltered page near the start is one statement that
+    looks up the user and the serving version inside it and carries its
+    count (a user's ratings; every image; rated=no as their difference).
+    Otherwise one resolves the user, the serving version, the tagger model
+    and the tag ids, and counts the rows when no tag filters apply; one
     more reads the page (a page of a tag-filtered listing near its start
     also carries its count on PostgreSQL; otherwise the count comes first)."""
     names = (*tags.include, *tags.exclude)
     params: dict[str, object] = {"subject": user, "all": ALL_SUBJECT}
-    if not names and sort not in _PREDICTED and page.page and page.page * page.limit <= _COUNT_WITH_PAGE_MAX:
+    if not names and page.page and page.page * page.limit <= _COUNT_WITH_PAGE_MAX:
         # An unfiltered page near the start: one statement, which finds the
         # user and the serving version itself and carries the count. An
         # empty answer (an unknown user, a page past the end) is told apart
         # the long way.
         spec = _Spec(conn.dialect.name == "sqlite", "(inline)", [], [], sort, rated)
         offset = (page.page - 1) * page.limit
-        # The guard: with no such user, unrated rows would be every image.
-        page_sql = _page_sql(spec, _FILTER_FIRST, counted=_UNFILTERED_COUNT[rated], guard=":u IS NOT NULL")
+        if sort in _PREDICTED:
+            # The scored rows only: enough when they fill the page (no
+            # version, or a page reaching past them, takes the long way).
+            page_sql = _scored_sql(spec, _SCAN, counted=_UNFILTERED_COUNT[rated])
+        else:
+            # The guard: with no such user, unrated rows would be every image.
+            page_sql = _page_sql(spec, _FILTER_FIRST, counted=_UNFILTERED_COUNT[rated], guard=":u IS NOT NULL")
         sql = _by_name(page_sql)
         rows, total = _fetch_counted(conn, sql, {**params, "lim": page.limit, "off": offset, "n": offset + page.limit})
-        if rows:
+        if rows if sort not in _PREDICTED else len(rows) == page.limit:
             return UserDataPage(rows, total)
     params.update({f"tag{n}": name for n, name in enumerate(names)})
     sqlite = conn.dialect.name == "sqlite"
@@ -494,10 +501,11 @@ def _merged_sql(spec: _Spec, style: str, paged: bool, reverse: bool, counted: st
     return f"{sql} LIMIT :lim OFFSET :off" if paged else sql
 
 
-def _scored_sql(spec: _Spec, style: str, count: bool = False) -> str:
+def _scored_sql(spec: _Spec, style: str, count: bool = False, counted: str = "") -> str:
     """The rows of a ``predicted-*`` listing that carry a current score,
     driven from the user's range of ``ix_predictions_user_score`` (rows of
-    another version are skipped on the way); ``count``: how many."""
+    another version are skipped on the way); ``count``: how many.
+    ``counted``: a count statement whose value every row carries as ``total``."""
     joins = {
         RatedFilter.YES: " JOIN ratings r ON r.user_id = :u AND r.image_id = p.image_id",
         RatedFilter.NO: "",
@@ -518,8 +526,9 @@ def _scored_sql(spec: _Spec, style: str, count: bool = False) -> str:
     # collected image's prediction by primary key and sorts the few found.
     score = "p.score + 0" if style == _FILTER_FIRST else "p.score"
     direction = "DESC" if spec.sort is SortOrder.PREDICTED_DESC else "ASC"
+    total = f", ({counted}) AS total" if counted else ""
     return (
-        f"SELECT i.name, {rating}, p.score AS predicted, p.predicted_by AS predicted_by FROM predictions p"
+        f"SELECT i.name, {rating}, p.score AS predicted, p.predicted_by AS predicted_by{total} FROM predictions p"
         f"{joins[spec.rated]} JOIN images i ON i.id = p.image_id WHERE {where} "
         f"ORDER BY {score} {direction}, i.name ASC LIMIT :lim OFFSET :off"
     )

@@ -307,6 +307,9 @@ def test_round_trips(world, monkeypatch) -> None:
             user_data_by_name(conn, "ann", page=Paging(2, 10))
             assert len(statements) == 1
             statements.clear()
+            user_data_by_name(conn, "ann", sort=SortOrder.PREDICTED_DESC, page=Paging(2, 10))
+            assert len(statements) == 1
+            statements.clear()
             user_data_by_name(conn, "ann", TagFilter(("cat",)), page=Paging(1, 10))
             assert len(statements) == (4 if engine.dialect.name == "sqlite" else 2)
             monkeypatch.setattr(queries, "_COUNT_WITH_PAGE_MAX", 0)  # as if this small listing were long
