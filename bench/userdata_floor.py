@@ -285,8 +285,9 @@ class Floor:
         if self.db == "sqlite":
             self.conn: Any = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
         else:
+            # psycopg's defaults, as the service's connections have them
+            # (statements run five times are prepared).
             self.conn = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
-            self.conn.prepare_threshold = None  # plan each statement with its values, as the service's do
 
     def run(self, sql: str, params: dict[str, Any]) -> tuple[list[str], int]:
         rows = self.conn.execute(sql, params).fetchall()
