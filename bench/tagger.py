@@ -3,7 +3,7 @@
 Images per second at several concurrencies for
 - the raw model in this process (forward passes on preprocessed images, at
   batch sizes 1 to 32; the best is the ceiling), loaded on the same backend
-  as the tagger process runs (``--backend``, default ``auto``: ONNX fp32 on
+  as the tagger process runs (``--backend``, default ``auto``: ONNX int8 on
   a CPU), and the raw ceiling of every backend (torch, onnx-fp32,
   onnx-int8) side by side,
 - the tagger over gRPC (one image per call),
@@ -737,7 +737,7 @@ def main(argv: list[str] | None = None) -> int:
         "--backend",
         default="auto",
         choices=("auto", *BACKENDS),
-        help="TAGGER_BACKEND for the tagger process and the in-process raw model (default auto: onnx-fp32 on a CPU).",
+        help="TAGGER_BACKEND for the tagger process and the in-process raw model (default auto: onnx-int8 on a CPU).",
     )
     parser.add_argument("--rounds", type=int, default=5, help="Interleaved rounds for the targets (default 5).")
     parser.add_argument(

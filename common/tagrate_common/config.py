@@ -137,7 +137,7 @@ class ModelServiceSettings(ServiceSettings):
         "auto",
         description="What runs an EfficientNet-Lite0 model (the embedded default or a torch-state-dict folder): "
         "`torch`, or onnxruntime in `onnx-fp32` (same outputs, faster on a CPU) or `onnx-int8` (faster still, "
-        "close but not equal outputs: a model id of its own). `auto`: onnx-fp32 on a CPU, torch on a GPU. The "
+        "close but not equal outputs: a model id of its own). `auto`: onnx-int8 on a CPU, torch on a GPU. The "
         "ONNX files are exported on first start into <data_dir>/models.",
     )
     torch_threads: int = Field(

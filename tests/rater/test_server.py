@@ -266,6 +266,10 @@ def test_python_m_tagrate_rater_serves_the_heads_in_its_folder(start_rater, data
         "RATER_HEADS_DIR": str(tmp_path / "heads"),
         "RATER_DATASET_ADDR": dataset_addr,
         "RATER_TORCH_THREADS": "1",
+        # The head was published for the in-process (torch) model's vectors,
+        # which onnx-fp32 reproduces under the same extractor id (auto's
+        # onnx-int8 is an extractor of its own).
+        "RATER_BACKEND": "onnx-fp32",
     }
     process = ServiceProcess("tagrate_rater", env, tmp_path / "rater.log", f"127.0.0.1:{port}").start()
     try:

@@ -111,7 +111,7 @@ def _held_out_spearman(features_of) -> float:
     return train_head(data, TrainingConfig()).metrics["spearman"]
 
 
-def test_auto_means_onnx_fp32_on_a_cpu_and_torch_on_a_gpu() -> None:
-    assert resolve_backend("auto", "cpu") == "onnx-fp32"
+def test_auto_means_onnx_int8_on_a_cpu_and_torch_on_a_gpu() -> None:
+    assert resolve_backend("auto", "cpu") == "onnx-int8"
     assert resolve_backend("auto", "cuda") == "torch"
     assert resolve_backend("onnx-int8", "cpu") == "onnx-int8"
