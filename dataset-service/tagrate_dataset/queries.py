@@ -144,6 +144,15 @@ def user_data_by_name(
         rows, total = _fetch_counted(conn, sql, {**params, "lim": page.limit, "off": offset, "n": offset + page.limit})
         if rows if sort not in _PREDICTED else len(rows) == page.limit:
             return UserDataPage(rows, total)
+    elif not names and page.page and sort not in _PREDICTED:
+        # A deep unfiltered page: one statement too, which counts first and
+        # reads the page from whichever end is nearer.
+        spec = _Spec(conn.dialect.name == "sqlite", "(inline)", [], [], sort, rated)
+        offset = (page.page - 1) * page.limit
+        sql = _by_name(_deep_sql(spec))
+        rows, total = _fetch_counted(conn, sql, {**params, "lim": page.limit, "off": offset, "n": offset + page.limit})
+        if rows:
+            return UserDataPage(rows[::-1] if total - offset - page.limit < offset else rows, total)
     params.update({f"tag{n}": name for n, name in enumerate(names)})
     sqlite = conn.dialect.name == "sqlite"
     # Counted up front when they are the total (no tag filter) or what a
@@ -165,6 +174,48 @@ _UNFILTERED_COUNT = {
     RatedFilter.NO: "SELECT (SELECT count(*) FROM images) - (SELECT count(*) FROM ratings c WHERE c.user_id = :u)",
     RatedFilter.ALL: "SELECT count(*) FROM images",
 }
+
+
+def _deep_sql(spec: _Spec) -> str:
+    """An unfiltered page counted and read in one statement: the count
+    (once, in a CTE) decides which of two branches runs, the page read
+    forwards or, past the middle, in the reversed order (the caller turns
+    those rows round); only the chosen branch's one-time condition holds.
+    Every row carries the count; a page past the end has no row."""
+    count = _UNFILTERED_COUNT[spec.rated]
+    total = "(SELECT total_rows FROM counted)"
+    forward = _page_sql(
+        spec,
+        _FILTER_FIRST,
+        counted="SELECT total_rows FROM counted",
+        guard=f":u IS NOT NULL AND {total} - :off - :lim >= :off",
+    )
+    backward = _page_sql(
+        spec,
+        _FILTER_FIRST,
+        reverse=True,
+        counted="SELECT total_rows FROM counted",
+        guard=f":u IS NOT NULL AND {total} - :off - :lim < :off AND {total} > :off",
+    )
+    # The reversed page: the rows after it skipped, never a negative LIMIT
+    # (SQLite reads one as no limit; PostgreSQL refuses it).
+    limit = (
+        "(SELECT CASE WHEN total_rows - :off < 0 THEN 0 WHEN total_rows - :off < :lim THEN total_rows - :off "
+        "ELSE :lim END FROM counted)"
+    )
+    skip = "(SELECT CASE WHEN total_rows - :off - :lim > 0 THEN total_rows - :off - :lim ELSE 0 END FROM counted)"
+    assert backward.endswith(" LIMIT :lim OFFSET :off")
+    backward = backward.removesuffix(" LIMIT :lim OFFSET :off") + f" LIMIT {limit} OFFSET {skip}"
+    # The merged streams (rated=all by date) read up to the page's far end.
+    backward = backward.replace(
+        "LIMIT :n", "LIMIT (SELECT CASE WHEN total_rows > :off THEN total_rows - :off ELSE 0 END FROM counted)"
+    )
+    return (
+        f"WITH counted AS MATERIALIZED (SELECT ({count}) AS total_rows) "
+        f"SELECT * FROM ({forward}) f UNION ALL SELECT * FROM ({backward}) b"
+    )
+
+
 _USER_BY_NAME = "(SELECT w.id FROM users w WHERE w.name = :subject)"
 _VERSION_BY_NAME = (
     "coalesce((SELECT s.model_version FROM trained_snapshots s WHERE s.subject = :subject AND s.model_version <> ''), "
