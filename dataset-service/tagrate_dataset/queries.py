@@ -144,10 +144,13 @@ def user_data_by_name(
         rows, total = _fetch_counted(conn, sql, {**params, "lim": page.limit, "off": offset, "n": offset + page.limit})
         if rows if sort not in _PREDICTED else len(rows) == page.limit:
             return UserDataPage(rows, total)
-    elif not names and page.page and sort not in _PREDICTED:
-        # A deep unfiltered page: one statement too, which counts first and
-        # reads the page from whichever end is nearer.
-        spec = _Spec(conn.dialect.name == "sqlite", "(inline)", [], [], sort, rated)
+    elif not names and page.page and sort not in _PREDICTED and conn.dialect.name == "sqlite":
+        # A deep unfiltered page on SQLite: one statement too, which counts
+        # first and reads the page from whichever end is nearer. (PostgreSQL
+        # spends longer planning that statement, with both branches and the
+        # lookups in it, than the round trip it saves: there, the lookups
+        # and the count come first and the page is a plain statement.)
+        spec = _Spec(True, "(inline)", [], [], sort, rated)
         offset = (page.page - 1) * page.limit
         sql = _by_name(_deep_sql(spec))
         rows, total = _fetch_counted(conn, sql, {**params, "lim": page.limit, "off": offset, "n": offset + page.limit})
