@@ -75,6 +75,18 @@ def read_waits(tasks: Path = TASKS) -> dict[int, int] | None:
     return waits
 
 
+def _waited(before: dict[int, int], now: dict[int, int], background: set[int]) -> float:
+    """Seconds the threads not in ``background`` waited for a core between
+    two readings. A thread that started since (or whose id was reused) has
+    waited only since then."""
+    total = 0
+    for tid, wait in now.items():
+        if tid not in background:
+            previous = before.get(tid, 0)
+            total += wait - previous if wait >= previous else wait
+    return total / 1e9
+
+
 class YieldGate:
     """Makes background threads wait while this process's other threads
     are short of CPU (see the module docstring). Thread-safe."""
@@ -96,6 +108,8 @@ class YieldGate:
         self._background: set[int] = set()
         self._sample: tuple[float, dict[int, int]] | None = None
         self._pressure = 0.0
+        self._window = 0.0  # the last window's own figure
+        self._measured_at = -1.0  # when the window ``_pressure`` covers ended
         self._available = read() is not None
         self.deferred_seconds = 0.0  # in all, for tests and logs
 
@@ -119,33 +133,35 @@ class YieldGate:
     def pressure(self) -> float | None:
         """Foreground threads' wait for a core per second of wall time, over
         the last ``window`` seconds at least (blocks up to that long when the
-        last measurement is stale); None when the counters cannot be read."""
-        with self._lock:
-            now = self._clock()
-            if self._sample is None or now - self._sample[0] > _STALE:
-                waits = self._read()
-                if waits is None:
-                    return None
-                self._sample = (now, waits)
-                stale = True
-            else:
-                stale = False
-        if stale:
-            time.sleep(self.window)
-        with self._lock:
-            assert self._sample is not None
-            then, before = self._sample
-            now = self._clock()
-            if now - then < self.window:
-                return self._pressure  # measured just now
-            waits = self._read()
-            if waits is None:
-                return None
-            # A thread that started since the last sample waited only since then.
-            waited = sum(wait - before.get(tid, 0) for tid, wait in waits.items() if tid not in self._background)
-            self._sample = (now, waits)
-            self._pressure = max(0.0, waited / 1e9 / (now - then))
-            return self._pressure
+        last measurement is stale), or over the window before it when that
+        was higher; None when the counters cannot be read."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                if self._sample is None or now - self._sample[0] > _STALE:
+                    waits = self._read()
+                    if waits is None:
+                        return None
+                    self._sample = (now, waits)
+                    delay = self.window
+                else:
+                    then, before = self._sample
+                    if now - then >= self.window:
+                        waits = self._read()
+                        if waits is None:
+                            return None
+                        self._sample = (now, waits)
+                        pressure = _waited(before, waits, self._background) / (now - then)
+                        # The higher of this window and the one right before it:
+                        # one lull in a busy stretch is no reason to start.
+                        previous = self._window if self._measured_at == then else 0.0
+                        self._window, self._pressure = pressure, max(pressure, previous)
+                        self._measured_at = now
+                        return self._pressure
+                    if self._measured_at == then:
+                        return self._pressure  # the window that ended just now
+                    delay = then + self.window - now  # a measurement is under way
+            time.sleep(delay)
 
     def wait_turn(self, stop: threading.Event | None = None) -> float:
         """Waits while foreground requests are short of CPU, at most

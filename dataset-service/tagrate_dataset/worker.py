@@ -237,6 +237,9 @@ class BackgroundWorker:
             return 0  # idle: no call to the model service at all
         if lane.swept_key is not None and self._fed_by_tagging(lane, lane.swept_key):
             return 0  # the tag lane's pass gives these vectors
+        self.gate.wait_turn(self._stopping)  # requests short of CPU go first
+        if self._stopping.is_set():
+            return 0
         model = work.current_model()
         key = work.model_key(model)
         if key != lane.swept_key:
@@ -246,9 +249,6 @@ class BackgroundWorker:
             lane.swept_key = key
             if self._fed_by_tagging(lane, key):
                 return 0
-        self.gate.wait_turn(self._stopping)  # requests short of CPU go first
-        if self._stopping.is_set():
-            return 0
         claimed = self.db.write(
             lambda session: workqueue.claim(session, work.kind, work.batch_size, self.lease_seconds, key)
         )

@@ -89,7 +89,7 @@ def test_wait_turn_waits_while_foreground_is_short_of_cpu_but_never_longer_than_
         stop = threading.Event()
         threading.Timer(0.2, stop.set).start()
         assert gate.wait_turn(stop) < 0.6  # stopping ends the wait
-    assert gate.wait_turn() < gate.window * 2
+    assert gate.wait_turn() < gate.window * 4  # two quiet windows once the load is gone
     assert YieldGate(max_defer_seconds=0).wait_turn() == 0.0  # 0: never waits
 
 
