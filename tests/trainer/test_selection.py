@@ -14,6 +14,7 @@ from tagrate_trainer.combined import LogitSum, mean_of
 from tagrate_trainer.ridge import GCV_ALPHAS, Ridge
 from tagrate_trainer.selection import (
     BLEND,
+    BLEND_TIE,
     CV_REPEATS,
     GLOBAL,
     GLOBAL_MARGIN,
@@ -102,6 +103,11 @@ def test_pick_takes_the_best_and_a_near_tie_goes_to_the_simpler():
     assert pick({RIDGE: 0.5, GLOBAL: 0.52, MEAN: 0.0}, maes, 100) == RIDGE
     assert pick({RIDGE: 0.5, GLOBAL: 0.5 + GLOBAL_MARGIN + 0.01, MEAN: 0.0}, maes, 100) == GLOBAL
     assert pick({RIDGE: 0.0, GLOBAL: 0.5, MEAN: 0.0}, maes, 100) == GLOBAL
+    # The blend wins when within BLEND_TIE of the best.
+    maes.update({RESIDUAL: 0.1, BLEND: 0.1})
+    close = {RIDGE: 0.5, RESIDUAL: 0.53, BLEND: 0.53 - BLEND_TIE + 0.001, MEAN: 0.0}
+    assert pick(close, maes, 100) == BLEND
+    assert pick({**close, BLEND: 0.53 - BLEND_TIE - 0.001}, maes, 100) == RESIDUAL
 
 
 def test_cross_validation_is_deterministic_and_reports_every_candidate():
@@ -176,8 +182,9 @@ def test_the_residual_candidate_keeps_what_the_global_head_knows():
     others = TrainingData(taste.features[100:], taste.ratings[100:], taste.images[100:])
     base = train_head(others, FAST).head.rating_head()
     few = TrainingData(taste.features[:20], taste.ratings[:20], taste.images[:20])
-    cv = cross_validate(few.features, few.ratings.astype(np.float64), few.images, FAST, QUIET, base=base)
-    assert {RESIDUAL, BLEND} <= set(cv.spearman)
+    prior = Prior(np.random.default_rng(5).normal(size=DIMENSIONS))
+    cv = cross_validate(few.features, few.ratings.astype(np.float64), few.images, FAST, QUIET, prior, base=base)
+    assert {RESIDUAL, BLEND} <= set(cv.spearman) and PRIOR not in cv.spearman  # the residual replaces the prior
     assert cv.spearman[RESIDUAL] > cv.spearman[RIDGE] + 0.1
     assert cv.selected in (RESIDUAL, BLEND)
     result = train_head(few, FAST, base=base)
@@ -190,6 +197,7 @@ def test_the_residual_candidate_keeps_what_the_global_head_knows():
 
 
 def test_cross_validation_is_repeated_from_100_ratings(monkeypatch):
+    """Except for the MLP candidates, whose runs are most of the time."""
     data = linear_taste(120)
     x, y = data.features, data.ratings.astype(np.float64)
     cv = cross_validate(x, y, data.images, FAST, QUIET)
@@ -201,5 +209,7 @@ def test_cross_validation_is_repeated_from_100_ratings(monkeypatch):
     assert len({single.spearman[RIDGE] for single in singles}) == CV_REPEATS
     assert cv.spearman[RIDGE] == pytest.approx(np.mean([single.spearman[RIDGE] for single in singles]))
     assert cv.mae[RIDGE] == pytest.approx(np.mean([single.mae[RIDGE] for single in singles]))
+    # The candidates that train an MLP are cross-validated on the first split only.
+    assert cv.spearman["current"] == singles[0].spearman["current"]
     few = cross_validate(x[:90], y[:90], data.images[:90], FAST, QUIET)
     assert few.repeats == 1
