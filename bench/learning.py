@@ -34,8 +34,18 @@ picks, exactly as a training job picks it (the global head is one of the
 choices), and where it picks none or the global head, the global head is
 scored (that is what keeps serving). ``ridge λ=d`` is a fixed
 penalty (the feature count, on standardised features); ``ridge`` is the
-GCV candidate; ``global lin`` is the global prior (the linear head the
-trainer keeps next to an MLP global head). A second table scores GCV ridge on alternative feature
+baseline and a candidate (penalty by exact leave-one-out error, in closed
+form); ``residual`` and ``blend`` build on the global head (a training job
+gets it as ``base``); ``prior`` is fitted for its column although the
+trainer leaves it out when the residual candidate is there; ``global lin``
+is the global prior (the linear head the trainer keeps next to an MLP
+global head).
+
+The global head's MLP training is not bit-for-bit reproducible from one
+process to the next (same code, same seed: CV figures differing in the third
+decimal, sometimes ``current`` instead of ``mlp`` selected), and its
+held-out Spearman moved between 0.34 and 0.38 across runs; the residual and
+blend columns move with it, so compare figures within one run. A second table scores GCV ridge on alternative feature
 vectors: L2-normalised, and the mean of the image's and its mirror's vectors.
 
 Target: selected >= ridge at every size and >= ridge + 0.02 at 50 and 100.
