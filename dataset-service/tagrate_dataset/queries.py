@@ -536,14 +536,17 @@ def _merged_sql(spec: _Spec, style: str, paged: bool, reverse: bool, counted: st
     direction = "DESC" if (spec.sort is SortOrder.DATE_DESC) != reverse else "ASC"
     name = "DESC" if reverse else "ASC"
     cut = " LIMIT :n" if paged else ""
+    # The guard goes into each stream too: a stream is read whether or not
+    # the outer condition holds (SQLite), unless its own WHERE fails first.
+    within = f" AND {guard}" if guard else ""
     rated = (
         f"SELECT * FROM (SELECT i.id, i.name, r.rating, r.rated_at, r.rated_at AS d FROM ratings r "
-        f"JOIN images i ON i.id = r.image_id WHERE r.user_id = :u{_tags_sql(spec, 'r.image_id', style)} "
+        f"JOIN images i ON i.id = r.image_id WHERE r.user_id = :u{within}{_tags_sql(spec, 'r.image_id', style)} "
         f"ORDER BY r.rated_at {direction}, i.name {name}{cut}) a"
     )
     unrated = (
         f"SELECT * FROM (SELECT i.id, i.name, {_NO_RATING}, i.created_at AS d FROM images i "
-        f"WHERE {_UNRATED.format(image='i.id')}{_tags_sql(spec, 'i.id', style)} "
+        f"WHERE {_UNRATED.format(image='i.id')}{within}{_tags_sql(spec, 'i.id', style)} "
         f"ORDER BY i.created_at {direction}, i.name {name}{cut}) b"
     )
     predicted, join = _predicted_sql(spec, "s.id")
