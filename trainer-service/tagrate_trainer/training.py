@@ -305,6 +305,21 @@ def mlp_module(d: int, y_mean: float, config: TrainingConfig) -> nn.Sequential:
     return model
 
 
+@contextmanager
+def _seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Torch's global generator (CPU, and ``device`` when a GPU) seeded
+    with ``seed`` inside, restored on leaving. Dropout draws its masks from
+    the global generator, which torch seeds at random in every process:
+    without this, the same data and seed trained a different MLP in each
+    process (and a run's draws depended on what ran before it)."""
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 def _train_mlp(
     x: np.ndarray,
     y: np.ndarray,
@@ -316,8 +331,25 @@ def _train_mlp(
 ) -> _MlpRun:
     """Trains for up to ``epochs`` epochs. With ``validation`` data, stops
     after ``patience`` epochs without a lower validation loss and returns
-    the best epoch's weights; without, trains exactly ``epochs`` epochs."""
+    the best epoch's weights; without, trains exactly ``epochs`` epochs.
+    Every random draw is seeded by ``config.seed``: the initialisation
+    (:func:`mlp_module`), the shuffles (a local generator) and the dropout
+    masks (the global generator, seeded here and restored after)."""
     device = torch.device(config.device)
+    with _seeded_global_rng(config.seed, device):
+        return _train_epochs(x, y, config, reporter, phase, epochs, validation, device)
+
+
+def _train_epochs(
+    x: np.ndarray,
+    y: np.ndarray,
+    config: TrainingConfig,
+    reporter: Reporter,
+    phase: str,
+    epochs: int,
+    validation: tuple[np.ndarray, np.ndarray] | None,
+    device: torch.device,
+) -> _MlpRun:
     model = mlp_module(x.shape[1], float(y.mean()), config).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
