@@ -186,25 +186,33 @@ def _deep_sql(spec: _Spec) -> str:
     those rows round); only the chosen branch's one-time condition holds.
     Every row carries the count; a page past the end has no row."""
     count = _UNFILTERED_COUNT[spec.rated]
-    total = "(SELECT total_rows FROM counted)"
     forward = _page_sql(
         spec,
         _FILTER_FIRST,
         counted="SELECT total_rows FROM counted",
-        guard=f":u IS NOT NULL AND {total} - :off - :lim >= :off",
+        guard=":u IS NOT NULL",
+    )
+    # Whether the forward branch runs is decided in its LIMIT, not its WHERE:
+    # SQLite evaluates a WHERE term holding a subquery on every row it
+    # walks, so a branch that does not run would still walk the index up to
+    # the offset; a LIMIT of 0 stops it before its first row.
+    assert forward.endswith(" LIMIT :lim OFFSET :off")
+    forward = forward.removesuffix(" LIMIT :lim OFFSET :off") + (
+        " LIMIT (SELECT CASE WHEN total_rows - :off - :lim >= :off THEN :lim ELSE 0 END FROM counted) OFFSET :off"
     )
     backward = _page_sql(
         spec,
         _FILTER_FIRST,
         reverse=True,
         counted="SELECT total_rows FROM counted",
-        guard=f":u IS NOT NULL AND {total} - :off - :lim < :off AND {total} > :off",
+        guard=":u IS NOT NULL",
     )
     # The reversed page: the rows after it skipped, never a negative LIMIT
-    # (SQLite reads one as no limit; PostgreSQL refuses it).
+    # (SQLite reads one as no limit; PostgreSQL refuses it); 0 when the
+    # forward branch runs or the page is past the end.
     limit = (
-        "(SELECT CASE WHEN total_rows - :off < 0 THEN 0 WHEN total_rows - :off < :lim THEN total_rows - :off "
-        "ELSE :lim END FROM counted)"
+        "(SELECT CASE WHEN total_rows - :off - :lim >= :off OR total_rows <= :off THEN 0 "
+        "WHEN total_rows - :off < :lim THEN total_rows - :off ELSE :lim END FROM counted)"
     )
     skip = "(SELECT CASE WHEN total_rows - :off - :lim > 0 THEN total_rows - :off - :lim ELSE 0 END FROM counted)"
     assert backward.endswith(" LIMIT :lim OFFSET :off")
