@@ -41,11 +41,9 @@ trainer leaves it out when the residual candidate is there; ``global lin``
 is the global prior (the linear head the trainer keeps next to an MLP
 global head).
 
-The global head's MLP training is not bit-for-bit reproducible from one
-process to the next (same code, same seed: CV figures differing in the third
-decimal, sometimes ``current`` instead of ``mlp`` selected), and its
-held-out Spearman moved between 0.34 and 0.38 across runs; the residual and
-blend columns move with it, so compare figures within one run. A second table scores GCV ridge on alternative feature
+Training is reproducible (the trainer seeds torch's global generator, which
+dropout draws from, for every MLP run), so the global head and the residual
+and blend columns are the same from run to run on one machine. A second table scores GCV ridge on alternative feature
 vectors: L2-normalised, and the mean of the image's and its mirror's vectors.
 
 Target: selected >= ridge at every size and >= ridge + 0.02 at 50 and 100.
