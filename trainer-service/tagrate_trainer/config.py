@@ -52,7 +52,12 @@ class TrainerSettings(ServiceSettings):
         lt=0.5,
         description="Share of the ratings held out for the reported figures (and, of the rest, for choosing the head).",
     )
-    seed: int = Field(0, ge=0, description="Seed of the held-out split, the CV folds and every random draw of the MLP's training (same ratings and seed: the same head).")
+    seed: int = Field(
+        0,
+        ge=0,
+        description="Seed of the held-out split, the CV folds and every random draw of the MLP's training "
+        "(same ratings and seed: the same head).",
+    )
     batch_size: int = Field(64, ge=1, description="MLP mini-batch size.")
     hidden_units: int = Field(256, ge=1, description="Hidden layer width of the MLP candidate.")
     learning_rate: float = Field(1e-3, gt=0, description="MLP learning rate (AdamW).")
