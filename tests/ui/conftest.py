@@ -100,3 +100,16 @@ def run_stack(browser, tmp_path_factory) -> Iterator[RunStack]:
             stack.stop()
         finally:
             stack.kill_everything()
+
+
+def wait_for_tiles(page, names: list[str]) -> None:
+    """Waits until the library grid shows exactly ``names``, in order: the
+    previous view's tiles stay until a new listing arrives, so waiting for
+    any tile can see the old ones (a view that never shows them fails after
+    the timeout)."""
+    page.wait_for_function(
+        "names => JSON.stringify([...document.querySelectorAll('#grid .tile')].map(t => t.dataset.image))"
+        " === JSON.stringify(names)",
+        arg=names,
+        timeout=15_000,
+    )

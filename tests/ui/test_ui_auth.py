@@ -20,7 +20,7 @@ import pytest
 from tests.imagefactory import make_image
 from tests.trainer.scenes import rated_scenes
 
-from .conftest import start_run_stack
+from .conftest import start_run_stack, wait_for_tiles
 from .pages import DESKTOP, PHONE, shoot, ui_page
 
 pytestmark = pytest.mark.slow
@@ -318,12 +318,8 @@ def test_admin_stops_a_training_and_for_you_shows_the_predictions(browser, seede
             headers=bearer(dave),
         ).json()["images"]
         assert len(expected) >= UNRATED and all(i["predicted"] is not None for i in expected)
-        # The grid in exactly the API's order (waited for: the previous view's tiles may still be there).
-        page.wait_for_function(
-            "names => JSON.stringify([...document.querySelectorAll('#grid .tile')].map(t => t.dataset.image))"
-            " === JSON.stringify(names)",
-            arg=[i["image"] for i in expected],
-        )
+        # The grid in exactly the API's order.
+        wait_for_tiles(page, [i["image"] for i in expected])
         badges = page.locator("#grid .tile .badge.pred").all_inner_texts()
         assert badges == [f"≈ {i['predicted']:.2f}" for i in expected]
         shoot(page, screenshots, "auth-for-you-1280")
