@@ -286,25 +286,6 @@ class _MlpRun:
     best_loss: float
 
 
-def mlp_module(d: int, y_mean: float, config: TrainingConfig) -> nn.Sequential:
-    """The MLP candidate before training: seeded, predicting ``y_mean``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = nn.Sequential(
-            nn.Linear(d, config.hidden_units),
-            nn.ReLU(),
-            nn.Dropout(config.dropout),
-            nn.Linear(config.hidden_units, 1),
-        )
-    # Start from predicting the mean rating, with a small output layer: from
-    # the default initialisation the first epochs would only learn the
-    # offset, and on a few ratings early stopping could end the run first.
-    with torch.no_grad():
-        model[3].weight.mul_(0.1)
-        model[3].bias.fill_(_logit(min(1.0 - MEAN_CLAMP, max(MEAN_CLAMP, y_mean))))
-    return model
-
-
 @contextmanager
 def _seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
     """Torch's global generator (CPU, and ``device`` when a GPU) seeded
@@ -318,6 +299,24 @@ def _seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+def mlp_module(d: int, y_mean: float, config: TrainingConfig) -> nn.Sequential:
+    """The MLP candidate before training: seeded, predicting ``y_mean``."""
+    with _seeded_global_rng(config.seed, torch.device("cpu")):
+        model = nn.Sequential(
+            nn.Linear(d, config.hidden_units),
+            nn.ReLU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.hidden_units, 1),
+        )
+    # Start from predicting the mean rating, with a small output layer: from
+    # the default initialisation the first epochs would only learn the
+    # offset, and on a few ratings early stopping could end the run first.
+    with torch.no_grad():
+        model[3].weight.mul_(0.1)
+        model[3].bias.fill_(_logit(min(1.0 - MEAN_CLAMP, max(MEAN_CLAMP, y_mean))))
+    return model
 
 
 def _train_mlp(
