@@ -128,15 +128,22 @@ def documented_paths() -> set[str]:
 
 def routed_paths(rule: str) -> set[str]:
     """The exact paths a Traefik rule matches. Only ``Path(`...`)`` joined by
-    ``||`` is understood (and ``PathPrefix(`/tokens/`)``, as the gateway's
-    ``/tokens/{token_id}``); anything else fails, so a cleverer rule gets a
+    ``||`` is understood, and two prefixes: ``PathPrefix(`/tokens/`)``, as the
+    gateway's ``/tokens/{token_id}``, and ``PathPrefix(`/ui/`)``, the browser
+    UI's files (a list the gateway takes from its package; it answers 404 for
+    anything else there); anything else fails, so a cleverer rule gets a
     cleverer check rather than a silent pass."""
+    from tagrate_gateway.routes import ui
+
     terms = [t.strip() for t in rule.split("||")]
     paths = set()
     for term in terms:
         if term == "PathPrefix(`/tokens/`)":
-            # The one prefix: DELETE /tokens/{token_id} has an id in its path.
+            # DELETE /tokens/{token_id} has an id in its path.
             paths.add("/tokens/{token_id}")
+            continue
+        if term == f"PathPrefix(`{ui.ASSETS_URL}/`)":
+            paths.update(p for p in ui.ui_paths() if p.startswith(f"{ui.ASSETS_URL}/"))
             continue
         match = re.fullmatch(r"Path\(`(/[^`]*)`\)", term)
         assert match, f"unexpected Traefik rule term {term!r}"

@@ -74,7 +74,7 @@ def test_page_and_files_carry_a_strict_policy(run_stack):
         policy = page.headers["content-security-policy"]
         assert "default-src 'self'" in policy and "script-src 'self'" in policy and "'unsafe-inline'" not in policy
         assert "<script>" not in page.text and " on" not in page.text.split("<body>")[1].split(">")[0]
-        for path in ("/ui/app.js", "/ui/app.css", "/ui/icon.svg"):
+        for path in ("/ui/app.js", "/ui/app.css", "/ui/icon.svg", "/ui/lib/api.js", "/ui/screens/library.js"):
             asset = http.get(path)
             assert asset.status_code == 200, path
             assert asset.headers["content-security-policy"] == policy
@@ -82,6 +82,8 @@ def test_page_and_files_carry_a_strict_policy(run_stack):
         assert http.get("/ui/app.js").headers["content-type"].startswith("text/javascript")
         assert http.get("/ui/nothing.js").status_code == 404
         assert http.get("/ui/../config.py").status_code == 404
+        assert http.get("/ui/lib/../../routes/ui.py").status_code == 404
+        assert http.get("/ui/index.html").status_code == 404  # the page is served at / only
 
 
 def test_sign_in_library_paging_and_filters(browser, seeded, run_stack, screenshots):
