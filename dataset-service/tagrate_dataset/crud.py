@@ -29,7 +29,6 @@ from sqlmodel import Session, SQLModel, select
 from tagrate_common.errors import InvalidArgument, NotFound
 from tagrate_common.images import ImageInfo
 
-from . import workqueue
 from .models import (
     ALL_SUBJECT,
     Image,
@@ -49,6 +48,7 @@ from .models import (
     WorkState,
     utc_now,
 )
+from .work import queue as workqueue
 
 MAX_ID_CHARS = 200  # model ids, extractor ids, model versions (the columns' width)
 _USER_SNAPSHOT_RE = re.compile(r"(\d{1,18}):(\d{1,18}):(\d{1,18})")

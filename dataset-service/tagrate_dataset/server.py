@@ -27,17 +27,21 @@ from tagrate_common.protos import common_pb2, dataset_pb2, dataset_pb2_grpc
 from tagrate_common.timestamps import to_timestamp
 from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
 
-from . import crud, queries, scoring, tokens, workqueue
-from .blobs import THUMBNAIL_CONTENT_TYPE, BlobStore, resized_content_type
+from . import crud
 from .config import DatasetSettings
 from .db import Database, create_db_engine, migrate
-from .features import FeatureCache, VectorFiller
+from .images.blobs import THUMBNAIL_CONTENT_TYPE, BlobStore, resized_content_type
+from .images.features import FeatureCache, VectorFiller
+from .library import listing as queries
 from .models import ALL_SUBJECT, SOURCE_MAX_CHARS, AccessToken, WorkKind
 from .peers import Peers
-from .scoring import Scorer
-from .tagging import Tagging
-from .worker import BackgroundWorker
-from .workqueue import StoredImage
+from .predictions import scoring
+from .predictions.scoring import Scorer
+from .tags.tagging import Tagging
+from .tokens import crud as tokens
+from .work import queue as workqueue
+from .work.queue import StoredImage
+from .work.worker import BackgroundWorker
 
 log = logging.getLogger(__name__)
 

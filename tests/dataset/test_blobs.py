@@ -15,8 +15,8 @@ from PIL import Image
 
 from tagrate_common import files as files_module
 from tagrate_common.files import TEMP_PREFIX, write_atomically
-from tagrate_dataset import blobs as blobs_module
-from tagrate_dataset.blobs import BlobStore
+from tagrate_dataset.images import blobs as blobs_module
+from tagrate_dataset.images.blobs import BlobStore
 from tests.imagefactory import make_image
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from sqlalchemy import text
 
 from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc
-from tagrate_dataset import blobs as blobs_module
+from tagrate_dataset.images import blobs as blobs_module
 from tagrate_dataset.server import create_server
 from tests.dataset.conftest import Served, image_file, rpc_error
 from tests.dataset.test_server import add, assert_refused, name_of, put_tags, user_info
@@ -460,11 +460,11 @@ def test_background_results_for_a_deleted_image_are_dropped(settings, engine) ->
     nothing (the deleted image's work is done)."""
     import numpy as np
 
-    from tagrate_dataset import tagging as tagging_module
-    from tagrate_dataset.imagework import BatchOutcome
     from tagrate_dataset.peers import ExtractorInfo, TaggerModelInfo
     from tagrate_dataset.server import create_server
-    from tagrate_dataset.workqueue import StoredImage
+    from tagrate_dataset.tags import tagging as tagging_module
+    from tagrate_dataset.work.imagework import BatchOutcome
+    from tagrate_dataset.work.queue import StoredImage
 
     server = create_server(settings)
     servicer_tagging, servicer_features = server.tagging, server.features

@@ -22,10 +22,10 @@ from sqlmodel import Session
 
 from tagrate_common.errors import NotFound
 from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
-from tagrate_dataset import queries
 from tagrate_dataset.bulk import bulk_load
 from tagrate_dataset.db import create_db_engine, migrate
-from tagrate_dataset.queries import Paging, UserDataPage, UserImage, user_data, user_data_by_name
+from tagrate_dataset.library import listing
+from tagrate_dataset.library.listing import Paging, UserDataPage, UserImage, user_data, user_data_by_name
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 N_IMAGES = 90
@@ -193,7 +193,7 @@ def depth(request, monkeypatch) -> str:
     other end, whichever is nearer: in one statement by name, or in two by
     id)."""
     if request.param.startswith("deep"):
-        monkeypatch.setattr(queries, "_COUNT_WITH_PAGE_MAX", 0)
+        monkeypatch.setattr(listing, "_COUNT_WITH_PAGE_MAX", 0)
     return request.param
 
 
@@ -325,7 +325,7 @@ def test_round_trips(world, monkeypatch) -> None:
             statements.clear()
             user_data_by_name(conn, "ann", TagFilter(("cat",)), page=Paging(1, 10))
             assert len(statements) == (4 if engine.dialect.name == "sqlite" else 2)
-            monkeypatch.setattr(queries, "_COUNT_WITH_PAGE_MAX", 0)  # as if this small listing were long
+            monkeypatch.setattr(listing, "_COUNT_WITH_PAGE_MAX", 0)  # as if this small listing were long
             statements.clear()
             got = user_data_by_name(conn, "ann", page=Paging(6, 10))  # 60 ratings: from the other end
             # One statement on SQLite (both branches in it), two on PostgreSQL.

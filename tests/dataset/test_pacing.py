@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tagrate_dataset import pacing
-from tagrate_dataset.pacing import YieldGate
-from tagrate_dataset.thumbnails import ThumbnailWarmer
+from tagrate_dataset.images.thumbnails import ThumbnailWarmer
+from tagrate_dataset.work import pacing
+from tagrate_dataset.work.pacing import YieldGate
 
 from .peers import add_rating, dataset_service, images, tagged, wait_for
 

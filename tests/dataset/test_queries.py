@@ -20,7 +20,7 @@ from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
 from tagrate_dataset import crud
 from tagrate_dataset.bulk import bulk_load
 from tagrate_dataset.db import create_db_engine, migrate
-from tagrate_dataset.queries import Paging, UserImage, paging, user_data
+from tagrate_dataset.library.listing import Paging, UserImage, paging, user_data
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 # The dataset service's defaults (DatasetSettings): the tests' limits.

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from tagrate_dataset import crud, workqueue
+from tagrate_dataset import crud
 from tagrate_dataset.db import Database
 from tagrate_dataset.models import WorkKind
-from tagrate_dataset.worker import Backoff
+from tagrate_dataset.work import queue as workqueue
+from tagrate_dataset.work.worker import Backoff
 from tests.support import free_port
 
 from .conftest import Served
@@ -33,7 +34,7 @@ def work_rows(served: Served) -> list[tuple[str, str, str]]:
 def test_new_images_are_tagged_in_the_background(
     tmp_path: Path, database_url: str, tagger_addr: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="tagrate_dataset.worker")
+    caplog.set_level(logging.DEBUG, logger="tagrate_dataset.work.worker")
     options = {"tagger_addr": tagger_addr, "work_log_summary_seconds": 0.5}
     with dataset_service(tmp_path, database_url, **options) as (served, dataset):
         names = [
@@ -81,7 +82,7 @@ def test_a_tagger_outage_delays_tagging_and_loses_nothing(
             wait_for("the first image to be tagged", lambda: tagged(served, first))
             tagger.stop(0)
 
-            caplog.set_level(logging.INFO, logger="tagrate_dataset.worker")
+            caplog.set_level(logging.INFO, logger="tagrate_dataset.work.worker")
             later = [add_rating(served, "alice", data) for data in images(2, start=1)]  # ratings still succeed
             assert dataset.worker is not None
             lane = next(lane for lane in dataset.worker.lanes if lane.work.kind is WorkKind.TAG)

@@ -13,7 +13,7 @@ import grpc
 from sqlalchemy import text
 
 from tagrate_common.protos import dataset_pb2
-from tagrate_dataset import tokens
+from tagrate_dataset.tokens import crud as tokens
 
 from .conftest import rpc_error
 

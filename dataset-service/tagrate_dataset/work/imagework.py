@@ -27,12 +27,13 @@ from sqlmodel import Session
 
 from tagrate_common.errors import TagrateError
 
-from . import crud, workqueue
-from .blobs import BlobStore
-from .db import Database
-from .models import WorkKind
-from .peers import ImageFile, refuses_image
-from .workqueue import StoredImage
+from .. import crud
+from ..db import Database
+from ..images.blobs import BlobStore
+from ..models import WorkKind
+from ..peers import ImageFile, refuses_image
+from . import queue as workqueue
+from .queue import StoredImage
 
 log = logging.getLogger(__name__)
 

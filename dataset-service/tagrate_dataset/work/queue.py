@@ -39,7 +39,7 @@ from sqlalchemy import ColumnElement, and_, case, delete, exists, func, literal,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
-from .models import Image, ImageFeatures, ImageTagging, TaggerModel, WorkItem, WorkKind, WorkState, utc_now
+from ..models import Image, ImageFeatures, ImageTagging, TaggerModel, WorkItem, WorkKind, WorkState, utc_now
 
 MAX_ERROR_CHARS = 500  # the error column's width
 

@@ -58,12 +58,13 @@ from typing import Any
 
 from tagrate_common.errors import DeadlineExceeded, Overloaded, TagrateError, Unavailable
 
-from . import pacing, workqueue
-from .config import DatasetSettings
-from .db import Database
+from ..config import DatasetSettings
+from ..db import Database
+from ..peers import ModelChanged
+from ..tags.tagging import Tagging
+from . import pacing
+from . import queue as workqueue
 from .imagework import ImageWork
-from .peers import ModelChanged
-from .tagging import Tagging
 
 log = logging.getLogger(__name__)
 

@@ -21,15 +21,16 @@ from sqlmodel import Session
 
 from tagrate_common.errors import TagrateError
 
-from . import crud, workqueue
-from .blobs import BlobStore
-from .config import DatasetSettings
-from .db import Database
-from .features import vector_bytes
-from .imagework import ImageWork
-from .models import WorkKind
-from .peers import ImageFile, Peers, TaggerModelInfo, TagList
-from .workqueue import StoredImage
+from .. import crud
+from ..config import DatasetSettings
+from ..db import Database
+from ..images.blobs import BlobStore
+from ..images.features import vector_bytes
+from ..models import WorkKind
+from ..peers import ImageFile, Peers, TaggerModelInfo, TagList
+from ..work import queue as workqueue
+from ..work.imagework import ImageWork
+from ..work.queue import StoredImage
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from . import pacing
-from .pacing import YieldGate
+from ..work import pacing
+from ..work.pacing import YieldGate
 
 log = logging.getLogger(__name__)
 

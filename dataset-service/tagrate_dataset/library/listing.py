@@ -33,8 +33,8 @@ from sqlmodel import Session, select
 from tagrate_common.errors import InvalidArgument, NotFound
 from tagrate_common.userdata import MAX_PAGE, RatedFilter, SortOrder, TagFilter
 
-from .crud import current_tagger_model
-from .models import ALL_SUBJECT, Image, ImageFeatures, ImageTag, Prediction, Rating, Tag, TaggerModel, User
+from ..crud import current_tagger_model
+from ..models import ALL_SUBJECT, Image, ImageFeatures, ImageTag, Prediction, Rating, Tag, TaggerModel, User
 
 
 @dataclass(frozen=True)

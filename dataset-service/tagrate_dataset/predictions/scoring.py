@@ -48,9 +48,9 @@ from sqlmodel import Session, select
 
 from tagrate_common.errors import DeadlineExceeded, Overloaded, TagrateError, Unavailable
 
-from .config import DatasetSettings
-from .db import Database
-from .models import (
+from ..config import DatasetSettings
+from ..db import Database
+from ..models import (
     ALL_SUBJECT,
     Image,
     ImageFeatures,
@@ -62,8 +62,8 @@ from .models import (
     User,
     utc_now,
 )
-from .peers import ExtractorInfo, Peers, SubjectScores
-from .worker import Backoff
+from ..peers import ExtractorInfo, Peers, SubjectScores
+from ..work.worker import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,14 @@ from collections.abc import Sequence
 import numpy as np
 from sqlmodel import Session
 
-from . import crud
+from .. import crud
+from ..config import DatasetSettings
+from ..db import Database
+from ..models import WorkKind
+from ..peers import ExtractorInfo, ImageFile, Peers
+from ..work.imagework import ImageWork
+from ..work.queue import StoredImage
 from .blobs import BlobStore
-from .config import DatasetSettings
-from .db import Database
-from .imagework import ImageWork
-from .models import WorkKind
-from .peers import ExtractorInfo, ImageFile, Peers
-from .workqueue import StoredImage
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from sqlmodel import Session, select
 from tagrate_common import validation
 from tagrate_common.errors import InvalidArgument, NotFound
 
-from .models import AccessToken, utc_now
+from ..models import AccessToken, utc_now
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 # Ten years: a bound that keeps expires_at representable everywhere.

@@ -1,0 +1,1 @@
+"""Access tokens: only SHA-256 hashes of the secrets, for the gateway."""
