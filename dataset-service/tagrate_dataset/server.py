@@ -27,18 +27,26 @@ from tagrate_common.protos import common_pb2, dataset_pb2, dataset_pb2_grpc
 from tagrate_common.timestamps import to_timestamp
 from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
 
-from . import crud
+from . import checks, records, snapshots
 from .config import DatasetSettings
 from .db import Database, create_db_engine, migrate
+from .images import crud as images_crud
 from .images.blobs import THUMBNAIL_CONTENT_TYPE, BlobStore, resized_content_type
 from .images.features import FeatureCache, VectorFiller
-from .library import listing as queries
+from .library import listing, neighbours
 from .models import ALL_SUBJECT, SOURCE_MAX_CHARS, AccessToken, WorkKind
 from .peers import Peers
 from .predictions import scoring
 from .predictions.scoring import Scorer
+from .ratings import crud as ratings_crud
+from .tags import crud as tags_crud
+from .tags import queries as tags_queries
 from .tags.tagging import Tagging
 from .tokens import crud as tokens
+from .training import crud as training_crud
+from .training import queries as training_queries
+from .users import crud as users_crud
+from .work import queries as work_queries
 from .work import queue as workqueue
 from .work.queue import StoredImage
 from .work.worker import BackgroundWorker
@@ -130,7 +138,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         info = inspect_image(request.image.data, filename, self.settings.image_limits)
         # The blob is durable before the row that names it is committed.
         self.blobs.put(info.name, request.image.data)
-        outcome = self.db.write(lambda session: crud.add_rating(session, user, info, filename, rating))
+        outcome = self.db.write(lambda session: ratings_crud.add_rating(session, user, info, filename, rating))
         if outcome.new_user:
             log.info("user created", extra={"user": user})
         if outcome.new_image:
@@ -157,7 +165,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
                 f"'size' must be between {MIN_RESIZE} and {MAX_RESIZE} pixels, got {size}", "invalid_size"
             )
         with self.db.read() as session:
-            image = crud.require_image(session, name)
+            image = records.require_image(session, name)
             fmt, sha = image.format, image.sha256
         etag = f"{sha}-{size}" if size else sha
         content_type = resized_content_type(fmt) if size else CONTENT_TYPES[name.rsplit(".", 1)[1]]
@@ -175,7 +183,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
     def GetImageTags(self, request: dataset_pb2.GetImageTagsRequest, context: grpc.ServicerContext):
         name = validation.image_name(request.image)
         with self.db.read() as session:
-            tags = crud.image_tags(session, name)
+            tags = tags_crud.image_tags(session, name)
         return dataset_pb2.GetImageTagsResponse(
             image=tags.image,
             tagged=tags.tagged,
@@ -190,12 +198,12 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         tags = TagFilter.of(request.include_tags, request.exclude_tags).checked(
             settings.max_filter_tags, settings.max_tag_chars
         )
-        page = queries.paging(request.page, request.limit, settings.userdata_default_limit, settings.userdata_max_limit)
+        page = listing.paging(request.page, request.limit, settings.userdata_default_limit, settings.userdata_max_limit)
         sort, rated = SortOrder.from_proto(request.sort), RatedFilter.from_proto(request.rated)
         # One connection, plain SQL, no ORM objects: the listing's own
         # statements and one round trip that resolves everything they need.
         with self.db.read_connection() as conn:
-            result = queries.user_data_by_name(conn, user, tags, sort, rated, page)
+            result = listing.user_data_by_name(conn, user, tags, sort, rated, page)
         return dataset_pb2.GetUserDataResponse(
             user=user,
             images=[
@@ -214,7 +222,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
 
     def VerifyDatasets(self, request: dataset_pb2.VerifyDatasetsRequest, context: grpc.ServicerContext):
         with self.db.read() as session:
-            state = crud.verify_datasets(session, self.settings.failed_work_listed)
+            state = work_queries.verify_datasets(session, self.settings.failed_work_listed)
             pending_predictions = scoring.pending_predictions(session)
         return dataset_pb2.VerifyDatasetsResponse(
             valid=state.valid,
@@ -265,7 +273,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         name = validation.image_name(request.image)
         user = validation.user_name(request.user)
         rating = validation.rating(request.rating)
-        outcome = self.db.write(lambda session: crud.update_rating(session, user, name, rating))
+        outcome = self.db.write(lambda session: ratings_crud.update_rating(session, user, name, rating))
         if outcome.new_user:
             log.info("user created", extra={"user": user})
         return dataset_pb2.UpdateRatingResponse(
@@ -279,7 +287,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
     def RemoveRating(self, request: dataset_pb2.RemoveRatingRequest, context: grpc.ServicerContext):
         name = validation.image_name(request.image)
         user = validation.user_name(request.user)
-        removed = self.db.write(lambda session: crud.remove_rating(session, user, name))
+        removed = self.db.write(lambda session: ratings_crud.remove_rating(session, user, name))
         log.info("rating removed", extra={"user": user, "image": name})
         return dataset_pb2.RemoveRatingResponse(image=name, user=user, rating=removed)
 
@@ -288,7 +296,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         # Rows first, in one transaction: from its commit on nothing serves or
         # counts the image. Then the files; a crash in between leaves files
         # without a row, which the next start collects.
-        deleted = self.db.write(lambda session: crud.delete_image(session, name))
+        deleted = self.db.write(lambda session: images_crud.delete_image(session, name))
         files = self.blobs.remove(name)
         log.info("image deleted", extra={"image": name, "ratings": deleted.ratings_removed, "files": files})
         return dataset_pb2.DeleteImageResponse(image=name, ratings_removed=deleted.ratings_removed)
@@ -305,7 +313,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         # Every blob is durable before the rows that name them are committed.
         for (info, _), image in zip(checked, request.images, strict=True):
             self.blobs.put(info.name, image.data)
-        added = self.db.write(lambda session: crud.add_images(session, checked, source))
+        added = self.db.write(lambda session: images_crud.add_images(session, checked, source))
         if any(new for _, new in added):
             log.debug("stored new images", extra={"images": sum(new for _, new in added)})
             self.on_new_image()  # their tagging and feature extraction are queued
@@ -321,7 +329,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
                 f"'size' must be between {MIN_THUMBNAIL} and {MAX_THUMBNAIL} pixels, got {size}", "invalid_size"
             )
         with self.db.read() as session:
-            image = crud.require_image(session, name)
+            image = records.require_image(session, name)
             fmt, sha = image.format, image.sha256
         etag = f"{sha}-square{size}"
         if etag_matches(request.if_none_match, etag):
@@ -338,14 +346,14 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
             raise InvalidArgument(
                 f"'limit' must be a whole number from 1 to {MAX_TAG_LIST}, got {request.limit}", "invalid_limit"
             )
-        prefix = crud.normalise_tag(request.prefix)
+        prefix = tags_crud.normalise_tag(request.prefix)
         if len(prefix) > self.settings.max_tag_chars or not prefix.isprintable():
             raise InvalidArgument(
                 f"'prefix' must be at most {self.settings.max_tag_chars} printable characters", "invalid_prefix"
             )
         with self.db.read() as session:
-            user_id = crud.require_user(session, user).id if user is not None else None
-            counts = queries.tag_counts(session, prefix, user_id, request.limit)
+            user_id = records.require_user(session, user).id if user is not None else None
+            counts = tags_queries.tag_counts(session, prefix, user_id, request.limit)
         return dataset_pb2.ListTagsResponse(
             model=counts.model, tags=[tag for tag, _ in counts.tags], counts=[n for _, n in counts.tags]
         )
@@ -353,7 +361,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
     def GetStats(self, request: dataset_pb2.GetStatsRequest, context: grpc.ServicerContext):
         user = validation.user_name(request.user)
         with self.db.snapshot() as session:
-            stats = crud.user_stats(session, user)
+            stats = users_crud.user_stats(session, user)
         model = None
         if stats.model is not None:
             model = dataset_pb2.TrainedModelInfo(
@@ -380,15 +388,15 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         )
         sort, rated = SortOrder.from_proto(request.sort), RatedFilter.from_proto(request.rated)
         with self.db.snapshot() as session:
-            user_id = crud.require_user(session, user).id
-            crud.require_image(session, name)
+            user_id = records.require_user(session, user).id
+            records.require_image(session, name)
             assert user_id is not None
             version = scoring.serving_version(session, user)  # the predicted orders follow the listing
-            found = queries.neighbours(session, user_id, name, tags, sort, rated, version)
+            found = neighbours.neighbours(session, user_id, name, tags, sort, rated, version)
         if found is None:
             raise NotFound(f"image '{name}' is not in user '{user}'s list for these parameters", "image_not_in_list")
 
-        def neighbour(row: queries.UserImage | None) -> dataset_pb2.Neighbour | None:
+        def neighbour(row: listing.UserImage | None) -> dataset_pb2.Neighbour | None:
             return dataset_pb2.Neighbour(image=row.image, rating=row.rating) if row is not None else None
 
         return dataset_pb2.GetImageNeighboursResponse(
@@ -404,7 +412,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
     def GetUser(self, request: dataset_pb2.GetUserRequest, context: grpc.ServicerContext):
         name = validation.user_name(request.user, allow_all=True)
         with self.db.snapshot() as session:
-            summary = crud.user_summary(session, name)
+            summary = users_crud.user_summary(session, name)
         return dataset_pb2.UserInfo(
             user=summary.user,
             ratings=summary.ratings,
@@ -415,31 +423,31 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
 
     def ListUsers(self, request: dataset_pb2.ListUsersRequest, context: grpc.ServicerContext):
         with self.db.read() as session:
-            return dataset_pb2.ListUsersResponse(users=crud.list_users(session))
+            return dataset_pb2.ListUsersResponse(users=users_crud.list_users(session))
 
     def PutImageTags(self, request: dataset_pb2.PutImageTagsRequest, context: grpc.ServicerContext):
         name = validation.image_name(request.image)
-        model_id = crud.identifier(request.model_id, "model_id")
+        model_id = checks.identifier(request.model_id, "model_id")
         threshold = request.threshold
         if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
             raise InvalidArgument(
                 f"'threshold' must be a number between 0 and 1, got {threshold!r}", "invalid_threshold"
             )
-        scores = crud.tag_scores(((tag.name, tag.score) for tag in request.tags), self.settings.max_tag_chars)
-        model = self.db.write(lambda session: crud.put_image_tags(session, name, model_id, threshold, scores))
+        scores = tags_crud.tag_scores(((tag.name, tag.score) for tag in request.tags), self.settings.max_tag_chars)
+        model = self.db.write(lambda session: tags_crud.put_image_tags(session, name, model_id, threshold, scores))
         log.debug("stored tags", extra={"image": name, "model": model.model_id, "tags": len(scores)})
         return dataset_pb2.PutImageTagsResponse()
 
     def PutImageFeatures(self, request: dataset_pb2.PutImageFeaturesRequest, context: grpc.ServicerContext):
         name = validation.image_name(request.image)
-        extractor_id = crud.identifier(request.extractor_id, "extractor_id")
+        extractor_id = checks.identifier(request.extractor_id, "extractor_id")
         vector = np.asarray(request.vector.values, dtype="<f4")
         if vector.size == 0:
             raise InvalidArgument("'vector' must hold at least one value", "invalid_vector")
         if not np.isfinite(vector).all():
             raise InvalidArgument("'vector' must hold only finite numbers", "invalid_vector")
         data, dim = vector.tobytes(), int(vector.size)
-        self.db.write(lambda session: crud.put_image_features(session, name, extractor_id, data, dim))
+        self.db.write(lambda session: images_crud.put_image_features(session, name, extractor_id, data, dim))
         log.debug("stored features", extra={"image": name, "extractor": extractor_id, "dim": dim})
         return dataset_pb2.PutImageFeaturesResponse()
 
@@ -447,7 +455,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         self, request: dataset_pb2.StreamTrainingDataRequest, context: grpc.ServicerContext
     ) -> Iterator[dataset_pb2.TrainingDataChunk]:
         subject = validation.user_name(request.user, allow_all=True)
-        extractor_id = crud.identifier(request.extractor_id, "extractor_id") if request.extractor_id else ""
+        extractor_id = checks.identifier(request.extractor_id, "extractor_id") if request.extractor_id else ""
         chunk_size = request.chunk_size or self.settings.training_chunk_size
         if chunk_size > self.settings.max_training_chunk_size:
             raise InvalidArgument(
@@ -461,13 +469,13 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         # even when ratings arrive while the stream is being read.
         with self.db.snapshot() as session:
             if subject == ALL_SUBJECT:
-                user_id, snapshot = None, crud.all_snapshot(session)
+                user_id, snapshot = None, snapshots.all_snapshot(session)
             else:
-                user = crud.require_user(session, subject)
-                user_id, snapshot = user.id, crud.user_snapshot(session, user)
+                user = records.require_user(session, subject)
+                user_id, snapshot = user.id, snapshots.user_snapshot(session, user)
             head = dataset_pb2.TrainingDataChunk(snapshot_id=snapshot.snapshot_id, total=snapshot.ratings)
             sent = 0
-            examples = queries.training_examples(session, user_id, extractor_id, chunk_size)
+            examples = training_queries.training_examples(session, user_id, extractor_id, chunk_size)
             while batch := list(islice(examples, chunk_size)):
                 chunk = head if not sent else dataset_pb2.TrainingDataChunk()
                 chunk.examples.extend(self._training_examples(batch, filler))
@@ -479,7 +487,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
 
     @staticmethod
     def _training_examples(
-        batch: list[queries.TrainingExample], filler: VectorFiller | None
+        batch: list[training_queries.TrainingExample], filler: VectorFiller | None
     ) -> list[dataset_pb2.TrainingExample]:
         missing = [StoredImage(e.image_id, e.image) for e in batch if e.features is None]
         computed = filler.vectors(missing) if filler is not None and missing else {}
@@ -501,7 +509,9 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         if not request.snapshot_id:
             raise validation.missing("snapshot_id")
         snapshot_id, version, metrics = request.snapshot_id, request.model_version, dict(request.metrics)
-        self.db.write(lambda session: crud.record_trained_snapshot(session, subject, snapshot_id, version, metrics))
+        self.db.write(
+            lambda session: training_crud.record_trained_snapshot(session, subject, snapshot_id, version, metrics)
+        )
         log.info("recorded trained snapshot", extra={"subject": subject, "snapshot": snapshot_id, "model": version})
         self.on_new_model()  # its rescoring of the stored images is queued
         return dataset_pb2.RecordTrainedSnapshotResponse()
@@ -597,7 +607,7 @@ def create_server(settings: DatasetSettings) -> DatasetServer:
 
     def stored(shas: Iterable[str]) -> set[str]:
         with db.read() as session:
-            return crud.existing_image_shas(session, shas)
+            return records.existing_image_shas(session, shas)
 
     blobs.collect_orphans(stored, settings.stale_temp_seconds, settings.orphan_sweep_seconds)
     peers = Peers(settings)

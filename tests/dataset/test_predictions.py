@@ -21,7 +21,8 @@ from tagrate_common.protos import common_pb2, dataset_pb2, rater_pb2, rater_pb2_
 from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
 from tagrate_common.vision.rating_heads import serialize_weights
 from tagrate_dataset.db import create_db_engine, migrate
-from tagrate_dataset.library.listing import Paging, neighbours, user_data
+from tagrate_dataset.library.listing import Paging, user_data
+from tagrate_dataset.library.neighbours import neighbours
 from tagrate_dataset.models import Prediction
 
 from .peers import DEADLINE, add_rating, dataset_service, images, start_rater, wait_for

@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from tagrate_common.errors import InvalidArgument
 from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
-from tagrate_dataset import crud
+from tagrate_dataset import records
 from tagrate_dataset.bulk import bulk_load
 from tagrate_dataset.db import create_db_engine, migrate
 from tagrate_dataset.library.listing import Paging, UserImage, paging, user_data
@@ -234,7 +234,7 @@ def test_no_tagger_model_yet_means_includes_match_nothing(engine: Engine) -> Non
     with Session(engine) as session:
         assert user_data(session, 1, TagFilter(("cat",))).images == []
         assert [row.image for row in user_data(session, 1, TagFilter((), ("cat",))).images] == ["a" * 64 + ".png"]
-        assert crud.current_tagger_model(session) is None
+        assert records.current_tagger_model(session) is None
 
 
 def test_tag_filter_normalises_and_limits() -> None:

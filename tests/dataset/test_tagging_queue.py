@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from tagrate_dataset import crud
+from tagrate_dataset import records
 from tagrate_dataset.db import Database
 from tagrate_dataset.models import WorkKind
+from tagrate_dataset.tags import crud as tags_crud
 from tagrate_dataset.work import queue as workqueue
 from tagrate_dataset.work.worker import Backoff
 from tests.support import free_port
@@ -154,7 +155,7 @@ def test_failed_work_is_retried_alone_with_backoff_then_parked(served: Served) -
         return [image.name for image in db.write(lambda s: workqueue.claim(s, WorkKind.TAG, limit, 60, "m@1")).images]
 
     def retry_later(claimed: list[str], wait: float) -> list[workqueue.Retry]:
-        ids = db.write(lambda s: [crud.require_image(s, name).id for name in claimed])
+        ids = db.write(lambda s: [records.require_image(s, name).id for name in claimed])
         return db.write(lambda s: workqueue.retry_later(s, WorkKind.TAG, ids, "m@1", "the tagger died", 2, wait))
 
     assert claim(2) == names[:2]
@@ -164,7 +165,7 @@ def test_failed_work_is_retried_alone_with_backoff_then_parked(served: Served) -
         (names[1], 1, False, 60.0),
     ]
     assert claim() == [names[2]]  # only the fresh one is due
-    db.write(lambda s: workqueue.release(s, WorkKind.TAG, [crud.require_image(s, names[2]).id]))  # busy: uncharged
+    db.write(lambda s: workqueue.release(s, WorkKind.TAG, [records.require_image(s, names[2]).id]))  # busy: uncharged
     with served.engine.begin() as conn:
         conn.execute(text("UPDATE work_items SET retry_at = NULL WHERE kind = 'tag'"))  # the backoff ran out
     # Work that failed before is claimed one at a time, before fresh work.
@@ -193,11 +194,11 @@ def test_a_new_model_requeues_what_it_has_not_done(served: Served) -> None:
         conn.execute(text("DELETE FROM work_items WHERE kind = 'tag'"))
 
     def tag_with(model: str, name: str) -> None:
-        db.write(lambda s: crud.put_image_tags(s, name, model, 0.5, {"cat": 0.9}))
+        db.write(lambda s: tags_crud.put_image_tags(s, name, model, 0.5, {"cat": 0.9}))
 
     tag_with("model@1", names[0])
     tag_with("model@1", names[1])
-    image_id = db.write(lambda s: crud.require_image(s, names[2]).id)
+    image_id = db.write(lambda s: records.require_image(s, names[2]).id)
     db.write(lambda s: workqueue.fail(s, WorkKind.TAG, image_id, "model@1", "too many pixels"))
 
     # The same model: only what it has not done and has not refused.

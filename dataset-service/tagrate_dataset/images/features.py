@@ -15,13 +15,13 @@ from collections.abc import Sequence
 import numpy as np
 from sqlmodel import Session
 
-from .. import crud
 from ..config import DatasetSettings
 from ..db import Database
 from ..models import WorkKind
 from ..peers import ExtractorInfo, ImageFile, Peers
 from ..work.imagework import ImageWork
 from ..work.queue import StoredImage
+from . import crud
 from .blobs import BlobStore
 
 log = logging.getLogger(__name__)

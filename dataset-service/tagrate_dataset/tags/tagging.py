@@ -21,16 +21,17 @@ from sqlmodel import Session
 
 from tagrate_common.errors import TagrateError
 
-from .. import crud
 from ..config import DatasetSettings
 from ..db import Database
 from ..images.blobs import BlobStore
+from ..images.crud import put_image_features
 from ..images.features import vector_bytes
 from ..models import WorkKind
 from ..peers import ImageFile, Peers, TaggerModelInfo, TagList
 from ..work import queue as workqueue
 from ..work.imagework import ImageWork
 from ..work.queue import StoredImage
+from . import crud
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class Tagging(ImageWork[TaggerModelInfo, Tagged]):
             crud.put_image_tags(session, image.name, model.model_id, model.threshold, scores)
             if tagged.vector is not None and model.embeds_for is not None:
                 vector = tagged.vector
-                crud.put_image_features(
+                put_image_features(
                     session, image.name, model.embeds_for.extractor_id, vector_bytes(vector), int(vector.size)
                 )
                 embedded.append(image.image_id)

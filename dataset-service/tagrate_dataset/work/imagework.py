@@ -27,7 +27,7 @@ from sqlmodel import Session
 
 from tagrate_common.errors import TagrateError
 
-from .. import crud
+from .. import records
 from ..db import Database
 from ..images.blobs import BlobStore
 from ..models import WorkKind
@@ -146,7 +146,9 @@ class ImageWork(ABC, Generic[ModelT, ResultT]):
         # written back (their work items went with them). A delete that
         # commits after this check makes the writes below fail on the foreign
         # key, and the retried transaction sees it gone.
-        live = crud.existing_image_ids(session, [image.image_id for image, _ in (*outcome.results, *outcome.refused)])
+        live = records.existing_image_ids(
+            session, [image.image_id for image, _ in (*outcome.results, *outcome.refused)]
+        )
         results = [(image, result) for image, result in outcome.results if image.image_id in live]
         if results:
             self.store_results(session, model, results)

@@ -1,0 +1,16 @@
+"""Request values that more than one resource checks the same way."""
+
+from __future__ import annotations
+
+from tagrate_common.errors import InvalidArgument
+
+MAX_ID_CHARS = 200  # model ids, extractor ids, model versions (the columns' width)
+
+
+def identifier(value: str, param: str) -> str:
+    """A model/extractor id: non-empty, at most 200 characters, printable."""
+    if not value:
+        raise InvalidArgument(f"the '{param}' parameter is required", "missing_parameter")
+    if len(value) > MAX_ID_CHARS or not value.isprintable():
+        raise InvalidArgument(f"'{param}' must be at most {MAX_ID_CHARS} printable characters", "invalid_parameter")
+    return value
