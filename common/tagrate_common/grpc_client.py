@@ -74,7 +74,7 @@ def _as_text(method: str | bytes) -> str:
 
 
 def _method_name(method: str | bytes) -> str:
-    """``/tagrate.dataset.v1.DatasetService/GetUser`` -> ``GetUser`` (the metrics label)."""
+    """``/tagrate.dataset.v1.UserService/GetUser`` -> ``GetUser`` (the metrics label)."""
     return _as_text(method).rsplit("/", 1)[-1]
 
 

@@ -7,6 +7,7 @@ lost race) are the caller's, see :class:`db.Database`."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlmodel import Session, select
@@ -15,6 +16,14 @@ from tagrate_common.errors import NotFound
 from tagrate_common.images import ImageInfo
 
 from .models import Image, TaggerModel, User, WorkItem, WorkKind
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """A stored image as background work and the training stream pass it on."""
+
+    image_id: int
+    name: str
 
 
 def find_user(session: Session, name: str) -> User | None:

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 from sqlalchemy import text
 
-from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc
+from tagrate_common.dataset_stubs import DatasetStubs
+from tagrate_common.protos import images_pb2, library_pb2, ratings_pb2, tags_pb2, training_data_pb2, users_pb2, work_pb2
 from tagrate_dataset.images import blobs as blobs_module
 from tagrate_dataset.server import create_server
 from tests.dataset.conftest import Served, image_file, rpc_error
@@ -22,11 +23,12 @@ from tests.imagefactory import encode, make_image, rotated_jpeg
 from tests.support import free_port
 
 NOT_FOUND, INVALID = grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT
-P = dataset_pb2
 
 
-def update(served: Served, user: str, image: str, rating: float) -> P.UpdateRatingResponse:
-    return served.stub.UpdateRating(P.UpdateRatingRequest(user=user, image=image, rating=rating), timeout=30)
+def update(served: Served, user: str, image: str, rating: float) -> ratings_pb2.UpdateRatingResponse:
+    return served.stub.ratings.UpdateRating(
+        ratings_pb2.UpdateRatingRequest(user=user, image=image, rating=rating), timeout=30
+    )
 
 
 def files(served: Served) -> list[str]:
@@ -35,14 +37,16 @@ def files(served: Served) -> list[str]:
 
 def record_trained(served: Served, user: str) -> None:
     snap = user_info(served, user).snapshot_id
-    served.stub.RecordTrainedSnapshot(
-        P.RecordTrainedSnapshotRequest(user=user, snapshot_id=snap, model_version="v1", metrics={"mae": 0.1}),
+    served.stub.training.RecordTrainedSnapshot(
+        training_data_pb2.RecordTrainedSnapshotRequest(
+            user=user, snapshot_id=snap, model_version="v1", metrics={"mae": 0.1}
+        ),
         timeout=30,
     )
 
 
 def up_to_date(served: Served, user: str) -> bool:
-    users = served.stub.VerifyDatasets(P.VerifyDatasetsRequest(), timeout=30).users
+    users = served.stub.work.VerifyDatasets(work_pb2.VerifyDatasetsRequest(), timeout=30).users
     return {u.user: u.model_up_to_date for u in users}[user]
 
 
@@ -65,29 +69,29 @@ def test_update_rating_inserts_updates_and_moves_the_snapshot(served: Served) ->
 
     fresh = update(served, "bob", image, 0.25)
     assert fresh.new_user and not fresh.HasField("previous_rating")
-    rows = served.stub.GetUserData(P.GetUserDataRequest(user="bob"), timeout=30).images
+    rows = served.stub.library.GetUserData(library_pb2.GetUserDataRequest(user="bob"), timeout=30).images
     assert [(r.image, r.rating) for r in rows] == [(image, 0.25)]
 
     unknown = name_of(make_image(seed=2))
     message = assert_refused(
         served,
-        served.stub.UpdateRating,
-        P.UpdateRatingRequest(user="carol", image=unknown, rating=0.5),
+        served.stub.ratings.UpdateRating,
+        ratings_pb2.UpdateRatingRequest(user="carol", image=unknown, rating=0.5),
         NOT_FOUND,
         "image_not_found",
     )
     assert unknown in message
     assert_refused(
         served,
-        served.stub.UpdateRating,
-        P.UpdateRatingRequest(user="alice", image=image, rating=1.5),
+        served.stub.ratings.UpdateRating,
+        ratings_pb2.UpdateRatingRequest(user="alice", image=image, rating=1.5),
         INVALID,
         "invalid_rating",
     )
     assert_refused(
         served,
-        served.stub.UpdateRating,
-        P.UpdateRatingRequest(user="alice", image="nope", rating=0.5),
+        served.stub.ratings.UpdateRating,
+        ratings_pb2.UpdateRatingRequest(user="alice", image="nope", rating=0.5),
         INVALID,
         "invalid_image_name",
     )
@@ -100,18 +104,20 @@ def test_remove_rating(served: Served) -> None:
     before_id = user_info(served, "alice").snapshot_id
 
     for request, code in [
-        (P.RemoveRatingRequest(user="nobody", image=image), "user_not_found"),
-        (P.RemoveRatingRequest(user="alice", image=name_of(make_image(seed=5))), "image_not_found"),
-        (P.RemoveRatingRequest(user="alice", image=other), "rating_not_found"),
+        (ratings_pb2.RemoveRatingRequest(user="nobody", image=image), "user_not_found"),
+        (ratings_pb2.RemoveRatingRequest(user="alice", image=name_of(make_image(seed=5))), "image_not_found"),
+        (ratings_pb2.RemoveRatingRequest(user="alice", image=other), "rating_not_found"),
     ]:
-        assert_refused(served, served.stub.RemoveRating, request, NOT_FOUND, code)
+        assert_refused(served, served.stub.ratings.RemoveRating, request, NOT_FOUND, code)
 
-    removed = served.stub.RemoveRating(P.RemoveRatingRequest(user="alice", image=image), timeout=30)
+    removed = served.stub.ratings.RemoveRating(ratings_pb2.RemoveRatingRequest(user="alice", image=image), timeout=30)
     assert (removed.image, removed.user, removed.rating) == (image, "alice", 0.75)
     assert user_info(served, "alice").snapshot_id != before_id
     assert not up_to_date(served, "alice")
     # the image stays, unrated
-    unrated = served.stub.GetUserData(P.GetUserDataRequest(user="alice", rated=P.RATED_FILTER_NO), timeout=30).images
+    unrated = served.stub.library.GetUserData(
+        library_pb2.GetUserDataRequest(user="alice", rated=library_pb2.RATED_FILTER_NO), timeout=30
+    ).images
     assert image in {r.image for r in unrated}
     # rated again with the same value: a new snapshot, not the old one
     update(served, "alice", image, 0.75)
@@ -127,17 +133,17 @@ def test_delete_image_removes_every_trace(served: Served) -> None:
     image = add(served, "alice", data, 0.5).image
     update(served, "bob", image, 1.0)
     put_tags(served, image, "m1", 0.5, [("cat", 0.9), ("dog", 0.2)])
-    served.stub.PutImageFeatures(
-        P.PutImageFeaturesRequest(image=image, extractor_id="x1", vector={"values": [1.0, 2.0]}), timeout=30
+    served.stub.images.PutImageFeatures(
+        images_pb2.PutImageFeaturesRequest(image=image, extractor_id="x1", vector={"values": [1.0, 2.0]}), timeout=30
     )
-    served.stub.GetImage(P.GetImageRequest(image=image, size=64), timeout=30)
-    served.stub.GetThumbnail(P.GetThumbnailRequest(image=image), timeout=30)
+    served.stub.images.GetImage(images_pb2.GetImageRequest(image=image, size=64), timeout=30)
+    served.stub.images.GetThumbnail(images_pb2.GetThumbnailRequest(image=image), timeout=30)
     sha = image.split(".")[0]
     assert sum(sha in f for f in files(served)) == 3  # original, resized, thumbnail
     record_trained(served, "alice")
     record_trained(served, "bob")
 
-    reply = served.stub.DeleteImage(P.DeleteImageRequest(image=image), timeout=30)
+    reply = served.stub.images.DeleteImage(images_pb2.DeleteImageRequest(image=image), timeout=30)
     assert (reply.image, reply.ratings_removed) == (image, 2)
     assert not any(sha in f for f in files(served))
     image_id_rows = {}
@@ -151,27 +157,33 @@ def test_delete_image_removes_every_trace(served: Served) -> None:
     assert not up_to_date(served, "alice") and not up_to_date(served, "bob")
 
     for call, request in [
-        (served.stub.GetImage, P.GetImageRequest(image=image)),
-        (served.stub.GetThumbnail, P.GetThumbnailRequest(image=image)),
-        (served.stub.GetImageTags, P.GetImageTagsRequest(image=image)),
-        (served.stub.DeleteImage, P.DeleteImageRequest(image=image)),
-        (served.stub.PutImageTags, P.PutImageTagsRequest(image=image, model_id="m1", threshold=0.5)),
+        (served.stub.images.GetImage, images_pb2.GetImageRequest(image=image)),
+        (served.stub.images.GetThumbnail, images_pb2.GetThumbnailRequest(image=image)),
+        (served.stub.tags.GetImageTags, tags_pb2.GetImageTagsRequest(image=image)),
+        (served.stub.images.DeleteImage, images_pb2.DeleteImageRequest(image=image)),
+        (served.stub.tags.PutImageTags, tags_pb2.PutImageTagsRequest(image=image, model_id="m1", threshold=0.5)),
         (
-            served.stub.PutImageFeatures,
-            P.PutImageFeaturesRequest(image=image, extractor_id="x1", vector={"values": [1.0]}),
+            served.stub.images.PutImageFeatures,
+            images_pb2.PutImageFeaturesRequest(image=image, extractor_id="x1", vector={"values": [1.0]}),
         ),
     ]:
         assert rpc_error(call, request)[:2] == (NOT_FOUND, "image_not_found")
-    served.stub.GetImage(P.GetImageRequest(image=keep), timeout=30)  # the other image is untouched
-    tags = served.stub.ListTags(P.ListTagsRequest(), timeout=30)
+    served.stub.images.GetImage(images_pb2.GetImageRequest(image=keep), timeout=30)  # the other image is untouched
+    tags = served.stub.tags.ListTags(tags_pb2.ListTagsRequest(), timeout=30)
     assert list(tags.tags) == []  # the deleted image's tags are no longer counted
 
 
 def test_a_row_whose_file_is_missing_is_not_found(served: Served) -> None:
     image = add(served, "alice", make_image(seed=8), 0.5).image
     (served.settings.blob_path / image[:2] / image).unlink()
-    assert rpc_error(served.stub.GetImage, P.GetImageRequest(image=image))[:2] == (NOT_FOUND, "image_not_found")
-    assert rpc_error(served.stub.GetThumbnail, P.GetThumbnailRequest(image=image))[:2] == (NOT_FOUND, "image_not_found")
+    assert rpc_error(served.stub.images.GetImage, images_pb2.GetImageRequest(image=image))[:2] == (
+        NOT_FOUND,
+        "image_not_found",
+    )
+    assert rpc_error(served.stub.images.GetThumbnail, images_pb2.GetThumbnailRequest(image=image))[:2] == (
+        NOT_FOUND,
+        "image_not_found",
+    )
 
 
 # ---- add images -------------------------------------------------------------
@@ -180,8 +192,8 @@ def test_a_row_whose_file_is_missing_is_not_found(served: Served) -> None:
 def test_add_images_without_rating(served: Served) -> None:
     rated = add(served, "alice", make_image(seed=9), 0.5).image
     first, second = make_image(seed=10), make_image("PNG", seed=11)
-    reply = served.stub.AddImages(
-        P.AddImagesRequest(
+    reply = served.stub.images.AddImages(
+        images_pb2.AddImagesRequest(
             images=[image_file(first), image_file(second, "b.png"), image_file(make_image(seed=9))],
             source="https://example.org/post/1",
         ),
@@ -189,24 +201,31 @@ def test_add_images_without_rating(served: Served) -> None:
     )
     got = [(i.image, i.new_image) for i in reply.images]
     assert got == [(name_of(first), True), (name_of(second, "png"), True), (rated, False)]
-    unrated = served.stub.GetUserData(P.GetUserDataRequest(user="alice", rated=P.RATED_FILTER_NO), timeout=30).images
+    unrated = served.stub.library.GetUserData(
+        library_pb2.GetUserDataRequest(user="alice", rated=library_pb2.RATED_FILTER_NO), timeout=30
+    ).images
     assert {r.image for r in unrated} == {name_of(first), name_of(second, "png")}
-    tags = served.stub.GetImageTags(P.GetImageTagsRequest(image=name_of(first)), timeout=30)
+    tags = served.stub.tags.GetImageTags(tags_pb2.GetImageTagsRequest(image=name_of(first)), timeout=30)
     assert tags.source == "https://example.org/post/1"
     # the rated image had no source: it gets this one; a second source does not replace it
-    assert served.stub.GetImageTags(P.GetImageTagsRequest(image=rated), timeout=30).source == tags.source
-    again = served.stub.AddImages(P.AddImagesRequest(images=[image_file(first)], source="other"), timeout=30)
+    assert served.stub.tags.GetImageTags(tags_pb2.GetImageTagsRequest(image=rated), timeout=30).source == tags.source
+    again = served.stub.images.AddImages(
+        images_pb2.AddImagesRequest(images=[image_file(first)], source="other"), timeout=30
+    )
     assert [i.new_image for i in again.images] == [False]
-    assert served.stub.GetImageTags(P.GetImageTagsRequest(image=name_of(first)), timeout=30).source == tags.source
+    assert (
+        served.stub.tags.GetImageTags(tags_pb2.GetImageTagsRequest(image=name_of(first)), timeout=30).source
+        == tags.source
+    )
     with served.engine.connect() as conn:
         queued = conn.execute(text("SELECT count(*) FROM work_items")).scalar_one()
     assert queued == 3 * 2  # tag and embed for each stored image
 
-    too_long = P.AddImagesRequest(images=[image_file(make_image(seed=12))], source="x" * 2049)
-    assert "source" in assert_refused(served, served.stub.AddImages, too_long, INVALID, "invalid_source")
-    bad = P.AddImagesRequest(images=[image_file(make_image(seed=13)), image_file(b"not an image", "x.jpg")])
+    too_long = images_pb2.AddImagesRequest(images=[image_file(make_image(seed=12))], source="x" * 2049)
+    assert "source" in assert_refused(served, served.stub.images.AddImages, too_long, INVALID, "invalid_source")
+    bad = images_pb2.AddImagesRequest(images=[image_file(make_image(seed=13)), image_file(b"not an image", "x.jpg")])
     assert "file 2" in assert_refused(
-        served, served.stub.AddImages, bad, INVALID, rpc_error(served.stub.AddImages, bad)[1]
+        served, served.stub.images.AddImages, bad, INVALID, rpc_error(served.stub.images.AddImages, bad)[1]
     )
 
 
@@ -234,10 +253,12 @@ def test_thumbnail_square_webp_upright_never_upscaled(served: Served, monkeypatc
         return real(data, fmt, size)
 
     monkeypatch.setattr(blobs_module, "square_thumbnail", counting)
-    replies: list[P.GetImageResponse] = []
+    replies: list[images_pb2.GetImageResponse] = []
 
     def fetch() -> None:
-        replies.append(served.stub.GetThumbnail(P.GetThumbnailRequest(image=image, size=100), timeout=30))
+        replies.append(
+            served.stub.images.GetThumbnail(images_pb2.GetThumbnailRequest(image=image, size=100), timeout=30)
+        )
 
     threads = [threading.Thread(target=fetch) for _ in range(8)]
     for thread in threads:
@@ -254,20 +275,26 @@ def test_thumbnail_square_webp_upright_never_upscaled(served: Served, monkeypatc
     assert right[2] > 200 and right[0] < 60, right
 
     # default 305; a 200 px short side is not upscaled
-    default = served.stub.GetThumbnail(P.GetThumbnailRequest(image=image), timeout=30)
+    default = served.stub.images.GetThumbnail(images_pb2.GetThumbnailRequest(image=image), timeout=30)
     assert _decode(default.data).size == (200, 200)
-    not_modified = served.stub.GetThumbnail(
-        P.GetThumbnailRequest(image=image, if_none_match=f'"{default.etag}"'), timeout=30
+    not_modified = served.stub.images.GetThumbnail(
+        images_pb2.GetThumbnailRequest(image=image, if_none_match=f'"{default.etag}"'), timeout=30
     )
     assert not_modified.not_modified and not not_modified.data
     for size in (15, 1025):
         assert_refused(
-            served, served.stub.GetThumbnail, P.GetThumbnailRequest(image=image, size=size), INVALID, "invalid_size"
+            served,
+            served.stub.images.GetThumbnail,
+            images_pb2.GetThumbnailRequest(image=image, size=size),
+            INVALID,
+            "invalid_size",
         )
-    unknown = P.GetThumbnailRequest(image=name_of(make_image(seed=14)))
-    assert rpc_error(served.stub.GetThumbnail, unknown)[:2] == (NOT_FOUND, "image_not_found")
+    unknown = images_pb2.GetThumbnailRequest(image=name_of(make_image(seed=14)))
+    assert rpc_error(served.stub.images.GetThumbnail, unknown)[:2] == (NOT_FOUND, "image_not_found")
     png = add(served, "alice", encode(Image.new("RGBA", (40, 90), (0, 255, 0, 128))), 0.5).image
-    assert _decode(served.stub.GetThumbnail(P.GetThumbnailRequest(image=png), timeout=30).data).size == (40, 40)
+    assert _decode(
+        served.stub.images.GetThumbnail(images_pb2.GetThumbnailRequest(image=png), timeout=30).data
+    ).size == (40, 40)
 
 
 def test_new_images_get_their_default_thumbnail_in_the_background(settings, monkeypatch) -> None:
@@ -288,17 +315,21 @@ def test_new_images_get_their_default_thumbnail_in_the_background(settings, monk
     server = create_server(settings)
     port = server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    stub = dataset_pb2_grpc.DatasetServiceStub(channel)
+    stub = DatasetStubs(channel)
     try:
         blobs = server.tagging.blobs
         assert blobs._warmer is not None
-        rated = stub.AddRating(
-            P.AddRatingRequest(user="alice", rating=0.5, image=image_file(make_image(size=(640, 480), seed=40))),
+        rated = stub.ratings.AddRating(
+            ratings_pb2.AddRatingRequest(
+                user="alice", rating=0.5, image=image_file(make_image(size=(640, 480), seed=40))
+            ),
             timeout=30,
         ).image
         png = encode(Image.new("RGB", (500, 700), (0, 128, 255)))
-        added = stub.AddImages(
-            P.AddImagesRequest(images=[image_file(make_image(size=(400, 320), seed=41)), image_file(png, "b.png")]),
+        added = stub.images.AddImages(
+            images_pb2.AddImagesRequest(
+                images=[image_file(make_image(size=(400, 320), seed=41)), image_file(png, "b.png")]
+            ),
             timeout=30,
         )
         names = [rated, *(i.image for i in added.images)]
@@ -306,20 +337,22 @@ def test_new_images_get_their_default_thumbnail_in_the_background(settings, monk
         assert generated[305] == 3
         for name in names:
             assert blobs.thumbnail_path(name, 305).is_file()
-            reply = stub.GetThumbnail(P.GetThumbnailRequest(image=name), timeout=30)
+            reply = stub.images.GetThumbnail(images_pb2.GetThumbnailRequest(image=name), timeout=30)
             assert _decode(reply.data).size == (305, 305)
         assert generated[305] == 3  # every first request was a cache hit
-        stub.GetThumbnail(P.GetThumbnailRequest(image=rated, size=100), timeout=30)
+        stub.images.GetThumbnail(images_pb2.GetThumbnailRequest(image=rated, size=100), timeout=30)
         assert generated[100] == 1  # other sizes: made on request
 
         # Stored again: nothing to make.
-        stub.AddImages(P.AddImagesRequest(images=[image_file(png, "b.png")]), timeout=30)
+        stub.images.AddImages(images_pb2.AddImagesRequest(images=[image_file(png, "b.png")]), timeout=30)
         assert blobs._warmer.wait_idle(30) and generated[305] == 3
 
         # Deleted at once, possibly while its thumbnail is being made.
         for seed in range(42, 46):
-            doomed = stub.AddImages(P.AddImagesRequest(images=[image_file(make_image(seed=seed))]), timeout=30)
-            stub.DeleteImage(P.DeleteImageRequest(image=doomed.images[0].image), timeout=30)
+            doomed = stub.images.AddImages(
+                images_pb2.AddImagesRequest(images=[image_file(make_image(seed=seed))]), timeout=30
+            )
+            stub.images.DeleteImage(images_pb2.DeleteImageRequest(image=doomed.images[0].image), timeout=30)
             assert blobs._warmer.wait_idle(30)
             sha = doomed.images[0].image.split(".")[0]
             left = [p for root in (settings.blob_path, settings.cache_path) for p in root.rglob(f"{sha}.*")]
@@ -345,16 +378,18 @@ def test_list_tags_counts_equal_a_brute_force_count(served: Served) -> None:
         put_tags(served, name, "m1", 0.5, tags)
         names.append(name)
     expected: Counter[str] = Counter(t.lower() for tags in tagsets for t, s in tags if s >= 0.5)
-    got = served.stub.ListTags(P.ListTagsRequest(), timeout=30)
+    got = served.stub.tags.ListTags(tags_pb2.ListTagsRequest(), timeout=30)
     assert got.model == "m1"
     assert list(zip(got.tags, got.counts, strict=True)) == sorted(expected.items())  # code-point order
-    cat = served.stub.ListTags(P.ListTagsRequest(prefix="CAT"), timeout=30)
+    cat = served.stub.tags.ListTags(tags_pb2.ListTagsRequest(prefix="CAT"), timeout=30)
     assert list(zip(cat.tags, cat.counts, strict=True)) == [("cat", 3), ("caterpillar", 1)]
-    mine = served.stub.ListTags(P.ListTagsRequest(user="alice"), timeout=30)
+    mine = served.stub.tags.ListTags(tags_pb2.ListTagsRequest(user="alice"), timeout=30)
     assert dict(zip(mine.tags, mine.counts, strict=True)) == {"cat": 2, "caterpillar": 1, "zebra": 1, "ünicode": 1}
-    assert list(served.stub.ListTags(P.ListTagsRequest(limit=2), timeout=30).tags) == sorted(expected)[:2]
-    assert_refused(served, served.stub.ListTags, P.ListTagsRequest(limit=100_001), INVALID, "invalid_limit")
-    assert_refused(served, served.stub.ListTags, P.ListTagsRequest(user="nobody"), NOT_FOUND, "user_not_found")
+    assert list(served.stub.tags.ListTags(tags_pb2.ListTagsRequest(limit=2), timeout=30).tags) == sorted(expected)[:2]
+    assert_refused(served, served.stub.tags.ListTags, tags_pb2.ListTagsRequest(limit=100_001), INVALID, "invalid_limit")
+    assert_refused(
+        served, served.stub.tags.ListTags, tags_pb2.ListTagsRequest(user="nobody"), NOT_FOUND, "user_not_found"
+    )
 
 
 # ---- stats --------------------------------------------------------------------
@@ -364,7 +399,7 @@ def test_stats_buckets_half_to_even(served: Served) -> None:
     ratings = [0.0, 1 / 12, 3 / 12, 5 / 12, 7 / 12, 9 / 12, 11 / 12, 1.0, 0.5, 0.2]
     for seed, rating in enumerate(ratings):
         add(served, "alice", make_image(seed=200 + seed), rating)
-    stats = served.stub.GetStats(P.GetStatsRequest(user="alice"), timeout=30)
+    stats = served.stub.users.GetStats(users_pb2.GetStatsRequest(user="alice"), timeout=30)
     expected = [0] * 7
     for rating in ratings:
         expected[round(rating * 6)] += 1
@@ -372,10 +407,12 @@ def test_stats_buckets_half_to_even(served: Served) -> None:
     assert stats.image_count == len(ratings)
     assert not stats.personal_up_to_date and not stats.global_up_to_date and not stats.HasField("model")
     record_trained(served, "alice")
-    stats = served.stub.GetStats(P.GetStatsRequest(user="alice"), timeout=30)
+    stats = served.stub.users.GetStats(users_pb2.GetStatsRequest(user="alice"), timeout=30)
     assert stats.personal_up_to_date and stats.model.version == "v1"
     assert stats.model.trained_on_ratings == len(ratings) and dict(stats.model.metrics) == {"mae": pytest.approx(0.1)}
-    assert_refused(served, served.stub.GetStats, P.GetStatsRequest(user="nobody"), NOT_FOUND, "user_not_found")
+    assert_refused(
+        served, served.stub.users.GetStats, users_pb2.GetStatsRequest(user="nobody"), NOT_FOUND, "user_not_found"
+    )
 
 
 # ---- neighbours -----------------------------------------------------------------
@@ -387,7 +424,9 @@ def test_neighbours_match_the_full_listing(served: Served) -> None:
         rating = [0.2, 0.5, 0.5, 0.8, 1.0, 0.0, 0.5][seed % 7]
         if seed % 4 == 3:
             names.append(
-                served.stub.AddImages(P.AddImagesRequest(images=[image_file(make_image(seed=300 + seed))]), timeout=30)
+                served.stub.images.AddImages(
+                    images_pb2.AddImagesRequest(images=[image_file(make_image(seed=300 + seed))]), timeout=30
+                )
                 .images[0]
                 .image
             )
@@ -395,23 +434,25 @@ def test_neighbours_match_the_full_listing(served: Served) -> None:
             names.append(add(served, "alice", make_image(seed=300 + seed), rating).image)
         put_tags(served, names[-1], "m1", 0.5, [("odd" if seed % 2 else "even", 0.9), ("all", 0.9)])
     cases = [
-        (P.SORT_ORDER_UNSPECIFIED, P.RATED_FILTER_UNSPECIFIED, [], []),
-        (P.SORT_ORDER_RATING_DESC, P.RATED_FILTER_ALL, [], []),
-        (P.SORT_ORDER_RATING_ASC, P.RATED_FILTER_ALL, ["all"], []),
-        (P.SORT_ORDER_RATING_DESC, P.RATED_FILTER_YES, ["all"], ["odd"]),
-        (P.SORT_ORDER_DATE_ASC, P.RATED_FILTER_ALL, [], []),
-        (P.SORT_ORDER_NAME_DESC, P.RATED_FILTER_NO, [], []),
-        (P.SORT_ORDER_RATING_DESC, P.RATED_FILTER_NO, ["odd"], []),
+        (library_pb2.SORT_ORDER_UNSPECIFIED, library_pb2.RATED_FILTER_UNSPECIFIED, [], []),
+        (library_pb2.SORT_ORDER_RATING_DESC, library_pb2.RATED_FILTER_ALL, [], []),
+        (library_pb2.SORT_ORDER_RATING_ASC, library_pb2.RATED_FILTER_ALL, ["all"], []),
+        (library_pb2.SORT_ORDER_RATING_DESC, library_pb2.RATED_FILTER_YES, ["all"], ["odd"]),
+        (library_pb2.SORT_ORDER_DATE_ASC, library_pb2.RATED_FILTER_ALL, [], []),
+        (library_pb2.SORT_ORDER_NAME_DESC, library_pb2.RATED_FILTER_NO, [], []),
+        (library_pb2.SORT_ORDER_RATING_DESC, library_pb2.RATED_FILTER_NO, ["odd"], []),
     ]
     for sort, rated, include, exclude in cases:
-        listing = served.stub.GetUserData(
-            P.GetUserDataRequest(user="alice", sort=sort, rated=rated, include_tags=include, exclude_tags=exclude),
+        listing = served.stub.library.GetUserData(
+            library_pb2.GetUserDataRequest(
+                user="alice", sort=sort, rated=rated, include_tags=include, exclude_tags=exclude
+            ),
             timeout=30,
         ).images
         paged = []
         for page in (1, 2, 3, 4):
-            paged += served.stub.GetUserData(
-                P.GetUserDataRequest(
+            paged += served.stub.library.GetUserData(
+                library_pb2.GetUserDataRequest(
                     user="alice", sort=sort, rated=rated, include_tags=include, exclude_tags=exclude, page=page, limit=4
                 ),
                 timeout=30,
@@ -419,8 +460,8 @@ def test_neighbours_match_the_full_listing(served: Served) -> None:
         assert [r.image for r in paged] == [r.image for r in listing]
         assert listing, (sort, rated)
         for index, row in enumerate(listing):
-            got = served.stub.GetImageNeighbours(
-                P.GetImageNeighboursRequest(
+            got = served.stub.library.GetImageNeighbours(
+                library_pb2.GetImageNeighboursRequest(
                     image=row.image, user="alice", sort=sort, rated=rated, include_tags=include, exclude_tags=exclude
                 ),
                 timeout=30,
@@ -439,7 +480,7 @@ def test_neighbours_match_the_full_listing(served: Served) -> None:
                 assert got.next.image == nxt.image, case
         outside = {n for n in names} - {r.image for r in listing}
         if outside:
-            request = P.GetImageNeighboursRequest(
+            request = library_pb2.GetImageNeighboursRequest(
                 image=sorted(outside)[0],
                 user="alice",
                 sort=sort,
@@ -447,11 +488,11 @@ def test_neighbours_match_the_full_listing(served: Served) -> None:
                 include_tags=include,
                 exclude_tags=exclude,
             )
-            assert rpc_error(served.stub.GetImageNeighbours, request)[:2] == (NOT_FOUND, "image_not_in_list")
-    unknown = P.GetImageNeighboursRequest(image=name_of(make_image(seed=999)), user="alice")
-    assert rpc_error(served.stub.GetImageNeighbours, unknown)[:2] == (NOT_FOUND, "image_not_found")
-    nobody = P.GetImageNeighboursRequest(image=names[0], user="nobody")
-    assert rpc_error(served.stub.GetImageNeighbours, nobody)[:2] == (NOT_FOUND, "user_not_found")
+            assert rpc_error(served.stub.library.GetImageNeighbours, request)[:2] == (NOT_FOUND, "image_not_in_list")
+    unknown = library_pb2.GetImageNeighboursRequest(image=name_of(make_image(seed=999)), user="alice")
+    assert rpc_error(served.stub.library.GetImageNeighbours, unknown)[:2] == (NOT_FOUND, "image_not_found")
+    nobody = library_pb2.GetImageNeighboursRequest(image=names[0], user="nobody")
+    assert rpc_error(served.stub.library.GetImageNeighbours, nobody)[:2] == (NOT_FOUND, "user_not_found")
 
 
 def test_background_results_for_a_deleted_image_are_dropped(settings, engine) -> None:
@@ -461,10 +502,10 @@ def test_background_results_for_a_deleted_image_are_dropped(settings, engine) ->
     import numpy as np
 
     from tagrate_dataset.peers import ExtractorInfo, TaggerModelInfo
+    from tagrate_dataset.records import StoredImage
     from tagrate_dataset.server import create_server
     from tagrate_dataset.tags import tagging as tagging_module
     from tagrate_dataset.work.imagework import BatchOutcome
-    from tagrate_dataset.work.queue import StoredImage
 
     server = create_server(settings)
     servicer_tagging, servicer_features = server.tagging, server.features
@@ -472,17 +513,19 @@ def test_background_results_for_a_deleted_image_are_dropped(settings, engine) ->
     try:
         import grpc as _grpc
 
-        from tagrate_common.protos import dataset_pb2_grpc
+        from tagrate_common.protos import (
+            images_pb2,
+        )
 
         with _grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = dataset_pb2_grpc.DatasetServiceStub(channel)
+            stub = DatasetStubs(channel)
             served = Served(settings, stub, f"127.0.0.1:{port}", engine)
             doomed = add(served, "alice", make_image(seed=400), 0.5).image
             kept = add(served, "alice", make_image(seed=401), 0.5).image
             with engine.connect() as conn:
                 ids = dict(conn.execute(text("SELECT name, id FROM images")).all())
             batch = [StoredImage(ids[doomed], doomed), StoredImage(ids[kept], kept)]
-            stub.DeleteImage(P.DeleteImageRequest(image=doomed), timeout=30)
+            stub.images.DeleteImage(images_pb2.DeleteImageRequest(image=doomed), timeout=30)
             tagger = TaggerModelInfo("m1", 0.5, 2)
             # The tagger's result type is changing ("one backbone pass"): a
             # Tagged where it exists, the plain tag list before.

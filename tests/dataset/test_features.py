@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 from sqlalchemy import text
 
-from tagrate_common.protos import common_pb2, dataset_pb2, rater_pb2, rater_pb2_grpc
+from tagrate_common.protos import common_pb2, images_pb2, rater_pb2, rater_pb2_grpc, training_data_pb2, users_pb2
 from tests.support import free_port
 
 from .conftest import Served, image_file, rpc_error
@@ -51,8 +51,9 @@ def cached(served: Served, extractor: str) -> dict[str, np.ndarray]:
 def stream(served: Served, user: str, extractor: str) -> tuple[str, dict[tuple[str, str], np.ndarray | None]]:
     """(snapshot id, {(user, image): vector or None}) of a training data stream."""
     chunks = list(
-        served.stub.StreamTrainingData(
-            dataset_pb2.StreamTrainingDataRequest(user=user, extractor_id=extractor, chunk_size=2), timeout=DEADLINE
+        served.stub.training.StreamTrainingData(
+            training_data_pb2.StreamTrainingDataRequest(user=user, extractor_id=extractor, chunk_size=2),
+            timeout=DEADLINE,
         )
     )
     examples = {
@@ -100,7 +101,7 @@ def test_training_data_computes_missing_vectors_once_and_reuses_them(
         before = rpc_count("rater", "Embed")
         snapshot, examples = stream(served, "all", extractor)
         assert rpc_count("rater", "Embed") - before == 3
-        assert snapshot == served.stub.GetUser(dataset_pb2.GetUserRequest(user="all"), timeout=DEADLINE).snapshot_id
+        assert snapshot == served.stub.users.GetUser(users_pb2.GetUserRequest(user="all"), timeout=DEADLINE).snapshot_id
         assert all(vector is not None and vector.shape == (DIMENSIONS,) for vector in examples.values())
         np.testing.assert_array_equal(examples[("alice", names[0])], examples[("bob", names[0])])
         np.testing.assert_allclose(examples[("alice", names[1])], embed(rater_addr, files[1])[1], rtol=1e-5, atol=1e-5)
@@ -126,8 +127,8 @@ def test_a_new_extractor_id_means_the_old_vectors_do_not_count(
     with dataset_service(tmp_path, database_url, background_work=False) as (served, _):
         alices, bobs = (add_rating(served, user, data) for user, data in zip(("alice", "bob"), images(2), strict=True))
         for name in (alices, bobs):
-            served.stub.PutImageFeatures(
-                dataset_pb2.PutImageFeaturesRequest(
+            served.stub.images.PutImageFeatures(
+                images_pb2.PutImageFeaturesRequest(
                     image=name, extractor_id="older-extractor@1", vector=common_pb2.FeatureVector(values=old_vector)
                 ),
                 timeout=DEADLINE,
@@ -164,8 +165,8 @@ def test_an_unreachable_rater_fails_the_stream_naming_it(tmp_path: Path, databas
         tmp_path, database_url, rater_addr=f"127.0.0.1:{free_port()}", rater_timeout_seconds=5, background_work=False
     ) as (served, _):
         add_rating(served, "alice", images(1)[0])
-        request = dataset_pb2.StreamTrainingDataRequest(user="alice", extractor_id="some-extractor@1")
-        status, code, message = rpc_error(served.stub.StreamTrainingData, request)
+        request = training_data_pb2.StreamTrainingDataRequest(user="alice", extractor_id="some-extractor@1")
+        status, code, message = rpc_error(served.stub.training.StreamTrainingData, request)
         assert (status, code) == (grpc.StatusCode.UNAVAILABLE, "rater_unavailable")
         assert "rater" in message
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 from sqlalchemy import text
 
-from tagrate_common.protos import dataset_pb2
+from tagrate_common.protos import tags_pb2, work_pb2
 from tests.support import free_port
 
 from .conftest import Served, rpc_error
@@ -88,8 +88,8 @@ def tag_work(served: Served) -> list[tuple[str, str, int, str]]:
     return [tuple(row) for row in rows]
 
 
-def verify(served: Served) -> dataset_pb2.VerifyDatasetsResponse:
-    return served.stub.VerifyDatasets(dataset_pb2.VerifyDatasetsRequest(), timeout=DEADLINE)
+def verify(served: Served) -> work_pb2.VerifyDatasetsResponse:
+    return served.stub.work.VerifyDatasets(work_pb2.VerifyDatasetsRequest(), timeout=DEADLINE)
 
 
 def test_an_image_that_kills_the_tagger_is_parked_not_looped(tmp_path: Path, database_url: str) -> None:
@@ -141,7 +141,7 @@ def test_an_image_that_kills_the_tagger_is_parked_not_looped(tmp_path: Path, dat
             # failed work again and the worker tags it; it is not tagged
             # inside /updatetags itself.
             (tagger.state / "poison").write_text("")
-            reply = served.stub.UpdateTags(dataset_pb2.UpdateTagsRequest(), timeout=DEADLINE)
+            reply = served.stub.tags.UpdateTags(tags_pb2.UpdateTagsRequest(), timeout=DEADLINE)
             assert reply.updated_images_count == 0
             wait_for("the retried image to be tagged", lambda: tagged(served, poison))
             wait_for("its work to be done", lambda: tag_work(served) == [])
@@ -164,13 +164,13 @@ def test_retry_failed_work_queues_parked_work_again(tmp_path: Path, database_url
             [(name, kind) for name in names for kind in ("embed", "tag")], key=lambda pair: (pair[1], pair[0])
         )
 
-        retry = served.stub.RetryFailedWork
-        assert retry(dataset_pb2.RetryFailedWorkRequest(kind="tag"), timeout=DEADLINE).retried == 2
+        retry = served.stub.work.RetryFailedWork
+        assert retry(work_pb2.RetryFailedWorkRequest(kind="tag"), timeout=DEADLINE).retried == 2
         assert tag_work(served) == [(name, "pending", 0, "boom") for name in sorted(names)]
-        assert retry(dataset_pb2.RetryFailedWorkRequest(kind="tag"), timeout=DEADLINE).retried == 0
-        assert retry(dataset_pb2.RetryFailedWorkRequest(), timeout=DEADLINE).retried == 2  # the embed work
+        assert retry(work_pb2.RetryFailedWorkRequest(kind="tag"), timeout=DEADLINE).retried == 0
+        assert retry(work_pb2.RetryFailedWorkRequest(), timeout=DEADLINE).retried == 2  # the embed work
         assert {state.kind: state.failed for state in verify(served).work} == {"tag": 0, "embed": 0}
 
-        status, code, message = rpc_error(retry, dataset_pb2.RetryFailedWorkRequest(kind="resize"))
+        status, code, message = rpc_error(retry, work_pb2.RetryFailedWorkRequest(kind="resize"))
         assert (status, code) == (grpc.StatusCode.INVALID_ARGUMENT, "invalid_kind")
         assert "tag, embed" in message

@@ -17,7 +17,16 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import Session
 
-from tagrate_common.protos import common_pb2, dataset_pb2, rater_pb2, rater_pb2_grpc
+from tagrate_common.protos import (
+    common_pb2,
+    images_pb2,
+    library_pb2,
+    rater_pb2,
+    rater_pb2_grpc,
+    training_data_pb2,
+    users_pb2,
+    work_pb2,
+)
 from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
 from tagrate_common.vision.rating_heads import serialize_weights
 from tagrate_dataset.db import create_db_engine, migrate
@@ -50,13 +59,13 @@ def _expected(stub: rater_pb2_grpc.RaterServiceStub, data: bytes, weight: np.nda
     return float(1.0 / (1.0 + np.exp(-(vector @ weight + bias))))
 
 
-def _listing(served, user: str, sort=dataset_pb2.SORT_ORDER_PREDICTED_DESC) -> list[dataset_pb2.UserImage]:
-    request = dataset_pb2.GetUserDataRequest(user=user, sort=sort, rated=dataset_pb2.RATED_FILTER_ALL)
-    return list(served.stub.GetUserData(request, timeout=DEADLINE).images)
+def _listing(served, user: str, sort=library_pb2.SORT_ORDER_PREDICTED_DESC) -> list[library_pb2.UserImage]:
+    request = library_pb2.GetUserDataRequest(user=user, sort=sort, rated=library_pb2.RATED_FILTER_ALL)
+    return list(served.stub.library.GetUserData(request, timeout=DEADLINE).images)
 
 
 def _pending(served) -> int:
-    return served.stub.VerifyDatasets(dataset_pb2.VerifyDatasetsRequest(), timeout=DEADLINE).pending_predictions
+    return served.stub.work.VerifyDatasets(work_pb2.VerifyDatasetsRequest(), timeout=DEADLINE).pending_predictions
 
 
 def test_publish_rescores_the_library_and_the_listing_sorts_by_it(
@@ -82,13 +91,15 @@ def test_publish_rescores_the_library_and_the_listing_sorts_by_it(
             rng = np.random.default_rng(7)
             weight = rng.normal(0, 0.05, DIMENSIONS)
             version = _publish(stub, "alice", weight, 0.1)
-            snapshot = served.stub.GetUser(dataset_pb2.GetUserRequest(user="alice"), timeout=DEADLINE).snapshot_id
-            served.stub.RecordTrainedSnapshot(
-                dataset_pb2.RecordTrainedSnapshotRequest(user="alice", snapshot_id=snapshot, model_version=version),
+            snapshot = served.stub.users.GetUser(users_pb2.GetUserRequest(user="alice"), timeout=DEADLINE).snapshot_id
+            served.stub.training.RecordTrainedSnapshot(
+                training_data_pb2.RecordTrainedSnapshotRequest(
+                    user="alice", snapshot_id=snapshot, model_version=version
+                ),
                 timeout=DEADLINE,
             )
 
-            def scored() -> list[dataset_pb2.UserImage] | None:
+            def scored() -> list[library_pb2.UserImage] | None:
                 rows = _listing(served, "alice")
                 return rows if all(row.HasField("predicted") for row in rows) and _pending(served) == 0 else None
 
@@ -98,14 +109,16 @@ def test_publish_rescores_the_library_and_the_listing_sorts_by_it(
                 assert abs(row.predicted - _expected(stub, by_name[row.image], weight, 0.1)) < 1e-5
             predicted = [row.predicted for row in rows]
             assert predicted == sorted(predicted, reverse=True)
-            ascending = [row.predicted for row in _listing(served, "alice", dataset_pb2.SORT_ORDER_PREDICTED_ASC)]
+            ascending = [row.predicted for row in _listing(served, "alice", library_pb2.SORT_ORDER_PREDICTED_ASC)]
             assert ascending == sorted(predicted)
 
             # A newer model: the old scores are not shown as current, then replaced.
             weight2 = -weight
             version2 = _publish(stub, "alice", weight2, -0.2)
-            served.stub.RecordTrainedSnapshot(
-                dataset_pb2.RecordTrainedSnapshotRequest(user="alice", snapshot_id=snapshot, model_version=version2),
+            served.stub.training.RecordTrainedSnapshot(
+                training_data_pb2.RecordTrainedSnapshotRequest(
+                    user="alice", snapshot_id=snapshot, model_version=version2
+                ),
                 timeout=DEADLINE,
             )
             rows = wait_for("the rescoring by the new model", scored)
@@ -123,7 +136,7 @@ def test_publish_rescores_the_library_and_the_listing_sorts_by_it(
             assert all(not item.HasField("predicted") for item in _listing(served, "bob"))
 
             # A deleted image's scores go with it.
-            served.stub.DeleteImage(dataset_pb2.DeleteImageRequest(image=new), timeout=DEADLINE)
+            served.stub.images.DeleteImage(images_pb2.DeleteImageRequest(image=new), timeout=DEADLINE)
             with served.engine.connect() as conn:
                 left = conn.execute(
                     text("SELECT count(*) FROM predictions p JOIN images i ON i.id = p.image_id WHERE i.name = :n"),

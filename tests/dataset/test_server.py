@@ -15,7 +15,16 @@ from PIL import Image
 from sqlalchemy import text
 
 from tagrate_common.errors import ERROR_CODE_KEY, ERROR_KIND_KEY
-from tagrate_common.protos import common_pb2, dataset_pb2
+from tagrate_common.protos import (
+    common_pb2,
+    images_pb2,
+    library_pb2,
+    ratings_pb2,
+    tags_pb2,
+    training_data_pb2,
+    users_pb2,
+    work_pb2,
+)
 from tests.dataset.conftest import MAX_UPLOAD, Served, image_file, rpc_error
 from tests.imagefactory import bomb_png, make_image, truncated_jpeg
 from tests.support import health_status
@@ -24,8 +33,8 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 
 def add(served: Served, user: str, data: bytes, rating: float, filename: str = "photo.jpg"):
-    request = dataset_pb2.AddRatingRequest(user=user, rating=rating, image=image_file(data, filename))
-    return served.stub.AddRating(request, timeout=30)
+    request = ratings_pb2.AddRatingRequest(user=user, rating=rating, image=image_file(data, filename))
+    return served.stub.ratings.AddRating(request, timeout=30)
 
 
 def name_of(data: bytes, ext: str = "jpg") -> str:
@@ -33,17 +42,17 @@ def name_of(data: bytes, ext: str = "jpg") -> str:
 
 
 def put_tags(served: Served, image: str, model: str, threshold: float, tags: list[tuple[str, float]]) -> None:
-    request = dataset_pb2.PutImageTagsRequest(
+    request = tags_pb2.PutImageTagsRequest(
         image=image,
         model_id=model,
         threshold=threshold,
-        tags=[dataset_pb2.ImageTagScore(name=n, score=s) for n, s in tags],
+        tags=[tags_pb2.ImageTagScore(name=n, score=s) for n, s in tags],
     )
-    served.stub.PutImageTags(request, timeout=30)
+    served.stub.tags.PutImageTags(request, timeout=30)
 
 
-def user_info(served: Served, user: str) -> dataset_pb2.UserInfo:
-    return served.stub.GetUser(dataset_pb2.GetUserRequest(user=user), timeout=30)
+def user_info(served: Served, user: str) -> users_pb2.UserInfo:
+    return served.stub.users.GetUser(users_pb2.GetUserRequest(user=user), timeout=30)
 
 
 def assert_refused(served: Served, call, request, status: grpc.StatusCode, code: str) -> str:
@@ -96,7 +105,7 @@ def test_a_changed_rating_moves_the_snapshot_and_the_same_value_does_not(served:
     add(served, "alice", data, 0.9)
     second = user_info(served, "alice")
     assert second.snapshot_id != first and second.ratings == 1
-    rows = served.stub.GetUserData(dataset_pb2.GetUserDataRequest(user="alice"), timeout=30).images
+    rows = served.stub.library.GetUserData(library_pb2.GetUserDataRequest(user="alice"), timeout=30).images
     assert [(r.image, r.rating) for r in rows] == [(name_of(data), 0.9)]
 
 
@@ -118,16 +127,16 @@ BAD_USERS = {
 def test_add_rating_refuses_bad_user_names(served: Served) -> None:
     image = image_file(make_image(seed=4))
     for user, code in BAD_USERS.items():
-        request = dataset_pb2.AddRatingRequest(user=user, rating=0.5, image=image)
-        message = assert_refused(served, served.stub.AddRating, request, INVALID, code)
+        request = ratings_pb2.AddRatingRequest(user=user, rating=0.5, image=image)
+        message = assert_refused(served, served.stub.ratings.AddRating, request, INVALID, code)
         assert "user" in message, user
 
 
 def test_add_rating_refuses_bad_ratings(served: Served) -> None:
     image = image_file(make_image(seed=5))
     for rating in (math.nan, math.inf, -math.inf, -0.1, 1.5, 1e308, -1e-9, 1.0000001):
-        request = dataset_pb2.AddRatingRequest(user="alice", rating=rating, image=image)
-        message = assert_refused(served, served.stub.AddRating, request, INVALID, "invalid_rating")
+        request = ratings_pb2.AddRatingRequest(user="alice", rating=rating, image=image)
+        message = assert_refused(served, served.stub.ratings.AddRating, request, INVALID, "invalid_rating")
         assert "'rating'" in message, rating
 
 
@@ -153,10 +162,10 @@ BAD_FILES = {
 def test_add_rating_refuses_bad_files(served: Served) -> None:
     assert len(BAD_FILES["oversize"][0]) > MAX_UPLOAD
     for label, (data, code, kind) in BAD_FILES.items():
-        request = dataset_pb2.AddRatingRequest(user="alice", rating=0.5, image=image_file(data, "upload.jpg"))
+        request = ratings_pb2.AddRatingRequest(user="alice", rating=0.5, image=image_file(data, "upload.jpg"))
         before = served.state()
         with pytest.raises(grpc.RpcError) as info:
-            served.stub.AddRating(request, timeout=30)
+            served.stub.ratings.AddRating(request, timeout=30)
         trailing = dict(info.value.trailing_metadata())
         # the kind tells the gateway 415 from 413
         assert (info.value.code(), trailing[ERROR_CODE_KEY], trailing[ERROR_KIND_KEY]) == (INVALID, code, kind), label
@@ -166,7 +175,7 @@ def test_add_rating_refuses_bad_files(served: Served) -> None:
 
 def test_concurrent_ratings_of_the_same_new_user_and_image_all_succeed(served: Served) -> None:
     data = make_image("JPEG", (80, 80), seed=6)
-    replies: list[dataset_pb2.AddRatingResponse] = []
+    replies: list[ratings_pb2.AddRatingResponse] = []
     errors: list[BaseException] = []
     barrier = threading.Barrier(8)
 
@@ -197,18 +206,18 @@ def test_get_image_returns_the_original_and_cached_resized_versions(served: Serv
     data = make_image("PNG", (200, 100), seed=7)
     name = add(served, "alice", data, 0.3).image
     sha = name[:64]
-    original = served.stub.GetImage(dataset_pb2.GetImageRequest(image=name), timeout=30)
+    original = served.stub.images.GetImage(images_pb2.GetImageRequest(image=name), timeout=30)
     assert (original.data, original.content_type, original.etag, original.not_modified) == (
         data,
         "image/png",
         sha,
         False,
     )
-    small = served.stub.GetImage(dataset_pb2.GetImageRequest(image=name, size=50), timeout=30)
+    small = served.stub.images.GetImage(images_pb2.GetImageRequest(image=name, size=50), timeout=30)
     assert small.etag == f"{sha}-50" and small.content_type == "image/png"
     assert Image.open(io.BytesIO(small.data)).size == (50, 25)
     assert f"dataset/cache/50/{sha[:2]}/{sha}.png" in served.state()["files"]
-    big = served.stub.GetImage(dataset_pb2.GetImageRequest(image=name, size=4096), timeout=30)
+    big = served.stub.images.GetImage(images_pb2.GetImageRequest(image=name, size=4096), timeout=30)
     assert Image.open(io.BytesIO(big.data)).size == (200, 100)  # never upscaled
 
 
@@ -230,8 +239,8 @@ def test_if_none_match(served: Served) -> None:
     data = make_image("JPEG", (100, 100), seed=8)
     name = add(served, "alice", data, 0.3).image
     for header, size, matches in IF_NONE_MATCH:
-        request = dataset_pb2.GetImageRequest(image=name, size=size, if_none_match=header.format(sha=name[:64]))
-        reply = served.stub.GetImage(request, timeout=30)
+        request = images_pb2.GetImageRequest(image=name, size=size, if_none_match=header.format(sha=name[:64]))
+        reply = served.stub.images.GetImage(request, timeout=30)
         assert reply.not_modified is matches, header
         assert (reply.data == b"") is matches, header
         assert reply.etag == (f"{name[:64]}-{size}" if size else name[:64])
@@ -256,19 +265,21 @@ BAD_IMAGE_NAMES = [
 def test_get_image_refuses_anything_but_a_stored_name(served: Served) -> None:
     add(served, "alice", make_image(seed=9), 0.3)
     for image in BAD_IMAGE_NAMES:
-        request = dataset_pb2.GetImageRequest(image=image)
-        message = assert_refused(served, served.stub.GetImage, request, INVALID, "invalid_image_name")
+        request = images_pb2.GetImageRequest(image=image)
+        message = assert_refused(served, served.stub.images.GetImage, request, INVALID, "invalid_image_name")
         assert "'image'" in message, image
 
 
 def test_get_image_errors(served: Served) -> None:
     name = add(served, "alice", make_image(seed=9), 0.3).image
-    assert_refused(served, served.stub.GetImage, dataset_pb2.GetImageRequest(image=""), INVALID, "missing_parameter")
+    assert_refused(
+        served, served.stub.images.GetImage, images_pb2.GetImageRequest(image=""), INVALID, "missing_parameter"
+    )
     for size in (1, 15, 4097, 100000):
-        request = dataset_pb2.GetImageRequest(image=name, size=size)
-        assert "'size'" in assert_refused(served, served.stub.GetImage, request, INVALID, "invalid_size")
-    unknown = dataset_pb2.GetImageRequest(image="b" * 64 + ".png")
-    assert_refused(served, served.stub.GetImage, unknown, grpc.StatusCode.NOT_FOUND, "image_not_found")
+        request = images_pb2.GetImageRequest(image=name, size=size)
+        assert "'size'" in assert_refused(served, served.stub.images.GetImage, request, INVALID, "invalid_size")
+    unknown = images_pb2.GetImageRequest(image="b" * 64 + ".png")
+    assert_refused(served, served.stub.images.GetImage, unknown, grpc.StatusCode.NOT_FOUND, "image_not_found")
 
 
 # ---- tags -----------------------------------------------------------------
@@ -276,7 +287,7 @@ def test_get_image_errors(served: Served) -> None:
 
 def test_image_tags_follow_the_current_model_and_its_threshold(served: Served) -> None:
     name = add(served, "alice", make_image(seed=10), 0.3).image
-    get = lambda: served.stub.GetImageTags(dataset_pb2.GetImageTagsRequest(image=name), timeout=30)  # noqa: E731
+    get = lambda: served.stub.tags.GetImageTags(tags_pb2.GetImageTagsRequest(image=name), timeout=30)  # noqa: E731
     assert (get().tagged, list(get().tags), get().model_id) == (False, [], "")
     put_tags(served, name, "tagger-1", 0.5, [("Cat", 0.9), (" dog ", 0.5), ("car", 0.2), ("hat", 0.75)])
     reply = get()
@@ -290,7 +301,7 @@ def test_image_tags_follow_the_current_model_and_its_threshold(served: Served) -
     other = add(served, "alice", make_image(seed=11), 0.3).image
     put_tags(served, other, "tagger-2", 0.1, [("tree", 0.3)])
     assert (get().tagged, get().model_id) == (False, "tagger-2")
-    verify = served.stub.VerifyDatasets(dataset_pb2.VerifyDatasetsRequest(), timeout=30)
+    verify = served.stub.work.VerifyDatasets(work_pb2.VerifyDatasetsRequest(), timeout=30)
     assert verify.untagged_images == 1
 
 
@@ -298,11 +309,11 @@ def test_put_image_tags_refusals(served: Served) -> None:
     name = add(served, "alice", make_image(seed=12), 0.3).image
 
     def request(**kw):
-        fields = dict(image=name, model_id="m", threshold=0.5, tags=[dataset_pb2.ImageTagScore(name="cat", score=0.9)])
+        fields = dict(image=name, model_id="m", threshold=0.5, tags=[tags_pb2.ImageTagScore(name="cat", score=0.9)])
         fields.update(kw)
-        return dataset_pb2.PutImageTagsRequest(**fields)
+        return tags_pb2.PutImageTagsRequest(**fields)
 
-    put = served.stub.PutImageTags
+    put = served.stub.tags.PutImageTags
     assert_refused(served, put, request(image="../x"), INVALID, "invalid_image_name")
     assert_refused(served, put, request(image="c" * 64 + ".jpg"), grpc.StatusCode.NOT_FOUND, "image_not_found")
     assert_refused(served, put, request(model_id=""), INVALID, "missing_parameter")
@@ -310,24 +321,24 @@ def test_put_image_tags_refusals(served: Served) -> None:
     for threshold in (math.nan, 1.5, -0.5):
         assert_refused(served, put, request(threshold=threshold), INVALID, "invalid_threshold")
     for tag in ("", "  ", "x" * 201):
-        bad = [dataset_pb2.ImageTagScore(name=tag, score=0.9)]
+        bad = [tags_pb2.ImageTagScore(name=tag, score=0.9)]
         assert_refused(served, put, request(tags=bad), INVALID, "invalid_tag")
-    nan = [dataset_pb2.ImageTagScore(name="cat", score=math.nan)]
+    nan = [tags_pb2.ImageTagScore(name="cat", score=math.nan)]
     assert_refused(served, put, request(tags=nan), INVALID, "invalid_parameter")
 
 
 def test_get_image_tags_refusals(served: Served) -> None:
-    get = served.stub.GetImageTags
-    assert_refused(served, get, dataset_pb2.GetImageTagsRequest(image="/etc/passwd"), INVALID, "invalid_image_name")
-    unknown = dataset_pb2.GetImageTagsRequest(image="d" * 64 + ".gif")
+    get = served.stub.tags.GetImageTags
+    assert_refused(served, get, tags_pb2.GetImageTagsRequest(image="/etc/passwd"), INVALID, "invalid_image_name")
+    unknown = tags_pb2.GetImageTagsRequest(image="d" * 64 + ".gif")
     assert_refused(served, get, unknown, grpc.StatusCode.NOT_FOUND, "image_not_found")
 
 
 # ---- GetUserData ------------------------------------------------------------
 
 
-def _userdata(served: Served, **kw) -> dataset_pb2.GetUserDataResponse:
-    return served.stub.GetUserData(dataset_pb2.GetUserDataRequest(**kw), timeout=30)
+def _userdata(served: Served, **kw) -> library_pb2.GetUserDataResponse:
+    return served.stub.library.GetUserData(library_pb2.GetUserDataRequest(**kw), timeout=30)
 
 
 def test_get_user_data_filters_sorts_and_pages(served: Served) -> None:
@@ -340,23 +351,23 @@ def test_get_user_data_filters_sorts_and_pages(served: Served) -> None:
     assert everything.user == "alice" and everything.total == 4
     assert [r.image for r in everything.images] == names[::-1]  # most recently rated first
     assert all(r.HasField("rating") and r.rated_at.seconds > 0 for r in everything.images)
-    by_rating = _userdata(served, user="alice", sort=dataset_pb2.SORT_ORDER_RATING_DESC)
+    by_rating = _userdata(served, user="alice", sort=library_pb2.SORT_ORDER_RATING_DESC)
     assert [r.rating for r in by_rating.images] == [0.9, 0.7, 0.5, 0.2]
-    cats = _userdata(served, user="alice", include_tags=["CAT "], sort=dataset_pb2.SORT_ORDER_RATING_ASC)
+    cats = _userdata(served, user="alice", include_tags=["CAT "], sort=library_pb2.SORT_ORDER_RATING_ASC)
     assert [r.image for r in cats.images] == [names[0], names[1]]
     both = _userdata(served, user="alice", include_tags=["cat", "outdoor"])
     assert [r.image for r in both.images] == [names[0]]
-    not_outdoor = _userdata(served, user="alice", exclude_tags=["outdoor"], sort=dataset_pb2.SORT_ORDER_RATING_ASC)
+    not_outdoor = _userdata(served, user="alice", exclude_tags=["outdoor"], sort=library_pb2.SORT_ORDER_RATING_ASC)
     assert [r.image for r in not_outdoor.images] == [names[3], names[1]]
     page = _userdata(served, user="alice", page=2, limit=3)
     assert (page.total, [r.image for r in page.images]) == (4, [names[0]])
     past = _userdata(served, user="alice", page=9, limit=3)
     assert (past.total, list(past.images)) == (4, [])
-    unrated_rows = _userdata(served, user="alice", rated=dataset_pb2.RATED_FILTER_NO).images
+    unrated_rows = _userdata(served, user="alice", rated=library_pb2.RATED_FILTER_NO).images
     assert [r.image for r in unrated_rows] == [unrated]
     assert not unrated_rows[0].HasField("rating") and not unrated_rows[0].HasField("rated_at")
     all_rows = _userdata(
-        served, user="alice", rated=dataset_pb2.RATED_FILTER_ALL, sort=dataset_pb2.SORT_ORDER_RATING_DESC
+        served, user="alice", rated=library_pb2.RATED_FILTER_ALL, sort=library_pb2.SORT_ORDER_RATING_DESC
     )
     assert [r.image for r in all_rows.images][-1] == unrated and all_rows.total == 5
     hostile = _userdata(served, user="alice", include_tags=["' OR 1=1 --", "cat"], page=1, limit=10)
@@ -367,10 +378,10 @@ def test_get_user_data_filters_sorts_and_pages(served: Served) -> None:
 
 def test_get_user_data_refusals(served: Served) -> None:
     add(served, "alice", make_image(seed=40), 0.5)
-    call = served.stub.GetUserData
+    call = served.stub.library.GetUserData
 
     def refused(code: str, status: grpc.StatusCode = INVALID, **kw) -> str:
-        return assert_refused(served, call, dataset_pb2.GetUserDataRequest(**kw), status, code)
+        return assert_refused(served, call, library_pb2.GetUserDataRequest(**kw), status, code)
 
     refused("user_not_found", grpc.StatusCode.NOT_FOUND, user="nobody")
     refused("invalid_user", user="all")
@@ -397,28 +408,38 @@ def test_list_users_get_user_and_all(served: Served) -> None:
     for user in ("zed", "Amy", "bob", "42"):
         add(served, user, make_image(seed=50), 0.5)
     add(served, "bob", make_image(seed=51), 0.5)
-    assert list(served.stub.ListUsers(dataset_pb2.ListUsersRequest(), timeout=30).users) == ["42", "Amy", "bob", "zed"]
+    assert list(served.stub.users.ListUsers(users_pb2.ListUsersRequest(), timeout=30).users) == [
+        "42",
+        "Amy",
+        "bob",
+        "zed",
+    ]
     everyone = user_info(served, "all")
     assert (everyone.user, everyone.ratings) == ("all", 5)
     assert not everyone.HasField("created_at")
-    assert rpc_error(served.stub.GetUser, dataset_pb2.GetUserRequest(user="nobody"))[:2] == (
+    assert rpc_error(served.stub.users.GetUser, users_pb2.GetUserRequest(user="nobody"))[:2] == (
         grpc.StatusCode.NOT_FOUND,
         "user_not_found",
     )
-    assert rpc_error(served.stub.GetUser, dataset_pb2.GetUserRequest(user="no way"))[:2] == (INVALID, "invalid_user")
+    assert rpc_error(served.stub.users.GetUser, users_pb2.GetUserRequest(user="no way"))[:2] == (
+        INVALID,
+        "invalid_user",
+    )
 
 
-def _stream(served: Served, user: str, extractor: str = "", chunk_size: int = 0) -> list[dataset_pb2.TrainingDataChunk]:
-    request = dataset_pb2.StreamTrainingDataRequest(user=user, extractor_id=extractor, chunk_size=chunk_size)
-    return list(served.stub.StreamTrainingData(request, timeout=30))
+def _stream(
+    served: Served, user: str, extractor: str = "", chunk_size: int = 0
+) -> list[training_data_pb2.TrainingDataChunk]:
+    request = training_data_pb2.StreamTrainingDataRequest(user=user, extractor_id=extractor, chunk_size=chunk_size)
+    return list(served.stub.training.StreamTrainingData(request, timeout=30))
 
 
 def test_stream_training_data_chunks_with_features_and_snapshot(served: Served) -> None:
     names = [add(served, "alice", make_image(seed=60 + i), i / 10).image for i in range(5)]
     add(served, "bob", make_image(seed=60), 0.9)
     vector = common_pb2.FeatureVector(values=[0.5, -1.25, 3.0])
-    served.stub.PutImageFeatures(
-        dataset_pb2.PutImageFeaturesRequest(image=names[1], extractor_id="effnet", vector=vector), timeout=30
+    served.stub.images.PutImageFeatures(
+        images_pb2.PutImageFeaturesRequest(image=names[1], extractor_id="effnet", vector=vector), timeout=30
     )
     chunks = _stream(served, "alice", "effnet", chunk_size=2)
     assert [len(c.examples) for c in chunks] == [2, 2, 1]
@@ -433,20 +454,20 @@ def test_stream_training_data_chunks_with_features_and_snapshot(served: Served) 
     everyone = _stream(served, "all")
     assert everyone[0].snapshot_id == user_info(served, "all").snapshot_id
     assert sum(len(c.examples) for c in everyone) == everyone[0].total == 6
-    call = served.stub.StreamTrainingData
-    assert rpc_error(call, dataset_pb2.StreamTrainingDataRequest(user="nobody"))[:2] == (
+    call = served.stub.training.StreamTrainingData
+    assert rpc_error(call, training_data_pb2.StreamTrainingDataRequest(user="nobody"))[:2] == (
         grpc.StatusCode.NOT_FOUND,
         "user_not_found",
     )
-    too_big = dataset_pb2.StreamTrainingDataRequest(user="alice", chunk_size=1_000_000)
+    too_big = training_data_pb2.StreamTrainingDataRequest(user="alice", chunk_size=1_000_000)
     assert rpc_error(call, too_big)[:2] == (INVALID, "invalid_chunk_size")
 
 
 def test_a_rating_that_lands_mid_stream_does_not_change_the_streamed_snapshot(served: Served) -> None:
     for i in range(6):
         add(served, "alice", make_image(seed=70 + i), 0.5)
-    request = dataset_pb2.StreamTrainingDataRequest(user="alice", chunk_size=1)
-    stream = served.stub.StreamTrainingData(request, timeout=30)
+    request = training_data_pb2.StreamTrainingDataRequest(user="alice", chunk_size=1)
+    stream = served.stub.training.StreamTrainingData(request, timeout=30)
     first = next(stream)
     add(served, "alice", make_image(seed=99), 0.7)  # lands while the stream is open
     add(served, "alice", make_image(seed=70), 0.9)  # and a change
@@ -461,17 +482,18 @@ def test_record_trained_snapshot_and_verify_datasets(served: Served) -> None:
     add(served, "bob", make_image(seed=80), 0.5)
     add(served, "alice", make_image(seed=81), 0.5)
     add(served, "alice", make_image(seed=82), 0.6)
-    verify = lambda: served.stub.VerifyDatasets(dataset_pb2.VerifyDatasetsRequest(), timeout=30)  # noqa: E731
+    verify = lambda: served.stub.work.VerifyDatasets(work_pb2.VerifyDatasetsRequest(), timeout=30)  # noqa: E731
     state = verify()
     assert not state.valid and state.untagged_images == 3
     assert [(u.user, u.ratings, u.model_up_to_date) for u in state.users] == [("alice", 2, False), ("bob", 1, False)]
     assert not state.users[0].HasField("trained_on_ratings") and not state.users[0].HasField("trained_at")
     assert state.users[0].last_rating_at.seconds > 0
-    record = served.stub.RecordTrainedSnapshot
+    record = served.stub.training.RecordTrainedSnapshot
     for user in ("alice", "bob"):
         snapshot = _stream(served, user)[0].snapshot_id
         record(
-            dataset_pb2.RecordTrainedSnapshotRequest(user=user, snapshot_id=snapshot, model_version="v1"), timeout=30
+            training_data_pb2.RecordTrainedSnapshotRequest(user=user, snapshot_id=snapshot, model_version="v1"),
+            timeout=30,
         )
     state = verify()
     assert state.valid
@@ -486,10 +508,14 @@ def test_record_trained_snapshot_and_verify_datasets(served: Served) -> None:
     assert not state.valid and [u.model_up_to_date for u in state.users] == [False, True]
     assert state.users[0].trained_on_ratings == 2 and state.users[0].ratings == 3
     # recording an older snapshot keeps that snapshot's count
-    record(dataset_pb2.RecordTrainedSnapshotRequest(user="alice", snapshot_id=old, model_version="v2"), timeout=30)
+    record(
+        training_data_pb2.RecordTrainedSnapshotRequest(user="alice", snapshot_id=old, model_version="v2"), timeout=30
+    )
     assert verify().users[0].trained_on_ratings == 2
     everyone = user_info(served, "all").snapshot_id
-    record(dataset_pb2.RecordTrainedSnapshotRequest(user="all", snapshot_id=everyone, model_version="g1"), timeout=30)
+    record(
+        training_data_pb2.RecordTrainedSnapshotRequest(user="all", snapshot_id=everyone, model_version="g1"), timeout=30
+    )
     assert user_info(served, "all").trained_snapshot_id == everyone
 
 
@@ -497,10 +523,10 @@ def test_record_trained_snapshot_refusals(served: Served) -> None:
     add(served, "alice", make_image(seed=90), 0.5)
     add(served, "bob", make_image(seed=91), 0.5)
     alice, bob = user_info(served, "alice").snapshot_id, user_info(served, "bob").snapshot_id
-    call = served.stub.RecordTrainedSnapshot
+    call = served.stub.training.RecordTrainedSnapshot
 
     def refused(user: str, snapshot: str, code: str, status: grpc.StatusCode = INVALID) -> None:
-        request = dataset_pb2.RecordTrainedSnapshotRequest(user=user, snapshot_id=snapshot, model_version="v")
+        request = training_data_pb2.RecordTrainedSnapshotRequest(user=user, snapshot_id=snapshot, model_version="v")
         assert_refused(served, call, request, status, code)
 
     for bad in ("abc", "1:2", "1:2:3:4", "-1:1:1", "x:1:1", bob, "all:1:1", "1:1:1'; --", alice + "0"):
@@ -511,17 +537,19 @@ def test_record_trained_snapshot_refusals(served: Served) -> None:
     refused("alice", "", "missing_parameter")
     refused("nobody", alice, "user_not_found", grpc.StatusCode.NOT_FOUND)
     refused("bad user", alice, "invalid_user")
-    long_version = dataset_pb2.RecordTrainedSnapshotRequest(user="alice", snapshot_id=alice, model_version="v" * 201)
+    long_version = training_data_pb2.RecordTrainedSnapshotRequest(
+        user="alice", snapshot_id=alice, model_version="v" * 201
+    )
     assert_refused(served, call, long_version, INVALID, "invalid_parameter")
 
 
 def test_put_image_features_upserts_and_refuses_bad_vectors(served: Served) -> None:
     name = add(served, "alice", make_image(seed=95), 0.5).image
-    put = served.stub.PutImageFeatures
+    put = served.stub.images.PutImageFeatures
 
     def request(values, image=name, extractor="effnet"):
         vector = common_pb2.FeatureVector(values=values)
-        return dataset_pb2.PutImageFeaturesRequest(image=image, extractor_id=extractor, vector=vector)
+        return images_pb2.PutImageFeaturesRequest(image=image, extractor_id=extractor, vector=vector)
 
     put(request([1.0, 2.0]), timeout=30)
     put(request([3.0, 4.0, 5.0]), timeout=30)
@@ -536,7 +564,7 @@ def test_put_image_features_upserts_and_refuses_bad_vectors(served: Served) -> N
 
 
 def test_update_tags_is_unavailable_until_the_tagger_exists(served: Served) -> None:
-    status, code, message = rpc_error(served.stub.UpdateTags, dataset_pb2.UpdateTagsRequest())
+    status, code, message = rpc_error(served.stub.tags.UpdateTags, tags_pb2.UpdateTagsRequest())
     assert (status, code) == (grpc.StatusCode.UNAVAILABLE, "tagger_unavailable")
     assert "tagger" in message
 

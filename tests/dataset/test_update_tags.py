@@ -10,7 +10,7 @@ import grpc
 import pytest
 from sqlalchemy import text
 
-from tagrate_common.protos import dataset_pb2
+from tagrate_common.protos import tags_pb2, work_pb2
 from tagrate_dataset.models import WorkKind
 from tests.support import free_port
 
@@ -19,12 +19,12 @@ from .peers import DEADLINE, add_rating, dataset_service, images, start_tagger, 
 from .test_server import put_tags
 
 
-def update(served: Served, full: bool = False) -> dataset_pb2.UpdateTagsResponse:
-    return served.stub.UpdateTags(dataset_pb2.UpdateTagsRequest(full=full), timeout=DEADLINE)
+def update(served: Served, full: bool = False) -> tags_pb2.UpdateTagsResponse:
+    return served.stub.tags.UpdateTags(tags_pb2.UpdateTagsRequest(full=full), timeout=DEADLINE)
 
 
 def untagged(served: Served) -> int:
-    return served.stub.VerifyDatasets(dataset_pb2.VerifyDatasetsRequest(), timeout=DEADLINE).untagged_images
+    return served.stub.work.VerifyDatasets(work_pb2.VerifyDatasetsRequest(), timeout=DEADLINE).untagged_images
 
 
 def model_info(tagger_addr: str):
@@ -99,7 +99,7 @@ def test_an_unreachable_tagger_answers_unavailable_and_writes_nothing(tmp_path: 
     ) as (served, _):
         add_rating(served, "alice", images(1)[0])
         before = served.state()
-        status, code, message = rpc_error(served.stub.UpdateTags, dataset_pb2.UpdateTagsRequest(full=True))
+        status, code, message = rpc_error(served.stub.tags.UpdateTags, tags_pb2.UpdateTagsRequest(full=True))
         assert (status, code) == (grpc.StatusCode.UNAVAILABLE, "tagger_unavailable")
         assert "tagger" in message
         assert served.state() == before
@@ -126,7 +126,7 @@ def test_a_tagger_lost_mid_run_keeps_whole_batches_only(tmp_path: Path, database
             return outcome
 
         dataset.tagging.process = process_then_stop  # type: ignore[method-assign]
-        status, code, _ = rpc_error(served.stub.UpdateTags, dataset_pb2.UpdateTagsRequest())
+        status, code, _ = rpc_error(served.stub.tags.UpdateTags, tags_pb2.UpdateTagsRequest())
         assert (status, code) == (grpc.StatusCode.UNAVAILABLE, "tagger_unavailable")
         assert [tagged(served, name) is not None for name in names] == [True, True, False, False]
         with served.engine.connect() as conn:
@@ -159,6 +159,6 @@ def test_a_refused_image_is_recorded_and_the_others_are_tagged(tmp_path: Path, d
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_update_tags_without_a_configured_tagger(tmp_path: Path, database_url: str) -> None:
     with dataset_service(tmp_path, database_url, background_work=False) as (served, _):
-        status, code, message = rpc_error(served.stub.UpdateTags, dataset_pb2.UpdateTagsRequest())
+        status, code, message = rpc_error(served.stub.tags.UpdateTags, tags_pb2.UpdateTagsRequest())
         assert (status, code) == (grpc.StatusCode.UNAVAILABLE, "tagger_unavailable")
         assert "not configured" in message

@@ -1,2 +1,2 @@
-"""Images: the blob store (originals, resized copies, square thumbnails),
-uploads, deletion, and the feature vectors cached per image."""
+"""Images (ImageService): the blob store (originals, resized copies, square
+thumbnails), uploads, deletion, and the feature vectors cached per image."""

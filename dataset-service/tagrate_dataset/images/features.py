@@ -19,8 +19,8 @@ from ..config import DatasetSettings
 from ..db import Database
 from ..models import WorkKind
 from ..peers import ExtractorInfo, ImageFile, Peers
+from ..records import StoredImage
 from ..work.imagework import ImageWork
-from ..work.queue import StoredImage
 from . import crud
 from .blobs import BlobStore
 

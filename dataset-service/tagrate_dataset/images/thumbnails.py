@@ -10,7 +10,7 @@ to every thumbnail before. One thread, started when there is something to
 do and gone when the queue is empty; each generation takes a decode slot
 like any other, so the memory bound of decoding holds. Before each one the
 thread waits its turn at the process's
-:class:`~tagrate_dataset.pacing.YieldGate`: while requests are short of CPU
+:class:`~tagrate_dataset.work.pacing.YieldGate`: while requests are short of CPU
 (an import at full speed) thumbnails wait, and catch up once they ease off.
 """
 

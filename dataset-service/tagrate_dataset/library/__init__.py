@@ -1,2 +1,2 @@
-"""The library: a user's listing of the stored images (GetUserData), an
-image's neighbours in it, and the SQL that serves them."""
+"""The library (LibraryService): a user's listing of the stored images
+(GetUserData), an image's neighbours in it, and the SQL that serves them."""

@@ -1,5 +1,6 @@
-"""Read queries over a user's dataset: GetUserData (tag filters, sorting,
-rated/unrated, paging) and the training examples StreamTrainingData sends.
+"""The listing of a user's dataset, GetUserData (tag filters, sorting,
+rated/unrated, paging): which statements run, in which order, with which
+parameters. Their SQL text is ``sql.py``.
 
 Everything happens in SQL with bound parameters. GetUserData's listing is
 plain SQL text on one connection (no ORM objects, few round trips; see
@@ -15,7 +16,7 @@ tag is ``image_id IN (SELECT image_id FROM image_tags WHERE tagger_model_id
 ``ix_image_tags_model_tag_score_image``, or an EXISTS probe of the
 ``image_tags`` primary key; each excluded tag is a NOT EXISTS probe. A
 user's ratings are reached through the ``(user_id, ...)`` indexes of
-``ratings``. The neighbours of an image (:func:`neighbours`) are built with
+``ratings``. The neighbours of an image (``neighbours.py``) are built with
 SQLAlchemy Core over the same conditions.
 """
 
@@ -127,7 +128,7 @@ def user_data_by_name(
     image is when it was stored; unrated images sort last by rating; ties
     are broken by image name so pages are stable. Each row carries the
     user's stored prediction by the model serving the user (their own
-    trained snapshot's version, else the global one's; see ``scoring.py``),
+    trained snapshot's version, else the global one's; see ``predictions/scoring.py``),
     which the ``predicted-*`` orders sort by, images without one last.
 
     Round trips: an unfiltered page near the start is one statement that

@@ -101,7 +101,7 @@ def neighbours(
     rated: RatedFilter = RatedFilter.YES,
     version: str = "",
 ) -> Neighbours | None:
-    """Where ``image`` stands in the listing :func:`user_data` returns for
+    """Where ``image`` stands in the listing ``listing.user_data`` returns for
     the same parameters, and the rows before and after it; None when it is
     not in that listing. Never reads the listing into Python. When an
     included tag is rarer than ``_WINDOW_MAX_ROWS`` images, the filtered set
@@ -117,7 +117,7 @@ def neighbours(
     if model is None:
         include = exclude = []
     # The predicted orders sort by the serving ``version``'s scores (as
-    # :func:`user_data` does); no other order needs the prediction join.
+    # ``listing.user_data`` does); no other order needs the prediction join.
     version = version if sort in PREDICTED else ""
     keys = _keys(sort, rated, version)
     if include:

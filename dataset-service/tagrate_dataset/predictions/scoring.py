@@ -11,14 +11,14 @@ lane: a rater outage pauses scoring without holding up tagging or
 embedding, and the other way round):
 
 - ``prediction_jobs``: a published model (``RecordTrainedSnapshot``, see
-  ``crud.queue_rescoring``) rescores every stored image for its subject (a
+  ``jobs.queue_rescoring``) rescores every stored image for its subject (a
   user; ``all``: every user without a personal model). Images go in id
   order, ``score_chunk_images`` vectors per call, and each chunk's rows are
   written in the same transaction that moves the job's resume point, so a
   crash of the rater or of this service loses nothing and repeats at most
   one chunk.
 - ``pending_scores``: an image whose vector was just cached (written with
-  the vector, ``crud.put_image_features``) is scored for every user with a
+  the vector, ``images/crud.py``) is scored for every user with a
   model in one call: every personal head and the global head, stacked.
 
 Which score is current: the version that serves a user is the one recorded

@@ -28,9 +28,9 @@ from ..images.crud import put_image_features
 from ..images.features import vector_bytes
 from ..models import WorkKind
 from ..peers import ImageFile, Peers, TaggerModelInfo, TagList
+from ..records import StoredImage
 from ..work import queue as workqueue
 from ..work.imagework import ImageWork
-from ..work.queue import StoredImage
 from . import crud
 
 log = logging.getLogger(__name__)

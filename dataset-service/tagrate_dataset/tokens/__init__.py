@@ -1,1 +1,2 @@
-"""Access tokens: only SHA-256 hashes of the secrets, for the gateway."""
+"""Access tokens (TokenService): only SHA-256 hashes of the secrets, for the
+gateway."""

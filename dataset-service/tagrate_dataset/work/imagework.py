@@ -1,8 +1,8 @@
 """What tagging and feature extraction have in common: stored images are
 sent in batches to a model service (the tagger, the rater) and what comes
 back is stored together with the queue's bookkeeping, in one transaction per
-batch. :class:`~tagrate_dataset.tagging.Tagging` and
-:class:`~tagrate_dataset.features.FeatureCache` fill in which service,
+batch. :class:`~tagrate_dataset.tags.tagging.Tagging` and
+:class:`~tagrate_dataset.images.features.FeatureCache` fill in which service,
 which call and how a result is stored.
 
 An image the service refuses (INVALID_ARGUMENT: damaged, not an image, over
@@ -32,8 +32,8 @@ from ..db import Database
 from ..images.blobs import BlobStore
 from ..models import WorkKind
 from ..peers import ImageFile, refuses_image
+from ..records import StoredImage
 from . import queue as workqueue
-from .queue import StoredImage
 
 log = logging.getLogger(__name__)
 

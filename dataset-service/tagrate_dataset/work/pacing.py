@@ -1,6 +1,6 @@
 """Background work that steps aside while foreground requests are short of
-CPU: the thumbnail warmer (``thumbnails.py``) and the background worker's
-tagging and feature extraction (``worker.py``) each wait for their turn
+CPU: the thumbnail warmer (``images/thumbnails.py``) and the background
+worker's tagging and feature extraction (``worker.py``) each wait for their turn
 (:meth:`YieldGate.wait_turn`) before a unit of work.
 
 Why: an import uploads as fast as the server takes it, and every new image

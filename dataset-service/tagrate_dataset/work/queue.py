@@ -4,7 +4,7 @@ extractor. Plain functions that take a Session (transactions are the
 caller's, see :class:`db.Database`).
 
 A ``work_items`` row is written in the same transaction as the image row it
-belongs to (see ``crud.add_rating``), so no stored image can miss its work,
+belongs to (see ``records.new_image``), so no stored image can miss its work,
 and it is deleted in the same transaction that stores the result, so no
 result is stored twice by accident. Work is keyed to no model: it means "the
 current one". When the tagger or the rater starts running another model,
@@ -40,14 +40,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
 from ..models import Image, ImageFeatures, ImageTagging, TaggerModel, WorkItem, WorkKind, WorkState, utc_now
+from ..records import StoredImage
 
 MAX_ERROR_CHARS = 500  # the error column's width
-
-
-@dataclass(frozen=True)
-class StoredImage:
-    image_id: int
-    name: str
 
 
 def _done(kind: WorkKind, model_key: str) -> ColumnElement[bool]:

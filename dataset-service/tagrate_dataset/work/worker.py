@@ -1,5 +1,5 @@
 """The background worker: one thread that drains the durable work queue
-(``workqueue.py``), tagging new images through the tagger and caching their
+(``queue.py``), tagging new images through the tagger and caching their
 feature vectors through the rater.
 
 Each kind of work has its own lane, so a rater outage never holds up
@@ -17,7 +17,7 @@ answered just before), the batch's items are charged an attempt and given
 back with their own backoff (``work_retry_seconds``, doubling); from then on
 each is claimed alone, so the images around a poison one go through, and
 after ``work_max_attempts`` it is parked as failed with the error (see
-``workqueue.py``). A service that is down before the call, busy
+``queue.py``). A service that is down before the call, busy
 (RESOURCE_EXHAUSTED) or swapping its model charges nothing: that is an
 outage, which only the lane's backoff handles.
 
@@ -28,7 +28,7 @@ images trickling in one by one would otherwise get a line each), plus a line
 per failed attempt and per parked item.
 
 One pass per new image: when the tagger runs the rater's backbone (its
-``features_id`` is the rater's extractor id, see ``tagging.py``), the tag
+``features_id`` is the rater's extractor id, see ``tags/tagging.py``), the tag
 lane stores each image's vector from the tagging pass and completes its
 embed work in the same transaction. The embed lane then leaves images whose
 tag work is due to it, and embeds through the rater only the rest: images
@@ -37,7 +37,7 @@ off. The tag lane's attempts, backoff and parking apply to the combined step
 unchanged; embed work is charged only for the rater's own calls.
 
 Yielding: before each batch the worker waits its turn at the process's
-:class:`~tagrate_dataset.pacing.YieldGate`, so while requests are short of
+:class:`~tagrate_dataset.work.pacing.YieldGate`, so while requests are short of
 CPU (an import at full speed) the backlog it creates waits, at most
 ``background_yield_seconds`` per batch, and drains once they ease off.
 
