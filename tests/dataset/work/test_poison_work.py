@@ -21,12 +21,10 @@ import grpc
 from sqlalchemy import text
 
 from tagrate_common.protos import tags_pb2, work_pb2
-from tests.support import free_port
+from tests.dataset.conftest import Served, rpc_error
+from tests.dataset.peers import DEADLINE, add_rating, dataset_service, images, tagged, wait_for
+from tests.support import REPO_ROOT, free_port
 
-from .conftest import Served, rpc_error
-from .peers import DEADLINE, add_rating, dataset_service, images, tagged, wait_for
-
-REPO = Path(__file__).resolve().parents[2]
 MAX_ATTEMPTS = 3
 
 
@@ -43,7 +41,7 @@ class RestartingTagger:
     def _keep_running(self) -> None:
         while not self._stopping.is_set():
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.dataset.crashing_tagger", str(self.port), str(self.state)], cwd=REPO
+                [sys.executable, "-m", "tests.dataset.crashing_tagger", str(self.port), str(self.state)], cwd=REPO_ROOT
             )
             self.proc.wait()
 

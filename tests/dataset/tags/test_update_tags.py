@@ -12,11 +12,10 @@ from sqlalchemy import text
 
 from tagrate_common.protos import tags_pb2, work_pb2
 from tagrate_dataset.models import WorkKind
+from tests.dataset.calls import put_tags
+from tests.dataset.conftest import Served, rpc_error
+from tests.dataset.peers import DEADLINE, add_rating, dataset_service, images, start_tagger, tagged
 from tests.support import free_port
-
-from .conftest import Served, rpc_error
-from .peers import DEADLINE, add_rating, dataset_service, images, start_tagger, tagged
-from .test_server import put_tags
 
 
 def update(served: Served, full: bool = False) -> tags_pb2.UpdateTagsResponse:

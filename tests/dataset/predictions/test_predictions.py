@@ -33,12 +33,11 @@ from tagrate_dataset.db import create_db_engine, migrate
 from tagrate_dataset.library.listing import Paging, user_data
 from tagrate_dataset.library.neighbours import neighbours
 from tagrate_dataset.models import Prediction
-
-from .peers import DEADLINE, add_rating, dataset_service, images, start_rater, wait_for
-from .test_queries import FILTERS as QUERY_FILTERS
-from .test_queries import T0
-from .test_queries import _build as queries_world
-from .test_queries import _expected as queries_expected
+from tests.dataset.library.test_listing import FILTERS as QUERY_FILTERS
+from tests.dataset.library.test_listing import T0
+from tests.dataset.library.test_listing import _build as queries_world
+from tests.dataset.library.test_listing import _expected as queries_expected
+from tests.dataset.peers import DEADLINE, add_rating, dataset_service, images, start_rater, wait_for
 
 DIMENSIONS = 1280
 
@@ -156,7 +155,7 @@ CURRENT, STALE = "v2", "v1"
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def scored_world(request, tmp_path_factory, make_pg_database):
-    """test_queries' world, plus predictions: alice (1) has current scores
+    """library/test_listing.py's world, plus predictions: alice (1) has current scores
     on most images (many tied) and stale ones on some others; bob (2) only
     stale ones, so every page of his is past the scored rows."""
     if request.param == "sqlite":

@@ -17,10 +17,9 @@ from tagrate_dataset.models import WorkKind
 from tagrate_dataset.tags import crud as tags_crud
 from tagrate_dataset.work import queue as workqueue
 from tagrate_dataset.work.worker import Backoff
+from tests.dataset.conftest import Served
+from tests.dataset.peers import add_rating, dataset_service, images, start_tagger, tagged, wait_for
 from tests.support import free_port
-
-from .conftest import Served
-from .peers import add_rating, dataset_service, images, start_tagger, tagged, wait_for
 
 
 def work_rows(served: Served) -> list[tuple[str, str, str]]:

@@ -13,10 +13,9 @@ import numpy as np
 from sqlalchemy import text
 
 from tagrate_common.protos import common_pb2, images_pb2, rater_pb2, rater_pb2_grpc, training_data_pb2, users_pb2
+from tests.dataset.conftest import Served, image_file, rpc_error
+from tests.dataset.peers import DEADLINE, add_rating, dataset_service, images, rpc_count, wait_for
 from tests.support import free_port
-
-from .conftest import Served, image_file, rpc_error
-from .peers import DEADLINE, add_rating, dataset_service, images, rpc_count, wait_for
 
 DIMENSIONS = 1280
 

@@ -14,8 +14,7 @@ from sqlalchemy import text
 
 from tagrate_common.protos import tokens_pb2
 from tagrate_dataset.tokens import crud as tokens
-
-from .conftest import rpc_error
+from tests.dataset.conftest import rpc_error
 
 
 def _secret() -> tuple[str, str]:

@@ -21,8 +21,7 @@ import pytest
 from tagrate_dataset.images.thumbnails import ThumbnailWarmer
 from tagrate_dataset.work import pacing
 from tagrate_dataset.work.pacing import YieldGate
-
-from .peers import add_rating, dataset_service, images, tagged, wait_for
+from tests.dataset.peers import add_rating, dataset_service, images, tagged, wait_for
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or pacing.read_waits() is None, reason="needs Linux's schedstat counters"
