@@ -27,6 +27,7 @@ from . import crud
 from .blobs import THUMBNAIL_CONTENT_TYPE, BlobStore, resized_content_type
 
 log = logging.getLogger(__name__)
+
 # What the server registers: the generated add function and the full service name.
 REGISTRATION = (
     images_pb2_grpc.add_ImageServiceServicer_to_server,

@@ -23,6 +23,7 @@ from ..predictions import scoring
 from . import listing, neighbours
 
 log = logging.getLogger(__name__)
+
 # What the server registers: the generated add function and the full service name.
 REGISTRATION = (
     library_pb2_grpc.add_LibraryServiceServicer_to_server,

@@ -21,6 +21,7 @@ from ..images.blobs import BlobStore
 from . import crud
 
 log = logging.getLogger(__name__)
+
 # What the server registers: the generated add function and the full service name.
 REGISTRATION = (
     ratings_pb2_grpc.add_RatingServiceServicer_to_server,

@@ -24,6 +24,7 @@ from . import crud, queries
 from .tagging import Tagging
 
 log = logging.getLogger(__name__)
+
 # What the server registers: the generated add function and the full service name.
 REGISTRATION = (
     tags_pb2_grpc.add_TagServiceServicer_to_server,

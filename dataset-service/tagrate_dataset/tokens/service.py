@@ -16,6 +16,7 @@ from ..models import AccessToken
 from . import crud
 
 log = logging.getLogger(__name__)
+
 # What the server registers: the generated add function and the full service name.
 REGISTRATION = (
     tokens_pb2_grpc.add_TokenServiceServicer_to_server,

@@ -26,6 +26,7 @@ from ..records import StoredImage
 from . import crud, queries
 
 log = logging.getLogger(__name__)
+
 # What the server registers: the generated add function and the full service name.
 REGISTRATION = (
     training_data_pb2_grpc.add_TrainingDataServiceServicer_to_server,

@@ -16,6 +16,7 @@ from ..db import Database
 from . import crud
 
 log = logging.getLogger(__name__)
+
 # What the server registers: the generated add function and the full service name.
 REGISTRATION = (
     users_pb2_grpc.add_UserServiceServicer_to_server,

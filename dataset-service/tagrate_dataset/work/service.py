@@ -23,6 +23,7 @@ from . import queries
 from . import queue as workqueue
 
 log = logging.getLogger(__name__)
+
 # What the server registers: the generated add function and the full service name.
 REGISTRATION = (
     work_pb2_grpc.add_WorkServiceServicer_to_server,
