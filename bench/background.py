@@ -41,7 +41,8 @@ import numpy as np
 import skimage.data
 from PIL import Image, ImageEnhance
 
-from tagrate_common.protos import common_pb2, dataset_pb2, dataset_pb2_grpc
+from tagrate_common.dataset_stubs import DatasetStubs
+from tagrate_common.protos import common_pb2, images_pb2, work_pb2
 from tagrate_common.vision.loaders import DEFAULT_LABELS_FILE, DEFAULT_MANIFEST, package_weights_path
 from tagrate_common.vision.manifest import MANIFEST_FILE
 from tests.support import REPO_ROOT, ServiceProcess, free_port
@@ -169,9 +170,9 @@ def cpu_seconds(service: ServiceProcess) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def pending(stub: dataset_pb2_grpc.DatasetServiceStub) -> tuple[int, int]:
+def pending(stub: DatasetStubs) -> tuple[int, int]:
     """(work items pending, parked as failed) over every kind."""
-    reply = stub.VerifyDatasets(dataset_pb2.VerifyDatasetsRequest(), timeout=60)
+    reply = stub.work.VerifyDatasets(work_pb2.VerifyDatasetsRequest(), timeout=60)
     return sum(w.pending for w in reply.work), sum(w.failed for w in reply.work)
 
 
@@ -187,13 +188,13 @@ def one_round(
         with grpc.insecure_channel(
             f"127.0.0.1:{stack.dataset_port}", [("grpc.max_send_message_length", 256 << 20)]
         ) as channel:
-            stub = dataset_pb2_grpc.DatasetServiceStub(channel)
+            stub = DatasetStubs(channel)
             for start in range(0, len(photos), IMPORT_CHUNK):
                 files = [
                     common_pb2.ImageFile(data=p.read_bytes(), filename=p.name)
                     for p in photos[start : start + IMPORT_CHUNK]
                 ]
-                stub.AddImages(dataset_pb2.AddImagesRequest(images=files), timeout=120)
+                stub.images.AddImages(images_pb2.AddImagesRequest(images=files), timeout=120)
             queued, _ = pending(stub)
         stack.stop_dataset()
         dataset = stack.start_dataset(background=True)
@@ -202,7 +203,7 @@ def one_round(
         began = time.monotonic()
         models_cpu = {"tagger": cpu_seconds(stack.tagger), "rater": cpu_seconds(stack.rater)}
         with grpc.insecure_channel(f"127.0.0.1:{stack.dataset_port}") as channel:
-            stub = dataset_pb2_grpc.DatasetServiceStub(channel)
+            stub = DatasetStubs(channel)
             while True:
                 left, failed = pending(stub)
                 if left == 0:

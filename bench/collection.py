@@ -41,7 +41,8 @@ from pathlib import Path
 import grpc
 import httpx
 
-from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc
+from tagrate_common.dataset_stubs import DatasetStubs
+from tagrate_common.protos import training_data_pb2, users_pb2
 from tests.imagefactory import make_image
 
 from .harness import median, print_table
@@ -124,11 +125,11 @@ def record_models_trained(dataset_addr: str, users: list[str]) -> None:
     current ratings, as the trainer does after a training (no model
     version: no stored image is queued for rescoring behind the bench)."""
     with grpc.insecure_channel(dataset_addr) as channel:
-        stub = dataset_pb2_grpc.DatasetServiceStub(channel)
+        stub = DatasetStubs(channel)
         for subject in [*users, "all"]:
-            snapshot = stub.GetUser(dataset_pb2.GetUserRequest(user=subject), timeout=60).snapshot_id
-            stub.RecordTrainedSnapshot(
-                dataset_pb2.RecordTrainedSnapshotRequest(user=subject, snapshot_id=snapshot), timeout=60
+            snapshot = stub.users.GetUser(users_pb2.GetUserRequest(user=subject), timeout=60).snapshot_id
+            stub.training.RecordTrainedSnapshot(
+                training_data_pb2.RecordTrainedSnapshotRequest(user=subject, snapshot_id=snapshot), timeout=60
             )
 
 

@@ -44,7 +44,8 @@ import grpc
 import numpy as np
 from sqlalchemy import Engine, text
 
-from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc, rater_pb2, rater_pb2_grpc
+from tagrate_common.dataset_stubs import DatasetStubs
+from tagrate_common.protos import library_pb2, rater_pb2, rater_pb2_grpc, training_data_pb2, users_pb2, work_pb2
 from tagrate_common.vision.rating_heads import serialize_weights
 from tagrate_dataset.db import create_db_engine
 from tagrate_dataset.models import ImageFeatures
@@ -72,7 +73,7 @@ VECTOR_BATCH = 2000
 class Services:
     dataset: ServiceProcess
     rater: ServiceProcess
-    dataset_stub: dataset_pb2_grpc.DatasetServiceStub
+    dataset_stub: DatasetStubs
     rater_stub: rater_pb2_grpc.RaterServiceStub
     channels: list[grpc.Channel]
 
@@ -178,7 +179,7 @@ def services(url: str, work_dir: Path) -> Iterator[Services]:
         print(f"  vectors written in {seconds:.1f} s", flush=True)
         dataset.start(timeout=120)
         channels.append(grpc.insecure_channel(addr["dataset"]))
-        yield Services(dataset, rater, dataset_pb2_grpc.DatasetServiceStub(channels[-1]), rater_stub, channels)
+        yield Services(dataset, rater, DatasetStubs(channels[-1]), rater_stub, channels)
     finally:
         for channel in channels:
             channel.close()
@@ -208,10 +209,10 @@ def rescore(stack: Services, engine: Engine, user: str, images: int, seed: int) 
     version = stack.rater_stub.PublishHead(
         rater_pb2.PublishHeadRequest(metadata=meta, weights=weights), timeout=DEADLINE
     ).metadata.version
-    snapshot = stack.dataset_stub.GetUser(dataset_pb2.GetUserRequest(user=user), timeout=DEADLINE).snapshot_id
+    snapshot = stack.dataset_stub.users.GetUser(users_pb2.GetUserRequest(user=user), timeout=DEADLINE).snapshot_id
     start = time.perf_counter()
-    stack.dataset_stub.RecordTrainedSnapshot(
-        dataset_pb2.RecordTrainedSnapshotRequest(user=user, snapshot_id=snapshot, model_version=version),
+    stack.dataset_stub.training.RecordTrainedSnapshot(
+        training_data_pb2.RecordTrainedSnapshotRequest(user=user, snapshot_id=snapshot, model_version=version),
         timeout=DEADLINE,
     )
     while _job_open(engine, user):
@@ -219,7 +220,7 @@ def rescore(stack: Services, engine: Engine, user: str, images: int, seed: int) 
         if time.perf_counter() - start > 600:
             raise TimeoutError(f"{user}'s rescoring of {images} images did not finish in 10 minutes")
     seconds = time.perf_counter() - start
-    pending = stack.dataset_stub.VerifyDatasets(dataset_pb2.VerifyDatasetsRequest(), timeout=DEADLINE)
+    pending = stack.dataset_stub.work.VerifyDatasets(work_pb2.VerifyDatasetsRequest(), timeout=DEADLINE)
     if pending.pending_predictions:
         raise RuntimeError(f"{user}'s job finished with {pending.pending_predictions} predictions still pending")
     return seconds
@@ -229,16 +230,16 @@ def page_p50(stack: Services, users: list[str], sort: int, tags: list[tuple[str,
     """p50 ms of GetUserData page 1 (rated=no), users and tag pairs rotating."""
     times = []
     for call in range(calls):
-        request = dataset_pb2.GetUserDataRequest(
+        request = library_pb2.GetUserDataRequest(
             user=users[call % len(users)],
             include_tags=list(tags[call % len(tags)]),
             sort=sort,
-            rated=dataset_pb2.RATED_FILTER_NO,
+            rated=library_pb2.RATED_FILTER_NO,
             page=1,
             limit=60,
         )
         start = time.perf_counter()
-        stack.dataset_stub.GetUserData(request, timeout=DEADLINE)
+        stack.dataset_stub.library.GetUserData(request, timeout=DEADLINE)
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000
 
@@ -260,9 +261,9 @@ def bench_database(
         memory = {"dataset": _peak_rss_mib(stack.dataset), "rater": _peak_rss_mib(stack.rater)}
         rows: list[list[object]] = []
         for label, tags in (("unfiltered", [()]), ("2-tag filter", TAG_PAIRS)):
-            page_p50(stack, users, dataset_pb2.SORT_ORDER_PREDICTED_DESC, tags, 3)  # warm up
-            date = page_p50(stack, users, dataset_pb2.SORT_ORDER_DATE_DESC, tags, calls)
-            predicted = page_p50(stack, users, dataset_pb2.SORT_ORDER_PREDICTED_DESC, tags, calls)
+            page_p50(stack, users, library_pb2.SORT_ORDER_PREDICTED_DESC, tags, 3)  # warm up
+            date = page_p50(stack, users, library_pb2.SORT_ORDER_DATE_DESC, tags, calls)
+            predicted = page_p50(stack, users, library_pb2.SORT_ORDER_PREDICTED_DESC, tags, calls)
             ratio = predicted / date
             verdict = "ok" if ratio <= TARGET_RATIO else "MISSED"
             rows.append([database, label, f"{date:.1f}", f"{predicted:.1f}", f"{ratio:.2f}x", verdict])

@@ -63,8 +63,9 @@ import httpx
 import numpy as np
 import psycopg
 
+from tagrate_common.dataset_stubs import DatasetStubs
 from tagrate_common.grpc_client import AsyncBackend
-from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc
+from tagrate_common.protos import library_pb2
 from tagrate_dataset.bulk import bulk_load
 from tagrate_dataset.db import create_db_engine, migrate
 from tests.support import REPO_ROOT, ServiceProcess, free_port
@@ -433,14 +434,14 @@ class UserDataQuery:
             params["rated"] = self.rated
         return params
 
-    def rpc_request(self) -> dataset_pb2.GetUserDataRequest:
+    def rpc_request(self) -> library_pb2.GetUserDataRequest:
         """What the gateway sends for :meth:`http_params` (its defaults spelled out)."""
-        rated = {"yes": dataset_pb2.RATED_FILTER_YES, "no": dataset_pb2.RATED_FILTER_NO}[self.rated]
-        return dataset_pb2.GetUserDataRequest(
+        rated = {"yes": library_pb2.RATED_FILTER_YES, "no": library_pb2.RATED_FILTER_NO}[self.rated]
+        return library_pb2.GetUserDataRequest(
             user=self.user,
             include_tags=self.include,
             exclude_tags=self.exclude,
-            sort=dataset_pb2.SORT_ORDER_DATE_DESC,
+            sort=library_pb2.SORT_ORDER_DATE_DESC,
             rated=rated,
             page=self.page,
             limit=PAGE_SIZE,
@@ -552,14 +553,14 @@ async def bench_overhead(stack: Stack, generation: Generation, shape: DatasetSha
     the machine's drift cancel out."""
     queries = workload(shape, UNFILTERED, calls, seed=0)
     targets = [f"/getuserdata?{urlencode(q.http_params())}" for q in queries]
-    direct = AsyncBackend("dataset", stack.dataset_addr, dataset_pb2_grpc.DatasetServiceStub, 60, 64 << 20)
+    direct = AsyncBackend("dataset", stack.dataset_addr, DatasetStubs, 60, 64 << 20)
     port = int(stack.gateway_url.rsplit(":", 1)[1])
     raw = KeepAliveHttp("127.0.0.1", port)
     try:
         async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=60) as http:
 
             async def by_direct(i: int) -> list[str]:
-                reply = await direct.stub.GetUserData(queries[i].rpc_request())
+                reply = await direct.stub.library.GetUserData(queries[i].rpc_request())
                 return [item.image for item in reply.images]
 
             async def by_httpx(i: int) -> list[str]:

@@ -3,8 +3,11 @@
 Callers use the generated stub's own methods, so a request can be followed
 from the caller to the servicer and the reply is typed::
 
-    reply = await backend.stub.GetUserData(request)        # AsyncBackend
+    reply = await backend.stub.Rate(request)               # AsyncBackend
     reply = backend.stub.GetUser(request, timeout=2.0)     # Backend
+
+(The dataset service has one stub per resource over the one channel:
+``backend.stub.library.GetUserData(request)``, see ``dataset_stubs.py``.)
 
 What every call needs is done once, by client interceptors on the channel
 under the stub: a deadline (the backend's default unless the call passes
@@ -74,7 +77,7 @@ def _as_text(method: str | bytes) -> str:
 
 
 def _method_name(method: str | bytes) -> str:
-    """``/tagrate.dataset.v1.DatasetService/GetUser`` -> ``GetUser`` (the metrics label)."""
+    """``/tagrate.dataset.v1.UserService/GetUser`` -> ``GetUser`` (the metrics label)."""
     return _as_text(method).rsplit("/", 1)[-1]
 
 

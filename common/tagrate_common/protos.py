@@ -1,6 +1,6 @@
 """The generated gRPC stubs, imported after checking they match the protos.
 
-Import stubs from here (``from tagrate_common.protos import dataset_pb2``)
+Import stubs from here (``from tagrate_common.protos import ratings_pb2``)
 rather than from ``tagrate.*`` directly: a stale ``gen/`` then fails at import
 with a message saying how to fix it, instead of misbehaving on the wire.
 """
@@ -38,19 +38,52 @@ except ModuleNotFoundError as exc:  # gen/ missing entirely
     raise ImportError("generated gRPC stubs are missing; run `make protos`") from exc
 
 from tagrate.common.v1 import common_pb2  # noqa: E402
-from tagrate.dataset.v1 import dataset_pb2, dataset_pb2_grpc  # noqa: E402
+
+# The dataset service: one gRPC service per resource (same process, port and database).
+from tagrate.dataset.v1 import (  # noqa: E402
+    images_pb2,
+    images_pb2_grpc,
+    library_pb2,
+    library_pb2_grpc,
+    ratings_pb2,
+    ratings_pb2_grpc,
+    tags_pb2,
+    tags_pb2_grpc,
+    tokens_pb2,
+    tokens_pb2_grpc,
+    training_data_pb2,
+    training_data_pb2_grpc,
+    users_pb2,
+    users_pb2_grpc,
+    work_pb2,
+    work_pb2_grpc,
+)
 from tagrate.rater.v1 import rater_pb2, rater_pb2_grpc  # noqa: E402
 from tagrate.tagger.v1 import tagger_pb2, tagger_pb2_grpc  # noqa: E402
 from tagrate.trainer.v1 import trainer_pb2, trainer_pb2_grpc  # noqa: E402
 
 __all__ = [
     "common_pb2",
-    "dataset_pb2",
-    "dataset_pb2_grpc",
+    "images_pb2",
+    "images_pb2_grpc",
+    "library_pb2",
+    "library_pb2_grpc",
     "rater_pb2",
     "rater_pb2_grpc",
+    "ratings_pb2",
+    "ratings_pb2_grpc",
     "tagger_pb2",
     "tagger_pb2_grpc",
+    "tags_pb2",
+    "tags_pb2_grpc",
+    "tokens_pb2",
+    "tokens_pb2_grpc",
     "trainer_pb2",
     "trainer_pb2_grpc",
+    "training_data_pb2",
+    "training_data_pb2_grpc",
+    "users_pb2",
+    "users_pb2_grpc",
+    "work_pb2",
+    "work_pb2_grpc",
 ]

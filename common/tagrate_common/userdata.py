@@ -2,8 +2,8 @@
 /getuserdata): sort orders, the rated filter and tag filters, defined once
 for the gateway's parsing, the wire and the dataset service's queries.
 
-The REST words are the enum values; the wire enums (``dataset_pb2.SortOrder``,
-``dataset_pb2.RatedFilter``) are derived from the member names, so a member
+The REST words are the enum values; the wire enums (``library_pb2.SortOrder``,
+``library_pb2.RatedFilter``) are derived from the member names, so a member
 without its wire value fails at import rather than on a request. The limits
 a listing is held to (tags per filter, characters per tag, page sizes) are
 the dataset service's settings: it owns the data and enforces them, and the
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from .errors import InvalidArgument
-from .protos import dataset_pb2
+from .protos import library_pb2
 
 # Page numbers travel as uint32 and become SQL offsets; 2**31-1 fits both.
 MAX_PAGE = 2**31 - 1
@@ -55,7 +55,7 @@ class SortOrder(StrEnum):
             allowed = ", ".join([*cls, *SORT_ALIASES])
             raise InvalidArgument(f"'{param}' must be one of {allowed}; got {value[:40]!r}", "invalid_sort") from None
 
-    def to_proto(self) -> dataset_pb2.SortOrder:
+    def to_proto(self) -> library_pb2.SortOrder:
         return _SORT_TO_PROTO[self]
 
     @classmethod
@@ -88,7 +88,7 @@ class RatedFilter(StrEnum):
             allowed = ", ".join(cls)
             raise InvalidArgument(f"'{param}' must be one of {allowed}; got {value[:40]!r}", "invalid_rated") from None
 
-    def to_proto(self) -> dataset_pb2.RatedFilter:
+    def to_proto(self) -> library_pb2.RatedFilter:
         return _RATED_TO_PROTO[self]
 
     @classmethod
@@ -100,13 +100,13 @@ class RatedFilter(StrEnum):
             raise InvalidArgument(f"'rated' has an unknown value {value}", "invalid_rated") from None
 
 
-_SORT_TO_PROTO = {order: dataset_pb2.SortOrder.Value(f"SORT_ORDER_{order.name}") for order in SortOrder}
+_SORT_TO_PROTO = {order: library_pb2.SortOrder.Value(f"SORT_ORDER_{order.name}") for order in SortOrder}
 _SORT_FROM_PROTO = {value: order for order, value in _SORT_TO_PROTO.items()} | {
-    dataset_pb2.SORT_ORDER_UNSPECIFIED: SortOrder.DATE_DESC
+    library_pb2.SORT_ORDER_UNSPECIFIED: SortOrder.DATE_DESC
 }
-_RATED_TO_PROTO = {rated: dataset_pb2.RatedFilter.Value(f"RATED_FILTER_{rated.name}") for rated in RatedFilter}
+_RATED_TO_PROTO = {rated: library_pb2.RatedFilter.Value(f"RATED_FILTER_{rated.name}") for rated in RatedFilter}
 _RATED_FROM_PROTO = {value: rated for rated, value in _RATED_TO_PROTO.items()} | {
-    dataset_pb2.RATED_FILTER_UNSPECIFIED: RatedFilter.YES
+    library_pb2.RATED_FILTER_UNSPECIFIED: RatedFilter.YES
 }
 
 

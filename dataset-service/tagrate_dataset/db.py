@@ -5,13 +5,16 @@ engine setup and transactions every service with a database shares
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic.config import Config
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, Table
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
+from sqlmodel import Session, SQLModel
 
 from tagrate_common import database
 from tagrate_common.database import create_db_engine, is_sqlite, normalise_url
@@ -58,3 +61,23 @@ class Database(database.Database):
                 yield conn
         except OperationalError as exc:
             raise self._unavailable(exc) from exc
+
+
+def upsert(session: Session, model: type[SQLModel], values: Mapping[str, Any], key: Sequence[str]) -> None:
+    """INSERT ... ON CONFLICT (key) DO UPDATE: one statement, no race between
+    looking and writing. Works on SQLite and PostgreSQL."""
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table).values(**values)
+    changes = {name: stmt.excluded[name] for name in values if name not in key}
+    session.exec(stmt.on_conflict_do_update(index_elements=list(key), set_=changes))
+
+
+def insert_missing(session: Session, model: type[SQLModel], rows: Sequence[Mapping[str, Any]]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING: rows that already exist (or that a
+    concurrent transaction just inserted) are skipped instead of failing."""
+    if not rows:
+        return
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.exec(dialect.insert(table).values(list(rows)).on_conflict_do_nothing())

@@ -2,7 +2,7 @@
 changed only by the Alembic migrations in ``migrations/``; a test checks that
 these models and the migrations agree.
 
-Indexes exist for the GetUserData query (see ``queries.py``): tag filters are
+Indexes exist for the GetUserData query (see ``library/``): tag filters are
 driven from ``image_tags(tagger_model_id, tag_id, score, image_id)``, and a
 user's ratings are reached through ``(user_id, rated_at)``, ``(user_id,
 rating)`` and the primary key ``(user_id, image_id)``.
@@ -171,7 +171,7 @@ class ImageFeatures(DatasetModel, table=True):
 
 
 class WorkKind(StrEnum):
-    """Background work a stored image needs (see ``workqueue.py``)."""
+    """Background work a stored image needs (see ``work/queue.py``)."""
 
     TAG = "tag"  # scores from the current tagger model
     EMBED = "embed"  # a feature vector from the rater's current extractor
@@ -259,7 +259,7 @@ class Prediction(DatasetModel, table=True):
     when a model scores it again; a row counts only while its
     ``model_version`` is the version that serves the user now (the user's
     own trained snapshot's, else the global one's), so a stale score is
-    never shown as current (see ``scoring.py``)."""
+    never shown as current (see ``predictions/scoring.py``)."""
 
     __tablename__ = "predictions"
     __table_args__ = (

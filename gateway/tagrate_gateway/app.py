@@ -14,10 +14,11 @@ from starlette.datastructures import MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tagrate_common.dataset_stubs import DatasetStubs
 from tagrate_common.grpc_client import AsyncBackend, use_internal_token
 from tagrate_common.logging import new_request_id, request_id_var
 from tagrate_common.metrics import HTTP_REQUESTS, HTTP_SECONDS
-from tagrate_common.protos import dataset_pb2_grpc, rater_pb2_grpc, tagger_pb2_grpc, trainer_pb2_grpc
+from tagrate_common.protos import rater_pb2_grpc, tagger_pb2_grpc, trainer_pb2_grpc
 
 from .auth import Authenticator, document_access
 from .config import BACKENDS, GatewaySettings
@@ -29,7 +30,7 @@ from .routes import access, collection, datasets, images, ops, ratings, tags, tr
 log = logging.getLogger("tagrate_gateway")
 
 _STUBS = {
-    "dataset": dataset_pb2_grpc.DatasetServiceStub,
+    "dataset": DatasetStubs,
     "tagger": tagger_pb2_grpc.TaggerServiceStub,
     "rater": rater_pb2_grpc.RaterServiceStub,
     "trainer": trainer_pb2_grpc.TrainerServiceStub,

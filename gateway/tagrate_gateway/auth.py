@@ -44,7 +44,7 @@ from fastapi import Depends, Request
 
 from tagrate_common import validation
 from tagrate_common.errors import NotFound, TagrateError
-from tagrate_common.protos import dataset_pb2
+from tagrate_common.protos import tokens_pb2
 
 if TYPE_CHECKING:
     from tagrate_common.grpc_client import AsyncBackend
@@ -191,7 +191,9 @@ class Authenticator:
                 return caller if caller.via_cookie == via_cookie else _with_cookie(caller, via_cookie)
         self.limiter.check(address)
         try:
-            reply = await self.dataset.stub.AuthenticateToken(dataset_pb2.AuthenticateTokenRequest(token_sha256=digest))
+            reply = await self.dataset.stub.tokens.AuthenticateToken(
+                tokens_pb2.AuthenticateTokenRequest(token_sha256=digest)
+            )
         except NotFound:
             self.limiter.fail(address)
             raise Unauthorized("the token is not valid (unknown, revoked or expired)") from None

@@ -6,8 +6,11 @@ plain ``def`` dependency in its thread pool, a thread hop (and GIL hand-off)
 per dependency per request for what is an attribute lookup.
 
 Each backend dependency is typed with its service's stub, so
-``await dataset.stub.GetUserData(request)`` is checked (mypy, an editor)
-against the request and reply types of that RPC."""
+``await rater.stub.Rate(request)`` is checked (mypy, an editor) against the
+request and reply types of that RPC. The dataset service serves one gRPC
+service per resource: its client carries one typed stub per resource over
+one channel (``tagrate_common.dataset_stubs``), so a route calls
+``await dataset.stub.library.GetUserData(request)``."""
 
 from __future__ import annotations
 
@@ -15,21 +18,24 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 
+from tagrate_common.dataset_stubs import DatasetStubs
 from tagrate_common.grpc_client import AsyncBackend
-from tagrate_common.protos import dataset_pb2_grpc, rater_pb2_grpc, tagger_pb2_grpc, trainer_pb2_grpc
+from tagrate_common.protos import rater_pb2_grpc, tagger_pb2_grpc, trainer_pb2_grpc
 
 from .config import GatewaySettings
 
 if TYPE_CHECKING:
+    from tagrate_common.dataset_stubs import DatasetAsyncStubs
+
     # Over a grpc.aio channel a stub's methods return awaitables; the
     # generated .pyi files describe that view as *AsyncStub, a class that
     # exists only for type checkers.
-    DatasetStub = dataset_pb2_grpc.DatasetServiceAsyncStub
+    DatasetStub = DatasetAsyncStubs
     TaggerStub = tagger_pb2_grpc.TaggerServiceAsyncStub
     RaterStub = rater_pb2_grpc.RaterServiceAsyncStub
     TrainerStub = trainer_pb2_grpc.TrainerServiceAsyncStub
 else:
-    DatasetStub = dataset_pb2_grpc.DatasetServiceStub
+    DatasetStub = DatasetStubs
     TaggerStub = tagger_pb2_grpc.TaggerServiceStub
     RaterStub = rater_pb2_grpc.RaterServiceStub
     TrainerStub = trainer_pb2_grpc.TrainerServiceStub

@@ -21,7 +21,7 @@ import sys
 
 from tagrate_common.errors import TagrateError
 from tagrate_common.grpc_client import Backend, use_internal_token
-from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc
+from tagrate_common.protos import tokens_pb2, tokens_pb2_grpc
 from tagrate_common.timestamps import optional_api_text
 
 from .auth import token_digest
@@ -36,7 +36,7 @@ def new_secret() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
 
 
-def _token_json(token: dataset_pb2.AccessToken) -> dict[str, object]:
+def _token_json(token: tokens_pb2.AccessToken) -> dict[str, object]:
     return {
         "id": token.id,
         "user": token.user if token.HasField("user") else None,
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = Backend(
         "dataset",
         settings.dataset_addr,
-        dataset_pb2_grpc.DatasetServiceStub,
+        tokens_pb2_grpc.TokenServiceStub,
         settings.dataset_timeout_seconds,
         settings.max_message_bytes,
     )
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "create":
             secret = new_secret()
             reply = dataset.stub.CreateToken(
-                dataset_pb2.CreateTokenRequest(
+                tokens_pb2.CreateTokenRequest(
                     token_sha256=token_digest(secret),
                     user=args.user or "",
                     admin=args.admin,
@@ -81,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(json.dumps({**_token_json(reply), "token": secret}))
         elif args.command == "list":
-            for token in dataset.stub.ListTokens(dataset_pb2.ListTokensRequest()).tokens:
+            for token in dataset.stub.ListTokens(tokens_pb2.ListTokensRequest()).tokens:
                 print(json.dumps(_token_json(token)))
         else:
-            dataset.stub.RevokeToken(dataset_pb2.RevokeTokenRequest(id=args.id))
+            dataset.stub.RevokeToken(tokens_pb2.RevokeTokenRequest(id=args.id))
             print(json.dumps({"success": True, "id": args.id}))
     except TagrateError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

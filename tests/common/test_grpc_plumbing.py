@@ -17,7 +17,7 @@ from tagrate_common.errors import DeadlineExceeded, NotFound, PayloadTooLarge, T
 from tagrate_common.grpc_client import AsyncBackend, Backend
 from tagrate_common.grpc_server import GrpcServer
 from tagrate_common.logging import request_id_var
-from tagrate_common.protos import common_pb2, dataset_pb2, dataset_pb2_grpc, tagger_pb2, tagger_pb2_grpc
+from tagrate_common.protos import common_pb2, tagger_pb2, tagger_pb2_grpc, training_data_pb2, training_data_pb2_grpc
 from tests.support import free_port, health_status
 
 
@@ -35,7 +35,7 @@ class ScriptedTagger(tagger_pb2_grpc.TaggerServiceServicer):
         return tagger_pb2.TagResponse(model_id=request_id_var.get())
 
 
-class ScriptedStream(dataset_pb2_grpc.DatasetServiceServicer):
+class ScriptedStream(training_data_pb2_grpc.TrainingDataServiceServicer):
     """A server stream: ``user`` is ``N:action`` -- N chunks (the first
     carrying the request id), each after 0.15 s, then ``action``."""
 
@@ -43,7 +43,7 @@ class ScriptedStream(dataset_pb2_grpc.DatasetServiceServicer):
         count, _, action = request.user.partition(":")
         for i in range(int(count)):
             time.sleep(0.15)
-            yield dataset_pb2.TrainingDataChunk(snapshot_id=request_id_var.get() if i == 0 else "", total=i)
+            yield training_data_pb2.TrainingDataChunk(snapshot_id=request_id_var.get() if i == 0 else "", total=i)
         if action == "not_found":
             raise NotFound("no such user 'x'", "user_not_found")
 
@@ -62,9 +62,9 @@ def _start(max_upload: int = 1 << 20, grace: float = 5.0, notice: float = 0.0) -
         [
             (tagger_pb2_grpc.add_TaggerServiceServicer_to_server, ScriptedTagger(), "tagrate.tagger.v1.TaggerService"),
             (
-                dataset_pb2_grpc.add_DatasetServiceServicer_to_server,
+                training_data_pb2_grpc.add_TrainingDataServiceServicer_to_server,
                 ScriptedStream(),
-                "tagrate.dataset.v1.DatasetService",
+                "tagrate.dataset.v1.TrainingDataService",
             ),
         ],
     )
@@ -201,13 +201,13 @@ def test_calls_are_counted_by_method_and_code(served):
     assert _handled("scripted", "Tag", "NOT_FOUND") == not_found + 1
 
 
-def _stream_request(script: str) -> dataset_pb2.StreamTrainingDataRequest:
-    return dataset_pb2.StreamTrainingDataRequest(user=script)
+def _stream_request(script: str) -> training_data_pb2.StreamTrainingDataRequest:
+    return training_data_pb2.StreamTrainingDataRequest(user=script)
 
 
 def test_a_stream_forwards_the_request_id_and_maps_a_mid_stream_error():
     server, target = _start()
-    client = Backend("streamer", target, dataset_pb2_grpc.DatasetServiceStub, 5, 1 << 20)
+    client = Backend("streamer", target, training_data_pb2_grpc.TrainingDataServiceStub, 5, 1 << 20)
     token = request_id_var.set("stream-req-1")
     try:
         chunks = list(client.stub.StreamTrainingData(_stream_request("2:")))
@@ -226,7 +226,7 @@ def test_a_stream_forwards_the_request_id_and_maps_a_mid_stream_error():
 def test_the_deadline_covers_the_whole_stream_and_cancel_passes_through():
     server, target = _start()
     # Every chunk comes well within 0.5 s, the whole stream does not.
-    client = Backend("streamer", target, dataset_pb2_grpc.DatasetServiceStub, 0.5, 1 << 20)
+    client = Backend("streamer", target, training_data_pb2_grpc.TrainingDataServiceStub, 0.5, 1 << 20)
     try:
         with pytest.raises(DeadlineExceeded) as exc:
             list(client.stub.StreamTrainingData(_stream_request("6:")))
@@ -250,7 +250,7 @@ def test_async_backend_through_the_stub():
 
     async def run() -> None:
         client = AsyncBackend("scripted", target, tagger_pb2_grpc.TaggerServiceStub, 0.3, 1 << 20)
-        streams = AsyncBackend("streamer", target, dataset_pb2_grpc.DatasetServiceStub, 0.5, 1 << 20)
+        streams = AsyncBackend("streamer", target, training_data_pb2_grpc.TrainingDataServiceStub, 0.5, 1 << 20)
         token = request_id_var.set("aio-req-7")
         try:
             assert (await client.stub.Tag(_request("echo"))).model_id == "aio-req-7"

@@ -12,6 +12,20 @@ from tests.support import REPO_ROOT
 
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
+# The dataset service's resources and the modules holding each one's queries
+# (the dataset-*-queries contracts).
+DATASET_QUERIES = {
+    "images": ("crud",),
+    "ratings": ("crud",),
+    "library": ("listing", "sql", "neighbours"),
+    "tags": ("crud", "queries"),
+    "work": ("queue", "queries"),
+    "users": ("crud",),
+    "training": ("crud", "queries"),
+    "tokens": ("crud",),
+}
+DATASET_RESOURCES = tuple(DATASET_QUERIES)
+
 # Stand-ins for the seven packages, one allowed import each where the
 # contracts allow one (torch in tagrate_common.vision and the model services).
 ALLOWED = {
@@ -25,15 +39,66 @@ ALLOWED = {
     "tagrate_trainer/__init__.py": "import torch\n",
     "tagrate_cli/__init__.py": "import httpx\n",
 }
+# The dataset service by resource: each servicer and the queries it owns, the modules every resource
+# shares, and the allowed crossings (the server registers every servicer; the tagging pass stores
+# vectors and queues work).
+ALLOWED |= {
+    f"tagrate_dataset/{name}.py": "" for name in ("checks", "config", "db", "models", "peers", "records", "snapshots")
+}
+ALLOWED |= {f"tagrate_dataset/{resource}/__init__.py": "" for resource in DATASET_RESOURCES}
+ALLOWED |= {
+    f"tagrate_dataset/{resource}/{module}.py": f"import tagrate_dataset.{resource}.{DATASET_QUERIES[resource][0]}\n"
+    if module == "service"
+    else ""
+    for resource in DATASET_RESOURCES
+    for module in ("service", *DATASET_QUERIES[resource])
+}
+ALLOWED |= {
+    "tagrate_dataset/predictions/__init__.py": "",
+    "tagrate_dataset/server.py": "".join(f"import tagrate_dataset.{r}.service\n" for r in DATASET_RESOURCES),
+    "tagrate_dataset/tags/tagging.py": "import tagrate_dataset.images.crud\nimport tagrate_dataset.work.queue\n",
+}
 # One breach of each contract, and the import its report must name.
 BREACHES = {
     "tagrate_trainer/training.py": ("from tagrate_rater import heads\n", "tagrate_trainer.training -> tagrate_rater"),
     "tagrate_gateway/routes.py": ("import sqlmodel\n", "tagrate_gateway.routes -> sqlmodel"),
     "tagrate_common/metrics.py": ("import tagrate_dataset\n", "tagrate_common.metrics -> tagrate_dataset"),
     # torch reached indirectly, through the shared library's vision package.
-    "tagrate_dataset/blobs.py": ("import tagrate_common.vision\n", "tagrate_dataset.blobs -> tagrate_common.vision"),
+    "tagrate_dataset/images/blobs.py": (
+        "import tagrate_common.vision\n",
+        "tagrate_dataset.images.blobs -> tagrate_common.vision",
+    ),
     "tagrate_common/batcher.py": ("import torch.nn\n", "tagrate_common.batcher -> torch"),
     "tagrate_cli/export.py": ("import tagrate_common.images\n", "tagrate_cli.export -> tagrate_common"),
+}
+# A servicer reaching into another resource's queries, one per resource; a domain module importing a
+# servicer; a shared module importing a resource.
+_SERVICER_BREACHES = [
+    ("ratings", "images", "crud"),
+    ("users", "ratings", "crud"),
+    ("tags", "library", "sql"),
+    ("library", "tags", "queries"),
+    ("training", "work", "queue"),
+    ("tokens", "users", "crud"),
+    ("work", "training", "queries"),
+    ("images", "tokens", "crud"),
+]
+BREACHES |= {
+    f"tagrate_dataset/{importer}/service.py": (
+        f"import tagrate_dataset.{owner}.{module}\n",
+        f"tagrate_dataset.{importer}.service -> tagrate_dataset.{owner}.{module}",
+    )
+    for importer, owner, module in _SERVICER_BREACHES
+}
+BREACHES |= {
+    "tagrate_dataset/work/worker.py": (
+        "import tagrate_dataset.tags.service\n",
+        "tagrate_dataset.work.worker -> tagrate_dataset.tags.service",
+    ),
+    "tagrate_dataset/records.py": (
+        "import tagrate_dataset.predictions\n",
+        "tagrate_dataset.records -> tagrate_dataset.predictions",
+    ),
 }
 
 

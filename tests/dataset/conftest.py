@@ -12,8 +12,9 @@ import grpc
 import pytest
 from sqlalchemy import Engine, text
 
+from tagrate_common.dataset_stubs import DatasetStubs
 from tagrate_common.errors import ERROR_CODE_KEY
-from tagrate_common.protos import common_pb2, dataset_pb2_grpc
+from tagrate_common.protos import common_pb2
 from tagrate_dataset.bulk import TABLES
 from tagrate_dataset.config import DatasetSettings
 from tagrate_dataset.db import create_db_engine, migrate
@@ -45,7 +46,7 @@ def engine(database_url: str) -> Iterator[Engine]:
 @dataclass
 class Served:
     settings: DatasetSettings
-    stub: dataset_pb2_grpc.DatasetServiceStub
+    stub: DatasetStubs
     target: str
     engine: Engine
 
@@ -81,7 +82,7 @@ def served(settings: DatasetSettings) -> Iterator[Served]:
     channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
     engine = create_db_engine(settings.database_url, pool_size=1, max_overflow=1)
     try:
-        yield Served(settings, dataset_pb2_grpc.DatasetServiceStub(channel), target, engine)
+        yield Served(settings, DatasetStubs(channel), target, engine)
     finally:
         engine.dispose()
         channel.close()

@@ -13,8 +13,9 @@ from typing import TypeVar
 import grpc
 from prometheus_client import REGISTRY
 
+from tagrate_common.dataset_stubs import DatasetStubs
 from tagrate_common.grpc_server import GrpcServer
-from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc
+from tagrate_common.protos import ratings_pb2, tags_pb2
 from tagrate_common.vision.models import ImageModel
 from tagrate_dataset.server import DatasetServer, create_server
 from tests.imagefactory import make_image
@@ -88,7 +89,7 @@ def dataset_service(tmp_path: Path, database_url: str, **overrides: object) -> I
     channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
     engine: Engine = create_db_engine(settings.database_url, pool_size=1, max_overflow=1)
     try:
-        yield Served(settings, dataset_pb2_grpc.DatasetServiceStub(channel), target, engine), server
+        yield Served(settings, DatasetStubs(channel), target, engine), server
     finally:
         engine.dispose()
         channel.close()
@@ -97,8 +98,8 @@ def dataset_service(tmp_path: Path, database_url: str, **overrides: object) -> I
 
 def add_rating(served: Served, user: str, data: bytes, rating: float = 0.5) -> str:
     """Stores a rating (and the image); returns the image's stored name."""
-    reply = served.stub.AddRating(
-        dataset_pb2.AddRatingRequest(image=image_file(data, "photo.png"), user=user, rating=rating), timeout=DEADLINE
+    reply = served.stub.ratings.AddRating(
+        ratings_pb2.AddRatingRequest(image=image_file(data, "photo.png"), user=user, rating=rating), timeout=DEADLINE
     )
     return reply.image
 
@@ -121,8 +122,8 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0) ->
         time.sleep(0.05)
 
 
-def tagged(served: Served, image: str) -> dataset_pb2.GetImageTagsResponse | None:
-    reply = served.stub.GetImageTags(dataset_pb2.GetImageTagsRequest(image=image), timeout=DEADLINE)
+def tagged(served: Served, image: str) -> tags_pb2.GetImageTagsResponse | None:
+    reply = served.stub.tags.GetImageTags(tags_pb2.GetImageTagsRequest(image=image), timeout=DEADLINE)
     return reply if reply.tagged else None
 
 

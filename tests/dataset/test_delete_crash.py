@@ -12,7 +12,8 @@ import grpc
 import pytest
 from sqlalchemy import text
 
-from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc
+from tagrate_common.dataset_stubs import DatasetStubs
+from tagrate_common.protos import images_pb2, ratings_pb2
 from tagrate_dataset.db import create_db_engine
 from tests.dataset.conftest import dataset_process, image_file
 from tests.imagefactory import make_image
@@ -37,14 +38,14 @@ def test_no_image_is_half_there_after_a_sigkill_during_deletes(tmp_path: Path, d
     service = _service(tmp_path, database_url, port).start()
     names: list[str] = []
     with grpc.insecure_channel(service.target) as channel:
-        stub = dataset_pb2_grpc.DatasetServiceStub(channel)
+        stub = DatasetStubs(channel)
         for n in range(IMAGES):
-            request = dataset_pb2.AddRatingRequest(
+            request = ratings_pb2.AddRatingRequest(
                 user=f"user{n % 3}", rating=0.5, image=image_file(make_image("JPEG", (48, 32), seed=n))
             )
-            names.append(stub.AddRating(request, timeout=30).image)
+            names.append(stub.ratings.AddRating(request, timeout=30).image)
             if n % 10 == 0:  # cached versions must go too
-                stub.GetThumbnail(dataset_pb2.GetThumbnailRequest(image=names[-1], size=32), timeout=30)
+                stub.images.GetThumbnail(images_pb2.GetThumbnailRequest(image=names[-1], size=32), timeout=30)
 
     deleted: list[str] = []
     lock = threading.Lock()
@@ -52,10 +53,10 @@ def test_no_image_is_half_there_after_a_sigkill_during_deletes(tmp_path: Path, d
 
     def client(worker: int) -> None:
         with grpc.insecure_channel(service.target) as channel:
-            stub = dataset_pb2_grpc.DatasetServiceStub(channel)
+            stub = DatasetStubs(channel)
             for name in names[worker::THREADS]:
                 try:
-                    stub.DeleteImage(dataset_pb2.DeleteImageRequest(image=name), timeout=10)
+                    stub.images.DeleteImage(images_pb2.DeleteImageRequest(image=name), timeout=10)
                 except grpc.RpcError:
                     return  # the service is gone
                 with lock:
@@ -98,14 +99,14 @@ def test_no_image_is_half_there_after_a_sigkill_during_deletes(tmp_path: Path, d
         stored_shas = {name.split(".")[0] for name in rows}
         assert on_disk == stored_shas  # no file without a row, no row without its original
         with grpc.insecure_channel(restarted.target) as channel:
-            stub = dataset_pb2_grpc.DatasetServiceStub(channel)
+            stub = DatasetStubs(channel)
             for name in names:
-                request = dataset_pb2.GetImageRequest(image=name)
+                request = images_pb2.GetImageRequest(image=name)
                 if name in rows:
-                    assert stub.GetImage(request, timeout=10).data
+                    assert stub.images.GetImage(request, timeout=10).data
                 else:
                     with pytest.raises(grpc.RpcError) as info:
-                        stub.GetImage(request, timeout=10)
+                        stub.images.GetImage(request, timeout=10)
                     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         restarted.terminate()

@@ -12,8 +12,9 @@ import grpc
 import pytest
 from sqlalchemy import text
 
+from tagrate_common.dataset_stubs import DatasetStubs
 from tagrate_common.files import TEMP_PREFIX
-from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc
+from tagrate_common.protos import images_pb2, library_pb2, ratings_pb2, users_pb2
 from tagrate_dataset.db import create_db_engine
 from tests.dataset.conftest import dataset_process, image_file
 from tests.imagefactory import make_image
@@ -33,13 +34,13 @@ def test_acknowledged_ratings_survive_sigkill(tmp_path: Path, database_url: str)
 
     def client(worker: int) -> None:
         with grpc.insecure_channel(service.target) as channel:
-            stub = dataset_pb2_grpc.DatasetServiceStub(channel)
+            stub = DatasetStubs(channel)
             for n in range(1000):
                 rating = round((worker * 7 + n) % 11 / 10, 2)
                 data = make_image("JPEG", (48, 32), seed=10_000 * (worker + 1) + n)
-                request = dataset_pb2.AddRatingRequest(user=f"user{worker % 3}", rating=rating, image=image_file(data))
+                request = ratings_pb2.AddRatingRequest(user=f"user{worker % 3}", rating=rating, image=image_file(data))
                 try:
-                    reply = stub.AddRating(request, timeout=10)
+                    reply = stub.ratings.AddRating(request, timeout=10)
                 except grpc.RpcError:
                     return  # the service is gone
                 with lock:
@@ -84,13 +85,13 @@ def test_acknowledged_ratings_survive_sigkill(tmp_path: Path, database_url: str)
             assert (hashlib.sha256(data).hexdigest(), len(data)) == (sha, size), name
         # the restarted service answers from the same data
         with grpc.insecure_channel(restarted.target) as channel:
-            stub = dataset_pb2_grpc.DatasetServiceStub(channel)
-            listed = stub.ListUsers(dataset_pb2.ListUsersRequest(), timeout=10).users
+            stub = DatasetStubs(channel)
+            listed = stub.users.ListUsers(users_pb2.ListUsersRequest(), timeout=10).users
             assert set(listed) >= {user for user, _, _ in acknowledged}
             first_user, first_image, _ = acknowledged[0]
-            got = stub.GetImage(dataset_pb2.GetImageRequest(image=first_image), timeout=10)
+            got = stub.images.GetImage(images_pb2.GetImageRequest(image=first_image), timeout=10)
             assert hashlib.sha256(got.data).hexdigest() == first_image[:64]
-            rows = stub.GetUserData(dataset_pb2.GetUserDataRequest(user=first_user), timeout=10).images
+            rows = stub.library.GetUserData(library_pb2.GetUserDataRequest(user=first_user), timeout=10).images
             assert first_image in {row.image for row in rows}
     finally:
         restarted.terminate()

@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tagrate_common.protos import common_pb2, dataset_pb2, dataset_pb2_grpc
+from tagrate_common.dataset_stubs import DatasetStubs
+from tagrate_common.protos import common_pb2, ratings_pb2
 from tests.support import REPO_ROOT, ServiceProcess, free_port, health_status
 
 NOTICE_SECONDS = 2.0
@@ -65,17 +66,17 @@ class Load:
     def caller(self, index: int) -> None:
         options = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
         with grpc.insecure_channel(self.target, options=options) as channel:
-            stub = dataset_pb2_grpc.DatasetServiceStub(channel)
+            stub = DatasetStubs(channel)
             n = 0
             while not self.stop.is_set():
                 data = self.images[(index * 97 + n) % len(self.images)]
                 call = Call(user=f"user{index}_{n}", started=time.monotonic())
                 n += 1
-                request = dataset_pb2.AddRatingRequest(
+                request = ratings_pb2.AddRatingRequest(
                     user=call.user, rating=0.5, image=common_pb2.ImageFile(data=data, filename="big.bmp")
                 )
                 try:
-                    call.image = stub.AddRating(request, timeout=60).image
+                    call.image = stub.ratings.AddRating(request, timeout=60).image
                     call.code = grpc.StatusCode.OK
                 except grpc.RpcError as exc:
                     call.code = exc.code()

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import httpx
 
+from tagrate_common.dataset_stubs import DatasetStubs
 from tagrate_common.grpc_client import Backend
 from tagrate_common.grpc_server import GrpcServer
-from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc
+from tagrate_common.protos import tags_pb2
 from tagrate_dataset.server import create_server
 from tests.imagefactory import make_image
 from tests.support import dataset_settings
@@ -84,14 +85,14 @@ def add_rating(http: httpx.Client, data: bytes, user: str, rating: str, filename
 
 def tag_image(stack: Stack, image: str, tags: dict[str, float], model: str = "test-tagger") -> None:
     """What the tagger does after a new image arrives, over the dataset's own RPC."""
-    client = Backend("dataset", stack.dataset_addr, dataset_pb2_grpc.DatasetServiceStub, 10, 64 << 20)
+    client = Backend("dataset", stack.dataset_addr, DatasetStubs, 10, 64 << 20)
     try:
-        client.stub.PutImageTags(
-            dataset_pb2.PutImageTagsRequest(
+        client.stub.tags.PutImageTags(
+            tags_pb2.PutImageTagsRequest(
                 image=image,
                 model_id=model,
                 threshold=0.5,
-                tags=[dataset_pb2.ImageTagScore(name=n, score=s) for n, s in tags.items()],
+                tags=[tags_pb2.ImageTagScore(name=n, score=s) for n, s in tags.items()],
             ),
         )
     finally:

@@ -13,7 +13,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tagrate_common import grpc_client, grpc_server
-from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc
+from tagrate_common.dataset_stubs import DatasetStubs
+from tagrate_common.protos import tokens_pb2, users_pb2
 from tagrate_dataset.server import create_server
 from tests.support import dataset_settings
 
@@ -37,15 +38,17 @@ def guarded(tmp_path: Path):
 def test_calls_without_the_secret_are_refused_and_health_still_answers(guarded) -> None:
     addr, _ = guarded
     with grpc.insecure_channel(addr) as channel:
-        stub = dataset_pb2_grpc.DatasetServiceStub(channel)
+        stub = DatasetStubs(channel)
         for metadata in ((), (("tagrate-internal-token", "wrong"),)):
             with pytest.raises(grpc.RpcError) as info:
-                stub.ListUsers(dataset_pb2.ListUsersRequest(), metadata=metadata, timeout=10)
+                stub.users.ListUsers(users_pb2.ListUsersRequest(), metadata=metadata, timeout=10)
             assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
         with pytest.raises(grpc.RpcError) as info:
-            stub.AuthenticateToken(dataset_pb2.AuthenticateTokenRequest(token_sha256="0" * 64), timeout=10)
+            stub.tokens.AuthenticateToken(tokens_pb2.AuthenticateTokenRequest(token_sha256="0" * 64), timeout=10)
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        ok = stub.ListUsers(dataset_pb2.ListUsersRequest(), metadata=(("tagrate-internal-token", SECRET),), timeout=10)
+        ok = stub.users.ListUsers(
+            users_pb2.ListUsersRequest(), metadata=(("tagrate-internal-token", SECRET),), timeout=10
+        )
         assert list(ok.users) == []
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
         assert health.status == health_pb2.HealthCheckResponse.SERVING

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from tagrate_common.dataset_stubs import DatasetStubs
 from tagrate_common.vision.loaders import load_default_model
 from tests.imagefactory import make_image
 from tests.trainer.scenes import rated_scenes
@@ -118,17 +119,17 @@ def test_every_rating_change_makes_the_model_stale(stack):
     until the user's ratings change by update, removal or deletion; so is
     the global model's, until anyone's do (another user's rating too)."""
     from tagrate_common.grpc_client import Backend
-    from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc
+    from tagrate_common.protos import training_data_pb2
 
     images = [make_image("JPEG", seed=40 + i) for i in range(3)]
-    client = Backend("dataset", stack.dataset_addr, dataset_pb2_grpc.DatasetServiceStub, 10, 64 << 20)
+    client = Backend("dataset", stack.dataset_addr, DatasetStubs, 10, 64 << 20)
 
     def train(user: str) -> None:
         # What the trainer records after training on the current snapshot.
-        chunks = list(client.stub.StreamTrainingData(dataset_pb2.StreamTrainingDataRequest(user=user)))
+        chunks = list(client.stub.training.StreamTrainingData(training_data_pb2.StreamTrainingDataRequest(user=user)))
         snapshot = next(c.snapshot_id for c in chunks if c.snapshot_id)
-        client.stub.RecordTrainedSnapshot(
-            dataset_pb2.RecordTrainedSnapshotRequest(user=user, snapshot_id=snapshot, model_version="v1")
+        client.stub.training.RecordTrainedSnapshot(
+            training_data_pb2.RecordTrainedSnapshotRequest(user=user, snapshot_id=snapshot, model_version="v1")
         )
 
     try:

@@ -20,8 +20,9 @@ import httpx
 import numpy as np
 import pytest
 
+from tagrate_common.dataset_stubs import DatasetStubs
 from tagrate_common.grpc_server import GrpcServer
-from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc, rater_pb2, rater_pb2_grpc
+from tagrate_common.protos import library_pb2, rater_pb2, rater_pb2_grpc
 from tagrate_trainer.config import TrainerSettings
 from tagrate_trainer.server import create_server as create_trainer_server
 from tests.support import ServiceProcess, free_port
@@ -53,8 +54,8 @@ class Stack:
     channels: list[grpc.Channel]
 
     @property
-    def dataset_stub(self) -> dataset_pb2_grpc.DatasetServiceStub:
-        return dataset_pb2_grpc.DatasetServiceStub(self.channels[0])
+    def dataset_stub(self) -> DatasetStubs:
+        return DatasetStubs(self.channels[0])
 
     @property
     def rater_stub(self) -> rater_pb2_grpc.RaterServiceStub:
@@ -226,12 +227,12 @@ def scored_listing(stack: Stack, user: str, count: int, **params: str) -> list[d
     return wait_for(f"{user}'s predictions", ready, timeout=180)
 
 
-def served(stack: Stack, user: str, **params: str) -> list[dataset_pb2.UserImage]:
+def served(stack: Stack, user: str, **params: str) -> list[library_pb2.UserImage]:
     """The dataset service's own listing, with ``predicted_by``."""
-    request = dataset_pb2.GetUserDataRequest(
-        user=user, sort=dataset_pb2.SORT_ORDER_PREDICTED_DESC, rated=dataset_pb2.RATED_FILTER_NO
+    request = library_pb2.GetUserDataRequest(
+        user=user, sort=library_pb2.SORT_ORDER_PREDICTED_DESC, rated=library_pb2.RATED_FILTER_NO
     )
-    return list(stack.dataset_stub.GetUserData(request, timeout=DEADLINE).images)
+    return list(stack.dataset_stub.library.GetUserData(request, timeout=DEADLINE).images)
 
 
 def rate_by_name(http: httpx.Client, user: str, names: list[str]) -> list[float]:

@@ -16,8 +16,9 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from tagrate_common.dataset_stubs import DatasetStubs
 from tagrate_common.grpc_server import GrpcServer
-from tagrate_common.protos import common_pb2, dataset_pb2, dataset_pb2_grpc, rater_pb2, rater_pb2_grpc
+from tagrate_common.protos import common_pb2, rater_pb2, rater_pb2_grpc, ratings_pb2
 from tagrate_common.vision.loaders import load_default_model
 from tagrate_common.vision.rating_heads import serialize_weights
 from tagrate_common.vision.torch_models import EfficientNetLiteModel
@@ -59,10 +60,10 @@ def dataset_addr(tmp_path_factory) -> Iterator[str]:
     server = create_dataset_server(settings)
     addr = f"127.0.0.1:{server.start()}"
     with grpc.insecure_channel(addr) as channel:
-        stub = dataset_pb2_grpc.DatasetServiceStub(channel)
+        stub = DatasetStubs(channel)
         for seed, user in enumerate(USERS):
-            stub.AddRating(
-                dataset_pb2.AddRatingRequest(
+            stub.ratings.AddRating(
+                ratings_pb2.AddRatingRequest(
                     image=common_pb2.ImageFile(data=make_image("PNG", seed=seed), filename="x.png"),
                     user=user,
                     rating=0.5,

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import grpc
 
+from tagrate_common.dataset_stubs import DatasetStubs
 from tagrate_common.grpc_server import GrpcServer
-from tagrate_common.protos import common_pb2, dataset_pb2, dataset_pb2_grpc, rater_pb2, rater_pb2_grpc
+from tagrate_common.protos import common_pb2, images_pb2, rater_pb2, rater_pb2_grpc, ratings_pb2, users_pb2, work_pb2
 from tagrate_common.vision.models import ImageModel
 from tagrate_dataset.config import DatasetSettings
 from tagrate_dataset.server import create_server as create_dataset_server
@@ -42,7 +43,7 @@ class Services:
         dataset_channel = grpc.insecure_channel(self.dataset_addr)
         rater_channel = grpc.insecure_channel(self.rater_addr, options=[("grpc.max_send_message_length", 64 << 20)])
         self.channels = [dataset_channel, rater_channel]
-        self.dataset = dataset_pb2_grpc.DatasetServiceStub(dataset_channel)
+        self.dataset = DatasetStubs(dataset_channel)
         self.rater = rater_pb2_grpc.RaterServiceStub(rater_channel)
 
     def stop(self) -> None:
@@ -56,8 +57,8 @@ class Services:
     def add_ratings(self, user: str, items: Sequence[tuple[bytes, float]]) -> None:
         """Stores each (png, rating) as ``user``'s rating."""
         for png, rating in items:
-            self.dataset.AddRating(
-                dataset_pb2.AddRatingRequest(
+            self.dataset.ratings.AddRating(
+                ratings_pb2.AddRatingRequest(
                     image=common_pb2.ImageFile(data=png, filename="scene.png"), user=user, rating=rating
                 ),
                 timeout=DEADLINE,
@@ -70,11 +71,11 @@ class Services:
         assert len(chosen) == count, "the scene pool is too small"
         self.add_ratings(user, [(png, 1.0 - r if invert else r) for png, _, r in chosen])
 
-    def user(self, name: str) -> dataset_pb2.UserInfo:
-        return self.dataset.GetUser(dataset_pb2.GetUserRequest(user=name), timeout=DEADLINE)
+    def user(self, name: str) -> users_pb2.UserInfo:
+        return self.dataset.users.GetUser(users_pb2.GetUserRequest(user=name), timeout=DEADLINE)
 
-    def dataset_state(self, name: str) -> dataset_pb2.UserDatasetState:
-        reply = self.dataset.VerifyDatasets(dataset_pb2.VerifyDatasetsRequest(), timeout=DEADLINE)
+    def dataset_state(self, name: str) -> work_pb2.UserDatasetState:
+        reply = self.dataset.work.VerifyDatasets(work_pb2.VerifyDatasetsRequest(), timeout=DEADLINE)
         return next(state for state in reply.users if state.user == name)
 
     # ---- the rater ----
@@ -89,8 +90,8 @@ class Services:
                 timeout=DEADLINE,
             )
             for png, vector in zip(batch, reply.vectors, strict=True):
-                self.dataset.PutImageFeatures(
-                    dataset_pb2.PutImageFeaturesRequest(
+                self.dataset.images.PutImageFeatures(
+                    images_pb2.PutImageFeaturesRequest(
                         image=stored_name(png), extractor_id=reply.extractor_id, vector=vector
                     ),
                     timeout=DEADLINE,

@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from tagrate_common.dataset_stubs import DatasetStubs
 from tagrate_common.errors import Conflict, TagrateError
 from tagrate_common.grpc_client import Backend
-from tagrate_common.protos import dataset_pb2, dataset_pb2_grpc, rater_pb2, rater_pb2_grpc
+from tagrate_common.protos import rater_pb2, rater_pb2_grpc, training_data_pb2, users_pb2
 
 from .config import TrainerSettings
 from .training import TrainingData
@@ -93,7 +94,7 @@ class Peers:
     def __init__(self, settings: TrainerSettings) -> None:
         self.settings = settings
         timeout, size = settings.call_timeout_seconds, settings.max_message_bytes
-        self.dataset = Backend("dataset", settings.dataset_addr, dataset_pb2_grpc.DatasetServiceStub, timeout, size)
+        self.dataset = Backend("dataset", settings.dataset_addr, DatasetStubs, timeout, size)
         self.rater = Backend("rater", settings.rater_addr, rater_pb2_grpc.RaterServiceStub, timeout, size)
 
     def close(self) -> None:
@@ -104,7 +105,7 @@ class Peers:
 
     def user(self, name: str) -> UserInfo:
         """The user's ratings count and snapshots; NotFound for an unknown user."""
-        reply = self.dataset.stub.GetUser(dataset_pb2.GetUserRequest(user=name))
+        reply = self.dataset.stub.users.GetUser(users_pb2.GetUserRequest(user=name))
         trained = reply.trained_snapshot_id if reply.HasField("trained_snapshot_id") else None
         return UserInfo(reply.user, reply.ratings, reply.snapshot_id, trained)
 
@@ -121,12 +122,12 @@ class Peers:
         Conflict when an image has no vector (the dataset service computes
         missing ones; this means it could not) or one of the wrong length.
         StreamCancelled when ``handle`` was cancelled."""
-        request = dataset_pb2.StreamTrainingDataRequest(
+        request = training_data_pb2.StreamTrainingDataRequest(
             user=user, extractor_id=extractor.extractor_id, chunk_size=CHUNK_SIZE
         )
         # The stream's deadline, not the per-call one, covers the whole stream;
         # the call object is what can be cancelled from another thread.
-        call = self.dataset.stub.StreamTrainingData(request, timeout=self.settings.stream_timeout_seconds)
+        call = self.dataset.stub.training.StreamTrainingData(request, timeout=self.settings.stream_timeout_seconds)
         if handle is not None:
             handle.attach(call.cancel)
         snapshot_id, total, filled = "", 0, 0
@@ -180,10 +181,10 @@ class Peers:
     def record_snapshot(self, user: str, snapshot_id: str, model_version: str, metrics: dict[str, float]) -> None:
         """Tells the dataset service which ratings the published model was
         trained on, with its held-out metrics (/getstats shows them)."""
-        request = dataset_pb2.RecordTrainedSnapshotRequest(
+        request = training_data_pb2.RecordTrainedSnapshotRequest(
             user=user, snapshot_id=snapshot_id, model_version=model_version, metrics=metrics
         )
-        self.dataset.stub.RecordTrainedSnapshot(request)
+        self.dataset.stub.training.RecordTrainedSnapshot(request)
 
     # ---- rater ----
 

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from tagrate_common.errors import InvalidArgument
-from tagrate_common.protos import dataset_pb2
+from tagrate_common.protos import tokens_pb2
 from tagrate_common.timestamps import optional_api_text
 
 from .. import params
@@ -167,8 +167,8 @@ async def create_token(request: Request, settings: SettingsDep, dataset: Dataset
     if expires_in is not None and expires_in.strip() != "":
         seconds = params._integer(expires_in, "expires_in", 1, MAX_EXPIRES_IN)
     secret = new_secret()
-    reply = await dataset.stub.CreateToken(
-        dataset_pb2.CreateTokenRequest(
+    reply = await dataset.stub.tokens.CreateToken(
+        tokens_pb2.CreateTokenRequest(
             token_sha256=token_digest(secret), user=name, admin=admin, expires_in_seconds=seconds
         )
     )
@@ -189,7 +189,7 @@ async def create_token(request: Request, settings: SettingsDep, dataset: Dataset
     dependencies=[AdminOnly],
 )
 async def list_tokens(dataset: DatasetDep) -> TokenList:
-    reply = await dataset.stub.ListTokens(dataset_pb2.ListTokensRequest())
+    reply = await dataset.stub.tokens.ListTokens(tokens_pb2.ListTokensRequest())
     now = datetime.now(UTC)
     return TokenList(
         tokens=[
@@ -215,7 +215,7 @@ async def list_tokens(dataset: DatasetDep) -> TokenList:
     dependencies=[AdminOnly],
 )
 async def revoke_token(token_id: str, request: Request, dataset: DatasetDep) -> RevokedToken:
-    await dataset.stub.RevokeToken(dataset_pb2.RevokeTokenRequest(id=token_id))
+    await dataset.stub.tokens.RevokeToken(tokens_pb2.RevokeTokenRequest(id=token_id))
     request.app.state.auth.forget(token_id)
     return RevokedToken(success=True, id=token_id)
 

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from tagrate_common.errors import DeadlineExceeded, InvalidArgument, Unavailable
-from tagrate_common.protos import common_pb2, dataset_pb2, trainer_pb2
+from tagrate_common.protos import common_pb2, images_pb2, library_pb2, ratings_pb2, tags_pb2, trainer_pb2, users_pb2
 from tagrate_common.timestamps import optional_api_text
 from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
 
@@ -111,7 +111,9 @@ async def update_rating(request: Request, settings: SettingsDep, dataset: Datase
     name = params.image(fields.get("image"), fields.get("filename"))
     user = params.user(fields.get("user"))
     value = params.rating(fields.value("rating"))
-    reply = await dataset.stub.UpdateRating(dataset_pb2.UpdateRatingRequest(image=name, user=user, rating=value))
+    reply = await dataset.stub.ratings.UpdateRating(
+        ratings_pb2.UpdateRatingRequest(image=name, user=user, rating=value)
+    )
     return UpdatedRating(
         success=True,
         image=reply.image,
@@ -133,7 +135,7 @@ async def _remove_rating(
 ) -> RemovedRating:
     name = params.image(image, filename)
     who = params.user(user)
-    reply = await dataset.stub.RemoveRating(dataset_pb2.RemoveRatingRequest(image=name, user=who))
+    reply = await dataset.stub.ratings.RemoveRating(ratings_pb2.RemoveRatingRequest(image=name, user=who))
     return RemovedRating(success=True, image=reply.image, user=reply.user, rating=reply.rating)
 
 
@@ -171,7 +173,7 @@ _DELETE_ERRORS = error_responses(400, 404, 503, 504)
 
 async def _delete_image(dataset: DatasetDep, image: str | None, filename: str | None) -> DeletedImage:
     name = params.image(image, filename)
-    reply = await dataset.stub.DeleteImage(dataset_pb2.DeleteImageRequest(image=name))
+    reply = await dataset.stub.images.DeleteImage(images_pb2.DeleteImageRequest(image=name))
     return DeletedImage(success=True, image=reply.image, ratings_removed=reply.ratings_removed)
 
 
@@ -235,7 +237,7 @@ async def add_image(request: Request, settings: SettingsDep, dataset: DatasetDep
         check_images(uploads, settings.image_limits)
 
         def store(images: list[common_pb2.ImageFile]) -> Any:
-            return dataset.stub.AddImages(dataset_pb2.AddImagesRequest(images=images, source=source))
+            return dataset.stub.images.AddImages(images_pb2.AddImagesRequest(images=images, source=source))
 
         replies = await call_in_chunks(uploads, ChunkPlan.from_settings(settings), store)
     added = [item for reply in replies for item in reply.images]
@@ -265,8 +267,8 @@ async def get_tags(
 ) -> TagCounts:
     who = params.user(user) if user is not None and user.strip() != "" else ""
     most = params.tag_list_limit(limit)
-    reply = await dataset.stub.ListTags(
-        dataset_pb2.ListTagsRequest(prefix=(prefix or "").strip(), user=who, limit=most or 0)
+    reply = await dataset.stub.tags.ListTags(
+        tags_pb2.ListTagsRequest(prefix=(prefix or "").strip(), user=who, limit=most or 0)
     )
     return TagCounts(model=reply.model or None, tags=list(reply.tags), counts=list(reply.counts))
 
@@ -313,7 +315,7 @@ async def get_stats(dataset: DatasetDep, trainer: TrainerDep, user: UserQuery = 
     # Both at once: the trainer's answer costs no extra latency.
     training_task = asyncio.ensure_future(_training(trainer))
     try:
-        reply = await dataset.stub.GetStats(dataset_pb2.GetStatsRequest(user=name))
+        reply = await dataset.stub.users.GetStats(users_pb2.GetStatsRequest(user=name))
     except BaseException:
         training_task.cancel()
         raise
@@ -340,10 +342,10 @@ async def get_stats(dataset: DatasetDep, trainer: TrainerDep, user: UserQuery = 
 # ---- /getimageneighbours ----
 
 
-def _neighbour(reply: dataset_pb2.GetImageNeighboursResponse, side: str) -> Neighbour:
+def _neighbour(reply: library_pb2.GetImageNeighboursResponse, side: str) -> Neighbour:
     if not reply.HasField(side):
         return Neighbour(image=None, rating=None)
-    item: dataset_pb2.Neighbour = getattr(reply, side)
+    item: library_pb2.Neighbour = getattr(reply, side)
     return Neighbour(image=item.image, rating=item.rating if item.HasField("rating") else None)
 
 
@@ -368,7 +370,7 @@ async def get_image_neighbours(
     name = params.image(image, filename)
     who = params.user(user)
     tag_filter = TagFilter.parse(filters)
-    request = dataset_pb2.GetImageNeighboursRequest(
+    request = library_pb2.GetImageNeighboursRequest(
         image=name,
         user=who,
         include_tags=tag_filter.include,
@@ -376,7 +378,7 @@ async def get_image_neighbours(
         sort=SortOrder.parse(sort).to_proto(),
         rated=RatedFilter.parse(rated).to_proto(),
     )
-    reply = await dataset.stub.GetImageNeighbours(request)
+    reply = await dataset.stub.library.GetImageNeighbours(request)
     return ImageNeighbours(
         image=reply.image or name,
         position=reply.position,

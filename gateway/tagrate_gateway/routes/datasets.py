@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from tagrate_common.protos import dataset_pb2
+from tagrate_common.protos import tags_pb2, work_pb2
 from tagrate_common.timestamps import optional_api_text
 
 from .. import params
@@ -39,7 +39,7 @@ router = APIRouter(tags=["datasets"], dependencies=[Depends(params.no_repeated_q
     responses=error_responses(503, 504),
 )
 async def verify_datasets(dataset: DatasetDep) -> DatasetsState:
-    reply = await dataset.stub.VerifyDatasets(dataset_pb2.VerifyDatasetsRequest())
+    reply = await dataset.stub.work.VerifyDatasets(work_pb2.VerifyDatasetsRequest())
     return DatasetsState(
         valid=reply.valid,
         users=[
@@ -79,7 +79,7 @@ _RETRY_FORM["requestBody"]["required"] = False  # a POST without a body retries 
 )
 async def retry_failed(request: Request, settings: SettingsDep, dataset: DatasetDep) -> RetriedWork:
     fields = await post_fields(request, settings)
-    reply = await dataset.stub.RetryFailedWork(dataset_pb2.RetryFailedWorkRequest(kind=fields.get("kind") or ""))
+    reply = await dataset.stub.work.RetryFailedWork(work_pb2.RetryFailedWorkRequest(kind=fields.get("kind") or ""))
     return RetriedWork(retried=reply.retried)
 
 
@@ -95,8 +95,8 @@ _UPDATE_TAGS_ERRORS = error_responses(400, 503, 504)
 
 
 async def _update_tags(dataset: DatasetDep, full: str | None) -> UpdatedTags:
-    request = dataset_pb2.UpdateTagsRequest(full=params.boolean(full, "full"))
-    reply = await dataset.stub.UpdateTags(request, timeout=UPDATE_TAGS_TIMEOUT_SECONDS)
+    request = tags_pb2.UpdateTagsRequest(full=params.boolean(full, "full"))
+    reply = await dataset.stub.tags.UpdateTags(request, timeout=UPDATE_TAGS_TIMEOUT_SECONDS)
     return UpdatedTags(updated_images_count=reply.updated_images_count, model=reply.model_id)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import Response
 
-from tagrate_common.protos import dataset_pb2
+from tagrate_common.protos import images_pb2, tags_pb2
 
 from .. import params
 from ..auth import AnyCaller
@@ -29,7 +29,7 @@ _IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
 IfNoneMatchHeader = Annotated[str | None, Header(description="An ETag from an earlier answer.")]
 
 
-def image_response(reply: dataset_pb2.GetImageResponse) -> Response:
+def image_response(reply: images_pb2.GetImageResponse) -> Response:
     """The bytes of ``reply`` with a strong ETag and immutable caching, or a
     304 when the service found the client's If-None-Match current."""
     headers = {"ETag": f'"{reply.etag}"', "Cache-Control": IMMUTABLE}
@@ -63,8 +63,8 @@ async def get_image(
     name = params.image(image, filename)
     longest = params.size(size)
     # The service compares If-None-Match itself, so a match costs no bytes on the wire.
-    reply = await dataset.stub.GetImage(
-        dataset_pb2.GetImageRequest(image=name, size=longest or 0, if_none_match=if_none_match or "")
+    reply = await dataset.stub.images.GetImage(
+        images_pb2.GetImageRequest(image=name, size=longest or 0, if_none_match=if_none_match or "")
     )
     return image_response(reply)
 
@@ -97,8 +97,8 @@ async def get_thumbnail(
 ) -> Response:
     name = params.image(image, filename)
     side = params.thumbnail_size(size)
-    reply = await dataset.stub.GetThumbnail(
-        dataset_pb2.GetThumbnailRequest(image=name, size=side, if_none_match=if_none_match or "")
+    reply = await dataset.stub.images.GetThumbnail(
+        images_pb2.GetThumbnailRequest(image=name, size=side, if_none_match=if_none_match or "")
     )
     return image_response(reply)
 
@@ -118,7 +118,7 @@ async def get_image_tags(
 ) -> ImageTags:
     name = params.image(image, filename)
     with_scores = params.boolean(scores, "scores")
-    reply = await dataset.stub.GetImageTags(dataset_pb2.GetImageTagsRequest(image=name))
+    reply = await dataset.stub.tags.GetImageTags(tags_pb2.GetImageTagsRequest(image=name))
     if with_scores:
         ranked = sorted(reply.tags, key=lambda t: (-t.score, t.name))
         tags: list[str] | list[TagScore] = [(t.name, round(t.score, 4)) for t in ranked]

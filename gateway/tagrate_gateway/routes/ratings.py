@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Request
 
 from tagrate_common import validation
 from tagrate_common.errors import InvalidArgument, PayloadTooLarge, Unavailable
-from tagrate_common.protos import common_pb2, dataset_pb2, rater_pb2
+from tagrate_common.protos import common_pb2, images_pb2, rater_pb2
 
 from .. import params
 from ..auth import ActsAs
@@ -142,7 +142,7 @@ def _not_both(given: _Request) -> None:
 async def _stored_image(dataset: DatasetDep, name: str) -> common_pb2.ImageFile:
     """The stored bytes of ``name`` as an upload (404 naming it when there
     is no such image)."""
-    reply = await dataset.stub.GetImage(dataset_pb2.GetImageRequest(image=name))
+    reply = await dataset.stub.images.GetImage(images_pb2.GetImageRequest(image=name))
     return common_pb2.ImageFile(data=reply.data, filename=name)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from tagrate_common.protos import dataset_pb2
+from tagrate_common.protos import library_pb2, ratings_pb2
 from tagrate_common.timestamps import optional_api_text
 from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
 
@@ -55,7 +55,7 @@ async def get_user_data(
     tag_filter = TagFilter.parse(filters)
     page_number = params.page(page)
     page_size = params.limit(limit)
-    request = dataset_pb2.GetUserDataRequest(
+    request = library_pb2.GetUserDataRequest(
         user=name,
         include_tags=tag_filter.include,
         exclude_tags=tag_filter.exclude,
@@ -64,7 +64,7 @@ async def get_user_data(
         page=page_number or 0,
         limit=page_size or 0,  # 0: the dataset service's default
     )
-    reply = await dataset.stub.GetUserData(request)
+    reply = await dataset.stub.library.GetUserData(request)
     body: dict[str, Any] = {
         "user": reply.user or name,
         "images": [
@@ -104,8 +104,8 @@ async def add_rating(request: Request, settings: SettingsDep, dataset: DatasetDe
         value = params.rating(form.field("rating"))
         upload = form.file("image")
         upload.check_image(settings.image_limits)
-        reply = await dataset.stub.AddRating(
-            dataset_pb2.AddRatingRequest(image=upload.image_file(), user=name, rating=value)
+        reply = await dataset.stub.ratings.AddRating(
+            ratings_pb2.AddRatingRequest(image=upload.image_file(), user=name, rating=value)
         )
     return AddedRating(
         image=reply.image, user=reply.user, rating=reply.rating, new_image=reply.new_image, new_user=reply.new_user

@@ -1,0 +1,2 @@
+"""Access tokens (TokenService): only SHA-256 hashes of the secrets, for the
+gateway."""

@@ -1,0 +1,1 @@
+"""Users: who exists, their ratings snapshots and statistics (UserService)."""
