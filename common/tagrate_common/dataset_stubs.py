@@ -24,6 +24,7 @@ import grpc
 import grpc.aio
 
 from .protos import (
+    albums_pb2_grpc,
     images_pb2_grpc,
     library_pb2_grpc,
     ratings_pb2_grpc,
@@ -48,6 +49,7 @@ class DatasetStubs:
     users: users_pb2_grpc.UserServiceStub
     training: training_data_pb2_grpc.TrainingDataServiceStub
     tokens: tokens_pb2_grpc.TokenServiceStub
+    albums: albums_pb2_grpc.AlbumServiceStub
 
     def __init__(self, channel: grpc.Channel | grpc.aio.Channel) -> None:
         self.images = images_pb2_grpc.ImageServiceStub(channel)
@@ -58,6 +60,7 @@ class DatasetStubs:
         self.users = users_pb2_grpc.UserServiceStub(channel)
         self.training = training_data_pb2_grpc.TrainingDataServiceStub(channel)
         self.tokens = tokens_pb2_grpc.TokenServiceStub(channel)
+        self.albums = albums_pb2_grpc.AlbumServiceStub(channel)
 
 
 if TYPE_CHECKING:
@@ -73,3 +76,4 @@ if TYPE_CHECKING:
         users: users_pb2_grpc.UserServiceAsyncStub
         training: training_data_pb2_grpc.TrainingDataServiceAsyncStub
         tokens: tokens_pb2_grpc.TokenServiceAsyncStub
+        albums: albums_pb2_grpc.AlbumServiceAsyncStub

@@ -66,6 +66,15 @@ class AlreadyExists(TagrateError):
     default_code = "already_exists"
 
 
+class PermissionDenied(TagrateError):
+    """The caller may not touch this (another user's album): 403."""
+
+    kind = "permission_denied"
+    grpc_status = grpc.StatusCode.PERMISSION_DENIED
+    http_status = 403
+    default_code = "forbidden"
+
+
 class PayloadTooLarge(TagrateError):
     kind = "too_large"
     grpc_status = grpc.StatusCode.INVALID_ARGUMENT
@@ -111,6 +120,7 @@ _KINDS: dict[str, type[TagrateError]] = {
         NotFound,
         Conflict,
         AlreadyExists,
+        PermissionDenied,
         PayloadTooLarge,
         UnsupportedImage,
         Overloaded,
@@ -127,6 +137,7 @@ _BY_STATUS: dict[grpc.StatusCode, type[TagrateError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.FAILED_PRECONDITION: Conflict,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.RESOURCE_EXHAUSTED: Overloaded,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,

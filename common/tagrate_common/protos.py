@@ -41,6 +41,8 @@ from tagrate.common.v1 import common_pb2  # noqa: E402
 
 # The dataset service: one gRPC service per resource (same process, port and database).
 from tagrate.dataset.v1 import (  # noqa: E402
+    albums_pb2,
+    albums_pb2_grpc,
     images_pb2,
     images_pb2_grpc,
     library_pb2,
@@ -63,6 +65,8 @@ from tagrate.tagger.v1 import tagger_pb2, tagger_pb2_grpc  # noqa: E402
 from tagrate.trainer.v1 import trainer_pb2, trainer_pb2_grpc  # noqa: E402
 
 __all__ = [
+    "albums_pb2",
+    "albums_pb2_grpc",
     "common_pb2",
     "images_pb2",
     "images_pb2_grpc",

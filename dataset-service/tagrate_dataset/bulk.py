@@ -56,8 +56,10 @@ TABLES = (
     "image_features",
     "trained_snapshots",
     "work_items",
+    "albums",
+    "album_images",
 )
-_SERIAL_TABLES = ("users", "images", "tags", "tagger_models")
+_SERIAL_TABLES = ("users", "images", "tags", "tagger_models", "albums")
 _TIMESTAMPS = {
     "users": "created_at",
     "images": "created_at",
@@ -67,11 +69,13 @@ _TIMESTAMPS = {
     "image_features": "created_at",
     "trained_snapshots": "trained_at",
     "work_items": "enqueued_at",
+    "albums": "created_at",
 }
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "images": {"original_filename": ""},
     "trained_snapshots": {"model_version": ""},
     "work_items": {"state": "pending", "failed_by": "", "error": ""},
+    "albums": {"name": ""},
 }
 
 

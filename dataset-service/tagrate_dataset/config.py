@@ -55,6 +55,13 @@ class DatasetSettings(ServiceSettings):
     userdata_max_limit: int = Field(1000, gt=0, description="Largest GetUserData page size.")
     max_filter_tags: int = Field(50, gt=0, description="Most tags (include and exclude together) one query may name.")
     max_tag_chars: int = Field(200, gt=0, description="Longest tag name accepted, in characters.")
+    album_max_images: int = Field(
+        10_000, gt=0, description="Most images one album holds (also the most one request may name)."
+    )
+    albums_default_limit: int = Field(
+        15, gt=0, description="Albums per page when a page is asked for without a limit (the original's 15)."
+    )
+    albums_max_limit: int = Field(100, gt=0, description="Largest page of albums (each with its images).")
     training_chunk_size: int = Field(512, gt=0, description="StreamTrainingData examples per message by default.")
     max_training_chunk_size: int = Field(4096, gt=0, description="Largest chunk size a caller may ask for.")
     stale_temp_seconds: float = Field(

@@ -1,6 +1,6 @@
 """The dataset service's process: one gRPC server, on one port and over one
 database, serving each resource's servicer (images, ratings, the library
-listing, tags, background work, users, training data, tokens: see
+listing, tags, background work, users, training data, tokens, albums: see
 :func:`resource_services`), with gRPC health and reflection from the shared
 bootstrap (``tagrate_common.grpc_server``), which also turns the servicers'
 TagrateErrors into status codes. :class:`DatasetServer` runs the background
@@ -21,6 +21,7 @@ import grpc
 from tagrate_common.grpc_server import GrpcServer
 
 from . import records
+from .albums import service as albums_service
 from .config import DatasetSettings
 from .db import Database, create_db_engine, migrate
 from .images import service as images_service
@@ -69,6 +70,7 @@ def resource_services(
             training_service.REGISTRATION, training_service.TrainingDataServicer(settings, db, features, on_new_model)
         ),
         _service(tokens_service.REGISTRATION, tokens_service.TokenServicer(db)),
+        _service(albums_service.REGISTRATION, albums_service.AlbumServicer(settings, db)),
     ]
 
 

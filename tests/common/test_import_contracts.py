@@ -23,6 +23,7 @@ DATASET_QUERIES = {
     "users": ("crud",),
     "training": ("crud", "queries"),
     "tokens": ("crud",),
+    "albums": ("crud", "queries"),
 }
 DATASET_RESOURCES = tuple(DATASET_QUERIES)
 
@@ -57,6 +58,9 @@ ALLOWED |= {
     "tagrate_dataset/predictions/__init__.py": "",
     "tagrate_dataset/server.py": "".join(f"import tagrate_dataset.{r}.service\n" for r in DATASET_RESOURCES),
     "tagrate_dataset/tags/tagging.py": "import tagrate_dataset.images.crud\nimport tagrate_dataset.work.queue\n",
+    # Albums filter with the listing's own tag conditions; images leave albums through albums.membership.
+    "tagrate_dataset/albums/membership.py": "import tagrate_dataset.library.sql\n",
+    "tagrate_dataset/images/crud.py": "import tagrate_dataset.albums.membership\n",
 }
 # One breach of each contract, and the import its report must name.
 BREACHES = {
@@ -98,6 +102,11 @@ BREACHES |= {
     "tagrate_dataset/records.py": (
         "import tagrate_dataset.predictions\n",
         "tagrate_dataset.records -> tagrate_dataset.predictions",
+    ),
+    # Another resource writing album rows itself rather than through albums.membership.
+    "tagrate_dataset/images/crud.py": (
+        "import tagrate_dataset.albums.crud\n",
+        "tagrate_dataset.images.crud -> tagrate_dataset.albums.crud",
     ),
 }
 

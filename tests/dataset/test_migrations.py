@@ -27,6 +27,8 @@ TABLES = {
     "predictions",
     "prediction_jobs",
     "pending_scores",
+    "albums",
+    "album_images",
 }
 
 

@@ -13,6 +13,7 @@ from sqlmodel import Session, select
 
 from tagrate_common.images import ImageInfo
 
+from ..albums import membership as albums
 from ..db import insert_missing, upsert
 from ..models import (
     Image,
@@ -39,8 +40,8 @@ class DeletedImage:
 
 def delete_image(session: Session, name: str) -> DeletedImage:
     """Deletes every row of the image: its ratings (moving each rater's
-    snapshot), tags, taggings, feature vectors, queued work and the image
-    row itself. The files are the caller's, after the commit."""
+    snapshot), tags, taggings, feature vectors, queued work, its places in
+    albums and the image row itself. The files are the caller's, after the commit."""
     image = require_image(session, name)
     image_id = image.id
     raters = select(Rating.user_id).where(Rating.image_id == image_id)
@@ -50,6 +51,8 @@ def delete_image(session: Session, name: str) -> DeletedImage:
     # SQLite database opened without foreign keys.
     for model in (Rating, ImageTag, ImageTagging, ImageFeatures, WorkItem, Prediction, PendingScore):
         session.exec(delete(model).where(model.image_id == image_id))  # type: ignore[attr-defined]
+    assert image_id is not None
+    albums.remove_image(session, image_id)  # it leaves every album, the gaps closed
     session.exec(delete(Image).where(Image.id == image_id))  # type: ignore[arg-type]
     return DeletedImage(name, image.format, removed)
 

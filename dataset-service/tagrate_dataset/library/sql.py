@@ -154,6 +154,17 @@ def _tags_sql(spec: Spec, image: str, style: str) -> str:
     return "".join(f" AND {part}" for part in parts)
 
 
+def tag_conditions(include: int, exclude: int, image: str) -> str:
+    """`` AND ...`` for ``include`` included then ``exclude`` excluded tags
+    (their ids bound as ``:t0``, ``:t1``... in that order, with the tagger
+    model ``:m`` and its threshold ``:th``) on the image id expression
+    ``image``, each a probe of the ``image_tags`` primary key: the listing's
+    own conditions, for a caller that filters a small set of images (an
+    album's) rather than walking the library."""
+    spec = Spec(False, "", list(range(include)), list(range(exclude)), SortOrder.NAME_ASC, RatedFilter.ALL)
+    return _tags_sql(spec, image, SCAN)
+
+
 _UNRATED = "NOT EXISTS (SELECT 1 FROM ratings q WHERE q.user_id = :u AND q.image_id = {image})"
 
 
