@@ -25,7 +25,7 @@ from .config import BACKENDS, GatewaySettings
 from .docs import install_docs
 from .errors import install_error_handlers, internal_error_response
 from .params import REQUIRED_MARK
-from .routes import access, collection, datasets, images, ops, ratings, tags, training, ui, users
+from .routes import access, albums, collection, datasets, global_model, images, ops, ratings, tags, training, ui, users
 
 log = logging.getLogger("tagrate_gateway")
 
@@ -195,14 +195,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(
         CORSMiddleware,
         allow_origins=origins,
-        allow_methods=["GET", "POST", "DELETE"],
+        allow_methods=["GET", "POST", "DELETE", "PATCH"],
         allow_headers=["*"],
         allow_credentials=bool(origins) and "*" not in origins,
         expose_headers=list(CORS_EXPOSED_HEADERS),
         max_age=CORS_MAX_AGE_SECONDS,
     )
     app.add_middleware(RequestContextMiddleware, trust_request_id=settings.trust_request_id)
-    for module in (images, users, collection, datasets, tags, ratings, training, ops, access):
+    for module in (images, users, collection, datasets, tags, ratings, training, ops, access, albums, global_model):
         app.include_router(module.router)
     app.include_router(ui.router)  # the browser UI at / (not part of the API schema)
     document_access(app.routes)

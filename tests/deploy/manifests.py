@@ -128,8 +128,9 @@ def documented_paths() -> set[str]:
 
 def routed_paths(rule: str) -> set[str]:
     """The exact paths a Traefik rule matches. Only ``Path(`...`)`` joined by
-    ``||`` is understood, and two prefixes: ``PathPrefix(`/tokens/`)``, as the
-    gateway's ``/tokens/{token_id}``, and ``PathPrefix(`/ui/`)``, the browser
+    ``||`` is understood, and three prefixes: ``PathPrefix(`/tokens/`)``, as the
+    gateway's ``/tokens/{token_id}``, ``PathPrefix(`/albums/`)``, its
+    ``/albums/{id}`` paths, and ``PathPrefix(`/ui/`)``, the browser
     UI's files (a list the gateway takes from its package; it answers 404 for
     anything else there); anything else fails, so a cleverer rule gets a
     cleverer check rather than a silent pass."""
@@ -141,6 +142,10 @@ def routed_paths(rule: str) -> set[str]:
         if term == "PathPrefix(`/tokens/`)":
             # DELETE /tokens/{token_id} has an id in its path.
             paths.add("/tokens/{token_id}")
+            continue
+        if term == "PathPrefix(`/albums/`)":
+            # One album by id, its images, one image in it.
+            paths.update({"/albums/{id}", "/albums/{id}/images", "/albums/{id}/images/{image}"})
             continue
         if term == f"PathPrefix(`{ui.ASSETS_URL}/`)":
             paths.update(p for p in ui.ui_paths() if p.startswith(f"{ui.ASSETS_URL}/"))

@@ -278,7 +278,8 @@ _OLDER = "b.user_id = a.user_id AND (b.created_at < a.created_at OR (b.created_a
 
 def neighbours(conn: Connection, album_id: int, owner: str) -> Neighbours:
     """Where the album stands in ``owner``'s newest-first list, counted and
-    stepped in one statement; NotFound when the album is not ``owner``'s."""
+    stepped in one statement; NotFound when the album is not ``owner``'s
+    (or there is no such user)."""
     sql = (
         f"SELECT u.name AS owner, (SELECT count(*) FROM albums b WHERE {_NEWER}) AS newer, "
         "(SELECT count(*) FROM albums b WHERE b.user_id = a.user_id) AS total, "
@@ -290,6 +291,7 @@ def neighbours(conn: Connection, album_id: int, owner: str) -> Neighbours:
     )
     row = conn.execute(text(sql).columns(prev_at=UTCDateTime(), next_at=UTCDateTime()), {"a": album_id}).one_or_none()
     if row is None or row.owner != owner:
+        _user_id(conn, owner)  # an unknown user is said so
         raise NotFound(f"album {album_id} is not one of user '{owner}'s albums", "album_not_found")
     prev = AlbumRef(int(row.prev_id), row.prev_at) if row.prev_id is not None else None
     after = AlbumRef(int(row.next_id), row.next_at) if row.next_id is not None else None
