@@ -30,6 +30,9 @@ class Item:
     load: Callable[[], bytes]
     ratings: dict[str, str] = field(default_factory=dict)
     source: str = ""
+    # Set when the caller needs the stored name afterwards (Summary.stored):
+    # the original's image id, which its montage posts name.
+    key: str = ""
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Summary:
     failed: list[Problem] = field(default_factory=list)
     skipped_rows: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    stored: dict[str, str] = field(default_factory=dict)  # Item.key -> stored name
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -147,6 +151,8 @@ def import_one(api: Api, item: Item, known: Known, summary: Summary) -> None:
                 summary.add(ratings_added=1)
             else:
                 summary.add(ratings_changed=1)
+        if item.key:
+            summary.stored[item.key] = name
     except ApiError as exc:
         summary.failed.append(Problem(item.label, str(exc)))
 

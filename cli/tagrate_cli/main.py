@@ -117,10 +117,12 @@ def import_command(
 ) -> None:
     """Import every image under DIRECTORY (recursively) with its ratings.
 
-    Images without a rating are stored unrated. Resumable: run it again
+    Images without a rating are stored unrated; a tagrate export's
+    albums.jsonl in DIRECTORY makes its albums again. Resumable: run it again
     after an interruption and only what is missing is sent (image names are
     content hashes). Exit status 1 when a row was skipped or an image failed.
     """
+    from .albums import ALBUMS_FILE, restore_albums
     from .folder import folder_items
 
     _check_user(user)
@@ -133,6 +135,8 @@ def import_command(
         try:
             known = learn_known(api, users)
             run_import(api, items, len(items), known, summary, concurrency, "importing")
+            if (directory / ALBUMS_FILE).is_file():
+                restore_albums(api, directory / ALBUMS_FILE, summary)
         except ApiError as exc:
             raise click.ClickException(str(exc)) from exc
     ctx.exit(_report(summary, summary_json))
@@ -153,12 +157,14 @@ def import_command(
 def import_original_command(
     ctx: click.Context, database: str, user_name: str, concurrency: int, summary_json: Path | None
 ) -> None:
-    """Migrate the original service's images, ratings and sources from its PostgreSQL database.
+    """Migrate the original service's images, ratings, sources and montage posts from its PostgreSQL database.
 
-    The 768-pixel JPEG is the image, sankaku_id its source. The original's
-    own tags are not copied: images are tagged again here by this server's
-    tagger. Resumable like `tagrate import`.
+    The 768-pixel JPEG is the image, sankaku_id its source; each montage
+    post becomes an album of its user with its original time. The
+    original's own tags are not copied: images are tagged again here by
+    this server's tagger. Resumable like `tagrate import`.
     """
+    from .albums import import_original_posts
     from .original import OriginalDatabase
 
     summary = Summary()
@@ -167,6 +173,9 @@ def import_original_command(
         try:
             known = learn_known(api, original.users())
             run_import(api, original.items(), original.image_count(), known, summary, concurrency, "migrating")
+            reported = len(original.problems)
+            import_original_posts(api, original.montage_posts(summary.stored), summary)
+            summary.skipped_rows.extend(original.problems[reported:])  # posts of users without a usable name
         except ApiError as exc:
             raise click.ClickException(str(exc)) from exc
     ctx.exit(_report(summary, summary_json))
@@ -195,22 +204,26 @@ def export_command(
     OUT/ratings.{jsonl,csv}: one row per rating (path,user,rating,source,
     image,rated_at,predicted) and one per unrated image (empty user and
     rating); OUT/images.jsonl: each image's tags with scores, tagger model
-    and source; OUT/predictions.jsonl: predictions for unrated images.
-    With --images, `tagrate import OUT --ratings OUT/ratings.csv` into an
-    empty server restores the ratings, images and sources.
+    and source; OUT/predictions.jsonl: predictions for unrated images;
+    OUT/albums.jsonl: the albums with their images in order. With --images,
+    `tagrate import OUT --ratings OUT/ratings.csv` into an empty server
+    restores the ratings, images, sources and albums.
     """
+    from .albums import export_albums, write_albums
     from .export import export
 
     _check_user(user)
     with _api(ctx, concurrency) as api:
         try:
             counts = export(api, out, user, with_images, formats, concurrency)
+            albums = export_albums(api, user)
         except ApiError as exc:
             raise click.ClickException(str(exc)) from exc
+    write_albums(out, albums)
     click.echo(
         f"exported {counts['ratings']} ratings of {counts['users']} users, {counts['images']} images"
         + (f" ({counts['files']} files)" if with_images else "")
-        + f" into {out}"
+        + f", {len(albums)} albums into {out}"
     )
 
 

@@ -2,8 +2,10 @@
 (its peewee models) read directly.
 
 Tables read: ``user`` (id, username, discord_id), ``image`` (id, filename,
-image_768 as base64 text, sankaku_id) and ``rating`` (image_id, user_id,
-rating numeric). The 768-pixel JPEG is the image here (the 512/305 copies
+image_768 as base64 text, sankaku_id), ``rating`` (image_id, user_id,
+rating numeric) and, where the database has them, ``montagepost`` (id,
+user_id, created_at) and ``montagepost_image`` (montagepost_id, image_id),
+each post becoming an album after the images are in. The 768-pixel JPEG is the image here (the 512/305 copies
 are the original's thumbnails; this server makes its own); sankaku_id
 becomes the source. ``tag``/``image_tag`` are not read: there is no REST
 call that writes tags, and this server's tagger tags every new image."""
@@ -13,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import psycopg
@@ -92,7 +95,43 @@ class OriginalDatabase:
                     _decoder(encoded or ""),
                     self._ratings.get(image_id, {}),
                     "" if sankaku_id in (None, "") else str(sankaku_id),
+                    key=str(image_id),
                 )
+
+    def montage_posts(self, stored: dict[str, str]) -> Iterator[tuple[int, str, str, list[str], list[int]]]:
+        """Each montage post of a user with a usable name, oldest first:
+        (id, user, created_at as RFC 3339 UTC, the stored names of its
+        images in the original's order (by image id), the image ids that
+        were not imported). ``stored``: image id -> stored name. None when
+        the database predates montage posts."""
+        exists = self.conn.execute("SELECT to_regclass('montagepost'), to_regclass('montagepost_image')").fetchone()
+        if exists is None or None in exists:
+            return
+        query = (
+            "SELECT m.id, m.user_id, m.created_at, i.image_id FROM montagepost m "
+            "LEFT JOIN montagepost_image i ON i.montagepost_id = m.id ORDER BY m.created_at, m.id, i.image_id"
+        )
+        posts: dict[int, tuple[int, object, list[int]]] = {}
+        for post_id, user_id, created_at, image_id in self.conn.execute(query):
+            post = posts.setdefault(post_id, (user_id, created_at, []))
+            if image_id is not None:
+                post[2].append(image_id)
+        for post_id, (user_id, created_at, image_ids) in posts.items():
+            if user_id not in self._names:
+                self.problems.append(Problem(f"montagepost id {post_id}", "its user has no usable name"))
+                continue
+            names = [stored[str(i)] for i in image_ids if str(i) in stored]
+            missing = [i for i in image_ids if str(i) not in stored]
+            yield post_id, self._names[user_id], _utc_text(created_at), names, missing
+
+
+def _utc_text(value: object) -> str:
+    """A timestamp column as RFC 3339 UTC ("" when missing); the original
+    wrote naive local times, taken here as UTC."""
+    if not isinstance(value, datetime):
+        return ""
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _decoder(encoded: str) -> Callable[[], bytes]:

@@ -28,6 +28,20 @@ def _sources(url: str, names: list[str]) -> dict[str, str | None]:
     return {n: httpx.get(f"{url}/getimagetags", params={"image": n}).json()["source"] for n in names}
 
 
+def _albums(url: str) -> list[tuple]:
+    """Every album (an admin's view) with its images, newest first, without ids."""
+    albums = httpx.get(f"{url}/albums", timeout=30).json()["albums"]
+    return [
+        (
+            a["user"],
+            a["name"],
+            a["created_at"],
+            [i["image"] for i in httpx.get(f"{url}/albums/{a['id']}").json()["images"]],
+        )
+        for a in albums
+    ]
+
+
 def test_export_then_import_into_a_fresh_server_restores_every_user(server, tmp_path, write_files):
     photos = photo_jpegs(8, seed=8)
     root = write_files({f"{i}.jpg": data for i, data in enumerate(photos)})
@@ -41,11 +55,20 @@ def test_export_then_import_into_a_fresh_server_restores_every_user(server, tmp_
     names = [item["image"] for item in _userdata(server.url, "alice")["images"]]
     assert len(names) == 8
     tag_image(server, names[0], {"cat": 0.93, "sofa": 0.61})
+    for user, name, images in [("alice", "Trip", [names[5], names[0], names[2]]), ("bob", "", []), ("bob", "B", names)]:
+        made = httpx.post(f"{server.url}/albums", json={"user": user, "name": name, "images": ",".join(images)})
+        assert made.status_code == 201, made.text
 
     out = tmp_path / "export"
     exported = run_cli(server.url, "export", str(out), "--images")
     assert exported.returncode == 0, exported.stdout + exported.stderr
-    assert "exported 6 ratings of 3 users, 8 images" in exported.stdout
+    assert "exported 6 ratings of 3 users, 8 images" in exported.stdout and "3 albums" in exported.stdout
+    albums = [json.loads(line) for line in (out / "albums.jsonl").open()]
+    assert [(a["user"], a["name"], a["images"]) for a in albums] == [
+        ("alice", "Trip", [names[5], names[0], names[2]]),
+        ("bob", "", []),
+        ("bob", "B", names),
+    ]
     rows = list(csv.DictReader((out / "ratings.csv").open()))
     assert len(rows) == 6 + 3  # six ratings, three images nobody rated
     assert [json.loads(line) for line in (out / "ratings.jsonl").open()] == [
@@ -63,6 +86,9 @@ def test_export_then_import_into_a_fresh_server_restores_every_user(server, tmp_
         for user in ("alice", "bob", "1234567890"):
             assert _userdata(fresh.url, user) == _userdata(server.url, user)
         assert _sources(fresh.url, names) == _sources(server.url, names)
+        assert _albums(fresh.url) == _albums(server.url)
+        again, summary = run_import(fresh.url, tmp_path, str(out), "--ratings", str(out / "ratings.csv"))
+        assert again.returncode == 0 and _albums(fresh.url) == _albums(server.url)  # no second copy
     finally:
         fresh.stop()
 

@@ -41,6 +41,13 @@ CREATE TABLE image_tag (
     score REAL
 );
 """
+# The montage post tables of the original's latest version.
+MONTAGE_SCHEMA = """
+CREATE TABLE montagepost (id BIGSERIAL PRIMARY KEY, user_id BIGINT NOT NULL REFERENCES "user" (id),
+    created_at TIMESTAMP NOT NULL);
+CREATE TABLE montagepost_image (id BIGSERIAL PRIMARY KEY,
+    montagepost_id BIGINT NOT NULL REFERENCES montagepost (id), image_id BIGINT NOT NULL REFERENCES image (id));
+"""
 
 
 def _b64_resized(jpeg: bytes, side: int) -> str:
@@ -79,6 +86,15 @@ def test_import_original_migrates_images_ratings_users_and_sources(server, tmp_p
         )
         conn.execute("INSERT INTO tag (id, name) VALUES (1, 'cat')")
         conn.execute("INSERT INTO image_tag (image_id, tag_id, score) VALUES (1, 1, 0.9)")
+        conn.execute(MONTAGE_SCHEMA)
+        conn.execute(
+            "INSERT INTO montagepost (id, user_id, created_at) VALUES "
+            "(1, 1, '2024-03-05 10:00:00'), (2, 1, '2024-03-06 11:30:00'), (3, 2, '2024-03-07 08:00:00')"
+        )
+        # Posted in any order: the original lists a post's images by image id.
+        conn.execute(
+            "INSERT INTO montagepost_image (montagepost_id, image_id) VALUES (1, 3), (1, 1), (2, 2), (3, 5), (3, 4)"
+        )
     names = [f"{hashlib.sha256(p).hexdigest()}.jpg" for p in photos]
 
     summary_path = tmp_path / "summary.json"
@@ -95,11 +111,22 @@ def test_import_original_migrates_images_ratings_users_and_sources(server, tmp_p
         assert tags["source"] == (None if i == 5 else str(30000 + i))
         assert httpx.get(f"{server.url}/getimage", params={"image": name}).content == photos[i - 1]
 
+    alice = "123456789012345678"
+    posts = httpx.get(f"{server.url}/getmontageposts", params={"user": alice}).json()["montageposts"]
+    assert [(p["created_at"], [i["filename"] for i in p["images"]]) for p in posts] == [
+        ("2024-03-06T11:30:00Z", [names[1]]),
+        ("2024-03-05T10:00:00Z", [names[0], names[2]]),
+    ]
+    assert posts[1]["images"][0]["sankaku_id"] == 30001
+    bobs = httpx.get(f"{server.url}/getmontageposts", params={"user": "bob"}).json()["montageposts"]
+    assert [[i["filename"] for i in p["images"]] for p in bobs] == [[names[3], names[4]]]
+
     again = run_cli(server.url, "import-original", "--database", url)
     assert again.returncode == 0, again.stdout + again.stderr
     assert (
         "images: 0 added, 5 already there" in again.stdout and "ratings: 0 added, 0 changed, 6 already" in again.stdout
     )
+    assert len(httpx.get(f"{server.url}/albums").json()["albums"]) == 3  # no second copy of a post
 
     # The other naming: usernames.
     by_name = run_cli(server.url, "import-original", "--database", url, "--user-name", "username")
