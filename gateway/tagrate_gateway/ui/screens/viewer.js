@@ -16,6 +16,8 @@ import {
 } from "../lib/listing.js";
 import { go, isCurrent, setKeys } from "../lib/router.js";
 import { session } from "../lib/session.js";
+import { albumHash, locateInAlbum } from "../lib/albums.js";
+import { albumPicker } from "../widgets/albumpicker.js";
 
 const ADVANCE_KEY = "tagrate.advance";
 
@@ -104,12 +106,13 @@ function deleteControls(name, message, deleted) {
 
 export async function render({ arg: name, params, token }) {
   const ctx = listContext(params);
+  const album = params.get("album"); // opened from an album: step through it in its order
   mount(h("p", { class: "muted" }, "Loading…"));
   let located;
   let tags;
   try {
     [located, tags] = await Promise.all([
-      locate(name, ctx),
+      album ? locateInAlbum(album, name) : locate(name, ctx),
       api("getimagetags", { params: { image: name, scores: "true" } }),
     ]);
   } catch (error) {
@@ -127,9 +130,9 @@ export async function render({ arg: name, params, token }) {
   const predicted = item ? item.predicted : undefined;
   const prev = where && where.prev_image.image;
   const next = where && where.next_image.image;
-  const inList = where && located.ctx === ctx;
+  const inList = where && (album || located.ctx === ctx);
   const navCtx = located.ctx;
-  const back = libraryHash(ctx, where && inList ? pageOf(where.position) : 1);
+  const back = album ? albumHash(album) : libraryHash(ctx, where && inList ? pageOf(where.position) : 1);
 
   const img = h("img", {
     id: "viewer-image",
@@ -227,6 +230,7 @@ export async function render({ arg: name, params, token }) {
         h("h2", {}, "Tags"),
         tagList(tags, ctx),
         tags.source ? h("p", { class: "muted" }, "Source: ", tags.source) : null,
+        albumPicker(() => [name]),
         session.admin ? deleteControls(name, message, afterDelete) : null,
         h("p", { class: "keys" }, h("kbd", {}, "1"), "–", h("kbd", {}, "7"), " rate · ", h("kbd", {}, "0"), " remove · ",
           h("kbd", {}, "←"), h("kbd", {}, "→"), " previous/next · ", h("kbd", {}, "Esc"), " back to the list"),
