@@ -8,6 +8,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tagrate_common.dataset_stubs import DatasetStubs
 from tagrate_common.protos import (
+    albums_pb2,
     images_pb2,
     library_pb2,
     ratings_pb2,
@@ -21,7 +22,17 @@ from tests.dataset.conftest import Served
 from tests.support import health_status
 
 # Every proto file of the dataset service and the one service it defines.
-RESOURCE_PROTOS = [images_pb2, ratings_pb2, library_pb2, tags_pb2, work_pb2, users_pb2, training_data_pb2, tokens_pb2]
+RESOURCE_PROTOS = [
+    images_pb2,
+    ratings_pb2,
+    library_pb2,
+    tags_pb2,
+    work_pb2,
+    users_pb2,
+    training_data_pb2,
+    tokens_pb2,
+    albums_pb2,
+]
 
 
 def test_health_is_serving(served: Served) -> None:

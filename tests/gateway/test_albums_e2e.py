@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tagrate_common.vision.loaders import load_default_model
+from tagrate_gateway.schemas import AlbumPage, MontagePostReply, MontagePosts
 from tests.imagefactory import make_image
 from tests.trainer.scenes import rated_scenes
 from tests.trainer.services import start_services
@@ -99,6 +100,7 @@ def test_the_chat_bots_montage_post(stack) -> None:
         listed = http.get("/getmontageposts", params={"user": DISCORD_ID})
         assert listed.status_code == 200, listed.text
         body = listed.json()
+        MontagePosts.model_validate(body)  # the body /openapi.json describes
         assert "max_page" not in body  # only with a page, as the original
         [post] = body["montageposts"]
         assert_original_post_shape(post)
@@ -111,6 +113,7 @@ def test_the_chat_bots_montage_post(stack) -> None:
         one = http.get("/getmontagepost", params={"id": post_id})
         assert one.status_code == 200, one.text
         assert set(one.json()) == {"montagepost"} and one.json()["montagepost"] == post
+        MontagePostReply.model_validate(one.json())
 
         paged = http.get("/getmontageposts", params={"user": DISCORD_ID, "page": "1"}).json()
         assert paged["max_page"] == 1 and paged["montageposts"] == [post]
@@ -205,6 +208,7 @@ def test_the_album_api(stack) -> None:
         assert added.status_code == 200, added.text
         assert added.json()["added"] == [names[3], names[2]]
         page = http.get(url).json()
+        AlbumPage.model_validate(page)
         assert [i["image"] for i in page["images"]] == [names[3], names[2], names[0], names[1]]
         assert page["images"][0] == {
             "image": names[3],

@@ -319,3 +319,36 @@ def test_an_album_holds_at_most_the_setting(tmp_path, database_url: str, most: i
     finally:
         channel.close()
         server.stop(0)
+
+
+def test_a_page_of_albums_costs_the_same_statements_however_many_images(served: Served) -> None:
+    """The images' tags and dimensions come in one statement per page, not
+    one per album or image (the original read each image's tags alone)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    names = _store(served, 6)
+    for n, name in enumerate(names):
+        put_tags(served, name, "tagger-1", 0.5, [("cat", 0.9), (f"tag{n}", 0.8)])
+    for n in range(12):
+        _create(served, "alice", names[: 1 + n % 6])
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    def page_cost(limit: int, **kw) -> int:
+        statements.clear()
+        event.listen(Engine, "before_cursor_execute", count)
+        try:
+            reply = served.stub.albums.ListAlbums(
+                albums_pb2.ListAlbumsRequest(owner="alice", page=1, limit=limit, with_images=True, **kw), timeout=30
+            )
+        finally:
+            event.remove(Engine, "before_cursor_execute", count)
+        assert len(reply.albums) == limit and all(len(a.images[0].tags) == 2 for a in reply.albums)
+        return len(statements)
+
+    assert page_cost(1) == page_cost(12) == 3
+    assert page_cost(12, include_tags=["cat"], exclude_tags=["tag3"]) == 3
