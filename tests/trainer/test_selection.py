@@ -15,6 +15,7 @@ from tagrate_trainer.ridge import GCV_ALPHAS, Ridge
 from tagrate_trainer.selection import (
     BLEND,
     BLEND_TIE,
+    CURRENT,
     CV_REPEATS,
     GLOBAL,
     GLOBAL_MARGIN,
@@ -23,6 +24,7 @@ from tagrate_trainer.selection import (
     PRIOR,
     RESIDUAL,
     RIDGE,
+    Z_SELECT,
     Prior,
     cross_validate,
     cv_metrics,
@@ -37,6 +39,12 @@ from tagrate_trainer.training import Reporter, Standardiser, TrainingConfig, Tra
 from .test_training import DIMENSIONS, FAST, linear_taste
 
 QUIET = Reporter(lambda _: None, lambda: False, FAST.max_epochs)
+
+
+def spread_of(errors: dict[str, float]) -> selection.Spread:
+    """A spread whose difference from ridge has the given standard errors."""
+    signs = np.tile([1.0, -1.0], 50)
+    return selection.Spread({RIDGE: np.zeros(100), **{name: se * signs for name, se in errors.items()}})
 
 
 def levels(n: int, seed: int = 0) -> np.ndarray:
@@ -108,6 +116,58 @@ def test_pick_takes_the_best_and_a_near_tie_goes_to_the_simpler():
     close = {RIDGE: 0.5, RESIDUAL: 0.53, BLEND: 0.53 - BLEND_TIE + 0.001, MEAN: 0.0}
     assert pick(close, maes, 100) == BLEND
     assert pick({**close, BLEND: 0.53 - BLEND_TIE - 0.001}, maes, 100) == RESIDUAL
+
+
+def test_pick_keeps_ridge_unless_another_beats_it_by_more_than_the_noise():
+    maes = {RIDGE: 0.1, RESIDUAL: 0.1, BLEND: 0.1, CURRENT: 0.1, GLOBAL: 0.1, MEAN: 0.2}
+    figures = {RIDGE: 0.50, CURRENT: 0.56, MEAN: 0.0}
+    # The same difference counts or not by its standard error.
+    assert pick(figures, maes, 100, spread_of({CURRENT: 0.05})) == CURRENT
+    assert pick(figures, maes, 100, spread_of({CURRENT: 0.07})) == RIDGE
+    assert pick(figures, maes, 100, spread_of({CURRENT: 0.05 / Z_SELECT * 1.3})) == RIDGE
+    # The global head is kept only when better than the chosen head by its noise too.
+    with_global = {**figures, GLOBAL: 0.56 + GLOBAL_MARGIN + 0.01}
+    assert pick(with_global, maes, 100, spread_of({CURRENT: 0.01, GLOBAL: 0.02})) == GLOBAL
+    assert pick(with_global, maes, 100, spread_of({CURRENT: 0.01, GLOBAL: 0.2})) == CURRENT
+
+
+def test_pick_builds_on_the_global_taste_only_where_it_shows():
+    maes = {RIDGE: 0.1, RESIDUAL: 0.1, BLEND: 0.1, MEAN: 0.2}
+    figures = {RIDGE: 0.3, RESIDUAL: 0.6, BLEND: 0.5, MEAN: 0.0}
+    threshold = guard_threshold(50)
+    assert pick(figures, maes, 50, agreement=threshold + 0.01) == RESIDUAL
+    assert pick(figures, maes, 50, agreement=-threshold - 0.01) == RESIDUAL  # turned round
+    assert pick(figures, maes, 50, agreement=threshold - 0.01) == RIDGE
+    assert pick(figures, maes, 50, agreement=0.0) == RIDGE
+
+
+def test_a_global_head_unlike_the_user_gives_way_to_a_personal_head():
+    low = guard_threshold(20) - 0.1  # no personal head beats the mean by the guard
+    maes = {RIDGE: 0.19, CURRENT: 0.19, GLOBAL: 0.3, MEAN: 0.2}
+    figures = {RIDGE: low, CURRENT: low - 0.1, MEAN: 0.0}
+    assert pick(figures, maes, 20) == NONE  # no global head: nothing is published
+    assert pick({**figures, GLOBAL: -0.4}, maes, 20) == RIDGE  # one that ranks them backwards is replaced
+    assert pick({**figures, GLOBAL: 0.0}, maes, 20) == RIDGE  # and one that ranks them at random
+    # A global head that does beat the mean stays.
+    assert pick({**figures, GLOBAL: 0.7}, {**maes, GLOBAL: 0.1}, 20) == GLOBAL
+
+
+def test_the_bootstrap_spread_is_seeded_paired_and_shrinks_with_more_ratings():
+    def spread(n: int, seed: int = 0) -> selection.Spread:
+        rng = np.random.default_rng(n)
+        y = rng.integers(0, 7, n) / 6
+        predictions = {RIDGE: y + rng.normal(0, 0.3, n), CURRENT: y + rng.normal(0, 0.3, n)}
+        predictions[BLEND] = predictions[RIDGE] * 2.0  # the same ranking as ridge
+        rounds = [selection.OutOfFold(np.zeros(n, dtype=np.int64), np.full(n, 0.5), predictions)]
+        return selection.bootstrap_spread(rounds, y, [f"img{i}" for i in range(n)], seed)
+
+    few, many = spread(40), spread(4000)
+    assert few.se(CURRENT, RIDGE) == spread(40).se(CURRENT, RIDGE) != spread(40, seed=1).se(CURRENT, RIDGE)
+    assert few.se(BLEND, RIDGE) == pytest.approx(0.0, abs=1e-12)  # paired: identical rankings never differ
+    assert 0.03 < few.se(CURRENT, RIDGE) < 0.2
+    # The standard error of a difference of correlations falls as 1 / sqrt(n).
+    assert many.se(CURRENT, RIDGE) == pytest.approx(few.se(CURRENT, RIDGE) / 10, rel=0.5)
+    assert len(few.draws[RIDGE]) == selection.BOOTSTRAP_DRAWS
 
 
 def test_cross_validation_is_deterministic_and_reports_every_candidate():

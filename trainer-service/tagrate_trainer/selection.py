@@ -32,8 +32,9 @@ procedure (:func:`train_head`).
      ``prior`` is left out, see :func:`candidates`): the
      global head's own logit (an MLP's too), scaled by ``beta`` (least
      squares on this user's ratings, shrunk toward 1 by
-     ``RESIDUAL_PSEUDO`` ratings), plus ridge with its own penalty on what
-     it leaves. One head: :mod:`.combined` writes the sum of the global
+    ``RESIDUAL_PSEUDO`` ratings when the global logit correlates positively
+    with them, not shrunk when it does not), plus ridge with its own penalty on what
+    it leaves. One head: :mod:`.combined` writes the sum of the global
      head's logit and a linear logit as one linear or MLP head;
    * ``blend``: the mean of the ``ridge`` and ``residual`` heads' logits
      (again one head, :func:`.combined.mean_of`); in cross-validation the
@@ -48,18 +49,43 @@ procedure (:func:`train_head`).
    everyone's ratings, this user's too, which flatters it a little; for a
    user with few ratings that share is small, and a user with many
    ratings has personal heads that win anyway).
-3. **Selection and the guard.** The candidate with the highest CV
-   Spearman wins, a near tie (within ``TIE``) going to the simpler, and
-   the blend winning when within ``BLEND_TIE`` of the best, unless
-   the global head beats it by ``GLOBAL_MARGIN``. A candidate
-   qualifies only if it beats the mean: a CV Spearman above
-   ``GUARD_Z / sqrt(n - 1)`` (a one-sided 5% test: 1.645 standard errors
-   of a Spearman correlation of unrelated rankings, so ratings that carry
-   no taste pass only by a rare chance) and a CV MAE below the mean's. When none qualifies
-   (``selected_none``), or the global head wins (``selected_global``), the
-   result has no head and nothing is published: whatever serves the user
-   now (the global head, or a personal head from an earlier job) keeps
-   serving.
+3. **Selection and the guard.** The CV figures are noisy (at 20 ratings a
+   candidate's CV Spearman has a standard error near 0.2), so a candidate
+   must beat the plain ``ridge`` head by more than its noise to replace
+   it. The noise is measured by resampling the rated images
+   (``BOOTSTRAP_DRAWS`` bootstrap resamples, the same for every candidate,
+   :func:`bootstrap_spread`): the standard error of each candidate's CV
+   Spearman minus ridge's (``cv_<name>_se``).
+
+   * The candidates built on the global taste (``prior``, ``residual``,
+     ``blend``) are tried only when that taste ranks this user's ratings
+     better or worse than chance would: its CV Spearman (``cv_agreement``,
+     the global head's or, without one, its linear prior's) beyond
+     ``GUARD_Z / sqrt(n - 1)`` either way.
+   * ``ridge`` is kept unless another candidate's CV Spearman exceeds
+     ridge's by more than ``Z_SELECT`` standard errors of the difference
+     (and ``TIE``); among those that do (preferring those that beat the
+     mean, below), the highest wins, a near tie (within ``TIE``) going to
+     the simpler and the blend winning when within ``BLEND_TIE`` of the
+     best.
+   * The guard: a head beats the mean with a CV Spearman above
+     ``GUARD_Z / sqrt(n - 1)`` (a one-sided 5% test: 1.645 standard errors
+     of a Spearman correlation of unrelated rankings, so ratings that
+     carry no taste pass only by a rare chance) and a CV MAE below the
+     mean's.
+   * With a global head that beats the mean on these ratings, it is kept
+     (``selected_global``) when the chosen head does not beat the mean, or
+     when the global head's CV Spearman is higher by ``GLOBAL_MARGIN`` and
+     by ``Z_SELECT`` standard errors. With a global head that does not beat
+     the mean here (the user's taste is unlike the global one), the chosen
+     head is published even when the guard cannot yet tell it from noise:
+     fitted to this user's ratings, it is expected to rank them no worse
+     than a head that does not know them. Without a global head, a chosen
+     head that fails the guard gives ``selected_none``.
+
+   With ``selected_none`` or ``selected_global`` the result has no head
+   and nothing is published: whatever serves the user now (the global
+   head, or a personal head from an earlier job) keeps serving.
 4. **Refits.** The winner is refitted on the cross-validated ratings and
    judged on the held-out ones, then refitted on every rating: that head is
    the one published. So the held-out figures describe the procedure on
@@ -72,7 +98,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -95,6 +121,7 @@ from .training import (
     TrainingResult,
     _ridge_head,
     _ridge_link,
+    average_ranks,
     early_stopped_mlp,
     fit_current,
     fit_mlp,
@@ -115,7 +142,10 @@ BLENDED = (RIDGE, RESIDUAL)
 # The residual candidate's scale of the global logit is shrunk toward 1 as
 # if this many more ratings agreed with the global head exactly
 # (bench/learning.py: at 10 ratings, Spearman +0.19 over ridge instead of
-# +0.10 with the least-squares scale alone; no change from 20 ratings on).
+# +0.10 with the least-squares scale alone; no change from 20 ratings on),
+# but only when the global logit correlates positively with the user's
+# ratings: shrunk toward 1 for a user whose taste opposes the global one,
+# the residual head was 0.29 below ridge at 10 ratings and 0.05 at 20.
 RESIDUAL_PSEUDO = 20.0
 # What selection chooses among.
 CHOICES = (*CANDIDATES, GLOBAL)
@@ -145,6 +175,23 @@ MANY_RATINGS, FOLDS_FOR_MANY = 500, 3
 # one about as often as the better (bench/learning.py).
 REPEAT_RATINGS, CV_REPEATS = 100, 3
 LEVELS = 6  # rating levels 0, 1/6, ..., 1
+# Another candidate replaces ridge only when its CV Spearman is higher by
+# more than Z_SELECT standard errors of the difference (the one-standard-
+# error rule): at 20-100 ratings one split's noise in the CV figures is
+# as large as the candidates' real differences, and picking the highest
+# figure picked a worse head than ridge for users unlike the bench's
+# (bench/learning.py). The global head is kept over the chosen head only
+# when it is better by that much too (and by GLOBAL_MARGIN).
+Z_SELECT = 1.0
+# The standard errors come from this many bootstrap resamples of the rated
+# images, the same resamples for every candidate, so a difference is paired.
+BOOTSTRAP_DRAWS = 200
+# Resamples weighed at once (their weights are draws x ratings floats).
+BOOTSTRAP_BLOCK = 25
+# The candidates built on the global taste: they are tried only when the
+# global taste ranks this user's ratings better (or, for a negative scale,
+# worse) than chance would, by the guard's test.
+GLOBAL_BASED = (PRIOR, RESIDUAL, BLEND)
 
 
 @dataclass(frozen=True)
@@ -175,6 +222,31 @@ def global_prior(data: TrainingData, result: TrainingResult, config: TrainingCon
 
 
 @dataclass(frozen=True)
+class OutOfFold:
+    """One k-fold split's out-of-fold predictions: ``predictions[name][i]``
+    is candidate ``name``'s prediction for rating ``i`` by the fit on the
+    other folds; ``fold_means[i]`` the mean rating of those folds."""
+
+    fold: np.ndarray
+    fold_means: np.ndarray
+    predictions: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Each choice's CV Spearman on bootstrap resamples of the rated images
+    (the same resamples for every choice): the noise in the CV figures."""
+
+    draws: dict[str, np.ndarray]
+
+    def se(self, a: str, b: str) -> float:
+        """The standard error of ``a``'s CV Spearman minus ``b``'s."""
+        if a not in self.draws or b not in self.draws:
+            return 0.0
+        return float(np.std(self.draws[a] - self.draws[b]))
+
+
+@dataclass(frozen=True)
 class CrossValidation:
     folds: int
     spearman: dict[str, float]  # per candidate, and MEAN
@@ -182,6 +254,11 @@ class CrossValidation:
     selected: str  # a candidate, or NONE
     threshold: float  # the CV Spearman a candidate had to beat
     repeats: int = 1  # of the k-fold split, figures averaged
+    # Every split's out-of-fold predictions (the SLOW candidates in the first only).
+    rounds: tuple[OutOfFold, ...] = field(default=(), compare=False, repr=False)
+    spread: Spread | None = field(default=None, compare=False, repr=False)
+    # The global taste's CV Spearman on these ratings (None without one).
+    agreement: float | None = None
 
 
 # ---- folds -------------------------------------------------------------------
@@ -262,9 +339,13 @@ def residual_fit(base: RatingHead) -> Fit:
         offset = float(guess.mean())
         guess -= offset
         power = float(guess @ guess)
-        # Least squares, shrunk toward 1 by RESIDUAL_PSEUDO ratings' worth.
-        pseudo = RESIDUAL_PSEUDO * power / len(y)
-        beta = float(guess @ (y - y.mean()) + pseudo) / (power + pseudo) if power > 0 else 0.0
+        agreement = float(guess @ (y - y.mean()))
+        # Least squares, shrunk toward 1 by RESIDUAL_PSEUDO ratings' worth
+        # when the global logit rises with this user's ratings at all; when
+        # it does not, the user's taste is unlike the global one and the
+        # least-squares scale (zero or negative) stands alone.
+        pseudo = RESIDUAL_PSEUDO * power / len(y) if agreement > 0 else 0.0
+        beta = (agreement + pseudo) / (power + pseudo) if power > 0 else 0.0
         solver = Ridge(z, y - beta * guess)
         alpha = solver.best_alpha(GCV_ALPHAS)
         reporter.phase("residual", 1.0)
@@ -321,21 +402,91 @@ def guard_threshold(n: int) -> float:
     return GUARD_Z / math.sqrt(max(1, n - 1))
 
 
-def pick(spearmans: dict[str, float], maes: dict[str, float], n: int) -> str:
-    """The selected candidate (or NONE), as the module docstring says."""
+def pick(
+    spearmans: dict[str, float],
+    maes: dict[str, float],
+    n: int,
+    spread: Spread | None = None,
+    agreement: float | None = None,
+) -> str:
+    """The selected candidate (or NONE, or GLOBAL), as the module docstring
+    says. ``spread``: the CV figures' noise (none: every difference counts);
+    ``agreement``: the global taste's CV Spearman (none: no gate)."""
     threshold = guard_threshold(n)
-    qualified = [c for c in CHOICES if c in spearmans and spearmans[c] > threshold and maes[c] < maes[MEAN]]
-    personal = [c for c in qualified if c != GLOBAL]
-    if GLOBAL in qualified and (
-        not personal or spearmans[GLOBAL] > max(spearmans[c] for c in personal) + GLOBAL_MARGIN
-    ):
-        return GLOBAL
-    if not personal:
-        return NONE
-    best = max(spearmans[c] for c in personal)
-    if BLEND in personal and spearmans[BLEND] >= best - BLEND_TIE:
-        return BLEND
-    return next(c for c in personal if spearmans[c] >= best - TIE)
+
+    def se(a: str, b: str) -> float:
+        return spread.se(a, b) if spread is not None else 0.0
+
+    def beats_mean(c: str) -> bool:
+        return spearmans[c] > threshold and maes[c] < maes[MEAN]
+
+    personal = [c for c in CANDIDATES if c in spearmans]
+    if agreement is not None and abs(agreement) <= threshold:
+        personal = [c for c in personal if c not in GLOBAL_BASED]
+    # Ridge unless another is better by more than the noise.
+    contenders = [
+        c for c in personal if c == RIDGE or spearmans[c] - spearmans[RIDGE] > max(TIE, Z_SELECT * se(c, RIDGE))
+    ]
+    pool = [c for c in contenders if beats_mean(c)] or contenders
+    best = max(spearmans[c] for c in pool)
+    if BLEND in pool and spearmans[BLEND] >= best - BLEND_TIE:
+        choice = BLEND
+    else:
+        choice = next(c for c in pool if spearmans[c] >= best - TIE)
+    if GLOBAL in spearmans and beats_mean(GLOBAL):
+        margin = max(GLOBAL_MARGIN, Z_SELECT * se(GLOBAL, choice))
+        return GLOBAL if not beats_mean(choice) or spearmans[GLOBAL] > spearmans[choice] + margin else choice
+    # A global head that does not beat the mean on this user's ratings knows
+    # nothing of their taste, or the opposite of it: a personal head, fitted
+    # to their ratings, replaces it even where the guard cannot tell it from
+    # noise yet (bench/learning.py: a user whose taste opposes the global
+    # one kept a global head 0.6 below ridge at 20 ratings).
+    if beats_mean(choice) or GLOBAL in spearmans:
+        return choice
+    return NONE
+
+
+def _weighted_correlations(weights: np.ndarray, columns: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Pearson's correlation of each of ``columns`` (n, m) with ``target``
+    (n,) under each row of ``weights`` (draws, n): (draws, m)."""
+    total = weights.sum(axis=1, keepdims=True)
+    mean_t, mean_tt = weights @ target[:, None] / total, weights @ (target * target)[:, None] / total
+    mean_c, mean_cc = weights @ columns / total, weights @ (columns * columns) / total
+    covariance = weights @ (columns * target[:, None]) / total - mean_c * mean_t
+    variance = (mean_cc - mean_c**2) * (mean_tt - mean_t**2)
+    positive = variance > 1e-12
+    return np.where(positive, covariance / np.sqrt(np.where(positive, variance, 1.0)), 0.0)
+
+
+def bootstrap_spread(rounds: Sequence[OutOfFold], y: np.ndarray, images: Sequence[str], seed: int) -> Spread:
+    """Every choice's CV Spearman (averaged over the rounds it was in) on
+    ``BOOTSTRAP_DRAWS`` resamples of the images, whole images at a time
+    (the Poisson bootstrap: each image weighted by a Poisson(1) count).
+    The ranks are those of the whole sample, weighted by how often each
+    rating was drawn (re-ranking every resample would change little and
+    cost a sort per resample)."""
+    index: dict[str, int] = {}
+    group = np.fromiter((index.setdefault(image, len(index)) for image in images), dtype=np.int64, count=len(images))
+    rng = np.random.default_rng(seed)
+    ranked_y = average_ranks(y)
+    ranked = []
+    for r in rounds:
+        names = [name for name in r.predictions if name != MEAN]
+        ranked.append((names, np.stack([average_ranks(r.predictions[name] - r.fold_means) for name in names], 1)))
+    blocks: dict[str, list[np.ndarray]] = {}
+    for start in range(0, BOOTSTRAP_DRAWS, BOOTSTRAP_BLOCK):
+        size = min(BOOTSTRAP_BLOCK, BOOTSTRAP_DRAWS - start)
+        # Poisson(1) counts per image: the multinomial's counts for many
+        # images, drawn in one vectorised call.
+        weights = rng.poisson(1.0, size=(size, len(index))).astype(np.float64)[:, group]
+        figures: dict[str, list[np.ndarray]] = {}
+        for names, columns in ranked:
+            correlations = _weighted_correlations(weights, columns, ranked_y)
+            for i, name in enumerate(names):
+                figures.setdefault(name, []).append(correlations[:, i])
+        for name, values in figures.items():
+            blocks.setdefault(name, []).append(np.mean(values, axis=0))
+    return Spread({name: np.concatenate(values) for name, values in blocks.items()})
 
 
 def cv_plan(y: np.ndarray, images: Sequence[str], config: TrainingConfig) -> tuple[int, int]:
@@ -365,11 +516,16 @@ def cross_validate(
     ``residual`` and ``blend`` candidates."""
     folds, repeats = cv_plan(y, images, config)
     fits = candidates(len(y), prior, base)
+    # The global taste as this user's ratings see it: the global head, or
+    # its linear copy when only that is given.
+    taste = base.predict(x) if base is not None else (x.astype(np.float64) @ prior.slope if prior is not None else None)
+    agreements: list[float] = []
     names = (*fits, MEAN) if reference is None else (*fits, MEAN, GLOBAL)
     # The MLP runs dominate the time: those candidates are cross-validated
     # on the first split only, the closed-form ones on every repeat.
     rounds = [fits] + [{n: f for n, f in fits.items() if n not in SLOW} for _ in range(repeats - 1)]
     totals: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    out_of_fold: list[OutOfFold] = []
     steps, step = folds * sum(len(round_fits) for round_fits in rounds), 0
     global_predictions = np.asarray(reference(x), dtype=np.float64) if reference is not None else None
     for r, round_fits in enumerate(rounds):
@@ -404,16 +560,33 @@ def cross_validate(
         # means against the folds' ratings and penalise every weak head for it.
         for name, p in predictions.items():
             totals[name].append((spearman(p - fold_means, y), mean_absolute_error(p, y)))
+        if taste is not None:
+            agreements.append(spearman(taste - fold_means, y))
+        out_of_fold.append(OutOfFold(fold, fold_means, predictions))
     spearmans = {name: float(np.mean([s for s, _ in figures])) for name, figures in totals.items()}
     maes = {name: float(np.mean([m for _, m in figures])) for name, figures in totals.items()}
-    return CrossValidation(folds, spearmans, maes, pick(spearmans, maes, len(y)), guard_threshold(len(y)), repeats)
+    spread = bootstrap_spread(out_of_fold, y, images, config.seed)
+    agreement = float(np.mean(agreements)) if agreements else None
+    return CrossValidation(
+        folds,
+        spearmans,
+        maes,
+        pick(spearmans, maes, len(y), spread, agreement),
+        guard_threshold(len(y)),
+        repeats,
+        tuple(out_of_fold),
+        spread,
+        agreement,
+    )
 
 
 def cv_metrics(cv: CrossValidation) -> dict[str, float]:
     """The figures a job reports: ``cv_<name>_spearman`` / ``_mae`` per
-    candidate and for ``mean``, ``cv_folds``, ``cv_threshold``, and
-    ``selected_<name>`` = 1 for the selected one (``selected_none`` when
-    none beat the mean)."""
+    candidate and for ``mean``, ``cv_<name>_se`` (the standard error of its
+    CV Spearman minus ridge's) for every choice but ridge, ``cv_agreement``
+    (the global taste's CV Spearman, when there is one), ``cv_folds``,
+    ``cv_threshold``, and ``selected_<name>`` = 1 for the selected one
+    (``selected_none`` when none beat the mean)."""
     metrics = {
         "cv_folds": float(cv.folds),
         "cv_repeats": float(cv.repeats),
@@ -423,6 +596,10 @@ def cv_metrics(cv: CrossValidation) -> dict[str, float]:
     for name in cv.spearman:
         metrics[f"cv_{name}_spearman"] = cv.spearman[name]
         metrics[f"cv_{name}_mae"] = cv.mae[name]
+        if cv.spread is not None and name not in (RIDGE, MEAN):
+            metrics[f"cv_{name}_se"] = cv.spread.se(name, RIDGE)
+    if cv.agreement is not None:
+        metrics["cv_agreement"] = cv.agreement
     return metrics
 
 
