@@ -3,6 +3,7 @@ brute-force solve, the prior, the choice and the guard against the mean."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -168,6 +169,11 @@ def test_the_bootstrap_spread_is_seeded_paired_and_shrinks_with_more_ratings():
     # The standard error of a difference of correlations falls as 1 / sqrt(n).
     assert many.se(CURRENT, RIDGE) == pytest.approx(few.se(CURRENT, RIDGE) / 10, rel=0.5)
     assert len(few.draws[RIDGE]) == selection.BOOTSTRAP_DRAWS
+    # Three images: some resamples draw none of them, and count as no correlation.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny = spread(3)
+    assert all(np.isfinite(draws).all() for draws in tiny.draws.values())
 
 
 def test_cross_validation_is_deterministic_and_reports_every_candidate():

@@ -449,7 +449,8 @@ def pick(
 def _weighted_correlations(weights: np.ndarray, columns: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Pearson's correlation of each of ``columns`` (n, m) with ``target``
     (n,) under each row of ``weights`` (draws, n): (draws, m)."""
-    total = weights.sum(axis=1, keepdims=True)
+    # A resample of a few images can draw none of them (all weights 0).
+    total = np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
     mean_t, mean_tt = weights @ target[:, None] / total, weights @ (target * target)[:, None] / total
     mean_c, mean_cc = weights @ columns / total, weights @ (columns * columns) / total
     covariance = weights @ (columns * target[:, None]) / total - mean_c * mean_t
