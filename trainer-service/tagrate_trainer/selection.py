@@ -144,8 +144,8 @@ BLENDED = (RIDGE, RESIDUAL)
 # (bench/learning.py: at 10 ratings, Spearman +0.19 over ridge instead of
 # +0.10 with the least-squares scale alone; no change from 20 ratings on),
 # but only when the global logit correlates positively with the user's
-# ratings: shrunk toward 1 for a user whose taste opposes the global one,
-# the residual head was 0.29 below ridge at 10 ratings and 0.05 at 20.
+# ratings: shrunk toward 1 for users whose taste opposes the global one,
+# the residual head was 0.23 below ridge at 10 ratings (now 0.10 above).
 RESIDUAL_PSEUDO = 20.0
 # What selection chooses among.
 CHOICES = (*CANDIDATES, GLOBAL)
@@ -439,8 +439,9 @@ def pick(
     # A global head that does not beat the mean on this user's ratings knows
     # nothing of their taste, or the opposite of it: a personal head, fitted
     # to their ratings, replaces it even where the guard cannot tell it from
-    # noise yet (bench/learning.py: a user whose taste opposes the global
-    # one kept a global head 0.6 below ridge at 20 ratings).
+    # noise yet (bench/learning.py: users whose taste opposes the global
+    # one kept a global head scoring -0.37 where ridge scored +0.31, at 20
+    # ratings).
     if beats_mean(choice) or GLOBAL in spearmans:
         return choice
     return NONE
