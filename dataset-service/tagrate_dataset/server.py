@@ -33,6 +33,7 @@ from .predictions.scoring import Scorer
 from .ratings import service as ratings_service
 from .tags import service as tags_service
 from .tags.tagging import Tagging
+from .tasteloop import service as tasteloop_service
 from .tokens import service as tokens_service
 from .training import service as training_service
 from .users import service as users_service
@@ -71,6 +72,7 @@ def resource_services(
         ),
         _service(tokens_service.REGISTRATION, tokens_service.TokenServicer(db)),
         _service(albums_service.REGISTRATION, albums_service.AlbumServicer(settings, db)),
+        _service(tasteloop_service.REGISTRATION, tasteloop_service.TasteLoopServicer(db)),
     ]
 
 

@@ -20,7 +20,7 @@ from .conftest import ENDLESS
 from .services import Services
 
 # Polls often, so the tests wait little.
-AUTO = {"retrain_after_ratings": 10, "retrain_poll_seconds": 0.2}
+AUTO = {"retrain_after_ratings": 10, "retrain_poll_seconds": 0.2, "retrain_quiet_seconds": 0.3}
 
 
 @pytest.fixture(autouse=True)
@@ -118,7 +118,7 @@ def test_a_request_stops_a_running_automatic_job(services, start_trainer, tmp_pa
 
 
 def test_a_sigkill_during_an_automatic_job_loses_nothing_and_it_runs_again(services, trainer_process, tmp_path):
-    auto_env = {"retrain_after_ratings": 10, "retrain_poll_seconds": 0.2, "retrain_min_interval_seconds": 3600}
+    auto_env = {**AUTO, "retrain_min_interval_seconds": 3600}
     process, trainer = trainer_process(**auto_env, **ENDLESS)
     services.rate_scenes("rudi", 14, offset=45)
     trainer.wait(lambda s: s.is_training and s.current_user == "rudi" and s.epoch >= 1)
@@ -133,3 +133,13 @@ def test_a_sigkill_during_an_automatic_job_loses_nothing_and_it_runs_again(servi
     assert (crashed.state, crashed.error, crashed.automatic) == ("failed", CRASHED_MESSAGE, True)
     assert (again.state, again.automatic) == ("succeeded", True)
     assert services.head("rudi").version == again.model_version
+
+
+def test_a_burst_of_ratings_gives_one_training_on_all_of_them(services, start_trainer, tmp_path):
+    data_dir = tmp_path / "auto"
+    start_trainer(data_dir, retrain_min_interval_seconds=3600, **{**AUTO, "retrain_quiet_seconds": 1.5})
+    services.rate_scenes("sam", 40, offset=0)  # 40 ratings, far past the threshold, as fast as they come
+    wait_trained(services, "sam")
+    (job,) = jobs_of(data_dir, "sam")
+    assert job.automatic and job.snapshot_id == services.user("sam").snapshot_id
+    assert job.metrics["train_examples"] + job.metrics["heldout_examples"] == 40

@@ -14,13 +14,18 @@ a snapshot is the difference of the versions. A user is trained when
   their last job that ended (succeeded or failed: a failure such as "no
   better than the mean" is not retried until enough new ratings arrive), and
 - no automatic job of theirs started in the last
-  ``retrain_min_interval_seconds``.
+  ``retrain_min_interval_seconds``, and
+- debounced: their snapshot stayed the same for ``retrain_quiet_seconds``
+  (a burst of ratings ends before it is trained on), unless they have been
+  changing it for ``retrain_min_interval_seconds`` already (someone rating
+  steadily still gets fresh models).
 
 The users with the most changes go first; one job runs at a time, through
 :class:`~.runner.JobRunner` like a request's, but ``automatic``: at a lowered
 CPU priority, and stopped when a request to train arrives.
 
-Nothing here is kept in memory only: the baseline and the last start come
+Only the debounce is kept in memory (after a restart a user waits one quiet
+period more); everything else is not: the baseline and the last start come
 from the dataset service and the jobs table. A job cut off by a crash (marked
 failed with the crash message at the next start) counts neither as an
 attempt nor for the interval, so after a restart it simply runs again; a
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -126,6 +132,8 @@ class AutoRetrainer:
         self.peers = peers
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # user -> (snapshot id last seen, monotonic time it was first seen, time their changes began)
+        self._seen: dict[str, tuple[str, float, float]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -162,11 +170,21 @@ class AutoRetrainer:
         returns that user."""
         if self.runner.busy():
             return None
-        now = utc_now()
+        now, clock = utc_now(), time.monotonic()
         interval = timedelta(seconds=self.settings.retrain_min_interval_seconds)
         due: list[tuple[int, str]] = []
-        for info in self.peers.untrained_users():
+        untrained = self.peers.untrained_users()
+        seen = self._seen
+        self._seen = {}
+        for info in untrained:
+            snapshot, since, began = seen.get(info.user, (info.snapshot_id, clock, clock))
+            if snapshot != info.snapshot_id:
+                snapshot, since = info.snapshot_id, clock
+            self._seen[info.user] = (snapshot, since, began)
             if info.ratings < self.settings.min_ratings:
+                continue
+            settled = clock - since >= self.settings.retrain_quiet_seconds
+            if not settled and clock - began < max(self.settings.retrain_min_interval_seconds, 0.0):
                 continue
             history = user_history(self.store, info.user)
             changes = due_changes(info, history)
@@ -184,5 +202,6 @@ class AutoRetrainer:
                     return None
                 continue
             log.info("automatic training started for %s after %d rating changes", user, changes)
+            self._seen.pop(user, None)
             return user
         return None

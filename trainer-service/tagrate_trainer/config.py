@@ -83,6 +83,12 @@ class TrainerSettings(ServiceSettings):
     retrain_min_interval_seconds: float = Field(
         60.0, ge=0, description="Automatic retraining: at most one automatic training per user in this time."
     )
+    retrain_quiet_seconds: float = Field(
+        3.0,
+        ge=0,
+        description="Automatic retraining: wait until a user's ratings stayed unchanged this long (a burst of "
+        "ratings gives one training, not one per 10), but no longer than the minimum interval.",
+    )
     retrain_poll_seconds: float = Field(
         2.0, gt=0, description="Automatic retraining: how often the trainer asks the dataset service for changes."
     )
