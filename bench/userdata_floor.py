@@ -49,16 +49,9 @@ from urllib.parse import urlencode
 import psycopg
 
 from .harness import KeepAliveHttp, print_table
-from .userdata import (
-    PAGE_SIZE,
-    DatasetShape,
-    Generation,
-    load,
-    parse_dataset_args,
-    postgres_database,
-    sqlite_database,
-    start_stack,
-)
+from .harness.dataset import DatasetShape, Generation, load, parse_dataset_args, postgres_database, sqlite_database
+from .harness.dataset_stack import start_stack
+from .harness.workload import PAGE_SIZE
 
 VERSION = "bench-floor-v1"
 RATIO, SLACK_MS = 1.5, 3.0
