@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.userdata import main
-from bench.userdata_floor import SHAPES
+from bench.userdata_floor.shapes import SHAPES
 
 
 def test_tiny_floor_run_on_sqlite_prints_every_shape(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
