@@ -32,7 +32,8 @@ requests sent straight to the dataset service (the grpc.aio client the
 gateway itself uses) and through the gateway, at concurrency 1.
 
 ``--floor``: every query shape against the most efficient hand-written SQL
-statement for it, interleaved (``bench/userdata_floor.py``).
+statement for it, interleaved (``bench/userdata_floor/``; ``bench/__main__.py``
+runs it for this flag).
 
 Targets (issue 2): p50 of a 2-tag filtered page under 50 ms on both
 databases (judged at concurrency 1), gateway overhead under 3 ms p50.
@@ -256,10 +257,6 @@ def report(
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv and "--floor" in argv:  # each query shape against its hand-written SQL floor
-        from . import userdata_floor
-
-        return userdata_floor.main([arg for arg in argv if arg != "--floor"])
     args, shape, generator, databases = parse_dataset_args("python -m bench userdata", __doc__.split("\n\n")[0], argv)
     generations: list[Generation] = []
     measured: list[Measured] = []

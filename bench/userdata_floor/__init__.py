@@ -9,7 +9,7 @@ query shape is measured two ways in the same run, request by request,
 alternating which goes first:
 
 - tagrate: GET /getuserdata through the real gateway and dataset service
-  processes (the minimal keep-alive HTTP client of ``harness.py``);
+  processes (the minimal keep-alive HTTP client of ``bench/harness/measure.py``);
 - the floor: the most efficient single hand-written SQL statement for the
   shape on that database, sent straight through the driver (psycopg /
   sqlite3, one connection, no ORM). The floor is given every id already
