@@ -15,6 +15,8 @@ import httpx
 
 from tests.support import REPO_ROOT, ServiceProcess, free_port
 
+from .processes import stop_process
+
 # -- the services ----------------------------------------------------------------
 
 
@@ -29,13 +31,7 @@ class Stack:
     gateway_log: Path
 
     def stop(self) -> None:
-        if self.gateway.poll() is None:
-            self.gateway.terminate()
-            try:
-                self.gateway.wait(30)
-            except subprocess.TimeoutExpired:
-                self.gateway.kill()
-                self.gateway.wait(10)
+        stop_process(self.gateway)
         if self.dataset.proc is not None and self.dataset.proc.poll() is None:
             self.dataset.terminate()
 

@@ -1,8 +1,9 @@
-"""A process's CPU time and resident memory, read from /proc."""
+"""A process's CPU time and resident memory, read from /proc; stopping one."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 UNSET = float("nan")
@@ -32,3 +33,14 @@ def cpu_seconds(pid: int) -> float:
         return read_proc_stat(pid)[1]
     except (OSError, ValueError, IndexError):
         return UNSET
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL when ``proc`` has not exited after ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import psycopg
 from tagrate_common.config import DEFAULT_METRICS_PORTS, DEFAULT_PORTS
 from tests.support import REPO_ROOT
 
-from .processes import read_proc_stat
+from .processes import read_proc_stat, stop_process
 
 # Order of the ports in the reserved block: the gateway first, as
 # TAGRATE_RUN_BASE_PORT's block puts it, then the services.
@@ -134,13 +133,7 @@ class Stack:
         """SIGTERM to the supervisor, which stops the gateway then the
         services; SIGKILL after ``timeout`` (its children then get SIGTERM
         from their parent-death signal)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, timeout)
         return self.proc.returncode
 
 

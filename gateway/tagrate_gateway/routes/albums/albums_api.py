@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import Response
 
 from tagrate_common import validation
@@ -37,13 +37,14 @@ from .shared import (
     LimitQuery,
     PageQuery,
     album_id,
+    albums_router,
     caller,
     image_list,
     paged,
     parse_tags,
 )
 
-router = APIRouter(tags=["albums"], dependencies=[Depends(params.no_repeated_query)])
+router = albums_router()
 
 
 def _info(album: albums_pb2.Album) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 from fastapi.responses import Response
 
 from tagrate_common.protos import albums_pb2
@@ -33,13 +33,14 @@ from .shared import (
     PageQuery,
     UserQuery,
     album_id,
+    albums_router,
     caller,
     image_list,
     paged,
     parse_tags,
 )
 
-router = APIRouter(tags=["albums"], dependencies=[Depends(params.no_repeated_query)])
+router = albums_router()
 
 
 _SANKAKU_ID_RE = re.compile(r"[0-9]{1,15}")

@@ -7,7 +7,7 @@ import math
 import re
 from typing import Annotated, Any
 
-from fastapi import Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from tagrate_common import validation
 from tagrate_common.errors import InvalidArgument
@@ -17,6 +17,11 @@ from ... import auth, params
 from ...errors import error_responses
 
 ID_RE = re.compile(r"[0-9]{1,18}")
+
+
+def albums_router() -> APIRouter:
+    """A router for album routes: tagged "albums", a repeated query parameter refused."""
+    return APIRouter(tags=["albums"], dependencies=[Depends(params.no_repeated_query)])
 
 
 ERRORS = error_responses(400, 404, 503, 504)
