@@ -6,7 +6,8 @@ blue stripes bad (tests/trainer/scenes.py) -- rates a burst of 100 scenes
 through /addrating and never calls /trainuser: one or two automatic
 trainings follow, predictions of the unrated scenes appear and rank by the
 taste; /getratenext never lists a rated image, is diverse and changes after
-a retrain; /explain's neighbours are rated images by similarity."""
+a retrain; /explain's neighbours are rated images by similarity; an older
+model version serves again on request and the predictions follow."""
 
 from __future__ import annotations
 
@@ -174,6 +175,31 @@ def test_the_loop_runs_itself(stack):
     assert again["model_version"] != queue["model_version"]
     refreshed = [item["image"] for item in again["images"]]
     assert refreshed != listed and not set(refreshed) & set(rated_names(http, "ann"))
+
+    # Model history: both versions kept with their figures; switching back
+    # to the first rescores the predictions, and /getuserdata follows.
+    history = http.get("/getmodels", params={"user": "ann"}).json()
+    versions = [v["version"] for v in history["versions"]]
+    assert versions[0] == again["model_version"] and jobs[-1][1] in versions
+    assert [v["serving"] for v in history["versions"]] == [True] + [False] * (len(versions) - 1)
+    first = history["versions"][versions.index(jobs[-1][1])]
+    assert first["trained_on_ratings"] == BURST and {"spearman", "mae"} <= set(first["metrics"])
+    assert history["versions"][0]["trained_on_ratings"] == BURST + 3
+    assert_error(http.post("/usemodel", params={"user": "ann", "version": "v99-nothere"}), 404, "version_not_found")
+    chosen = http.post("/usemodel", params={"user": "ann", "version": jobs[-1][1]})
+    assert chosen.status_code == 200 and chosen.json()["version"] == jobs[-1][1], chosen.text
+    serving = {v["version"]: v["serving"] for v in http.get("/getmodels", params={"user": "ann"}).json()["versions"]}
+    assert serving[jobs[-1][1]] is True and sum(serving.values()) == 1
+    still_unrated = set(unrated_predictions(http, "ann"))
+
+    def rescored() -> bool:
+        now = unrated_predictions(http, "ann")
+        return all(now[n] is not None and abs(now[n] - predicted[n]) < 1e-5 for n in still_unrated)
+
+    wait_for("predictions by the first model again", rescored, timeout=180)
+    verify = http.get("/verifydatasets").json()
+    ann = next(u for u in verify["users"] if u["user"] == "ann")
+    assert ann["trained_on_ratings"] == BURST and ann["model_up_to_date"] is False
 
 
 def rated_names(http: httpx.Client, user: str) -> list[str]:

@@ -1,6 +1,7 @@
 """The taste loop (issue 26): /getratenext (what to rate next) and /explain
 (why the model predicts what it does), from the dataset service's
-TasteLoopService, on the vectors of the rater's current extractor."""
+TasteLoopService on the vectors of the rater's current extractor; /getmodels
+and /usemodel (the model history: the rater's kept head versions)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
+from tagrate_common import validation
 from tagrate_common.errors import Conflict, InvalidArgument
-from tagrate_common.protos import rater_pb2, tasteloop_pb2
+from tagrate_common.protos import rater_pb2, tasteloop_pb2, training_data_pb2
+from tagrate_common.timestamps import optional_api_text
 
 from .. import params
 from ..auth import ActsAs
@@ -65,6 +68,45 @@ class Explanation(BaseModel):
     model_version: str
     neighbours: list[Neighbour] = Field(description="The user's rated images most similar to it, most similar first.")
     tags: list[TagEffect] = Field(description="The image's tags, the ones that move predictions most first.")
+
+
+class ModelVersion(BaseModel):
+    version: str
+    kind: str = Field(description="`linear` or `mlp`.")
+    trained_at: str | None = Field(description="When it was published (UTC).")
+    trained_on_ratings: int | None = Field(description="How many ratings it was trained on.")
+    metrics: dict[str, float] = Field(description="Its held-out figures (`spearman`, `mae`, ...).")
+    serving: bool = Field(description="Whether this version serves the user's predictions now.")
+
+
+class ModelHistory(BaseModel):
+    """Every kept version of the user's personal model, newest first."""
+
+    user: str
+    versions: list[ModelVersion]
+
+
+class ModelChosen(BaseModel):
+    success: bool = Field(description="Always true (a failure is an error body).")
+    user: str
+    version: str = Field(description="The version that serves now; predictions are being rescored with it.")
+
+
+def _ratings_in(snapshot_id: str) -> int | None:
+    """The ratings count a user's snapshot id ends with."""
+    last = snapshot_id.rsplit(":", 1)[-1]
+    return int(last) if snapshot_id.count(":") == 2 and last.isdigit() else None
+
+
+def _version(meta: rater_pb2.HeadMetadata, serving: bool) -> ModelVersion:
+    return ModelVersion(
+        version=meta.version,
+        kind=meta.kind,
+        trained_at=optional_api_text(meta, "created_at"),
+        trained_on_ratings=_ratings_in(meta.snapshot_id),
+        metrics=dict(meta.metrics),
+        serving=serving,
+    )
 
 
 def _limit(value: str | None, default: int, most: int) -> int:
@@ -148,3 +190,47 @@ async def explain(
         "tags": [{"tag": t.tag, "effect": t.effect, "images": t.images} for t in reply.tags],
     }
     return Explanation.model_validate(body)
+
+
+@router.get(
+    "/getmodels",
+    dependencies=[ActsAs],
+    summary="Every kept version of the user's model, with its figures and which one serves",
+    response_model=ModelHistory,
+    responses=error_responses(400, 503, 504),
+)
+async def get_models(
+    rater: RaterDep,
+    user: Annotated[str | None, params.required_query("User name (1-64 of `[A-Za-z0-9_.-]`).")] = None,
+) -> Any:
+    name = params.user(user)
+    reply = await rater.stub.ListHeadVersions(rater_pb2.ListHeadVersionsRequest(user=name))
+    return ModelHistory(user=name, versions=[_version(v.metadata, v.serving) for v in reply.versions])
+
+
+@router.post(
+    "/usemodel",
+    dependencies=[ActsAs],
+    summary="Serve a kept older version of the user's model (predictions rescore)",
+    response_model=ModelChosen,
+    responses=error_responses(400, 404, 503, 504),
+)
+async def use_model(
+    dataset: DatasetDep,
+    rater: RaterDep,
+    user: Annotated[str | None, params.required_query("User name (1-64 of `[A-Za-z0-9_.-]`).")] = None,
+    version: Annotated[str | None, params.required_query("A version /getmodels lists.")] = None,
+) -> Any:
+    name = params.user(user)
+    if version is None or not version.strip():
+        raise validation.missing("version")
+    reply = await rater.stub.UseHeadVersion(rater_pb2.UseHeadVersionRequest(user=name, version=version.strip()))
+    meta = reply.metadata
+    # The dataset service now records this version as the user's model: its
+    # predictions are rescored with it, and /getuserdata and /verifydatasets follow.
+    await dataset.stub.training.RecordTrainedSnapshot(
+        training_data_pb2.RecordTrainedSnapshotRequest(
+            user=name, snapshot_id=meta.snapshot_id, model_version=meta.version, metrics=dict(meta.metrics)
+        )
+    )
+    return ModelChosen(success=True, user=name, version=meta.version)

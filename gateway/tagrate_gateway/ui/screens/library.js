@@ -4,11 +4,20 @@
 import { describe, isNotFound, query } from "../lib/api.js";
 import { emptyState, h, mount } from "../lib/dom.js";
 import { fmt } from "../lib/format.js";
-import { cacheListing, fetchPage, imageHash, libraryHash, listContext, THUMB_SIZE } from "../lib/listing.js";
+import {
+  cacheListing,
+  fetchPage,
+  forgetListings,
+  imageHash,
+  libraryHash,
+  listContext,
+  THUMB_SIZE,
+} from "../lib/listing.js";
 import { go, isCurrent } from "../lib/router.js";
 import { session } from "../lib/session.js";
 import { pager } from "../widgets/pager.js";
 import { tagSuggestions } from "../widgets/tagbox.js";
+import { modelFreshness } from "../widgets/versions.js";
 
 const SORTS = [
   ["date-desc", "Newest rated"],
@@ -112,7 +121,14 @@ export async function render({ params, token }) {
   const page = Math.max(1, parseInt(params.get("page") || "1", 10) || 1);
   const status = h("p", { class: "muted", id: "library-status", "aria-live": "polite" }, "Loading…");
   const grid = h("ul", { class: "grid", id: "grid", "aria-label": "Images" });
-  mount(h("h1", {}, "Library"), controls(ctx), status, grid);
+  // "For you" follows the model: it refreshes by itself when the model changes.
+  const fresh = ctx.sort.startsWith("predicted")
+    ? modelFreshness(token, () => {
+        forgetListings();
+        go(location.hash, true);
+      })
+    : null;
+  mount(h("h1", {}, "Library"), ...(fresh ? [fresh] : []), controls(ctx), status, grid);
   let reply;
   try {
     reply = await fetchPage(ctx, page);

@@ -6,6 +6,7 @@ import { $, emptyState, h, mount } from "../lib/dom.js";
 import { eta, fmt } from "../lib/format.js";
 import { isCurrent } from "../lib/router.js";
 import { session } from "../lib/session.js";
+import { modelFreshness, versionsPanel } from "../widgets/versions.js";
 
 const POLL_MS = 500;
 
@@ -161,6 +162,9 @@ export async function render({ token }) {
         )
       : h("p", { id: "model-state", class: "empty" }, "No model yet. Rate at least 10 images, then train it."),
     metrics && (metrics.spearman !== undefined || metrics.mean_spearman !== undefined) ? metricsTable(metrics) : null,
+    modelFreshness(token, () => render({ token })),
+    model ? h("h2", {}, "Versions") : null,
+    model ? versionsPanel(token, () => render({ token })) : null,
     h("div", { class: "row" }, trainButton, stopButton),
     progress,
     trainState,

@@ -18,6 +18,7 @@ import { go, isCurrent, setKeys } from "../lib/router.js";
 import { session } from "../lib/session.js";
 import { albumHash, locateInAlbum } from "../lib/albums.js";
 import { albumPicker } from "../widgets/albumpicker.js";
+import { whyPanel } from "../widgets/why.js";
 
 const ADVANCE_KEY = "tagrate.advance";
 
@@ -224,6 +225,7 @@ export async function render({ arg: name, params, token }) {
           navLink(next, "Next →", "next-image", "ArrowRight"),
         ),
         scores,
+        predicted === null || predicted === undefined ? null : whyPanel(name),
         levels,
         h("div", { class: "navrow" }, removeButton, h("label", { class: "inline" }, h("span", {}, "Next image after rating"), advance)),
         message,
