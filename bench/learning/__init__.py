@@ -5,7 +5,7 @@ and the head the trainer selects; the mean and the worst user of each type.
 
     python -m bench learning [--users 4] [--types shared,opposite,orthogonal,narrow]
                              [--splits 5] [--others 24] [--sizes 10,20,50,100,200] [--features]
-    python -m bench learning --active [--users 4] [--types ...] [--splits 5]   (issue 26: bench/active.py)
+    python -m bench learning --active [--users 4] [--types ...] [--splits 5]   (issue 26: bench/learning/active.py)
 
 Images: the Twemoji PNGs (64 px) of the npm package ``emoji-datasource-twitter``
 (MIT; the graphics are Twemoji by Twitter, Inc and other contributors,
@@ -125,7 +125,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--active",
         action="store_true",
-        help="instead: active-vs-random curves of /getratenext's method (bench/active.py)",
+        help="instead: active-vs-random curves of /getratenext's method (bench/learning/active.py)",
     )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -146,7 +146,7 @@ def main(argv: list[str]) -> int:
     order = rng.permutation(n)
     pool, rest = order[: n // 3], order[n // 3 :]
     if args.active:
-        from bench import active
+        from . import active
 
         return active.curves(
             plain, rest, kinds, args.users, args.splits, args.seed, preference.user, preference.uid, rate, TEST_IMAGES

@@ -102,22 +102,60 @@ def _seed(user: str, version: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{user}\0{version}".encode()).digest()[:8], "big")
 
 
-def rate_next(session: Session, user: str, extractor_id: str, limit: int) -> RateNext:
+def _tag_conditions(session: Session, include: Sequence[str], exclude: Sequence[str]) -> tuple[str, dict] | None:
+    """SQL conditions on ``f.image_id`` for the tag filter and their
+    parameters, as the listing filters: the current tagger model's tags at
+    or above its threshold. None when nothing can match (an included tag
+    nobody has, or any include before a tagger model exists); unknown
+    excluded tags are ignored."""
+    if not include and not exclude:
+        return "", {}
+    model = current_tagger_model(session)
+    names = {*include, *exclude}
+    ids = dict(session.exec(select(Tag.name, Tag.id).where(col(Tag.name).in_(names))).all()) if names else {}
+    if include and (model is None or any(name not in ids for name in include)):
+        return None
+    if model is None:
+        return "", {}
+    sql, params = "", {"m": model.id, "th": model.threshold}
+    wanted = [(name, True) for name in include] + [(name, False) for name in exclude if name in ids]
+    for n, (name, present) in enumerate(wanted):
+        probe = (
+            f"EXISTS (SELECT 1 FROM image_tags t{n} WHERE t{n}.image_id = f.image_id AND t{n}.tagger_model_id = :m "
+            f"AND t{n}.tag_id = :tag{n} AND t{n}.score >= :th)"
+        )
+        sql += f" AND {probe}" if present else f" AND NOT {probe}"
+        params[f"tag{n}"] = ids[name]
+    return sql, params
+
+
+def rate_next(
+    session: Session,
+    user: str,
+    extractor_id: str,
+    limit: int,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> RateNext:
     """Up to ``limit`` unrated images for ``user`` to rate next, best first
-    (see :mod:`tagrate_common.ratenext`). NotFound for an unknown user."""
+    (see :mod:`tagrate_common.ratenext`), among the images the tag filter
+    keeps. NotFound for an unknown user."""
     owner = require_user(session, user)
     assert owner.id is not None
     version = serving_version(session, user)
     seed = _seed(user, version)
     multiplier = 1 + seed % (_PRIME - 1)
     offset = (seed >> 32) % _PRIME
+    tags = _tag_conditions(session, include, exclude)
+    if tags is None:
+        return RateNext(ratenext.COVERAGE, version, [])
     candidates = session.connection().execute(
         text(
             "SELECT f.image_id FROM image_features f WHERE f.extractor_id = :x "
-            "AND NOT EXISTS (SELECT 1 FROM ratings q WHERE q.user_id = :u AND q.image_id = f.image_id) "
-            "ORDER BY (CAST(f.image_id AS BIGINT) * :a + :b) % :p, f.image_id LIMIT :n"
+            "AND NOT EXISTS (SELECT 1 FROM ratings q WHERE q.user_id = :u AND q.image_id = f.image_id)"
+            f"{tags[0]} ORDER BY (CAST(f.image_id AS BIGINT) * :a + :b) % :p, f.image_id LIMIT :n"
         ),
-        {"x": extractor_id, "u": owner.id, "a": multiplier, "b": offset, "p": _PRIME, "n": CANDIDATES},
+        {"x": extractor_id, "u": owner.id, "a": multiplier, "b": offset, "p": _PRIME, "n": CANDIDATES, **tags[1]},
     )
     candidate_ids = [row[0] for row in candidates]
     vectors = _vectors(session, candidate_ids, extractor_id)

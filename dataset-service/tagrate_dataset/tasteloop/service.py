@@ -19,6 +19,7 @@ REGISTRATION = (
 )
 MAX_RATE_NEXT = 100
 MAX_NEIGHBOURS = 50
+MAX_FILTER_TAGS = 16
 
 
 def _limit(value: int, most: int) -> int:
@@ -35,8 +36,12 @@ class TasteLoopServicer(tasteloop_pb2_grpc.TasteLoopServiceServicer):
         user = validation.user_name(request.user)
         extractor_id = checks.identifier(request.extractor_id, "extractor_id")
         limit = _limit(request.limit, MAX_RATE_NEXT)
+        if len(request.include_tags) + len(request.exclude_tags) > MAX_FILTER_TAGS:
+            raise InvalidArgument(f"at most {MAX_FILTER_TAGS} tags may filter the candidates", "invalid_filters")
         with self.db.snapshot() as session:
-            chosen = crud.rate_next(session, user, extractor_id, limit)
+            chosen = crud.rate_next(
+                session, user, extractor_id, limit, list(request.include_tags), list(request.exclude_tags)
+            )
         return tasteloop_pb2.GetRateNextResponse(
             user=user,
             strategy=chosen.strategy,

@@ -15,6 +15,7 @@ from tagrate_common import validation
 from tagrate_common.errors import Conflict, InvalidArgument
 from tagrate_common.protos import rater_pb2, tasteloop_pb2, training_data_pb2
 from tagrate_common.timestamps import optional_api_text
+from tagrate_common.userdata import TagFilter
 
 from .. import params
 from ..auth import ActsAs
@@ -25,6 +26,7 @@ router = APIRouter(tags=["taste loop"], dependencies=[Depends(params.no_repeated
 
 RATE_NEXT_DEFAULT, RATE_NEXT_MAX = 20, 100
 NEIGHBOURS_DEFAULT, NEIGHBOURS_MAX = 8, 50
+MAX_FILTER_TAGS = 16
 _INTEGER = re.compile(r"[0-9]{1,4}")
 
 
@@ -137,12 +139,23 @@ async def get_rate_next(
     limit: Annotated[
         str | None, Query(description=f"How many, 1-{RATE_NEXT_MAX} (default {RATE_NEXT_DEFAULT}).")
     ] = None,
+    filters: Annotated[
+        str | None,
+        Query(description="Comma-separated tags the images must all have; `-tag` excludes images with that tag."),
+    ] = None,
 ) -> Any:
     name = params.user(user)
     count = _limit(limit, RATE_NEXT_DEFAULT, RATE_NEXT_MAX)
+    tag_filter = TagFilter.parse(filters).checked(MAX_FILTER_TAGS, 200)
     extractor = await _extractor(rater)
     reply = await dataset.stub.tasteloop.GetRateNext(
-        tasteloop_pb2.GetRateNextRequest(user=name, extractor_id=extractor, limit=count)
+        tasteloop_pb2.GetRateNextRequest(
+            user=name,
+            extractor_id=extractor,
+            limit=count,
+            include_tags=tag_filter.include,
+            exclude_tags=tag_filter.exclude,
+        )
     )
     return RateNext(
         user=reply.user,

@@ -169,3 +169,25 @@ def test_explain_refusals(served: Served) -> None:
     assert rpc_error(call, missing)[:2] == (NOT_FOUND, "image_not_found")
     bad = tasteloop_pb2.ExplainImageRequest(user="di", image=no_vector, extractor_id=EXTRACTOR, limit=51)
     assert rpc_error(call, bad)[:2] == (INVALID, "invalid_limit")
+
+
+def test_rate_next_keeps_to_the_tag_filter(served: Served) -> None:
+    cluster_of = library(served)
+    for name, cluster in cluster_of.items():
+        put_tags(served, name, "tagger@1", 0.5, [(f"c{cluster}", 0.9), ("even" if cluster % 2 == 0 else "odd", 0.8)])
+    add(served, "eve", make_image(seed=8), 0.5)
+
+    def listed(include: list[str], exclude: list[str]) -> set[int]:
+        request = tasteloop_pb2.GetRateNextRequest(
+            user="eve", extractor_id=EXTRACTOR, limit=100, include_tags=include, exclude_tags=exclude
+        )
+        return {cluster_of[i.image] for i in served.stub.tasteloop.GetRateNext(request, timeout=30).images}
+
+    assert listed(["even"], []) == {0, 2, 4}
+    assert listed(["even"], ["c2"]) == {0, 4}
+    assert listed([], ["odd", "no-such-tag"]) == {0, 2, 4}
+    assert listed(["no-such-tag"], []) == set()
+    request = tasteloop_pb2.GetRateNextRequest(
+        user="eve", extractor_id=EXTRACTOR, limit=5, include_tags=[f"t{n}" for n in range(17)]
+    )
+    assert_refused(served, served.stub.tasteloop.GetRateNext, request, INVALID, "invalid_filters")
