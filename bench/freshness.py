@@ -15,11 +15,12 @@ trains only the user measured.
 A new user rates library images one after another (a rating every 0.3 s,
 as fast as someone rating with keys 1-7), with ratings a linear taste of
 the vectors gives (so a model can be learnt). After the Nth rating
-(``--ratings``; the rating stops there each time) the clock runs until the
+(``--ratings``, default 20, 50, 100; the rating stops there each time) the clock runs until the
 user's model is trained on exactly those N ratings and every one of the
 library's images is rescored by it: the seconds are split into waiting for
 the trainer (quiet period and poll), training and publishing, and
-rescoring.
+rescoring. A training that publishes nothing (no head beat predicting the
+user's mean, likely on a handful of ratings) is reported as such.
 
 Target: under 15 s from the Nth rating to fresh predictions.
 """
@@ -82,6 +83,19 @@ def state(db: Path) -> tuple[str | None, bool]:
     return (trained[0] if trained else None), job is not None
 
 
+def failed_on(jobs_db: Path, snapshot_id: str) -> str | None:
+    """The error of a failed job of the user on exactly this snapshot (say, no
+    head beat predicting the mean: nothing is published, nothing to wait for)."""
+    if not jobs_db.exists():
+        return None
+    with sqlite3.connect(f"file:{jobs_db}?mode=ro", uri=True, timeout=30) as conn:
+        row = conn.execute(
+            "SELECT error FROM training_jobs WHERE \"user\" = ? AND snapshot_id = ? AND state = 'failed'",
+            (USER, snapshot_id),
+        ).fetchone()
+    return row[0] if row else None
+
+
 def trainer_process(dataset_addr: str, rater_addr: str, work: Path) -> ServiceProcess:
     port = free_port()
     env = {
@@ -99,7 +113,7 @@ def trainer_process(dataset_addr: str, rater_addr: str, work: Path) -> ServicePr
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench freshness", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="Fraction of the 100k images (default 1).")
-    parser.add_argument("--ratings", default="10,50,100", help="The Ns measured, increasing (default 10,50,100).")
+    parser.add_argument("--ratings", default="20,50,100", help="The Ns measured, increasing (default 20,50,100).")
     parser.add_argument("--cache-dir", type=Path, default=RESULTS_DIR, help="Where the SQLite file is cached.")
     args = parser.parse_args(argv or [])
     steps = [int(n) for n in args.ratings.split(",")]
@@ -141,9 +155,14 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.perf_counter()
                 snapshot = stack.dataset_stub.users.GetUser(users_pb2.GetUserRequest(user=USER), timeout=DEADLINE)
                 trained_at = rescored_at = None
+                jobs_db = work / "data" / "trainer" / "jobs.db"
                 while rescored_at is None:
                     trained, job_open = state(db)
                     now = time.perf_counter() - start
+                    if trained_at is None and (error := failed_on(jobs_db, snapshot.snapshot_id)):
+                        rows.append([n, images, f"{now:.1f} (failed)", "-", "-", "none published"])
+                        print(f"  rating {n}: the training failed after {now:.1f} s: {error[:160]}", flush=True)
+                        break
                     if trained_at is None and trained == snapshot.snapshot_id:
                         trained_at = now
                     if trained_at is not None and not job_open:
@@ -151,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                     if now > 600:
                         raise TimeoutError(f"no fresh predictions 10 minutes after rating {n}")
                     time.sleep(0.05)
+                if rescored_at is None:
+                    continue
                 verdict = "ok" if rescored_at < TARGET_SECONDS else "MISSED"
                 rows.append(
                     [n, images, f"{trained_at:.1f}", f"{rescored_at - trained_at:.1f}", f"{rescored_at:.1f}", verdict]

@@ -4,25 +4,26 @@ and ``bench learning`` (which measured it against random picks).
 
 Inputs are feature vectors (the rater's extractor's, as cached for
 training): those of candidate images the user has not rated, and those of
-the images they rated with their ratings. Everything is numpy on at most a
-few thousand rows, so one call takes milliseconds to tens of them.
+the images they rated with their ratings. Everything is numpy on a few
+thousand rows at most (the caller bounds them), in 128 projected dimensions
+where it clusters.
 
-The strategy, ``ensemble-coverage`` (see docs/taste-loop.md for the
-measurements that chose it over the alternatives kept here):
+Served (:data:`SERVED`), because it measured best against random picks of
+the strategies here (docs/taste-loop.md; ``bench learning --active``):
+``typical-clusters``, TypiClust (Hacohen, Dekel and Weinshall, "Active
+learning on a budget", 2022), made for few ratings: the candidates and the
+rated images are clustered into (rated + wanted) groups by k-means; from the
+largest groups holding nothing rated the most *typical* candidate (closest
+to its group's others) is taken, one per group. So the picks are diverse
+(one per group, never twenty near-identical images while a group is
+unrated) and representative (not outliers). Without ratings it is the same
+over the library: a cold-start spread.
 
-* informative: a bootstrap ensemble of ridge heads is fitted on the user's
-  ratings (resampled with replacement); a candidate's *disagreement* is the
-  standard deviation of the ensemble's predictions for it: where the heads
-  disagree, a rating changes the model most;
-* diverse: a candidate's *novelty* is its cosine distance to the nearest
-  image already rated or already chosen in this call (so twenty
-  near-identical images are never all chosen);
-* the next pick is the candidate with the largest disagreement x novelty,
-  greedily, updating the novelty after each pick.
-
-Without enough ratings for an ensemble (fewer than :data:`MIN_RATINGS`), it
-is a *cold-start spread* (``coverage``): farthest-first traversal from the
-rated images (or, with none, from the candidates' mean), i.e. novelty alone.
+Measured and kept for the benchmark, not served: ``ensemble-coverage``
+(informative: the spread of a bootstrap ensemble of ridge heads' predictions
+x the cosine distance to anything rated or chosen, greedily; under
+:data:`MIN_RATINGS` ratings the distance alone, ``coverage``), which picked
+atypical images and did worse than random.
 """
 
 from __future__ import annotations
@@ -33,8 +34,14 @@ import numpy as np
 
 ENSEMBLE = "ensemble-coverage"
 COVERAGE = "coverage"
+TYPICAL = "typical-clusters"
 RANDOM = "random"
-STRATEGIES = (ENSEMBLE, COVERAGE, RANDOM)
+STRATEGIES = (ENSEMBLE, COVERAGE, TYPICAL, RANDOM)
+# What /getratenext serves: the strategy that measured best against random
+# picks (docs/taste-loop.md; bench learning --active).
+SERVED = TYPICAL
+PROJECTED = 128  # dimensions the clustering works in (a fixed random projection)
+KMEANS_ROUNDS = 8
 
 MIN_RATINGS = 5  # fewer: the ensemble would be noise; the spread alone decides
 HEADS = 8  # bootstrap heads
@@ -90,12 +97,79 @@ def disagreement(candidates: np.ndarray, rated: np.ndarray, ratings: np.ndarray,
     return predictions.std(axis=0)
 
 
+def _project(points: np.ndarray, seed: int) -> np.ndarray:
+    """Unit rows projected to :data:`PROJECTED` dimensions (Johnson-Lindenstrauss:
+    distances kept to a few percent), so clustering costs little."""
+    if points.shape[1] <= PROJECTED:
+        return points
+    matrix = np.random.default_rng([seed, 7]).normal(size=(points.shape[1], PROJECTED)).astype(np.float32)
+    return points @ (matrix / np.sqrt(PROJECTED))
+
+
+def _kmeans(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Cluster labels of ``points`` by k-means (k-means++ seeding, a few Lloyd rounds)."""
+    centres = [points[rng.integers(len(points))]]
+    nearest = ((points - centres[0]) ** 2).sum(axis=1)
+    for _ in range(1, k):
+        total = nearest.sum()
+        pick = rng.choice(len(points), p=nearest / total) if total > 0 else rng.integers(len(points))
+        centres.append(points[pick])
+        nearest = np.minimum(nearest, ((points - points[pick]) ** 2).sum(axis=1))
+    c = np.stack(centres)
+    for _ in range(KMEANS_ROUNDS):
+        distances = (points**2).sum(1)[:, None] - 2 * points @ c.T + (c**2).sum(1)[None, :]
+        labels = distances.argmin(axis=1)
+        for j in range(k):
+            members = points[labels == j]
+            if len(members):
+                c[j] = members.mean(axis=0)
+    distances = (points**2).sum(1)[:, None] - 2 * points @ c.T + (c**2).sum(1)[None, :]
+    return distances.argmin(axis=1)
+
+
+def typical_clusters(candidates: np.ndarray, rated: np.ndarray, limit: int, seed: int) -> list[int]:
+    """TypiClust (Hacohen et al., 2022: active learning on a small budget):
+    the candidates and the rated images are clustered into (rated + limit)
+    clusters; from the largest clusters holding nothing rated, the most
+    typical candidate (the one closest to its cluster's others) is taken, one
+    per cluster, then from the largest clusters whatever is left."""
+    rng = np.random.default_rng(seed)
+    points = _project(
+        np.concatenate([normalised(candidates), normalised(rated)]) if len(rated) else normalised(candidates), seed
+    )
+    n = len(candidates)
+    k = max(1, min(len(points), len(rated) + limit))
+    labels = _kmeans(points, k, rng)
+    rated_clusters = set(labels[n:].tolist())
+    sizes = np.bincount(labels, minlength=k)
+    order = sorted(range(k), key=lambda j: (j in rated_clusters, -sizes[j]))
+    chosen: list[int] = []
+    taken = np.zeros(n, dtype=bool)
+    while len(chosen) < limit:
+        before = len(chosen)
+        for j in order:
+            if len(chosen) >= limit:
+                break
+            members = np.flatnonzero((labels[:n] == j) & ~taken)
+            if not len(members):
+                continue
+            inside = points[labels == j]
+            block = points[members]
+            spread = ((block[:, None, :] - inside[None, : min(len(inside), 200), :]) ** 2).sum(-1).mean(axis=1)
+            best = int(members[int(np.argmin(spread))])
+            chosen.append(best)
+            taken[best] = True
+        if len(chosen) == before:
+            break
+    return chosen
+
+
 def choose(
     candidates: np.ndarray,
     rated: np.ndarray,
     ratings: np.ndarray,
     limit: int,
-    strategy: str = ENSEMBLE,
+    strategy: str = SERVED,
     seed: int = 0,
     fit_rows: int | None = None,
 ) -> Choice:
@@ -113,6 +187,9 @@ def choose(
     if strategy == RANDOM:
         picked = np.random.default_rng(seed).choice(len(candidates), limit, replace=False)
         return Choice([int(i) for i in picked], ["random"] * limit, RANDOM)
+    if strategy == TYPICAL:
+        picked = typical_clusters(candidates, rated, limit, seed)
+        return Choice(picked, ["typical of a large group of images unlike anything rated"] * len(picked), TYPICAL)
     points = normalised(candidates)
     anchors = normalised(rated) if len(rated) else normalised(points.mean(axis=0, keepdims=True))
     novelty = _nearest_distance(points, anchors)

@@ -25,7 +25,7 @@ from ..records import current_tagger_model, require_image, require_user
 
 CANDIDATES = 2000  # unrated images sampled for a choice
 RATED = 2000  # most recent ratings compared against (novelty, neighbours)
-ENSEMBLE_RATINGS = 300  # most recent ratings the bootstrap ensemble is fitted on
+CLUSTERED_RATINGS = 200  # most recent rated images clustered with the candidates
 TAG_MIN_IMAGES = 3  # a tag's effect needs this many scored images with it
 MAX_TAGS = 10
 _PRIME = 2_147_483_647  # 2^31 - 1: image ids times a multiplier stay below 2^62
@@ -148,7 +148,7 @@ def rate_next(
     offset = (seed >> 32) % _PRIME
     tags = _tag_conditions(session, include, exclude)
     if tags is None:
-        return RateNext(ratenext.COVERAGE, version, [])
+        return RateNext(ratenext.SERVED, version, [])
     candidates = session.connection().execute(
         text(
             "SELECT f.image_id FROM image_features f WHERE f.extractor_id = :x "
@@ -161,7 +161,7 @@ def rate_next(
     vectors = _vectors(session, candidate_ids, extractor_id)
     candidate_ids = [i for i in candidate_ids if i in vectors]
     if not candidate_ids:
-        return RateNext(ratenext.COVERAGE, version, [])
+        return RateNext(ratenext.SERVED, version, [])
     rated_ids, rated, ratings = _rated(session, owner.id, extractor_id)
     dims = len(vectors[candidate_ids[0]])
     if len(rated_ids) and rated.shape[1] != dims:
@@ -169,9 +169,7 @@ def rate_next(
     points = np.stack([vectors[i] for i in candidate_ids])
     if not len(rated_ids):
         rated = np.empty((0, dims), np.float32)
-    choice = ratenext.choose(
-        points, rated, ratings, limit, ratenext.ENSEMBLE, seed=seed % 2**32, fit_rows=ENSEMBLE_RATINGS
-    )
+    choice = ratenext.choose(points, rated[:CLUSTERED_RATINGS], ratings[:CLUSTERED_RATINGS], limit, seed=seed % 2**32)
     chosen = [candidate_ids[i] for i in choice.indices]
     names = dict(session.exec(select(Image.id, Image.name).where(col(Image.id).in_(chosen))).all())
     predicted = _predictions(session, owner.id, chosen, version)

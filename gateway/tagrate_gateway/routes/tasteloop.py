@@ -41,8 +41,8 @@ class RateNext(BaseModel):
 
     user: str
     strategy: str = Field(
-        description="`ensemble-coverage` (where a bootstrap ensemble of the user's model disagrees most, away from "
-        "what is rated) or `coverage` (a spread over the library: fewer than 5 ratings)."
+        description="`typical-clusters`: the most typical image of each of the largest groups of alike images "
+        "that hold nothing the user rated (TypiClust; docs/taste-loop.md says why this one)."
     )
     model_version: str | None = Field(description="The model version the queue was made for; null without a model.")
     images: list[RateNextImage]
