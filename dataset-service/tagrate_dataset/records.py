@@ -71,6 +71,15 @@ def new_image(session: Session, info: ImageInfo, filename: str, now: datetime, s
     return image
 
 
+def keep_first_name(image: Image, filename: str) -> None:
+    """An image keeps the first file name it was stored under: a later
+    upload of the same bytes under another name changes nothing, but one
+    stored with no name (a bulk import, a nameless upload) takes the first
+    name it is given."""
+    if filename and not image.original_filename:
+        image.original_filename = filename[:255]
+
+
 def existing_image_ids(session: Session, image_ids: Iterable[int]) -> set[int]:
     """Those of ``image_ids`` whose image is still stored (not deleted)."""
     wanted = sorted(set(image_ids))
