@@ -51,6 +51,7 @@ def test_an_image_stored_without_a_name_takes_the_first_name_it_is_given(served:
     assert name == name_of(data)
     assert original_name(served, name) == ""
     add_images(served, (data, "folder/"))  # nothing left of it: still no name
+    add_images(served, (data, name.upper()))  # its own content hash, as old exports named files: no name
     assert original_name(served, name) == ""
     add_images(served, (data, "found.jpg"))
     add_images(served, (data, "later.jpg"))
