@@ -34,6 +34,7 @@ from .ratings import service as ratings_service
 from .tags import service as tags_service
 from .tags.tagging import Tagging
 from .tokens import service as tokens_service
+from .tokens import sessions as sessions_service
 from .training import service as training_service
 from .users import service as users_service
 from .work import service as work_service
@@ -70,6 +71,7 @@ def resource_services(
             training_service.REGISTRATION, training_service.TrainingDataServicer(settings, db, features, on_new_model)
         ),
         _service(tokens_service.REGISTRATION, tokens_service.TokenServicer(db)),
+        _service(sessions_service.REGISTRATION, sessions_service.SessionServicer(db)),
         _service(albums_service.REGISTRATION, albums_service.AlbumServicer(settings, db)),
     ]
 

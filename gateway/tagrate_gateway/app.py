@@ -20,7 +20,7 @@ from tagrate_common.logging import new_request_id, request_id_var
 from tagrate_common.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from tagrate_common.protos import rater_pb2_grpc, tagger_pb2_grpc, trainer_pb2_grpc
 
-from .auth import Authenticator, document_access
+from .auth import Authenticator, ProxyTrust, document_access
 from .config import BACKENDS, GatewaySettings
 from .docs import install_docs
 from .errors import install_error_handlers, internal_error_response
@@ -87,7 +87,10 @@ class RequestContextMiddleware:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 started, status = True, message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_RESPONSE_HEADER] = request_id
+                headers = MutableHeaders(scope=message)
+                headers[REQUEST_ID_RESPONSE_HEADER] = request_id
+                # No answer of the gateway is ever to be content-sniffed.
+                headers.setdefault("X-Content-Type-Options", "nosniff")
             await send(message)
 
         try:
@@ -180,6 +183,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     install_error_handlers(app)
     use_internal_token(settings.internal_token_value())  # every backend call carries it
     app.state.auth = Authenticator(settings, app.state.backends["dataset"])
+    app.state.proxies = ProxyTrust(settings.trusted_proxy_networks)
     if not app.state.auth.enabled:
         log.warning(
             "ACCESS CONTROL IS OFF (GATEWAY_AUTH=%s, listening on %s): anyone who can reach the gateway can "

@@ -298,8 +298,12 @@ class _PartCollector:
         try:
             value = self._data.decode(self.charset)
         except UnicodeDecodeError:
+            # Usually a file sent without a file name (an empty or missing
+            # filename=): say so rather than blame the encoding alone.
             raise InvalidArgument(
-                f"the form field '{self._name}' is not valid {self.charset}", "invalid_encoding"
+                f"the form field '{self._name[:64]}' is not valid {self.charset} text; a file must be sent as a "
+                'file part with a non-empty filename (Content-Disposition: form-data; name="..."; filename="...")',
+                "invalid_encoding",
             ) from None
         self.form.fields.append((self._name, value))
 
