@@ -142,15 +142,16 @@ def _nul_field(message: Any, depth: int = 0) -> str | None:
     return None
 
 
-def refuse_nul(request: Any) -> None:
-    """400 (``invalid_character``) for a request with a NUL character in any
-    text field: no name, tag or id of tagrate holds one, and PostgreSQL cannot
-    store one (it answered an error the caller saw as a 500; SQLite stored or
-    missed it). Checked before any servicer sees the request, the same on
-    every database."""
+def nul_error(request: Any) -> InvalidArgument | None:
+    """What an unexpected failure of a request with a NUL character in a
+    text field is: a 400 (``invalid_character``) naming the field, not a 500.
+    No name, tag or id of tagrate holds a NUL and PostgreSQL cannot store one
+    (psycopg's DataError surfaced as a 500 where SQLite answered 404); the
+    services' own validation still answers first with its specific code."""
     field = _nul_field(request)
-    if field is not None:
-        raise InvalidArgument(f"'{field}' contains a NUL character", "invalid_character")
+    if field is None:
+        return None
+    return InvalidArgument(f"'{field}' contains a NUL character", "invalid_character")
 
 
 class _ServiceInterceptor(grpc.ServerInterceptor):
@@ -209,10 +210,11 @@ class _ServiceInterceptor(grpc.ServerInterceptor):
             tokens = self._begin(context)
             start, code = time.perf_counter(), grpc.StatusCode.OK
             try:
-                refuse_nul(request)
                 return behavior(request, context)
             except Exception as exc:
-                code, details = self._fail(exc, context, method)
+                code, details = self._fail(
+                    exc if isinstance(exc, TagrateError) else nul_error(request) or exc, context, method
+                )
                 context.abort(code, details)  # raises
             finally:
                 self._finish(method, code, start, quiet)
@@ -225,10 +227,11 @@ class _ServiceInterceptor(grpc.ServerInterceptor):
             tokens = self._begin(context)
             start, code = time.perf_counter(), grpc.StatusCode.OK
             try:
-                refuse_nul(request)
                 yield from behavior(request, context)
             except Exception as exc:
-                code, details = self._fail(exc, context, method)
+                code, details = self._fail(
+                    exc if isinstance(exc, TagrateError) else nul_error(request) or exc, context, method
+                )
                 context.abort(code, details)  # raises
             finally:
                 self._finish(method, code, start, quiet)

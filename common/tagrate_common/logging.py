@@ -87,6 +87,8 @@ class TextFormatter(logging.Formatter):
         # Every piece of the line is escaped (the message and anything a
         # caller passed); a traceback keeps its newlines, each continuation
         # line indented so that it cannot pass for a log line of its own.
+        if not hasattr(record, "request_id"):  # a handler without the request-id filter
+            record.request_id = "-"
         return escape_control(super().formatMessage(record))
 
     def formatException(self, ei) -> str:  # type: ignore[no-untyped-def]

@@ -114,6 +114,16 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def private_to(owner: str | None) -> bool:
+    """Whether data belonging to ``owner`` (a user name; None: nobody's)
+    must be hidden from the current caller: a user token sees only its own
+    user's entries, admin (and access control off) sees everything."""
+    caller = _caller_var.get()
+    if caller is None or caller.admin:
+        return False
+    return owner != caller.user
+
+
 def scoped_user(value: str | None, param: str = "user") -> str | None:
     """The ``user`` parameter as the current caller may use it: unchanged
     for admin (or with access control off), the caller's own name when

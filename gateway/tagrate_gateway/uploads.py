@@ -37,6 +37,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from tagrate_common import validation
 from tagrate_common.errors import InvalidArgument, PayloadTooLarge, TagrateError, Unavailable
+from tagrate_common.files import out_of_space
 from tagrate_common.images import ImageLimits, check_header, check_size, naming_file
 from tagrate_common.protos import common_pb2
 
@@ -374,6 +375,12 @@ async def parse_multipart(
     except ClientDisconnect:
         collector.close()
         raise InvalidArgument("the request body was cut off before it ended", "incomplete_body") from None
+    except OSError as exc:  # spooling a file to disk (GATEWAY_SPOOL_DIR)
+        collector.close()
+        full = out_of_space(exc)
+        if full is None:
+            raise
+        raise full from None
     except BaseException:
         collector.close()
         raise
