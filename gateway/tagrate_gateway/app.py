@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -135,6 +136,12 @@ def _mark_required(parameter: dict[str, Any]) -> None:
         schema["type"] = "string"
 
 
+INSUFFICIENT_STORAGE_RESPONSE = {
+    "description": "The server's disk is (nearly) full (`insufficient_storage`); nothing was stored.",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+}
+
+
 def _tidy_openapi(app: FastAPI) -> None:
     """Makes the generated schema say what the gateway does. FastAPI
     documents a 422 on every route with parameters; the gateway never
@@ -148,6 +155,9 @@ def _tidy_openapi(app: FastAPI) -> None:
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
                     operation.get("responses", {}).pop("422", None)
+                    if '"binary"' in json.dumps(operation.get("requestBody", {})):
+                        # An upload can find the disk full (TAGRATE_MIN_FREE_BYTES).
+                        operation["responses"].setdefault("507", INSUFFICIENT_STORAGE_RESPONSE)
                     for parameter in operation.get("parameters", []):
                         _mark_required(parameter)
             for name in ("HTTPValidationError", "ValidationError"):
