@@ -14,12 +14,15 @@ import hashlib
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import httpx
 import pytest
 
 from tests.imagefactory import make_image
+from tests.support import REPO_ROOT
 
 from .conftest import wait_for_tiles
 from .pages import DESKTOP, PHONE_390, shoot, sign_in, ui_page
@@ -133,7 +136,8 @@ def test_a_user_with_ratings_and_no_model_is_offered_training(browser, library, 
         page.wait_for_url("**rated=no**")
         for_you = listing(api, RATER, rated="no", sort="predicted-desc", page=1, limit=60)
         if all(i["predicted"] is None for i in for_you["images"]):
-            page.wait_for_selector("#for-you-hint:has-text('You have 12 ratings')")
+            have = listing(api, RATER)["total"]
+            page.wait_for_selector(f"#for-you-hint:has-text('You have {have} ratings')")
             assert page.locator("#hint-train").is_visible()
 
 
@@ -170,6 +174,35 @@ def test_ranks_and_a_decimal_rating_on_the_nearest_rank(browser, library, api, r
         page.reload()
         page.wait_for_selector("#my-rating:text-is('SS')")
         assert page.locator(".levels .level[aria-pressed='true']").inner_text() == "SS"
+
+
+def test_a_decimal_imported_by_the_cli_presses_its_nearest_rank(browser, library, api, run_stack, tmp_path):
+    """`tagrate import DIR --ratings ratings.csv` with a decimal rating (0.4:
+    between C = 2/6 and B = 3/6): the viewer presses C and says 0.40 on hover."""
+    folder = tmp_path / "import"
+    folder.mkdir()
+    data = make_image("PNG", (48, 48), seed=7950)
+    (folder / "decimal.png").write_bytes(data)
+    (tmp_path / "ratings.csv").write_text(f"path,user,rating\ndecimal.png,{RATER},0.4\n")
+    command = ["-m", "tagrate_cli", "--url", run_stack.url, "import", str(folder), "--ratings"]
+    result = subprocess.run(
+        [sys.executable, *command, str(tmp_path / "ratings.csv")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    name = f"{hashlib.sha256(data).hexdigest()}.png"
+    assert {i["image"]: i["rating"] for i in listing(api, RATER)["images"]}[name] == pytest.approx(0.4)
+    with ui_page(browser, run_stack.url, PHONE_390) as page:
+        sign_in(page, RATER)
+        page.goto(f"/#/image/{name}")
+        page.wait_for_selector("#my-rating:text-is('C')")
+        assert page.locator("#my-rating").get_attribute("title") == "C (0.40)"
+        pressed = page.locator(".levels .level[aria-pressed='true']")
+        assert pressed.count() == 1 and pressed.inner_text() == "C"
 
 
 def test_tag_box_substrings_keys_and_viewer_tags_toggle(browser, library, api, run_stack, screenshots):
