@@ -28,6 +28,7 @@ from .protos import (
     images_pb2_grpc,
     library_pb2_grpc,
     ratings_pb2_grpc,
+    sessions_pb2_grpc,
     tags_pb2_grpc,
     tasteloop_pb2_grpc,
     tokens_pb2_grpc,
@@ -52,6 +53,7 @@ class DatasetStubs:
     tokens: tokens_pb2_grpc.TokenServiceStub
     albums: albums_pb2_grpc.AlbumServiceStub
     tasteloop: tasteloop_pb2_grpc.TasteLoopServiceStub
+    sessions: sessions_pb2_grpc.SessionServiceStub
 
     def __init__(self, channel: grpc.Channel | grpc.aio.Channel) -> None:
         self.images = images_pb2_grpc.ImageServiceStub(channel)
@@ -64,6 +66,7 @@ class DatasetStubs:
         self.tokens = tokens_pb2_grpc.TokenServiceStub(channel)
         self.albums = albums_pb2_grpc.AlbumServiceStub(channel)
         self.tasteloop = tasteloop_pb2_grpc.TasteLoopServiceStub(channel)
+        self.sessions = sessions_pb2_grpc.SessionServiceStub(channel)
 
 
 if TYPE_CHECKING:
@@ -81,3 +84,4 @@ if TYPE_CHECKING:
         tokens: tokens_pb2_grpc.TokenServiceAsyncStub
         albums: albums_pb2_grpc.AlbumServiceAsyncStub
         tasteloop: tasteloop_pb2_grpc.TasteLoopServiceAsyncStub
+        sessions: sessions_pb2_grpc.SessionServiceAsyncStub
