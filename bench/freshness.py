@@ -7,14 +7,16 @@ cached under ``bench/results/`` and copied) with a synthetic 1280-d vector
 per image (bench/predictions.py's setup), the real rater, the real dataset
 service and the real trainer run as their own processes, the trainer with
 its automatic retraining at its defaults (after 10 changes, 3 s quiet,
-polls every 2 s) but the minimum interval 0, so every step is measured.
+polls every 2 s, at most one training a minute: a step that comes sooner
+after the previous training's start includes waiting for that minute).
 The bench's 20 users are recorded as trained first (straight into
 ``trained_snapshots``, as if their models were current), so the trainer
 trains only the user measured.
 
 A new user rates library images one after another (a rating every 0.3 s,
-as fast as someone rating with keys 1-7), with ratings a linear taste of
-the vectors gives (so a model can be learnt). After the Nth rating
+as fast as someone rating with keys 1-7), with ratings those images'
+vectors carry (a component along one direction, written into their
+vectors: random vectors alone carry no taste a model could learn). After the Nth rating
 (``--ratings``, default 20, 50, 100; the rating stops there each time) the clock runs until the
 user's model is trained on exactly those N ratings and every one of the
 library's images is rescored by it: the seconds are split into waiting for
@@ -75,6 +77,25 @@ def vectors_of(db: Path, ids: list[int]) -> np.ndarray:
     return np.stack([np.frombuffer(found[i], dtype="<f4") for i in ids])
 
 
+def learnable_taste(db: Path, ids: list[int]) -> np.ndarray:
+    """Ratings for ``ids`` that a model can learn from a few dozen: random
+    vectors carry no taste, so each chosen image's vector gets a strong
+    component along one direction in proportion to its rating (written
+    before the trainer ever reads them)."""
+    x = vectors_of(db, ids)
+    rng = np.random.default_rng(26)
+    taste = rng.uniform(0.0, 1.0, len(ids))
+    direction = rng.normal(size=x.shape[1])
+    direction /= np.linalg.norm(direction)
+    x = x + np.outer(40.0 * (taste - 0.5), direction).astype(np.float32)
+    with sqlite3.connect(db, timeout=30) as conn:
+        conn.executemany(
+            "UPDATE image_features SET vector = ? WHERE image_id = ?",
+            [(row.astype("<f4").tobytes(), i) for row, i in zip(x, ids, strict=True)],
+        )
+    return np.round(taste * 6) / 6
+
+
 def state(db: Path) -> tuple[str | None, bool]:
     """The user's trained snapshot, and whether a rescoring job is open for them."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
@@ -105,7 +126,6 @@ def trainer_process(dataset_addr: str, rater_addr: str, work: Path) -> ServicePr
         "TRAINER_METRICS_PORT": "0",
         "TRAINER_DATASET_ADDR": dataset_addr,
         "TRAINER_RATER_ADDR": rater_addr,
-        "TRAINER_RETRAIN_MIN_INTERVAL_SECONDS": "0",
     }
     return ServiceProcess("tagrate_trainer", env, work / "trainer.log", f"127.0.0.1:{port}").start(timeout=120)
 
@@ -138,10 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                     r[0] for r in conn.execute("SELECT id, name FROM images ORDER BY random() LIMIT ?", (steps[-1],))
                 ]
                 names = dict(conn.execute("SELECT id, name FROM images").fetchall())
-            x = vectors_of(db, chosen)
-            taste = np.random.default_rng(26).normal(size=x.shape[1])
-            raw = x @ taste / np.sqrt(x.shape[1])
-            ratings = np.round(np.clip(0.5 + 0.25 * raw / raw.std(), 0, 1) * 6) / 6
+            ratings = learnable_taste(db, chosen)
             done = 0
             for n in steps:
                 for k in range(done, n):

@@ -116,8 +116,8 @@ def curves(
     timing = [[s, f"{1000 * np.mean(v):.1f}", f"{1000 * np.max(v):.1f}"] for s, v in seconds.items()]
     print_table("Time to choose 10 images from the pool (ms)", ["strategy", "mean", "max"], timing)
     print(
-        f"\ntarget (issue 26: {ratenext.SERVED}, what /getratenext serves, reaches random's 100-rating Spearman with <= {TARGET_RATINGS} "
-        f"ratings and is never below random by more than {TOLERANCE}): "
+        f"\ntarget (issue 26: {ratenext.SERVED}, what /getratenext serves, reaches random's 100-rating Spearman "
+        f"with <= {TARGET_RATINGS} ratings and is never below random by more than {TOLERANCE}): "
         + ("met" if not unmet else "NOT met for " + ", ".join(unmet))
     )
     return 0 if not unmet else 1
