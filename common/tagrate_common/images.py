@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import math
 import os
 import re
@@ -108,6 +109,10 @@ class ImageInfo:
     height: int
     size_bytes: int
     sha256: str
+    # The perceptual hash (:func:`difference_hash`) and the small grey
+    # picture (:func:`grey_thumbnail`) when asked for.
+    dhash: int | None = None
+    thumb: bytes | None = None
 
     @property
     def ext(self) -> str:
@@ -224,13 +229,67 @@ def _validation_size(size: tuple[int, int]) -> tuple[int, int]:
     return max(1, size[0] // 8), max(1, size[1] // 8)
 
 
-def inspect_image(data: bytes, filename: str, limits: ImageLimits) -> ImageInfo:
+def inspect_image(data: bytes, filename: str, limits: ImageLimits, perceptual: bool = False) -> ImageInfo:
     """Fully validates an upload (decodes all of it, a JPEG at 1/8 scale, in
-    a decode slot) and describes it (at its stored size)."""
+    a decode slot) and describes it (at its stored size); with
+    ``perceptual``, also its :func:`difference_hash`, from the same decode."""
+    dhash, thumb = None, None
     with decode_slot():
         img, fmt, (width, height) = _open(data, filename, limits, _validation_size)
+        if perceptual:
+            dhash, thumb = difference_hash(img), grey_thumbnail(img)
         img.close()
-    return ImageInfo(fmt, width, height, len(data), hashlib.sha256(data).hexdigest())
+    return ImageInfo(fmt, width, height, len(data), hashlib.sha256(data).hexdigest(), dhash, thumb)
+
+
+# The difference hash's grid: 8 rows of 9 samples give 64 bits.
+_DHASH_ROWS = 8
+
+
+# The side of :func:`grey_thumbnail`.
+THUMB_SIDE = 32
+
+
+def _upright_grey(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The picture upright, in grey, resampled to ``size`` (width, height)."""
+    turn = orientation(img)
+    grey = img.convert("F") if img.mode in _WIDE_MODES else img.convert("L")
+    stored = size[::-1] if turn in _SWAPS_AXES else size
+    small = grey.resize(stored, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    if turn in _UPRIGHT:
+        small = small.transpose(_UPRIGHT[turn])
+    return small
+
+
+def grey_thumbnail(img: Image.Image) -> bytes:
+    """The upright picture in grey at 32x32 (aspect not kept), one byte a
+    pixel: enough to check that one picture is a crop of another."""
+    small = _upright_grey(img, (THUMB_SIDE, THUMB_SIDE))
+    if small.mode != "L":  # wide samples: stretched to 8 bits (the check is about shapes, not levels)
+        low, high = small.getextrema()
+        scale = 255.0 / (high - low) if high > low else 0.0
+        small = small.point(lambda v: (v - low) * scale).convert("L")
+    return small.tobytes()
+
+
+def difference_hash(img: Image.Image) -> int:
+    """A 64-bit perceptual hash (dHash) of a decoded image: the upright
+    picture reduced to 9x8 grey samples, one bit per horizontal pair (the
+    left one brighter). Re-encoding, resizing, format changes and metadata
+    barely change it. Returned as a signed 64-bit integer (what a BIGINT
+    column holds); :func:`unsigned_hash` gives the bit pattern back."""
+    small = _upright_grey(img, (_DHASH_ROWS + 1, _DHASH_ROWS))
+    value = 0
+    for row in range(_DHASH_ROWS):
+        line = [small.getpixel((column, row)) for column in range(_DHASH_ROWS + 1)]
+        for left, right in itertools.pairwise(line):
+            value = (value << 1) | (left > right)  # type: ignore[operator]
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def unsigned_hash(value: int) -> int:
+    """The 64-bit pattern of a hash stored as a signed integer."""
+    return value & ((1 << 64) - 1)
 
 
 def decode_image(

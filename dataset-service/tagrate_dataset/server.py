@@ -31,6 +31,10 @@ from .library import service as library_service
 from .peers import Peers
 from .predictions.scoring import Scorer
 from .ratings import service as ratings_service
+from .similar import service as similar_service
+from .similar.duplicates import DuplicateFinder, GroupingSettings
+from .similar.hashing import HashWork
+from .similar.vectors import VectorIndex
 from .tags import service as tags_service
 from .tags.tagging import Tagging
 from .tokens import service as tokens_service
@@ -55,6 +59,7 @@ def resource_services(
     features: FeatureCache,
     on_new_image: Callable[[], None] = lambda: None,
     on_new_model: Callable[[], None] = lambda: None,
+    index: VectorIndex | None = None,
 ) -> list[Service]:
     """Every resource's servicer, as the shared server registers them.
     ``on_new_image`` wakes the background worker (new images, work queued
@@ -71,6 +76,15 @@ def resource_services(
         ),
         _service(tokens_service.REGISTRATION, tokens_service.TokenServicer(db)),
         _service(albums_service.REGISTRATION, albums_service.AlbumServicer(settings, db)),
+        _service(
+            similar_service.REGISTRATION,
+            similar_service.SimilarServicer(
+                settings,
+                db,
+                blobs,
+                index or VectorIndex(db, settings.similar_max_vectors, settings.similar_sync_seconds),
+            ),
+        ),
     ]
 
 
@@ -87,9 +101,11 @@ class DatasetServer(GrpcServer):
         services: list[Service],
         worker: BackgroundWorker | None,
         scorer: Scorer | None = None,
+        finder: DuplicateFinder | None = None,
     ) -> None:
         self.worker = worker
         self.scorer = scorer
+        self.finder = finder
         self.tagging = tagging
         self.features = features
 
@@ -98,6 +114,8 @@ class DatasetServer(GrpcServer):
                 worker.stop()
             if scorer is not None:
                 scorer.stop()
+            if finder is not None:
+                finder.stop()
             tagging.peers.close()
             db.dispose()
 
@@ -109,6 +127,8 @@ class DatasetServer(GrpcServer):
             self.worker.start()
         if self.scorer is not None:
             self.scorer.start()
+        if self.finder is not None:
+            self.finder.start()  # builds the similarity index first
         return port
 
 
@@ -134,10 +154,20 @@ def create_server(settings: DatasetSettings) -> DatasetServer:
     peers = Peers(settings)
     tagging = Tagging(settings, db, blobs, peers)
     features = FeatureCache(settings, db, blobs, peers)
-    worker = BackgroundWorker(settings, db, [tagging, features]) if settings.background_work else None
+    hashing = HashWork(db, blobs, settings.image_limits)
+    worker = BackgroundWorker(settings, db, [tagging, features, hashing]) if settings.background_work else None
     if worker is not None and worker.lanes:  # thumbnails are made alongside the other background work
         blobs.warm_thumbnails(images_service.THUMBNAIL_DEFAULT)
     scorer = Scorer(settings, db, peers) if settings.background_work else None
+    index = VectorIndex(db, settings.similar_max_vectors, settings.similar_sync_seconds)
+    grouping = GroupingSettings(
+        settings.duplicate_hash_distance,
+        settings.duplicate_min_similarity,
+        settings.duplicate_neighbour_similarity,
+        settings.duplicate_min_alignment,
+        settings.duplicate_batch_images,
+    )
+    finder = DuplicateFinder(db, index, grouping, settings.work_poll_seconds) if settings.background_work else None
     services = resource_services(
         settings,
         db,
@@ -146,5 +176,6 @@ def create_server(settings: DatasetSettings) -> DatasetServer:
         features,
         on_new_image=worker.wake if worker is not None else lambda: None,
         on_new_model=scorer.wake if scorer is not None else lambda: None,
+        index=index,
     )
-    return DatasetServer(settings, db, tagging, features, services, worker, scorer)
+    return DatasetServer(settings, db, tagging, features, services, worker, scorer, finder)

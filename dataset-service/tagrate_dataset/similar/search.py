@@ -1,0 +1,128 @@
+"""GetSimilar: the stored images most similar in content to a stored image
+or to a feature vector, through the similarity index (``vectors.py``),
+restricted by the listing's own filter builder (tag filters and ``rated``
+exactly as GetUserData applies them: ``library/filtered.py``),
+with the user's rating and current prediction per result."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlmodel import select
+
+from tagrate_common.errors import Conflict, InvalidArgument
+from tagrate_common.userdata import RatedFilter, TagFilter
+
+from .. import records
+from ..db import Database
+from ..library.filtered import filtered_ids
+from ..models import Image, ImageFeatures, Prediction, Rating
+from ..predictions import scoring
+from .vectors import VectorIndex
+
+# Stand-in user id when no user is given: matches no rating.
+_NOBODY = -1
+# Searches again (more results asked for) when deleted images were met.
+_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class SimilarResult:
+    image: str
+    similarity: float
+    rating: float | None
+    predicted: float | None
+
+
+@dataclass(frozen=True)
+class Query:
+    image: str  # "" for a search by vector
+    vector: np.ndarray | None
+    extractor_id: str
+    user: str
+    limit: int
+    tags: TagFilter
+    rated: RatedFilter
+
+
+def similar(db: Database, index: VectorIndex, query: Query) -> tuple[str, list[SimilarResult]]:
+    """The answer to GetSimilar: (the query image's name or "", results)."""
+    with db.snapshot() as session:
+        user_id = _NOBODY
+        if query.user:
+            found_user = records.require_user(session, query.user)
+            assert found_user.id is not None
+            user_id = found_user.id
+        elif query.rated is not RatedFilter.ALL:
+            raise InvalidArgument("'rated' other than all needs a 'user'", "invalid_rated")
+        exclude: int | None = None
+        extractor_id, vector = query.extractor_id, query.vector
+        if query.image:
+            image = records.require_image(session, query.image)
+            exclude = image.id
+            row = session.exec(
+                select(ImageFeatures.extractor_id, ImageFeatures.vector)
+                .where(ImageFeatures.image_id == image.id)
+                .order_by(ImageFeatures.created_at.desc())  # type: ignore[attr-defined]
+                .limit(1)
+            ).first()
+            if row is None:
+                raise Conflict(
+                    f"the features of image '{query.image}' are not computed yet; try again shortly",
+                    "features_pending",
+                )
+            extractor_id, vector = row[0], np.frombuffer(row[1], dtype="<f4")
+        allowed = filtered_ids(session, user_id, query.tags, query.rated)
+        version = scoring.serving_version(session, query.user) if query.user else ""
+    assert vector is not None
+    index.ensure(extractor_id)
+    if index.extractor_id != extractor_id:
+        return query.image, []  # no stored image has features from this extractor
+    if allowed is not None and allowed.size == 0:
+        return query.image, []
+    want = query.limit
+    for _ in range(_ATTEMPTS):
+        hits = index.search(vector, want + 8, exclude=exclude, allowed=allowed)
+        results, gone = _resolve(db, hits, user_id, version)
+        if not gone or len(results) >= query.limit or len(hits) < want + 8:
+            return query.image, results[: query.limit]
+        index.remove(gone)
+        want += len(gone)
+    return query.image, results[: query.limit]
+
+
+def _resolve(
+    db: Database, hits: Sequence[tuple[int, float]], user_id: int, version: str
+) -> tuple[list[SimilarResult], list[int]]:
+    """Names, ratings and predictions of the hits; ids of deleted images apart."""
+    ids = [image_id for image_id, _ in hits]
+    if not ids:
+        return [], []
+    with db.read() as session:
+        names = dict(session.exec(select(Image.id, Image.name).where(Image.id.in_(ids))).all())  # type: ignore[union-attr]
+        ratings = dict(
+            session.exec(
+                select(Rating.image_id, Rating.rating).where(Rating.user_id == user_id, Rating.image_id.in_(ids))  # type: ignore[attr-defined]
+            ).all()
+        )
+        predicted = (
+            dict(
+                session.exec(
+                    select(Prediction.image_id, Prediction.score).where(
+                        Prediction.user_id == user_id,
+                        Prediction.model_version == version,
+                        Prediction.image_id.in_(ids),  # type: ignore[attr-defined]
+                    )
+                ).all()
+            )
+            if version
+            else {}
+        )
+    results = [
+        SimilarResult(names[i], max(0.0, min(1.0, score)), ratings.get(i), predicted.get(i))
+        for i, score in hits
+        if i in names
+    ]
+    return results, [i for i, _ in hits if i not in names]
