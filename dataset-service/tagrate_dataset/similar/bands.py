@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from tagrate_common.images import unsigned_hash
+from tagrate_common.perceptual import unsigned_hash
 
 from ..models import HASH_BANDS
 

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from sqlalchemy import or_
 from sqlmodel import Session, select
 
-from tagrate_common.images import ImageLimits, inspect_image, unsigned_hash
+from tagrate_common.images import ImageLimits, inspect_image
+from tagrate_common.perceptual import unsigned_hash
 
 from ..db import Database, upsert
 from ..images.blobs import BlobStore
