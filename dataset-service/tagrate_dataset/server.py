@@ -156,7 +156,9 @@ def create_server(settings: DatasetSettings) -> DatasetServer:
     features = FeatureCache(settings, db, blobs, peers)
     hashing = HashWork(db, blobs, settings.image_limits)
     worker = BackgroundWorker(settings, db, [tagging, features, hashing]) if settings.background_work else None
-    if worker is not None and worker.lanes:  # thumbnails are made alongside the other background work
+    # Thumbnails are made alongside the model services' background work (the
+    # hash lane, which runs in this process, does not count).
+    if worker is not None and any(lane.work is not hashing for lane in worker.lanes):
         blobs.warm_thumbnails(images_service.THUMBNAIL_DEFAULT)
     scorer = Scorer(settings, db, peers) if settings.background_work else None
     index = VectorIndex(db, settings.similar_max_vectors, settings.similar_sync_seconds)
