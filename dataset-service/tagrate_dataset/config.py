@@ -137,6 +137,14 @@ class DatasetSettings(ServiceSettings):
         description="Near-duplicate candidates by features: an image's nearest neighbours in the similarity "
         "index at or above this cosine similarity (crops move the hash but barely the features).",
     )
+    duplicate_neighbours: int = Field(
+        8,
+        ge=0,
+        le=64,
+        description="Nearest neighbours by feature vector each image's duplicate check looks at (candidates "
+        "the hash misses: crops); 0 turns that stage off. It is exact search: about 2 x library size x 1280 "
+        "multiply-adds per image (40 ms at 100000 images on two cores).",
+    )
     duplicate_min_alignment: float = Field(
         0.9,
         ge=0,

@@ -168,6 +168,7 @@ def create_server(settings: DatasetSettings) -> DatasetServer:
         settings.duplicate_neighbour_similarity,
         settings.duplicate_min_alignment,
         settings.duplicate_batch_images,
+        settings.duplicate_neighbours,
     )
     finder = DuplicateFinder(db, index, grouping, settings.work_poll_seconds) if settings.background_work else None
     services = resource_services(

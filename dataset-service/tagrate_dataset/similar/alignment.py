@@ -17,6 +17,8 @@ SIDE = 32
 # Fractions of a side a region may cover, and offsets per region size.
 _SCALES = tuple(1.0 - 0.015 * n for n in range(13))  # 1.0 down to 0.82
 _OFFSET_STEP = 0.5  # pixels of the 32
+# A direct correlation this high needs no search for a better region.
+_SAME = 0.97
 
 
 @cache
@@ -105,4 +107,7 @@ def crop_score(a: bytes, b: bytes) -> float:
     if len(a) != SIDE * SIDE or len(b) != SIDE * SIDE:
         return 0.0
     pa, pb = _pixels(a), _pixels(b)
-    return max(_best(pa, pb), _best(pb, pa))
+    direct = float((_normalized(pa) * _normalized(pb)).sum())
+    if direct >= _SAME:  # the same framing (re-encoded, resized): no search needed
+        return direct
+    return max(direct, _best(pa, pb), _best(pb, pa))

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,8 +47,6 @@ log = logging.getLogger(__name__)
 # million); a bucket's members further apart in the sorted order than this
 # are not candidates through that band.
 MAX_BUCKET_SPAN = 256
-# Nearest neighbours by features looked at per image.
-FEATURE_NEIGHBOURS = 8
 
 
 def hash_candidate_pairs(
@@ -79,33 +77,28 @@ def hash_candidate_pairs(
     return np.unique(pairs, axis=0) if len(pairs) else pairs
 
 
-def confirm_pairs(
-    db: Database, index: VectorIndex, pairs: Iterable[tuple[int, int]], settings: GroupingSettings
+def confirm(
+    pairs: Iterable[tuple[int, int]],
+    vector_of: Callable[[Sequence[int]], dict[int, np.ndarray]],
+    thumb_of: Callable[[Sequence[int]], dict[int, bytes]],
+    settings: GroupingSettings,
 ) -> dict[tuple[int, int], float]:
     """The candidate pairs (image ids) that are the same picture, with
-    their cosine similarity: both have vectors at least
+    their cosine similarity: both have unit vectors at least
     ``min_similarity`` alike, and one picture matches the other or a crop of
     it (:func:`alignment.crop_score` at least ``min_alignment``)."""
     alike: dict[tuple[int, int], float] = {}
     pairs = list(pairs)
     for start in range(0, len(pairs), 8192):
         chunk = pairs[start : start + 8192]
-        vectors = index.vectors(sorted({i for pair in chunk for i in pair}))
+        vectors = vector_of(sorted({i for pair in chunk for i in pair}))
         for a, b in chunk:
             va, vb = vectors.get(a), vectors.get(b)
             if va is not None and vb is not None and (score := float(va @ vb)) >= settings.min_similarity:
                 alike[(min(a, b), max(a, b))] = score
     if not alike:
         return {}
-    ids = sorted({i for pair in alike for i in pair})
-    thumbs: dict[int, bytes] = {}
-    with db.read() as session:
-        for start in range(0, len(ids), 500):
-            thumbs.update(
-                session.exec(
-                    select(ImageHash.image_id, ImageHash.thumb).where(ImageHash.image_id.in_(ids[start : start + 500]))  # type: ignore[attr-defined]
-                ).all()
-            )
+    thumbs = thumb_of(sorted({i for pair in alike for i in pair}))
     return {
         pair: score
         for pair, score in alike.items()
@@ -115,6 +108,18 @@ def confirm_pairs(
     }
 
 
+def _thumbs(db: Database, ids: Sequence[int]) -> dict[int, bytes]:
+    found: dict[int, bytes] = {}
+    with db.read() as session:
+        for start in range(0, len(ids), 500):
+            found.update(
+                session.exec(
+                    select(ImageHash.image_id, ImageHash.thumb).where(ImageHash.image_id.in_(ids[start : start + 500]))  # type: ignore[attr-defined]
+                ).all()
+            )
+    return found
+
+
 @dataclass(frozen=True)
 class GroupingSettings:
     hash_distance: int
@@ -122,6 +127,9 @@ class GroupingSettings:
     neighbour_similarity: float
     min_alignment: float
     batch_images: int
+    # Nearest neighbours by features looked at per image (0: none, hash
+    # candidates only).
+    neighbours: int = 8
 
 
 def group_batch(db: Database, index: VectorIndex, settings: GroupingSettings) -> int:
@@ -152,9 +160,9 @@ def group_batch(db: Database, index: VectorIndex, settings: GroupingSettings) ->
     hashes = np.array([row[1] for row in rows], dtype=np.int64).view(np.uint64)
     is_query = np.isin(ids, np.asarray(queries, dtype=np.int64))
     candidates = {(int(ids[i]), int(ids[j])) for i, j in hash_candidate_pairs(hashes, is_query, settings.hash_distance)}
-    for a, b, _ in index.neighbours(queries, FEATURE_NEIGHBOURS, settings.neighbour_similarity):
+    for a, b, _ in index.neighbours(queries, settings.neighbours, settings.neighbour_similarity):
         candidates.add((min(a, b), max(a, b)))
-    confirmed = confirm_pairs(db, index, candidates, settings)
+    confirmed = confirm(candidates, index.vectors, lambda ids: _thumbs(db, ids), settings)
     db.write(lambda session: _store(session, queries, confirmed))
     return len(queries)
 

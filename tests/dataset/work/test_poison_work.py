@@ -117,7 +117,7 @@ def test_an_image_that_kills_the_tagger_is_parked_not_looped(tmp_path: Path, dat
 
             reply = verify(served)
             work = {state.kind: (state.pending, state.failed) for state in reply.work}
-            assert work == {"tag": (0, 1), "embed": (len(names), 0)}  # no rater: embedding waits
+            assert work == {"tag": (0, 1), "embed": (len(names), 0), "hash": (0, 0)}  # no rater: embedding waits
             [failed] = reply.failed_work
             assert (failed.image, failed.kind, failed.attempts, failed.failed_by) == (
                 poison,
