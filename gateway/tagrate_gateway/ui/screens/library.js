@@ -9,6 +9,7 @@ import { go, isCurrent } from "../lib/router.js";
 import { session } from "../lib/session.js";
 import { pager } from "../widgets/pager.js";
 import { tagSuggestions } from "../widgets/tagbox.js";
+import { dropPanel, enableDropSearch } from "../widgets/similar.js";
 
 const SORTS = [
   ["date-desc", "Newest rated"],
@@ -112,7 +113,9 @@ export async function render({ params, token }) {
   const page = Math.max(1, parseInt(params.get("page") || "1", 10) || 1);
   const status = h("p", { class: "muted", id: "library-status", "aria-live": "polite" }, "Loading…");
   const grid = h("ul", { class: "grid", id: "grid", "aria-label": "Images" });
-  mount(h("h1", {}, "Library"), controls(ctx), status, grid);
+  const dropped = dropPanel();
+  mount(h("h1", {}, "Library"), controls(ctx), dropped, status, grid);
+  enableDropSearch(document.querySelector("#main"), dropped, ctx); // search by dropping an image
   let reply;
   try {
     reply = await fetchPage(ctx, page);

@@ -18,6 +18,7 @@ import { go, isCurrent, setKeys } from "../lib/router.js";
 import { session } from "../lib/session.js";
 import { albumHash, locateInAlbum } from "../lib/albums.js";
 import { albumPicker } from "../widgets/albumpicker.js";
+import { similarStrip } from "../widgets/similar.js";
 
 const ADVANCE_KEY = "tagrate.advance";
 
@@ -236,6 +237,7 @@ export async function render({ arg: name, params, token }) {
           h("kbd", {}, "←"), h("kbd", {}, "→"), " previous/next · ", h("kbd", {}, "Esc"), " back to the list"),
         h("a", { href: back, id: "back" }, "Back to the list"),
       ),
+      similarStrip(name, navCtx),
     ),
   );
   show();
