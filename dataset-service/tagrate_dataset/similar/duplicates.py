@@ -286,6 +286,7 @@ class DuplicateFinder:
 
     def stop(self) -> None:
         self._stopping.set()
+        self.index.close()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from sqlalchemy import func
 from sqlmodel import select
 
-from tagrate_common.errors import Conflict, InvalidArgument
+from tagrate_common.errors import Conflict, InvalidArgument, Unavailable
 from tagrate_common.userdata import RatedFilter, TagFilter
 
 from .. import records
@@ -24,6 +25,10 @@ from .vectors import VectorIndex
 
 # Stand-in user id when no user is given: matches no rating.
 _NOBODY = -1
+# A library with at most this many vectors has its index built within the
+# first request (a second or so); a larger one in the background, answering
+# 503 until it is ready (a build reads every vector: ~0.5 GB at 100k images).
+_BUILD_INLINE = 20_000
 # Searches again (more results asked for) when deleted images were met.
 _ATTEMPTS = 3
 
@@ -45,6 +50,13 @@ class Query:
     limit: int
     tags: TagFilter
     rated: RatedFilter
+
+
+def _stored_vectors(db: Database, extractor_id: str) -> int:
+    with db.read() as session:
+        return session.exec(
+            select(func.count()).select_from(ImageFeatures).where(ImageFeatures.extractor_id == extractor_id)
+        ).one()
 
 
 def similar(db: Database, index: VectorIndex, query: Query) -> tuple[str, list[SimilarResult]]:
@@ -77,9 +89,18 @@ def similar(db: Database, index: VectorIndex, query: Query) -> tuple[str, list[S
         allowed = filtered_ids(session, user_id, query.tags, query.rated)
         version = scoring.serving_version(session, query.user) if query.user else ""
     assert vector is not None
+    if (
+        index.extractor_id != extractor_id
+        and index.building is None
+        and _stored_vectors(db, extractor_id) <= _BUILD_INLINE
+    ):
+        index.ensure(extractor_id)  # a small library: built within the request
+    if not index.ready_for(extractor_id):
+        raise Unavailable(
+            "the similarity index is being built from the stored feature vectors; try again in a few seconds",
+            "similarity_index_building",
+        )
     index.ensure(extractor_id)
-    if index.extractor_id != extractor_id:
-        return query.image, []  # no stored image has features from this extractor
     if allowed is not None and allowed.size == 0:
         return query.image, []
     want = query.limit

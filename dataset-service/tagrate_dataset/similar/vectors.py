@@ -66,6 +66,31 @@ class VectorIndex:
         self._watermark: datetime | None = None
         self._synced_at = 0.0
         self.build_seconds = 0.0
+        self.building: str | None = None  # the extractor a build in progress is for
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        """Stops a build in progress (the service is shutting down)."""
+        self._closed.set()
+
+    def ready_for(self, extractor_id: str) -> bool:
+        """Whether searches for ``extractor_id`` can be answered now; when
+        not, starts building the index for it in the background (a request
+        never waits for a whole build)."""
+        if self.extractor_id == extractor_id and self.building is None:
+            return True
+        if self.building is None:
+            self.building = extractor_id
+            threading.Thread(target=self._build_quietly, args=(extractor_id,), daemon=True).start()
+        return False
+
+    def _build_quietly(self, extractor_id: str) -> None:
+        try:
+            self.ensure(extractor_id)
+        except Exception:
+            log.exception("building the similarity index failed; the next search tries again")
+        finally:
+            self.building = None
 
     # ---- reading the database ------------------------------------------------
 
@@ -90,6 +115,13 @@ class VectorIndex:
                 self._sync()
 
     def _build(self, extractor_id: str) -> None:
+        self.building = extractor_id
+        try:
+            self._build_rows(extractor_id)
+        finally:
+            self.building = None
+
+    def _build_rows(self, extractor_id: str) -> None:
         started = time.perf_counter()
         self.extractor_id, self.count, self.dim = extractor_id, 0, 0
         self._ids = np.zeros(0, dtype=np.int64)
@@ -110,7 +142,7 @@ class VectorIndex:
     def _read_since(self, since: datetime | None) -> None:
         """Adds (or replaces) the vectors stored at or after ``since``."""
         after_id = -1
-        while True:
+        while not self._closed.is_set():
             with self.db.read() as session:
                 stmt = select(ImageFeatures.image_id, ImageFeatures.vector, ImageFeatures.created_at).where(
                     ImageFeatures.extractor_id == self.extractor_id, ImageFeatures.image_id > after_id
