@@ -28,6 +28,7 @@ from .protos import (
     images_pb2_grpc,
     library_pb2_grpc,
     ratings_pb2_grpc,
+    sessions_pb2_grpc,
     similar_pb2_grpc,
     tags_pb2_grpc,
     tokens_pb2_grpc,
@@ -51,6 +52,7 @@ class DatasetStubs:
     training: training_data_pb2_grpc.TrainingDataServiceStub
     tokens: tokens_pb2_grpc.TokenServiceStub
     albums: albums_pb2_grpc.AlbumServiceStub
+    sessions: sessions_pb2_grpc.SessionServiceStub
     similar: similar_pb2_grpc.SimilarServiceStub
 
     def __init__(self, channel: grpc.Channel | grpc.aio.Channel) -> None:
@@ -63,6 +65,7 @@ class DatasetStubs:
         self.training = training_data_pb2_grpc.TrainingDataServiceStub(channel)
         self.tokens = tokens_pb2_grpc.TokenServiceStub(channel)
         self.albums = albums_pb2_grpc.AlbumServiceStub(channel)
+        self.sessions = sessions_pb2_grpc.SessionServiceStub(channel)
         self.similar = similar_pb2_grpc.SimilarServiceStub(channel)
 
 
@@ -80,4 +83,5 @@ if TYPE_CHECKING:
         training: training_data_pb2_grpc.TrainingDataServiceAsyncStub
         tokens: tokens_pb2_grpc.TokenServiceAsyncStub
         albums: albums_pb2_grpc.AlbumServiceAsyncStub
+        sessions: sessions_pb2_grpc.SessionServiceAsyncStub
         similar: similar_pb2_grpc.SimilarServiceAsyncStub

@@ -32,6 +32,7 @@ TABLES = {
     "pending_scores",
     "albums",
     "album_images",
+    "browser_sessions",
 }
 
 

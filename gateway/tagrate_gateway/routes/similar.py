@@ -16,7 +16,7 @@ from tagrate_common.userdata import RatedFilter, TagFilter
 
 from .. import params
 from ..auth import ActsAs, AdminOnly, AdminOnlyChanging
-from ..bodies import JSON_MEDIA_TYPE, _read_small_body, post_fields
+from ..bodies import JSON_MEDIA_TYPE, post_fields, read_small_body
 from ..config import GatewaySettings
 from ..deps import DatasetDep, RaterDep, SettingsDep
 from ..errors import error_responses
@@ -188,7 +188,7 @@ async def _resolve_fields(request: Request, settings: GatewaySettings) -> dict[s
     names) or form/query fields (comma-separated names)."""
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media == JSON_MEDIA_TYPE:
-        body = await _read_small_body(request, settings.max_form_field_bytes)
+        body = await read_small_body(request, settings.max_form_field_bytes)
         try:
             document = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
