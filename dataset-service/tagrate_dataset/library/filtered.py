@@ -5,6 +5,8 @@ the listing learns applies there too."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from sqlmodel import Session, select
 
@@ -16,9 +18,12 @@ from . import neighbours
 from .sql import FILTER_FIRST
 
 
-def filtered_ids(session: Session, user_id: int, tags: TagFilter, rated: RatedFilter) -> np.ndarray | None:
+def filtered_ids(
+    session: Session, user_id: int, tags: TagFilter, rated: RatedFilter, among: Sequence[int] | None = None
+) -> np.ndarray | None:
     """The ids (sorted, unique) of the images ``user_id``'s listing with
-    these filters holds, or None when nothing is filtered (every image)."""
+    these filters holds (only those ``among`` these ids, when given), or
+    None when nothing is filtered (every image)."""
     if not tags.include and not tags.exclude and rated is RatedFilter.ALL:
         return None
     model = current_tagger_model(session) if (tags.include or tags.exclude) else None
@@ -31,4 +36,6 @@ def filtered_ids(session: Session, user_id: int, tags: TagFilter, rated: RatedFi
         include = exclude = []
     column = Rating.image_id if rated is RatedFilter.YES else Image.id
     stmt = neighbours._base_query(select(column), user_id, model, include, exclude, rated, FILTER_FIRST, for_count=True)
+    if among is not None:
+        stmt = stmt.where(column.in_(list(among)))  # type: ignore[attr-defined]
     return np.unique(np.asarray(session.exec(stmt).all(), dtype=np.int64))

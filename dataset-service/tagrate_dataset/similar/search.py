@@ -29,6 +29,8 @@ _NOBODY = -1
 # first request (a second or so); a larger one in the background, answering
 # 503 until it is ready (a build reads every vector: ~0.5 GB at 100k images).
 _BUILD_INLINE = 20_000
+# A filtered search looks at this many times ``limit`` nearest images first.
+_PREFILTER = 20
 # Searches again (more results asked for) when deleted images were met.
 _ATTEMPTS = 3
 
@@ -86,7 +88,6 @@ def similar(db: Database, index: VectorIndex, query: Query) -> tuple[str, list[S
                     "features_pending",
                 )
             extractor_id, vector = row[0], np.frombuffer(row[1], dtype="<f4")
-        allowed = filtered_ids(session, user_id, query.tags, query.rated)
         version = scoring.serving_version(session, query.user) if query.user else ""
     assert vector is not None
     if (
@@ -101,9 +102,22 @@ def similar(db: Database, index: VectorIndex, query: Query) -> tuple[str, list[S
             "similarity_index_building",
         )
     index.ensure(extractor_id)
-    if allowed is not None and allowed.size == 0:
-        return query.image, []
+    filtered = bool(query.tags.include or query.tags.exclude) or query.rated is not RatedFilter.ALL
+    allowed: np.ndarray | None = None
+    if filtered:
+        # The nearest images first, filtered afterwards (the filter is one
+        # query over a few hundred ids); only when too few of them pass is
+        # the whole filtered set read and the search run within it.
+        hits = index.search(vector, _PREFILTER * query.limit, exclude=exclude)
+        passing = set(_filtered(db, user_id, query, [i for i, _ in hits]).tolist())
+        kept = [(i, score) for i, score in hits if i in passing]
+        if len(kept) >= query.limit or len(hits) < _PREFILTER * query.limit:
+            return query.image, _resolve(db, kept[: query.limit + 8], user_id, version)[0][: query.limit]
+        allowed = _filtered(db, user_id, query, None)
+        if allowed.size == 0:
+            return query.image, []
     want = query.limit
+    results: list[SimilarResult] = []
     for _ in range(_ATTEMPTS):
         hits = index.search(vector, want + 8, exclude=exclude, allowed=allowed)
         results, gone = _resolve(db, hits, user_id, version)
@@ -112,6 +126,13 @@ def similar(db: Database, index: VectorIndex, query: Query) -> tuple[str, list[S
         index.remove(gone)
         want += len(gone)
     return query.image, results[: query.limit]
+
+
+def _filtered(db: Database, user_id: int, query: Query, among: Sequence[int] | None) -> np.ndarray:
+    with db.snapshot() as session:
+        found = filtered_ids(session, user_id, query.tags, query.rated, among)
+    assert found is not None
+    return found
 
 
 def _resolve(
