@@ -359,7 +359,8 @@ class Readiness(BaseModel):
 
     ready: bool
     services: dict[str, str] = Field(
-        description="Each backend's gRPC health status (`SERVING`, `NOT_CONFIGURED`, or why not)."
+        description="Each backend's gRPC health status (`SERVING`, `NOT_CONFIGURED`, or why not); "
+        "`storage: LOW_DISK` when the dataset service's disk is below TAGRATE_MIN_FREE_BYTES."
     )
 
 

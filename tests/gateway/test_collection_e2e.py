@@ -237,6 +237,10 @@ def test_tags_and_stats(stack):
             "counts": [2, 2, 1, 1, 1],
         }
         assert http.get("/gettags", params={"prefix": "CAT"}).json()["tags"] == ["cat", "cat_ears", "catalog"]
+        assert http.get("/gettags", params={"contains": "AT"}).json()["tags"] == ["cat", "cat_ears", "catalog"]
+        assert http.get("/gettags", params={"contains": "cat ears"}).json()["tags"] == ["cat_ears"]
+        assert http.get("/gettags", params={"contains": "o", "prefix": "d"}).json()["tags"] == ["dog"]
+        assert_error(http.get("/gettags", params={"contains": "x" * 500}), 400)
         assert http.get("/gettags", params={"prefix": "cat", "limit": "1"}).json() == {
             "model": "test-tagger",
             "tags": ["cat"],

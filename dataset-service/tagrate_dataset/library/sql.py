@@ -95,10 +95,13 @@ SUBJECT_BY_NAME = "u.name = :subject"
 SUBJECT_BY_ID = "u.id = :user_id"
 
 
-def preamble_sql(where: str, tag_count: int, rated: RatedFilter, counts: bool) -> str:
+def preamble_sql(where: str, tag_count: int, rated: RatedFilter, counts: bool, newcomer: bool = False) -> str:
     """One row: the user's id, the versions serving the user and everyone,
     the current tagger model, the counts the listing needs (NULL when not
-    asked for) and the ids of the named tags (NULL: no such tag)."""
+    asked for) and the ids of the named tags (NULL: no such tag).
+    ``newcomer``: one row also when there is no such user (its id NULL, no
+    ratings), for the listings that show a user who has not rated yet every
+    stored image (``rated`` no or all)."""
     latest = "FROM tagger_models ORDER BY registered_at DESC, id DESC LIMIT 1"
     rated_count = "(SELECT count(*) FROM ratings c WHERE c.user_id = u.id)"
     image_count = "(SELECT count(*) FROM images)"
@@ -113,6 +116,8 @@ def preamble_sql(where: str, tag_count: int, rated: RatedFilter, counts: bool) -
         f"{image_count if counts and rated is not RatedFilter.YES else 'NULL'} AS image_count",
     ]
     columns += [f"(SELECT t.id FROM tags t WHERE t.name = :tag{n})" for n in range(tag_count)]
+    if newcomer:
+        return f"SELECT {', '.join(columns)} FROM (SELECT 1 AS one) one LEFT JOIN users u ON {where}"
     return f"SELECT {', '.join(columns)} FROM users u WHERE {where}"
 
 

@@ -260,6 +260,10 @@ async def add_image(request: Request, settings: SettingsDep, dataset: DatasetDep
 async def get_tags(
     dataset: DatasetDep,
     prefix: Annotated[str | None, Query(description="Only tags starting with this (case-insensitive).")] = None,
+    contains: Annotated[
+        str | None,
+        Query(description="Only tags holding this anywhere (case-insensitive; spaces match `_`)."),
+    ] = None,
     user: Annotated[str | None, Query(description="Only count this user's rated images.")] = None,
     limit: Annotated[
         str | None, Query(description=f"Most tags returned, 1-{params.MAX_TAG_LIST} (default: all).")
@@ -268,7 +272,9 @@ async def get_tags(
     who = params.user(user) if user is not None and user.strip() != "" else ""
     most = params.tag_list_limit(limit)
     reply = await dataset.stub.tags.ListTags(
-        tags_pb2.ListTagsRequest(prefix=(prefix or "").strip(), user=who, limit=most or 0)
+        tags_pb2.ListTagsRequest(
+            prefix=(prefix or "").strip(), user=who, limit=most or 0, contains=(contains or "").strip()
+        )
     )
     return TagCounts(model=reply.model or None, tags=list(reply.tags), counts=list(reply.counts))
 

@@ -9,7 +9,10 @@
 import { onUnauthorized } from "./lib/api.js";
 import { go, start } from "./lib/router.js";
 import { session } from "./lib/session.js";
+import { applyTheme } from "./lib/theme.js";
 import { header } from "./widgets/header.js";
+
+applyTheme();
 
 const SCREENS = {
   library: { nav: "Library", load: () => import("./screens/library.js") },

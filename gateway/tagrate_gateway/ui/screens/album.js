@@ -5,7 +5,7 @@
 
 import { api, describe, isNotFound, query } from "../lib/api.js";
 import { emptyState, h, mount, plural } from "../lib/dom.js";
-import { fmt } from "../lib/format.js";
+import { levelOf, rankOf, rankTitle } from "../lib/format.js";
 import { ALBUM_PAGE_SIZE, albumHash, albumImageHash, albumPath, albumsHash, albumTitle } from "../lib/albums.js";
 import { THUMB_SIZE } from "../lib/listing.js";
 import { go, isCurrent, setKeys } from "../lib/router.js";
@@ -16,7 +16,10 @@ const reload = () => go(location.hash);
 
 function tile(item, album, act) {
   const src = `getthumbnail?${query({ image: item.image, size: THUMB_SIZE })}`;
-  const badge = item.rating === null ? null : h("span", { class: "badge" }, `★ ${fmt(item.rating)}`);
+  const badge =
+    item.rating === null || item.rating === undefined
+      ? null
+      : h("span", { class: "badge rank", dataset: { rank: levelOf(item.rating) }, title: rankTitle(item.rating) }, rankOf(item.rating));
   const button = (text, label, id, onclick, disabled = false) =>
     h("button", { type: "button", class: id, title: label, "aria-label": `${label}: image ${item.position}`, disabled, onclick }, text);
   return h(
