@@ -18,6 +18,18 @@ service meanwhile); one that keeps dying is reported loudly, with its last log
 lines, and retried at the longest backoff for as long as the group runs.
 Ctrl-C or SIGTERM stops the gateway first, then the services in reverse start
 order, each given its grace period, whatever state they are in.
+
+Security: with the gateway's access control on (``GATEWAY_AUTH=on``, or
+``auto`` on a non-loopback address) every internal gRPC call must carry the
+internal secret. When none is configured (``TAGRATE_INTERNAL_TOKEN[_FILE]``)
+the supervisor makes a random one for this run and hands it to its children
+as a file readable only by this user (``<data dir>/run/internal-token``,
+mode 0600, named by ``TAGRATE_INTERNAL_TOKEN_FILE``; the secret itself is in
+no process's environment); it is deleted when the group stops. gRPC
+reflection and the services' unauthenticated metrics ports are on only for
+a loopback-only development run (access control off, every port on
+loopback), which the start says. The gateway's admin token
+(``GATEWAY_ADMIN_TOKEN[_FILE]``) reaches the gateway only.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -34,6 +47,7 @@ import time
 import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -71,6 +85,10 @@ SERVICES = [
 ]
 GATEWAY = ("gateway", "tagrate_gateway", "GatewaySettings", 0)
 METRICS_OFFSET = 4
+# Only the gateway reads these; no other child gets them in its environment.
+GATEWAY_ONLY_ENV = ("GATEWAY_ADMIN_TOKEN", "GATEWAY_ADMIN_TOKEN_FILE")
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+INTERNAL_TOKEN_FILE = Path("run") / "internal-token"
 _COLOURS = {"gateway": 36, "dataset": 32, "tagger": 35, "rater": 33, "trainer": 34, "run": 1}
 
 
@@ -101,6 +119,28 @@ class Supervisor:
         self.policy = RestartPolicy.from_settings(settings)
         self.children: list[Child] = []
         self.stopping = threading.Event()
+        self.internal_token_file: Path | None = None  # the per-run secret this supervisor wrote
+
+    def security_mode(self) -> tuple[bool, bool]:
+        """(access control on, loopback-only development run) as the gateway
+        will decide it on the group's host."""
+        host = self.settings.host.strip("[]").lower()
+        gateway = self._child_settings(GATEWAY[1], GATEWAY[2])
+        mode = getattr(gateway, "auth", "auto")
+        auth_on = mode == "on" or (mode == "auto" and host not in LOOPBACK)
+        return auth_on, (not auth_on and host in LOOPBACK)
+
+    def _write_internal_token(self) -> Path:
+        """A fresh random secret in a file only this user can read."""
+        path = self.settings.data_dir.resolve() / INTERNAL_TOKEN_FILE
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(secrets.token_urlsafe(32))
+        self.internal_token_file = path
+        return path
 
     def _child_settings(self, module: str, class_name: str) -> BaseSettings:
         """The child's own settings, read as the child will read them, so its
@@ -135,6 +175,11 @@ class Supervisor:
         """
         host = self.settings.host
         common = {"TAGRATE_DATA_DIR": str(self.settings.data_dir.resolve()), "PYTHONUNBUFFERED": "1"}
+        auth_on, dev_run = self.security_mode()
+        if auth_on and self.settings.internal_token_value() is None and self.internal_token_file is None:
+            self._write_internal_token()
+        if self.internal_token_file is not None:
+            common["TAGRATE_INTERNAL_TOKEN_FILE"] = str(self.internal_token_file)
         addrs: dict[str, str] = {}  # env prefix -> address ("" when absent)
         children = []
         for name, module, class_name, offset in SERVICES:
@@ -145,6 +190,8 @@ class Supervisor:
             own = self._child_settings(module, class_name)
             port, port_env = self._port(own, "port", offset)
             metrics, metrics_env = self._port(own, "metrics_port", offset + METRICS_OFFSET)
+            if not dev_run and "metrics_port" not in own.model_fields_set:
+                metrics = 0  # unauthenticated metrics only on a loopback development run
             addrs[prefix] = f"{host}:{port}"
             env = {
                 **common,
@@ -152,7 +199,7 @@ class Supervisor:
                 f"{prefix}_PORT": str(port),
                 f"{prefix}_METRICS_PORT": str(metrics),
                 # Development on loopback: grpcurl can list and call every method.
-                f"{prefix}_REFLECTION": "true",
+                f"{prefix}_REFLECTION": "true" if dev_run else "false",
             }
             listens = [(port, port_env)] + ([(metrics, metrics_env)] if metrics else [])
             children.append(Child(name, module, port, env, listens))
@@ -193,9 +240,13 @@ class Supervisor:
         :mod:`tagrate_common.child`, which makes the child die with the
         supervisor). Its own session: Ctrl-C reaches only the supervisor,
         which stops the children in order."""
+        env = {**os.environ, **child.env}
+        if child.name != "gateway":
+            for name in GATEWAY_ONLY_ENV:
+                env.pop(name, None)
         child.proc = subprocess.Popen(
             [sys.executable, "-m", "tagrate_common.child", str(os.getpid()), child.module],
-            env={**os.environ, **child.env},
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -281,6 +332,25 @@ class Supervisor:
         for line in self._last_lines(child, 10):
             _say("run", f"    {line}", colour=31)
 
+    def _say_security(self) -> None:
+        auth_on, dev_run = self.security_mode()
+        if dev_run:
+            _say(
+                "run",
+                "development run on loopback: access control is off, gRPC reflection and the services' metrics "
+                "ports are on, internal calls are not authenticated",
+                colour=33,
+            )
+        elif auth_on:
+            source = "a per-run secret (file, mode 0600)" if self.internal_token_file else "TAGRATE_INTERNAL_TOKEN"
+            _say("run", f"access control is on: internal calls carry {source}; no reflection, no service metrics ports")
+
+    def _remove_internal_token(self) -> None:
+        if self.internal_token_file is not None:
+            with contextlib.suppress(OSError):
+                self.internal_token_file.unlink()
+            self.internal_token_file = None
+
     def stop_all(self) -> None:
         """Gateway first (no new requests), then services in reverse start
         order; a child waiting to be restarted stays down."""
@@ -305,6 +375,7 @@ class Supervisor:
         try:
             plan = self.plan()
             self.check_ports(plan)
+            self._say_security()
             for child in plan:
                 if self.stopping.is_set():
                     break
@@ -313,6 +384,7 @@ class Supervisor:
         except StartupError as exc:
             _say("run", f"startup failed: {exc}", colour=31)
             self.stop_all()
+            self._remove_internal_token()
             return 1
         if not self.stopping.is_set():
             gateway = self.children[-1]
@@ -327,6 +399,7 @@ class Supervisor:
                     break
                 self.tend(child, now)
         self.stop_all()
+        self._remove_internal_token()
         _say("run", "stopped")
         return 0
 

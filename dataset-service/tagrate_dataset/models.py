@@ -251,6 +251,28 @@ class AccessToken(DatasetModel, table=True):
     expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
 
 
+class BrowserSession(DatasetModel, table=True):
+    """A browser session (the gateway's ``tagrate_session`` cookie): the
+    SHA-256 of its random id (never the id), the token it acts for (deleting
+    the token deletes its sessions), and when it ends."""
+
+    __tablename__ = "browser_sessions"
+    __table_args__ = (Index("ix_browser_sessions_token_id", "token_id"),)
+
+    session_sha256: str = Field(sa_type=String(64), primary_key=True)
+    # NULL for a session of the bootstrap admin token (not stored here).
+    token_id: str | None = Field(
+        default=None,
+        sa_type=String(32),
+        sa_column_args=[ForeignKey("access_tokens.id", ondelete="CASCADE")],
+        nullable=True,
+    )
+    # SHA-256 of the bootstrap admin token's hash, for such a session; "" otherwise.
+    bootstrap_check: str = Field(default="", sa_type=String(64), nullable=False)
+    created_at: datetime = _timestamp()
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
 class PredictedBy(StrEnum):
     """Which of the user's models a stored prediction came from."""
 

@@ -13,11 +13,15 @@ so a refused call leaves the database and the blob store as they were.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2
 
+from tagrate_common.files import STORAGE_CHECK_SECONDS, STORAGE_HEALTH
 from tagrate_common.grpc_server import GrpcServer
 
 from . import records
@@ -34,10 +38,13 @@ from .ratings import service as ratings_service
 from .tags import service as tags_service
 from .tags.tagging import Tagging
 from .tokens import service as tokens_service
+from .tokens import sessions as sessions_service
 from .training import service as training_service
 from .users import service as users_service
 from .work import service as work_service
 from .work.worker import BackgroundWorker
+
+log = logging.getLogger(__name__)
 
 Service = tuple[Callable[[Any, grpc.Server], None], Any, str]
 
@@ -70,6 +77,7 @@ def resource_services(
             training_service.REGISTRATION, training_service.TrainingDataServicer(settings, db, features, on_new_model)
         ),
         _service(tokens_service.REGISTRATION, tokens_service.TokenServicer(db)),
+        _service(sessions_service.REGISTRATION, sessions_service.SessionServicer(db)),
         _service(albums_service.REGISTRATION, albums_service.AlbumServicer(settings, db)),
     ]
 
@@ -103,8 +111,29 @@ class DatasetServer(GrpcServer):
 
         super().__init__("dataset", settings, services, on_shutdown=shutdown)
 
+    def watch_storage(self, blobs: BlobStore) -> None:
+        """Keeps the ``STORAGE_HEALTH`` health status NOT_SERVING while the
+        blob disk has less than ``TAGRATE_MIN_FREE_BYTES`` free (the
+        gateway's /readyz reports it), SERVING again once space is freed."""
+        self._blobs = blobs
+
+    def _storage_loop(self) -> None:
+        last = None
+        while not self._stopped.wait(0 if last is None else STORAGE_CHECK_SECONDS):
+            low = self._blobs.low_on_space()
+            if low != last:
+                if low:
+                    log.warning("the blob disk is below TAGRATE_MIN_FREE_BYTES: uploads are refused (507)")
+                elif last is not None:
+                    log.info("the blob disk has room again: uploads are accepted")
+                status = health_pb2.HealthCheckResponse.NOT_SERVING if low else health_pb2.HealthCheckResponse.SERVING
+                self.health.set(STORAGE_HEALTH, status)
+                last = low
+
     def start(self) -> int:
         port = super().start()
+        if getattr(self, "_blobs", None) is not None:
+            threading.Thread(target=self._storage_loop, name="dataset-storage", daemon=True).start()
         if self.worker is not None:
             self.worker.start()
         if self.scorer is not None:
@@ -122,7 +151,7 @@ def create_server(settings: DatasetSettings) -> DatasetServer:
         sqlite_busy_timeout_seconds=settings.sqlite_busy_timeout_seconds,
     )
     migrate(engine)
-    blobs = BlobStore(settings.blob_path, settings.cache_path)
+    blobs = BlobStore(settings.blob_path, settings.cache_path, settings.min_free_bytes, settings.max_upload_bytes)
     blobs.remove_stale_temp_files(settings.stale_temp_seconds)
     db = Database(engine, settings.write_retries)
 
@@ -147,4 +176,6 @@ def create_server(settings: DatasetSettings) -> DatasetServer:
         on_new_image=worker.wake if worker is not None else lambda: None,
         on_new_model=scorer.wake if scorer is not None else lambda: None,
     )
-    return DatasetServer(settings, db, tagging, features, services, worker, scorer)
+    server = DatasetServer(settings, db, tagging, features, services, worker, scorer)
+    server.watch_storage(blobs)
+    return server

@@ -19,12 +19,15 @@ its body, so a refused request changes nothing and costs no backend work.
   the ``Authorization`` header.
 
 Credentials are ``Authorization: Bearer <token>`` or the ``tagrate_session``
-cookie set by /login (HttpOnly, SameSite=Strict; an unsafe method through a
+cookie set by /login: a random session id stored (hashed) by the dataset
+service, never the token; /logout and revoking the token end it (HttpOnly, SameSite=Strict; an unsafe method through a
 cookie must also carry a same-origin ``Origin``). Tokens are verified by
 the dataset service by their SHA-256 hash and cached here for
 ``GATEWAY_AUTH_CACHE_SECONDS``, so a revocation on another replica takes
 effect within that time (on this replica at once). Failed token uses and
-logins are limited per client address (``GATEWAY_AUTH_FAILURES_PER_MINUTE``).
+logins are limited per client address (``GATEWAY_AUTH_FAILURES_PER_MINUTE``;
+the address is the TCP peer unless it is a ``GATEWAY_TRUSTED_PROXIES``
+proxy); a valid token is never refused by the limiter.
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -44,7 +49,7 @@ from fastapi import Depends, Request
 
 from tagrate_common import validation
 from tagrate_common.errors import NotFound, TagrateError
-from tagrate_common.protos import tokens_pb2
+from tagrate_common.protos import sessions_pb2, tokens_pb2
 
 if TYPE_CHECKING:
     from tagrate_common.grpc_client import AsyncBackend
@@ -54,12 +59,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("tagrate_gateway.auth")
 
 SESSION_COOKIE = "tagrate_session"
+# The cookie's session id: 256 random bits (the token itself never goes into a cookie).
+SESSION_ID_BYTES = 32
 # An admin token set by hand must be as hard to guess as a generated one
 # (22 URL-safe characters carry 128 bits).
 MIN_ADMIN_TOKEN_CHARS = 22
 # Verified tokens kept at most; the cache starts over when it is full.
 MAX_CACHED_TOKENS = 10_000
 FAILURE_WINDOW_SECONDS = 60.0
+# Client addresses the failure limiter remembers at most (bounded memory).
+MAX_TRACKED_ADDRESSES = 10_000
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -105,6 +114,16 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def private_to(owner: str | None) -> bool:
+    """Whether data belonging to ``owner`` (a user name; None: nobody's)
+    must be hidden from the current caller: a user token sees only its own
+    user's entries, admin (and access control off) sees everything."""
+    caller = _caller_var.get()
+    if caller is None or caller.admin:
+        return False
+    return owner != caller.user
+
+
 def scoped_user(value: str | None, param: str = "user") -> str | None:
     """The ``user`` parameter as the current caller may use it: unchanged
     for admin (or with access control off), the caller's own name when
@@ -123,35 +142,74 @@ def scoped_user(value: str | None, param: str = "user") -> str | None:
 
 
 class FailureLimiter:
-    """Failed credential uses per client address in a sliding minute."""
+    """Failed credential uses per client address in a sliding minute.
 
-    def __init__(self, per_minute: int) -> None:
+    Memory is bounded: at most ``MAX_TRACKED_ADDRESSES`` addresses (the one
+    that failed least recently is forgotten first, so a flood of new
+    addresses cannot wipe a busy attacker's record in one go) with at most
+    ``per_minute`` timestamps each. IPv6 addresses count per /64 (one host
+    usually holds a whole /64). The limiter only ever turns a *failed*
+    attempt into a 429: a valid token is never refused (see
+    :meth:`Authenticator.verify`), so nobody can lock another caller out.
+    """
+
+    def __init__(self, per_minute: int, max_addresses: int = MAX_TRACKED_ADDRESSES) -> None:
         self.per_minute = per_minute
-        self._failures: dict[str, deque[float]] = {}
+        self.max_addresses = max_addresses
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
 
-    def _recent(self, address: str, now: float) -> deque[float] | None:
-        failures = self._failures.get(address)
+    @staticmethod
+    def key(address: str) -> str:
+        try:
+            ip = ip_address(address)
+        except ValueError:
+            return address[:64]
+        if isinstance(ip, IPv6Address):
+            if ip.ipv4_mapped is not None:
+                return str(ip.ipv4_mapped)
+            return str(ip_network(f"{ip}/64", strict=False))
+        return str(ip)
+
+    def _recent(self, key: str, now: float) -> deque[float] | None:
+        failures = self._failures.get(key)
         if failures is None:
             return None
         while failures and failures[0] <= now - FAILURE_WINDOW_SECONDS:
             failures.popleft()
         if not failures:
-            del self._failures[address]
+            del self._failures[key]
             return None
         return failures
 
+    def exceeded(self, address: str) -> float | None:
+        """Seconds until ``address`` may fail again when it used up its
+        failures for this minute, else None."""
+        now = time.monotonic()
+        failures = self._recent(self.key(address), now)
+        if failures is not None and len(failures) >= self.per_minute:
+            return failures[0] + FAILURE_WINDOW_SECONDS - now
+        return None
+
     def check(self, address: str) -> None:
         """429 when ``address`` used up its failures for this minute."""
-        now = time.monotonic()
-        failures = self._recent(address, now)
-        if failures is not None and len(failures) >= self.per_minute:
-            retry = max(1, int(failures[0] + FAILURE_WINDOW_SECONDS - now) + 1)
+        wait = self.exceeded(address)
+        if wait is not None:
+            retry = max(1, int(wait) + 1)
             raise TooManyFailures(f"too many failed logins or token uses from this address; retry in {retry} seconds")
 
     def fail(self, address: str) -> None:
-        if len(self._failures) > MAX_CACHED_TOKENS:  # a flood of addresses: forget the oldest state
-            self._failures.clear()
-        self._failures.setdefault(address, deque()).append(time.monotonic())
+        key = self.key(address)
+        failures = self._failures.get(key)
+        if failures is None:
+            while len(self._failures) >= self.max_addresses:
+                self._failures.popitem(last=False)
+            failures = self._failures[key] = deque(maxlen=self.per_minute)
+        else:
+            self._failures.move_to_end(key)
+        failures.append(time.monotonic())
+
+    def __len__(self) -> int:
+        return len(self._failures)
 
 
 class Authenticator:
@@ -189,13 +247,14 @@ class Authenticator:
             caller = cached[0]
             if caller.expires_at is None or caller.expires_at > datetime.now(UTC):
                 return caller if caller.via_cookie == via_cookie else _with_cookie(caller, via_cookie)
-        self.limiter.check(address)
         try:
             reply = await self.dataset.stub.tokens.AuthenticateToken(
                 tokens_pb2.AuthenticateTokenRequest(token_sha256=digest)
             )
         except NotFound:
-            self.limiter.fail(address)
+            # Checked only now: a valid token is never refused, whatever
+            # others sent from the same address.
+            self.failed(address)
             raise Unauthorized("the token is not valid (unknown, revoked or expired)") from None
         caller = Caller(
             user=reply.user if reply.HasField("user") else None,
@@ -210,7 +269,70 @@ class Authenticator:
             self._cache[digest] = (caller, now + self.cache_seconds)
         return caller
 
+    async def start_session(self, caller: Caller, max_age_seconds: int) -> str:
+        """A new browser session acting for ``caller`` (verified just now):
+        its random id, of which the dataset service stores only the hash."""
+        session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
+        request = sessions_pb2.CreateSessionRequest(
+            session_sha256=token_digest(session_id), max_age_seconds=max(0, max_age_seconds)
+        )
+        if caller.token_id is not None:
+            request.token_id = caller.token_id
+        elif self._admin_digest is not None:
+            request.bootstrap_check = token_digest(self._admin_digest)
+        else:  # access control off: nothing to remember
+            return session_id
+        await self.dataset.stub.sessions.CreateSession(request)
+        return session_id
+
+    async def verify_session(self, session_id: str, address: str) -> Caller:
+        """The caller a session cookie stands for; 401 for an unknown,
+        ended or expired session (counted as a failure)."""
+        digest = token_digest(session_id)
+        now = time.monotonic()
+        cached = self._cache.get("s:" + digest)
+        if cached is not None and cached[1] > now:
+            caller = cached[0]
+            if caller.expires_at is None or caller.expires_at > datetime.now(UTC):
+                return caller
+        try:
+            reply = await self.dataset.stub.sessions.AuthenticateSession(
+                sessions_pb2.AuthenticateSessionRequest(session_sha256=digest)
+            )
+        except NotFound:
+            self.failed(address)
+            raise Unauthorized(
+                "the session has ended (logged out, its token revoked, or expired); log in again"
+            ) from None
+        if not reply.HasField("token_id") and (
+            self._admin_digest is None
+            or not hmac.compare_digest(reply.bootstrap_check, token_digest(self._admin_digest))
+        ):
+            self.failed(address)
+            raise Unauthorized("the session's admin token is no longer configured; log in again")
+        caller = Caller(
+            user=reply.user if reply.HasField("user") else None,
+            admin=reply.admin,
+            token_id=reply.token_id if reply.HasField("token_id") else None,
+            expires_at=reply.expires_at.ToDatetime(UTC) if reply.HasField("expires_at") else None,
+            via_cookie=True,
+        )
+        if self.cache_seconds > 0:
+            if len(self._cache) >= MAX_CACHED_TOKENS:
+                self._cache.clear()
+            self._cache["s:" + digest] = (caller, now + self.cache_seconds)
+        return caller
+
+    async def end_session(self, session_id: str) -> None:
+        digest = token_digest(session_id)
+        self._cache.pop("s:" + digest, None)
+        if self.enabled:
+            await self.dataset.stub.sessions.DeleteSession(sessions_pb2.DeleteSessionRequest(session_sha256=digest))
+
     def failed(self, address: str) -> None:
+        """Counts a failed attempt from ``address``: 429 once it has failed
+        too often this minute, else the caller raises its 401."""
+        self.limiter.check(address)
         self.limiter.fail(address)
 
 
@@ -218,17 +340,64 @@ def _with_cookie(caller: Caller, via_cookie: bool) -> Caller:
     return Caller(caller.user, caller.admin, caller.token_id, caller.expires_at, via_cookie)
 
 
+class ProxyTrust:
+    """Which peers may speak for the client (``GATEWAY_TRUSTED_PROXIES``):
+    only a request whose TCP peer is inside one of the networks has its
+    ``X-Forwarded-For`` / ``-Host`` / ``-Proto`` believed."""
+
+    def __init__(self, networks: tuple[IPv4Network | IPv6Network, ...] = ()) -> None:
+        self.networks = networks
+
+    def trusts(self, host: str | None) -> bool:
+        if not self.networks or not host:
+            return False
+        try:
+            ip = ip_address(host)
+        except ValueError:
+            return False
+        if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip.version == net.version and ip in net for net in self.networks)
+
+
+def _proxy_trust(request: Request) -> ProxyTrust:
+    trust = getattr(request.app.state, "proxies", None)
+    return trust if isinstance(trust, ProxyTrust) else ProxyTrust()
+
+
+def _forwarded(request: Request, header: str) -> str | None:
+    """The first value of an ``X-Forwarded-*`` header when the peer is a
+    trusted proxy, else None (the header is ignored)."""
+    peer = request.client.host if request.client else None
+    if not _proxy_trust(request).trusts(peer):
+        return None
+    value = request.headers.get(header)
+    return value.split(",")[0].strip() if value else None
+
+
 def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The client's address: the TCP peer, or, when the peer is a trusted
+    proxy, the nearest ``X-Forwarded-For`` entry that is not itself a
+    trusted proxy (entries further left were written by the client and
+    prove nothing)."""
+    peer = request.client.host if request.client else "unknown"
+    trust = _proxy_trust(request)
+    if not trust.trusts(peer):
+        return peer
+    hops = [hop.strip() for value in request.headers.getlist("x-forwarded-for") for hop in value.split(",")]
+    for hop in reversed([h for h in hops if h]):
+        if not trust.trusts(hop):
+            return hop[:64]
+    return peer
 
 
 def request_is_https(request: Request) -> bool:
-    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    forwarded = (_forwarded(request, "x-forwarded-proto") or "").lower()
     return request.url.scheme == "https" or forwarded == "https"
 
 
 def _own_origin(request: Request) -> str:
-    host = request.headers.get("x-forwarded-host") or request.headers.get("host", "")
+    host = _forwarded(request, "x-forwarded-host") or request.headers.get("host", "")
     return f"{'https' if request_is_https(request) else 'http'}://{host.split(',')[0].strip()}".lower()
 
 
@@ -259,13 +428,12 @@ async def authenticate(request: Request) -> Caller:
     if header is not None:
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            auth.limiter.check(address)
             auth.failed(address)
             raise Unauthorized("send the token as 'Authorization: Bearer <token>'")
         return await auth.verify(token.strip(), address)
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        caller = await auth.verify(cookie, address, via_cookie=True)
+        caller = await auth.verify_session(cookie, address)
         if request.method in UNSAFE_METHODS:
             check_same_site(request, auth.allowed_origins)
         return caller

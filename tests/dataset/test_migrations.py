@@ -29,6 +29,7 @@ TABLES = {
     "pending_scores",
     "albums",
     "album_images",
+    "browser_sessions",
 }
 
 

@@ -12,6 +12,7 @@ from tagrate_common.protos import (
     images_pb2,
     library_pb2,
     ratings_pb2,
+    sessions_pb2,
     tags_pb2,
     tokens_pb2,
     training_data_pb2,
@@ -32,6 +33,7 @@ RESOURCE_PROTOS = [
     training_data_pb2,
     tokens_pb2,
     albums_pb2,
+    sessions_pb2,
 ]
 
 
