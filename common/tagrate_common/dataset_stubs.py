@@ -29,6 +29,7 @@ from .protos import (
     library_pb2_grpc,
     ratings_pb2_grpc,
     sessions_pb2_grpc,
+    similar_pb2_grpc,
     tags_pb2_grpc,
     tasteloop_pb2_grpc,
     tokens_pb2_grpc,
@@ -54,6 +55,7 @@ class DatasetStubs:
     albums: albums_pb2_grpc.AlbumServiceStub
     tasteloop: tasteloop_pb2_grpc.TasteLoopServiceStub
     sessions: sessions_pb2_grpc.SessionServiceStub
+    similar: similar_pb2_grpc.SimilarServiceStub
 
     def __init__(self, channel: grpc.Channel | grpc.aio.Channel) -> None:
         self.images = images_pb2_grpc.ImageServiceStub(channel)
@@ -67,6 +69,7 @@ class DatasetStubs:
         self.albums = albums_pb2_grpc.AlbumServiceStub(channel)
         self.tasteloop = tasteloop_pb2_grpc.TasteLoopServiceStub(channel)
         self.sessions = sessions_pb2_grpc.SessionServiceStub(channel)
+        self.similar = similar_pb2_grpc.SimilarServiceStub(channel)
 
 
 if TYPE_CHECKING:
@@ -85,3 +88,4 @@ if TYPE_CHECKING:
         albums: albums_pb2_grpc.AlbumServiceAsyncStub
         tasteloop: tasteloop_pb2_grpc.TasteLoopServiceAsyncStub
         sessions: sessions_pb2_grpc.SessionServiceAsyncStub
+        similar: similar_pb2_grpc.SimilarServiceAsyncStub

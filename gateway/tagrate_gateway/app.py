@@ -35,6 +35,7 @@ from .routes import (
     images,
     ops,
     ratings,
+    similar,
     tags,
     tasteloop,
     training,
@@ -243,6 +244,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         albums,
         global_model,
         tasteloop,
+        similar,
     ):
         app.include_router(module.router)
     app.include_router(ui.router)  # the browser UI at / (not part of the API schema)

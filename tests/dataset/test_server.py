@@ -13,6 +13,7 @@ from tagrate_common.protos import (
     library_pb2,
     ratings_pb2,
     sessions_pb2,
+    similar_pb2,
     tags_pb2,
     tasteloop_pb2,
     tokens_pb2,
@@ -36,6 +37,7 @@ RESOURCE_PROTOS = [
     albums_pb2,
     tasteloop_pb2,
     sessions_pb2,
+    similar_pb2,
 ]
 
 

@@ -29,6 +29,7 @@ import { toast } from "../lib/toast.js";
 import { albumPicker } from "../widgets/albumpicker.js";
 import { pager } from "../widgets/pager.js";
 import { tagBox } from "../widgets/tagbox.js";
+import { dropPanel, enableDropSearch } from "../widgets/similar.js";
 import { modelFreshness } from "../widgets/versions.js";
 
 // The trainer's default TRAINER_MIN_RATINGS: what the "For you" hint counts
@@ -281,7 +282,9 @@ export async function render({ params, token }) {
         go(location.hash, true);
       })]
     : [];
-  mount(h("div", { class: "titlebar" }, h("h1", {}, "Library"), selectButton), ...fresh, controls(ctx), hint, status, grid);
+  const dropped = dropPanel();
+  mount(h("div", { class: "titlebar" }, h("h1", {}, "Library"), selectButton), ...fresh, controls(ctx), hint, dropped, status, grid);
+  enableDropSearch(document.querySelector("#main"), dropped, ctx); // search by dropping an image
   let reply;
   try {
     reply = await fetchPage(ctx, page);
