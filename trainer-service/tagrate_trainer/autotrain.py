@@ -186,6 +186,8 @@ class AutoRetrainer:
             settled = clock - since >= self.settings.retrain_quiet_seconds
             if not settled and clock - began < max(self.settings.retrain_min_interval_seconds, 0.0):
                 continue
+            if changes_since(info.snapshot_id, info.trained_snapshot_id) < self.settings.retrain_after_ratings:
+                continue  # too few changes whatever the jobs say: no query for this user
             history = user_history(self.store, info.user)
             changes = due_changes(info, history)
             if changes < self.settings.retrain_after_ratings:
