@@ -35,6 +35,10 @@ from .library import service as library_service
 from .peers import Peers
 from .predictions.scoring import Scorer
 from .ratings import service as ratings_service
+from .similar import service as similar_service
+from .similar.duplicates import DuplicateFinder, GroupingSettings
+from .similar.hashing import HashWork
+from .similar.vectors import VectorIndex
 from .tags import service as tags_service
 from .tags.tagging import Tagging
 from .tokens import service as tokens_service
@@ -62,6 +66,7 @@ def resource_services(
     features: FeatureCache,
     on_new_image: Callable[[], None] = lambda: None,
     on_new_model: Callable[[], None] = lambda: None,
+    index: VectorIndex | None = None,
 ) -> list[Service]:
     """Every resource's servicer, as the shared server registers them.
     ``on_new_image`` wakes the background worker (new images, work queued
@@ -79,6 +84,15 @@ def resource_services(
         _service(tokens_service.REGISTRATION, tokens_service.TokenServicer(db)),
         _service(sessions_service.REGISTRATION, sessions_service.SessionServicer(db)),
         _service(albums_service.REGISTRATION, albums_service.AlbumServicer(settings, db)),
+        _service(
+            similar_service.REGISTRATION,
+            similar_service.SimilarServicer(
+                settings,
+                db,
+                blobs,
+                index or VectorIndex(db, settings.similar_max_vectors, settings.similar_sync_seconds),
+            ),
+        ),
     ]
 
 
@@ -95,9 +109,11 @@ class DatasetServer(GrpcServer):
         services: list[Service],
         worker: BackgroundWorker | None,
         scorer: Scorer | None = None,
+        finder: DuplicateFinder | None = None,
     ) -> None:
         self.worker = worker
         self.scorer = scorer
+        self.finder = finder
         self.tagging = tagging
         self.features = features
 
@@ -106,6 +122,8 @@ class DatasetServer(GrpcServer):
                 worker.stop()
             if scorer is not None:
                 scorer.stop()
+            if finder is not None:
+                finder.stop()
             tagging.peers.close()
             db.dispose()
 
@@ -138,6 +156,8 @@ class DatasetServer(GrpcServer):
             self.worker.start()
         if self.scorer is not None:
             self.scorer.start()
+        if self.finder is not None:
+            self.finder.start()  # builds the similarity index first
         return port
 
 
@@ -163,10 +183,23 @@ def create_server(settings: DatasetSettings) -> DatasetServer:
     peers = Peers(settings)
     tagging = Tagging(settings, db, blobs, peers)
     features = FeatureCache(settings, db, blobs, peers)
-    worker = BackgroundWorker(settings, db, [tagging, features]) if settings.background_work else None
-    if worker is not None and worker.lanes:  # thumbnails are made alongside the other background work
+    hashing = HashWork(db, blobs, settings.image_limits)
+    worker = BackgroundWorker(settings, db, [tagging, features, hashing]) if settings.background_work else None
+    # Thumbnails are made alongside the model services' background work (the
+    # hash lane, which runs in this process, does not count).
+    if worker is not None and any(lane.work is not hashing for lane in worker.lanes):
         blobs.warm_thumbnails(images_service.THUMBNAIL_DEFAULT)
     scorer = Scorer(settings, db, peers) if settings.background_work else None
+    index = VectorIndex(db, settings.similar_max_vectors, settings.similar_sync_seconds)
+    grouping = GroupingSettings(
+        settings.duplicate_hash_distance,
+        settings.duplicate_min_similarity,
+        settings.duplicate_neighbour_similarity,
+        settings.duplicate_min_alignment,
+        settings.duplicate_batch_images,
+        settings.duplicate_neighbours,
+    )
+    finder = DuplicateFinder(db, index, grouping, settings.work_poll_seconds) if settings.background_work else None
     services = resource_services(
         settings,
         db,
@@ -175,7 +208,8 @@ def create_server(settings: DatasetSettings) -> DatasetServer:
         features,
         on_new_image=worker.wake if worker is not None else lambda: None,
         on_new_model=scorer.wake if scorer is not None else lambda: None,
+        index=index,
     )
-    server = DatasetServer(settings, db, tagging, features, services, worker, scorer)
+    server = DatasetServer(settings, db, tagging, features, services, worker, scorer, finder)
     server.watch_storage(blobs)
     return server

@@ -248,6 +248,13 @@ def test_trainerstatus_hides_another_users_job() -> None:
     finally:
         _caller_var.reset(token)
     assert own.current_user == "bob" and own.metrics == {"spearman": 0.7} and own.last_job is not None
+    # The global model's job is nobody's own: everyone sees it.
+    status.current_user = "all"
+    token = _caller_var.set(Caller(user="alice", admin=False))
+    try:
+        assert trainer_status(status).current_user == "all"
+    finally:
+        _caller_var.reset(token)
 
 
 # ---- 8. NUL bytes in identifiers -------------------------------------------------

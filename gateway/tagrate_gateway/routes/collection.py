@@ -243,8 +243,17 @@ async def add_image(request: Request, settings: SettingsDep, dataset: DatasetDep
     added = [item for reply in replies for item in reply.images]
     if single:
         [one] = added
-        return AddedImage(success=True, filename=one.image, image=one.image, new_image=one.new_image)
-    return AddedImages(success=True, images=[AddedBulkImage(image=i.image, new_image=i.new_image) for i in added])
+        return AddedImage(
+            success=True, filename=one.image, image=one.image, new_image=one.new_image, near_duplicate_of=_near(one)
+        )
+    return AddedImages(
+        success=True,
+        images=[AddedBulkImage(image=i.image, new_image=i.new_image, near_duplicate_of=_near(i)) for i in added],
+    )
+
+
+def _near(added: images_pb2.AddedImage) -> str | None:
+    return added.near_duplicate_of if added.HasField("near_duplicate_of") else None
 
 
 # ---- /gettags ----

@@ -22,6 +22,7 @@ const SCREENS = {
   album: { under: "albums", load: () => import("./screens/album.js") },
   model: { nav: "My model", load: () => import("./screens/model.js") },
   admin: { nav: "Admin", admin: true, load: () => import("./screens/admin.js") },
+  duplicates: { nav: "Duplicates", admin: true, load: () => import("./screens/duplicates.js") },
   signin: { load: () => import("./screens/signin.js") },
 };
 

@@ -22,6 +22,7 @@ import { session } from "../lib/session.js";
 import { albumHash, locateInAlbum } from "../lib/albums.js";
 import { toast } from "../lib/toast.js";
 import { albumPicker } from "../widgets/albumpicker.js";
+import { similarStrip } from "../widgets/similar.js";
 import { hasTag, toggleTag } from "../widgets/tagbox.js";
 
 const SWIPE_PX = 60;
@@ -301,6 +302,7 @@ export async function render({ arg: name, params, token }) {
           " full screen · ", h("kbd", {}, "O"), " original · ", h("kbd", {}, "Esc"), " back to the list"),
         h("a", { href: back, id: "back" }, "Back to the list"),
       ),
+      similarStrip(name, navCtx),
     ),
   );
   show();
