@@ -32,7 +32,7 @@ from sqlmodel import Session, select
 from tagrate_common.errors import Overloaded
 
 from ..db import Database
-from ..models import ImageFeatures
+from ..models import ImageFeatures, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,10 @@ class VectorIndex:
     # ---- reading the database ------------------------------------------------
 
     def current_extractor(self, session: Session) -> str | None:
-        """The extractor of the most recently stored vector (the rater's current one)."""
+        """The extractor of the newest image's vector (the rater's current
+        one): one probe of the primary key, whatever the library's size."""
         return session.exec(
-            select(ImageFeatures.extractor_id).order_by(ImageFeatures.created_at.desc()).limit(1)  # type: ignore[attr-defined]
+            select(ImageFeatures.extractor_id).order_by(ImageFeatures.image_id.desc()).limit(1)  # type: ignore[attr-defined]
         ).first()
 
     def ensure(self, extractor_id: str | None = None, force: bool = False) -> None:
@@ -136,15 +137,17 @@ class VectorIndex:
         )
 
     def _sync(self) -> None:
-        since = self._watermark - _SYNC_OVERLAP if self._watermark is not None else None
-        self._read_since(since)
+        self._read_since(self._watermark)
 
     def _read_since(self, since: datetime | None) -> None:
-        """Adds (or replaces) the vectors stored at or after ``since``."""
+        """Adds (or replaces) the vectors stored at or after ``since``; the
+        next sync starts where this one started, less the overlap (a vector
+        stored by a transaction that commits after this read is found then)."""
+        started = utc_now() - _SYNC_OVERLAP
         after_id = -1
         while not self._closed.is_set():
             with self.db.read() as session:
-                stmt = select(ImageFeatures.image_id, ImageFeatures.vector, ImageFeatures.created_at).where(
+                stmt = select(ImageFeatures.image_id, ImageFeatures.vector).where(
                     ImageFeatures.extractor_id == self.extractor_id, ImageFeatures.image_id > after_id
                 )
                 if since is not None:
@@ -160,11 +163,9 @@ class VectorIndex:
                 ids = np.array([row[0] for row in usable], dtype=np.int64)
                 vectors = np.stack([np.frombuffer(row[1], dtype="<f4") for row in usable])
                 self._put(ids, unit_rows(vectors))
-            newest = max(row[2] for row in rows)
-            if self._watermark is None or newest > self._watermark:
-                self._watermark = newest
             if len(rows) < _READ_CHUNK:
                 break
+        self._watermark = started
         self._synced_at = time.monotonic()
 
     # ---- changing rows ---------------------------------------------------------
