@@ -249,26 +249,27 @@ class VectorIndex:
     def neighbours(self, image_ids: Sequence[int], k: int, min_similarity: float) -> list[tuple[int, int, float]]:
         """For each of ``image_ids`` with a row, its up to ``k`` nearest other
         images at or above ``min_similarity``: (image, other, cosine). One
-        matrix product per block of 64 queries."""
+        matrix product per block of 64 queries, each outside the lock (a
+        search is not held up by a long backlog; a row moved meanwhile only
+        makes a candidate, which is confirmed again)."""
         out: list[tuple[int, int, float]] = []
-        with self._lock:
-            n = self.count
-            present = [i for i in image_ids if i in self._rows]
-            for start in range(0, len(present), 64):
-                block = present[start : start + 64]
+        for start in range(0, len(image_ids), 64):
+            with self._lock:
+                n, matrix = self.count, self._matrix
+                ids = self._ids[:n].copy()
+                block = [i for i in image_ids[start : start + 64] if i in self._rows]
                 rows = [self._rows[i] for i in block]
-                scores = self._matrix[rows] @ self._matrix[:n].T
-                for q, row in enumerate(rows):
-                    scores[q, row] = -np.inf
-                kk = min(k, n - 1)
-                if kk <= 0:
-                    break
-                top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-                for q, image_id in enumerate(block):
-                    for col in top[q]:
-                        score = float(scores[q, col])
-                        if score >= min_similarity:
-                            out.append((image_id, int(self._ids[col]), score))
+            kk = min(k, n - 1)
+            if not block or kk <= 0:
+                continue
+            scores = matrix[rows] @ matrix[:n].T
+            scores[np.arange(len(rows)), rows] = -np.inf
+            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+            for q, image_id in enumerate(block):
+                for col in top[q]:
+                    score = float(scores[q, col])
+                    if score >= min_similarity:
+                        out.append((image_id, int(ids[col]), score))
         return out
 
     @property
