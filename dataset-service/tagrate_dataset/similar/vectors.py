@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 from sqlmodel import Session, select
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 # found by the next sync: each sync re-reads this far before its watermark.
 _SYNC_OVERLAP = timedelta(seconds=5)
 _READ_CHUNK = 2048
+# The graph: candidates per result scored exactly, and its search breadth.
+_ANN_OVERSAMPLE = 4
+_ANN_EF = 256
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -52,8 +56,14 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 class VectorIndex:
     """Exact cosine search over one extractor's vectors (thread-safe)."""
 
-    def __init__(self, db: Database, max_vectors: int, sync_seconds: float) -> None:
+    def __init__(self, db: Database, max_vectors: int, sync_seconds: float, ann_min_vectors: int = 0) -> None:
         self.db = db
+        # From this many vectors on, an HNSW graph (usearch) answers unfiltered
+        # searches (0: never); the matrix stays for exact scores and filters.
+        self.ann_min_vectors = ann_min_vectors
+        self._ann: Any = None
+        self._ann_building = False
+        self.ann_build_seconds = 0.0
         self.max_vectors = max_vectors
         self.sync_seconds = sync_seconds
         self._lock = threading.RLock()
@@ -129,6 +139,7 @@ class VectorIndex:
         self._matrix = np.zeros((0, 0), dtype=np.float32)
         self._rows = {}
         self._watermark = None
+        self._ann = None
         self._read_since(None)
         self.build_seconds = time.perf_counter() - started
         log.info(
@@ -167,6 +178,7 @@ class VectorIndex:
                 break
         self._watermark = started
         self._synced_at = time.monotonic()
+        self._maybe_build_ann()
 
     # ---- changing rows ---------------------------------------------------------
 
@@ -195,6 +207,10 @@ class VectorIndex:
                 self._ids[row] = image_id
                 self.count += 1
             self._matrix[row] = rows[n]
+            if self._ann is not None:
+                if image_id in self._ann:
+                    self._ann.remove(image_id)
+                self._ann.add(image_id, rows[n])
 
     def remove(self, image_ids: Sequence[int]) -> None:
         """Drops rows (the last row moves into each gap)."""
@@ -203,6 +219,8 @@ class VectorIndex:
                 row = self._rows.pop(image_id, None)
                 if row is None:
                     continue
+                if self._ann is not None and image_id in self._ann:
+                    self._ann.remove(image_id)
                 last = self.count - 1
                 if row != last:
                     moved = int(self._ids[last])
@@ -235,6 +253,8 @@ class VectorIndex:
             unit = unit_rows(np.asarray(query, dtype=np.float32).reshape(1, -1))[0]
             if unit.shape[0] != self.dim:
                 return []
+            if self._ann is not None and allowed is None:
+                return self._ann_search(unit, k, exclude)
             scores = self._matrix[:n] @ unit
             ids = self._ids[:n]
             if allowed is not None:
@@ -272,6 +292,60 @@ class VectorIndex:
                         out.append((image_id, int(ids[col]), score))
         return out
 
+    # ---- the approximate index ----------------------------------------------------
+
+    def _ann_search(self, unit: np.ndarray, k: int, exclude: int | None) -> list[tuple[int, float]]:
+        """The graph's candidates (a few times ``k``), scored exactly from
+        the matrix and ranked (caller holds the lock)."""
+        found = self._ann.search(unit, min(self.count, _ANN_OVERSAMPLE * k + 16))
+        keys = [int(key) for key in np.atleast_1d(found.keys) if int(key) in self._rows and int(key) != exclude]
+        if not keys:
+            return []
+        scores = self._matrix[[self._rows[key] for key in keys]] @ unit
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [(keys[i], float(scores[i])) for i in order]
+
+    def _maybe_build_ann(self) -> None:
+        if self.ann_min_vectors and self._ann is None and not self._ann_building and self.count >= self.ann_min_vectors:
+            self._ann_building = True
+            threading.Thread(target=self._build_ann, daemon=True, name="similarity-graph").start()
+
+    def _build_ann(self) -> None:
+        """Builds the graph from a copy of the rows outside the lock, then
+        adds what changed meanwhile and swaps it in."""
+        try:
+            from usearch.index import Index
+
+            started = time.perf_counter()
+            with self._lock:
+                n, extractor = self.count, self.extractor_id
+                ids, rows = self._ids[:n].copy(), self._matrix[:n].copy()
+            graph = Index(
+                ndim=self.dim, metric="ip", dtype="f16", connectivity=16, expansion_add=128, expansion_search=_ANN_EF
+            )
+            graph.add(ids, rows, threads=1)
+            del rows
+            with self._lock:
+                if extractor != self.extractor_id or self._closed.is_set():
+                    return
+                current = set(self._ids[: self.count].tolist())
+                for key in set(ids.tolist()) - current:
+                    graph.remove(key)
+                for key in current - set(ids.tolist()):
+                    graph.add(key, self._matrix[self._rows[key]])
+                self._ann = graph
+                self.ann_build_seconds = time.perf_counter() - started
+            log.info("similarity graph built", extra={"vectors": n, "seconds": round(self.ann_build_seconds, 1)})
+        except Exception:
+            log.exception("building the similarity graph failed; searches stay exact")
+        finally:
+            self._ann_building = False
+
+    @property
+    def ann_ready(self) -> bool:
+        return self._ann is not None
+
     @property
     def memory_bytes(self) -> int:
-        return int(self._matrix.nbytes + self._ids.nbytes)
+        graph = int(self._ann.memory_usage) if self._ann is not None else 0
+        return int(self._matrix.nbytes + self._ids.nbytes) + graph
