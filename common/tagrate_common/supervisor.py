@@ -388,7 +388,11 @@ class Supervisor:
             return 1
         if not self.stopping.is_set():
             gateway = self.children[-1]
-            _say("run", f"tagrate is running: http://{self.settings.host}:{gateway.port}  (API docs: /docs)")
+            url = f"http://{self.settings.host}:{gateway.port}"
+            _say("run", f"tagrate is running: {url}  (API docs: /docs)")
+            cli = Path(sys.executable).parent / "tagrate"
+            if cli.is_file():  # the venv make run built (README.md, "First steps")
+                _say("run", f"import a folder of images: {os.path.relpath(cli)} --url {url} import DIR")
             _say("run", "press Ctrl-C to stop")
         # Readiness checks of a restarted child take up to a second or two,
         # so a death elsewhere is noticed within about that.

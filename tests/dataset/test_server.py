@@ -13,6 +13,7 @@ from tagrate_common.protos import (
     library_pb2,
     ratings_pb2,
     sessions_pb2,
+    similar_pb2,
     tags_pb2,
     tokens_pb2,
     training_data_pb2,
@@ -34,6 +35,7 @@ RESOURCE_PROTOS = [
     tokens_pb2,
     albums_pb2,
     sessions_pb2,
+    similar_pb2,
 ]
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from tagrate_common.logging import TextFormatter
 from tagrate_common.protos import trainer_pb2
+from tagrate_dataset.tokens.sessions import MAX_SESSIONS_PER_TOKEN
 from tagrate_gateway.auth import SESSION_COOKIE, Caller, FailureLimiter, ProxyTrust, _caller_var
 from tagrate_gateway.bodies import json_depth_ok
 from tagrate_gateway.routes.training import trainer_status
@@ -248,6 +249,13 @@ def test_trainerstatus_hides_another_users_job() -> None:
     finally:
         _caller_var.reset(token)
     assert own.current_user == "bob" and own.metrics == {"spearman": 0.7} and own.last_job is not None
+    # The global model's job is nobody's own: everyone sees it.
+    status.current_user = "all"
+    token = _caller_var.set(Caller(user="alice", admin=False))
+    try:
+        assert trainer_status(status).current_user == "all"
+    finally:
+        _caller_var.reset(token)
 
 
 # ---- 8. NUL bytes in identifiers -------------------------------------------------
@@ -275,6 +283,7 @@ def test_nul_and_other_odd_characters_in_identifiers(secured: Secured) -> None:
 
 
 def test_the_cookie_is_a_session_id_ended_by_logout(secured: Secured) -> None:
+    _fresh_limiter(secured)
     with httpx.Client(base_url=secured.stack.url, timeout=30) as http:
         assert http.post("/login", json={"token": secured.alice}).status_code == 200
         cookie = http.cookies[SESSION_COOKIE]
@@ -289,6 +298,7 @@ def test_the_cookie_is_a_session_id_ended_by_logout(secured: Secured) -> None:
 
 
 def test_revoking_a_token_ends_its_sessions(secured: Secured) -> None:
+    _fresh_limiter(secured)
     with httpx.Client(base_url=secured.stack.url, timeout=30, headers=ADMIN) as admin:
         made = admin.post("/tokens", json={"user": "alice"}).json()
     with (
@@ -304,7 +314,23 @@ def test_revoking_a_token_ends_its_sessions(secured: Secured) -> None:
         assert second.get("/whoami").status_code == 401
 
 
+def test_sessions_per_token_are_bounded(secured: Secured) -> None:
+    _fresh_limiter(secured)
+    with httpx.Client(base_url=secured.stack.url, timeout=30, headers=ADMIN) as admin:
+        made = admin.post("/tokens", json={"user": "bob"}).json()
+    cookies = []
+    with httpx.Client(base_url=secured.stack.url, timeout=30) as http:
+        for _ in range(MAX_SESSIONS_PER_TOKEN + 1):
+            http.cookies.clear()
+            assert http.post("/login", json={"token": made["token"]}).status_code == 200
+            cookies.append(http.cookies[SESSION_COOKIE])
+    for cookie, live in ((cookies[0], False), (cookies[1], True), (cookies[-1], True)):
+        with httpx.Client(base_url=secured.stack.url, timeout=30, cookies={SESSION_COOKIE: cookie}) as http:
+            assert (http.get("/whoami").status_code == 200) is live
+
+
 def test_a_bootstrap_admin_session_works_and_ends_at_logout(secured: Secured) -> None:
+    _fresh_limiter(secured)
     with httpx.Client(base_url=secured.stack.url, timeout=30) as http:
         assert http.post("/login", json={"token": ADMIN_TOKEN}).json()["admin"] is True
         assert http.get("/tokens").status_code == 200

@@ -469,3 +469,20 @@ def test_a_service_error_recovers_once_the_service_is_back(browser, library, api
         assert page.locator("#load-error").count() == 0
         # The outage's 5xx answers were expected here; nothing else may be a server error.
         page.recorder.statuses = [s for s in page.recorder.statuses if s not in (502, 503, 504)]
+
+
+def test_an_album_of_more_than_a_page_has_numbered_pages(browser, library, api, run_stack):
+    everything = names(listing(api, "kim", rated="all", sort="name-asc"))[:62]
+    made = api.post("/albums", json={"user": RATER, "name": "Long", "images": ",".join(everything)})
+    assert made.status_code in (200, 201), made.text
+    album = made.json()["id"]
+    with ui_page(browser, run_stack.url, PHONE_390) as page:
+        sign_in(page, RATER)
+        page.goto(f"/#/album/{album}")
+        page.wait_for_selector("#album-page-info")
+        assert page.locator("#album-page-info").inner_text() == "Page 1 of 2 · 62 images"
+        assert page.locator("#album-top-page-info").is_visible()
+        assert page.locator("#grid .tile").count() == 60
+        page.locator(".pager").first.locator("a.num[data-page='2']").click()
+        page.wait_for_function("() => document.querySelectorAll('#grid .tile').length === 2")
+        assert [t.get_attribute("data-image") for t in page.locator("#grid .tile").all()] == everything[60:]

@@ -15,7 +15,7 @@ import logging
 from datetime import timedelta
 
 import grpc
-from sqlmodel import Session, col, delete
+from sqlmodel import Session, col, delete, select
 
 from tagrate_common.errors import InvalidArgument, NotFound
 from tagrate_common.protos import sessions_pb2, sessions_pb2_grpc
@@ -33,6 +33,9 @@ REGISTRATION = (
 )
 # A session never outlives this, whatever its token allows.
 MAX_SESSION_SECONDS = 30 * 24 * 3600
+# Live sessions one token may have; a new login beyond this ends the oldest
+# (the table stays bounded however often a valid token logs in).
+MAX_SESSIONS_PER_TOKEN = 100
 _UNKNOWN = "unknown or ended session"
 
 
@@ -56,12 +59,32 @@ def create(
         raise InvalidArgument("a session needs a token_id or a bootstrap_check", "invalid_session")
     else:
         bootstrap_check = token_hash(bootstrap_check)
+    _end_oldest(session, token_id or None, bootstrap_check)
     row = BrowserSession(
         session_sha256=digest, token_id=token_id or None, bootstrap_check=bootstrap_check, expires_at=expires_at
     )
     session.add(row)
     session.flush()
     return row, token
+
+
+def _end_oldest(session: Session, token_id: str | None, bootstrap_check: str) -> None:
+    """Ends the oldest sessions of the same token beyond MAX_SESSIONS_PER_TOKEN - 1."""
+    same = (
+        col(BrowserSession.token_id) == token_id
+        if token_id is not None
+        else (col(BrowserSession.token_id).is_(None) & (col(BrowserSession.bootstrap_check) == bootstrap_check))
+    )
+    keep = (
+        select(BrowserSession.session_sha256)
+        .where(same)
+        .order_by(col(BrowserSession.created_at).desc(), col(BrowserSession.session_sha256))
+        .limit(MAX_SESSIONS_PER_TOKEN - 1)
+    )
+    kept = set(session.exec(keep).all())
+    if len(kept) < MAX_SESSIONS_PER_TOKEN - 1:
+        return
+    session.execute(delete(BrowserSession).where(same, col(BrowserSession.session_sha256).not_in(kept)))
 
 
 def authenticate(session: Session, sha256: str) -> tuple[BrowserSession, AccessToken | None]:

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from tagrate_common.errors import InvalidArgument, PayloadTooLarge
 from tagrate_common.protos import trainer_pb2
 from tagrate_common.timestamps import optional_api_text
+from tagrate_common.validation import ALL_USERS
 
 from .. import params
 from ..auth import ActsAs, ActsAsChanging, AdminOnly, AdminOnlyChanging, AnyCaller, private_to
@@ -86,9 +87,10 @@ def trainer_status(status: trainer_pb2.TrainerStatus) -> TrainerStatus:
     token sees whose job runs, its loss and metrics, and the last job only
     when they are its own user's (that the trainer is busy stays visible)."""
     current = status.current_user if status.HasField("current_user") else None
-    hidden = current is not None and private_to(current)
+    # The global model (user "all") is everyone's: its job stays visible.
+    hidden = current is not None and current != ALL_USERS and private_to(current)
     last_job = job_summary(status.last_job) if status.HasField("last_job") else None
-    if last_job is not None and private_to(last_job.user):
+    if last_job is not None and last_job.user != ALL_USERS and private_to(last_job.user):
         last_job = None
     return TrainerStatus(
         is_training=status.is_training,

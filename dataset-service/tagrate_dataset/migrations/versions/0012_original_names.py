@@ -8,7 +8,7 @@ last path part of every stored name, trimmed, as uploads now store them.
 Data only; the column is unchanged.
 
 Revision ID: 0012
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-07
 """
 

@@ -10,6 +10,7 @@ import { ALBUM_PAGE_SIZE, albumHash, albumImageHash, albumPath, albumsHash, albu
 import { THUMB_SIZE } from "../lib/listing.js";
 import { go, isCurrent, setKeys } from "../lib/router.js";
 import { imagePicker } from "../widgets/imagepicker.js";
+import { pager } from "../widgets/pager.js";
 
 // Shows this screen again with what the server now holds.
 const reload = () => go(location.hash);
@@ -141,12 +142,10 @@ export async function render({ arg, params, token }) {
   );
   const maxPage = album.max_page || 1;
   if (maxPage > 1) {
-    const link = (p, text, id) =>
-      p >= 1 && p <= maxPage && p !== page
-        ? h("a", { class: "button", href: albumHash(album.id, p), id }, text)
-        : h("button", { type: "button", disabled: true, id }, text);
-    grid.after(h("nav", { class: "pager", "aria-label": "Pages" }, link(page - 1, "‹ Previous", "album-prev"),
-      h("span", {}, `Page ${page} of ${maxPage}`), link(page + 1, "Next ›", "album-next")));
+    const hashFor = (p) => albumHash(album.id, p);
+    const total = album.image_count;
+    grid.before(pager({ hashFor, page, maxPage, total, where: "album-top" }));
+    grid.after(pager({ hashFor, page, maxPage, total, where: "album" }));
   }
   setKeys((event) => {
     if (event.key === "Escape") go(albumsHash());
