@@ -192,7 +192,9 @@ def create_server(settings: DatasetSettings) -> DatasetServer:
     if worker is not None and any(lane.work is not hashing for lane in worker.lanes):
         blobs.warm_thumbnails(images_service.THUMBNAIL_DEFAULT)
     scorer = Scorer(settings, db, peers) if settings.background_work else None
-    index = VectorIndex(db, settings.similar_max_vectors, settings.similar_sync_seconds)
+    index = VectorIndex(
+        db, settings.similar_max_vectors, settings.similar_sync_seconds, settings.similar_ann_min_vectors
+    )
     grouping = GroupingSettings(
         settings.duplicate_hash_distance,
         settings.duplicate_min_similarity,
