@@ -27,6 +27,7 @@ from .protos import (
     albums_pb2_grpc,
     images_pb2_grpc,
     library_pb2_grpc,
+    owned_tags_pb2_grpc,
     ratings_pb2_grpc,
     tags_pb2_grpc,
     tokens_pb2_grpc,
@@ -50,6 +51,7 @@ class DatasetStubs:
     training: training_data_pb2_grpc.TrainingDataServiceStub
     tokens: tokens_pb2_grpc.TokenServiceStub
     albums: albums_pb2_grpc.AlbumServiceStub
+    owned_tags: owned_tags_pb2_grpc.OwnedTagServiceStub
 
     def __init__(self, channel: grpc.Channel | grpc.aio.Channel) -> None:
         self.images = images_pb2_grpc.ImageServiceStub(channel)
@@ -61,6 +63,7 @@ class DatasetStubs:
         self.training = training_data_pb2_grpc.TrainingDataServiceStub(channel)
         self.tokens = tokens_pb2_grpc.TokenServiceStub(channel)
         self.albums = albums_pb2_grpc.AlbumServiceStub(channel)
+        self.owned_tags = owned_tags_pb2_grpc.OwnedTagServiceStub(channel)
 
 
 if TYPE_CHECKING:
@@ -77,3 +80,4 @@ if TYPE_CHECKING:
         training: training_data_pb2_grpc.TrainingDataServiceAsyncStub
         tokens: tokens_pb2_grpc.TokenServiceAsyncStub
         albums: albums_pb2_grpc.AlbumServiceAsyncStub
+        owned_tags: owned_tags_pb2_grpc.OwnedTagServiceAsyncStub

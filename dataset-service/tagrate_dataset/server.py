@@ -31,6 +31,7 @@ from .library import service as library_service
 from .peers import Peers
 from .predictions.scoring import Scorer
 from .ratings import service as ratings_service
+from .tags import owned_service
 from .tags import service as tags_service
 from .tags.tagging import Tagging
 from .tokens import service as tokens_service
@@ -71,6 +72,7 @@ def resource_services(
         ),
         _service(tokens_service.REGISTRATION, tokens_service.TokenServicer(db)),
         _service(albums_service.REGISTRATION, albums_service.AlbumServicer(settings, db)),
+        _service(owned_service.REGISTRATION, owned_service.OwnedTagServicer(settings, db)),
     ]
 
 

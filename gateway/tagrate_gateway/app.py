@@ -25,7 +25,21 @@ from .config import BACKENDS, GatewaySettings
 from .docs import install_docs
 from .errors import install_error_handlers, internal_error_response
 from .params import REQUIRED_MARK
-from .routes import access, albums, collection, datasets, global_model, images, ops, ratings, tags, training, ui, users
+from .routes import (
+    access,
+    albums,
+    collection,
+    datasets,
+    global_model,
+    images,
+    ops,
+    owned_tags,
+    ratings,
+    tags,
+    training,
+    ui,
+    users,
+)
 
 log = logging.getLogger("tagrate_gateway")
 
@@ -204,6 +218,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, trust_request_id=settings.trust_request_id)
     for module in (images, users, collection, datasets, tags, ratings, training, ops, access, albums, global_model):
         app.include_router(module.router)
+    app.include_router(owned_tags.router)
     app.include_router(ui.router)  # the browser UI at / (not part of the API schema)
     document_access(app.routes)
     install_docs(app)
