@@ -17,6 +17,10 @@ _NOT_BENCHMARKS = {"harness"}
 _ONLY_WHEN_NAMED = {"soak", "learning"}
 # Names that are Python keywords, run from a module of another name.
 _ALIASES = {"import": "importer"}
+# A benchmark run as another one with a flag: ``python -m bench userdata
+# --floor`` is ``python -m bench userdata_floor``. Dispatched here, so no
+# benchmark imports another (import-linter's bench-benchmarks-independent).
+_FLAGS = {("userdata", "--floor"): "userdata_floor"}
 
 
 def benchmark_names() -> list[str]:
@@ -38,6 +42,9 @@ def main(argv: list[str]) -> int:
         return 0
     if argv:
         argv = [_ALIASES.get(argv[0], argv[0]), *argv[1:]]
+        for (name, flag), target in _FLAGS.items():
+            if argv[0] == name and flag in argv[1:]:
+                argv = [target, *(arg for arg in argv[1:] if arg != flag)]
         if argv[0] not in names:
             print(f"no benchmark named {argv[0]!r}; there are: {', '.join(names)}", file=sys.stderr)
             return 2

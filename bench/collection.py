@@ -46,18 +46,9 @@ from tagrate_common.protos import training_data_pb2, users_pb2
 from tests.imagefactory import make_image
 
 from .harness import median, print_table
-from .userdata import (
-    FILTERED,
-    PAGE_SIZE,
-    UNFILTERED,
-    DatasetShape,
-    Generation,
-    parse_dataset_args,
-    postgres_database,
-    sqlite_database,
-    start_stack,
-    workload,
-)
+from .harness.dataset import DatasetShape, Generation, parse_dataset_args, postgres_database, sqlite_database
+from .harness.dataset_stack import start_stack
+from .harness.workload import FILTERED, PAGE_SIZE, UNFILTERED, workload
 
 TARGET_RATIO = 2.0
 FULL_CALLS, QUICK_CALLS = 100, 20

@@ -38,7 +38,8 @@ import numpy as np
 from PIL import Image
 from tagrate_cli.main import DEFAULT_CONCURRENCY
 
-from bench.soak import Stack, cpu_seconds
+from bench.harness.processes import cpu_seconds
+from bench.harness.supervised_stack import Stack
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results"

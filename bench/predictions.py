@@ -52,7 +52,7 @@ from tagrate_dataset.models import ImageFeatures
 from tests.support import ServiceProcess, free_port
 
 from .harness import print_table
-from .userdata import (
+from .harness.dataset import (
     PG_ADMIN_URL,
     RESULTS_DIR,
     DatasetGenerator,

@@ -31,7 +31,8 @@ import httpx
 from tests.imagefactory import make_image
 from tests.ui.conftest import BROWSER_ARGS, NO_BROWSER, browser_path
 
-from .userdata import RESULTS_DIR, DatasetGenerator, DatasetShape, sqlite_database, start_stack
+from .harness.dataset import RESULTS_DIR, DatasetGenerator, DatasetShape, sqlite_database
+from .harness.dataset_stack import start_stack
 
 USER = "uibench"
 IMAGES = 130

@@ -59,7 +59,7 @@ BACKGROUND: Priority = "background"
 # The priority of the work the current thread submits, for code that submits
 # on a caller's behalf without taking a parameter for it (ImagePipeline.run).
 # The gRPC server sets it for each call from the caller's metadata
-# (tagrate_common.grpc_server.PRIORITY_HEADER); anything else is foreground.
+# (tagrate_common.grpc_wire.PRIORITY_HEADER); anything else is foreground.
 call_priority: contextvars.ContextVar[Priority] = contextvars.ContextVar("tagrate_call_priority", default=FOREGROUND)
 
 # Background items may fill at most this share of a batcher's queue: the rest

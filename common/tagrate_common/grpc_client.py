@@ -35,7 +35,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .batcher import BACKGROUND, FOREGROUND, Priority
 from .errors import TagrateError, Unavailable, from_rpc_error
-from .grpc_server import INTERNAL_TOKEN_HEADER, PRIORITY_HEADER, grpc_options
+from .grpc_wire import INTERNAL_TOKEN_HEADER, PRIORITY_HEADER, grpc_options, internal_token
+from .grpc_wire import use_internal_token as use_internal_token  # re-exported for callers (create_app)
 from .logging import REQUEST_ID_HEADER, request_id_var
 from .metrics import GRPC_CLIENT_HANDLED, GRPC_CLIENT_SECONDS
 
@@ -57,18 +58,6 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
 
 
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
-
-# The internal-call secret this process sends with every call (None: none).
-# Process-wide like the settings it comes from: set once at start by the
-# process's GrpcServer or the gateway's create_app (see use_internal_token).
-_internal_token: str | None = None
-
-
-def use_internal_token(token: str | None) -> None:
-    """Every later call of every client in this process carries ``token``
-    (TAGRATE_INTERNAL_TOKEN); None sends none."""
-    global _internal_token
-    _internal_token = token
 
 
 def _as_text(method: str | bytes) -> str:
@@ -99,8 +88,9 @@ class _CallPolicy:
             pairs.append((REQUEST_ID_HEADER, request_id_var.get()))
         if self.priority == BACKGROUND and not any(key == PRIORITY_HEADER for key, _ in pairs):
             pairs.append((PRIORITY_HEADER, BACKGROUND))
-        if _internal_token is not None:
-            pairs.append((INTERNAL_TOKEN_HEADER, _internal_token))
+        token = internal_token()
+        if token is not None:
+            pairs.append((INTERNAL_TOKEN_HEADER, token))
         return pairs
 
     def error(self, exc: grpc.RpcError) -> TagrateError:

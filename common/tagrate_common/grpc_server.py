@@ -8,7 +8,7 @@
   check carries that secret (UNAUTHENTICATED otherwise),
 * message size limits that fit the upload limits,
 * an interceptor that restores the caller's request id and priority
-  (:data:`PRIORITY_HEADER`, for the dynamic batchers), logs and measures
+  (:data:`~tagrate_common.grpc_wire.PRIORITY_HEADER`, for the dynamic batchers), logs and measures
   every call, and maps :class:`~tagrate_common.errors.TagrateError` to a
   status code in one place (unexpected exceptions become INTERNAL with the
   request id, never a stack trace on the wire),
@@ -41,6 +41,7 @@ from grpc_reflection.v1alpha import reflection
 from .batcher import BACKGROUND, FOREGROUND, Priority, call_priority
 from .config import ServiceSettings
 from .errors import TagrateError, error_metadata
+from .grpc_wire import INTERNAL_TOKEN_HEADER, PRIORITY_HEADER, grpc_options, use_internal_token
 from .images import set_decode_slots
 from .logging import REQUEST_ID_HEADER, new_request_id, request_id_var
 from .metrics import GRPC_SERVER_HANDLED, GRPC_SERVER_SECONDS, start_metrics_server
@@ -48,11 +49,6 @@ from .metrics import GRPC_SERVER_HANDLED, GRPC_SERVER_SECONDS, start_metrics_ser
 log = logging.getLogger(__name__)
 
 _QUIET_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-
-# Call metadata a caller sets to "background" for work no person waits on
-# (the dataset service's imports): model services then batch it behind
-# interactive calls. Absent or anything else: foreground.
-PRIORITY_HEADER = "tagrate-priority"
 
 # The caller sent something wrong or asked for something absent: worth a line
 # in the log, not an operator's attention.
@@ -71,15 +67,6 @@ class PortInUse(RuntimeError):
     the message names the address and the setting that moves it."""
 
 
-def grpc_options(max_message_bytes: int) -> list[tuple[str, Any]]:
-    return [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-    ]
-
-
-# Call metadata carrying the internal-call secret (TAGRATE_INTERNAL_TOKEN).
-INTERNAL_TOKEN_HEADER = "tagrate-internal-token"
 # Probes (Kubernetes, /readyz) carry no secret; health reveals nothing.
 _UNCHECKED_METHODS = ("/grpc.health.v1.Health/",)
 
@@ -216,8 +203,6 @@ class GrpcServer:
         set_decode_slots(settings.decode_slots)
         internal_token = settings.internal_token_value()
         # This process's own calls to its peers carry the secret too.
-        from .grpc_client import use_internal_token  # grpc_client imports this module
-
         use_internal_token(internal_token)
         interceptors: list[grpc.ServerInterceptor] = [_ServiceInterceptor(name)]
         if internal_token:

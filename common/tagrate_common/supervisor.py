@@ -37,103 +37,12 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
-from .config import CommonSettings
 from .grpc_server import port_problem
-
-
-class SupervisorSettings(CommonSettings):
-    """Where the group listens and how it restarts children; each child still
-    reads its own settings (its ``*_PORT`` included)."""
-
-    model_config = SettingsConfigDict(env_prefix="TAGRATE_RUN_")
-
-    host: str = Field("127.0.0.1", description="Address every service and the gateway bind.")
-    base_port: int | None = Field(
-        None,
-        ge=1,
-        le=65535 - 8,
-        description="Moves every port of the group at once: gateway B, tagger B+1, rater B+2, dataset B+3, "
-        "trainer B+4, their metrics B+5..B+8. A service's own `*_PORT` / `*_METRICS_PORT` still win. "
-        "Unset: each service's default port.",
-    )
-    start_timeout_seconds: float = Field(300.0, gt=0, description="How long one child may take to become ready.")
-    stop_timeout_seconds: float = Field(20.0, gt=0, description="How long one child may take to stop after SIGTERM.")
-    restart_backoff_seconds: float = Field(
-        0.5, gt=0, description="Wait before restarting a child that died; doubles with every further death."
-    )
-    restart_backoff_max_seconds: float = Field(30.0, gt=0, description="Longest wait between restarts.")
-    restart_reset_seconds: float = Field(
-        60.0, gt=0, description="A child that stayed up this long is restarted after the shortest wait again."
-    )
-    crash_loop_exits: int = Field(
-        5,
-        ge=2,
-        description="This many deaths within `TAGRATE_RUN_CRASH_LOOP_WINDOW_SECONDS` are reported as a crash loop.",
-    )
-    crash_loop_window_seconds: float = Field(
-        60.0, gt=0, description="The window `TAGRATE_RUN_CRASH_LOOP_EXITS` counts in."
-    )
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    """When to restart a child that died: exponential backoff like a process
-    manager's, and what counts as a crash loop."""
-
-    initial: float = 0.5
-    maximum: float = 30.0
-    reset_after: float = 60.0
-    loop_exits: int = 5
-    loop_window: float = 60.0
-
-    @classmethod
-    def from_settings(cls, s: SupervisorSettings) -> RestartPolicy:
-        return cls(
-            s.restart_backoff_seconds,
-            s.restart_backoff_max_seconds,
-            s.restart_reset_seconds,
-            s.crash_loop_exits,
-            s.crash_loop_window_seconds,
-        )
-
-
-class Restarts:
-    """One child's restart history under a :class:`RestartPolicy`. Times are
-    ``time.monotonic()`` values passed in, so the policy is testable without
-    waiting."""
-
-    def __init__(self, policy: RestartPolicy) -> None:
-        self.policy = policy
-        self.delay = policy.initial
-        self.exits: deque[float] = deque()
-        self.count = 0  # restarts so far
-        self.started_at = 0.0
-        self.loop_reported = False
-
-    def started(self, now: float) -> None:
-        self.started_at = now
-
-    def exited(self, now: float) -> float:
-        """Records a death; returns how long to wait before the restart."""
-        p = self.policy
-        if now - self.started_at >= p.reset_after:  # it ran well for a while: a fresh incident
-            self.delay = p.initial
-            self.exits.clear()
-            self.loop_reported = False
-        self.exits.append(now)
-        while self.exits and now - self.exits[0] > p.loop_window:
-            self.exits.popleft()
-        wait = p.maximum if self.crash_looping else self.delay
-        self.delay = min(self.delay * 2, p.maximum)
-        self.count += 1
-        return wait
-
-    @property
-    def crash_looping(self) -> bool:
-        return len(self.exits) >= self.policy.loop_exits
+from .restarts import RestartPolicy, Restarts
+from .supervisor_settings import SupervisorSettings
 
 
 @dataclass

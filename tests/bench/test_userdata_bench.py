@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.userdata import (
+from bench.harness.dataset import (
     BELOW_THRESHOLD_TAGS,
     THRESHOLD,
     DatasetGenerator,
     DatasetShape,
     generate,
-    main,
     sqlite_database,
 )
+from bench.userdata import main
 
 
 def test_tiny_run_on_sqlite_prints_every_table_without_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

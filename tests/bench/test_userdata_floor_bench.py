@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.userdata import main
-from bench.userdata_floor import SHAPES
+from bench.__main__ import main
+from bench.userdata_floor.shapes import SHAPES
 
 
 def test_tiny_floor_run_on_sqlite_prints_every_shape(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    status = main(["--floor", "--db", "sqlite", "--scale", "0.002", "--calls", "4", "--cache-dir", str(tmp_path)])
+    status = main(
+        ["userdata", "--floor", "--db", "sqlite", "--scale", "0.002", "--calls", "4", "--cache-dir", str(tmp_path)]
+    )
     out = capsys.readouterr().out
     # The run raises when the API and a floor statement disagree on a page.
     assert status == 0, out

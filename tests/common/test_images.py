@@ -7,13 +7,12 @@ import skimage.data
 from PIL import Image
 
 from tagrate_common.errors import PayloadTooLarge, UnsupportedImage
+from tagrate_common.image_resize import resize_to_fit, resize_upright
 from tagrate_common.images import (
     ImageLimits,
     check_header,
     decode_image,
     inspect_image,
-    resize_to_fit,
-    resize_upright,
     sniff_format,
 )
 from tests.imagefactory import bomb_png, encode, grey16_png, line_png, make_image, rotated_jpeg, truncated_jpeg

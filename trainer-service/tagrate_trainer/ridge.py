@@ -93,6 +93,6 @@ class Ridge:
         the stronger. (Exact LOO rather than GCV: with n < d, GCV's score
         keeps falling toward the interpolating end of the grid on the
         benchmark's real features, where held-out figures are worse; see
-        bench/learning.py.)"""
+        bench/learning/.)"""
         scores = {alpha: self.loo(alpha) for alpha in alphas}
         return min(scores, key=lambda a: (scores[a], -a))

@@ -15,7 +15,7 @@ Two resize modes cover the models tagrate loads:
   50000x50000 canvas.
 
 Images of any aspect ratio are accepted; every resize is held to
-``RESAMPLE_BUDGET_PIXELS`` (see :func:`tagrate_common.images.resize_upright`).
+``RESAMPLE_BUDGET_PIXELS`` (see :func:`tagrate_common.image_resize.resize_upright`).
 
 Normalisation is ``(x - mean) / std`` per channel on 0-255 values in the
 model's channel order (EfficientNet-Lite uses 127/128, not the usual ImageNet
@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from ..images import resize_upright, upright_size
+from ..image_resize import resize_upright, upright_size
 
 ResizeMode = Literal["shorter_side_crop", "pad_square"]
 WHITE = (255, 255, 255)

@@ -31,7 +31,8 @@ from pathlib import Path
 from PIL import Image
 
 from tagrate_common.files import TEMP_PREFIX, write_atomically
-from tagrate_common.images import FORMATS, decode_slot, resize_to_fit, resize_upright, upright_size
+from tagrate_common.image_resize import resize_to_fit, resize_upright, upright_size
+from tagrate_common.images import FORMATS, decode_slot
 
 from .thumbnails import ThumbnailWarmer
 

@@ -63,16 +63,10 @@ and 100.
 from __future__ import annotations
 
 import argparse
-import io
-import json
-import subprocess
-import tarfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from bench.harness import print_table
 from tagrate_trainer.ridge import Ridge
@@ -99,135 +93,11 @@ from tagrate_trainer.training import (
     spearman,
 )
 
-PACKAGE, VERSION = "emoji-datasource-twitter", "16.0.0"
-CACHE = Path(__file__).resolve().parent / "results" / "learning"
-ATTRIBUTION = (
-    f"Images: Twemoji by Twitter, Inc and other contributors, CC-BY 4.0 (https://github.com/twitter/twemoji), "
-    f"from the npm package {PACKAGE} {VERSION} (MIT, https://github.com/iamcal/emoji-data)."
-)
+from .emoji import ATTRIBUTION, features
+from .tastes import TYPES, Tastes, rate
+
 TEST_IMAGES = 300
 OTHER_RATINGS = 150
-SHARED = 0.7  # rho: how much of a user's category taste everyone shares
-SCALE, NOISE = 0.25, 0.08
-EMBED_BATCH = 32
-
-
-def fetch() -> tuple[list[dict], dict[str, bytes]]:
-    """The emoji records with a Twemoji image, and the PNGs by file name."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tarball = CACHE / f"{PACKAGE}-{VERSION}.tgz"
-    if not tarball.exists():
-        print(f"fetching {PACKAGE}@{VERSION} with npm pack into {CACHE} ...", flush=True)
-        subprocess.run(["npm", "pack", f"{PACKAGE}@{VERSION}"], cwd=CACHE, check=True, capture_output=True)
-    pngs: dict[str, bytes] = {}
-    records: list[dict] = []
-    with tarfile.open(tarball) as archive:
-        for member in archive:
-            if member.name == "package/emoji.json":
-                records = json.load(archive.extractfile(member))  # type: ignore[arg-type]
-            elif member.name.startswith("package/img/twitter/64/") and member.name.endswith(".png"):
-                pngs[member.name.rsplit("/", 1)[1]] = archive.extractfile(member).read()  # type: ignore[union-attr]
-    usable = [r for r in records if r.get("has_img_twitter") and r["image"] in pngs and r["category"] != "Component"]
-    return sorted(usable, key=lambda r: r["image"]), pngs
-
-
-def features() -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    """Feature vectors of every emoji and of its mirror image, categories, subcategories (cached)."""
-    cached = CACHE / "features.npz"
-    if cached.exists():
-        data = np.load(cached)
-        return data["plain"], data["flipped"], list(data["category"]), list(data["subcategory"])
-    from tagrate_common.vision.loaders import load_default_model
-
-    records, pngs = fetch()
-    model = load_default_model("cpu")
-    plain, flipped = [], []
-    start = time.perf_counter()
-    for begin in range(0, len(records), EMBED_BATCH):
-        images = []
-        for record in records[begin : begin + EMBED_BATCH]:
-            rgba = Image.open(io.BytesIO(pngs[record["image"]])).convert("RGBA")
-            canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))  # as the image store flattens alpha
-            canvas.alpha_composite(rgba)
-            images.append(canvas.convert("RGB"))
-        plain.append(model.forward_features(np.stack([model.preprocess(i) for i in images])))
-        mirrored = [i.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for i in images]
-        flipped.append(model.forward_features(np.stack([model.preprocess(i) for i in mirrored])))
-    print(f"features of {len(records)} emoji (and mirrors) in {time.perf_counter() - start:.0f}s", flush=True)
-    result = (
-        np.concatenate(plain).astype(np.float32),
-        np.concatenate(flipped).astype(np.float32),
-        [r["category"] for r in records],
-        [r["subcategory"] for r in records],
-    )
-    np.savez(cached, plain=result[0], flipped=result[1], category=result[2], subcategory=result[3])
-    return result
-
-
-TYPES = ("shared", "opposite", "orthogonal", "narrow")
-
-
-class Tastes:
-    """Noiseless preferences of the synthetic users, by user type. Every
-    user's category preference is drawn around one shared category taste
-    (``shared``, what the global head learns from the ``--others`` users):
-
-    * ``shared``: ``rho * shared + sqrt(1 - rho^2) * own``, as the others;
-    * ``opposite``: the same with ``-rho``, a taste turned round;
-    * ``orthogonal``: an own category taste with the shared one projected
-      out (uncorrelated with it over the categories), of the same spread;
-    * ``narrow``: one category liked, every other one alike.
-
-    All but ``narrow`` add a smaller subcategory preference of their own.
-    The ``shared`` users are drawn as before user types existed, so the
-    first ones are the same users as in earlier runs."""
-
-    def __init__(self, categories: list[str], subcategories: list[str], others: int, users: int, seed: int) -> None:
-        self.seed = seed
-        cats, subs = sorted(set(categories)), sorted(set(subcategories))
-        self.ci = np.array([cats.index(c) for c in categories])
-        self.si = np.array([subs.index(s) for s in subcategories])
-        self.categories, self.subcategories = len(cats), len(subs)
-        rng = np.random.default_rng(seed)
-        self.shared = rng.normal(size=len(cats))
-        self.drawn = []
-        for _ in range(others + users):
-            own = SHARED * self.shared + np.sqrt(1 - SHARED**2) * rng.normal(size=len(cats))
-            sub = 0.25 * rng.normal(size=len(subs))
-            self.drawn.append(own[self.ci] + sub[self.si])
-        self.others = others
-
-    def other(self, u: int) -> np.ndarray:
-        """The preference of the u-th user behind the global head."""
-        return self.drawn[u]
-
-    def user(self, kind: str, k: int) -> np.ndarray:
-        """The preference of the k-th user of a type."""
-        if kind == "shared":
-            return self.drawn[self.others + k]
-        rng = np.random.default_rng([self.seed, 7, TYPES.index(kind), k])
-        if kind == "narrow":
-            return np.where(self.ci == rng.integers(self.categories), 1.5, -0.5)
-        if kind == "opposite":
-            own = -SHARED * self.shared + np.sqrt(1 - SHARED**2) * rng.normal(size=self.categories)
-        else:
-            shared = self.shared - self.shared.mean()
-            own = rng.normal(size=self.categories)
-            own -= own.mean()
-            own -= (own @ shared) / (shared @ shared) * shared
-            own *= np.linalg.norm(shared) / np.linalg.norm(own)
-        sub = 0.25 * rng.normal(size=self.subcategories)
-        return own[self.ci] + sub[self.si]
-
-    def uid(self, kind: str, k: int) -> int:
-        """The user's number in the split seeds (the shared users' as before)."""
-        return self.others + k if kind == "shared" else 1000 * TYPES.index(kind) + k
-
-
-def rate(preference: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Noisy ratings at the seven levels."""
-    raw = 0.5 + SCALE * preference + rng.normal(0.0, NOISE, preference.shape)
-    return np.round(np.clip(raw, 0.0, 1.0) * 6) / 6
 
 
 def ridge_fixed(x: np.ndarray, y: np.ndarray, alpha: float):

@@ -1,0 +1,96 @@
+"""The dataset service and a gateway in front of it (no other backends), as
+processes: what the benchmarks on the bench dataset measure through."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.support import REPO_ROOT, ServiceProcess, free_port
+
+from .processes import stop_process
+
+# -- the services ----------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    """The dataset service and the gateway in front of it, as processes."""
+
+    dataset: ServiceProcess
+    dataset_addr: str
+    gateway: subprocess.Popen
+    gateway_url: str
+    gateway_log: Path
+
+    def stop(self) -> None:
+        stop_process(self.gateway)
+        if self.dataset.proc is not None and self.dataset.proc.poll() is None:
+            self.dataset.terminate()
+
+
+def start_stack(database_url: str, work_dir: Path) -> Stack:
+    """Starts the dataset service on ``database_url`` and a gateway that
+    routes to it (no other backends); returns once both answer."""
+    data_dir = work_dir / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    dataset_port = free_port()
+    addr = f"127.0.0.1:{dataset_port}"
+    dataset_env = {
+        "DATASET_HOST": "127.0.0.1",
+        "DATASET_PORT": str(dataset_port),
+        "DATASET_METRICS_PORT": "0",
+        "DATABASE_URL": database_url,
+        "TAGRATE_DATA_DIR": str(data_dir),
+    }
+    dataset = ServiceProcess("tagrate_dataset", dataset_env, work_dir / "dataset.log", addr).start(timeout=120)
+
+    gateway_port = free_port()
+    gateway_env = {
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(gateway_port),
+        "GATEWAY_DATASET_ADDR": addr,
+        "GATEWAY_TAGGER_ADDR": "",
+        "GATEWAY_RATER_ADDR": "",
+        "GATEWAY_TRAINER_ADDR": "",
+        "TAGRATE_DATA_DIR": str(data_dir),
+    }
+    log_path = work_dir / "gateway.log"
+    with open(log_path, "ab") as log:
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "tagrate_gateway"],
+            env={**os.environ, **gateway_env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+        )
+    stack = Stack(dataset, addr, gateway, f"http://127.0.0.1:{gateway_port}", log_path)
+    try:
+        _wait_for_http(stack, f"{stack.gateway_url}/healthz")
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def _wait_for_http(stack: Stack, url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if stack.gateway.poll() is not None:
+            raise RuntimeError(f"the gateway exited with {stack.gateway.returncode}:\n{_tail(stack.gateway_log)}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"the gateway did not answer within {timeout}s:\n{_tail(stack.gateway_log)}")
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-3000:]
