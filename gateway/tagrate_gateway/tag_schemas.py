@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, RootModel
 
 
 class SourcedTag(BaseModel):
@@ -56,5 +56,5 @@ class TaughtTagItem(BaseModel):
     trained_at: str
 
 
-# GET /taughttags is a list.
-TaughtTags = list[TaughtTagItem]
+class TaughtTags(RootModel[list[TaughtTagItem]]):
+    """GET /taughttags: a list, by tag."""

@@ -228,14 +228,16 @@ async def delete_implication(
 )
 async def taught_tags(dataset: DatasetDep) -> TaughtTags:
     reply = await dataset.stub.owned_tags.ListTaughtTags(owned_tags_pb2.ListTagRulesRequest())
-    return [
-        TaughtTagItem(
-            tag=t.tag,
-            examples=t.examples,
-            negatives=t.negatives,
-            images_tagged=t.images_tagged,
-            precision_cv=round(t.precision_cv, 4),
-            trained_at=t.trained_at,
-        )
-        for t in reply.tags
-    ]
+    return TaughtTags(
+        [
+            TaughtTagItem(
+                tag=t.tag,
+                examples=t.examples,
+                negatives=t.negatives,
+                images_tagged=t.images_tagged,
+                precision_cv=round(t.precision_cv, 4),
+                trained_at=t.trained_at,
+            )
+            for t in reply.tags
+        ]
+    )
