@@ -8,7 +8,10 @@ caller handed in is what is recorded."""
 
 from __future__ import annotations
 
+import math
+
 import grpc
+import numpy as np
 
 from tagrate_common import validation
 from tagrate_common.errors import InvalidArgument
@@ -17,7 +20,7 @@ from tagrate_common.tagfilter import tag_name
 
 from ..config import DatasetSettings
 from ..db import Database
-from . import owned
+from . import owned, taught
 
 REGISTRATION = (
     owned_tags_pb2_grpc.add_OwnedTagServiceServicer_to_server,
@@ -119,3 +122,58 @@ class OwnedTagServicer(owned_tags_pb2_grpc.OwnedTagServiceServicer):
                 for row in rows
             ]
         )
+
+    # ---- for the trainer ----
+
+    def DueTaughtTags(self, request: owned_tags_pb2.DueTaughtTagsRequest, context: grpc.ServicerContext):
+        extractor = _extractor(request.extractor_id)
+        if request.min_examples < 2:
+            raise InvalidArgument("'min_examples' must be at least 2", "invalid_min_examples")
+        if not (math.isfinite(request.settle_seconds) and request.settle_seconds >= 0):
+            raise InvalidArgument("'settle_seconds' must be a number of seconds, 0 or more", "invalid_settle_seconds")
+        due, forgotten = self.db.write(
+            lambda session: taught.due_tags(session, extractor, request.min_examples, request.settle_seconds)
+        )
+        return owned_tags_pb2.DueTaughtTagsResponse(tags=due, forgotten=forgotten)
+
+    def GetTaughtExamples(self, request: owned_tags_pb2.GetTaughtExamplesRequest, context: grpc.ServicerContext):
+        extractor = _extractor(request.extractor_id)
+        tag = tag_name(request.tag)
+        if not 0 < request.others <= MAX_OTHERS:
+            raise InvalidArgument(f"'others' must be 1 to {MAX_OTHERS}, got {request.others}", "invalid_others")
+        with self.db.read() as session:
+            found = taught.examples(session, tag, extractor, request.others, request.seed)
+        return owned_tags_pb2.TaughtExamples(
+            tag=tag,
+            digest=found.digest,
+            dim=found.dim,
+            positives=found.positives,
+            negatives=found.negatives,
+            others=found.others,
+            population=found.population,
+        )
+
+    def PublishTaughtTag(self, request: owned_tags_pb2.PublishTaughtTagRequest, context: grpc.ServicerContext):
+        extractor = _extractor(request.extractor_id)
+        tag = tag_name(request.tag)
+        if not request.weights or len(request.weights) % 4:
+            raise InvalidArgument("'weights' must be float32 values", "invalid_weights")
+        weights = np.frombuffer(request.weights, dtype="<f4")
+        numbers = (request.bias, request.threshold, request.precision_cv)
+        if not np.isfinite(weights).all() or not all(math.isfinite(value) for value in numbers):
+            raise InvalidArgument("the classifier's numbers must be finite", "invalid_weights")
+        model = taught.Classifier(
+            weights, request.bias, request.threshold, request.precision_cv, request.examples, request.negatives
+        )
+        tagged = self.db.write(lambda session: taught.publish(session, tag, request.digest, extractor, model))
+        return owned_tags_pb2.PublishTaughtTagResponse(images_tagged=tagged)
+
+
+# Most other images one GetTaughtExamples samples.
+MAX_OTHERS = 5000
+
+
+def _extractor(value: str) -> str:
+    if not value or len(value) > 200 or not value.isprintable():
+        raise InvalidArgument("'extractor_id' must name a feature extractor", "invalid_extractor_id")
+    return value
