@@ -1,0 +1,185 @@
+"""Filters of tags people own at the 100k bench library: ``python -m bench
+tags [--db sqlite|postgresql|both] [--calls N] [--scale F]``.
+
+The library of ``python -m bench userdata`` (100,000 images, 20 users,
+500,000 ratings, 2,000 Zipf-distributed tags; the SQLite file is shared
+with it, copied so it stays as it was) plus, written straight into the
+database: ten tags of popularity ranks 20-29 each implying ``group_a``
+(the closure ``tag_implied`` as the dataset service writes it), 2,000 manual
+tags, and every user's predictions by a serving model version.
+
+Then the real dataset service and gateway (their own processes) answer, at
+concurrency 1, interleaved request by request: the plain 2-tag filtered
+page of ``bench userdata`` (two tags drawn by popularity), the same page
+with the first tag replaced by the implied ``group_a`` (ten tags from
+three sources in one condition), with a ``rating:>=0.3,rating:<0.8``
+range added, and with ``predicted:>=0.5`` added. Target (issue 25): each
+within 1.5x of the plain page's p50.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+
+from tagrate_common.database import normalise_url
+
+from .harness import Stats, measure, print_table
+from .harness.dataset import DatasetShape, Generation, parse_dataset_args, postgres_database, sqlite_database
+from .harness.dataset_stack import start_stack
+
+TARGET_RATIO = 1.5
+PAGE_SIZE = 60
+GROUP = "group_a"
+IMPLYING_RANKS = range(20, 30)
+PLAIN, IMPLIED, RATING, PREDICTED = (
+    "plain 2-tag page",
+    "implied tag + tag",
+    "2 tags + rating: range",
+    "2 tags + predicted:",
+)
+KINDS = (PLAIN, IMPLIED, RATING, PREDICTED)
+
+
+def add_owned_tags(url: str, shape: DatasetShape) -> None:
+    """The implications, manual tags and predictions the filters read."""
+    engine = create_engine(url)
+    now = datetime.now(UTC)
+    rng = random.Random(25)
+    with engine.begin() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        stamp = now.replace(tzinfo=None).isoformat(sep=" ") if sqlite else now
+        conn.execute(text("INSERT INTO tags (name) VALUES (:n)"), {"n": GROUP})
+        group = conn.execute(text("SELECT id FROM tags WHERE name = :n"), {"n": GROUP}).scalar_one()
+        for rank in IMPLYING_RANKS:
+            tag = conn.execute(text("SELECT id FROM tags WHERE name = :n"), {"n": shape.tag_name(rank)}).scalar_one()
+            conn.execute(
+                text("INSERT INTO tag_implications (tag_id, implies_id, created_at) VALUES (:t, :g, :now)"),
+                {"t": tag, "g": group, "now": stamp},
+            )
+            conn.execute(text("INSERT INTO tag_implied (tag_id, implied_id) VALUES (:t, :g)"), {"t": tag, "g": group})
+        images = conn.execute(text("SELECT id FROM images")).scalars().all()
+        tags = conn.execute(text("SELECT id FROM tags WHERE name <> :n LIMIT 200"), {"n": GROUP}).scalars().all()
+        manual = {(rng.choice(images), rng.choice(tags)) for _ in range(2000)}
+        conn.execute(
+            text("INSERT INTO manual_tags (image_id, tag_id, added_by, added_at) VALUES (:i, :t, NULL, :now)"),
+            [{"i": i, "t": t, "now": stamp} for i, t in manual],
+        )
+        users = conn.execute(text("SELECT id, name FROM users")).all()
+        for user_id, name in users:
+            conn.execute(
+                text(
+                    "INSERT INTO trained_snapshots (subject, snapshot_id, ratings_count, model_version, trained_at) "
+                    "VALUES (:s, 'bench', 1, :v, :now)"
+                ),
+                {"s": name, "v": f"bench-{name}", "now": stamp},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO predictions (user_id, image_id, score, model_version, predicted_by, scored_at) "
+                    "SELECT :u, id, ((id * 7919) % 1000) / 1000.0, :v, 'personal', :now FROM images"
+                ),
+                {"u": user_id, "v": f"bench-{name}", "now": stamp},
+            )
+    engine.dispose()
+
+
+def queries(shape: DatasetShape, count: int) -> list[dict[str, dict[str, str]]]:
+    """``count`` rounds: for one random user and page, each kind's parameters."""
+    rng = random.Random(f"{shape.seed}:tags")
+    popularity = shape.tag_popularity().tolist()
+    ranks = range(1, shape.tags + 1)
+    rounds = []
+    for _ in range(count):
+        user = shape.user_name(rng.randrange(shape.users))
+        first, second = rng.choices(ranks, popularity, k=1)[0], None
+        while second is None or second == first:
+            second = rng.choices(ranks, popularity, k=1)[0]
+        a, b = shape.tag_name(first), shape.tag_name(second)
+        base = {"user": user, "page": str(rng.randint(1, 3)), "limit": str(PAGE_SIZE)}
+        rounds.append(
+            {
+                PLAIN: {**base, "filters": f"{a},{b}"},
+                IMPLIED: {**base, "filters": f"{GROUP},{b}"},
+                RATING: {**base, "filters": f"{a},{b},rating:>=0.3,rating:<0.8"},
+                PREDICTED: {**base, "filters": f"{a},{b},predicted:>=0.5"},
+            }
+        )
+    return rounds
+
+
+async def bench(gateway_url: str, shape: DatasetShape, calls: int) -> dict[str, tuple[Stats, float]]:
+    results: dict[str, tuple[Stats, float]] = {}
+    rounds = queries(shape, calls)
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=120) as http:
+        for kind in KINDS:
+            totals: list[int] = []
+
+            async def call(i: int, kind: str = kind, totals: list[int] = totals) -> None:
+                response = await http.get("/getuserdata", params=rounds[i % len(rounds)][kind])
+                if response.status_code != 200:
+                    raise RuntimeError(f"{kind}: {response.status_code} {response.text[:200]}")
+                totals.append(response.json()["total"])
+
+            stats = await measure(call, calls, 1)
+            totals.sort()
+            results[kind] = (stats, float(totals[len(totals) // 2]) if totals else 0.0)
+            print(f"  {kind:<24} p50 {stats.p50_ms:.1f} ms, {stats.errors} errors", flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, shape, generator, databases = parse_dataset_args("python -m bench tags", __doc__.split("\n\n")[0], argv)
+    args.cache_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="tagrate-bench-tags-") as tmp:
+        for database in databases:
+            with contextlib.ExitStack() as cleanup:
+                print(f"{database}: preparing the database", flush=True)
+                if database == "sqlite":
+                    cached = sqlite_database(generator, args.cache_dir)
+                    copy = Path(tmp) / "tags.db"
+                    shutil.copyfile(cached.url.removeprefix("sqlite:///"), copy)
+                    generation = Generation("sqlite", f"sqlite:///{copy}", cached=True)
+                else:
+                    generation = cleanup.enter_context(postgres_database(generator, args.pg_admin_url))
+                start = time.perf_counter()
+                stack = start_stack(generation.url, Path(tmp) / database)  # migrates to the head
+                cleanup.callback(stack.stop)
+                add_owned_tags(normalise_url(generation.url), shape)
+                print(f"  owned tags and predictions written in {time.perf_counter() - start:.1f} s", flush=True)
+                load_before = os.getloadavg()[0]
+                results = asyncio.run(bench(stack.gateway_url, shape, args.calls))
+                load = f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}"
+                plain = results[PLAIN][0].p50_ms
+                for kind in KINDS:
+                    stats, total = results[kind]
+                    ratio = stats.p50_ms / plain if plain else float("nan")
+                    if kind != PLAIN and ratio > TARGET_RATIO:
+                        ok = False
+                    rows.append(
+                        [database, kind, f"{stats.p50_ms:.1f}", f"{stats.p95_ms:.1f}", f"{ratio:.2f}", total, load]
+                    )
+    print_table(
+        f"/getuserdata filters of tags people own ({shape}); target: each within {TARGET_RATIO}x the plain page",
+        ["database", "page", "p50 ms", "p95 ms", "x plain", "median total", "load (1 min) before -> after"],
+        rows,
+    )
+    print(f"{os.cpu_count()} cores")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
