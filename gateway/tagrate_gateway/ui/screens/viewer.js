@@ -18,6 +18,7 @@ import { go, isCurrent, setKeys } from "../lib/router.js";
 import { session } from "../lib/session.js";
 import { albumHash, locateInAlbum } from "../lib/albums.js";
 import { albumPicker } from "../widgets/albumpicker.js";
+import { tagEditor } from "../widgets/tagedit.js";
 
 const ADVANCE_KEY = "tagrate.advance";
 
@@ -53,28 +54,6 @@ function ratingButtons(current, onRate) {
           onclick: () => onRate(k),
         },
         String(k + 1),
-      ),
-    ),
-  );
-}
-
-function tagList(tags, ctx) {
-  if (!tags.tags.length) {
-    return h("p", { class: "muted", id: "tags" }, tags.tagged ? "No tags above the model's threshold." : "Not tagged yet.");
-  }
-  return h(
-    "ul",
-    { class: "tags", id: "tags" },
-    ...tags.tags.map(([tag, score]) =>
-      h(
-        "li",
-        {},
-        h(
-          "a",
-          { href: libraryHash({ ...ctx, filters: tag }), title: `Images tagged ${tag}` },
-          `${tag} `,
-          h("small", {}, `${Math.round(score * 100)}%`),
-        ),
       ),
     ),
   );
@@ -198,6 +177,7 @@ export async function render({ arg: name, params, token }) {
     }
   }
 
+  const editor = tagEditor(name, (tag) => libraryHash({ ...ctx, filters: tag }));
   const afterDelete = () =>
     go(next ? imageHash(next, navCtx) : prev ? imageHash(prev, navCtx) : libraryHash(ctx), true);
   const navLink = (target, text, id, key) =>
@@ -228,12 +208,13 @@ export async function render({ arg: name, params, token }) {
         h("div", { class: "navrow" }, removeButton, h("label", { class: "inline" }, h("span", {}, "Next image after rating"), advance)),
         message,
         h("h2", {}, "Tags"),
-        tagList(tags, ctx),
+        editor.element,
         tags.source ? h("p", { class: "muted" }, "Source: ", tags.source) : null,
         albumPicker(() => [name]),
         session.admin ? deleteControls(name, message, afterDelete) : null,
         h("p", { class: "keys" }, h("kbd", {}, "1"), "–", h("kbd", {}, "7"), " rate · ", h("kbd", {}, "0"), " remove · ",
-          h("kbd", {}, "←"), h("kbd", {}, "→"), " previous/next · ", h("kbd", {}, "Esc"), " back to the list"),
+          h("kbd", {}, "←"), h("kbd", {}, "→"), " previous/next · ", h("kbd", {}, "Esc"), " back to the list · ",
+          h("kbd", {}, "t"), " add tags · ", h("kbd", {}, "a"), "/", h("kbd", {}, "r"), " accept/reject a suggestion"),
         h("a", { href: back, id: "back" }, "Back to the list"),
       ),
     ),
@@ -243,7 +224,8 @@ export async function render({ arg: name, params, token }) {
   if (next) new Image().src = `getimage?${query({ image: next, size: VIEW_SIZE })}`;
 
   setKeys((event) => {
-    if (event.key >= "1" && event.key <= "7") rate(Number(event.key) - 1);
+    if (editor.onKey(event)) event.preventDefault();
+    else if (event.key >= "1" && event.key <= "7") rate(Number(event.key) - 1);
     else if (event.key === "0") removeRating();
     else if (event.key === "ArrowLeft" && prev) go(imageHash(prev, navCtx));
     else if (event.key === "ArrowRight" && next) go(imageHash(next, navCtx));
