@@ -1,4 +1,5 @@
-"""``python -m bench NAME [ARGS...]`` runs ``bench/NAME.py``'s ``main(argv)``;
+"""``python -m bench NAME [ARGS...]`` runs ``main(argv)`` of ``bench/NAME.py``
+(or of the package ``bench/NAME/``, for a benchmark with parts);
 ``python -m bench`` with no name runs every benchmark module in turn, except
 the ones that only run when named (the soak: ten minutes and more)."""
 

@@ -8,7 +8,12 @@ from here and never from another benchmark (import-linter's
 - :mod:`.dataset`: the 100k-image bench dataset, generated, cached and
   loaded into SQLite or PostgreSQL, and the options its benchmarks share;
 - :mod:`.dataset_stack`: the dataset service and a gateway as processes;
-- :mod:`.workload`: the /getuserdata requests of each scenario.
+- :mod:`.workload`: the /getuserdata requests of each scenario;
+- :mod:`.tagger_stack`: the tagger and a gateway as processes;
+- :mod:`.supervised_stack`: the whole stack under the real supervisor, as
+  ``make run`` starts it;
+- :mod:`.photos`: small real photos, distinct on demand, and multipart bodies;
+- :mod:`.processes`: a process's CPU time and memory from /proc, stopping one.
 """
 
 from .measure import KeepAliveHttp, KeepAlivePool, Stats, measure, median, print_table

@@ -23,6 +23,10 @@ class ApiError(Exception):
         self.status, self.code = status, code
 
 
+class Unreachable(ApiError):
+    """No gateway answers at the URL: nothing else is worth trying."""
+
+
 # What a person does about a 401: the gateway has access control on.
 TOKEN_NEEDED = "this server needs an access token: pass --token TOKEN or set TAGRATE_TOKEN"
 
@@ -80,6 +84,18 @@ class Api:
                     raise _error_of(response)
             time.sleep(min(8.0, 0.25 * 2**attempt))
         raise AssertionError("unreachable")
+
+    def check_reachable(self, timeout: float = 10.0) -> None:
+        """One quick request (/healthz, no retries) before any work, so a
+        server that is down or a wrong URL is one error, not one per file.
+        Raises :class:`Unreachable` when nothing answers there."""
+        try:
+            self.http.get("/healthz", timeout=timeout)
+        except httpx.TransportError as exc:
+            raise Unreachable(
+                f"cannot reach the tagrate server at {self.url} ({type(exc).__name__}: {exc or 'no answer'}); "
+                "start it with `make run`, or pass --url URL or set TAGRATE_URL"
+            ) from exc
 
     def get_json(self, path: str, retries: int = RETRIES, **params: Any) -> Any:
         return self.request("GET", path, params=params, retries=retries).json()

@@ -3,16 +3,19 @@ that ``tagrate import`` reads back.
 
 OUT/ratings.jsonl and OUT/ratings.csv hold one row per rating and one per
 image nobody exported rated (empty user and rating), with the columns
-``path,user,rating,source,image,rated_at,predicted``; ``path`` is
-``images/<name>`` (the file --images downloads). OUT/images.jsonl holds each
-image's tags with scores, tagger model and source; OUT/predictions.jsonl the
-predictions for images a user has not rated."""
+``path,user,rating,source,image,rated_at,predicted,original_name``; ``path``
+is ``images/<file>`` (the file --images downloads: the image's original
+name, made unique, or its stored name when it has none). OUT/images.jsonl
+holds each image's tags with scores, tagger model, source and original name;
+OUT/predictions.jsonl the predictions for images a user has not rated."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import json
+import re
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
@@ -21,7 +24,14 @@ from typing import Any
 from .client import Api, ApiError
 from .progress import progress_bar
 
-COLUMNS = ("path", "user", "rating", "source", "image", "rated_at", "predicted")
+COLUMNS = ("path", "user", "rating", "source", "image", "rated_at", "predicted", "original_name")
+
+# A file name's longest UTF-8 encoding (most file systems allow 255 bytes),
+# leaving room for a " (NN)" that makes it unique.
+MAX_FILE_NAME_BYTES = 200
+# Characters no file name may hold on some system (Windows' reserved ones
+# too, so an export copied there keeps its names).
+_UNSAFE = re.compile(r'[/\\<>:"|?*]')
 
 
 def decimal_text(value: float | None) -> str:
@@ -44,11 +54,59 @@ def _write_atomic(path: Path, text: str) -> None:
     partial.replace(path)
 
 
-def _download(api: Api, folder: Path, name: str) -> None:
-    """OUT/images/NAME, skipped when a file with those bytes is there
-    (names are sha256 hashes), so an interrupted export resumes."""
-    target = folder / name
-    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == name.rsplit(".", 1)[0]:
+def _sha_of(name: str) -> str:
+    return name.rsplit(".", 1)[0]  # a stored name is <sha256>.<ext>
+
+
+def _holds(path: Path, sha: str) -> bool:
+    """Whether ``path`` is a file with the bytes whose sha256 is ``sha``."""
+    return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == sha
+
+
+def safe_file_name(original: str | None, stored: str) -> str:
+    """A file name for an image: its original name without folders, control
+    characters or characters some file systems refuse, at most
+    MAX_FILE_NAME_BYTES (the extension kept), with the stored extension
+    added when it has none; the stored name when nothing is left."""
+    text = "".join(ch for ch in original or "" if unicodedata.category(ch)[0] != "C")
+    name = _UNSAFE.sub("_", text).strip().strip(".").strip()
+    if not name:
+        return stored
+    stem, dot, extension = name.rpartition(".")
+    if not dot or not stem or not 0 < len(extension) <= 16 or " " in extension:
+        stem, extension = name, stored.rsplit(".", 1)[-1]
+    while len(f"{stem}.{extension}".encode()) > MAX_FILE_NAME_BYTES:
+        stem = stem[:-1]
+    return f"{stem.rstrip()}.{extension}"
+
+
+def file_names(images: list[str], originals: dict[str, str | None], folder: Path) -> dict[str, str]:
+    """The file under ``folder`` each stored image is written to: its safe
+    original name, ``name (2).ext``, ``name (3).ext``... when that is taken
+    by another image of this export (letter case ignored: some file systems
+    do) or by a file already there with other bytes, which is never
+    overwritten. The same answer on a second run: an interrupted export
+    resumes into the same files."""
+    taken: set[str] = set()
+    out: dict[str, str] = {}
+    for image in sorted(images):
+        wanted = safe_file_name(originals.get(image), image)
+        stem, _, extension = wanted.rpartition(".")
+        candidate, n = wanted, 1
+        while candidate.casefold() in taken or (
+            (folder / candidate).exists() and not _holds(folder / candidate, _sha_of(image))
+        ):
+            n += 1
+            candidate = f"{stem} ({n}).{extension}"
+        taken.add(candidate.casefold())
+        out[image] = candidate
+    return out
+
+
+def _download(api: Api, target: Path, name: str) -> None:
+    """The stored image ``name`` into ``target``, skipped when the file is
+    there with those bytes, so an interrupted export resumes."""
+    if _holds(target, _sha_of(name)):
         return
     data = api.request("GET", "/getimage", params={"image": name}).content
     partial = target.with_name(target.name + ".partial")
@@ -83,19 +141,22 @@ def export(
             bar.advance(task)
 
         list(pool.map(tags_of, images))
+        originals = {name: details[name].get("original_name") for name in images}
+        files: dict[str, str] = {}
         if with_images:
             folder = out / "images"
             folder.mkdir(exist_ok=True)
-            files = bar.add_task("images", total=len(images))
+            files = file_names(images, originals, folder)
+            task = bar.add_task("images", total=len(images))
 
             def fetch(name: str) -> None:
-                _download(api, folder, name)
-                bar.advance(files)
+                _download(api, folder / files[name], name)
+                bar.advance(task)
 
             list(pool.map(fetch, images))
 
     def path_of(name: str) -> str:
-        return f"images/{name}" if with_images else name
+        return f"images/{files[name]}" if with_images else name
 
     rows: list[dict[str, Any]] = []
     predictions: list[dict[str, Any]] = []
@@ -116,6 +177,7 @@ def export(
                     "image": item["image"],
                     "rated_at": item.get("rated_at") or "",
                     "predicted": item.get("predicted"),
+                    "original_name": originals.get(item["image"]) or "",
                 }
             )
     for name in images:
@@ -123,7 +185,7 @@ def export(
             source = details[name].get("source") or ""
             rows.append(
                 {"path": path_of(name), "user": "", "rating": "", "source": source, "image": name}
-                | {"rated_at": "", "predicted": None}
+                | {"rated_at": "", "predicted": None, "original_name": originals[name] or ""}
             )
     rows.sort(key=lambda r: (r["image"], r["user"]))
     if "jsonl" in formats:
@@ -141,6 +203,7 @@ def export(
             "image": name,
             "path": path_of(name),
             "source": details[name].get("source"),
+            "original_name": originals[name],
             "tagged": details[name].get("tagged"),
             "model": details[name].get("model"),
             "tags": details[name].get("tags", []),

@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
 
-from .client import Api, ApiError
+from .client import Api, ApiError, Unreachable
 from .importer import Summary, learn_known, run_import
-from .sources import valid_user
+from .sources import BadRatingsFile, valid_user
 
-DEFAULT_URL = "http://127.0.0.1:8000"
+# The gateway `make run` starts: port 8000, or TAGRATE_RUN_BASE_PORT when set
+# (it moves the whole group, the gateway at the base port itself).
+GATEWAY_PORT = 8000
+# Exit status when no server answers at the URL (before any work is done).
+EXIT_UNREACHABLE = 3
+
+
+def default_url() -> str:
+    """TAGRATE_URL, else the gateway of a local `make run` (its base port)."""
+    url = os.environ.get("TAGRATE_URL", "").strip()
+    if url:
+        return url
+    base = os.environ.get("TAGRATE_RUN_BASE_PORT", "").strip()
+    port = int(base) if base.isdigit() and 0 < int(base) < 65536 else GATEWAY_PORT
+    return f"http://127.0.0.1:{port}"
+
+
 # Eight uploads in flight keep a small server's cores busy: much of an
 # upload's time is spent waiting for the disk (the blob's and the
 # database's fsyncs), which other uploads fill. `python -m bench import` on
@@ -22,10 +39,9 @@ DEFAULT_CONCURRENCY = 8
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--url",
-    envvar="TAGRATE_URL",
-    default=DEFAULT_URL,
-    show_default=True,
-    help="The gateway's base URL (env TAGRATE_URL).",
+    default=default_url,
+    show_default="TAGRATE_URL, else http://127.0.0.1:8000 or the port TAGRATE_RUN_BASE_PORT gives make run",
+    help="The gateway's base URL.",
 )
 @click.option("--token", envvar="TAGRATE_TOKEN", default=None, help="Bearer token (env TAGRATE_TOKEN).")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for one request.")
@@ -41,6 +57,16 @@ def cli(ctx: click.Context, url: str, token: str | None, timeout: float) -> None
 
 def _api(ctx: click.Context, connections: int = 8) -> Api:
     return Api(ctx.obj["url"], ctx.obj["token"], ctx.obj["timeout"], connections)
+
+
+def _reachable(ctx: click.Context, api: Api) -> None:
+    """Stops the command with one error and EXIT_UNREACHABLE when no server
+    answers at the URL: before any work, rather than a failure per file."""
+    try:
+        api.check_reachable()
+    except Unreachable as exc:
+        click.echo(f"Error: {exc}", err=True)
+        ctx.exit(EXIT_UNREACHABLE)
 
 
 def _check_user(user: str | None) -> None:
@@ -129,9 +155,13 @@ def import_command(
     if rating_from_folder and not user:
         raise click.UsageError("--rating-from-folder needs --user")
     summary = Summary()
-    items = folder_items(directory, ratings_file, user, rating_from_folder, summary)
+    try:
+        items = folder_items(directory, ratings_file, user, rating_from_folder, summary)
+    except BadRatingsFile as exc:
+        raise click.BadParameter(str(exc), param_hint="--ratings") from exc
     users = {u for item in items for u in item.ratings}
     with _api(ctx, concurrency) as api:
+        _reachable(ctx, api)
         try:
             known = learn_known(api, users)
             run_import(api, items, len(items), known, summary, concurrency, "importing")
@@ -165,9 +195,17 @@ def import_original_command(
     this server's tagger. Resumable like `tagrate import`.
     """
     from .albums import import_original_posts
-    from .original import OriginalDatabase
+
+    try:
+        from .original import OriginalDatabase
+    except ImportError as exc:  # psycopg: an optional dependency of the installed command
+        raise click.ClickException(
+            f"import-original needs psycopg ({exc}): pip install 'tagrate-cli[original]' (or 'psycopg[binary]')"
+        ) from exc
 
     summary = Summary()
+    with _api(ctx, concurrency) as api:
+        _reachable(ctx, api)
     with OriginalDatabase(database, user_name) as original, _api(ctx, concurrency) as api:
         summary.skipped_rows.extend(original.problems)
         try:
@@ -214,6 +252,7 @@ def export_command(
 
     _check_user(user)
     with _api(ctx, concurrency) as api:
+        _reachable(ctx, api)
         try:
             counts = export(api, out, user, with_images, formats, concurrency)
             albums = export_albums(api, user)

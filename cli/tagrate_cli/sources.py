@@ -18,11 +18,19 @@ _SIGNATURES = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8"
 USER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _DECIMAL = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)")
 
-# Columns a ratings file may have. The import reads path/user/rating/source;
-# the others are what `tagrate export` writes beside them, ignored here.
-READ_COLUMNS = ("path", "user", "rating", "source")
+# Columns a ratings file may have. The import reads path/user/rating/source
+# and original_name (the file name to store the image under, from `tagrate
+# export`); the others are what `tagrate export` writes beside them, ignored here.
+READ_COLUMNS = ("path", "user", "rating", "source", "original_name")
 EXPORT_ONLY_COLUMNS = ("image", "rated_at", "predicted")
 KNOWN_COLUMNS = frozenset(READ_COLUMNS + EXPORT_ONLY_COLUMNS)
+EXPECTED_HEADER = "path,user,rating[,source]"
+
+
+class BadRatingsFile(ValueError):
+    """A ratings file that cannot be read as one (its CSV header lacks the
+    columns that say which file and whose rating): the import stops before
+    uploading anything."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,7 @@ class Rows:
 
     ratings: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> user -> rating
     sources: dict[str, str] = field(default_factory=dict)  # path -> source
+    names: dict[str, str] = field(default_factory=dict)  # path -> original name
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -117,13 +126,16 @@ def _decoded_lines(path: Path, rows: Rows) -> list[tuple[int, str]]:
 def read_ratings_file(path: Path, root: Path, default_user: str | None) -> Rows:
     """Rows of a CSV (with a header) or JSON Lines file (``.jsonl``/``.json``
     or a first line starting with ``{``). A row whose user and rating are
-    both empty names an image to add unrated (with its source, if any)."""
+    both empty names an image to add unrated (with its source, if any). A
+    CSV header that is not one a ratings file has raises
+    :class:`BadRatingsFile`."""
     rows = Rows()
     lines = _decoded_lines(path, rows)
     if not lines:
         return rows
     as_json = path.suffix.lower() in (".jsonl", ".json", ".ndjson") or lines[0][1].lstrip().startswith("{")
-    records = _json_records(path, lines, rows) if as_json else _csv_records(path, lines, rows)
+    has_user = bool(default_user)
+    records = _json_records(path, lines, rows) if as_json else _csv_records(path, lines, rows, has_user)
     for where, record in records:
         _add_record(where, record, root, default_user, rows)
     return rows
@@ -149,15 +161,39 @@ def _json_records(path: Path, lines: list[tuple[int, str]], rows: Rows) -> list[
     return records
 
 
-def _csv_records(path: Path, lines: list[tuple[int, str]], rows: Rows) -> list[tuple[str, dict[str, str]]]:
-    (header_number, header_text), body = lines[0], lines[1:]
-    header = [name.strip().lower() for name in next(csv.reader([header_text]))]
+def check_header(path: Path, header: list[str], has_default_user: bool) -> list[str]:
+    """Raises :class:`BadRatingsFile` unless ``header`` is one a ratings CSV
+    may have: a ``path`` column, each column once, and a rating with a user
+    (a column, or ``--user``) or neither (images added unrated). Returns the
+    columns it does not know (ignored: a note says so)."""
     unknown = [name for name in header if name not in KNOWN_COLUMNS]
+    if "path" not in header:
+        problem = "no 'path' column"
+    elif len(set(header)) != len(header):
+        problem = "a column named twice"
+    elif "user" in header and "rating" not in header:
+        problem = "a 'user' column but no 'rating' column"
+    elif "rating" in header and "user" not in header and not has_default_user:
+        problem = "a 'rating' column but no 'user' column (add one, or pass --user)"
+    else:
+        return unknown
+    if unknown:
+        problem += f" and unknown column {', '.join(map(repr, unknown))}"
+    got = ",".join(header) or "an empty line"
+    raise BadRatingsFile(
+        f"{path.name}: the header has {problem}; expected the columns {EXPECTED_HEADER}, got {got!r}. "
+        "Nothing was imported."
+    )
+
+
+def _csv_records(
+    path: Path, lines: list[tuple[int, str]], rows: Rows, has_default_user: bool
+) -> list[tuple[str, dict[str, str]]]:
+    (_, header_text), body = lines[0], lines[1:]
+    header = [name.strip().lower() for name in next(csv.reader([header_text]))]
+    unknown = check_header(path, header, has_default_user)
     if unknown:
         rows.notes.append(f"{path.name}: column {', '.join(map(repr, unknown))} is not known and was ignored")
-    if "path" not in header:
-        rows.problems.append(Problem(f"{path.name}:{header_number}", "the header has no 'path' column"))
-        return []
     records = []
     for number, text in body:
         where = f"{path.name}:{number}"
@@ -201,3 +237,6 @@ def _add_record(where: str, record: dict[str, str], root: Path, default_user: st
         rows.ratings.setdefault(key, {})[user] = rating
     if source:
         rows.sources[key] = source
+    original_name = record.get("original_name", "").strip()
+    if original_name:
+        rows.names[key] = original_name

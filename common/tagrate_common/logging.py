@@ -86,3 +86,12 @@ def setup_logging(service: str, level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     # uvicorn's access log duplicates the gateway's own request log.
     logging.getLogger("uvicorn.access").disabled = True
+    # Alembic's notes on the dialect it drives, at every start: noise beside
+    # its "Running upgrade ..." lines, which stay.
+    alembic = logging.getLogger("alembic.runtime.migration")
+    if _not_alembic_setup_note not in alembic.filters:
+        alembic.addFilter(_not_alembic_setup_note)
+
+
+def _not_alembic_setup_note(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(("Context impl ", "Will assume "))

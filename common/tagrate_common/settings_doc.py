@@ -1,11 +1,11 @@
 """Renders every environment variable tagrate reads as Markdown tables, one
-per settings class, for the README's configuration section.
+per settings class, for the configuration page (docs/configuration.md).
 
     python -m tagrate_common.settings_doc            print the tables
-    python -m tagrate_common.settings_doc --write    update README.md between the markers
+    python -m tagrate_common.settings_doc --write    update docs/configuration.md between the markers
 
-A test fails when README.md and the settings classes disagree, so the README
-can never silently fall behind the code.
+A test fails when docs/configuration.md and the settings classes disagree,
+so the page can never silently fall behind the code.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pydantic_settings import BaseSettings
 
 from .config import CommonSettings
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
 
-# (title, module, class) in the order the README shows them; absent services are skipped.
+# (title, module, class) in the order the page shows them; absent services are skipped.
 SETTINGS_CLASSES = [
     ("Every process", "tagrate_common.config", "CommonSettings"),
     ("make run (supervisor)", "tagrate_common.supervisor", "SupervisorSettings"),
@@ -68,23 +68,24 @@ def render() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def readme_section() -> str:
-    text = README.read_text()
+def page_section() -> str:
+    """The tables the page holds now, between the markers."""
+    text = PAGE.read_text()
     return text[text.index(BEGIN) + len(BEGIN) : text.index(END)].strip("\n") + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="update README.md in place")
+    parser.add_argument("--write", action="store_true", help="update docs/configuration.md in place")
     args = parser.parse_args()
     tables = render()
     if not args.write:
         print(tables, end="")
         return
-    text = README.read_text()
+    text = PAGE.read_text()
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{BEGIN}\n{tables}{END}{tail}")
+    PAGE.write_text(f"{head}{BEGIN}\n{tables}{END}{tail}")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from tagrate_common.errors import InvalidArgument
 
 MAX_FILENAME_CHARS = 255
+_MAX_EXTENSION_CHARS = 16
+_PATH_SEPARATORS = re.compile(r"[/\\]")
 MAX_ID_CHARS = 200  # model ids, extractor ids, model versions (the columns' width)
 
 
@@ -18,6 +22,19 @@ def identifier(value: str, param: str) -> str:
 
 
 def clean_filename(filename: str) -> str:
-    """The client's filename as storable metadata: no control characters
-    (PostgreSQL text cannot hold NUL), at most 255 characters."""
-    return "".join(ch for ch in filename if ch.isprintable())[:MAX_FILENAME_CHARS]
+    """The client's file name as an image's original name: its last path
+    part (browsers and clients may send ``C:\\photos\\cat.jpg`` or
+    ``../cat.jpg``), other whitespace as spaces, no control or format
+    characters (PostgreSQL text cannot hold NUL), blanks trimmed, at most 255
+    characters (a long name keeps its extension). "" is no name: none sent,
+    or nothing left of it (``.``, ``..``, a folder)."""
+    text = "".join(ch if ch.isprintable() else " " if ch.isspace() else "" for ch in filename)
+    base = _PATH_SEPARATORS.split(text)[-1].strip()
+    if base in (".", ".."):
+        return ""
+    if len(base) <= MAX_FILENAME_CHARS:
+        return base
+    stem, dot, extension = base.rpartition(".")
+    if dot and stem and 0 < len(extension) <= _MAX_EXTENSION_CHARS:
+        return stem[: MAX_FILENAME_CHARS - len(extension) - 1].rstrip() + "." + extension
+    return base[:MAX_FILENAME_CHARS].rstrip()

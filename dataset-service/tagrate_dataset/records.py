@@ -58,7 +58,7 @@ def new_image(session: Session, info: ImageInfo, filename: str, now: datetime, s
         size_bytes=info.size_bytes,
         width=info.width,
         height=info.height,
-        original_filename=filename[:255],
+        original_filename=_name_to_keep(filename, info.sha256),
         created_at=now,
         source=source,
     )
@@ -69,6 +69,22 @@ def new_image(session: Session, info: ImageInfo, filename: str, now: datetime, s
     # tagging and feature extraction queued (see workqueue.py).
     session.add_all([WorkItem(image_id=image.id, kind=kind, enqueued_at=now) for kind in WorkKind])
     return image
+
+
+def keep_first_name(image: Image, filename: str) -> None:
+    """An image keeps the first file name it was stored under: a later
+    upload of the same bytes under another name changes nothing, but one
+    stored with no name (a bulk import, a nameless upload, a file named by
+    its content hash) takes the first name it is given."""
+    if not image.original_filename:
+        image.original_filename = _name_to_keep(filename, image.sha256)
+
+
+def _name_to_keep(filename: str, sha256: str) -> str:
+    """The original name to store for a file name: "" for a name that is
+    the image's own content hash (``<sha256>.<ext>``, as an export of the
+    stored names writes them), which says nothing about the image."""
+    return "" if filename.rsplit(".", 1)[0].lower() == sha256 else filename[:255]
 
 
 def existing_image_ids(session: Session, image_ids: Iterable[int]) -> set[int]:

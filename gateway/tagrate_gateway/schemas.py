@@ -36,6 +36,11 @@ class ImageTags(BaseModel):
         description="Tag names sorted by name; with `scores=true`, `[tag, score]` pairs, highest score first."
     )
     source: str | None = Field(None, description="Where the image came from (/addimage's `source`); null: unknown.")
+    original_name: str | None = Field(
+        None,
+        description="The file name the image was first uploaded or imported under (no folders, at most 255 "
+        "characters); a later upload of the same bytes under another name does not change it. null: none known.",
+    )
 
 
 # ---- a user's dataset ----

@@ -28,6 +28,10 @@ def _sources(url: str, names: list[str]) -> dict[str, str | None]:
     return {n: httpx.get(f"{url}/getimagetags", params={"image": n}).json()["source"] for n in names}
 
 
+def _original_names(url: str, names: list[str]) -> dict[str, str | None]:
+    return {n: httpx.get(f"{url}/getimagetags", params={"image": n}).json()["original_name"] for n in names}
+
+
 def _albums(url: str) -> list[tuple]:
     """Every album (an admin's view) with its images, newest first, without ids."""
     albums = httpx.get(f"{url}/albums", timeout=30).json()["albums"]
@@ -76,7 +80,13 @@ def test_export_then_import_into_a_fresh_server_restores_every_user(server, tmp_
     ]
     images = {i["image"]: i for i in map(json.loads, (out / "images.jsonl").open())}
     assert images[names[0]]["tags"] == [["cat", 0.93], ["sofa", 0.61]]
-    assert sorted(p.name for p in (out / "images").iterdir()) == sorted(names)
+    # The files carry the names the images were imported under.
+    originals = _original_names(server.url, names)
+    assert sorted(originals.values()) == [f"{i}.jpg" for i in range(8)]
+    assert sorted(p.name for p in (out / "images").iterdir()) == sorted(originals.values())
+    assert {r["image"]: (r["path"], r["original_name"]) for r in rows} == {
+        n: (f"images/{o}", o) for n, o in originals.items()
+    }
 
     fresh = start_cli_stack(tmp_path, "fresh")
     try:
@@ -86,6 +96,7 @@ def test_export_then_import_into_a_fresh_server_restores_every_user(server, tmp_
         for user in ("alice", "bob", "1234567890"):
             assert _userdata(fresh.url, user) == _userdata(server.url, user)
         assert _sources(fresh.url, names) == _sources(server.url, names)
+        assert _original_names(fresh.url, names) == originals
         assert _albums(fresh.url) == _albums(server.url)
         again, summary = run_import(fresh.url, tmp_path, str(out), "--ratings", str(out / "ratings.csv"))
         assert again.returncode == 0 and _albums(fresh.url) == _albums(server.url)  # no second copy
@@ -121,3 +132,66 @@ def test_status_shows_readiness_users_images_and_the_trainer(server, tmp_path, w
 
     down = run_cli("http://127.0.0.1:9", "status")
     assert down.returncode == 1 and "unreachable" in down.stdout and "cannot reach the gateway" in down.stdout
+
+
+def test_export_names_files_by_original_name_unique_and_never_overwriting(server, tmp_path, write_files):
+    photos = photo_jpegs(6, seed=21)
+    # Two different images first stored as cat.jpg, one as CAT.JPG (the same
+    # name on a case-insensitive disk), one with a name no file may have,
+    # one whose later upload under another name changes nothing, one with none.
+    uploads = [
+        (photos[0], "cat.jpg"),
+        (photos[1], "holiday/cat.jpg"),
+        (photos[2], "CAT.JPG"),
+        (photos[3], "what?: <a|b>.png"),
+        (photos[4], "first.jpg"),
+        (photos[4], "second.jpg"),
+        (photos[5], "folder/"),  # nothing left of it: no name
+    ]
+    stored = []
+    for data, filename in uploads:
+        reply = httpx.post(f"{server.url}/addimage", files={"image": (filename, data, "image/jpeg")}, timeout=30)
+        assert reply.status_code == 200, reply.text
+        stored.append(reply.json()["image"])
+    # A user, so the export lists the stored images (/getuserdata rated=all).
+    rated = httpx.post(f"{server.url}/updaterating", data={"image": stored[0], "user": "ann", "rating": "0.5"})
+    assert rated.status_code == 200, rated.text
+    originals = _original_names(server.url, stored)
+    expected = ["cat.jpg", "cat.jpg", "CAT.JPG", "what?: <a|b>.png", "first.jpg", "first.jpg", None]
+    assert [originals[n] for n in stored] == expected
+    out = tmp_path / "export"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "first.jpg").write_bytes(b"a file of the user's own")  # never overwritten
+    result = run_cli(server.url, "export", str(out), "--images")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {r["image"]: r for r in csv.DictReader((out / "ratings.csv").open())}
+    assert len(rows) == 6
+    paths = {name: rows[name]["path"] for name in stored}
+    # sorted by stored name, the first of a name keeps it, the next get " (2)", " (3)"
+    cats = sorted(stored[:3])
+    assert sorted(paths[n] for n in cats) == ["images/CAT (3).JPG", "images/cat (2).jpg", "images/cat.jpg"]
+    assert paths[cats[0]] == "images/" + ("cat.jpg" if originals[cats[0]] == "cat.jpg" else "CAT.JPG")
+    assert paths[stored[3]] == "images/what__ _a_b_.png"
+    assert paths[stored[4]] == "images/first (2).jpg"
+    assert paths[stored[6]] == f"images/{stored[6]}"  # no name: the stored one
+    assert (out / "images" / "first.jpg").read_bytes() == b"a file of the user's own"
+    for name in set(stored):
+        assert (out / paths[name]).read_bytes() == httpx.get(f"{server.url}/getimage", params={"image": name}).content
+    assert {r["original_name"] for r in rows.values()} == {"cat.jpg", "CAT.JPG", "what?: <a|b>.png", "first.jpg", ""}
+
+    # Again into the same folder: the same files, nothing new, nothing overwritten.
+    before = sorted(p.name for p in (out / "images").iterdir())
+    again = run_cli(server.url, "export", str(out), "--images")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert sorted(p.name for p in (out / "images").iterdir()) == before
+    assert {r["image"]: r["path"] for r in csv.DictReader((out / "ratings.csv").open())} == paths | {}
+
+    # Imported into a fresh server, every image gets its original name back.
+    fresh = start_cli_stack(tmp_path, "fresh")
+    try:
+        result, summary = run_import(fresh.url, tmp_path, str(out), "--ratings", str(out / "ratings.csv"))
+        assert summary["failed"] == [], summary
+        assert summary["images_added"] == 6
+        assert _original_names(fresh.url, list(set(stored))) == {n: originals[n] for n in set(stored)}
+    finally:
+        fresh.stop()

@@ -5,7 +5,7 @@ TAGRATE_MAX_REQUEST_BYTES) through ``python -m tagrate_gateway`` to
 their peak resident memory (VmHWM) grows by a bounded amount that does not
 depend on the request's size.
 
-Bounds (documented in the README): the gateway keeps at most
+Bounds (documented in docs/limits.md): the gateway keeps at most
 REQUEST_MEMORY_BYTES of a request's files in memory (the rest is spooled to
 disk) and holds at most bulk_calls_in_flight chunks of bulk_chunk_bytes
 while they are sent (each chunk exists a few times over: the bytes read

@@ -32,7 +32,7 @@ BROWSER_ARGS = [
 ]
 NO_BROWSER = (
     "no headless Chromium: `make test` installs Debian's chromium-headless-shell (apt-get, as root) and "
-    "Playwright for Python from requirements.txt; install them to run the browser UI tests"
+    "Playwright for Python from requirements-test.txt; install them to run the browser UI tests"
 )
 # Uploads above this are refused (413), so the upload test can show that error with a small file.
 UPLOAD_LIMIT = 1024 * 1024

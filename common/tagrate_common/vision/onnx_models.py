@@ -30,6 +30,7 @@ Backends (``TAGGER_BACKEND`` / ``RATER_BACKEND``):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -109,6 +110,12 @@ def cached_onnx(
     if path.is_file():
         return path
     cache_dir.mkdir(parents=True, exist_ok=True)
+    log.info(
+        "exporting the model to ONNX for %s%s (first start only: cached in %s)",
+        backend,
+        " and quantizing it to int8" if backend == "onnx-int8" else "",
+        cache_dir,
+    )
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".export-") as scratch:
         fp32 = Path(scratch) / "fp32.onnx"
         _export(module, fp32, input_size)
@@ -233,9 +240,6 @@ def _quantize(fp32: Path, out: Path, scratch: Path, input_size: int) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    prepared = scratch / "prepared.onnx"
-    quant_pre_process(str(fp32), str(prepared))
-
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self.images = calibration_images(input_size)
@@ -244,16 +248,42 @@ def _quantize(fp32: Path, out: Path, scratch: Path, input_size: int) -> None:
             image = next(self.images, None)
             return None if image is None else {"input": image}
 
-    quantize_static(
-        str(prepared),
-        str(out),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        nodes_to_exclude=float_nodes(onnx.load(str(prepared)).graph),
-    )
+    prepared = scratch / "prepared.onnx"
+    with _root_info_hidden():
+        quant_pre_process(str(fp32), str(prepared))
+        quantize_static(
+            str(prepared),
+            str(out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=float_nodes(onnx.load(str(prepared)).graph),
+        )
+
+
+@contextlib.contextmanager
+def _root_info_hidden() -> Iterator[None]:
+    """onnxruntime's quantizer logs through the root logger itself
+    (``logging.info``: an "Increased scale[i] for weight ..." line for most
+    layers, some 60 per model), which is the service's own log, and its
+    progress notes on ``onnxruntime.*``: while it runs, records below
+    WARNING logged on the root logger directly or on onnxruntime's are
+    dropped. The services log through their own named loggers, unaffected."""
+    root, onnxruntime = logging.getLogger(), logging.getLogger("onnxruntime")
+    level = onnxruntime.level
+
+    def warnings_and_above(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+    root.addFilter(warnings_and_above)
+    onnxruntime.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.removeFilter(warnings_and_above)
+        onnxruntime.setLevel(level)
 
 
 def _session(path: Path, threads: int) -> Any:

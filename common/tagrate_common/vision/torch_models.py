@@ -32,7 +32,7 @@ class CpuStreams:
     layers split badly across threads), and larger batches are slower per
     image once their activations outgrow the cache; two single-threaded
     passes at once keep both cores fully busy. Measured on a 2-core VM with
-    ``python -m bench tagger``: see the README's performance notes.
+    ``python -m bench tagger``: see docs/internals.md, "How the model services use a CPU".
 
     torch's thread count is per thread (see :mod:`.torch_threads`): each
     pool thread runs on one, the calling thread on ``threads``.

@@ -27,7 +27,7 @@ from ..models import (
     WorkItem,
     utc_now,
 )
-from ..records import new_image, require_image
+from ..records import keep_first_name, new_image, require_image
 from ..snapshots import bump_versions
 
 
@@ -60,8 +60,8 @@ def delete_image(session: Session, name: str) -> DeletedImage:
 def add_images(session: Session, images: Sequence[tuple[ImageInfo, str]], source: str) -> list[tuple[str, bool]]:
     """Creates the rows of images not stored yet (``(info, original
     filename)``, blobs already stored), queueing their tagging and feature
-    extraction; an image already stored keeps its row, and gets ``source``
-    when it had none. Returns (name, new) per image, in order."""
+    extraction; an image already stored keeps its row and its original
+    name, and gets ``source`` and a name when it had none. Returns (name, new) per image, in order."""
     now = utc_now()
     out: list[tuple[str, bool]] = []
     for info, filename in images:
@@ -69,7 +69,8 @@ def add_images(session: Session, images: Sequence[tuple[ImageInfo, str]], source
         if image is not None:
             if source and not image.source:
                 image.source = source
-                session.flush()
+            keep_first_name(image, filename)
+            session.flush()
             out.append((image.name, False))
             continue
         image = new_image(session, info, filename, now, source)

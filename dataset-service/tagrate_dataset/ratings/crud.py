@@ -44,6 +44,8 @@ def add_rating(
     new_image = image is None
     if image is None:
         image = records.new_image(session, info, original_filename, now)
+    else:
+        records.keep_first_name(image, original_filename)
     previous = _set_rating(session, user, image, value, now)
     return AddRatingOutcome(image.name, user.name, value, new_image, new_user, previous != value)
 

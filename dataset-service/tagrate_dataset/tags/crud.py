@@ -30,6 +30,7 @@ class ImageTags:
     model_id: str
     tags: list[tuple[str, float]]  # highest score first
     source: str = ""
+    original_name: str = ""  # the first file name it was stored under; "": none
 
 
 def image_tags(session: Session, name: str) -> ImageTags:
@@ -38,16 +39,18 @@ def image_tags(session: Session, name: str) -> ImageTags:
     image = require_image(session, name)
     model = current_tagger_model(session)
     if model is None:
-        return ImageTags(name, False, "", [], image.source)
+        return ImageTags(name, False, "", [], image.source, image.original_filename)
     if session.get(ImageTagging, (image.id, model.id)) is None:
-        return ImageTags(name, False, model.model_id, [], image.source)
+        return ImageTags(name, False, model.model_id, [], image.source, image.original_filename)
     rows = session.exec(
         select(Tag.name, ImageTag.score)
         .join(Tag, Tag.id == ImageTag.tag_id)
         .where(ImageTag.image_id == image.id, ImageTag.tagger_model_id == model.id, ImageTag.score >= model.threshold)
         .order_by(ImageTag.score.desc(), Tag.name)
     ).all()
-    return ImageTags(name, True, model.model_id, [(tag, score) for tag, score in rows], image.source)
+    return ImageTags(
+        name, True, model.model_id, [(tag, score) for tag, score in rows], image.source, image.original_filename
+    )
 
 
 def score(value: float, param: str) -> float:

@@ -41,6 +41,14 @@ class Term:
     param: str  # the bound tag id's parameter name
     source: str  # "" (any) | "manual" | "taught" | "model"
     implied: bool  # some tag implies it
+    # The sources that have the tag (or a tag implying it) on some image at
+    # all: a probe of a source that has none is left out.
+    present: frozenset[str] = frozenset(("model", "manual", "taught"))
+
+    @property
+    def sources(self) -> list[str]:
+        wanted = [self.source] if self.source else ["model", "manual", "taught"]
+        return [source for source in wanted if source in self.present or source == "model"]
 
 
 @dataclass(frozen=True)
@@ -101,9 +109,12 @@ def _ids(term: Term, alias: str) -> str:
 
 
 def _model_sql(term: Term, image: str, alias: str) -> str:
+    # With several tags to look for, the image's own few rows (the primary
+    # key's (image, model) range) are read once rather than sought per tag.
+    column = f"+{alias}x.tag_id" if term.implied else f"{alias}x.tag_id"
     return (
         f"EXISTS (SELECT 1 FROM image_tags {alias}x WHERE {alias}x.image_id = {image} "
-        f"AND {alias}x.tagger_model_id = :m AND {alias}x.tag_id {_ids(term, alias)} AND {alias}x.score >= :th "
+        f"AND {alias}x.tagger_model_id = :m AND {column} {_ids(term, alias)} AND {alias}x.score >= :th "
         f"AND NOT EXISTS (SELECT 1 FROM hidden_tags {alias}h WHERE {alias}h.image_id = {alias}x.image_id "
         f"AND {alias}h.tag_id = {alias}x.tag_id))"
     )
@@ -129,9 +140,8 @@ _BY_SOURCE = {"model": _model_sql, "manual": _manual_sql, "taught": _taught_sql}
 def term_sql(term: Term, image: str) -> str:
     """Whether the image has the term's tag (one probe per source)."""
     alias = term.param
-    if term.source:
-        return _BY_SOURCE[term.source](term, image, alias)
-    return "(" + " OR ".join(probe(term, image, alias) for probe in _BY_SOURCE.values()) + ")"
+    probes = [_BY_SOURCE[source](term, image, alias) for source in term.sources]
+    return probes[0] if len(probes) == 1 else "(" + " OR ".join(probes) + ")"
 
 
 def images_sql(term: Term) -> str:
@@ -147,9 +157,7 @@ def images_sql(term: Term) -> str:
         "manual": f"SELECT {alias}y.image_id FROM manual_tags {alias}y WHERE {alias}y.tag_id {_ids(term, alias)}",
         "taught": f"SELECT {alias}z.image_id FROM taught_image_tags {alias}z WHERE {alias}z.tag_id {_ids(term, alias)}",
     }
-    if term.source:
-        return parts[term.source]
-    return " UNION ALL ".join(parts.values())
+    return " UNION ALL ".join(parts[source] for source in term.sources)
 
 
 _OPERATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "=": "="}
@@ -185,17 +193,24 @@ def frequency_sql(cond: Cond, n: int) -> str:
 
 def resolve_sql(count: int, name_param: str = "tag") -> list[str]:
     """For each of ``count`` tag names bound as ``:tag0``, ``:tag1``...: the
-    tag's id (an alias resolved to its tag; NULL when there is no such tag)
-    and whether any tag implies it, two columns each."""
+    tag's id (an alias resolved to its tag; NULL when there is no such tag),
+    whether any tag implies it, and whether any image has it (or a tag
+    implying it) by hand and taught: ``COLUMNS_PER_TAG`` columns each."""
     columns = []
     for n in range(count):
         tag_id = (
             f"coalesce((SELECT a.tag_id FROM tag_aliases a WHERE a.alias = :{name_param}{n}), "
             f"(SELECT t.id FROM tags t WHERE t.name = :{name_param}{n}))"
         )
+        ids = f"(SELECT {tag_id} UNION ALL SELECT c.tag_id FROM tag_implied c WHERE c.implied_id = {tag_id})"
         columns.append(tag_id)
         columns.append(f"(SELECT count(*) FROM tag_implied c WHERE c.implied_id = {tag_id})")
+        columns.append(f"EXISTS (SELECT 1 FROM manual_tags m WHERE m.tag_id IN {ids})")
+        columns.append(f"EXISTS (SELECT 1 FROM taught_image_tags z WHERE z.tag_id IN {ids})")
     return columns
+
+
+COLUMNS_PER_TAG = 4
 
 
 def resolved(flt: Filter, row: Sequence[object], prefix: str = "ft") -> FilterSQL | None:
@@ -204,11 +219,15 @@ def resolved(flt: Filter, row: Sequence[object], prefix: str = "ft") -> FilterSQ
     can match nothing (an included tag nobody has). Unknown tags in a ``~``
     group are dropped, and an excluded unknown tag excludes nothing."""
     found: dict[str, tuple[int, bool]] = {}
+    present: dict[str, frozenset[str]] = {}
     for n, name in enumerate(flt.names):
-        tag_id, implied = row[2 * n], row[2 * n + 1]
+        tag_id, implied, manual, taught = row[COLUMNS_PER_TAG * n : COLUMNS_PER_TAG * (n + 1)]
         if tag_id is not None:
             assert isinstance(tag_id, int)
             found[name] = (tag_id, bool(implied))
+            present[name] = frozenset(
+                source for source, has in (("model", True), ("manual", manual), ("taught", taught)) if has
+            )
     params: dict[str, object] = {}
     conds: list[Cond] = []
     for n, condition in enumerate(flt.conditions):
@@ -224,7 +243,7 @@ def resolved(flt: Filter, row: Sequence[object], prefix: str = "ft") -> FilterSQ
             tag_id, implied = found[term.name]
             param = f"{prefix}{n}_{k}"
             params[param] = tag_id
-            terms.append(Term(param, term.source, implied))
+            terms.append(Term(param, term.source, implied, present[term.name]))
         if not terms:
             if condition.negate:
                 continue

@@ -59,6 +59,7 @@ class TagServicer(tags_pb2_grpc.TagServiceServicer):
             model_id=tags.model_id,
             tags=[tags_pb2.ImageTagScore(name=tag, score=score) for tag, score in tags.tags],
             source=tags.source,
+            original_name=tags.original_name,
         )
 
     def ListTags(self, request: tags_pb2.ListTagsRequest, context: grpc.ServicerContext):

@@ -138,4 +138,5 @@ async def get_image_tags(
         model=reply.model_id or None,
         tags=tags,
         source=reply.source or None,
+        original_name=reply.original_name or None,
     )
