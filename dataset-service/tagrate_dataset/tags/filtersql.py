@@ -109,12 +109,9 @@ def _ids(term: Term, alias: str) -> str:
 
 
 def _model_sql(term: Term, image: str, alias: str) -> str:
-    # With several tags to look for, the image's own few rows (the primary
-    # key's (image, model) range) are read once rather than sought per tag.
-    column = f"+{alias}x.tag_id" if term.implied else f"{alias}x.tag_id"
     return (
         f"EXISTS (SELECT 1 FROM image_tags {alias}x WHERE {alias}x.image_id = {image} "
-        f"AND {alias}x.tagger_model_id = :m AND {column} {_ids(term, alias)} AND {alias}x.score >= :th "
+        f"AND {alias}x.tagger_model_id = :m AND {alias}x.tag_id {_ids(term, alias)} AND {alias}x.score >= :th "
         f"AND NOT EXISTS (SELECT 1 FROM hidden_tags {alias}h WHERE {alias}h.image_id = {alias}x.image_id "
         f"AND {alias}h.tag_id = {alias}x.tag_id))"
     )
