@@ -109,6 +109,11 @@ def add_owned_tags(url: str, shape: DatasetShape, firsts: set[str]) -> None:
                 ),
                 {"u": user_id, "v": f"bench-{name}", "now": stamp},
             )
+    if engine.dialect.name == "postgresql":
+        # Fresh statistics for the rows just written (as after a bulk load):
+        # without them PostgreSQL plans the new tables' probes blind.
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
     engine.dispose()
 
 
