@@ -26,6 +26,8 @@ import numpy as np
 # Ridge penalty (on L2-normalised vectors, whose Gram entries are cosines).
 PENALTY = 3.0
 FOLDS = 5
+# The positive-score quantiles the unlabelled share is estimated at.
+PI_QUANTILES = (0.5, 0.75, 0.9)
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,10 @@ def _threshold(
 
     The sampled other images are unlabelled, not negative: some carry the
     tag. Their share ``pi`` is estimated from how many of them score at or
-    above the positives' median (half of the positives do, so about half of
-    the unlabelled positives do too): ``pi = 2 * F(median)``. At threshold
+    above a quantile of the positives' scores (a share ``1 - q`` of the
+    positives does, so about that share of the unlabelled positives does
+    too): ``pi = F(quantile q) / (1 - q)``; negatives scoring that high
+    inflate the estimate, so the least over ``PI_QUANTILES`` is taken. At threshold
     ``t`` the images passing are ``F(t) * N`` (``F``: the share of others
     scoring at or above ``t``, ``N`` the population), of which about
     ``pi * R(t) * N`` carry the tag (``R``: the share of positives passing);
@@ -86,7 +90,17 @@ def _threshold(
     if not len(positives):
         return float("inf"), 0.0
     candidates = np.unique(positives)
-    pi = min(1.0, 2.0 * float(np.mean(others >= np.median(positives)))) if len(others) else 1.0
+    # A share of others at or above the positives' q-quantile estimates
+    # (1 - q) * pi, but negatives that score like positives inflate it, the
+    # more the lower q is: the least of several quantiles' estimates.
+    pi = (
+        min(
+            1.0,
+            *(float(np.mean(others >= np.quantile(positives, q))) / (1.0 - q) for q in PI_QUANTILES),
+        )
+        if len(others)
+        else 1.0
+    )
     sample = max(1, len(others))
     best_t, best_p = float("inf"), -1.0
     for t in candidates:  # ascending
