@@ -19,7 +19,7 @@ SRC_DIRS := common gen gateway dataset-service tagger-service rater-service trai
 .PHONY: run test lint typecheck format protos check-protos bench venv test-venv clean kubectl browser
 
 run: $(STUBS)
-	@$(SAY) "starting the services (the first start also exports the model to ONNX and quantizes it: a minute or two)"
+	@$(SAY) "starting the services (the first start also exports the model to ONNX and quantizes it: under a minute)"
 	@$(PY) -m tagrate_common.supervisor
 
 test: $(STUBS) $(TEST_STAMP) kubectl browser

@@ -26,6 +26,8 @@ from .progress import progress_bar
 
 COLUMNS = ("path", "user", "rating", "source", "image", "rated_at", "predicted", "original_name")
 
+# The name the library is listed under when no user exists yet.
+LIBRARY_READER = "export"
 # A file name's longest UTF-8 encoding (most file systems allow 255 bytes),
 # leaving room for a " (NN)" that makes it unique.
 MAX_FILE_NAME_BYTES = 200
@@ -129,8 +131,12 @@ def export(
     # --user only the images that user rated.
     if user:
         images = sorted({i["image"] for i in listings[user] if i.get("rating") is not None})
-    else:
+    elif users:
         images = sorted({i["image"] for items in listings.values() for i in items})
+    else:
+        # Nobody has rated anything yet: a user unknown to the server sees
+        # every stored image with rated=all (any name does; nothing is made).
+        images = sorted({i["image"] for i in api.user_images(LIBRARY_READER, "all") or []})
     out.mkdir(parents=True, exist_ok=True)
     details: dict[str, dict[str, Any]] = {}
     with progress_bar() as bar, ThreadPoolExecutor(concurrency, thread_name_prefix="export") as pool:

@@ -64,6 +64,8 @@ class Summary:
     skipped_rows: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     stored: dict[str, str] = field(default_factory=dict)  # Item.key -> stored name
+    # (file label, stored name, the stored image the server says it nearly duplicates)
+    near_duplicates: list[tuple[str, str, str]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -82,6 +84,10 @@ class Summary:
             "failed": [{"where": p.where, "reason": p.reason} for p in self.failed],
             "skipped_rows": [{"where": p.where, "reason": p.reason} for p in self.skipped_rows],
             "notes": self.notes,
+            "near_duplicates": [
+                {"where": where, "image": image, "near_duplicate_of": other}
+                for where, image, other in sorted(self.near_duplicates)
+            ],
         }
 
 
@@ -116,6 +122,14 @@ def learn_known(api: Api, users: Iterable[str]) -> Known:
     return known
 
 
+def _note_near_duplicate(summary: Summary, label: str, reply: dict) -> None:
+    """Records a new image the server says is a near-duplicate of a stored one."""
+    other = reply.get("near_duplicate_of")
+    if other:
+        with summary._lock:
+            summary.near_duplicates.append((label, reply["image"], other))
+
+
 def import_one(api: Api, item: Item, known: Known, summary: Summary) -> None:
     """Stores ``item`` and its ratings, skipping what is already there;
     failures go into ``summary`` with the item's label."""
@@ -139,12 +153,14 @@ def import_one(api: Api, item: Item, known: Known, summary: Summary) -> None:
             reply = api.add_image(data, item.filename, item.source or None)
             name = reply["image"]
             summary.add(images_added=1 if reply["new_image"] else 0, images_existing=0 if reply["new_image"] else 1)
+            _note_near_duplicate(summary, item.label, reply)
         else:
             user, rating = todo.pop(0)
             reply = api.add_rating(data, item.filename, user, rating)
             name = reply["image"]
             summary.add(images_added=1 if reply["new_image"] else 0, images_existing=0 if reply["new_image"] else 1)
             summary.add(ratings_added=1)
+            _note_near_duplicate(summary, item.label, reply)
         for user, rating in todo:
             reply = api.update_rating(name, user, rating)
             if reply.get("previous_rating") is None:

@@ -87,6 +87,13 @@ def _report(summary: Summary, summary_json: Path | None) -> int:
         out(f"not images, skipped ({len(summary.not_images)}): {', '.join(sorted(summary.not_images)[:20])}")
     for note in summary.notes:
         out(f"note: {note}")
+    if summary.near_duplicates:
+        out(
+            f"near-duplicates of stored images ({len(summary.near_duplicates)}; both kept, review them on the "
+            "Duplicates screen or with /getduplicates):"
+        )
+        for where, image, other in sorted(summary.near_duplicates)[:20]:
+            out(f"  {where} ({image}) looks like {other}")
     if summary.skipped_rows:
         out(f"rows skipped ({len(summary.skipped_rows)}):")
         for problem in summary.skipped_rows:

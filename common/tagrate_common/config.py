@@ -63,6 +63,15 @@ class CommonSettings(BaseSettings):
         gt=0,
     )
 
+    min_free_bytes: int = _common(
+        64 * MiB,
+        "Free disk space kept in reserve: an upload that would leave less free where the service stores files "
+        "is refused with 507 `insufficient_storage` before anything is written, and /readyz reports the low "
+        "disk. 0: refuse only when the disk is actually full.",
+        "MIN_FREE_BYTES",
+        ge=0,
+    )
+
     internal_token: SecretStr | None = _common(
         None,
         "Shared secret every internal gRPC call carries and every service requires (health checks exempt); "

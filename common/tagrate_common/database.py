@@ -25,6 +25,7 @@ gateway's process).
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -41,9 +42,12 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import registry
 from sqlmodel import Session
 
-from tagrate_common.errors import Unavailable
+from tagrate_common.errors import InsufficientStorage, Unavailable
 
 log = logging.getLogger(__name__)
+# SQLite's "database or disk is full", PostgreSQL's DiskFull ("could not
+# extend file ... No space left on device").
+_DISK_FULL = re.compile(r"disk is full|no space left on device|could not extend file|disk quota", re.IGNORECASE)
 
 T = TypeVar("T")
 
@@ -281,10 +285,15 @@ class Database:
         except OperationalError as exc:
             raise self._unavailable(exc) from exc
 
-    def _unavailable(self, exc: OperationalError) -> Unavailable:
+    def _unavailable(self, exc: OperationalError) -> Unavailable | InsufficientStorage:
         """A database that cannot be reached (or stays locked) is an outage
-        the caller may retry, not a bug in the request."""
+        the caller may retry, not a bug in the request; a full disk is a 507
+        saying so (nothing was committed)."""
         log.error("database failure: %s", exc.orig)
+        if _DISK_FULL.search(str(exc.orig)):
+            return InsufficientStorage(
+                f"{self.name} cannot write: the disk is full; nothing was changed, try again once space is freed"
+            )
         return Unavailable(f"{self.name} is unavailable or busy; try again shortly", "database_unavailable")
 
     def dispose(self) -> None:

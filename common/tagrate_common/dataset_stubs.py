@@ -29,6 +29,8 @@ from .protos import (
     library_pb2_grpc,
     owned_tags_pb2_grpc,
     ratings_pb2_grpc,
+    sessions_pb2_grpc,
+    similar_pb2_grpc,
     tags_pb2_grpc,
     tokens_pb2_grpc,
     training_data_pb2_grpc,
@@ -52,6 +54,8 @@ class DatasetStubs:
     tokens: tokens_pb2_grpc.TokenServiceStub
     albums: albums_pb2_grpc.AlbumServiceStub
     owned_tags: owned_tags_pb2_grpc.OwnedTagServiceStub
+    sessions: sessions_pb2_grpc.SessionServiceStub
+    similar: similar_pb2_grpc.SimilarServiceStub
 
     def __init__(self, channel: grpc.Channel | grpc.aio.Channel) -> None:
         self.images = images_pb2_grpc.ImageServiceStub(channel)
@@ -64,6 +68,8 @@ class DatasetStubs:
         self.tokens = tokens_pb2_grpc.TokenServiceStub(channel)
         self.albums = albums_pb2_grpc.AlbumServiceStub(channel)
         self.owned_tags = owned_tags_pb2_grpc.OwnedTagServiceStub(channel)
+        self.sessions = sessions_pb2_grpc.SessionServiceStub(channel)
+        self.similar = similar_pb2_grpc.SimilarServiceStub(channel)
 
 
 if TYPE_CHECKING:
@@ -81,3 +87,5 @@ if TYPE_CHECKING:
         tokens: tokens_pb2_grpc.TokenServiceAsyncStub
         albums: albums_pb2_grpc.AlbumServiceAsyncStub
         owned_tags: owned_tags_pb2_grpc.OwnedTagServiceAsyncStub
+        sessions: sessions_pb2_grpc.SessionServiceAsyncStub
+        similar: similar_pb2_grpc.SimilarServiceAsyncStub

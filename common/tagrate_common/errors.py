@@ -98,6 +98,16 @@ class Overloaded(TagrateError):
     default_code = "overloaded"
 
 
+class InsufficientStorage(TagrateError):
+    """The disk is (nearly) full: nothing was written; retry once space is
+    freed (507)."""
+
+    kind = "insufficient_storage"
+    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 507
+    default_code = "insufficient_storage"
+
+
 class Unavailable(TagrateError):
     kind = "unavailable"
     grpc_status = grpc.StatusCode.UNAVAILABLE
@@ -124,6 +134,7 @@ _KINDS: dict[str, type[TagrateError]] = {
         PayloadTooLarge,
         UnsupportedImage,
         Overloaded,
+        InsufficientStorage,
         Unavailable,
         DeadlineExceeded,
     )

@@ -345,12 +345,12 @@ class AsyncBackend(Generic[StubT]):
         assert self._stub is not None
         return self._stub
 
-    async def health(self, timeout: float = 2.0) -> str:
+    async def health(self, timeout: float = 2.0, service: str = "") -> str:
         if not self.target:
             return "NOT_CONFIGURED"
         try:
             reply = await health_pb2_grpc.HealthStub(self._open()).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
             )
             return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
         except grpc.RpcError as exc:

@@ -40,7 +40,7 @@ from grpc_reflection.v1alpha import reflection
 
 from .batcher import BACKGROUND, FOREGROUND, Priority, call_priority
 from .config import ServiceSettings
-from .errors import TagrateError, error_metadata
+from .errors import InvalidArgument, TagrateError, error_metadata
 from .grpc_wire import INTERNAL_TOKEN_HEADER, PRIORITY_HEADER, grpc_options, use_internal_token
 from .images import set_decode_slots
 from .logging import REQUEST_ID_HEADER, new_request_id, request_id_var
@@ -101,6 +101,46 @@ class _InternalTokenInterceptor(grpc.ServerInterceptor):
         return continuation(handler_call_details)
 
 
+def _nul_field(message: Any, depth: int = 0) -> str | None:
+    """The name of a text field of ``message`` (nested messages included)
+    holding a NUL character, else None. Bytes fields are not looked at."""
+    if depth > 16 or not hasattr(message, "ListFields"):
+        return None
+    for descriptor, value in message.ListFields():
+        if descriptor.type == descriptor.TYPE_STRING:
+            values = (value,) if isinstance(value, str) else value
+            if any("\x00" in item for item in values):
+                return descriptor.name
+        elif descriptor.type == descriptor.TYPE_MESSAGE:
+            if hasattr(value, "ListFields"):
+                items = [value]
+            elif hasattr(value, "keys"):  # a map: its keys and values
+                items = [*value.keys(), *value.values()]
+            else:
+                items = list(value)
+            for item in items:
+                if isinstance(item, str):
+                    if "\x00" in item:
+                        return descriptor.name
+                    continue
+                found = _nul_field(item, depth + 1)
+                if found is not None:
+                    return found
+    return None
+
+
+def nul_error(request: Any) -> InvalidArgument | None:
+    """What an unexpected failure of a request with a NUL character in a
+    text field is: a 400 (``invalid_character``) naming the field, not a 500.
+    No name, tag or id of tagrate holds a NUL and PostgreSQL cannot store one
+    (psycopg's DataError surfaced as a 500 where SQLite answered 404); the
+    services' own validation still answers first with its specific code."""
+    field = _nul_field(request)
+    if field is None:
+        return None
+    return InvalidArgument(f"'{field}' contains a NUL character", "invalid_character")
+
+
 class _ServiceInterceptor(grpc.ServerInterceptor):
     def __init__(self, service: str) -> None:
         self.service = service
@@ -159,7 +199,9 @@ class _ServiceInterceptor(grpc.ServerInterceptor):
             try:
                 return behavior(request, context)
             except Exception as exc:
-                code, details = self._fail(exc, context, method)
+                code, details = self._fail(
+                    exc if isinstance(exc, TagrateError) else nul_error(request) or exc, context, method
+                )
                 context.abort(code, details)  # raises
             finally:
                 self._finish(method, code, start, quiet)
@@ -174,7 +216,9 @@ class _ServiceInterceptor(grpc.ServerInterceptor):
             try:
                 yield from behavior(request, context)
             except Exception as exc:
-                code, details = self._fail(exc, context, method)
+                code, details = self._fail(
+                    exc if isinstance(exc, TagrateError) else nul_error(request) or exc, context, method
+                )
                 context.abort(code, details)  # raises
             finally:
                 self._finish(method, code, start, quiet)

@@ -98,6 +98,10 @@ class ImageInfo:
     height: int
     size_bytes: int
     sha256: str
+    # The perceptual hash and the small grey picture (``perceptual.py``)
+    # when asked for.
+    dhash: int | None = None
+    thumb: bytes | None = None
 
     @property
     def ext(self) -> str:
@@ -214,13 +218,20 @@ def _validation_size(size: tuple[int, int]) -> tuple[int, int]:
     return max(1, size[0] // 8), max(1, size[1] // 8)
 
 
-def inspect_image(data: bytes, filename: str, limits: ImageLimits) -> ImageInfo:
+def inspect_image(data: bytes, filename: str, limits: ImageLimits, perceptual: bool = False) -> ImageInfo:
     """Fully validates an upload (decodes all of it, a JPEG at 1/8 scale, in
-    a decode slot) and describes it (at its stored size)."""
+    a decode slot) and describes it (at its stored size); with
+    ``perceptual``, also its perceptual hash and small grey picture
+    (``perceptual.py``), from the same decode."""
+    dhash, thumb = None, None
     with decode_slot():
         img, fmt, (width, height) = _open(data, filename, limits, _validation_size)
+        if perceptual:
+            from .perceptual import difference_hash, grey_thumbnail  # it imports this module
+
+            dhash, thumb = difference_hash(img), grey_thumbnail(img)
         img.close()
-    return ImageInfo(fmt, width, height, len(data), hashlib.sha256(data).hexdigest())
+    return ImageInfo(fmt, width, height, len(data), hashlib.sha256(data).hexdigest(), dhash, thumb)
 
 
 def decode_image(

@@ -20,6 +20,21 @@ REQUEST_ID_HEADER = "x-request-id"
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 
+# Control characters (C0, DEL, C1) and the Unicode line/paragraph separators,
+# written as escapes: a request path with %0d%0a cannot forge a log line,
+# %1b[2J cannot reach the operator's terminal (issue 23, #6).
+_CONTROL_ESCAPES = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
+}
+_CONTROL_ESCAPES_KEEP_NEWLINE = {k: v for k, v in _CONTROL_ESCAPES.items() if k != 0x0A}
+
+
+def escape_control(text: str, keep_newlines: bool = False) -> str:
+    """``text`` with every control character written as ``\\xNN``."""
+    return text.translate(_CONTROL_ESCAPES_KEEP_NEWLINE if keep_newlines else _CONTROL_ESCAPES)
+
+
 def new_request_id() -> str:
     return uuid.uuid4().hex[:16]
 
@@ -68,11 +83,25 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-5s [%(request_id)s] %(name)s: %(message)s", "%H:%M:%S")
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # Every piece of the line is escaped (the message and anything a
+        # caller passed); a traceback keeps its newlines, each continuation
+        # line indented so that it cannot pass for a log line of its own.
+        if not hasattr(record, "request_id"):  # a handler without the request-id filter
+            record.request_id = "-"
+        return escape_control(super().formatMessage(record))
+
+    def formatException(self, ei) -> str:  # type: ignore[no-untyped-def]
+        return escape_control(super().formatException(ei), keep_newlines=True).replace("\n", "\n    ")
+
+    def formatStack(self, stack_info: str) -> str:
+        return escape_control(super().formatStack(stack_info), keep_newlines=True).replace("\n", "\n    ")
+
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         extras = {k: v for k, v in vars(record).items() if k not in self._STANDARD}
         if extras:
-            line += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+            line += " " + " ".join(f"{k}={escape_control(str(v))}" for k, v in extras.items())
         return line
 
 

@@ -18,6 +18,18 @@ service meanwhile); one that keeps dying is reported loudly, with its last log
 lines, and retried at the longest backoff for as long as the group runs.
 Ctrl-C or SIGTERM stops the gateway first, then the services in reverse start
 order, each given its grace period, whatever state they are in.
+
+Security: with the gateway's access control on (``GATEWAY_AUTH=on``, or
+``auto`` on a non-loopback address) every internal gRPC call must carry the
+internal secret. When none is configured (``TAGRATE_INTERNAL_TOKEN[_FILE]``)
+the supervisor makes a random one for this run and hands it to its children
+as a file readable only by this user (``<data dir>/run/internal-token``,
+mode 0600, named by ``TAGRATE_INTERNAL_TOKEN_FILE``; the secret itself is in
+no process's environment); it is deleted when the group stops. gRPC
+reflection and the services' unauthenticated metrics ports are on only for
+a loopback-only development run (access control off, every port on
+loopback), which the start says. The gateway's admin token
+(``GATEWAY_ADMIN_TOKEN[_FILE]``) reaches the gateway only.
 """
 
 from __future__ import annotations
@@ -26,14 +38,14 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections import deque
-from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -42,57 +54,19 @@ from pydantic_settings import BaseSettings
 
 from .grpc_server import port_problem
 from .restarts import RestartPolicy, Restarts
+from .supervised_children import (
+    GATEWAY,
+    GATEWAY_ONLY_ENV,
+    INTERNAL_TOKEN_FILE,
+    LOOPBACK,
+    METRICS_OFFSET,
+    SERVICES,
+    Child,
+    StartupError,
+    how_ended,
+    say,
+)
 from .supervisor_settings import SupervisorSettings
-
-
-@dataclass
-class Child:
-    name: str
-    module: str
-    port: int
-    env: dict[str, str] = field(default_factory=dict)
-    # (port, the setting that moves it) for every port the child listens on.
-    listens: list[tuple[int, str]] = field(default_factory=list)
-    proc: subprocess.Popen | None = None
-    pump: threading.Thread | None = None
-    recent: deque[str] = field(default_factory=lambda: deque(maxlen=15))
-    restarts: Restarts | None = None
-    state: str = "new"  # new -> starting -> up -> backoff -> starting -> ...
-    restart_at: float = 0.0
-
-
-# name, module, settings class, port offset from TAGRATE_RUN_BASE_PORT; in
-# start order (dependencies first). A service's metrics port is its port + 4.
-SERVICES = [
-    ("tagger", "tagrate_tagger", "TaggerSettings", 1),
-    ("rater", "tagrate_rater", "RaterSettings", 2),
-    ("dataset", "tagrate_dataset", "DatasetSettings", 3),
-    ("trainer", "tagrate_trainer", "TrainerSettings", 4),
-]
-GATEWAY = ("gateway", "tagrate_gateway", "GatewaySettings", 0)
-METRICS_OFFSET = 4
-_COLOURS = {"gateway": 36, "dataset": 32, "tagger": 35, "rater": 33, "trainer": 34, "run": 1}
-
-
-class StartupError(RuntimeError):
-    """The group cannot start; the message says why and what to change."""
-
-
-def _say(name: str, line: str, colour: int | None = None) -> None:
-    prefix = f"{name:>7} |"
-    if sys.stdout.isatty():
-        prefix = f"\033[{_COLOURS.get(name, 0)}m{prefix}\033[0m"
-        if colour is not None:
-            line = f"\033[{colour}m{line}\033[0m"
-    sys.stdout.write(f"{prefix} {line}\n")
-    sys.stdout.flush()
-
-
-def _how(returncode: int | None) -> str:
-    if returncode is not None and returncode < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-returncode).name}"
-    return f"exit code {returncode}"
 
 
 class Supervisor:
@@ -101,6 +75,28 @@ class Supervisor:
         self.policy = RestartPolicy.from_settings(settings)
         self.children: list[Child] = []
         self.stopping = threading.Event()
+        self.internal_token_file: Path | None = None  # the per-run secret this supervisor wrote
+
+    def security_mode(self) -> tuple[bool, bool]:
+        """(access control on, loopback-only development run) as the gateway
+        will decide it on the group's host."""
+        host = self.settings.host.strip("[]").lower()
+        gateway = self._child_settings(GATEWAY[1], GATEWAY[2])
+        mode = getattr(gateway, "auth", "auto")
+        auth_on = mode == "on" or (mode == "auto" and host not in LOOPBACK)
+        return auth_on, (not auth_on and host in LOOPBACK)
+
+    def _write_internal_token(self) -> Path:
+        """A fresh random secret in a file only this user can read."""
+        path = self.settings.data_dir.resolve() / INTERNAL_TOKEN_FILE
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(secrets.token_urlsafe(32))
+        self.internal_token_file = path
+        return path
 
     def _child_settings(self, module: str, class_name: str) -> BaseSettings:
         """The child's own settings, read as the child will read them, so its
@@ -135,6 +131,11 @@ class Supervisor:
         """
         host = self.settings.host
         common = {"TAGRATE_DATA_DIR": str(self.settings.data_dir.resolve()), "PYTHONUNBUFFERED": "1"}
+        auth_on, dev_run = self.security_mode()
+        if auth_on and self.settings.internal_token_value() is None and self.internal_token_file is None:
+            self._write_internal_token()
+        if self.internal_token_file is not None:
+            common["TAGRATE_INTERNAL_TOKEN_FILE"] = str(self.internal_token_file)
         addrs: dict[str, str] = {}  # env prefix -> address ("" when absent)
         children = []
         for name, module, class_name, offset in SERVICES:
@@ -145,6 +146,8 @@ class Supervisor:
             own = self._child_settings(module, class_name)
             port, port_env = self._port(own, "port", offset)
             metrics, metrics_env = self._port(own, "metrics_port", offset + METRICS_OFFSET)
+            if not dev_run and "metrics_port" not in own.model_fields_set:
+                metrics = 0  # unauthenticated metrics only on a loopback development run
             addrs[prefix] = f"{host}:{port}"
             env = {
                 **common,
@@ -152,7 +155,7 @@ class Supervisor:
                 f"{prefix}_PORT": str(port),
                 f"{prefix}_METRICS_PORT": str(metrics),
                 # Development on loopback: grpcurl can list and call every method.
-                f"{prefix}_REFLECTION": "true",
+                f"{prefix}_REFLECTION": "true" if dev_run else "false",
             }
             listens = [(port, port_env)] + ([(metrics, metrics_env)] if metrics else [])
             children.append(Child(name, module, port, env, listens))
@@ -186,16 +189,20 @@ class Supervisor:
         for raw in proc.stdout:
             line = raw.decode(errors="replace").rstrip()
             child.recent.append(line)
-            _say(child.name, line)
+            say(child.name, line)
 
     def _spawn(self, child: Child) -> None:
         """Starts (or restarts) ``child``; always on the main thread (see
         :mod:`tagrate_common.child`, which makes the child die with the
         supervisor). Its own session: Ctrl-C reaches only the supervisor,
         which stops the children in order."""
+        env = {**os.environ, **child.env}
+        if child.name != "gateway":
+            for name in GATEWAY_ONLY_ENV:
+                env.pop(name, None)
         child.proc = subprocess.Popen(
             [sys.executable, "-m", "tagrate_common.child", str(os.getpid()), child.module],
-            env={**os.environ, **child.env},
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -237,10 +244,10 @@ class Supervisor:
             if child.proc is not None and child.proc.poll() is not None:
                 last = self._last_lines(child, 1)
                 said = f": {last[0]}" if last else ""
-                raise StartupError(f"{child.name} exited ({_how(child.proc.returncode)}) while starting{said}")
+                raise StartupError(f"{child.name} exited ({how_ended(child.proc.returncode)}) while starting{said}")
             if self._ready(child, whole_group=True):
                 child.state = "up"
-                _say("run", f"{child.name} is ready on {self.settings.host}:{child.port}")
+                say("run", f"{child.name} is ready on {self.settings.host}:{child.port}")
                 return
             if time.monotonic() > deadline:
                 raise StartupError(f"{child.name} was not ready after {self.settings.start_timeout_seconds:.0f}s")
@@ -254,32 +261,51 @@ class Supervisor:
         if child.state in ("up", "starting") and child.proc.poll() is not None:
             wait = child.restarts.exited(now)
             child.state, child.restart_at = "backoff", now + wait
-            how = _how(child.proc.returncode)
-            _say("run", f"{child.name} died ({how}); restarting it in {wait:g}s, the rest keep serving")
+            how = how_ended(child.proc.returncode)
+            say("run", f"{child.name} died ({how}); restarting it in {wait:g}s, the rest keep serving")
             if child.restarts.crash_looping and not child.restarts.loop_reported:
                 child.restarts.loop_reported = True
                 self._report_crash_loop(child, how)
         elif child.state == "backoff" and now >= child.restart_at:
-            _say("run", f"restarting {child.name} (restart {child.restarts.count})")
+            say("run", f"restarting {child.name} (restart {child.restarts.count})")
             self._spawn(child)
         elif child.state == "starting":
             if self._ready(child, whole_group=False):
                 child.state = "up"
-                _say("run", f"{child.name} is back on {self.settings.host}:{child.port}")
+                say("run", f"{child.name} is back on {self.settings.host}:{child.port}")
             elif now - child.restarts.started_at > self.settings.start_timeout_seconds:
-                _say("run", f"{child.name} was not ready {self.settings.start_timeout_seconds:.0f}s after a restart")
+                say("run", f"{child.name} was not ready {self.settings.start_timeout_seconds:.0f}s after a restart")
                 child.proc.kill()  # noticed as a death on the next look
 
     def _report_crash_loop(self, child: Child, how: str) -> None:
         p = self.policy
-        _say(
+        say(
             "run",
             f"CRASH LOOP: {child.name} died {len(child.restarts.exits)} times within {p.loop_window:g}s "
             f"(last: {how}); retrying every {p.maximum:g}s while the rest keep serving. Its last log lines:",
             colour=31,
         )
         for line in self._last_lines(child, 10):
-            _say("run", f"    {line}", colour=31)
+            say("run", f"    {line}", colour=31)
+
+    def _say_security(self) -> None:
+        auth_on, dev_run = self.security_mode()
+        if dev_run:
+            say(
+                "run",
+                "development run on loopback: access control is off, gRPC reflection and the services' metrics "
+                "ports are on, internal calls are not authenticated",
+                colour=33,
+            )
+        elif auth_on:
+            source = "a per-run secret (file, mode 0600)" if self.internal_token_file else "TAGRATE_INTERNAL_TOKEN"
+            say("run", f"access control is on: internal calls carry {source}; no reflection, no service metrics ports")
+
+    def _remove_internal_token(self) -> None:
+        if self.internal_token_file is not None:
+            with contextlib.suppress(OSError):
+                self.internal_token_file.unlink()
+            self.internal_token_file = None
 
     def stop_all(self) -> None:
         """Gateway first (no new requests), then services in reverse start
@@ -288,12 +314,12 @@ class Supervisor:
         for child in reversed(self.children):
             if child.proc is None or child.proc.poll() is not None:
                 continue
-            _say("run", f"stopping {child.name}")
+            say("run", f"stopping {child.name}")
             child.proc.send_signal(signal.SIGTERM)
             try:
                 child.proc.wait(self.settings.stop_timeout_seconds)
             except subprocess.TimeoutExpired:
-                _say("run", f"{child.name} did not stop in time; killing it")
+                say("run", f"{child.name} did not stop in time; killing it")
                 child.proc.kill()
                 child.proc.wait()
 
@@ -301,23 +327,29 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stopping.set())
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        _say("run", f"data directory: {self.settings.data_dir.resolve()}")
+        say("run", f"data directory: {self.settings.data_dir.resolve()}")
         try:
             plan = self.plan()
             self.check_ports(plan)
+            self._say_security()
             for child in plan:
                 if self.stopping.is_set():
                     break
                 self._spawn(child)
                 self._wait_ready(child)
         except StartupError as exc:
-            _say("run", f"startup failed: {exc}", colour=31)
+            say("run", f"startup failed: {exc}", colour=31)
             self.stop_all()
+            self._remove_internal_token()
             return 1
         if not self.stopping.is_set():
             gateway = self.children[-1]
-            _say("run", f"tagrate is running: http://{self.settings.host}:{gateway.port}  (API docs: /docs)")
-            _say("run", "press Ctrl-C to stop")
+            url = f"http://{self.settings.host}:{gateway.port}"
+            say("run", f"tagrate is running: {url}  (API docs: /docs)")
+            cli = Path(sys.executable).parent / "tagrate"
+            if cli.is_file():  # the venv make run built (README.md, "First steps")
+                say("run", f"import a folder of images: {os.path.relpath(cli)} --url {url} import DIR")
+            say("run", "press Ctrl-C to stop")
         # Readiness checks of a restarted child take up to a second or two,
         # so a death elsewhere is noticed within about that.
         while not self.stopping.wait(0.2):
@@ -327,7 +359,8 @@ class Supervisor:
                     break
                 self.tend(child, now)
         self.stop_all()
-        _say("run", "stopped")
+        self._remove_internal_token()
+        say("run", "stopped")
         return 0
 
 

@@ -97,6 +97,65 @@ class DatasetSettings(ServiceSettings):
         le=1024,
         description="Images per Tag call (keep it within TAGRATE_MAX_BULK_FILES and the bulk chunk size).",
     )
+    similar_max_vectors: int = Field(
+        250_000,
+        gt=0,
+        description="Most feature vectors the similarity index holds in memory (float32: 1280 dimensions are "
+        "5 KiB each, so 250000 are about 1.2 GiB); /getsimilar answers 503 once the library has more.",
+    )
+    similar_sync_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="How often at most the similarity index reads the vectors other processes (replicas, the "
+        "rater's embedding work) stored since it last looked; 0: before every search.",
+    )
+    duplicate_upload_distance: int = Field(
+        4,
+        ge=0,
+        le=4,
+        description="An upload's answer names a stored image as its near_duplicate_of when their perceptual "
+        "hashes differ in at most this many of 64 bits (every such image is found: 4 is the most the hash "
+        "bands guarantee).",
+    )
+    duplicate_hash_distance: int = Field(
+        12,
+        ge=0,
+        le=32,
+        description="Near-duplicate candidates by hash: images whose 64-bit hashes share a band and differ in "
+        "at most this many bits; each is confirmed by feature similarity (DATASET_DUPLICATE_MIN_SIMILARITY).",
+    )
+    duplicate_min_similarity: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="Cosine similarity of the feature vectors that confirms a candidate found by hash.",
+    )
+    duplicate_neighbour_similarity: float = Field(
+        0.75,
+        ge=0,
+        le=1,
+        description="Near-duplicate candidates by features: an image's nearest neighbours in the similarity "
+        "index at or above this cosine similarity (crops move the hash but barely the features).",
+    )
+    duplicate_neighbours: int = Field(
+        8,
+        ge=0,
+        le=64,
+        description="Nearest neighbours by feature vector each image's duplicate check looks at (candidates "
+        "the hash misses: crops); 0 turns that stage off. It is exact search: about 2 x library size x 1280 "
+        "multiply-adds per image (40 ms at 100000 images on two cores).",
+    )
+    duplicate_min_alignment: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="A candidate pair is confirmed only when one picture matches the other, or a region of 82-100 "
+        "% of each of its sides (a crop), with at least this normalized correlation of their 32x32 grey "
+        "pictures: pictures that merely look alike (same subject, another shot) score well below.",
+    )
+    duplicate_batch_images: int = Field(
+        2048, ge=1, le=100_000, description="Images the background duplicate grouping compares per transaction."
+    )
     embed_batch_size: int = Field(
         16,
         ge=1,

@@ -167,6 +167,11 @@ class ImageFeatures(DatasetModel, table=True):
     """A cached feature vector: float32, little-endian, ``dim`` values."""
 
     __tablename__ = "image_features"
+    __table_args__ = (
+        # The similarity index (``similar/vectors.py``) reads the vectors
+        # stored since it last looked: one range of this index.
+        Index("ix_image_features_extractor_created", "extractor_id", "created_at"),
+    )
 
     image_id: int = Field(sa_column_args=[ForeignKey("images.id", ondelete="CASCADE")], primary_key=True)
     extractor_id: str = Field(sa_type=String(200), primary_key=True)
@@ -180,6 +185,7 @@ class WorkKind(StrEnum):
 
     TAG = "tag"  # scores from the current tagger model
     EMBED = "embed"  # a feature vector from the rater's current extractor
+    HASH = "hash"  # a perceptual hash (images stored before hashes were made at upload)
 
 
 class WorkState(StrEnum):
@@ -249,6 +255,28 @@ class AccessToken(DatasetModel, table=True):
     admin: bool = Field(default=False, nullable=False)
     created_at: datetime = _timestamp()
     expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class BrowserSession(DatasetModel, table=True):
+    """A browser session (the gateway's ``tagrate_session`` cookie): the
+    SHA-256 of its random id (never the id), the token it acts for (deleting
+    the token deletes its sessions), and when it ends."""
+
+    __tablename__ = "browser_sessions"
+    __table_args__ = (Index("ix_browser_sessions_token_id", "token_id"),)
+
+    session_sha256: str = Field(sa_type=String(64), primary_key=True)
+    # NULL for a session of the bootstrap admin token (not stored here).
+    token_id: str | None = Field(
+        default=None,
+        sa_type=String(32),
+        sa_column_args=[ForeignKey("access_tokens.id", ondelete="CASCADE")],
+        nullable=True,
+    )
+    # SHA-256 of the bootstrap admin token's hash, for such a session; "" otherwise.
+    bootstrap_check: str = Field(default="", sa_type=String(64), nullable=False)
+    created_at: datetime = _timestamp()
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
 
 
 class PredictedBy(StrEnum):
@@ -445,3 +473,64 @@ class TaughtImageTag(DatasetModel, table=True):
     image_id: int = Field(sa_column_args=[ForeignKey("images.id", ondelete="CASCADE")], primary_key=True)
     tag_id: int = Field(sa_column_args=[ForeignKey("tags.id", ondelete="CASCADE")], primary_key=True)
     score: float = Field(nullable=False)
+
+
+# Bands of the 64-bit perceptual hash, as (first bit, bits): two hashes at
+# most len(HASH_BANDS) - 1 bits apart agree on at least one band.
+HASH_BANDS = ((0, 13), (13, 13), (26, 13), (39, 13), (52, 12))
+
+
+class ImageHash(DatasetModel, table=True):
+    """An image's perceptual hash (``tagrate_common.images.difference_hash``,
+    signed 64-bit) and its bands, each indexed: near-duplicate candidates
+    are the images that share a band (see ``similar/duplicates.py``)."""
+
+    __tablename__ = "image_hashes"
+    __table_args__ = (
+        Index("ix_image_hashes_band0", "band0"),
+        Index("ix_image_hashes_band1", "band1"),
+        Index("ix_image_hashes_band2", "band2"),
+        Index("ix_image_hashes_band3", "band3"),
+        Index("ix_image_hashes_band4", "band4"),
+        # The background grouping's queue: hashed images not compared yet.
+        Index("ix_image_hashes_grouped", "grouped", "image_id"),
+    )
+
+    image_id: int = Field(sa_column_args=[ForeignKey("images.id", ondelete="CASCADE")], primary_key=True)
+    dhash: int = Field(sa_type=BigInteger, nullable=False)
+    band0: int = Field(nullable=False)
+    band1: int = Field(nullable=False)
+    band2: int = Field(nullable=False)
+    band3: int = Field(nullable=False)
+    band4: int = Field(nullable=False)
+    # The picture in grey at 32x32 (``tagrate_common.images.grey_thumbnail``):
+    # a candidate pair is confirmed only if one is the other, or a crop of it.
+    thumb: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # Whether the background grouping has compared the image with the rest.
+    grouped: bool = Field(default=False, sa_column_kwargs={"server_default": "0"}, nullable=False)
+
+
+class DuplicatePair(DatasetModel, table=True):
+    """Two stored images found to be the same picture (``image_a`` <
+    ``image_b``), with the cosine similarity of their feature vectors;
+    groups are the connected sets of pairs."""
+
+    __tablename__ = "duplicate_pairs"
+    __table_args__ = (Index("ix_duplicate_pairs_b", "image_b"),)
+
+    image_a: int = Field(sa_column_args=[ForeignKey("images.id", ondelete="CASCADE")], primary_key=True)
+    image_b: int = Field(sa_column_args=[ForeignKey("images.id", ondelete="CASCADE")], primary_key=True)
+    similarity: float = Field(nullable=False)
+    found_at: datetime = _timestamp()
+
+
+class NotDuplicate(DatasetModel, table=True):
+    """Two images an admin said are different pictures (``image_a`` <
+    ``image_b``): no group holds both again."""
+
+    __tablename__ = "not_duplicates"
+    __table_args__ = (Index("ix_not_duplicates_b", "image_b"),)
+
+    image_a: int = Field(sa_column_args=[ForeignKey("images.id", ondelete="CASCADE")], primary_key=True)
+    image_b: int = Field(sa_column_args=[ForeignKey("images.id", ondelete="CASCADE")], primary_key=True)
+    marked_at: datetime = _timestamp()

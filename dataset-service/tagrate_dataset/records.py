@@ -15,7 +15,8 @@ from sqlmodel import Session, select
 from tagrate_common.errors import NotFound
 from tagrate_common.images import ImageInfo
 
-from .models import Image, TaggerModel, User, WorkItem, WorkKind
+from .models import Image, ImageHash, TaggerModel, User, WorkItem, WorkKind
+from .similar.bands import hash_row
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,13 @@ def new_image(session: Session, info: ImageInfo, filename: str, now: datetime, s
     session.flush()
     assert image.id is not None
     # In the image's own transaction: a stored image always has its
-    # tagging and feature extraction queued (see workqueue.py).
-    session.add_all([WorkItem(image_id=image.id, kind=kind, enqueued_at=now) for kind in WorkKind])
+    # tagging and feature extraction queued (see workqueue.py), and its
+    # perceptual hash stored (or, when the caller did not compute it, queued).
+    kinds = list(WorkKind)
+    if info.dhash is not None and info.thumb is not None:
+        session.add(ImageHash(**hash_row(image.id, info.dhash, info.thumb)))
+        kinds.remove(WorkKind.HASH)
+    session.add_all([WorkItem(image_id=image.id, kind=kind, enqueued_at=now) for kind in kinds])
     return image
 
 

@@ -13,11 +13,15 @@ so a refused call leaves the database and the blob store as they were.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2
 
+from tagrate_common.files import STORAGE_CHECK_SECONDS, STORAGE_HEALTH
 from tagrate_common.grpc_server import GrpcServer
 
 from . import records
@@ -31,14 +35,21 @@ from .library import service as library_service
 from .peers import Peers
 from .predictions.scoring import Scorer
 from .ratings import service as ratings_service
+from .similar import service as similar_service
+from .similar.duplicates import DuplicateFinder, GroupingSettings
+from .similar.hashing import HashWork
+from .similar.vectors import VectorIndex
 from .tags import owned_service
 from .tags import service as tags_service
 from .tags.tagging import Tagging
 from .tokens import service as tokens_service
+from .tokens import sessions as sessions_service
 from .training import service as training_service
 from .users import service as users_service
 from .work import service as work_service
 from .work.worker import BackgroundWorker
+
+log = logging.getLogger(__name__)
 
 Service = tuple[Callable[[Any, grpc.Server], None], Any, str]
 
@@ -56,6 +67,7 @@ def resource_services(
     features: FeatureCache,
     on_new_image: Callable[[], None] = lambda: None,
     on_new_model: Callable[[], None] = lambda: None,
+    index: VectorIndex | None = None,
 ) -> list[Service]:
     """Every resource's servicer, as the shared server registers them.
     ``on_new_image`` wakes the background worker (new images, work queued
@@ -71,8 +83,18 @@ def resource_services(
             training_service.REGISTRATION, training_service.TrainingDataServicer(settings, db, features, on_new_model)
         ),
         _service(tokens_service.REGISTRATION, tokens_service.TokenServicer(db)),
+        _service(sessions_service.REGISTRATION, sessions_service.SessionServicer(db)),
         _service(albums_service.REGISTRATION, albums_service.AlbumServicer(settings, db)),
         _service(owned_service.REGISTRATION, owned_service.OwnedTagServicer(settings, db)),
+        _service(
+            similar_service.REGISTRATION,
+            similar_service.SimilarServicer(
+                settings,
+                db,
+                blobs,
+                index or VectorIndex(db, settings.similar_max_vectors, settings.similar_sync_seconds),
+            ),
+        ),
     ]
 
 
@@ -89,9 +111,11 @@ class DatasetServer(GrpcServer):
         services: list[Service],
         worker: BackgroundWorker | None,
         scorer: Scorer | None = None,
+        finder: DuplicateFinder | None = None,
     ) -> None:
         self.worker = worker
         self.scorer = scorer
+        self.finder = finder
         self.tagging = tagging
         self.features = features
 
@@ -100,17 +124,42 @@ class DatasetServer(GrpcServer):
                 worker.stop()
             if scorer is not None:
                 scorer.stop()
+            if finder is not None:
+                finder.stop()
             tagging.peers.close()
             db.dispose()
 
         super().__init__("dataset", settings, services, on_shutdown=shutdown)
 
+    def watch_storage(self, blobs: BlobStore) -> None:
+        """Keeps the ``STORAGE_HEALTH`` health status NOT_SERVING while the
+        blob disk has less than ``TAGRATE_MIN_FREE_BYTES`` free (the
+        gateway's /readyz reports it), SERVING again once space is freed."""
+        self._blobs = blobs
+
+    def _storage_loop(self) -> None:
+        last = None
+        while not self._stopped.wait(0 if last is None else STORAGE_CHECK_SECONDS):
+            low = self._blobs.low_on_space()
+            if low != last:
+                if low:
+                    log.warning("the blob disk is below TAGRATE_MIN_FREE_BYTES: uploads are refused (507)")
+                elif last is not None:
+                    log.info("the blob disk has room again: uploads are accepted")
+                status = health_pb2.HealthCheckResponse.NOT_SERVING if low else health_pb2.HealthCheckResponse.SERVING
+                self.health.set(STORAGE_HEALTH, status)
+                last = low
+
     def start(self) -> int:
         port = super().start()
+        if getattr(self, "_blobs", None) is not None:
+            threading.Thread(target=self._storage_loop, name="dataset-storage", daemon=True).start()
         if self.worker is not None:
             self.worker.start()
         if self.scorer is not None:
             self.scorer.start()
+        if self.finder is not None:
+            self.finder.start()  # builds the similarity index first
         return port
 
 
@@ -124,7 +173,7 @@ def create_server(settings: DatasetSettings) -> DatasetServer:
         sqlite_busy_timeout_seconds=settings.sqlite_busy_timeout_seconds,
     )
     migrate(engine)
-    blobs = BlobStore(settings.blob_path, settings.cache_path)
+    blobs = BlobStore(settings.blob_path, settings.cache_path, settings.min_free_bytes, settings.max_upload_bytes)
     blobs.remove_stale_temp_files(settings.stale_temp_seconds)
     db = Database(engine, settings.write_retries)
 
@@ -136,10 +185,23 @@ def create_server(settings: DatasetSettings) -> DatasetServer:
     peers = Peers(settings)
     tagging = Tagging(settings, db, blobs, peers)
     features = FeatureCache(settings, db, blobs, peers)
-    worker = BackgroundWorker(settings, db, [tagging, features]) if settings.background_work else None
-    if worker is not None and worker.lanes:  # thumbnails are made alongside the other background work
+    hashing = HashWork(db, blobs, settings.image_limits)
+    worker = BackgroundWorker(settings, db, [tagging, features, hashing]) if settings.background_work else None
+    # Thumbnails are made alongside the model services' background work (the
+    # hash lane, which runs in this process, does not count).
+    if worker is not None and any(lane.work is not hashing for lane in worker.lanes):
         blobs.warm_thumbnails(images_service.THUMBNAIL_DEFAULT)
     scorer = Scorer(settings, db, peers) if settings.background_work else None
+    index = VectorIndex(db, settings.similar_max_vectors, settings.similar_sync_seconds)
+    grouping = GroupingSettings(
+        settings.duplicate_hash_distance,
+        settings.duplicate_min_similarity,
+        settings.duplicate_neighbour_similarity,
+        settings.duplicate_min_alignment,
+        settings.duplicate_batch_images,
+        settings.duplicate_neighbours,
+    )
+    finder = DuplicateFinder(db, index, grouping, settings.work_poll_seconds) if settings.background_work else None
     services = resource_services(
         settings,
         db,
@@ -148,5 +210,8 @@ def create_server(settings: DatasetSettings) -> DatasetServer:
         features,
         on_new_image=worker.wake if worker is not None else lambda: None,
         on_new_model=scorer.wake if scorer is not None else lambda: None,
+        index=index,
     )
-    return DatasetServer(settings, db, tagging, features, services, worker, scorer)
+    server = DatasetServer(settings, db, tagging, features, services, worker, scorer, finder)
+    server.watch_storage(blobs)
+    return server

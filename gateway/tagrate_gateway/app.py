@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -20,7 +21,7 @@ from tagrate_common.logging import new_request_id, request_id_var
 from tagrate_common.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from tagrate_common.protos import rater_pb2_grpc, tagger_pb2_grpc, trainer_pb2_grpc
 
-from .auth import Authenticator, document_access
+from .auth import Authenticator, ProxyTrust, document_access
 from .config import BACKENDS, GatewaySettings
 from .docs import install_docs
 from .errors import install_error_handlers, internal_error_response
@@ -35,6 +36,7 @@ from .routes import (
     ops,
     owned_tags,
     ratings,
+    similar,
     tags,
     training,
     ui,
@@ -101,7 +103,10 @@ class RequestContextMiddleware:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 started, status = True, message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_RESPONSE_HEADER] = request_id
+                headers = MutableHeaders(scope=message)
+                headers[REQUEST_ID_RESPONSE_HEADER] = request_id
+                # No answer of the gateway is ever to be content-sniffed.
+                headers.setdefault("X-Content-Type-Options", "nosniff")
             await send(message)
 
         try:
@@ -146,6 +151,12 @@ def _mark_required(parameter: dict[str, Any]) -> None:
         schema["type"] = "string"
 
 
+INSUFFICIENT_STORAGE_RESPONSE = {
+    "description": "The server's disk is (nearly) full (`insufficient_storage`); nothing was stored.",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+}
+
+
 def _tidy_openapi(app: FastAPI) -> None:
     """Makes the generated schema say what the gateway does. FastAPI
     documents a 422 on every route with parameters; the gateway never
@@ -159,6 +170,9 @@ def _tidy_openapi(app: FastAPI) -> None:
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
                     operation.get("responses", {}).pop("422", None)
+                    if '"binary"' in json.dumps(operation.get("requestBody", {})):
+                        # An upload can find the disk full (TAGRATE_MIN_FREE_BYTES).
+                        operation["responses"].setdefault("507", INSUFFICIENT_STORAGE_RESPONSE)
                     for parameter in operation.get("parameters", []):
                         _mark_required(parameter)
             for name in ("HTTPValidationError", "ValidationError"):
@@ -194,6 +208,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     install_error_handlers(app)
     use_internal_token(settings.internal_token_value())  # every backend call carries it
     app.state.auth = Authenticator(settings, app.state.backends["dataset"])
+    app.state.proxies = ProxyTrust(settings.trusted_proxy_networks)
     if not app.state.auth.enabled:
         log.warning(
             "ACCESS CONTROL IS OFF (GATEWAY_AUTH=%s, listening on %s): anyone who can reach the gateway can "
@@ -216,7 +231,20 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         max_age=CORS_MAX_AGE_SECONDS,
     )
     app.add_middleware(RequestContextMiddleware, trust_request_id=settings.trust_request_id)
-    for module in (images, users, collection, datasets, tags, ratings, training, ops, access, albums, global_model):
+    for module in (
+        images,
+        users,
+        collection,
+        datasets,
+        tags,
+        ratings,
+        training,
+        ops,
+        access,
+        albums,
+        global_model,
+        similar,
+    ):
         app.include_router(module.router)
     app.include_router(owned_tags.router)
     app.include_router(ui.router)  # the browser UI at / (not part of the API schema)

@@ -19,12 +19,16 @@ its body, so a refused request changes nothing and costs no backend work.
   the ``Authorization`` header.
 
 Credentials are ``Authorization: Bearer <token>`` or the ``tagrate_session``
-cookie set by /login (HttpOnly, SameSite=Strict; an unsafe method through a
-cookie must also carry a same-origin ``Origin``). Tokens are verified by
+cookie set by /login: a random session id stored (hashed) by the dataset
+service, never the token; /logout and revoking the token end it (HttpOnly,
+SameSite=Strict; an unsafe method through a cookie must also carry a
+same-origin ``Origin``). Tokens are verified by
 the dataset service by their SHA-256 hash and cached here for
 ``GATEWAY_AUTH_CACHE_SECONDS``, so a revocation on another replica takes
 effect within that time (on this replica at once). Failed token uses and
-logins are limited per client address (``GATEWAY_AUTH_FAILURES_PER_MINUTE``).
+logins are limited per client address (``GATEWAY_AUTH_FAILURES_PER_MINUTE``;
+the address is the TCP peer unless it is a ``GATEWAY_TRUSTED_PROXIES``
+proxy); a valid token is never refused by the limiter (see clients.py).
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import secrets
 import time
-from collections import deque
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,7 +48,17 @@ from fastapi import Depends, Request
 
 from tagrate_common import validation
 from tagrate_common.errors import NotFound, TagrateError
-from tagrate_common.protos import tokens_pb2
+from tagrate_common.protos import sessions_pb2, tokens_pb2
+
+from .clients import FailureLimiter, ProxyTrust, TooManyFailures, client_address, forwarded, request_is_https
+
+__all__ = [  # the client-address helpers live in clients.py; routes import them from here
+    "FailureLimiter",
+    "ProxyTrust",
+    "TooManyFailures",
+    "client_address",
+    "request_is_https",
+]
 
 if TYPE_CHECKING:
     from tagrate_common.grpc_client import AsyncBackend
@@ -54,12 +68,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("tagrate_gateway.auth")
 
 SESSION_COOKIE = "tagrate_session"
+# The cookie's session id: 256 random bits (the token itself never goes into a cookie).
+SESSION_ID_BYTES = 32
 # An admin token set by hand must be as hard to guess as a generated one
 # (22 URL-safe characters carry 128 bits).
 MIN_ADMIN_TOKEN_CHARS = 22
 # Verified tokens kept at most; the cache starts over when it is full.
 MAX_CACHED_TOKENS = 10_000
-FAILURE_WINDOW_SECONDS = 60.0
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -75,13 +90,6 @@ class Forbidden(TagrateError):
     grpc_status = grpc.StatusCode.PERMISSION_DENIED
     http_status = 403
     default_code = "forbidden"
-
-
-class TooManyFailures(TagrateError):
-    kind = "resource_exhausted"
-    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
-    http_status = 429
-    default_code = "too_many_requests"
 
 
 @dataclass(frozen=True)
@@ -105,6 +113,16 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def private_to(owner: str | None) -> bool:
+    """Whether data belonging to ``owner`` (a user name; None: nobody's)
+    must be hidden from the current caller: a user token sees only its own
+    user's entries, admin (and access control off) sees everything."""
+    caller = _caller_var.get()
+    if caller is None or caller.admin:
+        return False
+    return owner != caller.user
+
+
 def scoped_user(value: str | None, param: str = "user") -> str | None:
     """The ``user`` parameter as the current caller may use it: unchanged
     for admin (or with access control off), the caller's own name when
@@ -120,38 +138,6 @@ def scoped_user(value: str | None, param: str = "user") -> str | None:
     if value.strip() != caller.user:
         raise Forbidden(f"this token acts only for user {caller.user!r}, not {value.strip()[:64]!r}")
     return value
-
-
-class FailureLimiter:
-    """Failed credential uses per client address in a sliding minute."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self._failures: dict[str, deque[float]] = {}
-
-    def _recent(self, address: str, now: float) -> deque[float] | None:
-        failures = self._failures.get(address)
-        if failures is None:
-            return None
-        while failures and failures[0] <= now - FAILURE_WINDOW_SECONDS:
-            failures.popleft()
-        if not failures:
-            del self._failures[address]
-            return None
-        return failures
-
-    def check(self, address: str) -> None:
-        """429 when ``address`` used up its failures for this minute."""
-        now = time.monotonic()
-        failures = self._recent(address, now)
-        if failures is not None and len(failures) >= self.per_minute:
-            retry = max(1, int(failures[0] + FAILURE_WINDOW_SECONDS - now) + 1)
-            raise TooManyFailures(f"too many failed logins or token uses from this address; retry in {retry} seconds")
-
-    def fail(self, address: str) -> None:
-        if len(self._failures) > MAX_CACHED_TOKENS:  # a flood of addresses: forget the oldest state
-            self._failures.clear()
-        self._failures.setdefault(address, deque()).append(time.monotonic())
 
 
 class Authenticator:
@@ -189,13 +175,14 @@ class Authenticator:
             caller = cached[0]
             if caller.expires_at is None or caller.expires_at > datetime.now(UTC):
                 return caller if caller.via_cookie == via_cookie else _with_cookie(caller, via_cookie)
-        self.limiter.check(address)
         try:
             reply = await self.dataset.stub.tokens.AuthenticateToken(
                 tokens_pb2.AuthenticateTokenRequest(token_sha256=digest)
             )
         except NotFound:
-            self.limiter.fail(address)
+            # Checked only now: a valid token is never refused, whatever
+            # others sent from the same address.
+            self.failed(address)
             raise Unauthorized("the token is not valid (unknown, revoked or expired)") from None
         caller = Caller(
             user=reply.user if reply.HasField("user") else None,
@@ -210,7 +197,70 @@ class Authenticator:
             self._cache[digest] = (caller, now + self.cache_seconds)
         return caller
 
+    async def start_session(self, caller: Caller, max_age_seconds: int) -> str:
+        """A new browser session acting for ``caller`` (verified just now):
+        its random id, of which the dataset service stores only the hash."""
+        session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
+        request = sessions_pb2.CreateSessionRequest(
+            session_sha256=token_digest(session_id), max_age_seconds=max(0, max_age_seconds)
+        )
+        if caller.token_id is not None:
+            request.token_id = caller.token_id
+        elif self._admin_digest is not None:
+            request.bootstrap_check = token_digest(self._admin_digest)
+        else:  # access control off: nothing to remember
+            return session_id
+        await self.dataset.stub.sessions.CreateSession(request)
+        return session_id
+
+    async def verify_session(self, session_id: str, address: str) -> Caller:
+        """The caller a session cookie stands for; 401 for an unknown,
+        ended or expired session (counted as a failure)."""
+        digest = token_digest(session_id)
+        now = time.monotonic()
+        cached = self._cache.get("s:" + digest)
+        if cached is not None and cached[1] > now:
+            caller = cached[0]
+            if caller.expires_at is None or caller.expires_at > datetime.now(UTC):
+                return caller
+        try:
+            reply = await self.dataset.stub.sessions.AuthenticateSession(
+                sessions_pb2.AuthenticateSessionRequest(session_sha256=digest)
+            )
+        except NotFound:
+            self.failed(address)
+            raise Unauthorized(
+                "the session has ended (logged out, its token revoked, or expired); log in again"
+            ) from None
+        if not reply.HasField("token_id") and (
+            self._admin_digest is None
+            or not hmac.compare_digest(reply.bootstrap_check, token_digest(self._admin_digest))
+        ):
+            self.failed(address)
+            raise Unauthorized("the session's admin token is no longer configured; log in again")
+        caller = Caller(
+            user=reply.user if reply.HasField("user") else None,
+            admin=reply.admin,
+            token_id=reply.token_id if reply.HasField("token_id") else None,
+            expires_at=reply.expires_at.ToDatetime(UTC) if reply.HasField("expires_at") else None,
+            via_cookie=True,
+        )
+        if self.cache_seconds > 0:
+            if len(self._cache) >= MAX_CACHED_TOKENS:
+                self._cache.clear()
+            self._cache["s:" + digest] = (caller, now + self.cache_seconds)
+        return caller
+
+    async def end_session(self, session_id: str) -> None:
+        digest = token_digest(session_id)
+        self._cache.pop("s:" + digest, None)
+        if self.enabled:
+            await self.dataset.stub.sessions.DeleteSession(sessions_pb2.DeleteSessionRequest(session_sha256=digest))
+
     def failed(self, address: str) -> None:
+        """Counts a failed attempt from ``address``: 429 once it has failed
+        too often this minute, else the caller raises its 401."""
+        self.limiter.check(address)
         self.limiter.fail(address)
 
 
@@ -218,17 +268,8 @@ def _with_cookie(caller: Caller, via_cookie: bool) -> Caller:
     return Caller(caller.user, caller.admin, caller.token_id, caller.expires_at, via_cookie)
 
 
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
-def request_is_https(request: Request) -> bool:
-    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
-    return request.url.scheme == "https" or forwarded == "https"
-
-
 def _own_origin(request: Request) -> str:
-    host = request.headers.get("x-forwarded-host") or request.headers.get("host", "")
+    host = forwarded(request, "x-forwarded-host") or request.headers.get("host", "")
     return f"{'https' if request_is_https(request) else 'http'}://{host.split(',')[0].strip()}".lower()
 
 
@@ -259,13 +300,12 @@ async def authenticate(request: Request) -> Caller:
     if header is not None:
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            auth.limiter.check(address)
             auth.failed(address)
             raise Unauthorized("send the token as 'Authorization: Bearer <token>'")
         return await auth.verify(token.strip(), address)
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        caller = await auth.verify(cookie, address, via_cookie=True)
+        caller = await auth.verify_session(cookie, address)
         if request.method in UNSAFE_METHODS:
             check_same_site(request, auth.allowed_origins)
         return caller

@@ -12,6 +12,7 @@ wrong type is a 400 naming the problem, never FastAPI's 422.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -68,7 +69,7 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-async def _read_small_body(request: Request, limit: int) -> bytes:
+async def read_small_body(request: Request, limit: int) -> bytes:
     body = bytearray()
     try:
         async for chunk in request.stream():
@@ -85,13 +86,48 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     return pairs
 
 
-def _json_pairs(body: bytes) -> list[tuple[str, Value]]:
+# JSON nested deeper than this is refused before it is parsed: the parser
+# recurses once per level (1,000 levels were a RecursionError, a 500).
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def json_depth_ok(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``body`` nests arrays/objects at most ``limit`` deep. Linear
+    and recursion-free: strings are cut out first, then brackets counted."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return True
+    depth = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub(b"", body)):
+        if bracket in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return False
+        else:
+            depth -= 1
+    return True
+
+
+def parse_json_pairs(body: bytes) -> list[tuple[str, Any]]:
+    """A JSON object body as its (key, value) pairs in order, repeats kept.
+    400 (``malformed_json``) for anything but UTF-8 JSON text holding one
+    object, or nested deeper than :data:`MAX_JSON_DEPTH`."""
+    if not json_depth_ok(body):
+        raise InvalidArgument(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels", "malformed_json")
     try:
         document = json.loads(body.decode("utf-8"), object_pairs_hook=_unique_keys)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except UnicodeDecodeError:
+        raise InvalidArgument("the JSON body is not valid UTF-8", "malformed_json") from None
+    except (ValueError, RecursionError) as exc:
         raise InvalidArgument(f"the JSON body is malformed: {str(exc)[:120]}", "malformed_json") from None
     if not isinstance(document, list) or not all(isinstance(pair, tuple) for pair in document):
         raise InvalidArgument("the JSON body must be an object of named parameters", "malformed_json")
+    return document
+
+
+def _json_pairs(body: bytes) -> list[tuple[str, Value]]:
+    document = parse_json_pairs(body)
     pairs: list[tuple[str, Value]] = []
     for key, value in document:
         # bool is an int in Python; a JSON true is never a name or a rating.
@@ -121,9 +157,9 @@ async def post_fields(request: Request, settings: GatewaySettings, accept_json: 
                 "not a JSON body",
                 "json_not_accepted",
             )
-        pairs += _json_pairs(await _read_small_body(request, limit))
+        pairs += _json_pairs(await read_small_body(request, limit))
     elif media_type == URLENCODED_MEDIA_TYPE:
-        body = await _read_small_body(request, limit)
+        body = await read_small_body(request, limit)
         try:
             pairs += parse_qsl(body.decode("utf-8"), keep_blank_values=True)
         except UnicodeDecodeError:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -84,6 +85,12 @@ class GatewaySettings(CommonSettings):
         ge=1,
         description="Failed logins and failed token uses allowed per client address in a minute; more: 429.",
     )
+    trusted_proxies: str = Field(
+        "",
+        description="Comma-separated CIDRs (`10.0.0.0/8,fd00::/8`) of reverse proxies whose `X-Forwarded-For`, "
+        "`X-Forwarded-Host` and `X-Forwarded-Proto` are believed; from any other peer those headers are ignored "
+        "(the client address is the TCP peer). Empty: no proxy is trusted. Set it to the proxy's address range.",
+    )
     max_form_field_bytes: int = Field(64 * KiB, gt=0, description="Size limit of one non-file multipart form field.")
 
     # Uploads: spooled (1 MiB of a file in memory, the rest on disk) and
@@ -119,6 +126,18 @@ class GatewaySettings(CommonSettings):
     def cors_origin_list(self) -> list[str]:
         """The allowed origins, trimmed, empty items dropped."""
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        """GATEWAY_TRUSTED_PROXIES parsed; a malformed item is a start-up error naming it."""
+        networks = []
+        for item in self.trusted_proxies.split(","):
+            if item.strip():
+                try:
+                    networks.append(ip_network(item.strip(), strict=False))
+                except ValueError:
+                    raise ValueError(f"GATEWAY_TRUSTED_PROXIES: {item.strip()!r} is not a CIDR") from None
+        return tuple(networks)
 
     @property
     def auth_enabled(self) -> bool:

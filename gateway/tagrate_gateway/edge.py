@@ -273,6 +273,9 @@ def uvicorn_config(app: Any, settings: GatewaySettings, **overrides: Any) -> uvi
         "host": settings.host,
         "port": settings.port,
         "log_config": None,
+        # X-Forwarded-* are believed only from GATEWAY_TRUSTED_PROXIES (auth.client_address),
+        # never by uvicorn's own rule (which trusts any local peer).
+        "proxy_headers": False,
         "http": protocol_class(EdgeLimits.from_settings(settings)),
     }
     values.update(overrides)

@@ -80,6 +80,9 @@ class AddedRating(BaseModel):
     rating: float
     new_image: bool = Field(description="Whether the image was stored by this request.")
     new_user: bool = Field(description="Whether the user was created by this request.")
+    near_duplicate_of: str | None = Field(
+        None, description="A stored image that is a near-duplicate of this new one (perceptual hash), else null."
+    )
 
 
 # ---- collection management ----
@@ -120,6 +123,9 @@ class AddedImage(BaseModel):
     filename: str = Field(description="The stored image name (the original's field name).")
     image: str = Field(description="The stored image name: sha256 of the bytes and the detected format.")
     new_image: bool = Field(description="Whether the image was stored by this request (false: already stored).")
+    near_duplicate_of: str | None = Field(
+        None, description="A stored image that is a near-duplicate of this new one (perceptual hash), else null."
+    )
 
 
 class AddedBulkImage(BaseModel):
@@ -127,6 +133,9 @@ class AddedBulkImage(BaseModel):
 
     image: str
     new_image: bool
+    near_duplicate_of: str | None = Field(
+        None, description="A stored image that is a near-duplicate of this new one (perceptual hash), else null."
+    )
 
 
 class AddedImages(BaseModel):
@@ -359,7 +368,8 @@ class Readiness(BaseModel):
 
     ready: bool
     services: dict[str, str] = Field(
-        description="Each backend's gRPC health status (`SERVING`, `NOT_CONFIGURED`, or why not)."
+        description="Each backend's gRPC health status (`SERVING`, `NOT_CONFIGURED`, or why not); "
+        "`storage: LOW_DISK` when the dataset service's disk is below TAGRATE_MIN_FREE_BYTES."
     )
 
 

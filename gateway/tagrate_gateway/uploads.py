@@ -37,6 +37,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from tagrate_common import validation
 from tagrate_common.errors import InvalidArgument, PayloadTooLarge, TagrateError, Unavailable
+from tagrate_common.files import out_of_space
 from tagrate_common.images import ImageLimits, check_header, check_size, naming_file
 from tagrate_common.protos import common_pb2
 
@@ -298,8 +299,12 @@ class _PartCollector:
         try:
             value = self._data.decode(self.charset)
         except UnicodeDecodeError:
+            # Usually a file sent without a file name (an empty or missing
+            # filename=): say so rather than blame the encoding alone.
             raise InvalidArgument(
-                f"the form field '{self._name}' is not valid {self.charset}", "invalid_encoding"
+                f"the form field '{self._name[:64]}' is not valid {self.charset} text; a file must be sent as a "
+                'file part with a non-empty filename (Content-Disposition: form-data; name="..."; filename="...")',
+                "invalid_encoding",
             ) from None
         self.form.fields.append((self._name, value))
 
@@ -370,6 +375,12 @@ async def parse_multipart(
     except ClientDisconnect:
         collector.close()
         raise InvalidArgument("the request body was cut off before it ended", "incomplete_body") from None
+    except OSError as exc:  # spooling a file to disk (GATEWAY_SPOOL_DIR)
+        collector.close()
+        full = out_of_space(exc)
+        if full is None:
+            raise
+        raise full from None
     except BaseException:
         collector.close()
         raise

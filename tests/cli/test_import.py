@@ -183,3 +183,21 @@ def test_server_refusals_name_the_file_and_the_rest_is_stored(server, tmp_path, 
     assert "415" in summary["failed"][0]["reason"]
     assert "broken.jpg" in result.stdout
     assert ratings_of(server.url, "frank") == {name_of(photos[1]): 0.4}
+
+
+def test_import_reports_the_near_duplicates_it_met(server, tmp_path, write_files):
+    from tests.similar.photos import original, variant
+
+    root = write_files(
+        {
+            "1-coffee.jpg": original("coffee"),
+            "2-coffee-copy.png": variant("coffee", "png"),
+            "3-rocket.jpg": original("rocket"),
+        }
+    )
+    result, summary = run_import(server.url, tmp_path, str(root), "--concurrency", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert summary["images_added"] == 3
+    [near] = summary["near_duplicates"]
+    assert near["where"].endswith("2-coffee-copy.png") and near["near_duplicate_of"] == name_of(original("coffee"))
+    assert "near-duplicates of stored images (1" in result.stdout

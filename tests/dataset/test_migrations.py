@@ -21,6 +21,9 @@ TABLES = {
     "image_taggings",
     "image_tags",
     "image_features",
+    "image_hashes",
+    "duplicate_pairs",
+    "not_duplicates",
     "trained_snapshots",
     "work_items",
     "access_tokens",
@@ -37,6 +40,7 @@ TABLES = {
     "tag_implied",
     "taught_tags",
     "taught_image_tags",
+    "browser_sessions",
 }
 
 

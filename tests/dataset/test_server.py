@@ -12,6 +12,8 @@ from tagrate_common.protos import (
     images_pb2,
     library_pb2,
     ratings_pb2,
+    sessions_pb2,
+    similar_pb2,
     tags_pb2,
     tokens_pb2,
     training_data_pb2,
@@ -32,6 +34,8 @@ RESOURCE_PROTOS = [
     training_data_pb2,
     tokens_pb2,
     albums_pb2,
+    sessions_pb2,
+    similar_pb2,
 ]
 
 

@@ -48,7 +48,9 @@ class GatewayServer:
     def __init__(self, settings: GatewaySettings, app: FastAPI | None = None) -> None:
         self.settings = settings
         self.app = app or create_app(settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=settings.port, log_config=None, lifespan="on")
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=settings.port, log_config=None, lifespan="on", proxy_headers=False
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="test-gateway", daemon=True)
 

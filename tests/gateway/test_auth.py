@@ -17,13 +17,14 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from ipaddress import ip_network
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tagrate_gateway.auth import SESSION_COOKIE, Access, api_routes, route_access
+from tagrate_gateway.auth import SESSION_COOKIE, Access, ProxyTrust, api_routes, route_access
 from tests.imagefactory import make_image
 
 from .stack import Stack, start_stack, stored_name
@@ -305,9 +306,19 @@ def test_cookie_sessions_refuse_cross_site_changes(stack) -> None:
 
 def test_login_cookie_is_secure_behind_https(stack) -> None:
     stack, tokens, _ = stack
+    https = {"X-Forwarded-Proto": "https"}
     with httpx.Client(base_url=stack.url, timeout=30) as http:
-        login = http.post("/login", json={"token": tokens.alice}, headers={"X-Forwarded-Proto": "https"})
-        assert login.status_code == 200 and "secure" in login.headers["set-cookie"].lower()
+        # From a peer that is no trusted proxy the header is ignored.
+        login = http.post("/login", json={"token": tokens.alice}, headers=https)
+        assert login.status_code == 200 and "secure" not in login.headers["set-cookie"].lower()
+        app = stack.gateway.app
+        before = app.state.proxies
+        app.state.proxies = ProxyTrust((ip_network("127.0.0.1/32"),))
+        try:
+            login = http.post("/login", json={"token": tokens.alice}, headers=https)
+            assert login.status_code == 200 and "secure" in login.headers["set-cookie"].lower()
+        finally:
+            app.state.proxies = before
 
 
 def test_only_hashes_in_the_database_and_tokens_listed_without_secrets(stack) -> None:

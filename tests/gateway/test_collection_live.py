@@ -240,7 +240,11 @@ def test_delete_during_background_tagging_with_a_real_tagger(tmp_path: Path, cap
 
         state = wait_for("the queue to drain", drained, DRAIN_TIMEOUT, interval=0.2)
         # Nothing failed or parked; the embed work (no rater here) is owed for the kept images only.
-        assert state["work"] == {"tag": {"pending": 0, "failed": 0}, "embed": {"pending": len(kept), "failed": 0}}
+        assert state["work"] == {
+            "tag": {"pending": 0, "failed": 0},
+            "embed": {"pending": len(kept), "failed": 0},
+            "hash": {"pending": 0, "failed": 0},
+        }
         assert state["failed_work"] == []
         assert {(u["user"], u["ratings"]) for u in state["users"]} == {("alice", len(kept)), ("bob", 0)}
 

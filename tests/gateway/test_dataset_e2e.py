@@ -41,14 +41,25 @@ def test_rating_flow(stack):
             "valid": True,
             "users": [],
             "untagged_images": 0,
-            "work": {"tag": {"pending": 0, "failed": 0}, "embed": {"pending": 0, "failed": 0}},
+            "work": {
+                "tag": {"pending": 0, "failed": 0},
+                "embed": {"pending": 0, "failed": 0},
+                "hash": {"pending": 0, "failed": 0},
+            },
             "failed_work": [],
             "pending_predictions": 0,
         }
 
         first = add_rating(http, jpeg, "alice", "0.8", "holiday photo.jpg")
         assert first.status_code == 200, first.text
-        assert first.json() == {"image": jpeg_name, "user": "alice", "rating": 0.8, "new_image": True, "new_user": True}
+        assert first.json() == {
+            "image": jpeg_name,
+            "user": "alice",
+            "rating": 0.8,
+            "new_image": True,
+            "new_user": True,
+            "near_duplicate_of": None,
+        }
         # The same bytes under another client file name are the same image.
         assert add_rating(http, jpeg, "1234567890", "0.3", "other.jpg").json() == {
             "image": jpeg_name,
@@ -56,11 +67,19 @@ def test_rating_flow(stack):
             "rating": 0.3,
             "new_image": False,
             "new_user": True,
+            "near_duplicate_of": None,
         }
         assert add_rating(http, png, "alice", "0.2").json()["new_image"] is True
         assert add_rating(http, gif, "1234567890", "1").json()["image"] == gif_name
         updated = add_rating(http, jpeg, "alice", "0.9").json()
-        assert updated == {"image": jpeg_name, "user": "alice", "rating": 0.9, "new_image": False, "new_user": False}
+        assert updated == {
+            "image": jpeg_name,
+            "user": "alice",
+            "rating": 0.9,
+            "new_image": False,
+            "new_user": False,
+            "near_duplicate_of": None,
+        }
 
         whole = http.get("/getuserdata", params={"user": "alice", "sort": "rating-desc"}).json()
         assert set(whole) == {"user", "images", "total"}

@@ -227,6 +227,9 @@ def _block_port_until_crash_loop(stack: RunStack, victim: str) -> Callable[[], N
 
 
 def test_a_second_group_on_the_same_ports_is_refused(stack: RunStack, tmp_path: Path) -> None:
+    # Once up, the first group said where it is and how to fill it.
+    assert f"tagrate is running: {stack.url}" in stack.log()
+    assert f"import a folder of images: .venv/bin/tagrate --url {stack.url} import DIR" in stack.log()
     with http(stack) as client:
         added = client.post(
             "/addrating",

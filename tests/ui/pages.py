@@ -15,6 +15,7 @@ from pathlib import Path
 RESOURCE_ERROR = re.compile(r"Failed to load resource: the server responded with a status of (\d{3})")
 
 PHONE = {"width": 360, "height": 740}
+PHONE_390 = {"width": 390, "height": 844}  # a current phone (issue 22's size)
 DESKTOP = {"width": 1280, "height": 800}
 
 
@@ -41,9 +42,10 @@ class Recorder:
 
 
 @contextmanager
-def ui_page(browser, base_url: str, viewport: dict[str, int] = DESKTOP) -> Iterator:
-    """A fresh browser context (own cookies and storage) and page on ``base_url``."""
-    context = browser.new_context(base_url=base_url, viewport=viewport)
+def ui_page(browser, base_url: str, viewport: dict[str, int] = DESKTOP, **options) -> Iterator:
+    """A fresh browser context (own cookies and storage) and page on
+    ``base_url``; ``options`` go to the context (``color_scheme``, ``has_touch``)."""
+    context = browser.new_context(base_url=base_url, viewport=viewport, **options)
     context.set_default_timeout(20_000)
     page = context.new_page()
     recorder = Recorder()

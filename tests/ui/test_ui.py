@@ -23,6 +23,7 @@ pytestmark = pytest.mark.slow
 
 ALICE_IMAGES = 65  # more than one page of 60: paging and ←/→ across the boundary
 LEVELS = [k / 6 for k in range(7)]
+RANKS = ["F", "D", "C", "B", "A", "S", "SS"]  # the original's ranks, level k = rating k/6
 
 
 def wait_for(check, timeout: float = 120.0, what: str = "condition"):
@@ -106,7 +107,9 @@ def test_sign_in_library_paging_and_filters(browser, seeded, run_stack, screensh
         assert tiles.count() == 60
         assert [tiles.nth(i).get_attribute("data-image") for i in range(60)] == [i["image"] for i in expected["images"]]
         first = expected["images"][0]
-        assert tiles.nth(0).locator(".badge").inner_text() == f"★ {first['rating']:.2f}"
+        badge = tiles.nth(0).locator(".badge.rank")
+        assert badge.inner_text() == RANKS[round(first["rating"] * 6)]
+        assert badge.get_attribute("title") == f"{RANKS[round(first['rating'] * 6)]} ({first['rating']:.2f})"
         assert page.locator("#page-info").inner_text() == f"Page 1 of 2 · {ALICE_IMAGES} images"
         page.wait_for_function(
             "[...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)"
@@ -136,7 +139,8 @@ def test_sign_in_library_paging_and_filters(browser, seeded, run_stack, screensh
         tag = tags["tags"][tags["counts"].index(max(tags["counts"]))]
         page.fill("#filter", tag[:3])
         page.wait_for_function(
-            "t => [...document.querySelectorAll('#tag-suggestions option')].some(o => o.value === t)", arg=tag
+            "t => [...document.querySelectorAll('#tag-suggestions [role=option]')].some(o => o.dataset.tag === t)",
+            arg=tag,
         )
         page.fill("#filter", tag)
         page.press("#filter", "Enter")
@@ -156,12 +160,14 @@ def test_sign_in_library_paging_and_filters(browser, seeded, run_stack, screensh
             page.wait_for_selector(".empty:has-text('No images match')")
         assert with_tag["total"] + without["total"] == ALICE_IMAGES
 
-        # An unknown user gets an empty state, not an error.
+        # A user who has not rated yet sees the library (every stored image, unrated).
         page.click("#switch-user")
         page.fill("#user-name", "newcomer")
         page.press("#user-name", "Enter")
-        page.wait_for_selector(".empty:has-text('newcomer has no ratings yet')")
-        shoot(page, screenshots, "library-empty-360")
+        page.wait_for_url("**rated=all**")
+        wait_for_tiles(page, [i["image"] for i in listing(api, "newcomer", page=1, limit=60, rated="all")["images"]])
+        assert page.locator("#grid .badge.rank").count() == 0
+        shoot(page, screenshots, "library-newcomer-360")
     assert page.recorder.statuses == [404, 404] or set(page.recorder.statuses) <= {404}
 
 
@@ -190,13 +196,16 @@ def test_viewer_rates_with_keys_and_clicks_and_crosses_pages(browser, seeded, ru
 
         # Key 3 = the third level, 2/6: /getuserdata reports exactly that.
         page.keyboard.press("3")
-        page.wait_for_selector("#viewer-message:has-text('Rated 0.33')")
+        page.wait_for_selector("#viewer-message:has-text('Rated C.')")
         assert rating_of(api, "alice", last_of_page_one) == pytest.approx(2 / 6)
         assert page.locator(".level[data-level='3']").get_attribute("aria-pressed") == "true"
-        assert page.locator("#my-rating").inner_text() == "0.33"
-        # A click on the seventh level: 1.
+        assert page.locator(".level[data-level='3']").inner_text() == "C"
+        assert page.locator("#my-rating").inner_text() == "C"
+        assert page.locator("#my-rating").get_attribute("title") == "C (0.33)"
+        page.wait_for_selector(".toast:has-text('Saved: C.')")
+        # A click on the seventh level, SS: 1.
         page.click(".level[data-level='7']")
-        page.wait_for_selector("#my-rating:text-is('1.00')")
+        page.wait_for_selector("#my-rating:text-is('SS')")
         assert rating_of(api, "alice", last_of_page_one) == 1.0
 
         # → goes past the page boundary to the first image of page 2, ← back.
@@ -213,7 +222,7 @@ def test_viewer_rates_with_keys_and_clicks_and_crosses_pages(browser, seeded, ru
         assert last_of_page_one not in [i["image"] for i in listing(api, "alice", rated="yes")["images"]]
         assert rating_of(api, "alice", last_of_page_one) is None
         page.keyboard.press("5")  # rated again, from the keyboard
-        page.wait_for_selector("#my-rating:text-is('0.67')")
+        page.wait_for_selector("#my-rating:text-is('A')")
         assert rating_of(api, "alice", last_of_page_one) == pytest.approx(4 / 6)
 
         # Delete (admin, with access control off everyone is): gone from the API.
@@ -314,14 +323,18 @@ def test_my_model_trains_with_live_progress(browser, seeded, run_stack, screensh
 
         page.click("#train")
         page.wait_for_selector("#train-state:has-text('Training')")
-        seen = set()
+        seen: list[str] = []
         deadline = time.monotonic() + 240
         while "finished" not in (text := page.locator("#train-state").inner_text()):
-            seen.add(text)
+            if not seen or seen[-1] != text:
+                seen.append(text)
             assert time.monotonic() < deadline, f"training never finished: {text}"
             assert "failed" not in text, text
             time.sleep(0.1)
-        assert any(t.startswith("Training: ") and "%" in t for t in seen), seen
+        assert any(t.startswith("Training your model: ") and "%" in t for t in seen), seen
+        # One overall progress that never goes back (no per-phase epochs).
+        shown = [int(t.split(": ")[1].split("%")[0]) for t in seen if t.startswith("Training your model: ")]
+        assert shown == sorted(shown) and not any("epoch" in t for t in seen), seen
         page.wait_for_selector("#model-metrics")
         assert page.locator("#model-state").inner_text().startswith("Up to date")
         assert page.locator("#stop-training").is_hidden()  # only while a training runs
@@ -331,13 +344,13 @@ def test_my_model_trains_with_live_progress(browser, seeded, run_stack, screensh
         assert cells.nth(1).inner_text() == f"{metrics['mean_spearman']:.2f}"
         shoot(page, screenshots, "model-1280")
 
-        # Already up to date: the trainer's 409 is shown in its own words.
+        # Already up to date: a plain sentence, not the API's text ("...pass force=true").
         refusal = api.post("/trainuser", data={"user": "carol"})
         assert refusal.status_code == 409, refusal.text
         page.click("#train")
-        page.wait_for_function(
-            "t => document.querySelector('#train-state').textContent === t", arg=refusal.json()["error"]
-        )
+        page.wait_for_selector("#train-state:has-text('already up to date')")
+        text = page.locator("#train-state").inner_text()
+        assert "all 40 of your ratings" in text and "force" not in text and "null" not in page.inner_text("main")
     after = api.get("/getstats", params={"user": "carol"}).json()
     assert after["RaterNNP_up_to_date"] is True and after["model"]["trained_on_ratings"] == 40
     assert 409 in page.recorder.statuses
@@ -359,7 +372,10 @@ def test_admin_users_work_and_retag(browser, seeded, run_stack, screenshots):
         users = [u["user"] for u in api.get("/verifydatasets").json()["users"]]
         shown = page.locator("#user-table tbody tr td:first-child").all_inner_texts()
         assert shown == users and "alice" in shown
-        page.wait_for_selector("#tokens p, #tokens form")
+        # Access control is off: no tokens offered, and nobody is "(admin)".
+        page.wait_for_selector("#tokens #access-off")
+        assert page.locator("#token-form").count() == 0
+        assert "(admin)" not in page.locator("#who").inner_text()
         page.click("#retag")
         page.wait_for_selector("#retag-message:has-text(' with ')")
         assert page.locator("#retag-message").inner_text().startswith("Tagged 0 images with ")

@@ -85,7 +85,7 @@ def test_albums_screen_create_reorder_remove_and_step_through(browser, album_api
         page.wait_for_function("() => (document.querySelector('#position') || {}).textContent === '2 of 2'")
         assert "album=" in page.url
         page.keyboard.press("7")
-        page.wait_for_function("() => (document.querySelector('#my-rating') || {}).textContent === '1.00'")
+        page.wait_for_function("() => (document.querySelector('#my-rating') || {}).textContent === 'SS'")
         page.keyboard.press("Escape")
         page.wait_for_selector("#album-title")
         assert page.url.endswith(f"#/album/{album_id}")

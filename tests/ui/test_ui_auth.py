@@ -240,7 +240,7 @@ def test_admin_signs_in_manages_tokens_and_a_user_rates_as_themselves(browser, s
             page.wait_for_selector("#viewer-image")
             assert page.locator("#delete-image").count() == 0  # delete is admin-only
             page.keyboard.press("5")
-            page.wait_for_selector("#viewer-message:has-text('Rated 0.67')")
+            page.wait_for_selector("#viewer-message:has-text('Rated A.')")
 
             def erin_rating() -> float | None:
                 response = httpx.get(f"{auth_stack.url}/getuserdata", params={"rated": "all"}, headers=bearer(erin))
@@ -249,7 +249,7 @@ def test_admin_signs_in_manages_tokens_and_a_user_rates_as_themselves(browser, s
 
             assert erin_rating() == pytest.approx(4 / 6)
             page.click(".level[data-level='2']")
-            page.wait_for_selector("#my-rating:text-is('0.17')")
+            page.wait_for_selector("#my-rating:text-is('D')")
             assert erin_rating() == pytest.approx(1 / 6)
             shoot(page, screenshots, "auth-viewer-user-1280")
         # The wrong token (401), the probe of whoami signed out (401), the forged calls (403).
@@ -291,10 +291,10 @@ def test_admin_stops_a_training_and_for_you_shows_the_predictions(browser, seede
         admin.goto("/#/model")
         admin.wait_for_selector("#model-state")
         admin.click("#train")
-        admin.wait_for_selector("#train-state:has-text('Training: ')")
+        admin.wait_for_selector("#train-state:has-text('Training your model: ')")
         # dave sees his training run, without a Stop button (/stoptraining is admin-only).
         page.reload()
-        page.wait_for_selector("#train-state:has-text('Training: ')")
+        page.wait_for_selector("#train-state:has-text('Training your model: ')")
         assert page.locator("#stop-training").is_hidden()
         assert admin.locator("#stop-training").is_visible()
         admin.click("#stop-training")
@@ -321,7 +321,8 @@ def test_admin_stops_a_training_and_for_you_shows_the_predictions(browser, seede
         # The grid in exactly the API's order.
         wait_for_tiles(page, [i["image"] for i in expected])
         badges = page.locator("#grid .tile .badge.pred").all_inner_texts()
-        assert badges == [f"≈ {i['predicted']:.2f}" for i in expected]
+        ranks = ["F", "D", "C", "B", "A", "S", "SS"]
+        assert badges == [f"≈ {ranks[int(i['predicted'] * 6 + 0.5)]}" for i in expected]  # JS Math.round
         shoot(page, screenshots, "auth-for-you-1280")
     # 401: the first /whoami of a page not signed in yet; 404: users without ratings, as in test_ui.
     assert set(admin.recorder.statuses) <= {401, 404} and set(page.recorder.statuses) <= {401, 404}

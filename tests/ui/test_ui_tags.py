@@ -41,16 +41,18 @@ def test_viewer_adds_and_removes_tags_with_the_keyboard(browser, run_stack, imag
         assert page.evaluate("() => document.activeElement.id") == "tag-input"
         page.keyboard.type("Fluffy Tail, cat, 1girl")
         page.keyboard.press("Enter")
-        page.wait_for_selector("#tags li.tag-manual:has-text('fluffy_tail')")
+        page.wait_for_selector("#tag-edit-list li.tag-manual:has-text('fluffy_tail')")
         assert {("cat", "manual"), ("fluffy_tail", "manual"), ("1girl", "manual")} <= set(detail(api, image))
         # Typing in the box is not a shortcut: the "1" of 1girl did not rate the image.
         listing = api.get("/getuserdata", params={"user": "tagger"}).json()
         assert listing["images"][0]["rating"] == 0.5
-        color = page.locator("#tags li.tag-manual").first.evaluate("el => getComputedStyle(el).backgroundColor")
+        color = page.locator("#tag-edit-list li.tag-manual").first.evaluate(
+            "el => getComputedStyle(el).backgroundColor"
+        )
         assert color == "rgb(227, 241, 236)"  # the manual colour
         shoot(page, screenshots, "viewer-tags-1280")
-        page.click("#tags li.tag-manual:has-text('cat') .tag-remove")
-        page.wait_for_selector("#tags li.tag-manual:has-text('cat')", state="detached")
+        page.click("#tag-edit-list li.tag-manual:has-text('cat') .tag-remove")
+        page.wait_for_selector("#tag-edit-list li.tag-manual:has-text('cat')", state="detached")
         assert ("cat", "manual") not in detail(api, image)
         # A bad name: the API's message, nothing added.
         page.fill("#tag-input", "-bad")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from tagrate_common.files import TEMP_PREFIX, write_atomically
+from tagrate_common.files import TEMP_PREFIX, ensure_free_space, free_bytes, out_of_space, write_atomically
 from tagrate_common.image_resize import resize_to_fit, resize_upright, upright_size
 from tagrate_common.images import FORMATS, decode_slot
 
@@ -83,9 +83,13 @@ class BlobStore:
     """Original image files and their resized versions on the local file
     system (a persistent volume when deployed)."""
 
-    def __init__(self, blob_dir: Path, cache_dir: Path) -> None:
+    def __init__(self, blob_dir: Path, cache_dir: Path, min_free_bytes: int = 0, headroom_bytes: int = 0) -> None:
         self.blob_dir = Path(blob_dir)
         self.cache_dir = Path(cache_dir)
+        # Uploads are refused when they would leave less than this free...
+        self.min_free_bytes = min_free_bytes
+        # ...and the disk counts as low (readiness) when the largest upload allowed would be.
+        self.headroom_bytes = headroom_bytes
         self.blob_dir.mkdir(parents=True, exist_ok=True)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         # Concurrent requests for the same (name, size) take the same lock, so
@@ -123,7 +127,17 @@ class BlobStore:
         if path.is_file() and path.stat().st_size == len(data):
             stored = False
         else:
-            write_atomically(path, data)
+            # Refused before a byte is written when the disk is nearly full;
+            # a disk that fills up anyway leaves no half-written file (the
+            # temporary one is removed) and is a 507 too, never a 500.
+            ensure_free_space(self.blob_dir, len(data), self.min_free_bytes)
+            try:
+                write_atomically(path, data)
+            except OSError as exc:
+                full = out_of_space(exc)
+                if full is None:
+                    raise
+                raise full from exc
             log.debug("stored blob %s (%d bytes)", name, len(data))
             stored = True
         if self._warmer is not None and not self.thumbnail_path(name, self._warm_size).is_file():
@@ -155,9 +169,23 @@ class BlobStore:
             if path.is_file():  # generated while we waited
                 return path.read_bytes(), content_type
             data, content_type = resize_to_fit(self.get(name), fmt, size)
-            write_atomically(path, data)
+            try:
+                write_atomically(path, data)
+            except OSError as exc:
+                if out_of_space(exc) is None:
+                    raise
+                log.warning("disk full: %s at %dpx served without caching it", name, size)
+                return data, content_type
             log.debug("cached %s at %dpx", name, size)
             return data, content_type
+
+    def low_on_space(self) -> bool:
+        """Whether the largest upload allowed would be refused now (less than
+        the reserve plus one upload free)."""
+        try:
+            return free_bytes(self.blob_dir) < max(self.min_free_bytes + self.headroom_bytes, 1)
+        except OSError:
+            return True
 
     def thumbnail_path(self, name: str, size: int) -> Path:
         """Where the ``size`` px square thumbnail of ``name`` is cached."""
@@ -176,7 +204,13 @@ class BlobStore:
             if path.is_file():  # generated while we waited
                 return path.read_bytes()
             data = square_thumbnail(self.get(name), fmt, size)
-            write_atomically(path, data)
+            try:
+                write_atomically(path, data)
+            except OSError as exc:
+                if out_of_space(exc) is None:
+                    raise
+                log.warning("disk full: the %dpx thumbnail of %s served without caching it", size, name)
+                return data
             log.debug("cached %s thumbnail at %dpx", name, size)
             return data
 

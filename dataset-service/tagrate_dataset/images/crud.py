@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func
+from sqlalchemy import delete, func, or_
 from sqlmodel import Session, select
 
 from tagrate_common.images import ImageInfo
@@ -16,10 +16,13 @@ from tagrate_common.images import ImageInfo
 from ..albums import membership as albums
 from ..db import insert_missing, upsert
 from ..models import (
+    DuplicatePair,
     Image,
     ImageFeatures,
+    ImageHash,
     ImageTag,
     ImageTagging,
+    NotDuplicate,
     PendingScore,
     Prediction,
     Rating,
@@ -49,8 +52,10 @@ def delete_image(session: Session, name: str) -> DeletedImage:
     removed = session.exec(select(func.count()).select_from(Rating).where(Rating.image_id == image_id)).one()
     # Explicit deletes rather than ON DELETE CASCADE alone: the same on a
     # SQLite database opened without foreign keys.
-    for model in (Rating, ImageTag, ImageTagging, ImageFeatures, WorkItem, Prediction, PendingScore):
+    for model in (Rating, ImageTag, ImageTagging, ImageFeatures, WorkItem, Prediction, PendingScore, ImageHash):
         session.exec(delete(model).where(model.image_id == image_id))  # type: ignore[attr-defined]
+    for pairs in (DuplicatePair, NotDuplicate):
+        session.exec(delete(pairs).where(or_(pairs.image_a == image_id, pairs.image_b == image_id)))  # type: ignore[arg-type]
     assert image_id is not None
     albums.remove_image(session, image_id)  # it leaves every album, the gaps closed
     session.exec(delete(Image).where(Image.id == image_id))  # type: ignore[arg-type]

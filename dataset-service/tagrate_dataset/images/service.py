@@ -23,6 +23,7 @@ from ..checks import clean_filename
 from ..config import DatasetSettings
 from ..db import Database
 from ..models import SOURCE_MAX_CHARS
+from ..similar.hashing import near_duplicates
 from . import crud
 from .blobs import THUMBNAIL_CONTENT_TYPE, BlobStore, resized_content_type
 
@@ -92,7 +93,9 @@ class ImageServicer(images_pb2_grpc.ImageServiceServicer):
         for index, image in enumerate(request.images):
             filename = clean_filename(image.filename)
             with naming_file(index + 1, filename):
-                checked.append((inspect_image(image.data, filename, self.settings.image_limits), filename))
+                checked.append(
+                    (inspect_image(image.data, filename, self.settings.image_limits, perceptual=True), filename)
+                )
         # Every blob is durable before the rows that name them are committed.
         for (info, _), image in zip(checked, request.images, strict=True):
             self.blobs.put(info.name, image.data)
@@ -100,8 +103,12 @@ class ImageServicer(images_pb2_grpc.ImageServiceServicer):
         if any(new for _, new in added):
             log.debug("stored new images", extra={"images": sum(new for _, new in added)})
             self.on_new_image()  # their tagging and feature extraction are queued
+        near = near_duplicates(self.db, [name for name, new in added if new], self.settings.duplicate_upload_distance)
         return images_pb2.AddImagesResponse(
-            images=[images_pb2.AddedImage(image=name, new_image=new) for name, new in added]
+            images=[
+                images_pb2.AddedImage(image=name, new_image=new, near_duplicate_of=near.get(name))
+                for name, new in added
+            ]
         )
 
     def GetImage(self, request: images_pb2.GetImageRequest, context: grpc.ServicerContext):

@@ -53,6 +53,9 @@ from .sql import (
     scored_sql,
 )
 
+# The user id of someone who has not rated yet: matches no rating row.
+NO_USER = -1
+
 
 @dataclass(frozen=True)
 class Paging:
@@ -123,7 +126,8 @@ def user_data_by_name(
     rated: RatedFilter = RatedFilter.YES,
     page: Paging = Paging(),
 ) -> UserDataPage:
-    """One page of ``user``'s dataset; NotFound for an unknown user.
+    """One page of ``user``'s dataset; for an unknown user NotFound with
+    ``rated`` yes, else every stored image unrated (a newcomer's library).
 
     An image matches when the current tagger model scored every included
     tag at or above its threshold and no excluded tag. An included tag
@@ -180,14 +184,18 @@ def user_data_by_name(
     # Counted up front when they are the total (no tag filter) or what a
     # SQLite plan is steered by (the candidates of an included tag).
     counts = not flt or (sqlite and any(not c.negate and c.terms for c in flt.conditions))
-    row = conn.execute(text(preamble_sql(SUBJECT_BY_NAME, len(names), rated, counts)), params).one_or_none()
+    # A user who has not rated yet (not in the database) has no ratings: their
+    # rated=no and rated=all listings are every stored image, unrated.
+    newcomer = rated is not RatedFilter.YES
+    row = conn.execute(text(preamble_sql(SUBJECT_BY_NAME, len(names), rated, counts, newcomer)), params).one_or_none()
     if row is None:
         raise NotFound(f"there is no user '{user}'; a user is created by their first rating", "user_not_found")
     version = row.mine or row.everyone or ""
     model = (row.model_id, row.threshold) if row.model_id is not None else None
     resolved = filtersql.resolved(flt, row[FIXED_COLUMNS:])
     known = _Counts(row.rated_count, row.image_count) if counts else _Counts()
-    return _listing(conn, row.user_id, version, model, resolved, sort, rated, page, known)
+    user_id = row.user_id if row.user_id is not None else NO_USER
+    return _listing(conn, user_id, version, model, resolved, sort, rated, page, known)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from ..config import DatasetSettings
 from ..db import Database
 from ..predictions import scoring
 from . import listing, neighbours
+from .listing import NO_USER
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,11 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
         )
         sort, rated = SortOrder.from_proto(request.sort), RatedFilter.from_proto(request.rated)
         with self.db.snapshot() as session:
-            user_id = records.require_user(session, user).id
+            # Someone who has not rated yet has a list too when it holds unrated images.
+            known = records.find_user(session, user) if rated is not RatedFilter.YES else None
+            user_id = known.id if known is not None else NO_USER
+            if rated is RatedFilter.YES:
+                user_id = records.require_user(session, user).id
             records.require_image(session, name)
             assert user_id is not None
             version = scoring.serving_version(session, user)  # the predicted orders follow the listing

@@ -97,11 +97,14 @@ SUBJECT_BY_NAME = "u.name = :subject"
 SUBJECT_BY_ID = "u.id = :user_id"
 
 
-def preamble_sql(where: str, tag_count: int, rated: RatedFilter, counts: bool) -> str:
+def preamble_sql(where: str, tag_count: int, rated: RatedFilter, counts: bool, newcomer: bool = False) -> str:
     """One row: the user's id, the versions serving the user and everyone,
     the current tagger model, the counts the listing needs (NULL when not
     asked for) and, for each named tag, its id (an alias resolved; NULL: no
-    such tag) and how many tags imply it (``tags/filtersql.resolve_sql``)."""
+    such tag), whether tags imply it and which sources have it
+    (``tags/filtersql.resolve_sql``). ``newcomer``: one row also when there
+    is no such user (its id NULL, no ratings), for the listings that show a
+    user who has not rated yet every stored image (``rated`` no or all)."""
     latest = "FROM tagger_models ORDER BY registered_at DESC, id DESC LIMIT 1"
     rated_count = "(SELECT count(*) FROM ratings c WHERE c.user_id = u.id)"
     image_count = "(SELECT count(*) FROM images)"
@@ -116,6 +119,8 @@ def preamble_sql(where: str, tag_count: int, rated: RatedFilter, counts: bool) -
         f"{image_count if counts and rated is not RatedFilter.YES else 'NULL'} AS image_count",
     ]
     columns += resolve_sql(tag_count)
+    if newcomer:
+        return f"SELECT {', '.join(columns)} FROM (SELECT 1 AS one) one LEFT JOIN users u ON {where}"
     return f"SELECT {', '.join(columns)} FROM users u WHERE {where}"
 
 

@@ -18,6 +18,7 @@ from ..checks import clean_filename
 from ..config import DatasetSettings
 from ..db import Database
 from ..images.blobs import BlobStore
+from ..similar.hashing import near_duplicates
 from . import crud
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class RatingServicer(ratings_pb2_grpc.RatingServiceServicer):
         user = validation.user_name(request.user)
         rating = validation.rating(request.rating)
         filename = clean_filename(request.image.filename)
-        info = inspect_image(request.image.data, filename, self.settings.image_limits)
+        info = inspect_image(request.image.data, filename, self.settings.image_limits, perceptual=True)
         # The blob is durable before the row that names it is committed.
         self.blobs.put(info.name, request.image.data)
         outcome = self.db.write(lambda session: crud.add_rating(session, user, info, filename, rating))
@@ -58,12 +59,15 @@ class RatingServicer(ratings_pb2_grpc.RatingServiceServicer):
             "stored" if outcome.changed else "unchanged",
             extra={"user": user, "image": info.name, "rating": rating},
         )
+        new = [outcome.image] if outcome.new_image else []
+        near = near_duplicates(self.db, new, self.settings.duplicate_upload_distance)
         return ratings_pb2.AddRatingResponse(
             image=outcome.image,
             user=outcome.user,
             rating=outcome.rating,
             new_image=outcome.new_image,
             new_user=outcome.new_user,
+            near_duplicate_of=near.get(outcome.image),
         )
 
     def UpdateRating(self, request: ratings_pb2.UpdateRatingRequest, context: grpc.ServicerContext):

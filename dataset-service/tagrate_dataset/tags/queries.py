@@ -17,12 +17,16 @@ class TagCounts:
     tags: list[tuple[str, int]]  # by name, code-point order
 
 
-def tag_counts(session: Session, prefix: str = "", user_id: int | None = None, limit: int = 0) -> TagCounts:
+def tag_counts(
+    session: Session, prefix: str = "", user_id: int | None = None, limit: int = 0, contains: str = ""
+) -> TagCounts:
     """The current tagger model's tags on stored images at or above its
     threshold, with how many images carry each (with ``user_id``: of the
     user's rated images), sorted by name in code-point order; names start
     with ``prefix`` (lowercase: tag names are stored lowercase). One GROUP
-    BY over ``ix_image_tags_model_tag_score_image``; ``limit`` 0: every tag."""
+    BY over ``ix_image_tags_model_tag_score_image``; ``limit`` 0: every tag.
+    ``contains`` (lowercase): names holding it anywhere (the tag box's
+    substring suggestions; a scan of the tag names, a few thousand rows)."""
     model = current_tagger_model(session)
     if model is None:
         return TagCounts("", [])
@@ -34,6 +38,12 @@ def tag_counts(session: Session, prefix: str = "", user_id: int | None = None, l
         # case rules on both databases.
         matching = select(Tag.id).where(func.substr(Tag.name, 1, len(prefix)) == prefix)
         image_tags = image_tags.where(ImageTag.tag_id.in_(matching))
+    if contains:
+        # LIKE with its wildcards escaped (autoescape): "_" in a tag name is a
+        # literal underscore. Names are stored lowercase, so LIKE's case rules
+        # (insensitive on SQLite, sensitive on PostgreSQL) agree.
+        holding = select(Tag.id).where(Tag.name.contains(contains, autoescape=True))
+        image_tags = image_tags.where(ImageTag.tag_id.in_(holding))
     if user_id is not None:
         image_tags = image_tags.where(ImageTag.image_id.in_(select(Rating.image_id).where(Rating.user_id == user_id)))
     counted = image_tags.group_by(ImageTag.tag_id).subquery()

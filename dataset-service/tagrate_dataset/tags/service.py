@@ -73,9 +73,14 @@ class TagServicer(tags_pb2_grpc.TagServiceServicer):
             raise InvalidArgument(
                 f"'prefix' must be at most {self.settings.max_tag_chars} printable characters", "invalid_prefix"
             )
+        contains = crud.normalise_tag(request.contains).replace(" ", "_")
+        if len(contains) > self.settings.max_tag_chars or not contains.isprintable():
+            raise InvalidArgument(
+                f"'contains' must be at most {self.settings.max_tag_chars} printable characters", "invalid_contains"
+            )
         with self.db.read() as session:
             user_id = records.require_user(session, user).id if user is not None else None
-            counts = queries.tag_counts(session, prefix, user_id, request.limit)
+            counts = queries.tag_counts(session, prefix, user_id, request.limit, contains)
         return tags_pb2.ListTagsResponse(
             model=counts.model, tags=[tag for tag, _ in counts.tags], counts=[n for _, n in counts.tags]
         )

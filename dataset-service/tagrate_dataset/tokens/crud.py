@@ -14,14 +14,15 @@ import re
 import secrets
 from datetime import datetime, timedelta
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, delete, select
 
 from tagrate_common import validation
 from tagrate_common.errors import InvalidArgument, NotFound
 
-from ..models import AccessToken, utc_now
+from ..models import AccessToken, BrowserSession, utc_now
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+TOKEN_ID_RE = re.compile(r"[0-9a-f]{1,32}")
 # Ten years: a bound that keeps expires_at representable everywhere.
 MAX_EXPIRES_IN_SECONDS = 10 * 365 * 24 * 3600
 # Public ids: 64 random bits, never derived from the secret.
@@ -66,9 +67,13 @@ def list_tokens(session: Session) -> list[AccessToken]:
 
 def revoke(session: Session, token_id: str) -> None:
     """Deletes the token; 404 for an unknown id."""
-    token = session.get(AccessToken, token_id)
+    # An id is 16 hex digits; anything else (a NUL byte, other text) names no
+    # token, on every database (PostgreSQL refuses NUL in text: a 500 before).
+    token = session.get(AccessToken, token_id) if TOKEN_ID_RE.fullmatch(token_id) else None
     if token is None:
         raise NotFound(f"there is no token with id {token_id[:40]!r}", "unknown_token")
+    # Its browser sessions end with it (the foreign key cascades as well).
+    session.execute(delete(BrowserSession).where(col(BrowserSession.token_id) == token_id))
     session.delete(token)
 
 

@@ -39,7 +39,7 @@ from sqlalchemy import ColumnElement, and_, case, delete, exists, func, literal,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
-from ..models import Image, ImageFeatures, ImageTagging, TaggerModel, WorkItem, WorkKind, WorkState, utc_now
+from ..models import Image, ImageFeatures, ImageHash, ImageTagging, TaggerModel, WorkItem, WorkKind, WorkState, utc_now
 from ..records import StoredImage
 
 MAX_ERROR_CHARS = 500  # the error column's width
@@ -54,6 +54,8 @@ def _done(kind: WorkKind, model_key: str) -> ColumnElement[bool]:
             ImageTagging.tagger_model_id == TaggerModel.id,
             TaggerModel.model_id == model_key,
         )
+    if kind is WorkKind.HASH:  # one hash algorithm: any hash is the result
+        return exists().where(ImageHash.image_id == Image.id)
     return exists().where(ImageFeatures.image_id == Image.id, ImageFeatures.extractor_id == model_key)
 
 

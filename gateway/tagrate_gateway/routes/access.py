@@ -3,7 +3,6 @@ session) and token management /tokens (admin; dataset service)."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
@@ -27,7 +26,7 @@ from ..auth import (
     request_is_https,
     token_digest,
 )
-from ..bodies import JSON_MEDIA_TYPE, post_fields
+from ..bodies import JSON_MEDIA_TYPE, parse_json_pairs, post_fields, read_small_body
 from ..deps import DatasetDep, SettingsDep
 from ..errors import ErrorBody
 from ..tokens import new_secret
@@ -115,9 +114,10 @@ async def login(request: Request, settings: SettingsDep) -> JSONResponse:
     max_age = None
     if caller.expires_at is not None:
         max_age = max(0, int((caller.expires_at - datetime.now(UTC)).total_seconds()))
+    session_id = await auth.start_session(caller, max_age or 0)
     response.set_cookie(
         SESSION_COOKIE,
-        token.strip(),
+        session_id,
         max_age=max_age,
         path="/",
         secure=request_is_https(request),
@@ -127,8 +127,20 @@ async def login(request: Request, settings: SettingsDep) -> JSONResponse:
     return response
 
 
-@router.post("/logout", summary="End the browser session", response_model=LoggedOut, dependencies=[Public])
+@router.post(
+    "/logout",
+    summary="End the browser session",
+    description="Ends the session on the server (the cookie stops working everywhere) and clears the cookie.",
+    response_model=LoggedOut,
+    dependencies=[Public],
+)
 async def logout(request: Request) -> JSONResponse:
+    auth: Authenticator = request.app.state.auth
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        if "origin" in request.headers:  # a cross-site page may not end a visitor's session either
+            check_same_site(request, auth.allowed_origins)
+        await auth.end_session(cookie)
     response = JSONResponse({"success": True})
     response.delete_cookie(SESSION_COOKIE, path="/", secure=request_is_https(request), httponly=True, samesite="strict")
     return response
@@ -225,23 +237,17 @@ async def _token_fields(request: Request, settings: SettingsDep) -> params.Field
     object whose ``admin`` may be a JSON boolean and ``expires_in`` a number."""
     if request.headers.get("content-type", "").split(";", 1)[0].strip().lower() != JSON_MEDIA_TYPE:
         return params.Fields([(k, str(v)) for k, v in (await post_fields(request, settings)).pairs])
-    body = await request.body()
-    if len(body) > settings.max_form_field_bytes:
-        raise InvalidArgument("the JSON body is too large", "field_too_large")
-    try:
-        document = json.loads(body)
-    except ValueError:
-        raise InvalidArgument("the JSON body is malformed", "malformed_json") from None
-    if not isinstance(document, dict):
-        raise InvalidArgument("the JSON body must be an object", "malformed_json")
-    pairs = []
-    for key, value in document.items():
+    pairs: list[tuple[str, str]] = []
+    for key, value in parse_json_pairs(await read_small_body(request, settings.max_form_field_bytes)):
         if isinstance(value, bool):
             value = "true" if value else "false"
         elif isinstance(value, int | str):
             value = str(value)
         elif value is not None:
-            raise InvalidArgument(f"'{key}' must be a string, a whole number or a boolean", f"invalid_{key}")
+            raise InvalidArgument(
+                f"'{key[:40]}' must be a string, a whole number or a boolean",
+                f"invalid_{key}" if key.isidentifier() else "malformed_json",
+            )
         if value is not None:
             pairs.append((key, value))
     return params.Fields(pairs)

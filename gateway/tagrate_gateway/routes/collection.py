@@ -243,8 +243,17 @@ async def add_image(request: Request, settings: SettingsDep, dataset: DatasetDep
     added = [item for reply in replies for item in reply.images]
     if single:
         [one] = added
-        return AddedImage(success=True, filename=one.image, image=one.image, new_image=one.new_image)
-    return AddedImages(success=True, images=[AddedBulkImage(image=i.image, new_image=i.new_image) for i in added])
+        return AddedImage(
+            success=True, filename=one.image, image=one.image, new_image=one.new_image, near_duplicate_of=_near(one)
+        )
+    return AddedImages(
+        success=True,
+        images=[AddedBulkImage(image=i.image, new_image=i.new_image, near_duplicate_of=_near(i)) for i in added],
+    )
+
+
+def _near(added: images_pb2.AddedImage) -> str | None:
+    return added.near_duplicate_of if added.HasField("near_duplicate_of") else None
 
 
 # ---- /gettags ----
@@ -260,6 +269,10 @@ async def add_image(request: Request, settings: SettingsDep, dataset: DatasetDep
 async def get_tags(
     dataset: DatasetDep,
     prefix: Annotated[str | None, Query(description="Only tags starting with this (case-insensitive).")] = None,
+    contains: Annotated[
+        str | None,
+        Query(description="Only tags holding this anywhere (case-insensitive; spaces match `_`)."),
+    ] = None,
     user: Annotated[str | None, Query(description="Only count this user's rated images.")] = None,
     limit: Annotated[
         str | None, Query(description=f"Most tags returned, 1-{params.MAX_TAG_LIST} (default: all).")
@@ -268,7 +281,9 @@ async def get_tags(
     who = params.user(user) if user is not None and user.strip() != "" else ""
     most = params.tag_list_limit(limit)
     reply = await dataset.stub.tags.ListTags(
-        tags_pb2.ListTagsRequest(prefix=(prefix or "").strip(), user=who, limit=most or 0)
+        tags_pb2.ListTagsRequest(
+            prefix=(prefix or "").strip(), user=who, limit=most or 0, contains=(contains or "").strip()
+        )
     )
     return TagCounts(model=reply.model or None, tags=list(reply.tags), counts=list(reply.counts))
 

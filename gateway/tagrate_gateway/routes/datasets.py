@@ -14,7 +14,7 @@ from tagrate_common.protos import tags_pb2, work_pb2
 from tagrate_common.timestamps import optional_api_text
 
 from .. import params
-from ..auth import AdminOnly, AdminOnlyChanging, AnyCaller
+from ..auth import AdminOnly, AdminOnlyChanging, AnyCaller, private_to
 from ..deps import DatasetDep, SettingsDep
 from ..errors import error_responses
 from ..schemas import DatasetsState, FailedWork, RetriedWork, UpdatedTags, UserDatasetState, WorkCounts
@@ -40,8 +40,11 @@ router = APIRouter(tags=["datasets"], dependencies=[Depends(params.no_repeated_q
 )
 async def verify_datasets(dataset: DatasetDep) -> DatasetsState:
     reply = await dataset.stub.work.VerifyDatasets(work_pb2.VerifyDatasetsRequest())
+    # A user token sees only its own user's entry (others' rating counts and
+    # activity are theirs); `valid` then speaks for that user's model.
+    own = [state for state in reply.users if not private_to(state.user)]
     return DatasetsState(
-        valid=reply.valid,
+        valid=reply.valid if len(own) == len(reply.users) else all(state.model_up_to_date for state in own),
         users=[
             UserDatasetState(
                 user=state.user,
@@ -51,7 +54,7 @@ async def verify_datasets(dataset: DatasetDep) -> DatasetsState:
                 trained_at=optional_api_text(state, "trained_at"),
                 last_rating_at=optional_api_text(state, "last_rating_at"),
             )
-            for state in reply.users
+            for state in own
         ],
         untagged_images=reply.untagged_images,
         pending_predictions=reply.pending_predictions,

@@ -24,6 +24,12 @@ ImageQuery = Annotated[str | None, Query(description="Stored image name, `<sha25
 FilenameQuery = Annotated[str | None, Query(description="Alias of `image` (sent by older clients).")]
 # The stored bytes (and each resized version) never change under a name.
 IMMUTABLE = "public, max-age=31536000, immutable"
+# Stored bytes are what an uploader sent: a browser must never sniff them
+# into HTML or run anything in them, even opened directly (issue 23, #10).
+STORED_FILE_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox",
+}
 _IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     304: {"description": "The client's copy (If-None-Match) is current."},
     **error_responses(400, 404, 503, 504),
@@ -34,10 +40,11 @@ IfNoneMatchHeader = Annotated[str | None, Header(description="An ETag from an ea
 def image_response(reply: images_pb2.GetImageResponse) -> Response:
     """The bytes of ``reply`` with a strong ETag and immutable caching, or a
     304 when the service found the client's If-None-Match current."""
-    headers = {"ETag": f'"{reply.etag}"', "Cache-Control": IMMUTABLE}
+    headers = {"ETag": f'"{reply.etag}"', "Cache-Control": IMMUTABLE, **STORED_FILE_HEADERS}
     if reply.not_modified:
         return Response(status_code=304, headers=headers)
-    return Response(reply.data, media_type=reply.content_type, headers=headers)
+    media_type = reply.content_type if reply.content_type.startswith("image/") else "application/octet-stream"
+    return Response(reply.data, media_type=media_type, headers=headers)
 
 
 @router.get(

@@ -8,6 +8,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from tagrate_common.files import STORAGE_HEALTH
+
 from ..auth import AdminOnly, Public
 from ..deps import BackendsDep, SettingsDep
 from ..schemas import Health, NotReady, Readiness
@@ -15,6 +17,7 @@ from ..schemas import Health, NotReady, Readiness
 router = APIRouter(tags=["operations"])
 
 NOT_CONFIGURED = "NOT_CONFIGURED"
+LOW_DISK = "LOW_DISK"
 
 
 @router.get("/healthz", dependencies=[Public], summary="The gateway process is alive", response_model=Health)
@@ -35,10 +38,18 @@ async def readyz(backends: BackendsDep, settings: SettingsDep) -> JSONResponse:
     statuses = await asyncio.gather(*(backends[n].health(settings.health_timeout_seconds) for n in names))
     services = dict(zip(names, statuses, strict=True))
     failing = [n for n, s in services.items() if s not in ("SERVING", NOT_CONFIGURED)]
-    if not failing:
+    problems = [f"the {n} service is {services[n]}" for n in failing]
+    if services.get("dataset") == "SERVING":
+        # The dataset service's disk: below TAGRATE_MIN_FREE_BYTES uploads are
+        # refused (507), so the install is not ready for them.
+        storage = await backends["dataset"].health(settings.health_timeout_seconds, STORAGE_HEALTH)
+        if storage == "NOT_SERVING":
+            services["storage"] = LOW_DISK
+            problems.append("the dataset service's disk is nearly full (below TAGRATE_MIN_FREE_BYTES)")
+    if not problems:
         return JSONResponse({"ready": True, "services": services})
     body = NotReady(
-        error="not ready: " + ", ".join(f"the {n} service is {services[n]}" for n in failing),
+        error="not ready: " + ", ".join(problems),
         code="not_ready",
         ready=False,
         services=services,

@@ -17,7 +17,7 @@ from tagrate_common.protos import owned_tags_pb2
 
 from .. import params
 from ..auth import ActsAs, AdminOnly, AnyCaller, Caller
-from ..bodies import JSON_MEDIA_TYPE, _read_small_body, post_fields
+from ..bodies import JSON_MEDIA_TYPE, post_fields, read_small_body
 from ..deps import DatasetDep, SettingsDep
 from ..errors import error_responses
 from ..tag_schemas import (
@@ -60,7 +60,7 @@ def _caller_name(request: Request) -> str:
 
 
 async def _json_object(request: Request, settings: Any) -> dict[str, Any]:
-    body = await _read_small_body(request, settings.max_form_field_bytes)
+    body = await read_small_body(request, settings.max_form_field_bytes)
     try:
         document = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:

@@ -16,9 +16,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from tagrate_common.errors import InvalidArgument, PayloadTooLarge
 from tagrate_common.protos import trainer_pb2
 from tagrate_common.timestamps import optional_api_text
+from tagrate_common.validation import ALL_USERS
 
 from .. import params
-from ..auth import ActsAs, ActsAsChanging, AdminOnly, AdminOnlyChanging, AnyCaller
+from ..auth import ActsAs, ActsAsChanging, AdminOnly, AdminOnlyChanging, AnyCaller, private_to
 from ..deps import SettingsDep, TrainerDep
 from ..errors import error_responses
 from ..schemas import JobSummary, TrainerStatus, TrainerStatusReply, TrainingAction
@@ -82,19 +83,27 @@ def job_summary(summary: trainer_pb2.JobSummary) -> JobSummary:
 
 
 def trainer_status(status: trainer_pb2.TrainerStatus) -> TrainerStatus:
-    """The ``status`` object every training endpoint answers with."""
+    """The ``status`` object every training endpoint answers with. A user
+    token sees whose job runs, its loss and metrics, and the last job only
+    when they are its own user's (that the trainer is busy stays visible)."""
+    current = status.current_user if status.HasField("current_user") else None
+    # The global model (user "all") is everyone's: its job stays visible.
+    hidden = current is not None and current != ALL_USERS and private_to(current)
+    last_job = job_summary(status.last_job) if status.HasField("last_job") else None
+    if last_job is not None and last_job.user != ALL_USERS and private_to(last_job.user):
+        last_job = None
     return TrainerStatus(
         is_training=status.is_training,
         state=status.state,
-        current_user=status.current_user if status.HasField("current_user") else None,
+        current_user=None if hidden else current,
         progress=status.progress,
         epoch=status.epoch,
         epochs=status.epochs,
-        loss=status.loss if status.HasField("loss") else None,
-        metrics=dict(sorted(status.metrics.items())),
+        loss=status.loss if status.HasField("loss") and not hidden else None,
+        metrics={} if hidden else dict(sorted(status.metrics.items())),
         started_at=optional_api_text(status, "started_at"),
         eta_seconds=status.eta_seconds if status.HasField("eta_seconds") else None,
-        last_job=job_summary(status.last_job) if status.HasField("last_job") else None,
+        last_job=last_job,
     )
 
 

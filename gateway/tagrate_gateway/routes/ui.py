@@ -57,7 +57,7 @@ ASSETS = _assets()
 CONTENT_SECURITY_POLICY = "; ".join(
     (
         "default-src 'self'",
-        "img-src 'self'",
+        "img-src 'self' blob:",  # blob: the upload screen's previews of chosen files
         "style-src 'self'",
         "script-src 'self'",
         "connect-src 'self'",

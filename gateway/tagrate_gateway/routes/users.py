@@ -108,5 +108,10 @@ async def add_rating(request: Request, settings: SettingsDep, dataset: DatasetDe
             ratings_pb2.AddRatingRequest(image=upload.image_file(), user=name, rating=value)
         )
     return AddedRating(
-        image=reply.image, user=reply.user, rating=reply.rating, new_image=reply.new_image, new_user=reply.new_user
+        image=reply.image,
+        user=reply.user,
+        rating=reply.rating,
+        new_image=reply.new_image,
+        new_user=reply.new_user,
+        near_duplicate_of=reply.near_duplicate_of if reply.HasField("near_duplicate_of") else None,
     )

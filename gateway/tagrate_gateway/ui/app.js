@@ -9,7 +9,10 @@
 import { onUnauthorized } from "./lib/api.js";
 import { go, start } from "./lib/router.js";
 import { session } from "./lib/session.js";
+import { applyTheme } from "./lib/theme.js";
 import { header } from "./widgets/header.js";
+
+applyTheme();
 
 const SCREENS = {
   library: { nav: "Library", load: () => import("./screens/library.js") },
@@ -19,6 +22,7 @@ const SCREENS = {
   album: { under: "albums", load: () => import("./screens/album.js") },
   model: { nav: "My model", load: () => import("./screens/model.js") },
   admin: { nav: "Admin", admin: true, load: () => import("./screens/admin.js") },
+  duplicates: { nav: "Duplicates", admin: true, load: () => import("./screens/duplicates.js") },
   signin: { load: () => import("./screens/signin.js") },
 };
 

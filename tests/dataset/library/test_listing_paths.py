@@ -281,13 +281,19 @@ def test_rows_carry_the_serving_models_scores(world) -> None:
 
 
 def test_an_unknown_user_is_not_found_on_every_path(world, depth: str) -> None:
+    """Their rated list is a 404 on every path; their unrated and whole lists
+    are those of a user with no ratings (dot: every stored image, unrated,
+    the global model's predictions), on every path too."""
     engine, _ = world
     with engine.connect() as conn:
         for tags in (TagFilter(), TagFilter(("cat",))):
             for page in (Paging(), Paging(1, 10), Paging(400, 10)):
                 for sort in (SortOrder.DATE_DESC, SortOrder.PREDICTED_DESC):
                     with pytest.raises(NotFound):
-                        user_data_by_name(conn, "nobody", tags, sort, RatedFilter.ALL, page)
+                        user_data_by_name(conn, "nobody", tags, sort, RatedFilter.YES, page)
+                    for rated in (RatedFilter.ALL, RatedFilter.NO):
+                        newcomer = user_data_by_name(conn, "nobody", tags, sort, rated, page)
+                        assert newcomer == user_data_by_name(conn, "dot", tags, sort, rated, page)
 
 
 def test_user_data_by_id_agrees_with_by_name(world) -> None:

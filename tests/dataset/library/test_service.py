@@ -151,3 +151,48 @@ def test_neighbours_match_the_full_listing(served: Served) -> None:
     assert rpc_error(served.stub.library.GetImageNeighbours, unknown)[:2] == (NOT_FOUND, "image_not_found")
     nobody = library_pb2.GetImageNeighboursRequest(image=names[0], user="nobody")
     assert rpc_error(served.stub.library.GetImageNeighbours, nobody)[:2] == (NOT_FOUND, "user_not_found")
+
+
+def test_a_newcomer_sees_every_stored_image_unrated(served: Served) -> None:
+    """A user who has not rated yet (not in the database): rated=no and
+    rated=all list every stored image unrated, the same as for a user with no
+    ratings left, with filters, paging (the one-statement first page and the
+    long way) and neighbours; rated=yes stays a 404. Nothing is created."""
+    names = [add(served, "alice", make_image(seed=60 + i), 0.1 * i).image for i in range(5)]
+    put_tags(served, names[1], "m", 0.5, [("cat", 0.9)])
+    put_tags(served, names[3], "m", 0.5, [("cat", 0.8), ("dog", 0.9)])
+    users_before = served.state()
+    for rated in (library_pb2.RATED_FILTER_NO, library_pb2.RATED_FILTER_ALL):
+        for sort in (
+            library_pb2.SORT_ORDER_NAME_ASC,
+            library_pb2.SORT_ORDER_DATE_DESC,
+            library_pb2.SORT_ORDER_PREDICTED_DESC,
+        ):
+            whole = _userdata(served, user="carol", rated=rated, sort=sort)
+            assert whole.total == 5 and sorted(r.image for r in whole.images) == sorted(names)
+            assert not any(r.HasField("rating") for r in whole.images)
+            paged = [
+                r.image
+                for p in (1, 2)
+                for r in _userdata(served, user="carol", rated=rated, sort=sort, page=p, limit=3).images
+            ]
+            assert paged == [r.image for r in whole.images]
+        cats = _userdata(
+            served, user="carol", rated=rated, include_tags=["cat"], exclude_tags=["dog"], page=1, limit=10
+        )
+        assert [r.image for r in cats.images] == [names[1]] and cats.total == 1
+        by_name = sorted(names)
+        where = served.stub.library.GetImageNeighbours(
+            library_pb2.GetImageNeighboursRequest(
+                image=by_name[2], user="carol", rated=rated, sort=library_pb2.SORT_ORDER_NAME_ASC
+            )
+        )
+        assert (where.position, where.max_image, where.prev.image, where.next.image) == (3, 5, by_name[1], by_name[3])
+    assert_refused(
+        served,
+        served.stub.library.GetUserData,
+        library_pb2.GetUserDataRequest(user="carol", rated=library_pb2.RATED_FILTER_YES),
+        NOT_FOUND,
+        "user_not_found",
+    )
+    assert served.state() == users_before

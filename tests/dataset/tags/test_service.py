@@ -90,6 +90,32 @@ def test_list_tags_counts_equal_a_brute_force_count(served: Served) -> None:
     )
 
 
+def test_list_tags_contains_matches_substrings_with_literal_wildcards(served: Served) -> None:
+    """``contains``: a case-insensitive substring anywhere in the name, spaces
+    as "_", "_" and "%" literal (not LIKE wildcards), combined with prefix
+    and user, brute-force checked on both databases."""
+    tags = ["tabby_cat", "cat", "Bobcat", "tabby", "100%_real", "axb", "a_b", "dog"]
+    name = add(served, "alice", make_image(seed=300), 0.5).image
+    put_tags(served, name, "m1", 0.5, [(t, 0.9) for t in tags])
+    other = add(served, "bob", make_image(seed=301), 0.5).image
+    put_tags(served, other, "m1", 0.5, [("cat", 0.9), ("wildcat", 0.9)])
+    every = sorted({t.lower() for t in tags} | {"wildcat"})
+
+    def listed(**fields) -> list[str]:
+        return list(served.stub.tags.ListTags(tags_pb2.ListTagsRequest(**fields), timeout=30).tags)
+
+    for needle in ["CAT", "abby c", "a_b", "%", "b", "_", "zzz"]:
+        want = needle.strip().lower().replace(" ", "_")
+        assert listed(contains=needle) == [t for t in every if want in t], needle
+    assert listed(contains="cat", prefix="t") == ["tabby_cat"]
+    assert listed(contains="cat", user="bob") == ["cat", "wildcat"]
+    counts = served.stub.tags.ListTags(tags_pb2.ListTagsRequest(contains="cat"), timeout=30)
+    assert dict(zip(counts.tags, counts.counts, strict=True))["cat"] == 2
+    assert_refused(
+        served, served.stub.tags.ListTags, tags_pb2.ListTagsRequest(contains="x" * 500), INVALID, "invalid_contains"
+    )
+
+
 def test_update_tags_is_unavailable_until_the_tagger_exists(served: Served) -> None:
     status, code, message = rpc_error(served.stub.tags.UpdateTags, tags_pb2.UpdateTagsRequest())
     assert (status, code) == (grpc.StatusCode.UNAVAILABLE, "tagger_unavailable")

@@ -117,7 +117,7 @@ def test_an_image_that_kills_the_tagger_is_parked_not_looped(tmp_path: Path, dat
 
             reply = verify(served)
             work = {state.kind: (state.pending, state.failed) for state in reply.work}
-            assert work == {"tag": (0, 1), "embed": (len(names), 0)}  # no rater: embedding waits
+            assert work == {"tag": (0, 1), "embed": (len(names), 0), "hash": (0, 0)}  # no rater: embedding waits
             [failed] = reply.failed_work
             assert (failed.image, failed.kind, failed.attempts, failed.failed_by) == (
                 poison,
@@ -145,7 +145,7 @@ def test_an_image_that_kills_the_tagger_is_parked_not_looped(tmp_path: Path, dat
             wait_for("its work to be done", lambda: tag_work(served) == [])
             assert tagger.crashes() == MAX_ATTEMPTS
             reply = verify(served)
-            assert {state.kind: state.failed for state in reply.work} == {"tag": 0, "embed": 0}
+            assert {state.kind: state.failed for state in reply.work} == {"tag": 0, "embed": 0, "hash": 0}
             assert list(reply.failed_work) == []
 
 
@@ -167,7 +167,7 @@ def test_retry_failed_work_queues_parked_work_again(tmp_path: Path, database_url
         assert tag_work(served) == [(name, "pending", 0, "boom") for name in sorted(names)]
         assert retry(work_pb2.RetryFailedWorkRequest(kind="tag"), timeout=DEADLINE).retried == 0
         assert retry(work_pb2.RetryFailedWorkRequest(), timeout=DEADLINE).retried == 2  # the embed work
-        assert {state.kind: state.failed for state in verify(served).work} == {"tag": 0, "embed": 0}
+        assert {state.kind: state.failed for state in verify(served).work} == {"tag": 0, "embed": 0, "hash": 0}
 
         status, code, message = rpc_error(retry, work_pb2.RetryFailedWorkRequest(kind="resize"))
         assert (status, code) == (grpc.StatusCode.INVALID_ARGUMENT, "invalid_kind")

@@ -11,11 +11,17 @@ export const VIEW_SIZE = 1280;
 // Every stored image by name: where the viewer finds an image outside the current list.
 export const BROWSE_ALL = { filters: "", sort: "name-asc", rated: "all" };
 
+export const DEFAULT_SORT = "date-desc";
+
+/** The list in the URL. Without ``rated``: the user's rated images, or for
+ * "For you" (predicted-*) the ones not rated yet (the library screen shows
+ * a user with no ratings every stored image instead). */
 export function listContext(params) {
+  const sort = params.get("sort") || DEFAULT_SORT;
   return {
     filters: params.get("filters") || "",
-    sort: params.get("sort") || "date-desc",
-    rated: params.get("rated") || "yes",
+    sort,
+    rated: params.get("rated") || (sort.startsWith("predicted") ? "no" : "yes"),
   };
 }
 

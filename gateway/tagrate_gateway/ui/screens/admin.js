@@ -15,6 +15,18 @@ async function section(title, id, load) {
 }
 
 async function loadTokens(content) {
+  if (!session.auth) {
+    // Tokens made now would do nothing: every visitor may already act as any user.
+    content.replaceChildren(
+      h(
+        "p",
+        { class: "hint", id: "access-off" },
+        "Access control is off: anyone who can reach this server may act as any user, so tokens have no effect. ",
+        "Turn it on with GATEWAY_AUTH=on (it is on by default when the gateway listens beyond loopback) to create and revoke tokens here.",
+      ),
+    );
+    return;
+  }
   let reply;
   try {
     reply = await api("tokens");

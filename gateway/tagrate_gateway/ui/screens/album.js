@@ -5,18 +5,22 @@
 
 import { api, describe, isNotFound, query } from "../lib/api.js";
 import { emptyState, h, mount, plural } from "../lib/dom.js";
-import { fmt } from "../lib/format.js";
+import { levelOf, rankOf, rankTitle } from "../lib/format.js";
 import { ALBUM_PAGE_SIZE, albumHash, albumImageHash, albumPath, albumsHash, albumTitle } from "../lib/albums.js";
 import { THUMB_SIZE } from "../lib/listing.js";
 import { go, isCurrent, setKeys } from "../lib/router.js";
 import { imagePicker } from "../widgets/imagepicker.js";
+import { pager } from "../widgets/pager.js";
 
 // Shows this screen again with what the server now holds.
 const reload = () => go(location.hash);
 
 function tile(item, album, act) {
   const src = `getthumbnail?${query({ image: item.image, size: THUMB_SIZE })}`;
-  const badge = item.rating === null ? null : h("span", { class: "badge" }, `★ ${fmt(item.rating)}`);
+  const badge =
+    item.rating === null || item.rating === undefined
+      ? null
+      : h("span", { class: "badge rank", dataset: { rank: levelOf(item.rating) }, title: rankTitle(item.rating) }, rankOf(item.rating));
   const button = (text, label, id, onclick, disabled = false) =>
     h("button", { type: "button", class: id, title: label, "aria-label": `${label}: image ${item.position}`, disabled, onclick }, text);
   return h(
@@ -138,12 +142,10 @@ export async function render({ arg, params, token }) {
   );
   const maxPage = album.max_page || 1;
   if (maxPage > 1) {
-    const link = (p, text, id) =>
-      p >= 1 && p <= maxPage && p !== page
-        ? h("a", { class: "button", href: albumHash(album.id, p), id }, text)
-        : h("button", { type: "button", disabled: true, id }, text);
-    grid.after(h("nav", { class: "pager", "aria-label": "Pages" }, link(page - 1, "‹ Previous", "album-prev"),
-      h("span", {}, `Page ${page} of ${maxPage}`), link(page + 1, "Next ›", "album-next")));
+    const hashFor = (p) => albumHash(album.id, p);
+    const total = album.image_count;
+    grid.before(pager({ hashFor, page, maxPage, total, where: "album-top" }));
+    grid.after(pager({ hashFor, page, maxPage, total, where: "album" }));
   }
   setKeys((event) => {
     if (event.key === "Escape") go(albumsHash());

@@ -3,9 +3,11 @@
 
 import { api, describe, isNotFound } from "../lib/api.js";
 import { $, emptyState, h, mount } from "../lib/dom.js";
-import { eta, fmt } from "../lib/format.js";
+import { eta, fmt, RANKS } from "../lib/format.js";
+import { retryBox } from "../lib/retry.js";
 import { isCurrent } from "../lib/router.js";
 import { session } from "../lib/session.js";
+import { toast } from "../lib/toast.js";
 
 const POLL_MS = 500;
 
@@ -13,16 +15,16 @@ function histogram(counts) {
   const most = Math.max(1, ...counts);
   return h(
     "div",
-    { class: "hist", id: "histogram", role: "img", "aria-label": `Ratings per level: ${counts.join(", ")}` },
+    { class: "hist", id: "histogram", role: "img", "aria-label": `Ratings per rank: ${counts.map((c, k) => `${RANKS[k]} ${c}`).join(", ")}` },
     ...counts.map((count, k) => {
       const fill = h("div", { class: "fill" });
       fill.style.height = `${(count / most) * 100}%`; // CSSOM, allowed by the style-src policy
       return h(
         "div",
-        { class: "bar", dataset: { level: k + 1 } },
+        { class: "bar", dataset: { level: k + 1, rank: k } },
         h("span", { class: "count" }, String(count)),
         fill,
-        h("span", { class: "label" }, String(k + 1)),
+        h("span", { class: "label" }, RANKS[k]),
       );
     }),
   );
@@ -63,7 +65,7 @@ export async function render({ token }) {
           h("a", { class: "button", href: "#/upload" }, "Upload and rate images"),
         ),
       );
-    } else body.replaceChildren(h("p", { class: "error", role: "alert" }, describe(error)));
+    } else body.replaceChildren(retryBox(error, token));
     return;
   }
   if (!isCurrent(token)) return;
@@ -75,14 +77,19 @@ export async function render({ token }) {
   const stopButton = h("button", { type: "button", id: "stop-training", hidden: true }, "Stop");
 
   let polling = false;
+  // One overall figure that only grows: a training runs several phases
+  // (candidate models, then the final fit), each with its own epochs.
+  let shown = { job: null, fraction: 0 };
   const showStatus = (status) => {
     const mine = status.current_user === session.user;
     if (status.is_training) {
-      progress.hidden = false;
-      progress.value = status.progress || 0;
-      const epoch = status.epochs ? ` · epoch ${status.epoch} of ${status.epochs}` : "";
+      if (shown.job !== status.started_at) shown = { job: status.started_at, fraction: 0 };
+      shown.fraction = Math.max(shown.fraction, Math.min(1, Number(status.progress) || 0));
+      progress.hidden = !mine;
+      progress.value = shown.fraction;
+      const left = status.eta_seconds !== null && status.eta_seconds !== undefined ? ` · ${eta(status.eta_seconds)}` : "";
       trainState.textContent = mine
-        ? `Training: ${Math.round((status.progress || 0) * 100)}%${epoch}${status.eta_seconds !== null ? ` · ${eta(status.eta_seconds)}` : ""}`
+        ? `Training your model: ${Math.round(shown.fraction * 100)}%${left}`
         : `The trainer is busy with ${status.current_user === "all" ? "the global model" : "another user"}; try again when it is done.`;
       trainButton.disabled = true;
       stopButton.hidden = !session.admin; // /stoptraining is admin-only: a user's click would be a 403
@@ -98,7 +105,7 @@ export async function render({ token }) {
           ? "Training finished: your model is up to date."
           : job.outcome === "stopped"
             ? "Training stopped; the previous model (if any) keeps serving."
-            : `Training ${job.outcome}: ${job.error || "no details"}`;
+            : `Training ${job.outcome || "ended"}${job.error ? `: ${job.error}` : "."}`;
     }
   };
   const poll = async () => {
@@ -129,11 +136,19 @@ export async function render({ token }) {
     trainState.textContent = "Starting…";
     try {
       const reply = await api("trainuser", { method: "POST", form: { user: session.user } });
+      toast("Training started.");
       showStatus(reply.status);
       poll();
     } catch (error) {
       trainButton.disabled = false;
-      trainState.textContent = describe(error);
+      trainState.textContent =
+        error.status === 409 && error.code === "model_up_to_date"
+          ? `Your model is already up to date: it has learned from all ${stats.image_count} of your ratings. Rate or re-rate some images, then train it again.`
+          : error.status === 400 && error.code === "not_enough_ratings"
+            ? `Not enough ratings yet (${error.message}). Rate a few more images first.`
+            : error.status === 409
+              ? "The trainer is busy with another training; try again when it is done."
+              : describe(error);
     }
   });
   stopButton.addEventListener("click", async () => {
@@ -156,7 +171,8 @@ export async function render({ token }) {
           "p",
           { id: "model-state" },
           h("span", { class: upToDate ? "status-ok" : "status-stale" }, upToDate ? "Up to date" : "Out of date"),
-          ` · trained on ${model.trained_on_ratings} ratings${model.trained_at ? ` at ${model.trained_at.replace("T", " ").replace("Z", " UTC")}` : ""}`,
+          model.trained_on_ratings != null ? ` · trained on ${model.trained_on_ratings} ratings` : "",
+          model.trained_at ? ` at ${model.trained_at.replace("T", " ").replace("Z", " UTC")}` : "",
           upToDate ? "" : " · you have rated since: train again to include the new ratings.",
         )
       : h("p", { id: "model-state", class: "empty" }, "No model yet. Rate at least 10 images, then train it."),

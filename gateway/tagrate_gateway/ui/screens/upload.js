@@ -2,9 +2,10 @@
 // per-file and batch progress, each failure in plain words.
 
 import { $, h, mount } from "../lib/dom.js";
-import { fmt, LEVELS } from "../lib/format.js";
+import { LEVELS, RANKS } from "../lib/format.js";
 import { forgetListings, libraryHash } from "../lib/listing.js";
 import { session } from "../lib/session.js";
+import { toast } from "../lib/toast.js";
 
 const UPLOAD_CONCURRENCY = 2;
 
@@ -70,7 +71,7 @@ export function render() {
     "select",
     { id: "batch-rating" },
     h("option", { value: "" }, "No rating: just store them"),
-    ...LEVELS.map((value, k) => h("option", { value: String(k) }, `${k + 1} of 7 (${fmt(value)})`)),
+    ...RANKS.map((rank, k) => h("option", { value: String(k), dataset: { rank: k } }, `Rank ${rank}`)),
   );
   const list = h("ul", { class: "files", id: "file-list", "aria-live": "polite" });
   const batchBar = h("progress", { id: "batch-progress", max: 1, value: 0 });
@@ -82,7 +83,18 @@ export function render() {
   const add = (chosen) => {
     for (const file of chosen) files.push(file);
     list.replaceChildren(
-      ...files.map((file) => h("li", {}, h("span", { class: "name" }, file.name), h("progress", { max: 1, value: 0 }))),
+      ...files.map((file) => {
+        // A preview of the chosen file itself (a blob: URL, never uploaded for it).
+        const preview = file.type.startsWith("image/") ? h("img", { class: "preview", alt: "", src: URL.createObjectURL(file) }) : null;
+        if (preview) preview.addEventListener("load", () => URL.revokeObjectURL(preview.src), { once: true });
+        return h(
+          "li",
+          { class: preview ? "with-preview" : null },
+          preview,
+          h("span", { class: "name" }, file.name),
+          h("progress", { max: 1, value: 0 }),
+        );
+      }),
     );
     batchText.textContent = `${files.length} file${files.length === 1 ? "" : "s"} ready.`;
     start.disabled = files.length === 0;
@@ -152,6 +164,8 @@ export function render() {
     };
     await Promise.all(Array.from({ length: Math.min(UPLOAD_CONCURRENCY, batch.length) }, worker));
     forgetListings();
+    if (ok) toast(`Uploaded ${ok} image${ok === 1 ? "" : "s"}${rating === null ? "" : `, rated ${RANKS[level]}`}.`);
+    if (failed) toast(`${failed} upload${failed === 1 ? "" : "s"} failed: see the list.`, "error");
     const where = rating === null ? { sort: "date-desc", rated: "no" } : { sort: "date-desc", rated: "yes" };
     after.replaceChildren(
       `${ok} stored${failed ? `, ${failed} failed` : ""}. `,

@@ -1,9 +1,11 @@
-// The viewer: one image large, its rating buttons (keys 1-7), tags, and
-// previous/next within the list it was opened from.
+// The viewer: one image large (click or Z to zoom, F full screen, O the
+// original file), its rank buttons F..SS (keys 1-7), tags (a click toggles
+// the tag in the list's filter), and previous/next within the list it was
+// opened from (←/→, or a swipe on a phone).
 
 import { api, describe, isNotFound, query } from "../lib/api.js";
 import { h, mount } from "../lib/dom.js";
-import { fmt, LEVELS, levelOf } from "../lib/format.js";
+import { LEVELS, levelOf, rankOf, rankTitle, RANKS } from "../lib/format.js";
 import {
   BROWSE_ALL,
   forgetListings,
@@ -14,11 +16,17 @@ import {
   pageOf,
   VIEW_SIZE,
 } from "../lib/listing.js";
+import { retryBox } from "../lib/retry.js";
 import { go, isCurrent, setKeys } from "../lib/router.js";
 import { session } from "../lib/session.js";
 import { albumHash, locateInAlbum } from "../lib/albums.js";
+import { toast } from "../lib/toast.js";
 import { albumPicker } from "../widgets/albumpicker.js";
+import { similarStrip } from "../widgets/similar.js";
 import { tagEditor } from "../widgets/tagedit.js";
+import { hasTag, toggleTag } from "../widgets/tagbox.js";
+
+const SWIPE_PX = 60;
 
 const ADVANCE_KEY = "tagrate.advance";
 
@@ -38,24 +46,53 @@ async function locate(name, ctx) {
 }
 
 function ratingButtons(current, onRate) {
+  // A stored value between levels (a decimal from the CLI) presses its nearest rank.
   const level = levelOf(current);
   return h(
     "div",
     { class: "levels", role: "group", "aria-label": "Rate this image (keys 1 to 7)" },
-    ...LEVELS.map((value, k) =>
+    ...RANKS.map((rank, k) =>
       h(
         "button",
         {
           type: "button",
           class: "level",
-          dataset: { level: k + 1 },
-          title: `Rate ${fmt(value)} (key ${k + 1})`,
-          "aria-pressed": level === k && Math.abs(current - value) < 1e-6 ? "true" : "false",
+          dataset: { level: k + 1, rank: k },
+          title: `Rate ${rank} (key ${k + 1})`,
+          "aria-pressed": level === k ? "true" : "false",
           onclick: () => onRate(k),
         },
-        String(k + 1),
+        rank,
       ),
     ),
+  );
+}
+
+function tagList(tags, ctx) {
+  if (!tags.tags.length) {
+    return h("p", { class: "muted", id: "tags" }, tags.tagged ? "No tags above the model's threshold." : "Not tagged yet.");
+  }
+  return h(
+    "ul",
+    { class: "tags", id: "tags" },
+    ...tags.tags.map(([tag, score]) => {
+      const on = hasTag(ctx.filters, tag);
+      return h(
+        "li",
+        {},
+        h(
+          "a",
+          {
+            href: libraryHash({ ...ctx, filters: toggleTag(ctx.filters, tag) }),
+            title: on ? `Take ${tag} out of the filter` : `Add ${tag} to the filter`,
+            "aria-pressed": String(on),
+            dataset: { tag },
+          },
+          `${tag} `,
+          h("small", {}, `${Math.round(score * 100)}%`),
+        ),
+      );
+    }),
   );
 }
 
@@ -70,6 +107,7 @@ function deleteControls(name, message, deleted) {
       try {
         await api("deleteimage", { method: "POST", form: { image: name } });
         forgetListings();
+        toast("Image deleted.");
         deleted();
       } catch (error) {
         message.textContent = describe(error);
@@ -98,7 +136,7 @@ export async function render({ arg: name, params, token }) {
     if (!isCurrent(token)) return;
     mount(
       h("h1", {}, "Image"),
-      h("p", { class: "error", role: "alert" }, describe(error)),
+      isNotFound(error) ? h("p", { class: "error", role: "alert" }, describe(error)) : retryBox(error, token),
       h("a", { class: "button", href: libraryHash(ctx) }, "Back to the library"),
     );
     return;
@@ -118,7 +156,7 @@ export async function render({ arg: name, params, token }) {
     src: `getimage?${query({ image: name, size: VIEW_SIZE })}`,
     alt: `Image ${name}`,
   });
-  const ratingValue = h("div", { class: "value", id: "my-rating" }, fmt(rating));
+  const ratingValue = h("div", { class: "value", id: "my-rating" });
   const scores = h(
     "div",
     { class: "scores" },
@@ -131,8 +169,12 @@ export async function render({ arg: name, params, token }) {
           h("div", { class: "muted" }, "Predicted"),
           h(
             "div",
-            { class: predicted === null ? "value none" : "value", id: "predicted" },
-            predicted === null ? "no model yet" : fmt(predicted),
+            {
+              class: predicted === null ? "value none" : "value",
+              id: "predicted",
+              title: predicted === null ? null : rankTitle(predicted),
+            },
+            predicted === null ? "no model yet" : `≈ ${rankOf(predicted)}`,
           ),
         ),
   );
@@ -143,7 +185,12 @@ export async function render({ arg: name, params, token }) {
   advance.addEventListener("change", () => localStorage.setItem(ADVANCE_KEY, advance.checked ? "1" : "0"));
 
   const show = () => {
-    ratingValue.textContent = fmt(rating);
+    // The nearest rank, in its colour; the exact stored value on hover.
+    ratingValue.textContent = rankOf(rating);
+    ratingValue.title = rankTitle(rating);
+    if (rating === null) delete ratingValue.dataset.rank;
+    else ratingValue.dataset.rank = String(levelOf(rating));
+    ratingValue.classList.toggle("rank", rating !== null);
     levels.replaceChildren(ratingButtons(rating, rate));
     removeButton.disabled = rating === null;
   };
@@ -155,11 +202,13 @@ export async function render({ arg: name, params, token }) {
       if (!isCurrent(token)) return;
       rating = value;
       forgetListings();
-      message.textContent = `Rated ${fmt(value)}.`;
+      message.textContent = `Rated ${RANKS[k]}.`;
+      toast(`Saved: ${RANKS[k]}.`);
       show();
       if (advance.checked && next) go(imageHash(next, navCtx));
     } catch (error) {
       message.textContent = describe(error);
+      toast(`Not saved: ${describe(error)}`, "error");
     }
   }
 
@@ -171,13 +220,49 @@ export async function render({ arg: name, params, token }) {
       rating = null;
       forgetListings();
       message.textContent = "Rating removed.";
+      toast("Rating removed.");
       show();
     } catch (error) {
       message.textContent = describe(error);
+      toast(`Not removed: ${describe(error)}`, "error");
     }
   }
 
-  const editor = tagEditor(name, (tag) => libraryHash({ ...ctx, filters: tag }));
+  const stage = h("div", { class: "stage", id: "stage" }, img);
+  const zoom = () => {
+    stage.classList.toggle("zoomed");
+    zoomButton.setAttribute("aria-pressed", String(stage.classList.contains("zoomed")));
+  };
+  const fullScreen = () => {
+    if (document.fullscreenElement) document.exitFullscreen();
+    else if (stage.requestFullscreen) stage.requestFullscreen().catch(() => toast("Full screen is not available here.", "error"));
+  };
+  const original = `getimage?${query({ image: name })}`;
+  const zoomButton = h("button", { type: "button", id: "zoom", "aria-pressed": "false", "aria-keyshortcuts": "Z", onclick: zoom }, "Zoom");
+  const tools = h(
+    "div",
+    { class: "navrow", id: "image-tools" },
+    zoomButton,
+    h("button", { type: "button", id: "fullscreen", "aria-keyshortcuts": "F", onclick: fullScreen }, "Full screen"),
+    h("a", { class: "button", id: "open-original", href: original, target: "_blank", rel: "noopener" }, "Open original"),
+  );
+  img.addEventListener("click", zoom);
+  // A swipe on a phone: left for the next image, right for the previous (not while zoomed: that pans).
+  let touch = null;
+  stage.addEventListener("touchstart", (event) => {
+    touch = event.touches.length === 1 ? { x: event.touches[0].clientX, y: event.touches[0].clientY } : null;
+  }, { passive: true });
+  stage.addEventListener("touchend", (event) => {
+    if (!touch || stage.classList.contains("zoomed")) return;
+    const dx = event.changedTouches[0].clientX - touch.x;
+    const dy = event.changedTouches[0].clientY - touch.y;
+    touch = null;
+    if (Math.abs(dx) < SWIPE_PX || Math.abs(dx) < 1.5 * Math.abs(dy)) return;
+    const target = dx < 0 ? next : prev;
+    if (target) go(imageHash(target, navCtx));
+  });
+
+  const editor = tagEditor(name, (tag) => libraryHash({ ...ctx, filters: toggleTag(ctx.filters, tag) }));
   const afterDelete = () =>
     go(next ? imageHash(next, navCtx) : prev ? imageHash(prev, navCtx) : libraryHash(ctx), true);
   const navLink = (target, text, id, key) =>
@@ -192,7 +277,7 @@ export async function render({ arg: name, params, token }) {
     h(
       "div",
       { class: "viewer" },
-      h("div", { class: "stage" }, img),
+      stage,
       h(
         "section",
         { class: "side", "aria-label": "Rating and tags" },
@@ -203,20 +288,26 @@ export async function render({ arg: name, params, token }) {
           h("span", { id: "position" }, position),
           navLink(next, "Next →", "next-image", "ArrowRight"),
         ),
+        tools,
         scores,
         levels,
         h("div", { class: "navrow" }, removeButton, h("label", { class: "inline" }, h("span", {}, "Next image after rating"), advance)),
         message,
         h("h2", {}, "Tags"),
+        tagList(tags, ctx),
+        h("h3", {}, "Edit tags"),
         editor.element,
+        tags.original_name ? h("p", { class: "muted" }, "File: ", h("span", { id: "original-name" }, tags.original_name)) : null,
         tags.source ? h("p", { class: "muted" }, "Source: ", tags.source) : null,
         albumPicker(() => [name]),
         session.admin ? deleteControls(name, message, afterDelete) : null,
         h("p", { class: "keys" }, h("kbd", {}, "1"), "–", h("kbd", {}, "7"), " rate · ", h("kbd", {}, "0"), " remove · ",
-          h("kbd", {}, "←"), h("kbd", {}, "→"), " previous/next · ", h("kbd", {}, "Esc"), " back to the list · ",
+          h("kbd", {}, "←"), h("kbd", {}, "→"), " previous/next · ", h("kbd", {}, "Z"), " zoom · ", h("kbd", {}, "F"),
+          " full screen · ", h("kbd", {}, "O"), " original · ", h("kbd", {}, "Esc"), " back to the list · ",
           h("kbd", {}, "t"), " add tags · ", h("kbd", {}, "a"), "/", h("kbd", {}, "r"), " accept/reject a suggestion"),
         h("a", { href: back, id: "back" }, "Back to the list"),
       ),
+      similarStrip(name, navCtx),
     ),
   );
   show();
@@ -224,12 +315,19 @@ export async function render({ arg: name, params, token }) {
   if (next) new Image().src = `getimage?${query({ image: next, size: VIEW_SIZE })}`;
 
   setKeys((event) => {
-    if (editor.onKey(event)) event.preventDefault();
-    else if (event.key >= "1" && event.key <= "7") rate(Number(event.key) - 1);
+    if (editor.onKey(event)) {
+      event.preventDefault();
+      return;
+    }
+    if (event.key >= "1" && event.key <= "7") rate(Number(event.key) - 1);
     else if (event.key === "0") removeRating();
     else if (event.key === "ArrowLeft" && prev) go(imageHash(prev, navCtx));
     else if (event.key === "ArrowRight" && next) go(imageHash(next, navCtx));
+    else if (event.key === "Escape" && document.fullscreenElement) document.exitFullscreen();
     else if (event.key === "Escape") go(back);
+    else if (event.key === "z" || event.key === "Z") zoom();
+    else if (event.key === "f" || event.key === "F") fullScreen();
+    else if (event.key === "o" || event.key === "O") window.open(original, "_blank", "noopener");
     else return;
     event.preventDefault();
   });

@@ -4,6 +4,7 @@ import { api, describe } from "../lib/api.js";
 import { $, banner, h } from "../lib/dom.js";
 import { go } from "../lib/router.js";
 import { forgetUser, session, signedIn, signedOut } from "../lib/session.js";
+import { currentTheme, toggleTheme } from "../lib/theme.js";
 
 function switchUser() {
   forgetUser();
@@ -37,10 +38,22 @@ export function header(screens) {
       else link.removeAttribute("aria-current");
     }
     const who = $("#who");
-    who.replaceChildren();
+    const theme = h("button", {
+      type: "button",
+      id: "theme-toggle",
+      title: "Light or dark theme",
+      "aria-pressed": String(currentTheme() === "dark"),
+      onclick: () => {
+        toggleTheme();
+        theme.setAttribute("aria-pressed", String(currentTheme() === "dark"));
+        theme.textContent = currentTheme() === "dark" ? "☀ Light" : "☾ Dark";
+      },
+    }, currentTheme() === "dark" ? "☀ Light" : "☾ Dark");
+    who.replaceChildren(theme);
     if (!signedIn()) return;
     const label = session.user ? `Signed in as ${session.user}` : "Admin";
-    who.append(h("span", { id: "who-name" }, label, session.admin && session.user ? " (admin)" : ""));
+    // "(admin)" only means something with access control on: without it everyone may do everything.
+    who.append(h("span", { id: "who-name" }, label, session.auth && session.admin && session.user ? " (admin)" : ""));
     if (!session.auth || (session.admin && session.user)) {
       who.append(h("button", { type: "button", id: "switch-user", onclick: switchUser }, "Switch user"));
     }

@@ -19,7 +19,7 @@ const SOURCE_TITLE = { manual: "added by a person", model: "the tagger's", taugh
  */
 export function tagEditor(image, hrefFor) {
   let tags = [];
-  const list = h("ul", { class: "tags tagedit", id: "tags" });
+  const list = h("ul", { class: "tags tagedit", id: "tag-edit-list" });
   const suggestions = h("div", { class: "tag-suggestions", id: "tag-suggestions" });
   const status = h("p", { class: "muted", "aria-live": "polite", id: "tag-status" });
   const options = h("datalist", { id: "tag-options" });

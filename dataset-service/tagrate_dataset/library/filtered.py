@@ -1,0 +1,41 @@
+"""The set of images a listing's filters keep, as ids, for other resources
+that rank images their own way (similar images, ``similar/search.py``): the
+listing's own query builder (``neighbours._base_query``), so every filter
+the listing learns applies there too."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sqlmodel import Session, select
+
+from tagrate_common.userdata import RatedFilter, TagFilter
+
+from ..models import Image, Rating
+from ..records import current_tagger_model
+from . import neighbours
+from .sql import FILTER_FIRST
+
+
+def filtered_ids(
+    session: Session, user_id: int, tags: TagFilter, rated: RatedFilter, among: Sequence[int] | None = None
+) -> np.ndarray | None:
+    """The ids (sorted, unique) of the images ``user_id``'s listing with
+    these filters holds (only those ``among`` these ids, when given), or
+    None when nothing is filtered (every image)."""
+    if not tags.include and not tags.exclude and rated is RatedFilter.ALL:
+        return None
+    model = current_tagger_model(session) if (tags.include or tags.exclude) else None
+    ids = neighbours._tag_ids(session, (*tags.include, *tags.exclude))
+    if tags.include and (model is None or any(name not in ids for name in tags.include)):
+        return np.zeros(0, dtype=np.int64)
+    include = [ids[name] for name in tags.include]
+    exclude = [ids[name] for name in tags.exclude if name in ids]
+    if model is None:
+        include = exclude = []
+    column = Rating.image_id if rated is RatedFilter.YES else Image.id
+    stmt = neighbours._base_query(select(column), user_id, model, include, exclude, rated, FILTER_FIRST, for_count=True)
+    if among is not None:
+        stmt = stmt.where(column.in_(list(among)))  # type: ignore[attr-defined]
+    return np.unique(np.asarray(session.exec(stmt).all(), dtype=np.int64))

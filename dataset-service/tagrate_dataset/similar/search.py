@@ -1,0 +1,170 @@
+"""GetSimilar: the stored images most similar in content to a stored image
+or to a feature vector, through the similarity index (``vectors.py``),
+restricted by the listing's own filter builder (tag filters and ``rated``
+exactly as GetUserData applies them: ``library/filtered.py``),
+with the user's rating and current prediction per result."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import func
+from sqlmodel import select
+
+from tagrate_common.errors import Conflict, InvalidArgument, Unavailable
+from tagrate_common.userdata import RatedFilter, TagFilter
+
+from .. import records
+from ..db import Database
+from ..library.filtered import filtered_ids
+from ..models import Image, ImageFeatures, Prediction, Rating
+from ..predictions import scoring
+from .vectors import VectorIndex
+
+# Stand-in user id when no user is given: matches no rating.
+_NOBODY = -1
+# A library with at most this many vectors has its index built within the
+# first request (a second or so); a larger one in the background, answering
+# 503 until it is ready (a build reads every vector: ~0.5 GB at 100k images).
+_BUILD_INLINE = 20_000
+# A filtered search looks at this many times ``limit`` nearest images first.
+_PREFILTER = 20
+# Searches again (more results asked for) when deleted images were met.
+_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class SimilarResult:
+    image: str
+    similarity: float
+    rating: float | None
+    predicted: float | None
+
+
+@dataclass(frozen=True)
+class Query:
+    image: str  # "" for a search by vector
+    vector: np.ndarray | None
+    extractor_id: str
+    user: str
+    limit: int
+    tags: TagFilter
+    rated: RatedFilter
+
+
+def _stored_vectors(db: Database, extractor_id: str) -> int:
+    with db.read() as session:
+        return session.exec(
+            select(func.count()).select_from(ImageFeatures).where(ImageFeatures.extractor_id == extractor_id)
+        ).one()
+
+
+def similar(db: Database, index: VectorIndex, query: Query) -> tuple[str, list[SimilarResult]]:
+    """The answer to GetSimilar: (the query image's name or "", results)."""
+    with db.snapshot() as session:
+        user_id = _NOBODY
+        if query.user:
+            found_user = records.require_user(session, query.user)
+            assert found_user.id is not None
+            user_id = found_user.id
+        elif query.rated is not RatedFilter.ALL:
+            raise InvalidArgument("'rated' other than all needs a 'user'", "invalid_rated")
+        exclude: int | None = None
+        extractor_id, vector = query.extractor_id, query.vector
+        if query.image:
+            image = records.require_image(session, query.image)
+            exclude = image.id
+            row = session.exec(
+                select(ImageFeatures.extractor_id, ImageFeatures.vector)
+                .where(ImageFeatures.image_id == image.id)
+                .order_by(ImageFeatures.created_at.desc())  # type: ignore[attr-defined]
+                .limit(1)
+            ).first()
+            if row is None:
+                raise Conflict(
+                    f"the features of image '{query.image}' are not computed yet; try again shortly",
+                    "features_pending",
+                )
+            extractor_id, vector = row[0], np.frombuffer(row[1], dtype="<f4")
+        version = scoring.serving_version(session, query.user) if query.user else ""
+    assert vector is not None
+    if (
+        index.extractor_id != extractor_id
+        and index.building is None
+        and _stored_vectors(db, extractor_id) <= _BUILD_INLINE
+    ):
+        index.ensure(extractor_id)  # a small library: built within the request
+    if not index.ready_for(extractor_id):
+        raise Unavailable(
+            "the similarity index is being built from the stored feature vectors; try again in a few seconds",
+            "similarity_index_building",
+        )
+    index.ensure(extractor_id)
+    filtered = bool(query.tags.include or query.tags.exclude) or query.rated is not RatedFilter.ALL
+    allowed: np.ndarray | None = None
+    if filtered:
+        # The nearest images first, filtered afterwards (the filter is one
+        # query over a few hundred ids); only when too few of them pass is
+        # the whole filtered set read and the search run within it.
+        hits = index.search(vector, _PREFILTER * query.limit, exclude=exclude)
+        passing = set(_filtered(db, user_id, query, [i for i, _ in hits]).tolist())
+        kept = [(i, score) for i, score in hits if i in passing]
+        if len(kept) >= query.limit or len(hits) < _PREFILTER * query.limit:
+            return query.image, _resolve(db, kept[: query.limit + 8], user_id, version)[0][: query.limit]
+        allowed = _filtered(db, user_id, query, None)
+        if allowed.size == 0:
+            return query.image, []
+    want = query.limit
+    results: list[SimilarResult] = []
+    for _ in range(_ATTEMPTS):
+        hits = index.search(vector, want + 8, exclude=exclude, allowed=allowed)
+        results, gone = _resolve(db, hits, user_id, version)
+        if not gone or len(results) >= query.limit or len(hits) < want + 8:
+            return query.image, results[: query.limit]
+        index.remove(gone)
+        want += len(gone)
+    return query.image, results[: query.limit]
+
+
+def _filtered(db: Database, user_id: int, query: Query, among: Sequence[int] | None) -> np.ndarray:
+    with db.snapshot() as session:
+        found = filtered_ids(session, user_id, query.tags, query.rated, among)
+    assert found is not None
+    return found
+
+
+def _resolve(
+    db: Database, hits: Sequence[tuple[int, float]], user_id: int, version: str
+) -> tuple[list[SimilarResult], list[int]]:
+    """Names, ratings and predictions of the hits; ids of deleted images apart."""
+    ids = [image_id for image_id, _ in hits]
+    if not ids:
+        return [], []
+    with db.read() as session:
+        names = dict(session.exec(select(Image.id, Image.name).where(Image.id.in_(ids))).all())  # type: ignore[union-attr]
+        ratings = dict(
+            session.exec(
+                select(Rating.image_id, Rating.rating).where(Rating.user_id == user_id, Rating.image_id.in_(ids))  # type: ignore[attr-defined]
+            ).all()
+        )
+        predicted = (
+            dict(
+                session.exec(
+                    select(Prediction.image_id, Prediction.score).where(
+                        Prediction.user_id == user_id,
+                        Prediction.model_version == version,
+                        Prediction.image_id.in_(ids),  # type: ignore[attr-defined]
+                    )
+                ).all()
+            )
+            if version
+            else {}
+        )
+    results = [
+        SimilarResult(names[i], max(0.0, min(1.0, score)), ratings.get(i), predicted.get(i))
+        for i, score in hits
+        if i in names
+    ]
+    return results, [i for i, _ in hits if i not in names]
