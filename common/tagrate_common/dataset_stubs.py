@@ -32,6 +32,7 @@ from .protos import (
     sessions_pb2_grpc,
     similar_pb2_grpc,
     tags_pb2_grpc,
+    tasteloop_pb2_grpc,
     tokens_pb2_grpc,
     training_data_pb2_grpc,
     users_pb2_grpc,
@@ -54,6 +55,7 @@ class DatasetStubs:
     tokens: tokens_pb2_grpc.TokenServiceStub
     albums: albums_pb2_grpc.AlbumServiceStub
     owned_tags: owned_tags_pb2_grpc.OwnedTagServiceStub
+    tasteloop: tasteloop_pb2_grpc.TasteLoopServiceStub
     sessions: sessions_pb2_grpc.SessionServiceStub
     similar: similar_pb2_grpc.SimilarServiceStub
 
@@ -68,6 +70,7 @@ class DatasetStubs:
         self.tokens = tokens_pb2_grpc.TokenServiceStub(channel)
         self.albums = albums_pb2_grpc.AlbumServiceStub(channel)
         self.owned_tags = owned_tags_pb2_grpc.OwnedTagServiceStub(channel)
+        self.tasteloop = tasteloop_pb2_grpc.TasteLoopServiceStub(channel)
         self.sessions = sessions_pb2_grpc.SessionServiceStub(channel)
         self.similar = similar_pb2_grpc.SimilarServiceStub(channel)
 
@@ -87,5 +90,6 @@ if TYPE_CHECKING:
         tokens: tokens_pb2_grpc.TokenServiceAsyncStub
         albums: albums_pb2_grpc.AlbumServiceAsyncStub
         owned_tags: owned_tags_pb2_grpc.OwnedTagServiceAsyncStub
+        tasteloop: tasteloop_pb2_grpc.TasteLoopServiceAsyncStub
         sessions: sessions_pb2_grpc.SessionServiceAsyncStub
         similar: similar_pb2_grpc.SimilarServiceAsyncStub

@@ -38,6 +38,7 @@ from .routes import (
     ratings,
     similar,
     tags,
+    tasteloop,
     training,
     ui,
     users,
@@ -243,6 +244,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         access,
         albums,
         global_model,
+        tasteloop,
         similar,
     ):
         app.include_router(module.router)

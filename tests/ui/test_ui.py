@@ -111,8 +111,9 @@ def test_sign_in_library_paging_and_filters(browser, seeded, run_stack, screensh
         assert badge.inner_text() == RANKS[round(first["rating"] * 6)]
         assert badge.get_attribute("title") == f"{RANKS[round(first['rating'] * 6)]} ({first['rating']:.2f})"
         assert page.locator("#page-info").inner_text() == f"Page 1 of 2 · {ALICE_IMAGES} images"
+        # A function, not a bare expression: Playwright polls a bare expression with eval, which the policy forbids.
         page.wait_for_function(
-            "[...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)"
+            "() => [...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)"
         )
         overflow = page.evaluate("document.scrollingElement.scrollWidth")
         assert overflow <= PHONE["width"], f"the page is {overflow} px wide at {PHONE['width']} px"

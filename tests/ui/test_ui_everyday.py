@@ -11,6 +11,7 @@ a service error that recovers by itself once the service is back."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import signal
@@ -19,9 +20,10 @@ import sys
 import time
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
-from tests.imagefactory import make_image
 from tests.support import REPO_ROOT
 
 from .conftest import wait_for_tiles
@@ -44,6 +46,19 @@ def wait_for(check, timeout: float = 120.0, what: str = "condition"):
         time.sleep(0.25)
 
 
+def distinct_image(fmt: str, seed: int, size: tuple[int, int] = (64, 64)) -> bytes:
+    """A picture of its own per seed: a random 4x4 pattern of colour blocks
+    plus noise. (The shared gradients of tests.imagefactory look alike to a
+    perceptual hash: dozens of them would be near-duplicates of each other
+    for the duplicate finder's tests that share this session's stack.)"""
+    rng = np.random.default_rng(seed)
+    blocks = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), "RGB").resize(size, Image.NEAREST)
+    pixels = np.clip(np.asarray(blocks, np.float32) + rng.normal(0, 12, (size[1], size[0], 3)), 0, 255)
+    buf = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8), "RGB").save(buf, format=fmt)
+    return buf.getvalue()
+
+
 def rank_of(rating: float) -> str:
     return RANKS[int(rating * 6 + 0.5)]  # JavaScript's Math.round for 0..6
 
@@ -61,13 +76,13 @@ def library(api) -> dict[str, list[str]]:
     as the CLI imports a ratings CSV); every image tagged."""
     unrated, rated = [], []
     for i in range(UNRATED):
-        data = make_image("JPEG", (64 + i % 5 * 8, 64), seed=7000 + i)
+        data = distinct_image("JPEG", 7000 + i, (64 + i % 5 * 8, 64))
         response = api.post("/addimage", files={"image": (f"plain{i}.jpg", data)})
         assert response.status_code == 200, response.text
         unrated.append(response.json()["image"])
     for i in range(12):
         rating = 0.55 if i == 0 else round(i % 7 / 6, 6)
-        data = make_image("PNG", (72, 72), seed=7500 + i)
+        data = distinct_image("PNG", 7500 + i, (72, 72))
         response = api.post(
             "/addrating", data={"user": RATER, "rating": str(rating)}, files={"image": (f"r{i}.png", data)}
         )
@@ -181,7 +196,7 @@ def test_a_decimal_imported_by_the_cli_presses_its_nearest_rank(browser, library
     between C = 2/6 and B = 3/6): the viewer presses C and says 0.40 on hover."""
     folder = tmp_path / "import"
     folder.mkdir()
-    data = make_image("PNG", (48, 48), seed=7950)
+    data = distinct_image("PNG", 7950, (48, 48))
     (folder / "decimal.png").write_bytes(data)
     (tmp_path / "ratings.csv").write_text(f"path,user,rating\ndecimal.png,{RATER},0.4\n")
     command = ["-m", "tagrate_cli", "--url", run_stack.url, "import", str(folder), "--ratings"]
@@ -403,7 +418,7 @@ def test_viewer_zoom_full_screen_original_and_swipe(browser, library, api, run_s
 def test_upload_previews_and_toasts(browser, library, api, run_stack, tmp_path):
     good = [tmp_path / f"preview{i}.png" for i in range(2)]
     for i, path in enumerate(good):
-        path.write_bytes(make_image("PNG", (40, 30), seed=7900 + i))
+        path.write_bytes(distinct_image("PNG", 7900 + i, (40, 30)))
     bad = tmp_path / "notes.png"
     bad.write_bytes(b"not an image at all")
     with ui_page(browser, run_stack.url, DESKTOP) as page:
