@@ -8,7 +8,7 @@ that filters read; ``taught_tags`` and ``taught_image_tags``: classifiers
 learned from manual tags and the tags they put on images.
 
 Revision ID: 0009
-Revises: 0010 (the head of main when this branch last merged it; the lead re-chains)
+Revises: 0008
 Create Date: 2026-12-07
 """
 
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | Sequence[str] | None = "0010"
+down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
