@@ -35,21 +35,16 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-import grpc
 import numpy as np
 from sqlalchemy import Engine, text
 
-from tagrate_common.dataset_stubs import DatasetStubs
-from tagrate_common.protos import library_pb2, rater_pb2, rater_pb2_grpc, training_data_pb2, users_pb2, work_pb2
+from tagrate_common.protos import library_pb2, rater_pb2, training_data_pb2, users_pb2, work_pb2
 from tagrate_common.vision.rating_heads import serialize_weights
 from tagrate_dataset.db import create_db_engine
-from tagrate_dataset.models import ImageFeatures
-from tests.support import ServiceProcess, free_port
+from tests.support import ServiceProcess
 
 from .harness import print_table
 from .harness.dataset import (
@@ -60,22 +55,12 @@ from .harness.dataset import (
     postgres_database,
     sqlite_database,
 )
+from .harness.vectors_stack import DEADLINE, Services, services
 
-DEADLINE = 120.0
 TARGET_SECONDS_PER_USER = 10.0
 TARGET_RATIO = 1.5
 # Popular tag pairs (tag_N is the N-th most common), as people filter by the tags they see.
 TAG_PAIRS = [("tag_2", "tag_5"), ("tag_3", "tag_8"), ("tag_6", "tag_11"), ("tag_4", "tag_15")]
-VECTOR_BATCH = 2000
-
-
-@dataclass
-class Services:
-    dataset: ServiceProcess
-    rater: ServiceProcess
-    dataset_stub: DatasetStubs
-    rater_stub: rater_pb2_grpc.RaterServiceStub
-    channels: list[grpc.Channel]
 
 
 @dataclass
@@ -93,99 +78,6 @@ def _peak_rss_mib(process: ServiceProcess) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def add_vectors(url: str, extractor_id: str, dimensions: int) -> float:
-    """A random float32 vector of ``extractor_id`` for every stored image
-    that has none; returns the seconds it took."""
-    start = time.perf_counter()
-    engine = create_db_engine(url, pool_size=1, max_overflow=0)
-    rng = np.random.default_rng(13)
-    now = datetime.now(UTC)
-    try:
-        with engine.begin() as conn:
-            ids = conn.execute(
-                text("SELECT id FROM images WHERE id NOT IN (SELECT image_id FROM image_features) ORDER BY id")
-            ).scalars()
-            ids = list(ids)
-        table = ImageFeatures.__table__  # type: ignore[attr-defined]
-        for begin in range(0, len(ids), VECTOR_BATCH):
-            batch = ids[begin : begin + VECTOR_BATCH]
-            vectors = rng.normal(0.0, 1.0, (len(batch), dimensions)).astype("<f4")
-            rows = [
-                {
-                    "image_id": i,
-                    "extractor_id": extractor_id,
-                    "dim": dimensions,
-                    "vector": v.tobytes(),
-                    "created_at": now,
-                }
-                for i, v in zip(batch, vectors, strict=True)
-            ]
-            with engine.begin() as conn:
-                conn.execute(table.insert(), rows)
-        if engine.dialect.name == "postgresql":
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.execute(text("ANALYZE"))
-    finally:
-        engine.dispose()
-    return time.perf_counter() - start
-
-
-@contextlib.contextmanager
-def services(url: str, work_dir: Path) -> Iterator[Services]:
-    """The rater, then the vectors, then the dataset service (so the
-    vectors are not queued as new images to score)."""
-    ports = {"dataset": free_port(), "rater": free_port()}
-    addr = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
-    data_dir = work_dir / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    rater = ServiceProcess(
-        "tagrate_rater",
-        {
-            "TAGRATE_DATA_DIR": str(data_dir),
-            "RATER_HOST": "127.0.0.1",
-            "RATER_PORT": str(ports["rater"]),
-            "RATER_METRICS_PORT": "0",
-            "RATER_DEVICE": "cpu",
-            "RATER_HEADS_DIR": str(work_dir / "heads"),
-            "RATER_DATASET_ADDR": addr["dataset"],
-        },
-        work_dir / "rater.log",
-        addr["rater"],
-    )
-    dataset = ServiceProcess(
-        "tagrate_dataset",
-        {
-            "TAGRATE_DATA_DIR": str(data_dir),
-            "DATASET_HOST": "127.0.0.1",
-            "DATASET_PORT": str(ports["dataset"]),
-            "DATASET_METRICS_PORT": "0",
-            "DATASET_DATABASE_URL": url,
-            "DATASET_TAGGER_ADDR": "",
-            "DATASET_RATER_ADDR": addr["rater"],
-            "DATASET_WORK_POLL_SECONDS": "0.2",
-        },
-        work_dir / "dataset.log",
-        addr["dataset"],
-    )
-    channels: list[grpc.Channel] = []
-    try:
-        rater.start(timeout=180)
-        channels.append(grpc.insecure_channel(addr["rater"]))
-        rater_stub = rater_pb2_grpc.RaterServiceStub(channels[-1])
-        info = rater_stub.GetExtractorInfo(rater_pb2.GetExtractorInfoRequest(), timeout=DEADLINE)
-        seconds = add_vectors(url, info.extractor_id, info.dimensions)
-        print(f"  vectors written in {seconds:.1f} s", flush=True)
-        dataset.start(timeout=120)
-        channels.append(grpc.insecure_channel(addr["dataset"]))
-        yield Services(dataset, rater, DatasetStubs(channels[-1]), rater_stub, channels)
-    finally:
-        for channel in channels:
-            channel.close()
-        for process in (dataset, rater):
-            if process.proc is not None and process.proc.poll() is None:
-                process.terminate()
 
 
 def _job_open(engine: Engine, user: str) -> bool:

@@ -5,6 +5,7 @@ and the head the trainer selects; the mean and the worst user of each type.
 
     python -m bench learning [--users 4] [--types shared,opposite,orthogonal,narrow]
                              [--splits 5] [--others 24] [--sizes 10,20,50,100,200] [--features]
+    python -m bench learning --active [--users 4] [--types ...] [--splits 5]   (issue 26: bench/learning/active.py)
 
 Images: the Twemoji PNGs (64 px) of the npm package ``emoji-datasource-twitter``
 (MIT; the graphics are Twemoji by Twitter, Inc and other contributors,
@@ -121,6 +122,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sizes", default="10,20,50,100,200")
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--features", action="store_true", help="also score ridge on other feature vectors")
+    parser.add_argument(
+        "--active",
+        action="store_true",
+        help="instead: active-vs-random curves of /getratenext's method (bench/learning/active.py)",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     kinds = args.types.split(",")
@@ -139,6 +145,12 @@ def main(argv: list[str]) -> int:
     # test sets never draw from, trained as user=all would be.
     order = rng.permutation(n)
     pool, rest = order[: n // 3], order[n // 3 :]
+    if args.active:
+        from . import active
+
+        return active.curves(
+            plain, rest, kinds, args.users, args.splits, args.seed, preference.user, preference.uid, rate, TEST_IMAGES
+        )
     xs, ys, names = [], [], []
     for u in range(args.others):
         chosen = rng.choice(pool, OTHER_RATINGS, replace=False)

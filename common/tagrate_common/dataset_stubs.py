@@ -31,6 +31,7 @@ from .protos import (
     sessions_pb2_grpc,
     similar_pb2_grpc,
     tags_pb2_grpc,
+    tasteloop_pb2_grpc,
     tokens_pb2_grpc,
     training_data_pb2_grpc,
     users_pb2_grpc,
@@ -52,6 +53,7 @@ class DatasetStubs:
     training: training_data_pb2_grpc.TrainingDataServiceStub
     tokens: tokens_pb2_grpc.TokenServiceStub
     albums: albums_pb2_grpc.AlbumServiceStub
+    tasteloop: tasteloop_pb2_grpc.TasteLoopServiceStub
     sessions: sessions_pb2_grpc.SessionServiceStub
     similar: similar_pb2_grpc.SimilarServiceStub
 
@@ -65,6 +67,7 @@ class DatasetStubs:
         self.training = training_data_pb2_grpc.TrainingDataServiceStub(channel)
         self.tokens = tokens_pb2_grpc.TokenServiceStub(channel)
         self.albums = albums_pb2_grpc.AlbumServiceStub(channel)
+        self.tasteloop = tasteloop_pb2_grpc.TasteLoopServiceStub(channel)
         self.sessions = sessions_pb2_grpc.SessionServiceStub(channel)
         self.similar = similar_pb2_grpc.SimilarServiceStub(channel)
 
@@ -83,5 +86,6 @@ if TYPE_CHECKING:
         training: training_data_pb2_grpc.TrainingDataServiceAsyncStub
         tokens: tokens_pb2_grpc.TokenServiceAsyncStub
         albums: albums_pb2_grpc.AlbumServiceAsyncStub
+        tasteloop: tasteloop_pb2_grpc.TasteLoopServiceAsyncStub
         sessions: sessions_pb2_grpc.SessionServiceAsyncStub
         similar: similar_pb2_grpc.SimilarServiceAsyncStub

@@ -45,8 +45,6 @@ import sys
 import threading
 import time
 import urllib.request
-from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -56,61 +54,19 @@ from pydantic_settings import BaseSettings
 
 from .grpc_server import port_problem
 from .restarts import RestartPolicy, Restarts
+from .supervised_children import (
+    GATEWAY,
+    GATEWAY_ONLY_ENV,
+    INTERNAL_TOKEN_FILE,
+    LOOPBACK,
+    METRICS_OFFSET,
+    SERVICES,
+    Child,
+    StartupError,
+    how_ended,
+    say,
+)
 from .supervisor_settings import SupervisorSettings
-
-
-@dataclass
-class Child:
-    name: str
-    module: str
-    port: int
-    env: dict[str, str] = field(default_factory=dict)
-    # (port, the setting that moves it) for every port the child listens on.
-    listens: list[tuple[int, str]] = field(default_factory=list)
-    proc: subprocess.Popen | None = None
-    pump: threading.Thread | None = None
-    recent: deque[str] = field(default_factory=lambda: deque(maxlen=15))
-    restarts: Restarts | None = None
-    state: str = "new"  # new -> starting -> up -> backoff -> starting -> ...
-    restart_at: float = 0.0
-
-
-# name, module, settings class, port offset from TAGRATE_RUN_BASE_PORT; in
-# start order (dependencies first). A service's metrics port is its port + 4.
-SERVICES = [
-    ("tagger", "tagrate_tagger", "TaggerSettings", 1),
-    ("rater", "tagrate_rater", "RaterSettings", 2),
-    ("dataset", "tagrate_dataset", "DatasetSettings", 3),
-    ("trainer", "tagrate_trainer", "TrainerSettings", 4),
-]
-GATEWAY = ("gateway", "tagrate_gateway", "GatewaySettings", 0)
-METRICS_OFFSET = 4
-# Only the gateway reads these; no other child gets them in its environment.
-GATEWAY_ONLY_ENV = ("GATEWAY_ADMIN_TOKEN", "GATEWAY_ADMIN_TOKEN_FILE")
-LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
-INTERNAL_TOKEN_FILE = Path("run") / "internal-token"
-_COLOURS = {"gateway": 36, "dataset": 32, "tagger": 35, "rater": 33, "trainer": 34, "run": 1}
-
-
-class StartupError(RuntimeError):
-    """The group cannot start; the message says why and what to change."""
-
-
-def _say(name: str, line: str, colour: int | None = None) -> None:
-    prefix = f"{name:>7} |"
-    if sys.stdout.isatty():
-        prefix = f"\033[{_COLOURS.get(name, 0)}m{prefix}\033[0m"
-        if colour is not None:
-            line = f"\033[{colour}m{line}\033[0m"
-    sys.stdout.write(f"{prefix} {line}\n")
-    sys.stdout.flush()
-
-
-def _how(returncode: int | None) -> str:
-    if returncode is not None and returncode < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-returncode).name}"
-    return f"exit code {returncode}"
 
 
 class Supervisor:
@@ -233,7 +189,7 @@ class Supervisor:
         for raw in proc.stdout:
             line = raw.decode(errors="replace").rstrip()
             child.recent.append(line)
-            _say(child.name, line)
+            say(child.name, line)
 
     def _spawn(self, child: Child) -> None:
         """Starts (or restarts) ``child``; always on the main thread (see
@@ -288,10 +244,10 @@ class Supervisor:
             if child.proc is not None and child.proc.poll() is not None:
                 last = self._last_lines(child, 1)
                 said = f": {last[0]}" if last else ""
-                raise StartupError(f"{child.name} exited ({_how(child.proc.returncode)}) while starting{said}")
+                raise StartupError(f"{child.name} exited ({how_ended(child.proc.returncode)}) while starting{said}")
             if self._ready(child, whole_group=True):
                 child.state = "up"
-                _say("run", f"{child.name} is ready on {self.settings.host}:{child.port}")
+                say("run", f"{child.name} is ready on {self.settings.host}:{child.port}")
                 return
             if time.monotonic() > deadline:
                 raise StartupError(f"{child.name} was not ready after {self.settings.start_timeout_seconds:.0f}s")
@@ -305,37 +261,37 @@ class Supervisor:
         if child.state in ("up", "starting") and child.proc.poll() is not None:
             wait = child.restarts.exited(now)
             child.state, child.restart_at = "backoff", now + wait
-            how = _how(child.proc.returncode)
-            _say("run", f"{child.name} died ({how}); restarting it in {wait:g}s, the rest keep serving")
+            how = how_ended(child.proc.returncode)
+            say("run", f"{child.name} died ({how}); restarting it in {wait:g}s, the rest keep serving")
             if child.restarts.crash_looping and not child.restarts.loop_reported:
                 child.restarts.loop_reported = True
                 self._report_crash_loop(child, how)
         elif child.state == "backoff" and now >= child.restart_at:
-            _say("run", f"restarting {child.name} (restart {child.restarts.count})")
+            say("run", f"restarting {child.name} (restart {child.restarts.count})")
             self._spawn(child)
         elif child.state == "starting":
             if self._ready(child, whole_group=False):
                 child.state = "up"
-                _say("run", f"{child.name} is back on {self.settings.host}:{child.port}")
+                say("run", f"{child.name} is back on {self.settings.host}:{child.port}")
             elif now - child.restarts.started_at > self.settings.start_timeout_seconds:
-                _say("run", f"{child.name} was not ready {self.settings.start_timeout_seconds:.0f}s after a restart")
+                say("run", f"{child.name} was not ready {self.settings.start_timeout_seconds:.0f}s after a restart")
                 child.proc.kill()  # noticed as a death on the next look
 
     def _report_crash_loop(self, child: Child, how: str) -> None:
         p = self.policy
-        _say(
+        say(
             "run",
             f"CRASH LOOP: {child.name} died {len(child.restarts.exits)} times within {p.loop_window:g}s "
             f"(last: {how}); retrying every {p.maximum:g}s while the rest keep serving. Its last log lines:",
             colour=31,
         )
         for line in self._last_lines(child, 10):
-            _say("run", f"    {line}", colour=31)
+            say("run", f"    {line}", colour=31)
 
     def _say_security(self) -> None:
         auth_on, dev_run = self.security_mode()
         if dev_run:
-            _say(
+            say(
                 "run",
                 "development run on loopback: access control is off, gRPC reflection and the services' metrics "
                 "ports are on, internal calls are not authenticated",
@@ -343,7 +299,7 @@ class Supervisor:
             )
         elif auth_on:
             source = "a per-run secret (file, mode 0600)" if self.internal_token_file else "TAGRATE_INTERNAL_TOKEN"
-            _say("run", f"access control is on: internal calls carry {source}; no reflection, no service metrics ports")
+            say("run", f"access control is on: internal calls carry {source}; no reflection, no service metrics ports")
 
     def _remove_internal_token(self) -> None:
         if self.internal_token_file is not None:
@@ -358,12 +314,12 @@ class Supervisor:
         for child in reversed(self.children):
             if child.proc is None or child.proc.poll() is not None:
                 continue
-            _say("run", f"stopping {child.name}")
+            say("run", f"stopping {child.name}")
             child.proc.send_signal(signal.SIGTERM)
             try:
                 child.proc.wait(self.settings.stop_timeout_seconds)
             except subprocess.TimeoutExpired:
-                _say("run", f"{child.name} did not stop in time; killing it")
+                say("run", f"{child.name} did not stop in time; killing it")
                 child.proc.kill()
                 child.proc.wait()
 
@@ -371,7 +327,7 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stopping.set())
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        _say("run", f"data directory: {self.settings.data_dir.resolve()}")
+        say("run", f"data directory: {self.settings.data_dir.resolve()}")
         try:
             plan = self.plan()
             self.check_ports(plan)
@@ -382,18 +338,18 @@ class Supervisor:
                 self._spawn(child)
                 self._wait_ready(child)
         except StartupError as exc:
-            _say("run", f"startup failed: {exc}", colour=31)
+            say("run", f"startup failed: {exc}", colour=31)
             self.stop_all()
             self._remove_internal_token()
             return 1
         if not self.stopping.is_set():
             gateway = self.children[-1]
             url = f"http://{self.settings.host}:{gateway.port}"
-            _say("run", f"tagrate is running: {url}  (API docs: /docs)")
+            say("run", f"tagrate is running: {url}  (API docs: /docs)")
             cli = Path(sys.executable).parent / "tagrate"
             if cli.is_file():  # the venv make run built (README.md, "First steps")
-                _say("run", f"import a folder of images: {os.path.relpath(cli)} --url {url} import DIR")
-            _say("run", "press Ctrl-C to stop")
+                say("run", f"import a folder of images: {os.path.relpath(cli)} --url {url} import DIR")
+            say("run", "press Ctrl-C to stop")
         # Readiness checks of a restarted child take up to a second or two,
         # so a death elsewhere is noticed within about that.
         while not self.stopping.wait(0.2):
@@ -404,7 +360,7 @@ class Supervisor:
                 self.tend(child, now)
         self.stop_all()
         self._remove_internal_token()
-        _say("run", "stopped")
+        say("run", "stopped")
         return 0
 
 

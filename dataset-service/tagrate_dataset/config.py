@@ -103,6 +103,14 @@ class DatasetSettings(ServiceSettings):
         description="Most feature vectors the similarity index holds in memory (float32: 1280 dimensions are "
         "5 KiB each, so 250000 are about 1.2 GiB); /getsimilar answers 503 once the library has more.",
     )
+    similar_ann_min_vectors: int = Field(
+        20_000,
+        ge=0,
+        description="From this many feature vectors on, unfiltered /getsimilar searches go through an HNSW graph "
+        "(usearch, float16, built in the background, kept current) whose candidates are then scored exactly; "
+        "below it, and for filtered searches, the search is exact. 0: always exact. The graph costs about "
+        "2.7 KiB a vector (1280 dimensions) on top of the exact index.",
+    )
     similar_sync_seconds: float = Field(
         2.0,
         ge=0,

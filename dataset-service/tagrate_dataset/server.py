@@ -41,6 +41,7 @@ from .similar.hashing import HashWork
 from .similar.vectors import VectorIndex
 from .tags import service as tags_service
 from .tags.tagging import Tagging
+from .tasteloop import service as tasteloop_service
 from .tokens import service as tokens_service
 from .tokens import sessions as sessions_service
 from .training import service as training_service
@@ -84,6 +85,7 @@ def resource_services(
         _service(tokens_service.REGISTRATION, tokens_service.TokenServicer(db)),
         _service(sessions_service.REGISTRATION, sessions_service.SessionServicer(db)),
         _service(albums_service.REGISTRATION, albums_service.AlbumServicer(settings, db)),
+        _service(tasteloop_service.REGISTRATION, tasteloop_service.TasteLoopServicer(db)),
         _service(
             similar_service.REGISTRATION,
             similar_service.SimilarServicer(
@@ -190,7 +192,9 @@ def create_server(settings: DatasetSettings) -> DatasetServer:
     if worker is not None and any(lane.work is not hashing for lane in worker.lanes):
         blobs.warm_thumbnails(images_service.THUMBNAIL_DEFAULT)
     scorer = Scorer(settings, db, peers) if settings.background_work else None
-    index = VectorIndex(db, settings.similar_max_vectors, settings.similar_sync_seconds)
+    index = VectorIndex(
+        db, settings.similar_max_vectors, settings.similar_sync_seconds, settings.similar_ann_min_vectors
+    )
     grouping = GroupingSettings(
         settings.duplicate_hash_distance,
         settings.duplicate_min_similarity,

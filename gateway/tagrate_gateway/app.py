@@ -37,6 +37,7 @@ from .routes import (
     ratings,
     similar,
     tags,
+    tasteloop,
     training,
     ui,
     users,
@@ -242,6 +243,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         access,
         albums,
         global_model,
+        tasteloop,
         similar,
     ):
         app.include_router(module.router)

@@ -39,7 +39,10 @@ class RaterSettings(ModelServiceSettings):
         "the heads it found at start and the ones published to it.",
     )
     keep_head_versions: int = Field(
-        5, ge=1, description="Head files kept per user (the live one and the ones before it); older ones are deleted."
+        10,
+        ge=1,
+        description="Head files kept per user (the live one and the ones before it): the model history "
+        "/getmodels lists and /usemodel can switch back to; older ones are deleted.",
     )
     dataset_addr: str = Field(
         f"127.0.0.1:{DEFAULT_PORTS['dataset']}",

@@ -16,6 +16,7 @@ from tagrate_common.protos import common_pb2, rater_pb2, rater_pb2_grpc
 from tagrate_common.timestamps import optional_datetime, to_timestamp
 from tagrate_common.vision.models import ImageModel
 
+from . import history
 from .config import RaterSettings
 from .extractor import FeatureExtractor, load_feature_model
 from .heads import HeadInfo
@@ -112,6 +113,20 @@ class RaterServicer(rater_pb2_grpc.RaterServiceServicer):
                 subject=subject, model=loaded.info.model, model_version=loaded.info.version, scores=scores.tolist()
             )
         return reply
+
+    def ListHeadVersions(
+        self, request: rater_pb2.ListHeadVersionsRequest, context: grpc.ServicerContext
+    ) -> rater_pb2.ListHeadVersionsResponse:
+        kept = history.versions(self.heads, request.user)
+        return rater_pb2.ListHeadVersionsResponse(
+            versions=[rater_pb2.HeadVersion(metadata=head_metadata(v.info), serving=v.serving) for v in kept]
+        )
+
+    def UseHeadVersion(
+        self, request: rater_pb2.UseHeadVersionRequest, context: grpc.ServicerContext
+    ) -> rater_pb2.UseHeadVersionResponse:
+        info = history.use(self.heads, request.user, request.version)
+        return rater_pb2.UseHeadVersionResponse(metadata=head_metadata(info))
 
     def GetExtractorInfo(
         self, request: rater_pb2.GetExtractorInfoRequest, context: grpc.ServicerContext

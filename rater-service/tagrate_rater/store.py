@@ -48,6 +48,7 @@ from .headfile import (
     sequence_of,
 )
 from .heads import HeadInfo, HeadSet, LoadedHead
+from .pins import pinned_file, unpin
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +155,13 @@ class HeadStore:
             if cleanup:
                 _remove_stale_temps(folder)
             files = head_files(folder, known)
-            if not files or self._newest.get(folder.name) == files[0].name:
+            pinned = pinned_file(folder, files)
+            key = files[0].name + (f"|{pinned.name}" if pinned is not None else "") if files else ""
+            if not files or self._newest.get(folder.name) == key:
                 continue
-            self._newest[folder.name] = files[0].name
+            self._newest[folder.name] = key
+            if pinned is not None:  # an older version chosen to serve (history.py): tried first
+                files = [pinned, *(path for path in files if path != pinned)]
             for path in files:
                 try:
                     head = read_head_file(path, self.dimensions, self.extractor_id)
@@ -276,6 +281,7 @@ class HeadStore:
             )
             name = head_file_name(sequence, digest)
             write_atomically(folder / name, head_file_bytes(info, head))
+            unpin(folder)  # a new head serves, whichever version was chosen before
             self._newest[folder.name] = name
             self.live = self.live.with_heads([LoadedHead(info, head)])
             self._prune(folder)

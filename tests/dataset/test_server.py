@@ -15,6 +15,7 @@ from tagrate_common.protos import (
     sessions_pb2,
     similar_pb2,
     tags_pb2,
+    tasteloop_pb2,
     tokens_pb2,
     training_data_pb2,
     users_pb2,
@@ -34,6 +35,7 @@ RESOURCE_PROTOS = [
     training_data_pb2,
     tokens_pb2,
     albums_pb2,
+    tasteloop_pb2,
     sessions_pb2,
     similar_pb2,
 ]

@@ -126,6 +126,7 @@ def test_rating_flow(stack):
             "model": "test-tagger",
             "tags": ["cat", "indoor"],
             "source": None,
+            "original_name": "holiday photo.jpg",  # the name it was first uploaded under
         }
 
         image = http.get("/getimage", params={"image": jpeg_name})
@@ -178,6 +179,7 @@ def test_getimagetags_shapes(shared):
             "model": "test-tagger",
             "tags": ["cat", "indoor", "sofa"],
             "source": None,
+            "original_name": "upload.jpg",  # the seeded upload's file name
         }
         scored = http.get("/getimagetags", params={"filename": shared.names["jpeg"], "scores": "true"}).json()
         assert [t[0] for t in scored["tags"]] == ["cat", "sofa", "indoor"]

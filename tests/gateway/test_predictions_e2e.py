@@ -138,6 +138,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
                 shutdown_grace_seconds=0.5,
                 max_epochs=60,
                 patience=8,
+                retrain_after_ratings=0,  # these tests train by request
             )
         )
         trainer_addr = f"127.0.0.1:{trainer.start()}"

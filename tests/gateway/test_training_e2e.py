@@ -60,7 +60,7 @@ class TrainingStack:
             dataset_addr=self.services.dataset_addr,
             rater_addr=self.services.rater_addr,
             shutdown_grace_seconds=0.5,
-            **{"max_epochs": 60, "patience": 8, **trainer_overrides},
+            **{"max_epochs": 60, "patience": 8, "retrain_after_ratings": 0, **trainer_overrides},
         )
         trainer = create_trainer_server(settings)
         self.trainers.append(trainer)

@@ -79,6 +79,7 @@ def test_updatetags_tags_a_real_photo_and_the_tag_filters_find_it(
             "model": None,
             "tags": [],
             "source": None,
+            "original_name": "chelsea.jpg",
         }
 
         first = ok(http.get("/updatetags"))

@@ -85,3 +85,32 @@ def test_a_build_runs_in_the_background(db: Database) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert index.count == 200
+
+
+def test_past_its_threshold_the_graph_answers_with_exact_scores(db: Database) -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(400, DIM)).astype(np.float32)
+    ids = store(db, vectors)
+    index = VectorIndex(db, max_vectors=1000, sync_seconds=0, ann_min_vectors=300)
+    index.ensure("x1")
+    deadline = time.monotonic() + 60
+    while not index.ann_ready:
+        assert time.monotonic() < deadline, "the graph was never built"
+        time.sleep(0.05)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    recall = []
+    for q in range(20):
+        found = index.search(vectors[q], 10, exclude=ids[q])
+        scores = unit @ unit[q]
+        scores[q] = -np.inf
+        truth = {ids[k] for k in np.argsort(-scores)[:10]}
+        recall.append(len(truth & {i for i, _ in found}) / 10)
+        for image_id, score in found:  # scored exactly
+            assert score == pytest.approx(float(unit[ids.index(image_id)] @ unit[q]), abs=1e-5)
+    assert np.mean(recall) >= 0.95
+    # Kept current: a new vector is found, a removed one is not.
+    [new] = store(db, rng.normal(size=(1, DIM)).astype(np.float32), start=400)
+    index.ensure("x1")
+    assert index.search(np.asarray(index.vector(new)), 1)[0][0] == new
+    index.remove([new])
+    assert new not in {i for i, _ in index.search(np.asarray(vectors[0]), 50)}

@@ -51,6 +51,8 @@ def trainer_settings(services: Services, data_dir: Path, **overrides: object) ->
         "shutdown_grace_seconds": 1.0,
         "max_epochs": 60,
         "patience": 8,
+        # The tests train by request unless they test the automatic retraining.
+        "retrain_after_ratings": 0,
     }
     values.update(overrides)
     return TrainerSettings(**values)
@@ -136,6 +138,7 @@ def trainer_process(services, tmp_path) -> Iterator[Callable[..., tuple[ServiceP
             "TRAINER_RATER_ADDR": services.rater_addr,
             "TRAINER_MAX_EPOCHS": "60",
             "TRAINER_PATIENCE": "8",
+            "TRAINER_RETRAIN_AFTER_RATINGS": "0",
         }
         env.update({f"TRAINER_{name.upper()}": str(value) for name, value in overrides.items()})
         process = ServiceProcess("tagrate_trainer", env, tmp_path / "trainer.log", f"127.0.0.1:{port}").start()

@@ -78,7 +78,8 @@ def start_run_stack(base: Path, env: dict[str, str] | None = None) -> RunStack:
         base / "data",
         base / "run.log",
         free_port_block(),
-        {"TAGRATE_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT), **(env or {})},
+        # The flows press Train themselves: no automatic retraining unless asked.
+        {"TAGRATE_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT), "TRAINER_RETRAIN_AFTER_RATINGS": "0", **(env or {})},
     ).start()
     try:
         stack.wait_running(240)

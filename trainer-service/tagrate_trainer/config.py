@@ -74,6 +74,32 @@ class TrainerSettings(ServiceSettings):
         2.0, ge=0, description="How long StopTraining waits for the job to acknowledge before answering."
     )
 
+    retrain_after_ratings: int = Field(
+        10,
+        ge=0,
+        description="Automatic retraining: a user's model is trained in the background once this many of their "
+        "ratings were added, changed or removed since it was last trained (or tried); 0 turns it off.",
+    )
+    retrain_min_interval_seconds: float = Field(
+        60.0, ge=0, description="Automatic retraining: at most one automatic training per user in this time."
+    )
+    retrain_quiet_seconds: float = Field(
+        3.0,
+        ge=0,
+        description="Automatic retraining: wait until a user's ratings stayed unchanged this long (a burst of "
+        "ratings gives one training, not one per 10), but no longer than the minimum interval.",
+    )
+    retrain_poll_seconds: float = Field(
+        2.0, gt=0, description="Automatic retraining: how often the trainer asks the dataset service for changes."
+    )
+    retrain_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Automatic retraining: how much the training thread's CPU priority is lowered (Linux nice), "
+        "so it never slows requests.",
+    )
+
     @model_validator(mode="after")
     def _derive_paths(self) -> TrainerSettings:
         if not self.database_url:

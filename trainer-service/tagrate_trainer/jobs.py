@@ -66,6 +66,8 @@ class TrainingJob(TrainerModel, table=True):
     id: str = Field(default_factory=lambda: uuid.uuid4().hex, primary_key=True, max_length=32)
     user: str = Field(index=True, max_length=64)  # a user name, or "all"
     force: bool = False
+    # Started by the automatic retraining (autotrain.py), not by a request.
+    automatic: bool = False
     state: str = Field(default=RUNNING, index=True, max_length=16)
     progress: float = 0.0
     epoch: int = 0

@@ -109,6 +109,16 @@ class Peers:
         trained = reply.trained_snapshot_id if reply.HasField("trained_snapshot_id") else None
         return UserInfo(reply.user, reply.ratings, reply.snapshot_id, trained)
 
+    def untrained_users(self) -> list[UserInfo]:
+        """Every user whose current ratings snapshot is not the one their
+        model was trained on (one call, whatever the number of users)."""
+        request = users_pb2.ListUserSnapshotsRequest(only_untrained=True)
+        reply = self.dataset.stub.users.ListUserSnapshots(request)
+        return [
+            UserInfo(info.user, info.ratings, info.snapshot_id, info.trained_snapshot_id or None)
+            for info in reply.users
+        ]
+
     def training_data(
         self,
         user: str,

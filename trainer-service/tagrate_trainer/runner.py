@@ -34,6 +34,7 @@ no model was trained on the current ratings.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -94,6 +95,19 @@ def public_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return {name.replace("reference_", "global_", 1): value for name, value in metrics.items()}
 
 
+def lower_thread_priority(nice: int) -> None:
+    """Lowers the calling thread's CPU priority by ``nice`` (Linux gives
+    each thread its own nice value; elsewhere this does nothing). The job's
+    thread ends with the job, so nothing needs raising back."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as exc:  # not allowed here (a sandbox): the job still runs
+        log.warning("could not lower the automatic job's CPU priority: %s", exc)
+
+
 class JobRunner:
     """Starts, tracks and stops training jobs; at most one runs at a time."""
 
@@ -143,15 +157,18 @@ class JobRunner:
         job = self._job
         return job if job is not None and job.state in ACTIVE_STATES else None
 
-    def start(self, user: str, force: bool = False) -> TrainerStatus:
+    def start(self, user: str, force: bool = False, automatic: bool = False) -> TrainerStatus:
         """Validates and starts a job for ``user`` (``all``: the global head).
 
         InvalidArgument for a malformed name or too few ratings, NotFound
         for an unknown user, AlreadyExists while a job runs, Conflict when
         the user's model is trained on exactly the current ratings (unless
-        ``force``)."""
+        ``force``). ``automatic``: started by :mod:`.autotrain`; such a job
+        runs at a lowered CPU priority and a request's job stops it."""
         subject = validation.user_name(user, allow_all=True)
         with self._start_lock:
+            if not automatic:
+                self._preempt_automatic()
             self._refuse_if_running()
             info = self.peers.user(subject)  # NotFound for an unknown user
             need = self.settings.min_ratings
@@ -167,7 +184,7 @@ class JobRunner:
                     "add or change ratings first, or pass force=true to train it again",
                     "model_up_to_date",
                 )
-            job = TrainingJob(user=subject, force=force, epochs=self.config.max_epochs)
+            job = TrainingJob(user=subject, force=force, automatic=automatic, epochs=self.config.max_epochs)
             self.store.save(job)
             with self._lock:
                 self._job = job
@@ -176,8 +193,26 @@ class JobRunner:
                 self._stream = StreamHandle()
                 self._thread = threading.Thread(target=self._work, args=(job,), name=f"train-{subject}", daemon=True)
                 self._thread.start()
-            log.info("training job %s started for %s", job.id, subject, extra={"force": force})
+            log.info("training job %s started for %s", job.id, subject, extra={"force": force, "automatic": automatic})
             return self.status()
+
+    def busy(self) -> bool:
+        """Whether a job runs (or is stopping)."""
+        with self._lock:
+            return self._active_job() is not None
+
+    def _preempt_automatic(self) -> None:
+        """A request to train must not wait for background work: a running
+        automatic job (not yet publishing) is stopped first, and ends
+        ``stopped``; the automatic retraining tries it again later."""
+        with self._lock:
+            job, thread = self._active_job(), self._thread
+            if job is None or not job.automatic or self._publishing:
+                return
+            self._request_stop()
+        log.info("stopping automatic job %s for %s: a training was requested", job.id, job.user)
+        if thread is not None:
+            thread.join(self.settings.stop_wait_seconds)
 
     def _refuse_if_running(self) -> None:
         with self._lock:
@@ -257,6 +292,8 @@ class JobRunner:
     def _work(self, job: TrainingJob) -> None:
         token = request_id_var.set(f"job-{job.id[:10]}")
         started = time.monotonic()
+        if job.automatic:
+            lower_thread_priority(self.settings.retrain_nice)
         try:
             self._train_and_publish(job)
             self._finish(job, SUCCEEDED)

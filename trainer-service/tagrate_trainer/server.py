@@ -13,6 +13,7 @@ from tagrate_common.protos import trainer_pb2, trainer_pb2_grpc
 from tagrate_common.timestamps import to_timestamp
 from tagrate_common.vision.loaders import set_torch_threads
 
+from .autotrain import AutoRetrainer
 from .config import TrainerSettings
 from .jobs import JobStore, JobSummary, TrainerStatus
 from .peers import Peers
@@ -77,8 +78,11 @@ def create_server(settings: TrainerSettings) -> GrpcServer:
     peers = Peers(settings)
     runner = JobRunner(settings, store, peers, GlobalHeadCopies(settings.trainer_dir / "global-head"))
     runner.recover()
+    autotrain = AutoRetrainer(settings, runner, store, peers)
+    autotrain.start()
 
     def shutdown() -> None:
+        autotrain.close()
         runner.close()
         peers.close()
         store.dispose()

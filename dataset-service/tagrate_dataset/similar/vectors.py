@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 from sqlmodel import Session, select
@@ -32,7 +33,7 @@ from sqlmodel import Session, select
 from tagrate_common.errors import Overloaded
 
 from ..db import Database
-from ..models import ImageFeatures
+from ..models import ImageFeatures, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 # found by the next sync: each sync re-reads this far before its watermark.
 _SYNC_OVERLAP = timedelta(seconds=5)
 _READ_CHUNK = 2048
+# The graph: candidates per result scored exactly, and its search breadth.
+_ANN_OVERSAMPLE = 4
+_ANN_EF = 256
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -52,8 +56,14 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 class VectorIndex:
     """Exact cosine search over one extractor's vectors (thread-safe)."""
 
-    def __init__(self, db: Database, max_vectors: int, sync_seconds: float) -> None:
+    def __init__(self, db: Database, max_vectors: int, sync_seconds: float, ann_min_vectors: int = 0) -> None:
         self.db = db
+        # From this many vectors on, an HNSW graph (usearch) answers unfiltered
+        # searches (0: never); the matrix stays for exact scores and filters.
+        self.ann_min_vectors = ann_min_vectors
+        self._ann: Any = None
+        self._ann_building = False
+        self.ann_build_seconds = 0.0
         self.max_vectors = max_vectors
         self.sync_seconds = sync_seconds
         self._lock = threading.RLock()
@@ -95,9 +105,10 @@ class VectorIndex:
     # ---- reading the database ------------------------------------------------
 
     def current_extractor(self, session: Session) -> str | None:
-        """The extractor of the most recently stored vector (the rater's current one)."""
+        """The extractor of the newest image's vector (the rater's current
+        one): one probe of the primary key, whatever the library's size."""
         return session.exec(
-            select(ImageFeatures.extractor_id).order_by(ImageFeatures.created_at.desc()).limit(1)  # type: ignore[attr-defined]
+            select(ImageFeatures.extractor_id).order_by(ImageFeatures.image_id.desc()).limit(1)  # type: ignore[attr-defined]
         ).first()
 
     def ensure(self, extractor_id: str | None = None, force: bool = False) -> None:
@@ -128,6 +139,7 @@ class VectorIndex:
         self._matrix = np.zeros((0, 0), dtype=np.float32)
         self._rows = {}
         self._watermark = None
+        self._ann = None
         self._read_since(None)
         self.build_seconds = time.perf_counter() - started
         log.info(
@@ -136,15 +148,17 @@ class VectorIndex:
         )
 
     def _sync(self) -> None:
-        since = self._watermark - _SYNC_OVERLAP if self._watermark is not None else None
-        self._read_since(since)
+        self._read_since(self._watermark)
 
     def _read_since(self, since: datetime | None) -> None:
-        """Adds (or replaces) the vectors stored at or after ``since``."""
+        """Adds (or replaces) the vectors stored at or after ``since``; the
+        next sync starts where this one started, less the overlap (a vector
+        stored by a transaction that commits after this read is found then)."""
+        started = utc_now() - _SYNC_OVERLAP
         after_id = -1
         while not self._closed.is_set():
             with self.db.read() as session:
-                stmt = select(ImageFeatures.image_id, ImageFeatures.vector, ImageFeatures.created_at).where(
+                stmt = select(ImageFeatures.image_id, ImageFeatures.vector).where(
                     ImageFeatures.extractor_id == self.extractor_id, ImageFeatures.image_id > after_id
                 )
                 if since is not None:
@@ -160,12 +174,11 @@ class VectorIndex:
                 ids = np.array([row[0] for row in usable], dtype=np.int64)
                 vectors = np.stack([np.frombuffer(row[1], dtype="<f4") for row in usable])
                 self._put(ids, unit_rows(vectors))
-            newest = max(row[2] for row in rows)
-            if self._watermark is None or newest > self._watermark:
-                self._watermark = newest
             if len(rows) < _READ_CHUNK:
                 break
+        self._watermark = started
         self._synced_at = time.monotonic()
+        self._maybe_build_ann()
 
     # ---- changing rows ---------------------------------------------------------
 
@@ -194,6 +207,10 @@ class VectorIndex:
                 self._ids[row] = image_id
                 self.count += 1
             self._matrix[row] = rows[n]
+            if self._ann is not None:
+                if image_id in self._ann:
+                    self._ann.remove(image_id)
+                self._ann.add(image_id, rows[n])
 
     def remove(self, image_ids: Sequence[int]) -> None:
         """Drops rows (the last row moves into each gap)."""
@@ -202,6 +219,8 @@ class VectorIndex:
                 row = self._rows.pop(image_id, None)
                 if row is None:
                     continue
+                if self._ann is not None and image_id in self._ann:
+                    self._ann.remove(image_id)
                 last = self.count - 1
                 if row != last:
                     moved = int(self._ids[last])
@@ -234,6 +253,8 @@ class VectorIndex:
             unit = unit_rows(np.asarray(query, dtype=np.float32).reshape(1, -1))[0]
             if unit.shape[0] != self.dim:
                 return []
+            if self._ann is not None and allowed is None:
+                return self._ann_search(unit, k, exclude)
             scores = self._matrix[:n] @ unit
             ids = self._ids[:n]
             if allowed is not None:
@@ -248,28 +269,83 @@ class VectorIndex:
     def neighbours(self, image_ids: Sequence[int], k: int, min_similarity: float) -> list[tuple[int, int, float]]:
         """For each of ``image_ids`` with a row, its up to ``k`` nearest other
         images at or above ``min_similarity``: (image, other, cosine). One
-        matrix product per block of 64 queries."""
+        matrix product per block of 64 queries, each outside the lock (a
+        search is not held up by a long backlog; a row moved meanwhile only
+        makes a candidate, which is confirmed again)."""
         out: list[tuple[int, int, float]] = []
-        with self._lock:
-            n = self.count
-            present = [i for i in image_ids if i in self._rows]
-            for start in range(0, len(present), 64):
-                block = present[start : start + 64]
+        for start in range(0, len(image_ids), 64):
+            with self._lock:
+                n, matrix = self.count, self._matrix
+                ids = self._ids[:n].copy()
+                block = [i for i in image_ids[start : start + 64] if i in self._rows]
                 rows = [self._rows[i] for i in block]
-                scores = self._matrix[rows] @ self._matrix[:n].T
-                for q, row in enumerate(rows):
-                    scores[q, row] = -np.inf
-                kk = min(k, n - 1)
-                if kk <= 0:
-                    break
-                top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-                for q, image_id in enumerate(block):
-                    for col in top[q]:
-                        score = float(scores[q, col])
-                        if score >= min_similarity:
-                            out.append((image_id, int(self._ids[col]), score))
+            kk = min(k, n - 1)
+            if not block or kk <= 0:
+                continue
+            scores = matrix[rows] @ matrix[:n].T
+            scores[np.arange(len(rows)), rows] = -np.inf
+            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+            for q, image_id in enumerate(block):
+                for col in top[q]:
+                    score = float(scores[q, col])
+                    if score >= min_similarity:
+                        out.append((image_id, int(ids[col]), score))
         return out
+
+    # ---- the approximate index ----------------------------------------------------
+
+    def _ann_search(self, unit: np.ndarray, k: int, exclude: int | None) -> list[tuple[int, float]]:
+        """The graph's candidates (a few times ``k``), scored exactly from
+        the matrix and ranked (caller holds the lock)."""
+        found = self._ann.search(unit, min(self.count, _ANN_OVERSAMPLE * k + 16))
+        keys = [int(key) for key in np.atleast_1d(found.keys) if int(key) in self._rows and int(key) != exclude]
+        if not keys:
+            return []
+        scores = self._matrix[[self._rows[key] for key in keys]] @ unit
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [(keys[i], float(scores[i])) for i in order]
+
+    def _maybe_build_ann(self) -> None:
+        if self.ann_min_vectors and self._ann is None and not self._ann_building and self.count >= self.ann_min_vectors:
+            self._ann_building = True
+            threading.Thread(target=self._build_ann, daemon=True, name="similarity-graph").start()
+
+    def _build_ann(self) -> None:
+        """Builds the graph from a copy of the rows outside the lock, then
+        adds what changed meanwhile and swaps it in."""
+        try:
+            from usearch.index import Index
+
+            started = time.perf_counter()
+            with self._lock:
+                n, extractor = self.count, self.extractor_id
+                ids, rows = self._ids[:n].copy(), self._matrix[:n].copy()
+            graph = Index(
+                ndim=self.dim, metric="ip", dtype="f16", connectivity=16, expansion_add=128, expansion_search=_ANN_EF
+            )
+            graph.add(ids, rows, threads=1)
+            del rows
+            with self._lock:
+                if extractor != self.extractor_id or self._closed.is_set():
+                    return
+                current = set(self._ids[: self.count].tolist())
+                for key in set(ids.tolist()) - current:
+                    graph.remove(key)
+                for key in current - set(ids.tolist()):
+                    graph.add(key, self._matrix[self._rows[key]])
+                self._ann = graph
+                self.ann_build_seconds = time.perf_counter() - started
+            log.info("similarity graph built", extra={"vectors": n, "seconds": round(self.ann_build_seconds, 1)})
+        except Exception:
+            log.exception("building the similarity graph failed; searches stay exact")
+        finally:
+            self._ann_building = False
+
+    @property
+    def ann_ready(self) -> bool:
+        return self._ann is not None
 
     @property
     def memory_bytes(self) -> int:
-        return int(self._matrix.nbytes + self._ids.nbytes)
+        graph = int(self._ann.memory_usage) if self._ann is not None else 0
+        return int(self._matrix.nbytes + self._ids.nbytes) + graph

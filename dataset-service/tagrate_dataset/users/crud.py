@@ -37,6 +37,29 @@ def user_summary(session: Session, name: str) -> UserSummary:
     return UserSummary(name, snap.ratings, snap.snapshot_id, trained.snapshot_id if trained else None, created)
 
 
+def user_snapshots(session: Session, only_untrained: bool = False) -> list[UserSummary]:
+    """Every user's ratings count, current and trained snapshot (as
+    :func:`user_summary`), sorted by name; with ``only_untrained`` only those
+    whose current snapshot is not the trained one. Three queries whatever
+    the number of users: the users, their rating counts, the trained
+    snapshots."""
+    users = session.exec(select(User.id, User.name, User.ratings_version, User.created_at)).all()
+    counts = dict(session.exec(select(Rating.user_id, func.count()).group_by(Rating.user_id)).all())  # type: ignore[call-overload]
+    trained = dict(
+        session.exec(
+            select(TrainedSnapshot.subject, TrainedSnapshot.snapshot_id).where(TrainedSnapshot.subject != ALL_SUBJECT)
+        ).all()
+    )
+    found = []
+    for user_id, name, version, created in users:
+        count = int(counts.get(user_id, 0))
+        snapshot_id = f"{user_id}:{version}:{count}"
+        if only_untrained and trained.get(name) == snapshot_id:
+            continue
+        found.append(UserSummary(name, count, snapshot_id, trained.get(name), created))
+    return sorted(found, key=lambda summary: summary.user)
+
+
 def list_users(session: Session) -> list[str]:
     """Every user name, sorted (in Python: the same order on every database)."""
     return sorted(session.exec(select(User.name)).all())

@@ -24,6 +24,16 @@ REGISTRATION = (
 )
 
 
+def user_info(summary: crud.UserSummary) -> users_pb2.UserInfo:
+    return users_pb2.UserInfo(
+        user=summary.user,
+        ratings=summary.ratings,
+        snapshot_id=summary.snapshot_id,
+        trained_snapshot_id=summary.trained_snapshot_id,
+        created_at=to_timestamp(summary.created_at),
+    )
+
+
 class UserServicer(users_pb2_grpc.UserServiceServicer):
     """``tagrate.dataset.v1.UserService``."""
 
@@ -34,13 +44,12 @@ class UserServicer(users_pb2_grpc.UserServiceServicer):
         name = validation.user_name(request.user, allow_all=True)
         with self.db.snapshot() as session:
             summary = crud.user_summary(session, name)
-        return users_pb2.UserInfo(
-            user=summary.user,
-            ratings=summary.ratings,
-            snapshot_id=summary.snapshot_id,
-            trained_snapshot_id=summary.trained_snapshot_id,
-            created_at=to_timestamp(summary.created_at),
-        )
+        return user_info(summary)
+
+    def ListUserSnapshots(self, request: users_pb2.ListUserSnapshotsRequest, context: grpc.ServicerContext):
+        with self.db.snapshot() as session:
+            summaries = crud.user_snapshots(session, request.only_untrained)
+        return users_pb2.ListUserSnapshotsResponse(users=[user_info(summary) for summary in summaries])
 
     def ListUsers(self, request: users_pb2.ListUsersRequest, context: grpc.ServicerContext):
         with self.db.read() as session:

@@ -17,6 +17,7 @@ applyTheme();
 const SCREENS = {
   library: { nav: "Library", load: () => import("./screens/library.js") },
   image: { under: "library", load: () => import("./screens/viewer.js") },
+  ratenext: { nav: "Rate next", load: () => import("./screens/ratenext.js") },
   upload: { nav: "Upload", load: () => import("./screens/upload.js") },
   albums: { nav: "Albums", load: () => import("./screens/albums.js") },
   album: { under: "albums", load: () => import("./screens/album.js") },

@@ -7,7 +7,7 @@ import grpc
 import pytest
 
 from tagrate_common.protos import users_pb2
-from tests.dataset.calls import INVALID, NOT_FOUND, add, assert_refused, record_trained, user_info
+from tests.dataset.calls import INVALID, NOT_FOUND, add, assert_refused, name_of, record_trained, update, user_info
 from tests.dataset.conftest import Served, rpc_error
 from tests.imagefactory import make_image
 
@@ -53,3 +53,30 @@ def test_stats_buckets_half_to_even(served: Served) -> None:
     assert_refused(
         served, served.stub.users.GetStats, users_pb2.GetStatsRequest(user="nobody"), NOT_FOUND, "user_not_found"
     )
+
+
+def test_list_user_snapshots_and_only_untrained(served: Served) -> None:
+    def listed(only_untrained: bool) -> dict[str, users_pb2.UserInfo]:
+        request = users_pb2.ListUserSnapshotsRequest(only_untrained=only_untrained)
+        return {info.user: info for info in served.stub.users.ListUserSnapshots(request, timeout=30).users}
+
+    add(served, "una", make_image(seed=300), 0.2)
+    add(served, "una", make_image(seed=301), 0.4)
+    add(served, "vic", make_image(seed=302), 0.9)
+    every = listed(False)
+    assert set(every) == {"una", "vic"}
+    for name, info in every.items():  # the same figures GetUser gives
+        single = user_info(served, name)
+        assert (info.ratings, info.snapshot_id, info.HasField("trained_snapshot_id")) == (
+            single.ratings,
+            single.snapshot_id,
+            False,
+        )
+    assert every["una"].ratings == 2
+    record_trained(served, "una")
+    assert set(listed(True)) == {"vic"}
+    assert listed(False)["una"].trained_snapshot_id == user_info(served, "una").snapshot_id
+    update(served, "una", name_of(make_image(seed=300)), 0.3)  # a changed rating: untrained again
+    untrained = listed(True)
+    assert set(untrained) == {"una", "vic"}
+    assert untrained["una"].snapshot_id != untrained["una"].trained_snapshot_id

@@ -30,6 +30,7 @@ import { albumPicker } from "../widgets/albumpicker.js";
 import { pager } from "../widgets/pager.js";
 import { tagBox } from "../widgets/tagbox.js";
 import { dropPanel, enableDropSearch } from "../widgets/similar.js";
+import { modelFreshness } from "../widgets/versions.js";
 
 // The trainer's default TRAINER_MIN_RATINGS: what the "For you" hint counts
 // towards (a training asked for too early says the server's own figure).
@@ -274,8 +275,15 @@ export async function render({ params, token }) {
   const hint = h("div", {});
   const grid = h("ul", { class: "grid", id: "grid", "aria-label": "Images" });
   const selectButton = h("button", { type: "button", id: "select-mode", "aria-pressed": String(selection.on) }, selection.on ? "Done selecting" : "Select");
+  // "For you" follows the model: it refreshes by itself when the model changes.
+  const fresh = ctx.sort.startsWith("predicted")
+    ? [modelFreshness(token, () => {
+        forgetListings();
+        go(location.hash, true);
+      })]
+    : [];
   const dropped = dropPanel();
-  mount(h("div", { class: "titlebar" }, h("h1", {}, "Library"), selectButton), controls(ctx), hint, dropped, status, grid);
+  mount(h("div", { class: "titlebar" }, h("h1", {}, "Library"), selectButton), ...fresh, controls(ctx), hint, dropped, status, grid);
   enableDropSearch(document.querySelector("#main"), dropped, ctx); // search by dropping an image
   let reply;
   try {

@@ -7,6 +7,7 @@ import { eta, fmt, RANKS } from "../lib/format.js";
 import { retryBox } from "../lib/retry.js";
 import { isCurrent } from "../lib/router.js";
 import { session } from "../lib/session.js";
+import { modelFreshness, versionsPanel } from "../widgets/versions.js";
 import { toast } from "../lib/toast.js";
 
 const POLL_MS = 500;
@@ -177,6 +178,9 @@ export async function render({ token }) {
         )
       : h("p", { id: "model-state", class: "empty" }, "No model yet. Rate at least 10 images, then train it."),
     metrics && (metrics.spearman !== undefined || metrics.mean_spearman !== undefined) ? metricsTable(metrics) : null,
+    modelFreshness(token, () => render({ token })),
+    model ? h("h2", {}, "Versions") : null,
+    model ? versionsPanel(token, () => render({ token })) : null,
     h("div", { class: "row" }, trainButton, stopButton),
     progress,
     trainState,

@@ -22,6 +22,7 @@ import { session } from "../lib/session.js";
 import { albumHash, locateInAlbum } from "../lib/albums.js";
 import { toast } from "../lib/toast.js";
 import { albumPicker } from "../widgets/albumpicker.js";
+import { whyPanel } from "../widgets/why.js";
 import { similarStrip } from "../widgets/similar.js";
 import { hasTag, toggleTag } from "../widgets/tagbox.js";
 
@@ -288,6 +289,7 @@ export async function render({ arg: name, params, token }) {
         ),
         tools,
         scores,
+        predicted === null || predicted === undefined ? null : whyPanel(name),
         levels,
         h("div", { class: "navrow" }, removeButton, h("label", { class: "inline" }, h("span", {}, "Next image after rating"), advance)),
         message,

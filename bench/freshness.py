@@ -1,0 +1,207 @@
+"""Time from a user's Nth rating to fresh predictions of the whole library
+with automatic retraining (issue 26): ``python -m bench freshness
+[--scale F] [--ratings 10,50,100]``.
+
+On bench/userdata.py's dataset (100,000 images, 20 users; the SQLite file
+cached under ``bench/results/`` and copied) with a synthetic 1280-d vector
+per image (bench/predictions.py's setup), the real rater, the real dataset
+service and the real trainer run as their own processes, the trainer with
+its automatic retraining at its defaults (after 10 changes, 3 s quiet,
+polls every 2 s, at most one training a minute: a step that comes sooner
+after the previous training's start includes waiting for that minute).
+The bench's 20 users are recorded as trained first (straight into
+``trained_snapshots``, as if their models were current), so the trainer
+trains only the user measured.
+
+A new user rates library images one after another (a rating every 0.3 s,
+as fast as someone rating with keys 1-7), with ratings those images'
+vectors carry (a component along one direction, written into their
+vectors: random vectors alone carry no taste a model could learn). After the Nth rating
+(``--ratings``, default 20, 50, 100; the rating stops there each time) the clock runs until the
+user's model is trained on exactly those N ratings and every one of the
+library's images is rescored by it: the seconds are split into waiting for
+the trainer (quiet period and poll), training and publishing, and
+rescoring. A training that publishes nothing (no head beat predicting the
+user's mean, likely on a handful of ratings) is reported as such.
+
+Target: under 15 s from the Nth rating to fresh predictions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tagrate_common.protos import ratings_pb2, users_pb2
+from tests.support import ServiceProcess, free_port
+
+from .harness import print_table
+from .harness.dataset import RESULTS_DIR, DatasetGenerator, DatasetShape, sqlite_database
+from .harness.vectors_stack import DEADLINE, services
+
+TARGET_SECONDS = 15.0
+PACE_SECONDS = 0.3
+USER = "fresh"
+
+
+def mark_everyone_trained(db: Path) -> None:
+    """Every existing user's current snapshot recorded as trained (no rescoring queued)."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT u.name, u.id, u.ratings_version, (SELECT count(*) FROM ratings r WHERE r.user_id = u.id) "
+            "FROM users u"
+        ).fetchall()
+        conn.executemany(
+            "INSERT OR REPLACE INTO trained_snapshots (subject, snapshot_id, ratings_count, model_version, trained_at) "
+            "VALUES (?, ?, ?, 'bench-initial', CURRENT_TIMESTAMP)",
+            [(name, f"{uid}:{version}:{count}", count) for name, uid, version, count in rows],
+        )
+
+
+def vectors_of(db: Path, ids: list[int]) -> np.ndarray:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        found = dict(
+            conn.execute(
+                f"SELECT image_id, vector FROM image_features WHERE image_id IN ({','.join('?' * len(ids))})", ids
+            ).fetchall()
+        )
+    return np.stack([np.frombuffer(found[i], dtype="<f4") for i in ids])
+
+
+def learnable_taste(db: Path, ids: list[int]) -> np.ndarray:
+    """Ratings for ``ids`` that a model can learn from a few dozen: random
+    vectors carry no taste, so each chosen image's vector gets a strong
+    component along one direction in proportion to its rating (written
+    before the trainer ever reads them)."""
+    x = vectors_of(db, ids)
+    rng = np.random.default_rng(26)
+    taste = rng.uniform(0.0, 1.0, len(ids))
+    direction = rng.normal(size=x.shape[1])
+    direction /= np.linalg.norm(direction)
+    x = x + np.outer(40.0 * (taste - 0.5), direction).astype(np.float32)
+    with sqlite3.connect(db, timeout=30) as conn:
+        conn.executemany(
+            "UPDATE image_features SET vector = ? WHERE image_id = ?",
+            [(row.astype("<f4").tobytes(), i) for row, i in zip(x, ids, strict=True)],
+        )
+    return np.round(taste * 6) / 6
+
+
+def state(db: Path) -> tuple[str | None, bool]:
+    """The user's trained snapshot, and whether a rescoring job is open for them."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+        trained = conn.execute("SELECT snapshot_id FROM trained_snapshots WHERE subject = ?", (USER,)).fetchone()
+        job = conn.execute("SELECT 1 FROM prediction_jobs WHERE subject = ?", (USER,)).fetchone()
+    return (trained[0] if trained else None), job is not None
+
+
+def failed_on(jobs_db: Path, snapshot_id: str) -> str | None:
+    """The error of a failed job of the user on exactly this snapshot (say, no
+    head beat predicting the mean: nothing is published, nothing to wait for)."""
+    if not jobs_db.exists():
+        return None
+    with sqlite3.connect(f"file:{jobs_db}?mode=ro", uri=True, timeout=30) as conn:
+        row = conn.execute(
+            "SELECT error FROM training_jobs WHERE \"user\" = ? AND snapshot_id = ? AND state = 'failed'",
+            (USER, snapshot_id),
+        ).fetchone()
+    return row[0] if row else None
+
+
+def trainer_process(dataset_addr: str, rater_addr: str, work: Path) -> ServiceProcess:
+    port = free_port()
+    env = {
+        "TAGRATE_DATA_DIR": str(work / "data"),
+        "TRAINER_HOST": "127.0.0.1",
+        "TRAINER_PORT": str(port),
+        "TRAINER_METRICS_PORT": "0",
+        "TRAINER_DATASET_ADDR": dataset_addr,
+        "TRAINER_RATER_ADDR": rater_addr,
+    }
+    return ServiceProcess("tagrate_trainer", env, work / "trainer.log", f"127.0.0.1:{port}").start(timeout=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench freshness", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="Fraction of the 100k images (default 1).")
+    parser.add_argument("--ratings", default="20,50,100", help="The Ns measured, increasing (default 20,50,100).")
+    parser.add_argument("--cache-dir", type=Path, default=RESULTS_DIR, help="Where the SQLite file is cached.")
+    args = parser.parse_args(argv or [])
+    steps = [int(n) for n in args.ratings.split(",")]
+    if not 0 < args.scale <= 1 or steps != sorted(set(steps)) or steps[0] < 10:
+        parser.error("--scale in (0, 1]; --ratings increasing, from 10 (the trainer's minimum)")
+    shape = DatasetShape().scaled(args.scale)
+    print(f"{os.cpu_count()} cores; {shape}; load {Path('/proc/loadavg').read_text().strip()}", flush=True)
+    args.cache_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[list[object]] = []
+    with tempfile.TemporaryDirectory(prefix="tagrate-bench-freshness-") as tmp:
+        work = Path(tmp)
+        cached = sqlite_database(DatasetGenerator(shape), args.cache_dir)
+        db = work / "tagrate.db"
+        shutil.copyfile(cached.url.removeprefix("sqlite:///"), db)
+        mark_everyone_trained(db)
+        with services(f"sqlite:///{db}", work) as stack, contextlib.ExitStack() as cleanup:
+            trainer = trainer_process(stack.dataset.target, stack.rater.target, work)
+            cleanup.callback(lambda: trainer.terminate() if trainer.proc and trainer.proc.poll() is None else None)
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                images = conn.execute("SELECT count(*) FROM images").fetchone()[0]
+                chosen = [
+                    r[0] for r in conn.execute("SELECT id, name FROM images ORDER BY random() LIMIT ?", (steps[-1],))
+                ]
+                names = dict(conn.execute("SELECT id, name FROM images").fetchall())
+            ratings = learnable_taste(db, chosen)
+            done = 0
+            for n in steps:
+                for k in range(done, n):
+                    stack.dataset_stub.ratings.UpdateRating(
+                        ratings_pb2.UpdateRatingRequest(user=USER, image=names[chosen[k]], rating=float(ratings[k])),
+                        timeout=DEADLINE,
+                    )
+                    if k < n - 1:
+                        time.sleep(PACE_SECONDS)
+                done = n
+                start = time.perf_counter()
+                snapshot = stack.dataset_stub.users.GetUser(users_pb2.GetUserRequest(user=USER), timeout=DEADLINE)
+                trained_at = rescored_at = None
+                jobs_db = work / "data" / "trainer" / "jobs.db"
+                while rescored_at is None:
+                    trained, job_open = state(db)
+                    now = time.perf_counter() - start
+                    if trained_at is None and (error := failed_on(jobs_db, snapshot.snapshot_id)):
+                        rows.append([n, images, f"{now:.1f} (failed)", "-", "-", "none published"])
+                        print(f"  rating {n}: the training failed after {now:.1f} s: {error[:160]}", flush=True)
+                        break
+                    if trained_at is None and trained == snapshot.snapshot_id:
+                        trained_at = now
+                    if trained_at is not None and not job_open:
+                        rescored_at = now
+                    if now > 600:
+                        raise TimeoutError(f"no fresh predictions 10 minutes after rating {n}")
+                    time.sleep(0.05)
+                if rescored_at is None:
+                    continue
+                verdict = "ok" if rescored_at < TARGET_SECONDS else "MISSED"
+                rows.append(
+                    [n, images, f"{trained_at:.1f}", f"{rescored_at - trained_at:.1f}", f"{rescored_at:.1f}", verdict]
+                )
+                print(f"  rating {n}: trained {trained_at:.1f} s, fresh predictions {rescored_at:.1f} s", flush=True)
+    print_table(
+        "From the Nth rating to fresh predictions of the library (automatic retraining; seconds)",
+        ["N", "images", "until trained+published", "rescoring", "total", f"< {TARGET_SECONDS:.0f} s"],
+        rows,
+    )
+    print(f"load after: {Path('/proc/loadavg').read_text().strip()}")
+    return 0 if all(row[-1] == "ok" for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

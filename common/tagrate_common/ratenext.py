@@ -1,0 +1,212 @@
+"""Which images a user should rate next to teach their model the most: the
+choice behind /getratenext, shared by the dataset service (which serves it)
+and ``bench learning`` (which measured it against random picks).
+
+Inputs are feature vectors (the rater's extractor's, as cached for
+training): those of candidate images the user has not rated, and those of
+the images they rated with their ratings. Everything is numpy on a few
+thousand rows at most (the caller bounds them), in 128 projected dimensions
+where it clusters.
+
+Served (:data:`SERVED`), because it measured best against random picks of
+the strategies here (docs/taste-loop.md; ``bench learning --active``):
+``typical-clusters``, TypiClust (Hacohen, Dekel and Weinshall, "Active
+learning on a budget", 2022), made for few ratings: the candidates and the
+rated images are clustered into (rated + wanted) groups by k-means; from the
+largest groups holding nothing rated the most *typical* candidate (closest
+to its group's others) is taken, one per group. So the picks are diverse
+(one per group, never twenty near-identical images while a group is
+unrated) and representative (not outliers). Without ratings it is the same
+over the library: a cold-start spread.
+
+Measured and kept for the benchmark, not served: ``ensemble-coverage``
+(informative: the spread of a bootstrap ensemble of ridge heads' predictions
+x the cosine distance to anything rated or chosen, greedily; under
+:data:`MIN_RATINGS` ratings the distance alone, ``coverage``), which picked
+atypical images and did worse than random.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+ENSEMBLE = "ensemble-coverage"
+COVERAGE = "coverage"
+TYPICAL = "typical-clusters"
+RANDOM = "random"
+STRATEGIES = (ENSEMBLE, COVERAGE, TYPICAL, RANDOM)
+# What /getratenext serves: the strategy that measured best against random
+# picks (docs/taste-loop.md; bench learning --active).
+SERVED = TYPICAL
+PROJECTED = 128  # dimensions the clustering works in (a fixed random projection)
+KMEANS_ROUNDS = 8
+
+MIN_RATINGS = 5  # fewer: the ensemble would be noise; the spread alone decides
+HEADS = 8  # bootstrap heads
+EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The chosen candidates' row numbers, best first, and why each."""
+
+    indices: list[int]
+    reasons: list[str]
+    strategy: str
+
+
+def normalised(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (cosine geometry), float32."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, EPSILON)
+
+
+def _nearest_distance(points: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """Each point's cosine distance to its nearest anchor (2 with none)."""
+    if len(anchors) == 0:
+        return np.full(len(points), 2.0, dtype=np.float32)
+    best = np.full(len(points), -1.0, dtype=np.float32)
+    for begin in range(0, len(anchors), 1024):  # bounded memory: points x 1024 at a time
+        best = np.maximum(best, (points @ anchors[begin : begin + 1024].T).max(axis=1))
+    return np.clip(1.0 - best, 0.0, 2.0)
+
+
+def disagreement(candidates: np.ndarray, rated: np.ndarray, ratings: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The spread (standard deviation) of a bootstrap ensemble of ridge heads'
+    predictions for each candidate. Ridge in its dual form on standardised
+    features with the penalty the feature count (the benchmark's fixed-penalty
+    ridge): an n x n solve per head, n the ratings."""
+    rng = np.random.default_rng(seed)
+    x = np.asarray(rated, dtype=np.float64)
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    x = (x - mean) / scale
+    c = (np.asarray(candidates, dtype=np.float64) - mean) / scale
+    y = np.asarray(ratings, dtype=np.float64)
+    n, d = x.shape
+    predictions = np.empty((HEADS, len(c)))
+    for h in range(HEADS):
+        take = rng.integers(0, n, n)
+        xb, yb = x[take], y[take]
+        centred = yb - yb.mean()
+        gram = xb @ xb.T + float(d) * np.eye(n)
+        weights = xb.T @ np.linalg.solve(gram, centred)
+        predictions[h] = c @ weights + yb.mean()
+    return predictions.std(axis=0)
+
+
+def _project(points: np.ndarray, seed: int) -> np.ndarray:
+    """Unit rows projected to :data:`PROJECTED` dimensions (Johnson-Lindenstrauss:
+    distances kept to a few percent), so clustering costs little."""
+    if points.shape[1] <= PROJECTED:
+        return points
+    matrix = np.random.default_rng([seed, 7]).normal(size=(points.shape[1], PROJECTED)).astype(np.float32)
+    return points @ (matrix / np.sqrt(PROJECTED))
+
+
+def _kmeans(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Cluster labels of ``points`` by k-means (k-means++ seeding, a few Lloyd rounds)."""
+    centres = [points[rng.integers(len(points))]]
+    nearest = ((points - centres[0]) ** 2).sum(axis=1)
+    for _ in range(1, k):
+        total = nearest.sum()
+        pick = rng.choice(len(points), p=nearest / total) if total > 0 else rng.integers(len(points))
+        centres.append(points[pick])
+        nearest = np.minimum(nearest, ((points - points[pick]) ** 2).sum(axis=1))
+    c = np.stack(centres)
+    for _ in range(KMEANS_ROUNDS):
+        distances = (points**2).sum(1)[:, None] - 2 * points @ c.T + (c**2).sum(1)[None, :]
+        labels = distances.argmin(axis=1)
+        for j in range(k):
+            members = points[labels == j]
+            if len(members):
+                c[j] = members.mean(axis=0)
+    distances = (points**2).sum(1)[:, None] - 2 * points @ c.T + (c**2).sum(1)[None, :]
+    return distances.argmin(axis=1)
+
+
+def typical_clusters(candidates: np.ndarray, rated: np.ndarray, limit: int, seed: int) -> list[int]:
+    """TypiClust (Hacohen et al., 2022: active learning on a small budget):
+    the candidates and the rated images are clustered into (rated + limit)
+    clusters; from the largest clusters holding nothing rated, the most
+    typical candidate (the one closest to its cluster's others) is taken, one
+    per cluster, then from the largest clusters whatever is left."""
+    rng = np.random.default_rng(seed)
+    points = _project(
+        np.concatenate([normalised(candidates), normalised(rated)]) if len(rated) else normalised(candidates), seed
+    )
+    n = len(candidates)
+    k = max(1, min(len(points), len(rated) + limit))
+    labels = _kmeans(points, k, rng)
+    rated_clusters = set(labels[n:].tolist())
+    sizes = np.bincount(labels, minlength=k)
+    order = sorted(range(k), key=lambda j: (j in rated_clusters, -sizes[j]))
+    chosen: list[int] = []
+    taken = np.zeros(n, dtype=bool)
+    while len(chosen) < limit:
+        before = len(chosen)
+        for j in order:
+            if len(chosen) >= limit:
+                break
+            members = np.flatnonzero((labels[:n] == j) & ~taken)
+            if not len(members):
+                continue
+            inside = points[labels == j]
+            block = points[members]
+            spread = ((block[:, None, :] - inside[None, : min(len(inside), 200), :]) ** 2).sum(-1).mean(axis=1)
+            best = int(members[int(np.argmin(spread))])
+            chosen.append(best)
+            taken[best] = True
+        if len(chosen) == before:
+            break
+    return chosen
+
+
+def choose(
+    candidates: np.ndarray,
+    rated: np.ndarray,
+    ratings: np.ndarray,
+    limit: int,
+    strategy: str = SERVED,
+    seed: int = 0,
+    fit_rows: int | None = None,
+) -> Choice:
+    """Up to ``limit`` rows of ``candidates`` (N x D) to rate next, given the
+    ``rated`` rows (M x D) and their ``ratings`` (M). ``strategy`` is one of
+    :data:`STRATEGIES` (``ensemble-coverage`` falls back to ``coverage``
+    under :data:`MIN_RATINGS` ratings). ``fit_rows``: the ensemble is
+    fitted on the first this many rated rows only (a bound on its cost: an
+    n x n solve per head), novelty still counts every rated row."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}")
+    limit = max(0, min(limit, len(candidates)))
+    if limit == 0:
+        return Choice([], [], strategy)
+    if strategy == RANDOM:
+        picked = np.random.default_rng(seed).choice(len(candidates), limit, replace=False)
+        return Choice([int(i) for i in picked], ["random"] * limit, RANDOM)
+    if strategy == TYPICAL:
+        picked = typical_clusters(candidates, rated, limit, seed)
+        return Choice(picked, ["typical of a large group of images unlike anything rated"] * len(picked), TYPICAL)
+    points = normalised(candidates)
+    anchors = normalised(rated) if len(rated) else normalised(points.mean(axis=0, keepdims=True))
+    novelty = _nearest_distance(points, anchors)
+    if strategy == ENSEMBLE and len(rated) >= MIN_RATINGS:
+        rows = len(rated) if fit_rows is None else max(MIN_RATINGS, fit_rows)
+        spread = disagreement(candidates, rated[:rows], ratings[:rows], seed)
+        reason = "the model is unsure here, unlike anything rated"
+    else:
+        strategy = COVERAGE
+        spread = np.ones(len(points))
+        reason = "unlike anything rated" if len(rated) else "a spread over the library"
+    chosen: list[int] = []
+    taken = np.zeros(len(points), dtype=bool)
+    for _ in range(limit):
+        score = np.where(taken, -np.inf, spread * novelty)
+        best = int(np.argmax(score))
+        chosen.append(best)
+        taken[best] = True
+        novelty = np.minimum(novelty, np.clip(1.0 - points @ points[best], 0.0, 2.0))
+    return Choice(chosen, [reason] * len(chosen), strategy)
