@@ -26,7 +26,7 @@ do), rate 150 images each from a pool kept apart from the test images; a
 global head is trained on their ratings through the trainer's own procedure
 (:func:`tagrate_trainer.selection.train_head`), as /trainuser?user=all
 would, with the linear prior the trainer keeps next to it
-(:func:`tagrate_trainer.selection.global_prior`). The users measured are
+(:func:`tagrate_trainer.selection.candidates.global_prior`). The users measured are
 ``--users`` of each type: ``shared`` (drawn as the others), ``opposite``
 (the shared taste turned round), ``orthogonal`` (uncorrelated with it) and
 ``narrow`` (one category liked, the rest alike).
@@ -34,8 +34,8 @@ would, with the linear prior the trainer keeps next to it
 For each user, size and split: a random 300 of the other images are the
 test set and ``size`` more the user's ratings, the same for every column.
 Candidates are fitted with the trainer's own fits
-(:func:`tagrate_trainer.selection.fit_candidate`); the selected head is
-what :func:`tagrate_trainer.selection.cross_validate` picks, exactly as a
+(:func:`tagrate_trainer.selection.candidates.fit_candidate`); the selected head is
+what :func:`tagrate_trainer.selection.crossval.cross_validate` picks, exactly as a
 training job picks it (the global head is one of the choices), and where it
 picks none or the global head, the global head is scored (that is what keeps
 serving). ``ridge λ=d`` is a fixed penalty (the feature count, on
@@ -71,7 +71,8 @@ import torch
 
 from bench.harness import print_table
 from tagrate_trainer.ridge import Ridge
-from tagrate_trainer.selection import (
+from tagrate_trainer.selection import train_head
+from tagrate_trainer.selection.candidates import (
     CANDIDATES,
     GLOBAL,
     MLP_CANDIDATE,
@@ -79,11 +80,10 @@ from tagrate_trainer.selection import (
     NONE,
     PRIOR,
     Prior,
-    cross_validate,
     fit_candidate,
     global_prior,
-    train_head,
 )
+from tagrate_trainer.selection.crossval import cross_validate
 from tagrate_trainer.training import (
     Reporter,
     Standardiser,

@@ -22,7 +22,7 @@ import numpy as np
 
 from bench.harness import print_table
 from tagrate_common import ratenext
-from tagrate_trainer.selection import fit_candidate
+from tagrate_trainer.selection.candidates import fit_candidate
 from tagrate_trainer.training import TrainingConfig, TrainingData, spearman
 
 STEP = 10

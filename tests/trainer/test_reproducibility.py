@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from tagrate_common.vision.torch_models import EfficientNetLiteModel
-from tagrate_trainer.selection import MLP_CANDIDATE, fit_candidate
+from tagrate_trainer.selection.candidates import MLP_CANDIDATE, fit_candidate
 from tagrate_trainer.training import TrainingConfig, TrainingData
 
 from .scenes import rated_scenes, taste
@@ -31,7 +31,7 @@ SCRIPT = """
 import json
 import sys
 import numpy as np
-from tagrate_trainer.selection import MLP_CANDIDATE, fit_candidate
+from tagrate_trainer.selection.candidates import MLP_CANDIDATE, fit_candidate
 from tagrate_trainer.training import TrainingConfig, TrainingData
 
 saved = np.load(sys.argv[1])

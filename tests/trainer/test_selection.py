@@ -10,31 +10,23 @@ import numpy as np
 import pytest
 
 from tagrate_common.vision.rating_heads import RatingHead, deserialize_weights
-from tagrate_trainer import selection
 from tagrate_trainer.combined import LogitSum, mean_of
 from tagrate_trainer.ridge import GCV_ALPHAS, Ridge
-from tagrate_trainer.selection import (
+from tagrate_trainer.selection import crossval, rule, train_head
+from tagrate_trainer.selection.candidates import (
     BLEND,
-    BLEND_TIE,
     CURRENT,
-    CV_REPEATS,
     GLOBAL,
-    GLOBAL_MARGIN,
     MEAN,
     NONE,
     PRIOR,
     RESIDUAL,
     RIDGE,
-    Z_SELECT,
     Prior,
-    cross_validate,
-    cv_metrics,
     fit_candidate,
-    guard_threshold,
-    pick,
-    stratified_folds,
-    train_head,
 )
+from tagrate_trainer.selection.crossval import CV_REPEATS, cross_validate, cv_metrics, stratified_folds
+from tagrate_trainer.selection.rule import BLEND_TIE, GLOBAL_MARGIN, Z_SELECT, guard_threshold, pick
 from tagrate_trainer.training import Reporter, Standardiser, TrainingConfig, TrainingData
 
 from .test_training import DIMENSIONS, FAST, linear_taste
@@ -42,10 +34,10 @@ from .test_training import DIMENSIONS, FAST, linear_taste
 QUIET = Reporter(lambda _: None, lambda: False, FAST.max_epochs)
 
 
-def spread_of(errors: dict[str, float]) -> selection.Spread:
+def spread_of(errors: dict[str, float]) -> rule.Spread:
     """A spread whose difference from ridge has the given standard errors."""
     signs = np.tile([1.0, -1.0], 50)
-    return selection.Spread({RIDGE: np.zeros(100), **{name: se * signs for name, se in errors.items()}})
+    return rule.Spread({RIDGE: np.zeros(100), **{name: se * signs for name, se in errors.items()}})
 
 
 def levels(n: int, seed: int = 0) -> np.ndarray:
@@ -154,13 +146,13 @@ def test_a_global_head_unlike_the_user_gives_way_to_a_personal_head():
 
 
 def test_the_bootstrap_spread_is_seeded_paired_and_shrinks_with_more_ratings():
-    def spread(n: int, seed: int = 0) -> selection.Spread:
+    def spread(n: int, seed: int = 0) -> rule.Spread:
         rng = np.random.default_rng(n)
         y = rng.integers(0, 7, n) / 6
         predictions = {RIDGE: y + rng.normal(0, 0.3, n), CURRENT: y + rng.normal(0, 0.3, n)}
         predictions[BLEND] = predictions[RIDGE] * 2.0  # the same ranking as ridge
-        rounds = [selection.OutOfFold(np.zeros(n, dtype=np.int64), np.full(n, 0.5), predictions)]
-        return selection.bootstrap_spread(rounds, y, [f"img{i}" for i in range(n)], seed)
+        rounds = [crossval.OutOfFold(np.zeros(n, dtype=np.int64), np.full(n, 0.5), predictions)]
+        return crossval.bootstrap_spread(rounds, y, [f"img{i}" for i in range(n)], seed)
 
     few, many = spread(40), spread(4000)
     assert few.se(CURRENT, RIDGE) == spread(40).se(CURRENT, RIDGE) != spread(40, seed=1).se(CURRENT, RIDGE)
@@ -168,7 +160,7 @@ def test_the_bootstrap_spread_is_seeded_paired_and_shrinks_with_more_ratings():
     assert 0.03 < few.se(CURRENT, RIDGE) < 0.2
     # The standard error of a difference of correlations falls as 1 / sqrt(n).
     assert many.se(CURRENT, RIDGE) == pytest.approx(few.se(CURRENT, RIDGE) / 10, rel=0.5)
-    assert len(few.draws[RIDGE]) == selection.BOOTSTRAP_DRAWS
+    assert len(few.draws[RIDGE]) == crossval.BOOTSTRAP_DRAWS
     # Three images: some resamples draw none of them, and count as no correlation.
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -269,7 +261,7 @@ def test_cross_validation_is_repeated_from_100_ratings(monkeypatch):
     cv = cross_validate(x, y, data.images, FAST, QUIET)
     assert cv.repeats == CV_REPEATS > 1 and cv_metrics(cv)["cv_repeats"] == CV_REPEATS
     # The figures are the mean over differently seeded fold splits.
-    monkeypatch.setattr(selection, "CV_REPEATS", 1)
+    monkeypatch.setattr(crossval, "CV_REPEATS", 1)
     singles = [cross_validate(x, y, data.images, replace(FAST, seed=s), QUIET) for s in range(CV_REPEATS)]
     assert {single.repeats for single in singles} == {1}
     assert len({single.spearman[RIDGE] for single in singles}) == CV_REPEATS

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tagrate_common.vision.rating_heads import RatingHead, deserialize_weights
-from tagrate_trainer.selection import CANDIDATES, NONE, Prior, fit_candidate, train_head
+from tagrate_trainer.selection import train_head
+from tagrate_trainer.selection.candidates import CANDIDATES, NONE, Prior, fit_candidate
 from tagrate_trainer.training import (
     LINEAR,
     MLP,

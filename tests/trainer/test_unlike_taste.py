@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from tagrate_common.vision.torch_models import EfficientNetLiteModel
-from tagrate_trainer.selection import BLEND, GLOBAL, NONE, RESIDUAL, RIDGE, fit_candidate, train_head
+from tagrate_trainer.selection import train_head
+from tagrate_trainer.selection.candidates import BLEND, GLOBAL, NONE, RESIDUAL, RIDGE, fit_candidate
 from tagrate_trainer.training import TrainingConfig, TrainingData, spearman
 
 from .scenes import rated_scenes, taste

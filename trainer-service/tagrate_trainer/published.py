@@ -33,7 +33,7 @@ class GlobalHeadCopy:
     kind: str
     weights: bytes
     # A linear head fitted on the same ratings, the prior of personal heads
-    # (:func:`tagrate_trainer.selection.global_prior`); None if there is none.
+    # (:func:`tagrate_trainer.selection.candidates.global_prior`); None if there is none.
     prior: bytes | None = None
 
     def head(self, dimensions: int) -> RatingHead:

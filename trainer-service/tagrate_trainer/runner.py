@@ -57,7 +57,8 @@ from .jobs import (
 )
 from .peers import Extractor, Peers, StreamCancelled, StreamHandle
 from .published import GlobalHeadCopies, GlobalHeadCopy
-from .selection import NONE, Prior, global_prior, train_head
+from .selection import train_head
+from .selection.candidates import NONE, Prior, global_prior
 from .training import NotEnoughData, ProgressReport, TrainingConfig, TrainingStopped
 
 log = logging.getLogger(__name__)
