@@ -1,7 +1,7 @@
 """Fast bulk loading of whole datasets (benchmarks, imports), on SQLite and
 PostgreSQL alike.
 
-Rows are plain dicts keyed by column name (see ``models.py``). Give the
+Rows are plain dicts keyed by column name (see ``models/``). Give the
 ``id`` of users, images, tags and tagger models explicitly so the rows of
 the other tables can refer to them; PostgreSQL's id sequences are moved past
 the loaded ids afterwards, so the service's own inserts keep working.
