@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tagrate_common.vision.loaders import load_default_model
-from tagrate_gateway.schemas import AlbumPage, MontagePostReply, MontagePosts
+from tagrate_gateway.schemas.albums import AlbumPage, MontagePostReply, MontagePosts
 from tests.imagefactory import make_image
 from tests.trainer.scenes import rated_scenes
 from tests.trainer.services import start_services

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tagrate_dataset.server import create_server
-from tagrate_gateway.schemas import UserData
+from tagrate_gateway.schemas.library import UserData
 from tests.imagefactory import make_image
 from tests.support import dataset_settings
 

@@ -29,7 +29,7 @@ from ..auth import ActsAs, ActsAsChanging, AdminOnly, AdminOnlyChanging, AnyCall
 from ..bodies import BodyFields, post_fields
 from ..deps import DatasetDep, SettingsDep, TrainerDep
 from ..errors import error_responses
-from ..schemas import (
+from ..schemas.collection import (
     AddedBulkImage,
     AddedImage,
     AddedImages,

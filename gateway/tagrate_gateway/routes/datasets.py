@@ -17,7 +17,7 @@ from .. import params
 from ..auth import AdminOnly, AdminOnlyChanging, AnyCaller, private_to
 from ..deps import DatasetDep, SettingsDep
 from ..errors import error_responses
-from ..schemas import DatasetsState, FailedWork, RetriedWork, UpdatedTags, UserDatasetState, WorkCounts
+from ..schemas.datasets import DatasetsState, FailedWork, RetriedWork, UpdatedTags, UserDatasetState, WorkCounts
 from ..uploads import multipart_body, text_property
 from .training import _post_fields as post_fields
 

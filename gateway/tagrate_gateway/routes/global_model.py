@@ -22,7 +22,7 @@ from .. import params
 from ..auth import AdminOnly, AdminOnlyChanging, AnyCaller
 from ..deps import DatasetDep, SettingsDep, TrainerDep
 from ..errors import ErrorBody, error_responses
-from ..schemas import FullDatasetCreated, FullDatasetState, TrainingAction
+from ..schemas.models import FullDatasetCreated, FullDatasetState, TrainingAction
 from ..uploads import multipart_body, text_property
 from .training import ForceQuery, _post_fields, trainer_status
 

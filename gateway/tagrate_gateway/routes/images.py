@@ -14,7 +14,8 @@ from .. import params
 from ..auth import AnyCaller
 from ..deps import DatasetDep
 from ..errors import error_responses
-from ..schemas import ImageTags, TagScore
+from ..schemas.common import TagScore
+from ..schemas.library import ImageTags
 from ..tag_schemas import ImageTagDetail
 from .owned_tags import image_tag_detail
 

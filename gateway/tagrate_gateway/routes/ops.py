@@ -12,7 +12,7 @@ from tagrate_common.files import STORAGE_HEALTH
 
 from ..auth import AdminOnly, Public
 from ..deps import BackendsDep, SettingsDep
-from ..schemas import Health, NotReady, Readiness
+from ..schemas.ops import Health, NotReady, Readiness
 
 router = APIRouter(tags=["operations"])
 

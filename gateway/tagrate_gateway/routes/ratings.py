@@ -27,7 +27,7 @@ from ..bodies import post_fields
 from ..config import GatewaySettings
 from ..deps import DatasetDep, RaterDep, SettingsDep
 from ..errors import error_responses
-from ..schemas import EveryUserBulkRatings, EveryUserRating, UserBulkRatings, UserRating
+from ..schemas.models import EveryUserBulkRatings, EveryUserRating, UserBulkRatings, UserRating
 from ..uploads import (
     ChunkPlan,
     MultipartForm,

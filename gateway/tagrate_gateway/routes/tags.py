@@ -10,7 +10,8 @@ from .. import params
 from ..auth import AnyCaller
 from ..deps import SettingsDep, TaggerDep
 from ..errors import error_responses
-from ..schemas import BulkTagResult, TagResult, TagScore
+from ..schemas.common import TagScore
+from ..schemas.models import BulkTagResult, TagResult
 from ..uploads import (
     ChunkPlan,
     MultipartForm,

@@ -22,7 +22,7 @@ from .. import params
 from ..auth import ActsAs, ActsAsChanging, AdminOnly, AdminOnlyChanging, AnyCaller, private_to
 from ..deps import SettingsDep, TrainerDep
 from ..errors import error_responses
-from ..schemas import JobSummary, TrainerStatus, TrainerStatusReply, TrainingAction
+from ..schemas.models import JobSummary, TrainerStatus, TrainerStatusReply, TrainingAction
 from ..uploads import multipart_body, read_form, text_property
 
 router = APIRouter(tags=["training"], dependencies=[Depends(params.no_repeated_query)])

@@ -16,7 +16,8 @@ from .. import params
 from ..auth import ActsAs
 from ..deps import DatasetDep, SettingsDep
 from ..errors import error_responses
-from ..schemas import AddedRating, UserData, serialised
+from ..schemas.common import serialised
+from ..schemas.library import AddedRating, UserData
 from ..uploads import file_property, multipart_body, read_form, text_property
 
 router = APIRouter(tags=["users"], dependencies=[Depends(params.no_repeated_query)])
@@ -80,7 +81,7 @@ async def get_user_data(
     }
     if page_number:
         body.update(page=page_number, limit=reply.limit, max_page=max(1, math.ceil(reply.total / reply.limit)))
-    return serialised(body)  # up to 1000 items: see schemas.serialised
+    return serialised(body)  # up to 1000 items: see schemas.common.serialised
 
 
 @router.post(

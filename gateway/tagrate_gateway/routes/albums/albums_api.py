@@ -18,15 +18,8 @@ from ... import auth, params
 from ...auth import ActsAs
 from ...bodies import BodyFields, post_fields
 from ...deps import DatasetDep, SettingsDep
-from ...schemas import (
-    AddedAlbumImages,
-    AlbumInfo,
-    AlbumList,
-    AlbumPage,
-    CreatedAlbum,
-    DeletedAlbum,
-    serialised,
-)
+from ...schemas.albums import AddedAlbumImages, AlbumInfo, AlbumList, AlbumPage, CreatedAlbum, DeletedAlbum
+from ...schemas.common import serialised
 from ...uploads import multipart_body, text_property
 from .shared import (
     ERRORS,

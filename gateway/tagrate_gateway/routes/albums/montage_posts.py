@@ -17,13 +17,8 @@ from ... import params
 from ...auth import ActsAs
 from ...bodies import post_fields
 from ...deps import DatasetDep, SettingsDep
-from ...schemas import (
-    CreatedMontagePost,
-    MontagePostNeighbours,
-    MontagePostReply,
-    MontagePosts,
-    serialised,
-)
+from ...schemas.albums import CreatedMontagePost, MontagePostNeighbours, MontagePostReply, MontagePosts
+from ...schemas.common import serialised
 from ...uploads import multipart_body, text_property
 from .shared import (
     ERRORS,
