@@ -24,7 +24,7 @@ from tagrate_common.errors import InvalidArgument, PayloadTooLarge
 
 from . import params
 from .config import GatewaySettings
-from .uploads import read_form
+from .uploads.multipart import read_form
 
 JSON_MEDIA_TYPE = "application/json"
 URLENCODED_MEDIA_TYPE = "application/x-www-form-urlencoded"

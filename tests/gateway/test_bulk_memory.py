@@ -25,7 +25,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tagrate_gateway.uploads import REQUEST_MEMORY_BYTES
+from tagrate_gateway.uploads.files import REQUEST_MEMORY_BYTES
 from tests.support import ServiceProcess, free_port
 
 MiB = 1024 * 1024

@@ -11,7 +11,8 @@ import pytest
 
 from tagrate_common.errors import InvalidArgument, PayloadTooLarge, TagrateError, UnsupportedImage
 from tagrate_common.images import ImageLimits
-from tagrate_gateway.uploads import MultipartForm, UploadLimits, parse_multipart
+from tagrate_gateway.uploads.files import UploadLimits
+from tagrate_gateway.uploads.multipart import MultipartForm, parse_multipart
 from tests.imagefactory import make_image
 
 BOUNDARY = "testboundary1234"
@@ -163,7 +164,7 @@ def test_bytes_read_over_the_request_limit_stop_a_chunked_body():
 
 
 def test_files_are_spooled_to_disk_beyond_the_memory_share(tmp_path):
-    from tagrate_gateway import uploads
+    from tagrate_gateway.uploads import files as uploads
 
     big = b"\xff\xd8\xff" + bytes(range(256)) * (uploads.SPOOL_MEMORY_BYTES // 256 + 10)
     small = make_image("PNG", seed=4)
@@ -192,7 +193,8 @@ def test_a_failed_parse_leaves_nothing_spooled(tmp_path):
 
 
 def test_chunk_plan_splits_by_bytes_and_files():
-    from tagrate_gateway.uploads import ChunkPlan, UploadedFile
+    from tagrate_gateway.uploads.chunks import ChunkPlan
+    from tagrate_gateway.uploads.files import UploadedFile
 
     def files(*sizes: int) -> list[UploadedFile]:
         return [UploadedFile("images", f"{i}.jpg", io.BytesIO(b"x" * s), s) for i, s in enumerate(sizes)]

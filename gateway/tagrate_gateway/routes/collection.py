@@ -43,16 +43,10 @@ from ..schemas.collection import (
     UpdatedRating,
     UserStats,
 )
-from ..uploads import (
-    ChunkPlan,
-    call_in_chunks,
-    check_images,
-    file_property,
-    files_property,
-    multipart_body,
-    read_form,
-    text_property,
-)
+from ..uploads.chunks import ChunkPlan, call_in_chunks
+from ..uploads.files import check_images
+from ..uploads.multipart import read_form
+from ..uploads.openapi import file_property, files_property, multipart_body, text_property
 
 log = logging.getLogger("tagrate_gateway.collection")
 

@@ -18,7 +18,7 @@ from ..auth import AdminOnly, AdminOnlyChanging, AnyCaller, private_to
 from ..deps import DatasetDep, SettingsDep
 from ..errors import error_responses
 from ..schemas.datasets import DatasetsState, FailedWork, RetriedWork, UpdatedTags, UserDatasetState, WorkCounts
-from ..uploads import multipart_body, text_property
+from ..uploads.openapi import multipart_body, text_property
 from .training import _post_fields as post_fields
 
 # UpdateTags tags every untagged image before it answers (the tagger's

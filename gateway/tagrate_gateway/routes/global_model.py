@@ -23,7 +23,7 @@ from ..auth import AdminOnly, AdminOnlyChanging, AnyCaller
 from ..deps import DatasetDep, SettingsDep, TrainerDep
 from ..errors import ErrorBody, error_responses
 from ..schemas.models import FullDatasetCreated, FullDatasetState, TrainingAction
-from ..uploads import multipart_body, text_property
+from ..uploads.openapi import multipart_body, text_property
 from .training import ForceQuery, _post_fields, trainer_status
 
 router = APIRouter(tags=["training"], dependencies=[Depends(params.no_repeated_query)])

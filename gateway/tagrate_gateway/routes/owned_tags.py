@@ -31,7 +31,7 @@ from ..tag_schemas import (
     TaughtTagItem,
     TaughtTags,
 )
-from ..uploads import multipart_body, text_property
+from ..uploads.openapi import multipart_body, text_property
 
 router = APIRouter(tags=["tags people own"], dependencies=[Depends(params.no_repeated_query)])
 

@@ -28,17 +28,10 @@ from ..config import GatewaySettings
 from ..deps import DatasetDep, RaterDep, SettingsDep
 from ..errors import error_responses
 from ..schemas.models import EveryUserBulkRatings, EveryUserRating, UserBulkRatings, UserRating
-from ..uploads import (
-    ChunkPlan,
-    MultipartForm,
-    call_in_chunks,
-    check_images,
-    file_property,
-    files_property,
-    multipart_body,
-    read_form,
-    text_property,
-)
+from ..uploads.chunks import ChunkPlan, call_in_chunks
+from ..uploads.files import check_images
+from ..uploads.multipart import MultipartForm, read_form
+from ..uploads.openapi import file_property, files_property, multipart_body, text_property
 
 router = APIRouter(tags=["rating"], dependencies=[Depends(params.no_repeated_query)])
 

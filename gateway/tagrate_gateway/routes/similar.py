@@ -29,7 +29,8 @@ from ..similar_schemas import (
     SimilarImage,
     SimilarImages,
 )
-from ..uploads import file_property, multipart_body, read_form, text_property
+from ..uploads.multipart import read_form
+from ..uploads.openapi import file_property, multipart_body, text_property
 
 router = APIRouter(tags=["finding things"], dependencies=[Depends(params.no_repeated_query)])
 

@@ -12,18 +12,10 @@ from ..deps import SettingsDep, TaggerDep
 from ..errors import error_responses
 from ..schemas.common import TagScore
 from ..schemas.models import BulkTagResult, TagResult
-from ..uploads import (
-    ChunkPlan,
-    MultipartForm,
-    call_in_chunks,
-    check_images,
-    file_property,
-    files_property,
-    multipart_body,
-    read_form,
-    same_model,
-    text_property,
-)
+from ..uploads.chunks import ChunkPlan, call_in_chunks, same_model
+from ..uploads.files import check_images
+from ..uploads.multipart import MultipartForm, read_form
+from ..uploads.openapi import file_property, files_property, multipart_body, text_property
 
 router = APIRouter(tags=["tagging"], dependencies=[Depends(params.no_repeated_query)])
 

@@ -23,7 +23,8 @@ from ..auth import ActsAs, ActsAsChanging, AdminOnly, AdminOnlyChanging, AnyCall
 from ..deps import SettingsDep, TrainerDep
 from ..errors import error_responses
 from ..schemas.models import JobSummary, TrainerStatus, TrainerStatusReply, TrainingAction
-from ..uploads import multipart_body, read_form, text_property
+from ..uploads.multipart import read_form
+from ..uploads.openapi import multipart_body, text_property
 
 router = APIRouter(tags=["training"], dependencies=[Depends(params.no_repeated_query)])
 

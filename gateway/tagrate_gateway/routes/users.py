@@ -18,7 +18,8 @@ from ..deps import DatasetDep, SettingsDep
 from ..errors import error_responses
 from ..schemas.common import serialised
 from ..schemas.library import AddedRating, UserData
-from ..uploads import file_property, multipart_body, read_form, text_property
+from ..uploads.multipart import read_form
+from ..uploads.openapi import file_property, multipart_body, text_property
 
 router = APIRouter(tags=["users"], dependencies=[Depends(params.no_repeated_query)])
 

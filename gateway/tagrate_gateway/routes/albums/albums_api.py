@@ -20,7 +20,7 @@ from ...bodies import BodyFields, post_fields
 from ...deps import DatasetDep, SettingsDep
 from ...schemas.albums import AddedAlbumImages, AlbumInfo, AlbumList, AlbumPage, CreatedAlbum, DeletedAlbum
 from ...schemas.common import serialised
-from ...uploads import multipart_body, text_property
+from ...uploads.openapi import multipart_body, text_property
 from .shared import (
     ERRORS,
     ID_RE,

@@ -19,7 +19,7 @@ from ...bodies import post_fields
 from ...deps import DatasetDep, SettingsDep
 from ...schemas.albums import CreatedMontagePost, MontagePostNeighbours, MontagePostReply, MontagePosts
 from ...schemas.common import serialised
-from ...uploads import multipart_body, text_property
+from ...uploads.openapi import multipart_body, text_property
 from .shared import (
     ERRORS,
     FiltersQuery,

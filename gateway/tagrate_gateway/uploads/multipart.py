@@ -1,34 +1,15 @@
-"""Streamed multipart/form-data parsing with limits enforced while reading,
-and bulk uploads passed on to a model service in bounded chunks.
-
-Starlette's ``request.form()`` spools every file to completion before the
-route sees it, so an oversized upload would be read in full before it could
-be refused. Here the body is fed chunk by chunk to python-multipart's
-low-level parser and the request is refused (413) as soon as a declared
-Content-Length or the bytes read pass the request-body limit, one file part
-grows past the per-file limit, or a part beyond the files-per-request limit
-begins. The gateway checks only what is cheap (size and magic bytes);
-decoding is the services' job.
-
-Files never sit whole in memory: each goes to a spooled temporary file that
-keeps at most :data:`SPOOL_MEMORY_BYTES` in memory (and a request at most
-:data:`REQUEST_MEMORY_BYTES` over all its files) and moves to disk beyond.
-:func:`call_in_chunks` then reads a bulk upload back one gRPC call's worth
-at a time, so the gateway holds about ``bulk_chunk_bytes`` x
-``bulk_calls_in_flight`` of image bytes however large the upload is.
-"""
+"""Streamed multipart/form-data parsing with limits enforced while reading
+(see the package docstring): :func:`parse_multipart` and :func:`read_form`."""
 
 from __future__ import annotations
 
-import asyncio
 import codecs
-import re
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING
 
 from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
@@ -36,105 +17,16 @@ from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from tagrate_common import validation
-from tagrate_common.errors import InvalidArgument, PayloadTooLarge, TagrateError, Unavailable
+from tagrate_common.errors import InvalidArgument, PayloadTooLarge
 from tagrate_common.files import out_of_space
-from tagrate_common.images import ImageLimits, check_header, check_size, naming_file
-from tagrate_common.protos import common_pb2
 
-from . import params
-from .config import GatewaySettings
-from .errors import UnsupportedMediaType
+from .. import params
+from ..config import GatewaySettings
+from ..errors import UnsupportedMediaType
+from .files import REQUEST_MEMORY_BYTES, SPOOL_MEMORY_BYTES, UploadedFile, UploadLimits
 
 if TYPE_CHECKING:  # a TypedDict python-multipart defines for type checkers only
     from python_multipart.multipart import MultipartCallbacks
-
-MiB = 1024 * 1024
-# Room in a request beyond its files: boundaries, part headers and the
-# non-file fields. A Content-Length above files*limit + this is refused unread.
-BODY_SLACK_BYTES = 1 * MiB
-MAX_FIELDS = 64
-# One file part stays in memory up to this size, then moves to disk: most
-# photos from a chat client are smaller, and a small file is not worth a
-# temporary file. A request keeps at most REQUEST_MEMORY_BYTES of all its
-# files in memory; every file after that goes to disk from its first byte,
-# so 256 small files cannot add up to 256 MiB of memory.
-SPOOL_MEMORY_BYTES = 1 * MiB
-REQUEST_MEMORY_BYTES = 8 * MiB
-# Enough of a file to recognise its format by its magic bytes.
-HEAD_BYTES = 32
-
-
-@dataclass(frozen=True)
-class UploadLimits:
-    max_file_bytes: int
-    max_files: int
-    max_field_bytes: int
-    max_fields: int = MAX_FIELDS
-    max_request_bytes: int | None = None  # the total body limit; None: only files x per-file limit
-
-    @property
-    def max_body_bytes(self) -> int:
-        """The largest body this endpoint reads: its files at the per-file
-        limit plus framing, and never more than the request-body limit."""
-        fitting = self.max_files * self.max_file_bytes + BODY_SLACK_BYTES
-        return fitting if self.max_request_bytes is None else min(fitting, self.max_request_bytes)
-
-    @classmethod
-    def from_settings(cls, settings: GatewaySettings, max_files: int) -> UploadLimits:
-        return cls(
-            settings.max_upload_bytes,
-            max_files,
-            settings.max_form_field_bytes,
-            max_request_bytes=settings.max_request_bytes,
-        )
-
-
-class UploadedFile:
-    """One file part: the form field it came in, the client's file name
-    (metadata only, never a path), its size and its bytes, spooled (in
-    memory when small, else in an unlinked temporary file) until the form is
-    closed."""
-
-    def __init__(self, field: str, filename: str, spool: IO[bytes], size: int) -> None:
-        self.field = field
-        self.filename = filename
-        self.size = size
-        self._spool = spool
-
-    def read(self) -> bytes:
-        """The whole file (it is read from its spool on every call)."""
-        self._spool.seek(0)
-        return self._spool.read()
-
-    @property
-    def data(self) -> bytes:
-        return self.read()
-
-    def head(self) -> bytes:
-        self._spool.seek(0)
-        return self._spool.read(HEAD_BYTES)
-
-    def image_file(self) -> common_pb2.ImageFile:
-        return common_pb2.ImageFile(data=self.read(), filename=self.filename)
-
-    def close(self) -> None:
-        self._spool.close()
-
-    def check_image(self, limits: ImageLimits) -> str:
-        """Raises 415 for an empty file or one whose magic bytes are not a
-        supported image format (413 over the size limit); returns the format."""
-        check_size(self.size, self.filename, limits)
-        return check_header(self.head(), self.filename, limits)
-
-
-def check_images(files: Sequence[UploadedFile], limits: ImageLimits) -> None:
-    """:meth:`UploadedFile.check_image` for every file of a bulk upload. The
-    first bad file fails the request (413/415) with a message that names it
-    by position (1-based, upload order) and filename, in the same words the
-    model services use: "file 2 ('notes.txt') is not a ... image"."""
-    for index, upload in enumerate(files, start=1):
-        with naming_file(index, upload.filename):
-            upload.check_image(limits)
 
 
 @dataclass
@@ -402,127 +294,3 @@ async def read_form(request: Request, settings: GatewaySettings, max_files: int)
     )
     with form:
         yield form
-
-
-# ---- bulk uploads to a model service, in chunks ----------------------------
-
-T = TypeVar("T")
-_FILE_NUMBER_RE = re.compile(r"file (\d+)\b")
-
-
-@dataclass(frozen=True)
-class ChunkPlan:
-    """How a bulk upload is split into gRPC calls: at most ``max_bytes`` of
-    image bytes (a larger file goes alone) and ``max_files`` files per call,
-    at most ``in_flight`` calls at once."""
-
-    max_bytes: int
-    max_files: int
-    in_flight: int
-
-    @classmethod
-    def from_settings(cls, settings: GatewaySettings) -> ChunkPlan:
-        return cls(settings.bulk_chunk_bytes, settings.bulk_chunk_files, settings.bulk_calls_in_flight)
-
-    def split(self, files: Sequence[UploadedFile]) -> list[tuple[int, list[UploadedFile]]]:
-        """Consecutive groups of ``files`` with the 0-based position of each
-        group's first file in the whole upload."""
-        groups: list[tuple[int, list[UploadedFile]]] = []
-        group: list[UploadedFile] = []
-        start = size = 0
-        for index, upload in enumerate(files):
-            if group and (size + upload.size > self.max_bytes or len(group) >= self.max_files):
-                groups.append((start, group))
-                group, size = [], 0
-            if not group:
-                start = index
-            group.append(upload)
-            size += upload.size
-        if group:
-            groups.append((start, group))
-        return groups
-
-
-def _renumbered(exc: TagrateError, offset: int) -> TagrateError:
-    """A service's error about "file N" of one chunk, as "file N+offset" of
-    the whole upload (the words of :func:`tagrate_common.images.naming_file`)."""
-    match = _FILE_NUMBER_RE.match(exc.message)
-    if offset == 0 or match is None:
-        return exc
-    message = f"file {int(match.group(1)) + offset}" + exc.message[match.end() :]
-    return type(exc)(message, exc.code)
-
-
-async def _read_chunk(group: Sequence[UploadedFile]) -> list[common_pb2.ImageFile]:
-    # A spool on disk is a blocking read; the event loop keeps serving meanwhile.
-    return await asyncio.to_thread(lambda: [upload.image_file() for upload in group])
-
-
-async def call_in_chunks(
-    files: Sequence[UploadedFile],
-    plan: ChunkPlan,
-    call: Callable[[list[common_pb2.ImageFile]], Awaitable[T]],
-) -> list[T]:
-    """``call`` once per chunk of ``files`` (see :meth:`ChunkPlan.split`),
-    each chunk read from its spools only when its call starts, at most
-    ``plan.in_flight`` at once; the answers in upload order. The first
-    failing chunk (in upload order) fails the whole upload, its error
-    naming the file by its position in the whole upload; the calls after
-    it are cancelled."""
-    limit = asyncio.Semaphore(plan.in_flight)
-
-    async def run(start: int, group: list[UploadedFile]) -> T:
-        async with limit:
-            try:
-                # No name keeps the chunk's bytes alive: once ``call`` has built
-                # its request from them they are freed, one copy less in flight.
-                return await call(await _read_chunk(group))
-            except TagrateError as exc:
-                raise _renumbered(exc, start) from None
-
-    tasks = [asyncio.ensure_future(run(start, group)) for start, group in plan.split(files)]
-    try:
-        return [await task for task in tasks]
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def same_model(models: Sequence[str], service: str) -> str:
-    """The one model every chunk's answer came from; 503 when the service
-    swapped its model between the chunks of one upload (a retry gets one)."""
-    if len(set(models)) > 1:
-        raise Unavailable(
-            f"the {service} service changed its model while this upload was being processed; send it again",
-            "model_changed",
-        )
-    return models[0] if models else ""
-
-
-def file_property(description: str) -> dict[str, Any]:
-    return {"type": "string", "format": "binary", "description": description}
-
-
-def files_property(description: str) -> dict[str, Any]:
-    return {"type": "array", "items": {"type": "string", "format": "binary"}, "description": description}
-
-
-def text_property(description: str, example: str | None = None) -> dict[str, Any]:
-    prop: dict[str, Any] = {"type": "string", "description": description}
-    if example is not None:
-        prop["example"] = example
-    return prop
-
-
-def multipart_body(properties: dict[str, dict[str, Any]], required: list[str]) -> dict[str, Any]:
-    """``openapi_extra`` documenting a multipart/form-data request body (the
-    route reads the body itself, so FastAPI cannot infer it)."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {"schema": {"type": "object", "properties": properties, "required": required}}
-            },
-        }
-    }
