@@ -39,7 +39,7 @@ procedure (:func:`train_head`).
    * ``blend``: the mean of the ``ridge`` and ``residual`` heads' logits
      (again one head, :func:`.combined.mean_of`); in cross-validation the
      members' fold fits are reused;
-   * ``current``: what the trainer fitted before (:func:`~.training.fit_current`);
+   * ``current``: what the trainer fitted before (:func:`tagrate_trainer.mlp.fit_current`);
    * ``mlp``: the MLP alone, from ``MLP_MIN_RATINGS`` ratings on.
 
    ``mean`` (predicting the training folds' mean) is the baseline: its

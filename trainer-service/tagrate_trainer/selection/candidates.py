@@ -13,6 +13,7 @@ import numpy as np
 from tagrate_common.vision.rating_heads import MAX_HIDDEN, RatingHead
 
 from ..combined import LogitSum, mean_of
+from ..mlp import fit_current, fit_mlp
 from ..ridge import GCV_ALPHAS, Ridge
 from ..training import (
     LINEAR,
@@ -24,8 +25,6 @@ from ..training import (
     TrainingResult,
     _ridge_head,
     _ridge_link,
-    fit_current,
-    fit_mlp,
 )
 
 RIDGE, PRIOR, RESIDUAL, BLEND = "ridge", "prior", "residual", "blend"

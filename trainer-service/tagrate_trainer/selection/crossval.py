@@ -15,17 +15,8 @@ import numpy as np
 from tagrate_common.vision.rating_heads import RatingHead
 
 from ..combined import mean_of
-from ..training import (
-    EarlyStopped,
-    Reporter,
-    Standardiser,
-    TrainedHead,
-    TrainingConfig,
-    average_ranks,
-    early_stopped_mlp,
-    mean_absolute_error,
-    spearman,
-)
+from ..mlp import EarlyStopped, early_stopped_mlp
+from ..training import Reporter, Standardiser, TrainedHead, TrainingConfig, average_ranks, mean_absolute_error, spearman
 from .candidates import (
     BLEND,
     BLENDED,
