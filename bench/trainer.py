@@ -50,8 +50,8 @@ from tagrate_dataset.bulk import bulk_load
 from tagrate_dataset.db import create_db_engine, migrate
 from tagrate_rater.extractor import extractor_id
 from tagrate_trainer.config import TrainerSettings
+from tagrate_trainer.job_config import training_config
 from tagrate_trainer.mlp import mlp_module
-from tagrate_trainer.runner import training_config
 from tagrate_trainer.selection import train_head
 from tagrate_trainer.training import MLP, ProgressReport, Standardiser, TrainingData
 from tests.support import ServiceProcess, free_port

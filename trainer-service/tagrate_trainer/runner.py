@@ -43,6 +43,7 @@ from tagrate_common.errors import AlreadyExists, Conflict, InvalidArgument, Tagr
 from tagrate_common.logging import request_id_var
 
 from .config import TrainerSettings
+from .job_config import public_metrics, training_config
 from .jobs import (
     ACTIVE_STATES,
     FAILED,
@@ -59,7 +60,7 @@ from .peers import Extractor, Peers, StreamCancelled, StreamHandle
 from .published import GlobalHeadCopies, GlobalHeadCopy
 from .selection import train_head
 from .selection.candidates import NONE, Prior, global_prior
-from .training import NotEnoughData, ProgressReport, TrainingConfig, TrainingStopped
+from .training import NotEnoughData, ProgressReport, TrainingStopped
 
 log = logging.getLogger(__name__)
 
@@ -69,31 +70,6 @@ PUBLISHING_SHARE = 0.05
 # Progress is written to the jobs database at most this often.
 SAVE_INTERVAL_SECONDS = 1.0
 SHUTDOWN_MESSAGE = "the trainer was shut down while this job was running"
-
-
-def training_config(settings: TrainerSettings) -> TrainingConfig:
-    device = settings.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return TrainingConfig(
-        max_epochs=settings.max_epochs,
-        patience=settings.patience,
-        validation_fraction=settings.validation_fraction,
-        seed=settings.seed,
-        batch_size=settings.batch_size,
-        hidden_units=settings.hidden_units,
-        learning_rate=settings.learning_rate,
-        weight_decay=settings.weight_decay,
-        device=device,
-    )
-
-
-def public_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """The training's figures as reported: the comparison predictor is the
-    global head, so ``reference_*`` become ``global_*``."""
-    return {name.replace("reference_", "global_", 1): value for name, value in metrics.items()}
 
 
 def lower_thread_priority(nice: int) -> None:
