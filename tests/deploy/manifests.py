@@ -9,6 +9,7 @@ import functools
 import importlib
 import importlib.util
 import json
+import math
 import os
 import re
 import shlex
@@ -349,3 +350,40 @@ def process_env(process: str, env: dict[str, str]) -> dict[str, str]:
     settings only) overridden by ``env`` from compose or the manifests."""
     known = known_env_names()
     return {**{k: v for k, v in image_env(DOCKERFILE, process).items() if k in known}, **env}
+
+
+def container_env(rendered: Rendered, container: dict) -> dict[str, str]:
+    """What the container's process sees: its image's ENV, envFrom
+    ConfigMaps, then env."""
+    process = process_of(container)
+    env: dict[str, str] = process_env(process, {}) if process else {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            name = source["configMapRef"]["name"]
+            env.update({k: str(v) for k, v in rendered.get("ConfigMap", name)["data"].items()})
+    for item in container.get("env", []):
+        field = item.get("valueFrom", {}).get("resourceFieldRef")
+        env[item["name"]] = downward_resource(container, field) if field else str(item.get("value", "<from secret>"))
+    return env
+
+
+def cpu_quantity(value: str | int | float) -> float:
+    text = str(value)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def downward_resource(container: dict, field: dict) -> str:
+    """What the downward API puts in an env var for a ``resourceFieldRef``
+    to the container's own CPU: the quantity in units of the divisor,
+    rounded up. Without the limit Kubernetes would give the node's
+    capacity, so a missing one fails here."""
+    kind, _, resource = field["resource"].partition(".")
+    assert resource == "cpu", f"only CPU fields are used, not {field['resource']}"
+    quantity = container.get("resources", {}).get(kind, {}).get("cpu")
+    assert quantity is not None, f"{container['name']} reads {field['resource']} but sets no {kind}.cpu"
+    return str(math.ceil(cpu_quantity(quantity) / cpu_quantity(field.get("divisor", "1"))))
+
+
+def service_port_of(overlay: Rendered, process: str) -> int:
+    container = next(c for _, c in overlay.containers() if process_of(c) == process)
+    return read_settings(process, container_env(overlay, container)).port
