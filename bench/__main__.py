@@ -21,7 +21,7 @@ _ALIASES = {"import": "importer"}
 # A benchmark run as another one with a flag: ``python -m bench userdata
 # --floor`` is ``python -m bench userdata_floor``. Dispatched here, so no
 # benchmark imports another (import-linter's bench-benchmarks-independent).
-_FLAGS = {("userdata", "--floor"): "userdata_floor"}
+_FLAGS = {("userdata", "--floor"): "userdata_floor", ("learning", "--taught"): "learning.taught"}
 
 
 def benchmark_names() -> list[str]:
@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
         for (name, flag), target in _FLAGS.items():
             if argv[0] == name and flag in argv[1:]:
                 argv = [target, *(arg for arg in argv[1:] if arg != flag)]
-        if argv[0] not in names:
+        if argv[0].split(".")[0] not in names:
             print(f"no benchmark named {argv[0]!r}; there are: {', '.join(names)}", file=sys.stderr)
             return 2
         return run(argv[0], argv[1:])

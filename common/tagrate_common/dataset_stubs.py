@@ -27,6 +27,7 @@ from .protos import (
     albums_pb2_grpc,
     images_pb2_grpc,
     library_pb2_grpc,
+    owned_tags_pb2_grpc,
     ratings_pb2_grpc,
     sessions_pb2_grpc,
     similar_pb2_grpc,
@@ -53,6 +54,7 @@ class DatasetStubs:
     training: training_data_pb2_grpc.TrainingDataServiceStub
     tokens: tokens_pb2_grpc.TokenServiceStub
     albums: albums_pb2_grpc.AlbumServiceStub
+    owned_tags: owned_tags_pb2_grpc.OwnedTagServiceStub
     tasteloop: tasteloop_pb2_grpc.TasteLoopServiceStub
     sessions: sessions_pb2_grpc.SessionServiceStub
     similar: similar_pb2_grpc.SimilarServiceStub
@@ -67,6 +69,7 @@ class DatasetStubs:
         self.training = training_data_pb2_grpc.TrainingDataServiceStub(channel)
         self.tokens = tokens_pb2_grpc.TokenServiceStub(channel)
         self.albums = albums_pb2_grpc.AlbumServiceStub(channel)
+        self.owned_tags = owned_tags_pb2_grpc.OwnedTagServiceStub(channel)
         self.tasteloop = tasteloop_pb2_grpc.TasteLoopServiceStub(channel)
         self.sessions = sessions_pb2_grpc.SessionServiceStub(channel)
         self.similar = similar_pb2_grpc.SimilarServiceStub(channel)
@@ -86,6 +89,7 @@ if TYPE_CHECKING:
         training: training_data_pb2_grpc.TrainingDataServiceAsyncStub
         tokens: tokens_pb2_grpc.TokenServiceAsyncStub
         albums: albums_pb2_grpc.AlbumServiceAsyncStub
+        owned_tags: owned_tags_pb2_grpc.OwnedTagServiceAsyncStub
         tasteloop: tasteloop_pb2_grpc.TasteLoopServiceAsyncStub
         sessions: sessions_pb2_grpc.SessionServiceAsyncStub
         similar: similar_pb2_grpc.SimilarServiceAsyncStub

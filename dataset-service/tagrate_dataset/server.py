@@ -39,6 +39,7 @@ from .similar import service as similar_service
 from .similar.duplicates import DuplicateFinder, GroupingSettings
 from .similar.hashing import HashWork
 from .similar.vectors import VectorIndex
+from .tags import owned_service
 from .tags import service as tags_service
 from .tags.tagging import Tagging
 from .tasteloop import service as tasteloop_service
@@ -85,6 +86,7 @@ def resource_services(
         _service(tokens_service.REGISTRATION, tokens_service.TokenServicer(db)),
         _service(sessions_service.REGISTRATION, sessions_service.SessionServicer(db)),
         _service(albums_service.REGISTRATION, albums_service.AlbumServicer(settings, db)),
+        _service(owned_service.REGISTRATION, owned_service.OwnedTagServicer(settings, db)),
         _service(tasteloop_service.REGISTRATION, tasteloop_service.TasteLoopServicer(db)),
         _service(
             similar_service.REGISTRATION,

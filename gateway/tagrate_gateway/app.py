@@ -34,6 +34,7 @@ from .routes import (
     global_model,
     images,
     ops,
+    owned_tags,
     ratings,
     similar,
     tags,
@@ -247,6 +248,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         similar,
     ):
         app.include_router(module.router)
+    app.include_router(owned_tags.router)
     app.include_router(ui.router)  # the browser UI at / (not part of the API schema)
     document_access(app.routes)
     install_docs(app)

@@ -41,8 +41,11 @@ class RaterSettings(ModelServiceSettings):
     keep_head_versions: int = Field(
         10,
         ge=1,
-        description="Head files kept per user (the live one and the ones before it): the model history "
-        "/getmodels lists and /usemodel can switch back to; older ones are deleted.",
+        # The contract (API.md, "A taste loop that runs itself") names the model history's length
+        # TRAINER_KEEP_VERSIONS: one setting for the whole system, read here where the versions live.
+        validation_alias="TRAINER_KEEP_VERSIONS",
+        description="Model versions (head files) kept per user (the live one and the ones before it): the "
+        "model history /getmodels lists and /usemodel can switch back to; older ones are deleted.",
     )
     dataset_addr: str = Field(
         f"127.0.0.1:{DEFAULT_PORTS['dataset']}",

@@ -32,6 +32,14 @@ TABLES = {
     "pending_scores",
     "albums",
     "album_images",
+    # tags people own (0009)
+    "manual_tags",
+    "hidden_tags",
+    "tag_aliases",
+    "tag_implications",
+    "tag_implied",
+    "taught_tags",
+    "taught_image_tags",
     "browser_sessions",
 }
 

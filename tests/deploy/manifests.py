@@ -147,6 +147,12 @@ def routed_paths(rule: str) -> set[str]:
             # One album by id, its images, one image in it.
             paths.update({"/albums/{id}", "/albums/{id}/images", "/albums/{id}/images/{image}"})
             continue
+        if term == "PathPrefix(`/tagaliases/`)":
+            paths.add("/tagaliases/{alias}")  # DELETE one alias
+            continue
+        if term == "PathPrefix(`/tagimplications/`)":
+            paths.add("/tagimplications/{tag}/{implies}")  # DELETE one implication
+            continue
         if term == f"PathPrefix(`{ui.ASSETS_URL}/`)":
             paths.update(p for p in ui.ui_paths() if p.startswith(f"{ui.ASSETS_URL}/"))
             continue

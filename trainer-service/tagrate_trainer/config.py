@@ -74,6 +74,30 @@ class TrainerSettings(ServiceSettings):
         2.0, ge=0, description="How long StopTraining waits for the job to acknowledge before answering."
     )
 
+    taught_tag_min_examples: int = Field(
+        8,
+        ge=2,
+        description="Fewest images with a manual tag (and a cached feature vector) before the trainer learns "
+        "the tag and applies it as a taught tag.",
+    )
+    taught_tag_precision: float = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="Precision a taught tag's threshold is chosen for (by cross-validation on its examples).",
+    )
+    taught_tag_others: int = Field(
+        1000, ge=10, le=5000, description="Other images sampled as negatives when a tag is learned."
+    )
+    taught_tag_poll_seconds: float = Field(
+        30.0, ge=0, description="How often the trainer looks for tags whose examples changed; 0 turns taught tags off."
+    )
+    taught_tag_settle_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="A tag is learned again once its examples have not changed for this long (tagging a "
+        "batch triggers one relearning).",
+    )
     retrain_after_ratings: int = Field(
         10,
         ge=0,

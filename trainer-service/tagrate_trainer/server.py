@@ -19,6 +19,7 @@ from .jobs import JobStore, JobSummary, TrainerStatus
 from .peers import Peers
 from .published import GlobalHeadCopies
 from .runner import JobRunner
+from .taught_loop import TaughtTagLearner
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,13 @@ def create_server(settings: TrainerSettings) -> GrpcServer:
     peers = Peers(settings)
     runner = JobRunner(settings, store, peers, GlobalHeadCopies(settings.trainer_dir / "global-head"))
     runner.recover()
+    learner = TaughtTagLearner(settings, peers)
+    learner.start()
     autotrain = AutoRetrainer(settings, runner, store, peers)
     autotrain.start()
 
     def shutdown() -> None:
+        learner.stop()
         autotrain.close()
         runner.close()
         peers.close()

@@ -30,9 +30,12 @@ from sqlalchemy import Connection, text
 from sqlmodel import Session
 
 from tagrate_common.errors import InvalidArgument, NotFound
+from tagrate_common.tagfilter import parse_filter
 from tagrate_common.userdata import MAX_PAGE, RatedFilter, SortOrder, TagFilter
 
 from ..models import ALL_SUBJECT
+from ..tags import filtersql
+from ..tags.filtersql import Cond, FilterSQL, frequency_sql
 from .sql import (
     FILTER_FIRST,
     FIXED_COLUMNS,
@@ -103,15 +106,16 @@ def user_data(
     GetUserData calls: it also resolves the user and the serving model
     ``version``, in the same round trip as everything else it needs)."""
     conn = session.connection()
-    model, ids = None, {}
-    if tags.include or tags.exclude:
-        names = (*tags.include, *tags.exclude)
+    flt = parse_filter(tags)
+    model, row = None, None
+    if flt:
+        names = flt.names
         row = conn.execute(text(preamble_sql(SUBJECT_BY_ID, len(names), rated, counts=False)), {
             "user_id": user_id, "all": ALL_SUBJECT, **{f"tag{n}": name for n, name in enumerate(names)}
         }).one()  # fmt: skip
         model = (row.model_id, row.threshold) if row.model_id is not None else None
-        ids = {name: row[FIXED_COLUMNS + n] for n, name in enumerate(names) if row[FIXED_COLUMNS + n] is not None}
-    return _listing(conn, user_id, version, model, ids, tags, sort, rated, page)
+    resolved = filtersql.resolved(flt, row[FIXED_COLUMNS:] if row is not None else ())
+    return _listing(conn, user_id, version, model, resolved, sort, rated, page)
 
 
 def user_data_by_name(
@@ -142,14 +146,15 @@ def user_data_by_name(
     and the tag ids, and counts the rows when no tag filters apply; one
     more reads the page (a page of a tag-filtered listing near its start
     also carries its count on PostgreSQL; otherwise the count comes first)."""
-    names = (*tags.include, *tags.exclude)
+    flt = parse_filter(tags)
+    names = flt.names
     params: dict[str, object] = {"subject": user, "all": ALL_SUBJECT}
-    if not names and page.page and page.page * page.limit <= _COUNT_WITH_PAGE_MAX:
+    if not flt and page.page and page.page * page.limit <= _COUNT_WITH_PAGE_MAX:
         # An unfiltered page near the start: one statement, which finds the
         # user and the serving version itself and carries the count. An
         # empty answer (an unknown user, a page past the end) is told apart
         # the long way.
-        spec = Spec(conn.dialect.name == "sqlite", "(inline)", [], [], sort, rated)
+        spec = Spec(conn.dialect.name == "sqlite", "(inline)", FilterSQL(), sort, rated)
         offset = (page.page - 1) * page.limit
         if sort in PREDICTED:
             # The scored rows only: enough when they fill the page (no
@@ -162,13 +167,13 @@ def user_data_by_name(
         rows, total = _fetch_counted(conn, sql, {**params, "lim": page.limit, "off": offset, "n": offset + page.limit})
         if rows if sort not in PREDICTED else len(rows) == page.limit:
             return UserDataPage(rows, total)
-    elif not names and page.page and sort not in PREDICTED and conn.dialect.name == "sqlite":
+    elif not flt and page.page and sort not in PREDICTED and conn.dialect.name == "sqlite":
         # A deep unfiltered page on SQLite: one statement too, which counts
         # first and reads the page from whichever end is nearer. (PostgreSQL
         # spends longer planning that statement, with both branches and the
         # lookups in it, than the round trip it saves: there, the lookups
         # and the count come first and the page is a plain statement.)
-        spec = Spec(True, "(inline)", [], [], sort, rated)
+        spec = Spec(True, "(inline)", FilterSQL(), sort, rated)
         offset = (page.page - 1) * page.limit
         sql = by_name(deep_sql(spec))
         rows, total = _fetch_counted(conn, sql, {**params, "lim": page.limit, "off": offset, "n": offset + page.limit})
@@ -178,7 +183,7 @@ def user_data_by_name(
     sqlite = conn.dialect.name == "sqlite"
     # Counted up front when they are the total (no tag filter) or what a
     # SQLite plan is steered by (the candidates of an included tag).
-    counts = not names or (sqlite and bool(tags.include))
+    counts = not flt or (sqlite and any(not c.negate and c.terms for c in flt.conditions))
     # A user who has not rated yet (not in the database) has no ratings: their
     # rated=no and rated=all listings are every stored image, unrated.
     newcomer = rated is not RatedFilter.YES
@@ -187,10 +192,10 @@ def user_data_by_name(
         raise NotFound(f"there is no user '{user}'; a user is created by their first rating", "user_not_found")
     version = row.mine or row.everyone or ""
     model = (row.model_id, row.threshold) if row.model_id is not None else None
-    ids = {name: row[FIXED_COLUMNS + n] for n, name in enumerate(names) if row[FIXED_COLUMNS + n] is not None}
+    resolved = filtersql.resolved(flt, row[FIXED_COLUMNS:])
     known = _Counts(row.rated_count, row.image_count) if counts else _Counts()
     user_id = row.user_id if row.user_id is not None else NO_USER
-    return _listing(conn, user_id, version, model, ids, tags, sort, rated, page, known)
+    return _listing(conn, user_id, version, model, resolved, sort, rated, page, known)
 
 
 @dataclass(frozen=True)
@@ -204,23 +209,16 @@ def _listing(
     user_id: int,
     version: str,
     model: tuple[int, float] | None,
-    ids: dict[str, int],
-    tags: TagFilter,
+    flt: FilterSQL | None,
     sort: SortOrder,
     rated: RatedFilter,
     page: Paging,
     known: _Counts = _Counts(),
 ) -> UserDataPage:
-    if tags.include and (model is None or any(name not in ids for name in tags.include)):
+    if flt is None:  # an included tag nobody has
         return UserDataPage([], 0)
-    include = [ids[name] for name in tags.include]
-    exclude = [ids[name] for name in tags.exclude if name in ids]
-    if model is None:
-        include = exclude = []
     sqlite = conn.dialect.name == "sqlite"
-    params: dict[str, object] = {"u": user_id, "v": version}
-    if model is not None:
-        params.update(m=model[0], th=model[1])
+    params: dict[str, object] = {"u": user_id, "v": version, **filtersql.model_params(model), **flt.params}
 
     def counted(what: str) -> int:
         value = known.rated if what == "rated" else known.images
@@ -233,7 +231,7 @@ def _listing(
         return value
 
     total: int | None = None
-    if not include and not exclude:
+    if not flt:
         if rated is RatedFilter.YES:
             total = counted("rated")
         elif rated is RatedFilter.NO:  # exact: a rating's image is a stored image (foreign key)
@@ -245,7 +243,7 @@ def _listing(
     # tag is, so the shape is chosen here (see FILTER_FIRST and SCAN).
     # PostgreSQL turns both shapes into the same semi-joins and chooses by
     # its own per-tag statistics, so it needs none of this.
-    steer = bool(include) and sqlite
+    steer = bool(flt.drivers) and sqlite
     count_style, candidates = FILTER_FIRST, 0
     if steer:
         # Candidates: the rows before tag filtering (the user's ratings, or
@@ -253,13 +251,13 @@ def _listing(
         # included tag rarer than them drives the query, the rarest first;
         # otherwise the candidates are walked and each probes its tags.
         candidates = counted("rated") if rated is RatedFilter.YES else counted("images")
-        frequency = _frequencies(conn, params, include, candidates)
-        include.sort(key=frequency.__getitem__)
-        if frequency[include[0]] >= candidates:
+        frequency = _frequencies(conn, params, flt.drivers, candidates)
+        flt = flt.driven_by(frequency.__getitem__)
+        if frequency[flt.conds[0]] >= candidates:
             count_style = SCAN
-    for n, tag_id in enumerate((*include, *exclude)):
-        params[f"t{n}"] = tag_id
-    spec = Spec(sqlite, version, include, exclude, sort, rated)
+    elif not sqlite and flt.drivers:
+        flt = flt.driven_by(lambda cond: 0)
+    spec = Spec(sqlite, version, flt, sort, rated)
 
     if not page.page:
         rows = _fetch(conn, page_sql(spec, count_style, paged=False), params)
@@ -303,19 +301,14 @@ def _listing(
 _COUNT_WITH_PAGE_MAX = 1000
 
 
-def _frequencies(conn: Connection, params: dict[str, object], include: Sequence[int], cap: int) -> dict[int, int]:
-    """How many images have each tag, counted up to ``cap`` (so a very
-    common tag costs no more than the candidates do): enough to tell which
-    tag is rarest and whether it is rarer than the candidates. One
+def _frequencies(conn: Connection, params: dict[str, object], drivers: Sequence[Cond], cap: int) -> dict[Cond, int]:
+    """How many images have each driving tag, counted up to ``cap`` (so a
+    very common tag costs no more than the candidates do): enough to tell
+    which tag is rarest and whether it is rarer than the candidates. One
     statement for every tag."""
-    counts = [
-        f"(SELECT count(*) FROM (SELECT image_id FROM image_tags WHERE tagger_model_id = :m AND tag_id = :f{n} "
-        f"AND score >= :th LIMIT :cap) f{n})"
-        for n in range(len(include))
-    ]
-    values = {**params, "cap": cap, **{f"f{n}": tag_id for n, tag_id in enumerate(include)}}
-    row = conn.execute(text(f"SELECT {', '.join(counts)}"), values).one()
-    return dict(zip(include, row, strict=True))
+    counts = [frequency_sql(cond, n) for n, cond in enumerate(drivers)]
+    row = conn.execute(text(f"SELECT {', '.join(counts)}"), {**params, "cap": cap}).one()
+    return dict(zip(drivers, row, strict=True))
 
 
 def _index_ordered(sort: SortOrder, rated: RatedFilter) -> bool:

@@ -7,17 +7,20 @@ the sort keys serves."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, null, or_
-from sqlalchemy.orm import aliased
+from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, null, or_, text
 from sqlmodel import Session, select
 
+from tagrate_common.tagfilter import Filter, parse_filter
 from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
 
-from ..models import Image, ImageTag, Prediction, Rating, Tag, TaggerModel
+from ..models import Image, Prediction, Rating, TaggerModel
 from ..records import current_tagger_model
+from ..tags import filtersql
+from ..tags.filtersql import Cond, FilterSQL
 from .listing import UserImage
 from .sql import FILTER_FIRST, PREDICTED
 
@@ -108,29 +111,49 @@ def neighbours(
     is numbered in one pass (window functions); otherwise the position is
     counted and the neighbours probed with keyset comparisons that an index
     on the sort keys serves."""
-    model = current_tagger_model(session) if (tags.include or tags.exclude) else None
-    ids = _tag_ids(session, (*tags.include, *tags.exclude))
-    if tags.include and (model is None or any(name not in ids for name in tags.include)):
+    flt = _resolve(session, parse_filter(tags))
+    if flt is None:  # an included tag nobody has
         return None
-    include = [ids[name] for name in tags.include]
-    exclude = [ids[name] for name in tags.exclude if name in ids]
-    if model is None:
-        include = exclude = []
+    model = current_tagger_model(session) if flt else None
+    where = _Where(flt, {**filtersql.model_params(_model_key(model)), "u": user_id, "v": version, **flt.params})
     # The predicted orders sort by the serving ``version``'s scores (as
     # ``listing.user_data`` does); no other order needs the prediction join.
     version = version if sort in PREDICTED else ""
     keys = _keys(sort, rated, version)
-    if include:
-        assert model is not None
+    if flt.drivers:
         # Counted up to the bound, so a common tag costs no more than that.
-        frequency = {tag_id: _frequency(session, model, tag_id, _WINDOW_MAX_ROWS) for tag_id in include}
-        # The rarest tag first: the filter-first shape collects its index
-        # range and probes the others (SQLite follows the shape; PostgreSQL
-        # plans by its statistics either way).
-        include.sort(key=frequency.__getitem__)
-        if frequency[include[0]] < _WINDOW_MAX_ROWS:
-            return _numbered(session, user_id, image, model, include, exclude, rated, keys, version)
-    return _probed(session, user_id, image, model, include, exclude, rated, keys, version)
+        frequency = {cond: _frequency(session, where, n, cond, _WINDOW_MAX_ROWS) for n, cond in enumerate(flt.drivers)}
+        # The rarest tag first: the filter-first shape collects its images
+        # and probes the others (SQLite follows the shape; PostgreSQL plans
+        # by its statistics either way).
+        where = _Where(flt.driven_by(frequency.__getitem__), where.params)
+        if frequency[where.flt.conds[0]] < _WINDOW_MAX_ROWS:
+            return _numbered(session, user_id, image, where, rated, keys, version)
+    return _probed(session, user_id, image, where, rated, keys, version)
+
+
+@dataclass(frozen=True)
+class _Where:
+    """The filter's conditions and every parameter they bind."""
+
+    flt: FilterSQL
+    params: dict[str, object]
+
+
+def _model_key(model: TaggerModel | None) -> tuple[int, float] | None:
+    return (model.id, model.threshold) if model is not None and model.id is not None else None
+
+
+def _resolve(session: Session, flt: Filter) -> FilterSQL | None:
+    """The filter's SQL, its tag names resolved in one statement."""
+    if not flt:
+        return FilterSQL()
+    names = flt.names
+    row: Sequence[object] = ()
+    if names:
+        sql = f"SELECT {', '.join(filtersql.resolve_sql(len(names)))}"
+        row = tuple(session.execute(text(sql), {f"tag{n}": name for n, name in enumerate(names)}).one())
+    return filtersql.resolved(flt, row)
 
 
 # Most rows a filtered set may have to be numbered in one pass. Numbering
@@ -145,9 +168,7 @@ def _numbered(
     session: Session,
     user_id: int,
     image: str,
-    model: TaggerModel | None,
-    include: Sequence[int],
-    exclude: Sequence[int],
+    where: _Where,
     rated: RatedFilter,
     keys: Sequence[_Key],
     version: str = "",
@@ -167,9 +188,7 @@ def _numbered(
     ]
     for step, function in (("prev", func.lag), ("next", func.lead)):
         windowed += [function(column).over(order_by=order).label(f"{step}_{column.key}") for column in columns]
-    numbered = _base_query(
-        select(*windowed), user_id, model, include, exclude, rated, FILTER_FIRST, version=version
-    ).subquery()
+    numbered = _base_query(select(*windowed), user_id, where, rated, FILTER_FIRST, version=version).subquery()
     # execute(), not exec(): SQLModel would return the first column alone.
     row = session.execute(select(numbered).where(numbered.c.name == image)).first()
     if row is None:
@@ -213,9 +232,7 @@ def _probed(
     session: Session,
     user_id: int,
     image: str,
-    model: TaggerModel | None,
-    include: Sequence[int],
-    exclude: Sequence[int],
+    where: _Where,
     rated: RatedFilter,
     keys: Sequence[_Key],
     version: str = "",
@@ -228,9 +245,7 @@ def _probed(
 
     def query(columns: Select, for_count: bool = False) -> Select:
         # A count that compares scores needs the prediction join (``version``).
-        return _base_query(
-            columns, user_id, model, include, exclude, rated, FILTER_FIRST, for_count=for_count, version=version
-        )
+        return _base_query(columns, user_id, where, rated, FILTER_FIRST, for_count=for_count, version=version)
 
     found = session.exec(query(select(*(key.expr for key in keys))).where(Image.name == image)).first()
     if found is None:
@@ -272,20 +287,18 @@ def _on_ratings(key: _Key) -> bool:
     return key.expr is Rating.rating or key.expr is Rating.rated_at
 
 
-def _frequency(session: Session, model: TaggerModel, tag_id: int, cap: int) -> int:
-    """How many images have the tag, counted up to ``cap`` (so a very common
-    tag costs no more than the candidates do): enough to tell which tag is
-    rarest and whether it is rarer than the candidates."""
-    capped = _tagged_with(model, tag_id).limit(cap).subquery()
-    return session.exec(select(func.count()).select_from(capped)).one()
+def _frequency(session: Session, where: _Where, n: int, cond: Cond, cap: int) -> int:
+    """How many images have the driving tag, counted up to ``cap`` (so a
+    very common tag costs no more than the candidates do): enough to tell
+    which tag is rarest and whether it is rarer than the candidates."""
+    sql = text(f"SELECT {filtersql.frequency_sql(cond, n)}")
+    return session.execute(sql, {**where.params, "cap": cap}).scalar_one()
 
 
 def _base_query(
     stmt: Select,
     user_id: int,
-    model: TaggerModel | None,
-    include: Sequence[int],
-    exclude: Sequence[int],
+    where: _Where,
     rated: RatedFilter,
     style: str,
     for_count: bool = False,
@@ -311,51 +324,15 @@ def _base_query(
             Prediction,
             and_(Prediction.user_id == user_id, Prediction.image_id == image_id, Prediction.model_version == version),
         )
-    return _tag_conditions(stmt, model, include, exclude, style, image_id)
+    return _tag_conditions(stmt, where, style, rated)
 
 
-def _tag_conditions(
-    stmt: Select,
-    model: TaggerModel | None,
-    include: Sequence[int],
-    exclude: Sequence[int],
-    style: str,
-    image_id: ColumnElement[int],
-) -> Select:
-    """``stmt`` restricted to the images (``image_id``) the tag filter keeps."""
-    if model is None:
+def _tag_conditions(stmt: Select, where: _Where, style: str, rated: RatedFilter) -> Select:
+    """``stmt`` restricted to the images the filter keeps: the filter's SQL
+    text (``tags/filtersql.py``) on the image id column, as the listing's."""
+    if not where.flt:
         return stmt
-    for position, tag_id in enumerate(include):
-        if style == FILTER_FIRST and position == 0:
-            stmt = stmt.where(image_id.in_(_tagged_with(model, tag_id)))
-        else:
-            stmt = stmt.where(_has_tag(model, tag_id, image_id))
-    for tag_id in exclude:
-        stmt = stmt.where(~_has_tag(model, tag_id, image_id))
-    return stmt
-
-
-def _tag_ids(session: Session, names: Sequence[str]) -> dict[str, int]:
-    if not names:
-        return {}
-    return {name: tag_id for tag_id, name in session.exec(select(Tag.id, Tag.name).where(Tag.name.in_(names)))}
-
-
-def _tagged_with(model: TaggerModel, tag_id: int) -> Select:
-    """Ids of the images the model gave this tag at or above its threshold
-    (one range scan of ``ix_image_tags_model_tag_score_image``)."""
-    return select(ImageTag.image_id).where(
-        ImageTag.tagger_model_id == model.id, ImageTag.tag_id == tag_id, ImageTag.score >= model.threshold
-    )
-
-
-def _has_tag(model: TaggerModel, tag_id: int, image_id: ColumnElement[int]) -> ColumnElement[bool]:
-    """Whether the model gave the image this tag at or above its threshold
-    (one probe of the ``image_tags`` primary key)."""
-    scores = aliased(ImageTag)
-    return exists().where(
-        scores.image_id == image_id,
-        scores.tagger_model_id == model.id,
-        scores.tag_id == tag_id,
-        scores.score >= model.threshold,
-    )
+    image_id = "ratings.image_id" if rated is RatedFilter.YES else "images.id"
+    condition = where.flt.where(image_id, style).removeprefix(" AND ")
+    used = {name: value for name, value in where.params.items() if re.search(rf":{name}\b", condition)}
+    return stmt.where(text(condition).bindparams(**used))

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from tagrate_common.userdata import RatedFilter, SortOrder
 
+from ..tags.filtersql import FILTER_FIRST, SCAN, FilterSQL, resolve_sql
+
 UNFILTERED_COUNT = {
     RatedFilter.YES: "SELECT count(*) FROM ratings c WHERE c.user_id = :u",
     # Exact: every rating's image is a stored image (foreign key).
@@ -98,10 +100,11 @@ SUBJECT_BY_ID = "u.id = :user_id"
 def preamble_sql(where: str, tag_count: int, rated: RatedFilter, counts: bool, newcomer: bool = False) -> str:
     """One row: the user's id, the versions serving the user and everyone,
     the current tagger model, the counts the listing needs (NULL when not
-    asked for) and the ids of the named tags (NULL: no such tag).
-    ``newcomer``: one row also when there is no such user (its id NULL, no
-    ratings), for the listings that show a user who has not rated yet every
-    stored image (``rated`` no or all)."""
+    asked for) and, for each named tag, its id (an alias resolved; NULL: no
+    such tag), whether tags imply it and which sources have it
+    (``tags/filtersql.resolve_sql``). ``newcomer``: one row also when there
+    is no such user (its id NULL, no ratings), for the listings that show a
+    user who has not rated yet every stored image (``rated`` no or all)."""
     latest = "FROM tagger_models ORDER BY registered_at DESC, id DESC LIMIT 1"
     rated_count = "(SELECT count(*) FROM ratings c WHERE c.user_id = u.id)"
     image_count = "(SELECT count(*) FROM images)"
@@ -115,7 +118,7 @@ def preamble_sql(where: str, tag_count: int, rated: RatedFilter, counts: bool, n
         f"{rated_count if counts and rated is not RatedFilter.ALL else 'NULL'} AS rated_count",
         f"{image_count if counts and rated is not RatedFilter.YES else 'NULL'} AS image_count",
     ]
-    columns += [f"(SELECT t.id FROM tags t WHERE t.name = :tag{n})" for n in range(tag_count)]
+    columns += resolve_sql(tag_count)
     if newcomer:
         return f"SELECT {', '.join(columns)} FROM (SELECT 1 AS one) one LEFT JOIN users u ON {where}"
     return f"SELECT {', '.join(columns)} FROM users u WHERE {where}"
@@ -127,35 +130,30 @@ class Spec:
 
     sqlite: bool
     version: str
-    include: list[int]  # tag ids, the one driving a filter-first plan first
-    exclude: list[int]
+    filter: FilterSQL  # the conditions, a driving one (the rarest tag) first
     sort: SortOrder
     rated: RatedFilter
 
     @property
     def filtered(self) -> bool:
-        return bool(self.include or self.exclude)
+        return bool(self.filter)
 
 
 def _tags_sql(spec: Spec, image: str, style: str) -> str:
-    """`` AND ...`` for each tag condition on the image id ``image``: the
-    first included tag as ``IN`` its index range when filtering first, the
-    others as probes of the ``image_tags`` primary key."""
+    """`` AND ...`` for each filter condition on the image id ``image``: the
+    first (driving) tag as ``IN`` its images when filtering first, the
+    others as probes (see ``tags/filtersql.py``)."""
+    return spec.filter.where(image, style)
+
+
+def _model_tags_sql(include: int, exclude: int, image: str) -> str:
     parts = []
-    for n in range(len(spec.include) + len(spec.exclude)):
+    for n in range(include + exclude):
         probe = (
             f"EXISTS (SELECT 1 FROM image_tags x{n} WHERE x{n}.image_id = {image} AND x{n}.tagger_model_id = :m "
             f"AND x{n}.tag_id = :t{n} AND x{n}.score >= :th)"
         )
-        if n >= len(spec.include):
-            parts.append(f"NOT {probe}")
-        elif n == 0 and style == FILTER_FIRST:
-            parts.append(
-                f"{image} IN (SELECT image_id FROM image_tags WHERE tagger_model_id = :m AND tag_id = :t0 "
-                f"AND score >= :th)"
-            )
-        else:
-            parts.append(probe)
+        parts.append(f"NOT {probe}" if n >= include else probe)
     return "".join(f" AND {part}" for part in parts)
 
 
@@ -163,11 +161,10 @@ def tag_conditions(include: int, exclude: int, image: str) -> str:
     """`` AND ...`` for ``include`` included then ``exclude`` excluded tags
     (their ids bound as ``:t0``, ``:t1``... in that order, with the tagger
     model ``:m`` and its threshold ``:th``) on the image id expression
-    ``image``, each a probe of the ``image_tags`` primary key: the listing's
-    own conditions, for a caller that filters a small set of images (an
+    ``image``, each a probe of the ``image_tags`` primary key: the tagger
+    model's tags only, for a caller that filters a small set of images (an
     album's) rather than walking the library."""
-    spec = Spec(False, "", list(range(include)), list(range(exclude)), SortOrder.NAME_ASC, RatedFilter.ALL)
-    return _tags_sql(spec, image, SCAN)
+    return _model_tags_sql(include, exclude, image)
 
 
 _UNRATED = "NOT EXISTS (SELECT 1 FROM ratings q WHERE q.user_id = :u AND q.image_id = {image})"
@@ -326,18 +323,16 @@ def scored_sql(spec: Spec, style: str, count: bool = False, counted: str = "") -
     )
 
 
-# How tag conditions are written. Both mean the same; they differ in the
-# plan SQLite picks (it has no per-tag statistics and follows the query's
-# shape; PostgreSQL turns both into semi-joins and plans by its statistics).
-# Filter first: the first (rarest) included tag is ``image_id IN (its index
-# range)``, so matches are collected from the tag index and then sorted; the
-# other tags are probed per candidate.
-FILTER_FIRST = "in"
-
-
-# Scan: every tag is a correlated EXISTS, so rows are walked in the sort
-# order's index and each probes its tags, stopping after offset+limit matches.
-SCAN = "exists"
+# How tag conditions are written (``FILTER_FIRST``, ``SCAN``; defined in
+# ``tags/filtersql.py``). Both mean the same; they differ in the plan SQLite
+# picks (it has no per-tag statistics and follows the query's shape;
+# PostgreSQL turns both into semi-joins and plans by its statistics).
+# Filter first: the first (rarest) included tag is ``image_id IN (its
+# images)``, so matches are collected from the tag indexes and then sorted;
+# the other tags are probed per candidate. Scan: every tag is a correlated
+# EXISTS, so rows are walked in the sort order's index and each probes its
+# tags, stopping after offset+limit matches.
+__all__ = ["FILTER_FIRST", "SCAN"]
 
 
 PREDICTED = (SortOrder.PREDICTED_DESC, SortOrder.PREDICTED_ASC)

@@ -8,13 +8,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import Response
 
-from tagrate_common.protos import images_pb2, tags_pb2
+from tagrate_common.protos import images_pb2, owned_tags_pb2, tags_pb2
 
 from .. import params
 from ..auth import AnyCaller
 from ..deps import DatasetDep
 from ..errors import error_responses
 from ..schemas import ImageTags, TagScore
+from ..tag_schemas import ImageTagDetail
+from .owned_tags import image_tag_detail
 
 router = APIRouter(tags=["images"], dependencies=[Depends(params.no_repeated_query)])
 
@@ -114,7 +116,7 @@ async def get_thumbnail(
     "/getimagetags",
     dependencies=[AnyCaller],
     summary="A stored image's tags",
-    response_model=ImageTags,
+    response_model=ImageTags | ImageTagDetail,
     responses=error_responses(400, 404, 503, 504),
 )
 async def get_image_tags(
@@ -122,9 +124,15 @@ async def get_image_tags(
     image: ImageQuery = None,
     filename: FilenameQuery = None,
     scores: Annotated[str | None, Query(description="`true`: `[tag, score]` pairs, highest score first.")] = None,
-) -> ImageTags:
+    detail: Annotated[
+        str | None, Query(description="`true`: every tag with its source (manual, model, taught), manual first.")
+    ] = None,
+) -> ImageTags | ImageTagDetail:
     name = params.image(image, filename)
     with_scores = params.boolean(scores, "scores")
+    if params.boolean(detail, "detail"):
+        request = owned_tags_pb2.GetImageTagDetailRequest(image=name)
+        return image_tag_detail(await dataset.stub.owned_tags.GetImageTagDetail(request))
     reply = await dataset.stub.tags.GetImageTags(tags_pb2.GetImageTagsRequest(image=name))
     if with_scores:
         ranked = sorted(reply.tags, key=lambda t: (-t.score, t.name))

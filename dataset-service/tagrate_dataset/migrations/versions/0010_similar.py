@@ -14,7 +14,7 @@ said are different pictures.
 vectors stored since it last looked.
 
 Revision ID: 0010
-Revises: 0012 (main's head when merged: 0007 -> 0008 -> 0012 -> 0010)
+Revises: 0009
 Create Date: 2026-12-07
 """
 
@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010"
-down_revision: str | Sequence[str] | None = "0012"
+down_revision: str | Sequence[str] | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -8,7 +8,7 @@ last path part of every stored name, trimmed, as uploads now store them.
 Data only; the column is unchanged.
 
 Revision ID: 0012
-Revises: 0008
+Revises: 0010 (0011 is unused)
 Create Date: 2026-12-07
 """
 
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012"
-down_revision: str | Sequence[str] | None = "0008"
+down_revision: str | Sequence[str] | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

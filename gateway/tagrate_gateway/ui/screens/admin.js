@@ -5,6 +5,7 @@ import { api, describe } from "../lib/api.js";
 import { $, banner, h, mount, table } from "../lib/dom.js";
 import { BROWSE_ALL, imageHash } from "../lib/listing.js";
 import { session } from "../lib/session.js";
+import { loadTagRules } from "./tagrules.js";
 
 async function section(title, id, load) {
   const content = h("div", { id }, h("p", { class: "muted" }, "Loading…"));
@@ -189,6 +190,7 @@ export async function render() {
     h("section", {}, h("h2", {}, "Users"), users),
     h("section", {}, h("h2", {}, "Background work"), work),
     h("section", {}, h("h2", {}, "Re-tag"), retagControls()),
+    await section("Tag rules", "tag-rules", loadTagRules),
   );
   loadDatasets(users, work).catch((error) => users.replaceChildren(h("p", { class: "error", role: "alert" }, describe(error))));
 }

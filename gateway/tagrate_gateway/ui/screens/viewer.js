@@ -24,6 +24,7 @@ import { toast } from "../lib/toast.js";
 import { albumPicker } from "../widgets/albumpicker.js";
 import { whyPanel } from "../widgets/why.js";
 import { similarStrip } from "../widgets/similar.js";
+import { tagEditor } from "../widgets/tagedit.js";
 import { hasTag, toggleTag } from "../widgets/tagbox.js";
 
 const SWIPE_PX = 60;
@@ -262,6 +263,7 @@ export async function render({ arg: name, params, token }) {
     if (target) go(imageHash(target, navCtx));
   });
 
+  const editor = tagEditor(name, (tag) => libraryHash({ ...ctx, filters: toggleTag(ctx.filters, tag) }));
   const afterDelete = () =>
     go(next ? imageHash(next, navCtx) : prev ? imageHash(prev, navCtx) : libraryHash(ctx), true);
   const navLink = (target, text, id, key) =>
@@ -295,13 +297,16 @@ export async function render({ arg: name, params, token }) {
         message,
         h("h2", {}, "Tags"),
         tagList(tags, ctx),
+        h("h3", {}, "Edit tags"),
+        editor.element,
         tags.original_name ? h("p", { class: "muted" }, "File: ", h("span", { id: "original-name" }, tags.original_name)) : null,
         tags.source ? h("p", { class: "muted" }, "Source: ", tags.source) : null,
         albumPicker(() => [name]),
         session.admin ? deleteControls(name, message, afterDelete) : null,
         h("p", { class: "keys" }, h("kbd", {}, "1"), "–", h("kbd", {}, "7"), " rate · ", h("kbd", {}, "0"), " remove · ",
           h("kbd", {}, "←"), h("kbd", {}, "→"), " previous/next · ", h("kbd", {}, "Z"), " zoom · ", h("kbd", {}, "F"),
-          " full screen · ", h("kbd", {}, "O"), " original · ", h("kbd", {}, "Esc"), " back to the list"),
+          " full screen · ", h("kbd", {}, "O"), " original · ", h("kbd", {}, "Esc"), " back to the list · ",
+          h("kbd", {}, "t"), " add tags · ", h("kbd", {}, "a"), "/", h("kbd", {}, "r"), " accept/reject a suggestion"),
         h("a", { href: back, id: "back" }, "Back to the list"),
       ),
       similarStrip(name, navCtx),
@@ -312,6 +317,10 @@ export async function render({ arg: name, params, token }) {
   if (next) new Image().src = `getimage?${query({ image: next, size: VIEW_SIZE })}`;
 
   setKeys((event) => {
+    if (editor.onKey(event)) {
+      event.preventDefault();
+      return;
+    }
     if (event.key >= "1" && event.key <= "7") rate(Number(event.key) - 1);
     else if (event.key === "0") removeRating();
     else if (event.key === "ArrowLeft" && prev) go(imageHash(prev, navCtx));
