@@ -64,10 +64,17 @@ def _loadavg() -> str:
     return Path("/proc/loadavg").read_text().split(" ")[:3].__str__()
 
 
-def _clustered(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
-    centres = rng.normal(size=(500, dim)).astype(np.float32)
-    x = centres[rng.integers(0, 500, n)] + 0.7 * rng.normal(size=(n, dim)).astype(np.float32)
+def _clustered(rng: np.random.Generator, n: int, dim: int, centres: np.ndarray | None = None) -> np.ndarray:
+    """``n`` unit vectors around 500 centres (``centres`` when given: the
+    same centres across chunks of one library)."""
+    if centres is None:
+        centres = _centres(rng, dim)
+    x = centres[rng.integers(0, len(centres), n)] + 0.7 * rng.normal(size=(n, dim)).astype(np.float32)
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _centres(rng: np.random.Generator, dim: int) -> np.ndarray:
+    return rng.normal(size=(500, dim)).astype(np.float32)
 
 
 # ---- search ---------------------------------------------------------------------
@@ -81,9 +88,10 @@ def _add_vectors(path: Path, n_images: int, seed: int) -> float:
     try:
         ids = [row[0] for row in conn.execute("SELECT id FROM images ORDER BY id")]
         now = "2026-12-07 12:00:00.000000"
+        centres = _centres(rng, DIM)  # one set for the library: 500 clusters of ~200 images at 100k
         for chunk in range(0, len(ids), 5000):
             part = ids[chunk : chunk + 5000]
-            vectors = _clustered(rng, len(part), DIM)
+            vectors = _clustered(rng, len(part), DIM, centres)
             conn.executemany(
                 "INSERT INTO image_features (image_id, extractor_id, dim, vector, created_at) VALUES (?, ?, ?, ?, ?)",
                 [(i, EXTRACTOR, DIM, v.astype("<f4").tobytes(), now) for i, v in zip(part, vectors, strict=True)],
