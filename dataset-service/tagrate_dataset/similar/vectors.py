@@ -17,7 +17,7 @@ also kept as its projection on the library's first ``_REDUCED_DIMS``
 principal components (fitted on a sample of the rows when the index
 reaches the threshold and again whenever it has doubled since), a query
 scores all of those (exact arithmetic on the reduced rows, 10x less memory
-to read than the full rows) and the best few hundred are then scored
+to read than the full rows) and the best 256 + 2 x k are then scored
 exactly from the full rows. Deterministic, no graph to build, and a new
 row is projected as it is added. Both products are computed without BLAS
 threads (``np.einsum``): on a loaded machine a multi-threaded matrix-vector
@@ -56,7 +56,7 @@ _READ_CHUNK = 2048
 # fitted on, and candidates scored exactly (per result, and at least).
 _REDUCED_DIMS = 128
 _FIT_SAMPLE = 8192
-_CANDIDATES_PER_RESULT = 10
+_CANDIDATES_PER_RESULT = 2
 _CANDIDATES_MIN = 256
 
 
@@ -300,7 +300,7 @@ class VectorIndex:
             if exclude is not None and exclude in self._rows:
                 scores[self._rows[exclude]] = -np.inf
             if two_stage:
-                c = min(n, max(self.candidates_min, _CANDIDATES_PER_RESULT * k))
+                c = min(n, self.candidates_min + _CANDIDATES_PER_RESULT * k)
                 rows = np.argpartition(-scores, c - 1)[:c] if c < n else np.arange(n)
                 rows = rows[np.isfinite(scores[rows])]
                 scores = np.full(n, -np.inf, dtype=np.float32)
