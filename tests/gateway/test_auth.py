@@ -155,6 +155,26 @@ def _request(stack: Stack, route: tuple[str, str], tokens: Tokens) -> dict:
         ("GET", "/verifyfulldataset"): {},
         ("GET", "/createfulldataset"): {},
     }
+    tagged = {"image": alice_image, "tags": ["matrix_tag"]}
+    requests |= {
+        ("POST", "/addtags"): {"json": tagged},
+        ("POST", "/removetags"): {"json": tagged},
+        ("GET", "/tagaliases"): {},
+        ("POST", "/tagaliases"): {"json": {"alias": "matrix_kitty", "tag": "matrix_cat"}},
+        ("DELETE", "/tagaliases/{alias}"): {"path": "/tagaliases/matrix_kitty"},
+        ("GET", "/tagimplications"): {},
+        ("POST", "/tagimplications"): {"json": {"tag": "matrix_cat", "implies": "matrix_animal"}},
+        ("DELETE", "/tagimplications/{tag}/{implies}"): {"path": "/tagimplications/matrix_cat/matrix_animal"},
+        ("GET", "/taughttags"): {},
+        ("GET", "/getsimilar"): {"params": {"image": alice_image, "user": "alice"}},
+        ("POST", "/getsimilar"): {"data": {"user": "alice"}, "files": {"image": jpeg}},
+        ("GET", "/getduplicates"): {},
+        ("POST", "/resolveduplicates"): {"json": {"not_duplicates": [alice_image, stack.names["bob"]]}},
+        ("GET", "/getratenext"): {"params": {"user": "alice"}},
+        ("GET", "/explain"): {"params": {"user": "alice", "image": alice_image}},
+        ("GET", "/getmodels"): {"params": {"user": "alice"}},
+        ("POST", "/usemodel"): {"params": {"user": "alice", "version": "no-such-version"}},
+    }
     assert route in requests, f"{route} has no request in the access matrix: add one (and its rule)"
     return requests[route]
 

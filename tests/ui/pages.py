@@ -3,10 +3,14 @@ console error, and checks at the end that there were none."""
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 # Chromium logs every 4xx/5xx fetch as a console error ("Failed to load
 # resource ..."), also one the page asked for on purpose and handled (a 404
@@ -70,3 +74,16 @@ def sign_in(page, user: str) -> None:
     page.fill("#user-name", user)
     page.click("#signin-form button[type=submit]")
     page.wait_for_selector("#who-name")
+
+
+def distinct_image(fmt: str, seed: int, size: tuple[int, int] = (64, 64)) -> bytes:
+    """A picture of its own per seed: a random 4x4 pattern of colour blocks
+    plus noise. (The shared gradients of tests.imagefactory look alike to a
+    perceptual hash: dozens of them would be near-duplicates of each other
+    for the duplicate finder's tests that share this session's stack.)"""
+    rng = np.random.default_rng(seed)
+    blocks = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), "RGB").resize(size, Image.NEAREST)
+    pixels = np.clip(np.asarray(blocks, np.float32) + rng.normal(0, 12, (size[1], size[0], 3)), 0, 255)
+    buf = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8), "RGB").save(buf, format=fmt)
+    return buf.getvalue()

@@ -13,11 +13,10 @@ import time
 import httpx
 import pytest
 
-from tests.imagefactory import make_image
 from tests.trainer.scenes import rated_scenes
 
 from .conftest import UPLOAD_LIMIT, wait_for_tiles
-from .pages import DESKTOP, PHONE, shoot, sign_in, ui_page
+from .pages import DESKTOP, PHONE, distinct_image, shoot, sign_in, ui_page
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +45,7 @@ def api(run_stack):
 def seeded(api):
     """alice rated 65 images (every level); every image is tagged by the real tagger."""
     for i in range(ALICE_IMAGES):
-        data = make_image("JPEG", (96 + i % 7 * 8, 80), seed=1000 + i)
+        data = distinct_image("JPEG", 1000 + i, (96 + i % 7 * 8, 80))
         response = api.post(
             "/addrating",
             data={"user": "alice", "rating": str(round(LEVELS[i % 7], 6))},
@@ -246,7 +245,7 @@ def test_viewer_rates_with_keys_and_clicks_and_crosses_pages(browser, seeded, ru
 
 def test_upload_with_progress_rating_and_plain_errors(browser, seeded, run_stack, screenshots, tmp_path):
     api = seeded
-    good = [make_image("PNG", (120, 90), seed=5000 + i) for i in range(3)]
+    good = [distinct_image("PNG", 5000 + i, (120, 90)) for i in range(3)]
     paths = []
     for i, data in enumerate(good):
         paths.append(tmp_path / f"holiday{i}.png")
@@ -278,7 +277,7 @@ def test_upload_with_progress_rating_and_plain_errors(browser, seeded, run_stack
     with ui_page(browser, run_stack.url, PHONE) as page:
         sign_in(page, "bob")
         page.goto("/#/upload")
-        extra = make_image("JPEG", (100, 100), seed=6001)
+        extra = distinct_image("JPEG", 6001, (100, 100))
         page.evaluate(
             """([bytes]) => {
                 const transfer = new DataTransfer();

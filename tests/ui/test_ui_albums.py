@@ -11,10 +11,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.imagefactory import make_image
-
 from .conftest import wait_for_tiles
-from .pages import PHONE, shoot, sign_in, ui_page
+from .pages import PHONE, distinct_image, shoot, sign_in, ui_page
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +24,7 @@ def album_api(run_stack):
     with httpx.Client(base_url=run_stack.url, timeout=60) as api:
         names = []
         for i in range(6):
-            data = make_image("JPEG", (120, 90 + 6 * i), seed=4200 + i)
+            data = distinct_image("JPEG", 4200 + i, (120, 90 + 6 * i))
             response = api.post(
                 "/addrating", data={"user": USER, "rating": "0.5"}, files={"image": (f"bot{i}.jpg", data)}
             )

@@ -11,7 +11,6 @@ a service error that recovers by itself once the service is back."""
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 import signal
@@ -20,14 +19,12 @@ import sys
 import time
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
 from tests.support import REPO_ROOT
 
 from .conftest import wait_for_tiles
-from .pages import DESKTOP, PHONE_390, shoot, sign_in, ui_page
+from .pages import DESKTOP, PHONE_390, distinct_image, shoot, sign_in, ui_page
 
 pytestmark = pytest.mark.slow
 
@@ -44,19 +41,6 @@ def wait_for(check, timeout: float = 120.0, what: str = "condition"):
             return result
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.25)
-
-
-def distinct_image(fmt: str, seed: int, size: tuple[int, int] = (64, 64)) -> bytes:
-    """A picture of its own per seed: a random 4x4 pattern of colour blocks
-    plus noise. (The shared gradients of tests.imagefactory look alike to a
-    perceptual hash: dozens of them would be near-duplicates of each other
-    for the duplicate finder's tests that share this session's stack.)"""
-    rng = np.random.default_rng(seed)
-    blocks = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), "RGB").resize(size, Image.NEAREST)
-    pixels = np.clip(np.asarray(blocks, np.float32) + rng.normal(0, 12, (size[1], size[0], 3)), 0, 255)
-    buf = io.BytesIO()
-    Image.fromarray(pixels.astype(np.uint8), "RGB").save(buf, format=fmt)
-    return buf.getvalue()
 
 
 def rank_of(rating: float) -> str:

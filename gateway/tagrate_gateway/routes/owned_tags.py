@@ -16,7 +16,7 @@ from tagrate_common.errors import InvalidArgument
 from tagrate_common.protos import owned_tags_pb2
 
 from .. import params
-from ..auth import ActsAs, AdminOnly, AnyCaller, Caller
+from ..auth import AdminOnly, AnyCaller, Caller
 from ..bodies import JSON_MEDIA_TYPE, post_fields, read_small_body
 from ..deps import DatasetDep, SettingsDep
 from ..errors import error_responses
@@ -102,7 +102,7 @@ async def _change_request(request: Request, settings: Any) -> owned_tags_pb2.Cha
 
 @router.post(
     "/addtags",
-    dependencies=[ActsAs],
+    dependencies=[AnyCaller],
     summary="Add manual tags to a stored image",
     description="Tags are shared by everyone (the adding user is recorded). Aliases resolve first; the tags "
     "a tag implies are added with it. Answers the image's tags after the change. 400 `invalid_tag` names a bad "
@@ -118,7 +118,7 @@ async def add_tags(request: Request, settings: SettingsDep, dataset: DatasetDep)
 
 @router.post(
     "/removetags",
-    dependencies=[ActsAs],
+    dependencies=[AnyCaller],
     summary="Remove tags from a stored image",
     description="A manual tag is deleted; a model or taught tag is hidden on this image for good (re-tagging "
     "does not bring it back, and a taught tag learns from it as a negative example).",
