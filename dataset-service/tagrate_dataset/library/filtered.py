@@ -10,12 +10,14 @@ from collections.abc import Sequence
 import numpy as np
 from sqlmodel import Session, select
 
+from tagrate_common.tagfilter import parse_filter
 from tagrate_common.userdata import RatedFilter, TagFilter
 
 from ..models import Image, Rating
 from ..records import current_tagger_model
+from ..tags import filtersql
+from ..tags.filtersql import FILTER_FIRST, SCAN
 from . import neighbours
-from .sql import FILTER_FIRST
 
 
 def filtered_ids(
@@ -26,16 +28,16 @@ def filtered_ids(
     None when nothing is filtered (every image)."""
     if not tags.include and not tags.exclude and rated is RatedFilter.ALL:
         return None
-    model = current_tagger_model(session) if (tags.include or tags.exclude) else None
-    ids = neighbours._tag_ids(session, (*tags.include, *tags.exclude))
-    if tags.include and (model is None or any(name not in ids for name in tags.include)):
+    flt = neighbours._resolve(session, parse_filter(tags))
+    if flt is None:  # an included tag nobody has
         return np.zeros(0, dtype=np.int64)
-    include = [ids[name] for name in tags.include]
-    exclude = [ids[name] for name in tags.exclude if name in ids]
-    if model is None:
-        include = exclude = []
+    model = current_tagger_model(session) if flt else None
+    params = {**filtersql.model_params(neighbours._model_key(model)), "u": user_id, "v": "", **flt.params}
     column = Rating.image_id if rated is RatedFilter.YES else Image.id
-    stmt = neighbours._base_query(select(column), user_id, model, include, exclude, rated, FILTER_FIRST, for_count=True)
+    # Among a few ids: each probed (SCAN); the whole set: collected from the
+    # tags' own rows first (FILTER_FIRST), as the listing does.
+    style = FILTER_FIRST if among is None else SCAN
+    stmt = neighbours._base_query(select(column), user_id, neighbours._Where(flt, params), rated, style, for_count=True)
     if among is not None:
         stmt = stmt.where(column.in_(list(among)))  # type: ignore[attr-defined]
     return np.unique(np.asarray(session.exec(stmt).all(), dtype=np.int64))
