@@ -57,7 +57,10 @@ ALLOWED |= {
 }
 ALLOWED |= {
     "tagrate_dataset/predictions/__init__.py": "",
-    "tagrate_dataset/server.py": "".join(f"import tagrate_dataset.{r}.service\n" for r in DATASET_RESOURCES),
+    "tagrate_dataset/server.py": "".join(f"import tagrate_dataset.{r}.service\n" for r in DATASET_RESOURCES)
+    + "import tagrate_dataset.tags.owned_service\n",
+    # Tags people own: a second servicer in tags/ (manual tags, aliases, implications, taught tags).
+    "tagrate_dataset/tags/owned_service.py": "import tagrate_dataset.tags.crud\n",
     "tagrate_dataset/tags/tagging.py": "import tagrate_dataset.images.crud\nimport tagrate_dataset.work.queue\n",
     # Albums filter with the listing's own tag conditions; images leave albums through albums.membership.
     "tagrate_dataset/albums/membership.py": "import tagrate_dataset.library.sql\n",

@@ -11,6 +11,7 @@ from tagrate_common.protos import (
     albums_pb2,
     images_pb2,
     library_pb2,
+    owned_tags_pb2,
     ratings_pb2,
     sessions_pb2,
     similar_pb2,
@@ -38,6 +39,7 @@ RESOURCE_PROTOS = [
     tasteloop_pb2,
     sessions_pb2,
     similar_pb2,
+    owned_tags_pb2,
 ]
 
 
