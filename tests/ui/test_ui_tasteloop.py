@@ -77,8 +77,9 @@ def test_rate_next_why_and_the_versions(browser, api, loop_stack, screenshots):
     scenes = rated_scenes(70, seed=31)
     rate(api, "pool", [(png, 0.5) for png, _, _ in scenes[30:]])  # 40 images tia has not rated
     rate(api, "tia", [(png, r) for png, _, r in scenes[:30]])
-    first = wait_for(lambda: versions(api), what="tia's first automatic training")
-    assert len(first) == 1 and first[0]["serving"]
+    # A version is listed once its head is stored and serves once the trainer has published it: wait for both.
+    first = wait_for(lambda: (v := versions(api)) and v[0]["serving"] and v, what="tia's first automatic training")
+    assert len(first) == 1
 
     with ui_page(browser, loop_stack.url, DESKTOP) as page:
         sign_in(page, "tia")
