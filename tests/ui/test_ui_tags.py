@@ -1,6 +1,8 @@
 """The browser UI's tags people own, end to end on the whole real system
-(headless Chromium): in the viewer, tags added with the keyboard (t, type,
-Enter) and removed with its remove button, each source in its own colour; in the admin
+(headless Chromium): in the viewer's one tag list, tags added with the
+keyboard (t, type, Enter) and removed with its remove button, each source in
+its own colour, a click on a tag toggling it in the library's filter, taught
+tags offered as suggestions accepted and rejected with a and r; in the admin
 screen, an alias and an implication added and deleted. What the page shows
 is checked against what the REST API then reports."""
 
@@ -41,19 +43,34 @@ def test_viewer_adds_and_removes_tags_with_the_keyboard(browser, run_stack, imag
         assert page.evaluate("() => document.activeElement.id") == "tag-input"
         page.keyboard.type("Fluffy Tail, cat, 1girl")
         page.keyboard.press("Enter")
-        page.wait_for_selector("#tag-edit-list li.tag-manual:has-text('fluffy_tail')")
+        page.wait_for_selector("#tags li.tag-manual:has-text('fluffy_tail')")
         assert {("cat", "manual"), ("fluffy_tail", "manual"), ("1girl", "manual")} <= set(detail(api, image))
         # Typing in the box is not a shortcut: the "1" of 1girl did not rate the image.
         listing = api.get("/getuserdata", params={"user": "tagger"}).json()
         assert listing["images"][0]["rating"] == 0.5
-        color = page.locator("#tag-edit-list li.tag-manual").first.evaluate(
-            "el => getComputedStyle(el).backgroundColor"
-        )
+        color = page.locator("#tags li.tag-manual").first.evaluate("el => getComputedStyle(el).backgroundColor")
         assert color == "rgb(227, 241, 236)"  # the manual colour
         shoot(page, screenshots, "viewer-tags-1280")
-        page.click("#tag-edit-list li.tag-manual:has-text('cat') .tag-remove")
-        page.wait_for_selector("#tag-edit-list li.tag-manual:has-text('cat')", state="detached")
+        page.click("#tags li.tag-manual:has-text('cat') .tag-remove")
+        page.wait_for_selector("#tags li.tag-manual:has-text('cat')", state="detached")
         assert ("cat", "manual") not in detail(api, image)
+        # One list: the tagger's tags beside the manual ones, each removable.
+        model_tags = [t for t, source in detail(api, image) if source == "model"]
+        shown_model = page.locator("#tags li.tag-model a").evaluate_all("els => els.map(e => e.dataset.tag)")
+        assert shown_model == model_tags
+        assert page.locator("#tags li.tag-model .tag-remove").count() == len(model_tags)
+        assert page.locator("#tag-edit-list").count() == 0 and page.locator("h3:has-text('Edit tags')").count() == 0
+        # A click on a tag puts it in the library's filter; from there, the viewer shows it pressed.
+        page.click("#tags li.tag-manual a[data-tag='fluffy_tail']")
+        page.wait_for_url("**filters=fluffy_tail**")
+        page.wait_for_selector("#grid .tile")
+        assert page.locator("#grid .tile").evaluate_all("ts => ts.map(t => t.dataset.image)") == [image]
+        page.goto(f"/#/image/{image}?rated=all&filters=fluffy_tail")
+        page.wait_for_selector("#tags a[data-tag='fluffy_tail'][aria-pressed='true']")
+        page.click("#tags a[data-tag='fluffy_tail']")  # toggles it out again
+        page.wait_for_url(lambda url: "#/library" in url and "fluffy_tail" not in url)
+        page.goto(f"/#/image/{image}?rated=all")
+        page.wait_for_selector("#tag-input")
         # A bad name: the API's message, nothing added.
         page.fill("#tag-input", "-bad")
         page.keyboard.press("Enter")
