@@ -34,6 +34,17 @@ PG_ADMIN_URL = os.environ.get("TAGRATE_TEST_PG_ADMIN_URL", "postgresql://postgre
 GENERATOR_VERSION = 1
 
 
+def _schema_version() -> str:
+    """A digest of the dataset service's migrations: a cached file made
+    under another schema (migrations added, renumbered or re-chained) is not
+    reused, since ``migrate`` trusts its recorded revision."""
+    versions = REPO_ROOT / "dataset-service" / "tagrate_dataset" / "migrations" / "versions"
+    digest = hashlib.sha256()
+    for path in sorted(versions.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:8]
+
+
 # Requests per measurement by default: a full run (p95 from 200 samples),
 # and a quick look at a smaller scale.
 FULL_CALLS, QUICK_CALLS = 200, 50
@@ -70,7 +81,7 @@ class DatasetShape:
         """Names the cached database file: every parameter that changes its content."""
         return (
             f"userdata-i{self.images}-u{self.users}-r{self.ratings}-t{self.tags}-k{self.tags_per_image}"
-            f"-s{self.seed}-v{GENERATOR_VERSION}"
+            f"-s{self.seed}-v{GENERATOR_VERSION}-m{_schema_version()}"
         )
 
     def ratings_per_user(self) -> list[int]:

@@ -106,10 +106,11 @@ class DatasetSettings(ServiceSettings):
     similar_ann_min_vectors: int = Field(
         20_000,
         ge=0,
-        description="From this many feature vectors on, unfiltered /getsimilar searches go through an HNSW graph "
-        "(usearch, float16, built in the background, kept current) whose candidates are then scored exactly; "
-        "below it, and for filtered searches, the search is exact. 0: always exact. The graph costs about "
-        "2.7 KiB a vector (1280 dimensions) on top of the exact index.",
+        description="From this many feature vectors on, /getsimilar scores every image on the library's first 128 "
+        "principal components (fitted when the index reaches this size and again each time it doubles) and only "
+        "the best few hundred on the full vectors; the similarities answered are exact, the choice of candidates "
+        "approximate. Below it the search is exact. 0: always exact. The projections cost 512 bytes a vector on "
+        "top of the exact index.",
     )
     similar_sync_seconds: float = Field(
         2.0,

@@ -1,6 +1,6 @@
 """Resolving duplicates (issue 27), on SQLite and PostgreSQL: through the
 gateway, the ratings (the kept image's rating per user wins, else the
-latest of the removed), album places and the removed images themselves
+latest of the removed), manual tags, album places and the removed images themselves
 move or go exactly; marking images as not duplicates is remembered; and a
 SIGKILL of the dataset service while groups are being resolved leaves each
 group either fully resolved or untouched."""
@@ -40,7 +40,18 @@ def ratings_of(http: httpx.Client, user: str) -> dict[str, float]:
     return {item["image"]: item["rating"] for item in response.json()["images"]}
 
 
-def test_resolving_moves_ratings_and_album_places_exactly(tmp_path: Path, database_url: str) -> None:
+def manual_tags(http: httpx.Client, image: str) -> set[str]:
+    response = http.get("/getimagetags", params={"image": image, "detail": "true"})
+    assert response.status_code == 200, response.text
+    return {t["tag"] for t in response.json()["tags"] if t["source"] == "manual"}
+
+
+def add_tags(http: httpx.Client, image: str, *tags: str) -> None:
+    response = http.post("/addtags", json={"image": image, "tags": list(tags)})
+    assert response.status_code == 200, response.text
+
+
+def test_resolving_moves_ratings_tags_and_album_places_exactly(tmp_path: Path, database_url: str) -> None:
     stack = start_stack(database_url, tmp_path / "data")
     try:
         with httpx.Client(base_url=stack.url, timeout=30) as http:
@@ -55,6 +66,10 @@ def test_resolving_moves_ratings_and_album_places_exactly(tmp_path: Path, databa
             album = http.post("/createmontagepost", data={"user": "alice", "filenames": f"{b},{x},{c}"})
             assert album.status_code == 200, album.text
             album_id = album.json()["montagepost_id"]
+            add_tags(http, a, "cat")
+            add_tags(http, b, "cat", "dog")
+            add_tags(http, c, "bird")
+            add_tags(http, x, "fish")
 
             response = http.post("/resolveduplicates", json={"keep": a, "remove": [b, c]})
             assert response.status_code == 200, response.text
@@ -65,6 +80,8 @@ def test_resolving_moves_ratings_and_album_places_exactly(tmp_path: Path, databa
             assert ratings_of(http, "carol") == {a: 0.6}  # the latest of the removed
             assert ratings_of(http, "dave") == {a: 0.1}
             assert ratings_of(http, "erin") == {x: 0.7}
+            assert manual_tags(http, a) == {"cat", "dog", "bird"}  # the removed images' manual tags, once each
+            assert manual_tags(http, x) == {"fish"}
             for gone in (b, c):
                 assert http.get("/getimage", params={"image": gone}).status_code == 404
             post = http.get("/getmontagepost", params={"id": album_id}).json()["montagepost"]

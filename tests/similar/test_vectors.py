@@ -87,16 +87,17 @@ def test_a_build_runs_in_the_background(db: Database) -> None:
     assert index.count == 200
 
 
-def test_past_its_threshold_the_graph_answers_with_exact_scores(db: Database) -> None:
+def test_past_its_threshold_the_projections_choose_candidates_scored_exactly(db: Database) -> None:
     rng = np.random.default_rng(3)
-    vectors = rng.normal(size=(400, DIM)).astype(np.float32)
+    # Most of the variance in a few directions, as in a backbone's features.
+    vectors = (rng.normal(size=(400, 6)) @ rng.normal(size=(6, DIM)) + 0.3 * rng.normal(size=(400, DIM))).astype(
+        np.float32
+    )
     ids = store(db, vectors)
-    index = VectorIndex(db, max_vectors=1000, sync_seconds=0, ann_min_vectors=300)
+    index = VectorIndex(db, max_vectors=1000, sync_seconds=0, ann_min_vectors=300, reduced_dims=8, candidates_min=40)
+    assert not index.two_stage
     index.ensure("x1")
-    deadline = time.monotonic() + 60
-    while not index.ann_ready:
-        assert time.monotonic() < deadline, "the graph was never built"
-        time.sleep(0.05)
+    assert index.two_stage  # 400 rows: past the threshold, the projection is fitted
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     recall = []
     for q in range(20):
@@ -107,7 +108,14 @@ def test_past_its_threshold_the_graph_answers_with_exact_scores(db: Database) ->
         recall.append(len(truth & {i for i, _ in found}) / 10)
         for image_id, score in found:  # scored exactly
             assert score == pytest.approx(float(unit[ids.index(image_id)] @ unit[q]), abs=1e-5)
+        assert {i for i, _ in index.search(vectors[q], 10, exclude=ids[q], exact=True)} == {
+            ids[k] for k in np.argsort(-scores)[:10]
+        }
     assert np.mean(recall) >= 0.95
+    # Within a filter, only allowed ids, still exactly scored.
+    allowed = np.array(sorted(ids[::7]), dtype=np.int64)
+    found = index.search(vectors[0], 5, allowed=allowed)
+    assert len(found) == 5 and {i for i, _ in found} <= set(allowed.tolist())
     # Kept current: a new vector is found, a removed one is not.
     [new] = store(db, rng.normal(size=(1, DIM)).astype(np.float32), start=400)
     index.ensure("x1")

@@ -19,8 +19,8 @@ from tagrate_common.userdata import RatedFilter, TagFilter
 from ..models import ALL_SUBJECT, Image, Rating
 from ..records import current_tagger_model
 from ..tags import filtersql
+from ..tags.filtersql import FILTER_FIRST, SCAN
 from . import neighbours
-from .sql import FILTER_FIRST
 
 # The model version serving the user (theirs, else everyone's), as the
 # listing's preamble reads it: what ``predicted:`` compares against.
@@ -48,9 +48,13 @@ def filtered_ids(
         params.update(filtersql.model_params(neighbours._model_key(model)))
         version = session.execute(text(_SERVING), {"u": user_id, "all": ALL_SUBJECT}).scalar_one()
         params["v"] = version or ""
-    where = neighbours._Where(flt, params)
+    else:
+        params.update(filtersql.model_params(None))
     column = Rating.image_id if rated is RatedFilter.YES else Image.id
-    stmt = neighbours._base_query(select(column), user_id, where, rated, FILTER_FIRST, for_count=True)
+    # Among a few ids: each probed (SCAN); the whole set: collected from the
+    # tags' own rows first (FILTER_FIRST), as the listing does.
+    style = FILTER_FIRST if among is None else SCAN
+    stmt = neighbours._base_query(select(column), user_id, neighbours._Where(flt, params), rated, style, for_count=True)
     if among is not None:
         stmt = stmt.where(column.in_(list(among)))  # type: ignore[attr-defined]
     return np.unique(np.asarray(session.exec(stmt).all(), dtype=np.int64))

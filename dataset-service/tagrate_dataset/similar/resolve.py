@@ -1,5 +1,5 @@
 """Resolving a duplicate group (an admin's choice): one image is kept, the
-others' ratings, album places and original name move onto it and they are
+others' ratings, manual tags, album places and original name move onto it and they are
 deleted, in one transaction (all or nothing: a crash half-way leaves the
 group as it was; the removed images' files go after the commit, and a crash
 in between leaves only files without rows, which the next start collects).
@@ -8,7 +8,12 @@ Marking images as not duplicates records every pair among them.
 Ratings: each user's rating of the kept image wins; a user who rated only
 removed images gets the latest of those ratings (value and time) on the
 kept image. Users whose ratings changed get a new snapshot (their models
-are no longer up to date)."""
+are no longer up to date).
+
+Manual tags: the kept image gets every manual tag of a removed one that it
+lacks (with who added it and when); as when a person adds a tag, a tag
+hidden on the kept image shows again and a taught tag there becomes
+manual."""
 
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from .. import records
 from ..albums import membership as albums
 from ..db import insert_missing
 from ..images import crud as images_crud
-from ..models import DuplicatePair, NotDuplicate, Rating, User, utc_now
+from ..models import DuplicatePair, HiddenTag, ManualTag, NotDuplicate, Rating, TaughtImageTag, User, utc_now
 from ..snapshots import bump_versions
 
 # Most images one request names.
@@ -36,6 +41,7 @@ class Resolved:
     kept: str
     removed: list[tuple[str, str]]  # (name, format): the caller removes the files after the commit
     ratings_moved: int
+    tags_moved: int
 
 
 def check_names(names: list[str], what: str) -> list[str]:
@@ -48,7 +54,8 @@ def check_names(names: list[str], what: str) -> list[str]:
 
 def resolve(session: Session, keep: str, remove: list[str]) -> Resolved:
     """Keeps ``keep`` and deletes ``remove`` after moving their ratings,
-    album places and original name onto it (see the module's doc)."""
+    manual tags, album places and original name onto it (see the module's
+    doc)."""
     if keep in remove:
         raise InvalidArgument("'keep' is also named in 'remove'", "invalid_remove")
     kept = records.require_image(session, keep)
@@ -69,6 +76,7 @@ def resolve(session: Session, keep: str, remove: list[str]) -> Resolved:
     insert_missing(session, Rating, moved)
     if moved:
         bump_versions(session, User.id.in_([r["user_id"] for r in moved]))  # type: ignore[union-attr]
+    tags_moved = _move_manual_tags(session, kept.id, removed_ids)  # type: ignore[arg-type]
     if not kept.original_filename:
         kept.original_filename = next((image.original_filename for image in removed if image.original_filename), "")
         session.add(kept)
@@ -80,7 +88,33 @@ def resolve(session: Session, keep: str, remove: list[str]) -> Resolved:
     for image in removed:
         deleted = images_crud.delete_image(session, image.name)
         out.append((deleted.image, deleted.format))
-    return Resolved(kept.name, out, len(moved))
+    return Resolved(kept.name, out, len(moved), tags_moved)
+
+
+def _move_manual_tags(session: Session, kept_id: int, removed_ids: list[int]) -> int:
+    """The removed images' manual tags the kept image lacks, onto it (the
+    earliest addition of each tag); returns how many."""
+    own = set(session.exec(select(ManualTag.tag_id).where(ManualTag.image_id == kept_id)).all())
+    first: dict[int, ManualTag] = {}
+    for tag in session.exec(select(ManualTag).where(ManualTag.image_id.in_(removed_ids))).all():  # type: ignore[attr-defined]
+        if tag.tag_id not in own and (tag.tag_id not in first or tag.added_at < first[tag.tag_id].added_at):
+            first[tag.tag_id] = tag
+    if not first:
+        return 0
+    insert_missing(
+        session,
+        ManualTag,
+        [
+            {"image_id": kept_id, "tag_id": t.tag_id, "added_by": t.added_by, "added_at": t.added_at}
+            for t in first.values()
+        ],
+    )
+    ids = sorted(first)
+    session.exec(delete(HiddenTag).where(and_(HiddenTag.image_id == kept_id, HiddenTag.tag_id.in_(ids))))  # type: ignore[attr-defined]
+    session.exec(
+        delete(TaughtImageTag).where(and_(TaughtImageTag.image_id == kept_id, TaughtImageTag.tag_id.in_(ids)))  # type: ignore[attr-defined]
+    )
+    return len(first)
 
 
 def mark_not_duplicates(session: Session, names: list[str]) -> int:

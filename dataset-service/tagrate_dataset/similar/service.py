@@ -137,7 +137,12 @@ class SimilarServicer(similar_pb2_grpc.SimilarServiceServicer):
             self.blobs.remove(name)
         log.info(
             "duplicates resolved",
-            extra={"kept": done.kept, "removed": len(done.removed), "ratings_moved": done.ratings_moved},
+            extra={
+                "kept": done.kept,
+                "removed": len(done.removed),
+                "ratings_moved": done.ratings_moved,
+                "tags_moved": done.tags_moved,
+            },
         )
         return similar_pb2.ResolveDuplicatesResponse(
             kept=done.kept, removed=[name for name, _ in done.removed], ratings_moved=done.ratings_moved

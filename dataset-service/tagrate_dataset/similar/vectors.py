@@ -12,10 +12,22 @@ work alike. A deleted image's row is dropped when a search meets it (its
 name no longer resolves) and at the next full build; answers are always
 resolved through the database, so a deleted image is never answered.
 
+From ``ann_min_vectors`` rows on, a search is two-stage: every row is
+also kept as its projection on the library's first ``_REDUCED_DIMS``
+principal components (fitted on a sample of the rows when the index
+reaches the threshold and again whenever it has doubled since), a query
+scores all of those (exact arithmetic on the reduced rows, 10x less memory
+to read than the full rows) and the best 256 + 2 x k are then scored
+exactly from the full rows. Deterministic, no graph to build, and a new
+row is projected as it is added. Both products are computed without BLAS
+threads (``np.einsum``): on a loaded machine a multi-threaded matrix-vector
+product waits for its threads longer than it computes.
+
 Memory: ``similar_max_vectors`` rows at most (1280 float32 values are 5 KiB
-a row: 100000 images are 490 MiB), plus the ids; growing doubles the
-capacity (never past the bound). Past the bound a search answers 503
-(``similarity_index_full``) rather than hold more.
+a row: 100000 images are 490 MiB; the projections add 512 bytes a row),
+plus the ids; growing doubles the capacity (never past the bound). Past
+the bound a search answers 503 (``similarity_index_full``) rather than
+hold more.
 """
 
 from __future__ import annotations
@@ -25,7 +37,6 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 import numpy as np
 from sqlmodel import Session, select
@@ -41,9 +52,12 @@ log = logging.getLogger(__name__)
 # found by the next sync: each sync re-reads this far before its watermark.
 _SYNC_OVERLAP = timedelta(seconds=5)
 _READ_CHUNK = 2048
-# The graph: candidates per result scored exactly, and its search breadth.
-_ANN_OVERSAMPLE = 4
-_ANN_EF = 256
+# The coarse stage: principal components kept per row, rows the basis is
+# fitted on, and candidates scored exactly (per result, and at least).
+_REDUCED_DIMS = 128
+_FIT_SAMPLE = 8192
+_CANDIDATES_PER_RESULT = 2
+_CANDIDATES_MIN = 256
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -56,14 +70,26 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 class VectorIndex:
     """Exact cosine search over one extractor's vectors (thread-safe)."""
 
-    def __init__(self, db: Database, max_vectors: int, sync_seconds: float, ann_min_vectors: int = 0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        max_vectors: int,
+        sync_seconds: float,
+        ann_min_vectors: int = 0,
+        reduced_dims: int = _REDUCED_DIMS,
+        candidates_min: int = _CANDIDATES_MIN,
+    ) -> None:
         self.db = db
-        # From this many vectors on, an HNSW graph (usearch) answers unfiltered
-        # searches (0: never); the matrix stays for exact scores and filters.
+        self.reduced_dims = reduced_dims
+        self.candidates_min = candidates_min
+        # From this many vectors on, searches score the rows' projections
+        # first and only the best candidates exactly (0: always exact).
         self.ann_min_vectors = ann_min_vectors
-        self._ann: Any = None
-        self._ann_building = False
-        self.ann_build_seconds = 0.0
+        self._mean = np.zeros(0, dtype=np.float32)
+        self._basis = np.zeros((0, 0), dtype=np.float32)  # dim x reduced; empty: exact search
+        self._reduced = np.zeros((0, 0), dtype=np.float32)
+        self._fitted_at = 0
+        self.fit_seconds = 0.0
         self.max_vectors = max_vectors
         self.sync_seconds = sync_seconds
         self._lock = threading.RLock()
@@ -139,7 +165,7 @@ class VectorIndex:
         self._matrix = np.zeros((0, 0), dtype=np.float32)
         self._rows = {}
         self._watermark = None
-        self._ann = None
+        self._drop_basis()
         self._read_since(None)
         self.build_seconds = time.perf_counter() - started
         log.info(
@@ -178,7 +204,7 @@ class VectorIndex:
                 break
         self._watermark = started
         self._synced_at = time.monotonic()
-        self._maybe_build_ann()
+        self._maybe_fit()
 
     # ---- changing rows ---------------------------------------------------------
 
@@ -199,6 +225,10 @@ class VectorIndex:
                 matrix[: self.count] = self._matrix[: self.count]
                 ids_grown[: self.count] = self._ids[: self.count]
             self._matrix, self._ids = matrix, ids_grown
+            if self._basis.size:
+                reduced = np.zeros((capacity, self._basis.shape[1]), dtype=np.float32)
+                reduced[: self.count] = self._reduced[: self.count]
+                self._reduced = reduced
         for n, image_id in enumerate(ids.tolist()):
             row = self._rows.get(image_id)
             if row is None:
@@ -207,10 +237,9 @@ class VectorIndex:
                 self._ids[row] = image_id
                 self.count += 1
             self._matrix[row] = rows[n]
-            if self._ann is not None:
-                if image_id in self._ann:
-                    self._ann.remove(image_id)
-                self._ann.add(image_id, rows[n])
+        if self._basis.size:
+            changed = [self._rows[image_id] for image_id in ids.tolist()]
+            self._reduced[changed] = self._project(rows)
 
     def remove(self, image_ids: Sequence[int]) -> None:
         """Drops rows (the last row moves into each gap)."""
@@ -219,12 +248,12 @@ class VectorIndex:
                 row = self._rows.pop(image_id, None)
                 if row is None:
                     continue
-                if self._ann is not None and image_id in self._ann:
-                    self._ann.remove(image_id)
                 last = self.count - 1
                 if row != last:
                     moved = int(self._ids[last])
                     self._matrix[row] = self._matrix[last]
+                    if self._basis.size:
+                        self._reduced[row] = self._reduced[last]
                     self._ids[row] = moved
                     self._rows[moved] = row
                 self._ids[last] = -1
@@ -242,10 +271,17 @@ class VectorIndex:
             return {i: self._matrix[self._rows[i]] for i in image_ids if i in self._rows}
 
     def search(
-        self, query: np.ndarray, k: int, exclude: int | None = None, allowed: np.ndarray | None = None
+        self,
+        query: np.ndarray,
+        k: int,
+        exclude: int | None = None,
+        allowed: np.ndarray | None = None,
+        exact: bool = False,
     ) -> list[tuple[int, float]]:
         """The ``k`` most similar (image id, cosine) to ``query``, most
-        similar first; only ids in ``allowed`` (sorted) when given."""
+        similar first; only ids in ``allowed`` (sorted) when given. Past
+        ``ann_min_vectors`` the candidates come from the projections (the
+        scores are always exact); ``exact`` scores every row instead."""
         with self._lock:
             n = self.count
             if n == 0 or k <= 0:
@@ -253,14 +289,22 @@ class VectorIndex:
             unit = unit_rows(np.asarray(query, dtype=np.float32).reshape(1, -1))[0]
             if unit.shape[0] != self.dim:
                 return []
-            if self._ann is not None and allowed is None:
-                return self._ann_search(unit, k, exclude)
-            scores = self._matrix[:n] @ unit
             ids = self._ids[:n]
+            two_stage = bool(self._basis.size) and not exact
+            if two_stage:
+                scores = np.einsum("ij,j->i", self._reduced[:n], self._project(unit.reshape(1, -1))[0])
+            else:
+                scores = np.einsum("ij,j->i", self._matrix[:n], unit)
             if allowed is not None:
                 scores = np.where(np.isin(ids, allowed, assume_unique=True), scores, -np.inf)
             if exclude is not None and exclude in self._rows:
                 scores[self._rows[exclude]] = -np.inf
+            if two_stage:
+                c = min(n, self.candidates_min + _CANDIDATES_PER_RESULT * k)
+                rows = np.argpartition(-scores, c - 1)[:c] if c < n else np.arange(n)
+                rows = rows[np.isfinite(scores[rows])]
+                scores = np.full(n, -np.inf, dtype=np.float32)
+                scores[rows] = self._matrix[rows] @ unit
             k = min(k, n)
             top = np.argpartition(-scores, k - 1)[:k]
             top = top[np.argsort(-scores[top], kind="stable")]
@@ -292,60 +336,44 @@ class VectorIndex:
                         out.append((image_id, int(ids[col]), score))
         return out
 
-    # ---- the approximate index ----------------------------------------------------
+    # ---- the reduced rows ----------------------------------------------------------
 
-    def _ann_search(self, unit: np.ndarray, k: int, exclude: int | None) -> list[tuple[int, float]]:
-        """The graph's candidates (a few times ``k``), scored exactly from
-        the matrix and ranked (caller holds the lock)."""
-        found = self._ann.search(unit, min(self.count, _ANN_OVERSAMPLE * k + 16))
-        keys = [int(key) for key in np.atleast_1d(found.keys) if int(key) in self._rows and int(key) != exclude]
-        if not keys:
-            return []
-        scores = self._matrix[[self._rows[key] for key in keys]] @ unit
-        order = np.argsort(-scores, kind="stable")[:k]
-        return [(keys[i], float(scores[i])) for i in order]
+    def _project(self, unit: np.ndarray) -> np.ndarray:
+        return ((unit - self._mean) @ self._basis).astype(np.float32, copy=False)
 
-    def _maybe_build_ann(self) -> None:
-        if self.ann_min_vectors and self._ann is None and not self._ann_building and self.count >= self.ann_min_vectors:
-            self._ann_building = True
-            threading.Thread(target=self._build_ann, daemon=True, name="similarity-graph").start()
+    def _drop_basis(self) -> None:
+        self._mean = np.zeros(0, dtype=np.float32)
+        self._basis = np.zeros((0, 0), dtype=np.float32)
+        self._reduced = np.zeros((0, 0), dtype=np.float32)
+        self._fitted_at = 0
 
-    def _build_ann(self) -> None:
-        """Builds the graph from a copy of the rows outside the lock, then
-        adds what changed meanwhile and swaps it in."""
-        try:
-            from usearch.index import Index
-
-            started = time.perf_counter()
-            with self._lock:
-                n, extractor = self.count, self.extractor_id
-                ids, rows = self._ids[:n].copy(), self._matrix[:n].copy()
-            graph = Index(
-                ndim=self.dim, metric="ip", dtype="f16", connectivity=16, expansion_add=128, expansion_search=_ANN_EF
-            )
-            graph.add(ids, rows, threads=1)
-            del rows
-            with self._lock:
-                if extractor != self.extractor_id or self._closed.is_set():
-                    return
-                current = set(self._ids[: self.count].tolist())
-                for key in set(ids.tolist()) - current:
-                    graph.remove(key)
-                for key in current - set(ids.tolist()):
-                    graph.add(key, self._matrix[self._rows[key]])
-                self._ann = graph
-                self.ann_build_seconds = time.perf_counter() - started
-            log.info("similarity graph built", extra={"vectors": n, "seconds": round(self.ann_build_seconds, 1)})
-        except Exception:
-            log.exception("building the similarity graph failed; searches stay exact")
-        finally:
-            self._ann_building = False
+    def _maybe_fit(self) -> None:
+        """Fits the projection when the index reaches ``ann_min_vectors``
+        and again when it has doubled since (caller holds the lock)."""
+        n = self.count
+        if not self.ann_min_vectors or n < self.ann_min_vectors or self.dim <= self.reduced_dims:
+            return
+        if self._basis.size and n < 2 * self._fitted_at:
+            return
+        started = time.perf_counter()
+        sample = self._matrix[: n : max(1, n // _FIT_SAMPLE)].astype(np.float64)  # evenly spread, deterministic
+        mean = sample.mean(axis=0)
+        centred = sample - mean
+        _, vectors = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
+        self._mean = mean.astype(np.float32)
+        self._basis = np.ascontiguousarray(vectors[:, ::-1][:, : self.reduced_dims], dtype=np.float32)
+        reduced = np.zeros((len(self._ids), self.reduced_dims), dtype=np.float32)
+        for start in range(0, n, 16384):
+            reduced[start : min(n, start + 16384)] = self._project(self._matrix[start : min(n, start + 16384)])
+        self._reduced = reduced
+        self._fitted_at = n
+        self.fit_seconds = time.perf_counter() - started
+        log.info("similarity projection fitted", extra={"vectors": n, "seconds": round(self.fit_seconds, 2)})
 
     @property
-    def ann_ready(self) -> bool:
-        return self._ann is not None
+    def two_stage(self) -> bool:
+        return bool(self._basis.size)
 
     @property
     def memory_bytes(self) -> int:
-        graph = int(self._ann.memory_usage) if self._ann is not None else 0
-        return int(self._matrix.nbytes + self._ids.nbytes) + graph
+        return int(self._matrix.nbytes + self._ids.nbytes + self._reduced.nbytes + self._basis.nbytes)
