@@ -349,3 +349,54 @@ def test_the_global_model_paths(tmp_path_factory) -> None:
             wait_until(http, lambda s: not s["is_training"])
     finally:
         stack.stop()
+
+
+def test_album_filters_resolve_like_the_library(stack) -> None:
+    """Album filters (/albums/{id} and /getmontageposts) are the library's:
+    manual and taught tags beside the tagger's, a removed model tag gone,
+    aliases, implications, scoped tags, ``~`` groups, ``rating:``
+    comparisons against the owner's ratings, and malformed items as 400s."""
+    with httpx.Client(base_url=stack.url, timeout=30) as http:
+        pictures = [make_image("PNG", (60 + n, 40), seed=700 + n) for n in range(4)]
+        names = []
+        for data, rating in zip(pictures, ["0.25", "0.5", "0.75", "1"], strict=True):
+            assert add_rating(http, data, "alice", rating).status_code == 200
+            names.append(stored_name(data, "png"))
+        tag_image(stack, names[0], {"cat": 0.9})
+        tag_image(stack, names[1], {"sofa": 0.8})
+        assert http.post("/tagimplications", json={"tag": "kitten", "implies": "cat"}).status_code == 200
+        assert http.post("/tagimplications", json={"tag": "sofa", "implies": "furniture"}).status_code == 200
+        assert http.post("/tagaliases", json={"alias": "kitty", "tag": "cat"}).status_code == 200
+        assert http.post("/addtags", data={"image": names[2], "tag": "kitten"}).status_code == 200
+        assert http.post("/addtags", data={"image": names[3], "tag": "cat"}).status_code == 200
+        created = http.post("/albums", json={"user": "alice", "name": "Cats", "images": ",".join(names)})
+        assert created.status_code == 201, created.text
+        url = f"/albums/{created.json()['id']}"
+
+        def album(filters: str) -> list[int]:
+            body = http.get(url, params={"filters": filters})
+            assert body.status_code == 200, body.text
+            shown = [names.index(i["image"]) for i in body.json()["images"]]
+            assert body.json()["total"] == len(shown)
+            posts = http.get("/getmontageposts", params={"user": "alice", "filters": filters})
+            assert posts.status_code == 200, posts.text
+            [post] = posts.json()["montageposts"]
+            assert [names.index(i["filename"]) for i in post["images"]] == shown
+            return shown
+
+        assert album("cat") == [0, 2, 3]  # the tagger's, and manual (added with kitten)
+        assert album("kitty") == [0, 2, 3]  # an alias acts on its tag
+        assert album("furniture") == [1]  # a model tag implying it
+        assert album("manual:cat") == [2, 3]
+        assert album("model:cat") == [0]
+        assert album("-cat") == [1]
+        assert album("~sofa,~kitten") == [1, 2]
+        assert album("rating:>=0.5,-kitten") == [1, 3]
+        assert album("nosuchtag") == []
+        assert album("-nosuchtag") == [0, 1, 2, 3]
+        # A removed model tag no longer matches.
+        assert http.post("/removetags", data={"image": names[0], "tag": "cat"}).status_code == 200
+        assert album("cat") == [2, 3]
+        for bad in ("rating:>x", "predicted:>=2", "manual:"):
+            assert_error(http.get(url, params={"filters": bad}), 400, "invalid_filter")
+            assert_error(http.get("/getmontageposts", params={"user": "alice", "filters": bad}), 400, "invalid_filter")

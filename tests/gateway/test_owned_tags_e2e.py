@@ -181,3 +181,30 @@ def test_a_user_token_tags_as_itself_and_rules_are_an_admins(auth_stack) -> None
     finally:
         engine.dispose()
     assert [tuple(row) for row in rows] == [("cat", "alice"), ("dog", None)]
+
+
+def test_gettags_lists_manual_tags_and_not_removed_ones(stack) -> None:
+    """/gettags counts the tags filters see: manual ones too, an image with a
+    tag from two sources once, a removed model tag not at all; ``prefix``,
+    ``contains``, ``user`` and ``limit`` apply to every source."""
+    jpeg, png, webp = stack.names["jpeg"], stack.names["png"], stack.names["webp"]
+    with httpx.Client(base_url=stack.url, timeout=30) as http:
+        before = http.get("/gettags").json()
+        assert before["tags"] == ["cat", "indoor", "sofa"] and before["counts"] == [1, 1, 1]
+        http.post("/addtags", data={"image": png, "tag": "cat"})
+        http.post("/addtags", data={"image": webp, "tag": "Cat Ears"})
+        http.post("/addtags", data={"image": jpeg, "tag": "sofa"})  # also the model's
+        http.post("/removetags", data={"image": jpeg, "tag": "indoor"})  # a model tag, removed
+        after = http.get("/gettags").json()
+        assert after == {"model": before["model"], "tags": ["cat", "cat_ears", "sofa"], "counts": [2, 1, 1]}
+        assert http.get("/gettags", params={"prefix": "CAT"}).json()["tags"] == ["cat", "cat_ears"]
+        assert http.get("/gettags", params={"contains": "ears"}).json()["counts"] == [1]
+        assert http.get("/gettags", params={"contains": "e", "prefix": "s"}).json()["tags"] == []
+        assert http.get("/gettags", params={"prefix": "cat", "limit": "1"}).json()["counts"] == [2]
+        bob = http.get("/gettags", params={"user": "bob"}).json()
+        assert (bob["tags"], bob["counts"]) == (["cat_ears"], [1])
+        alice = http.get("/gettags", params={"user": "alice"}).json()
+        assert (alice["tags"], alice["counts"]) == (["cat", "sofa"], [2, 1])
+        # A manual tag removed again leaves the list.
+        http.post("/removetags", data={"image": webp, "tag": "cat_ears"})
+        assert http.get("/gettags").json()["tags"] == ["cat", "sofa"]

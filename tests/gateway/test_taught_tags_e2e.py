@@ -68,6 +68,10 @@ def test_a_manual_tag_is_taught_relearned_and_forgotten(stack) -> None:
         # The taught tag is a tag like any other in filters.
         listing = http.get("/getuserdata", params={"user": "ann", "filters": "taught:circles", "sort": "name-asc"})
         assert [i["image"] for i in listing.json()["images"]] == sorted(tagged)
+        # ... and in /gettags, counted with its manual images (prefix and contains work).
+        for params in ({}, {"prefix": "circ"}, {"contains": "rcle"}):
+            listed = http.get("/gettags", params=params).json()
+            assert dict(zip(listed["tags"], listed["counts"], strict=True))["circles"] == 8 + len(tagged)
 
         # Reject one (a negative example), accept another (a positive one).
         rejected, *rest = tagged

@@ -239,3 +239,30 @@ def test_bad_requests_are_refused_by_name(stack: Stack) -> None:
     assert http.post("/resolveduplicates", json={"keep": stack.names["coffee"]}).status_code == 400
     response = http.post("/resolveduplicates", json={"not_duplicates": [stack.names["coffee"]]})
     assert response.status_code == 400 and response.json()["code"] == "invalid_not_duplicates"
+
+
+def test_filters_resolve_manual_tags_aliases_and_comparisons(stack: Stack) -> None:
+    """/getsimilar's filters are the library's (``library/filtered.py`` over
+    ``tags/filtersql.py``): manual tags, aliases, implications, scoped tags
+    and ``rating:`` comparisons."""
+    http = stack.http
+    circles = [stack.names[f"circle{n}"] for n in range(CIRCLES)]
+    for name in circles[1:3]:
+        assert http.post("/addtags", data={"image": name, "tag": "hoop"}).status_code == 200
+    assert http.post("/tagimplications", json={"tag": "hoop", "implies": "shape"}).status_code == 200
+    assert http.post("/tagaliases", json={"alias": "ringlet", "tag": "hoop"}).status_code == 200
+    for n, name in enumerate(circles[1:4], 1):
+        response = http.post("/updaterating", data={"user": "ezra", "image": name, "rating": str(n / 10)})
+        assert response.status_code == 200, response.text
+    params = {"image": circles[0], "user": "ezra", "limit": 50, "rated": "all"}
+
+    def found(filters: str) -> set[str]:
+        response = http.get("/getsimilar", params={**params, "filters": filters})
+        assert response.status_code == 200, response.text
+        return {r["image"] for r in response.json()["results"]}
+
+    assert found("manual:hoop") == found("ringlet") == found("shape") == set(circles[1:3])
+    assert not found("-hoop") & set(circles[1:3])
+    assert found("rating:>=0.2") == set(circles[2:4])
+    answer = http.get("/getsimilar", params={**params, "filters": "rating:>x"})
+    assert answer.status_code == 400 and answer.json()["code"] == "invalid_filter"

@@ -79,7 +79,14 @@ def start_run_stack(base: Path, env: dict[str, str] | None = None) -> RunStack:
         base / "run.log",
         free_port_block(),
         # The flows press Train themselves: no automatic retraining unless asked.
-        {"TAGRATE_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT), "TRAINER_RETRAIN_AFTER_RATINGS": "0", **(env or {})},
+        # Taught tags are looked for every second (the viewer's suggestions test).
+        {
+            "TAGRATE_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
+            "TRAINER_RETRAIN_AFTER_RATINGS": "0",
+            "TRAINER_TAUGHT_TAG_POLL_SECONDS": "1",
+            "TRAINER_TAUGHT_TAG_SETTLE_SECONDS": "0",
+            **(env or {}),
+        },
     ).start()
     try:
         stack.wait_running(240)

@@ -7,13 +7,15 @@ Round trips do not grow with the page: one statement resolves the owner,
 the tagger model and the filter's tag ids; one reads the page of albums
 with their counts and covers; one reads every image of those albums with
 its tags (a row per image and tag, the images paged in a subquery first).
-Tag filters are the library listing's own conditions
-(:func:`library.sql.tag_conditions`) on each album image: an image is kept
-when the current tagger model scored every included tag at or above its
-threshold and no excluded tag; an included tag nobody has (or any include
-before a tagger model exists) keeps nothing, unknown excluded tags are
-ignored. Albums themselves are never filtered out, so paging and
-neighbours do not depend on the filter.
+Filters are the library listing's own (``tags/filtersql.py``, as
+/getuserdata resolves them) on each album image: tags from any source
+(the current tagger model's not removed from the image, manual, taught)
+or one (``manual:cat``), aliases resolved, a tag matched by the tags that
+imply it, ``~`` groups, and ``rating:``/``predicted:`` comparisons against
+the album owner's ratings and the predictions serving the owner. An
+included tag nobody has keeps nothing, unknown excluded tags are ignored.
+Albums themselves are never filtered out, so paging and neighbours do not
+depend on the filter.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from typing import Any
 from sqlalchemy import Connection, TextClause, bindparam, text
 
 from tagrate_common.errors import InvalidArgument, NotFound, PermissionDenied
+from tagrate_common.tagfilter import parse_filter
 from tagrate_common.userdata import TagFilter
 
 from ..library.listing import Paging
-from ..library.sql import tag_conditions
-from ..models import UTCDateTime
+from ..models import ALL_SUBJECT, UTCDateTime
+from ..tags import filtersql
 
 _LATEST_MODEL = "FROM tagger_models ORDER BY registered_at DESC, id DESC LIMIT 1"
 
@@ -60,46 +63,64 @@ class AlbumEntry:
 
 @dataclass(frozen=True)
 class _Scope:
-    """The owner's id, the current tagger model and the filter's tag ids."""
+    """The owner's id, the current tagger model, the version serving the
+    owner and the filter's SQL (``tags/filtersql.py``)."""
 
     user_id: int | None
     model: tuple[int, float] | None
-    include: list[int]
-    exclude: list[int]
-    empty: bool  # the filter keeps nothing
+    filter: filtersql.FilterSQL = field(default_factory=filtersql.FilterSQL)
+    empty: bool = False  # the filter keeps nothing
+    version: str = ""
 
     def params(self) -> dict[str, object]:
-        values: dict[str, object] = {"m": None, "th": None}
-        if self.model is not None:
-            values.update(m=self.model[0], th=self.model[1])
-        values.update({f"t{n}": tag for n, tag in enumerate((*self.include, *self.exclude))})
-        return values
+        return {
+            **filtersql.model_params(self.model),
+            "u": self.user_id,
+            "v": self.version,
+            **self.filter.params,
+        }
 
     def conditions(self, image: str) -> str:
-        return tag_conditions(len(self.include), len(self.exclude), image) if self.model is not None else ""
+        return self.filter.where(image)
+
+
+_NO_SCOPE = _Scope(None, None)
 
 
 def _scope(conn: Connection, tags: TagFilter, owner: str | None = None, owner_id: int | None = None) -> _Scope:
     """One statement: the owner (by name, NotFound when unknown; or as
-    given), the current tagger model and the ids of the named tags."""
-    names = (*tags.include, *tags.exclude)
+    given), the current tagger model, the version serving the owner and the
+    filter's tag names resolved (aliases, implications, sources)."""
+    flt = parse_filter(tags)
+    names = flt.names
+    subject = "u" if owner is not None else "o"
     columns = [
         "u.id" if owner is not None else "CAST(:owner_id AS INTEGER)",
         f"(SELECT id {_LATEST_MODEL})",
         f"(SELECT threshold {_LATEST_MODEL})",
-        *(f"(SELECT t.id FROM tags t WHERE t.name = :tag{n})" for n in range(len(names))),
+        "coalesce((SELECT s.model_version FROM trained_snapshots s JOIN users o ON o.name = s.subject "
+        f"WHERE o.id = {subject}.id AND s.model_version <> ''), "
+        "(SELECT s.model_version FROM trained_snapshots s WHERE s.subject = :all AND s.model_version <> ''))",
+        *filtersql.resolve_sql(len(names)),
     ]
-    source = " FROM users u WHERE u.name = :subject" if owner is not None else ""
-    values = {"subject": owner, "owner_id": owner_id, **{f"tag{n}": name for n, name in enumerate(names)}}
+    if owner is not None:
+        source = " FROM users u WHERE u.name = :subject"
+    else:
+        source = " FROM (SELECT CAST(:owner_id AS INTEGER) AS id) o"
+    values = {
+        "subject": owner,
+        "owner_id": owner_id,
+        "all": ALL_SUBJECT,
+        **{f"tag{n}": name for n, name in enumerate(names)},
+    }
     row = conn.execute(text(f"SELECT {', '.join(columns)}{source}"), values).one_or_none()
     if row is None:
         raise NotFound(f"there is no user '{owner}'; a user is created by their first rating", "user_not_found")
     model = (int(row[1]), float(row[2])) if row[1] is not None else None
-    ids = dict(zip(names, row[3:], strict=True))
-    include = [ids[name] for name in tags.include]
-    exclude = [ids[name] for name in tags.exclude if ids[name] is not None]
-    empty = bool(tags.include) and (model is None or any(tag is None for tag in include))
-    return _Scope(row[0], model, [] if empty else include, exclude, empty)
+    resolved = filtersql.resolved(flt, row[4:])
+    if resolved is None:
+        return _Scope(row[0], model, empty=True)
+    return _Scope(row[0], model, resolved, version=row[3] or "")
 
 
 _SUMMARY_COLUMNS = (
@@ -190,7 +211,7 @@ def get_album(
     :func:`album_summary`."""
     album, owner_id = album_summary(conn, album_id, caller)
     filtered = bool(tags.include or tags.exclude)
-    scope = _scope(conn, tags, owner_id=owner_id) if filtered or with_tags else _Scope(None, None, [], [], False)
+    scope = _scope(conn, tags, owner_id=owner_id) if filtered or with_tags else _NO_SCOPE
     if scope.empty:
         return album, [], 0
     total = album.image_count

@@ -1,23 +1,34 @@
 """The set of images a listing's filters keep, as ids, for other resources
 that rank images their own way (similar images, ``similar/search.py``): the
-listing's own query builder (``neighbours._base_query``), so every filter
-the listing learns applies there too."""
+listing's own query builder (``neighbours._base_query``) and filter
+resolution (``tags/filtersql.py``: aliases, implications, manual and taught
+tags, ``rating:``/``predicted:``), so every filter the listing learns
+applies there too."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+from sqlalchemy import text
 from sqlmodel import Session, select
 
 from tagrate_common.tagfilter import parse_filter
 from tagrate_common.userdata import RatedFilter, TagFilter
 
-from ..models import Image, Rating
+from ..models import ALL_SUBJECT, Image, Rating
 from ..records import current_tagger_model
 from ..tags import filtersql
 from ..tags.filtersql import FILTER_FIRST, SCAN
 from . import neighbours
+
+# The model version serving the user (theirs, else everyone's), as the
+# listing's preamble reads it: what ``predicted:`` compares against.
+_SERVING = (
+    "SELECT coalesce((SELECT s.model_version FROM trained_snapshots s JOIN users u ON u.name = s.subject "
+    "WHERE u.id = :u AND s.model_version <> ''), "
+    "(SELECT s.model_version FROM trained_snapshots s WHERE s.subject = :all AND s.model_version <> ''))"
+)
 
 
 def filtered_ids(
@@ -31,8 +42,14 @@ def filtered_ids(
     flt = neighbours._resolve(session, parse_filter(tags))
     if flt is None:  # an included tag nobody has
         return np.zeros(0, dtype=np.int64)
-    model = current_tagger_model(session) if flt else None
-    params = {**filtersql.model_params(neighbours._model_key(model)), "u": user_id, "v": "", **flt.params}
+    params: dict[str, object] = {"u": user_id, "v": "", **flt.params}
+    if flt:
+        model = current_tagger_model(session)
+        params.update(filtersql.model_params(neighbours._model_key(model)))
+        version = session.execute(text(_SERVING), {"u": user_id, "all": ALL_SUBJECT}).scalar_one()
+        params["v"] = version or ""
+    else:
+        params.update(filtersql.model_params(None))
     column = Rating.image_id if rated is RatedFilter.YES else Image.id
     # Among a few ids: each probed (SCAN); the whole set: collected from the
     # tags' own rows first (FILTER_FIRST), as the listing does.

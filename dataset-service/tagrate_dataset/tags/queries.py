@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlalchemy import text
+from sqlmodel import Session
 
-from ..models import ImageTag, Rating, Tag
 from ..records import current_tagger_model
+from .filtersql import model_params
 
 
 @dataclass(frozen=True)
@@ -20,37 +20,78 @@ class TagCounts:
 def tag_counts(
     session: Session, prefix: str = "", user_id: int | None = None, limit: int = 0, contains: str = ""
 ) -> TagCounts:
-    """The current tagger model's tags on stored images at or above its
-    threshold, with how many images carry each (with ``user_id``: of the
-    user's rated images), sorted by name in code-point order; names start
-    with ``prefix`` (lowercase: tag names are stored lowercase). One GROUP
-    BY over ``ix_image_tags_model_tag_score_image``; ``limit`` 0: every tag.
-    ``contains`` (lowercase): names holding it anywhere (the tag box's
-    substring suggestions; a scan of the tag names, a few thousand rows)."""
+    """Every tag on stored images with how many images carry it (with
+    ``user_id``: of the user's rated images), from any source as filters
+    see them: the current tagger model's at or above its threshold and not
+    removed from the image (``hidden_tags``), manual tags, taught tags; an
+    image with a tag from two sources counts once (a manual or taught pair
+    the model shows too is counted with the model's). Sorted by name in code-point order; names start
+    with ``prefix`` (lowercase: tag names are stored lowercase).
+    ``limit`` 0: every tag. ``contains`` (lowercase): names holding it
+    anywhere (the tag box's substring suggestions; a scan of the tag names,
+    a few thousand rows)."""
     model = current_tagger_model(session)
-    if model is None:
-        return TagCounts("", [])
-    image_tags = select(ImageTag.tag_id, func.count().label("n")).where(
-        ImageTag.tagger_model_id == model.id, ImageTag.score >= model.threshold
-    )
+    params: dict[str, object] = {"u": user_id, **model_params((model.id, model.threshold) if model else None)}
+    wanted = ""
     if prefix:
         # substr equality, not LIKE: no wildcard to escape, and the same
         # case rules on both databases.
-        matching = select(Tag.id).where(func.substr(Tag.name, 1, len(prefix)) == prefix)
-        image_tags = image_tags.where(ImageTag.tag_id.in_(matching))
+        wanted += " AND substr(w.name, 1, :plen) = :prefix"
+        params.update(plen=len(prefix), prefix=prefix)
     if contains:
-        # LIKE with its wildcards escaped (autoescape): "_" in a tag name is a
-        # literal underscore. Names are stored lowercase, so LIKE's case rules
+        # LIKE with its wildcards escaped: "_" in a tag name is a literal
+        # underscore. Names are stored lowercase, so LIKE's case rules
         # (insensitive on SQLite, sensitive on PostgreSQL) agree.
-        holding = select(Tag.id).where(Tag.name.contains(contains, autoescape=True))
-        image_tags = image_tags.where(ImageTag.tag_id.in_(holding))
-    if user_id is not None:
-        image_tags = image_tags.where(ImageTag.image_id.in_(select(Rating.image_id).where(Rating.user_id == user_id)))
-    counted = image_tags.group_by(ImageTag.tag_id).subquery()
+        escaped = contains.replace("/", "//").replace("%", "/%").replace("_", "/_")
+        wanted += " AND w.name LIKE :contains ESCAPE '/'"
+        params["contains"] = f"%{escaped}%"
+
+    def narrowed(alias: str, probe: bool) -> str:
+        sql = f" AND {alias}.tag_id IN (SELECT w.id FROM tags w WHERE 1 = 1{wanted})" if wanted else ""
+        if user_id is not None and probe:
+            # A probe of the ratings primary key per row: these tables are
+            # small next to the user's ratings.
+            sql += f" AND EXISTS (SELECT 1 FROM ratings r WHERE r.user_id = :u AND r.image_id = {alias}.image_id)"
+        elif user_id is not None:
+            sql += f" AND {alias}.image_id IN (SELECT r.image_id FROM ratings r WHERE r.user_id = :u)"
+        return sql
+
+    def shown(alias: str) -> str:
+        """Whether the model shows the pair (scored, not removed)."""
+        return (
+            f"EXISTS (SELECT 1 FROM image_tags v WHERE v.image_id = {alias}.image_id AND v.tag_id = {alias}.tag_id "
+            "AND v.tagger_model_id = :m AND v.score >= :th AND NOT EXISTS (SELECT 1 FROM hidden_tags vh "
+            "WHERE vh.image_id = v.image_id AND vh.tag_id = v.tag_id))"
+        )
+
+    # Per source a GROUP BY over its (tag, image) index, summed: the model's
+    # count is the index-only GROUP BY it always was, less the removed pairs
+    # it counted (``hidden_tags`` is small); a manual or taught pair the
+    # model shows too is left to the model's count (manual and taught never
+    # share a pair), so each image counts once. Plain SQL: the statement is
+    # the same every call (building it as expressions cost more than running it).
+    branches = [
+        "SELECT x.tag_id, count(*) AS n FROM image_tags x WHERE x.tagger_model_id = :m AND x.score >= :th"
+        f"{narrowed('x', False)} GROUP BY x.tag_id",
+        "SELECT h.tag_id, -count(*) AS n FROM hidden_tags h WHERE EXISTS (SELECT 1 FROM image_tags hx "
+        "WHERE hx.image_id = h.image_id AND hx.tag_id = h.tag_id AND hx.tagger_model_id = :m AND hx.score >= :th)"
+        f"{narrowed('h', True)} GROUP BY h.tag_id",
+        f"SELECT y.tag_id, count(*) AS n FROM manual_tags y WHERE NOT {shown('y')}{narrowed('y', True)} "
+        "GROUP BY y.tag_id",
+        f"SELECT z.tag_id, count(*) AS n FROM taught_image_tags z WHERE NOT {shown('z')}{narrowed('z', True)} "
+        "GROUP BY z.tag_id",
+    ]
     # Code-point order: PostgreSQL's "C" collation; SQLite's BINARY compares
     # UTF-8 bytes, which is code-point order.
-    collation = "C" if session.get_bind().dialect.name == "postgresql" else "BINARY"
-    stmt = select(Tag.name, counted.c.n).join(counted, counted.c.tag_id == Tag.id).order_by(Tag.name.collate(collation))
+    collation = '"C"' if session.get_bind().dialect.name == "postgresql" else "BINARY"
+    sql = (
+        "SELECT t.name, c.n FROM (SELECT p.tag_id, sum(p.n) AS n FROM ("
+        + " UNION ALL ".join(branches)
+        + ") p GROUP BY p.tag_id HAVING sum(p.n) > 0) c JOIN tags t ON t.id = c.tag_id "
+        f"ORDER BY t.name COLLATE {collation}"
+    )
     if limit:
-        stmt = stmt.limit(limit)
-    return TagCounts(model.model_id, [(name, count) for name, count in session.exec(stmt)])
+        sql += " LIMIT :lim"
+        params["lim"] = limit
+    rows = session.connection().execute(text(sql), params).all()
+    return TagCounts(model.model_id if model is not None else "", [(name, int(count)) for name, count in rows])

@@ -30,7 +30,11 @@ ERRORS = error_responses(400, 404, 503, 504)
 UserQuery = Annotated[str | None, params.required_query("User name (1-64 of `[A-Za-z0-9_.-]`; numeric ids too).")]
 IdQuery = Annotated[str | None, params.required_query("The montage post's (album's) id.")]
 FiltersQuery = Annotated[
-    str | None, Query(description="Comma-separated tags; keeps only the images having them inside each album.")
+    str | None,
+    Query(
+        description="The library's filter (as /getuserdata's: tags, `-tag`, `manual:`/`taught:`/`model:`, "
+        "`~` groups, `rating:`/`predicted:`); keeps only the matching images inside each album."
+    ),
 ]
 PageQuery = Annotated[str | None, Query(description="1-based page; without it every album is returned.")]
 LimitQuery = Annotated[str | None, Query(description="Albums per page (default 15).")]

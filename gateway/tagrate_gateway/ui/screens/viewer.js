@@ -69,34 +69,6 @@ function ratingButtons(current, onRate) {
   );
 }
 
-function tagList(tags, ctx) {
-  if (!tags.tags.length) {
-    return h("p", { class: "muted", id: "tags" }, tags.tagged ? "No tags above the model's threshold." : "Not tagged yet.");
-  }
-  return h(
-    "ul",
-    { class: "tags", id: "tags" },
-    ...tags.tags.map(([tag, score]) => {
-      const on = hasTag(ctx.filters, tag);
-      return h(
-        "li",
-        {},
-        h(
-          "a",
-          {
-            href: libraryHash({ ...ctx, filters: toggleTag(ctx.filters, tag) }),
-            title: on ? `Take ${tag} out of the filter` : `Add ${tag} to the filter`,
-            "aria-pressed": String(on),
-            dataset: { tag },
-          },
-          `${tag} `,
-          h("small", {}, `${Math.round(score * 100)}%`),
-        ),
-      );
-    }),
-  );
-}
-
 /** The admin's "Delete image…" with its confirmation; ``deleted`` runs after the image is gone. */
 function deleteControls(name, message, deleted) {
   const area = h("div", { class: "navrow" });
@@ -263,7 +235,14 @@ export async function render({ arg: name, params, token }) {
     if (target) go(imageHash(target, navCtx));
   });
 
-  const editor = tagEditor(name, (tag) => libraryHash({ ...ctx, filters: toggleTag(ctx.filters, tag) }));
+  // One tag list: a click toggles the tag in the list's filter; anyone who
+  // may use the collection may tag it (tags are shared, as on a booru).
+  const editor = tagEditor(
+    name,
+    (tag) => libraryHash({ ...ctx, filters: toggleTag(ctx.filters, tag) }),
+    (tag) => hasTag(ctx.filters, tag),
+    !session.auth || Boolean(session.user || session.admin),
+  );
   const afterDelete = () =>
     go(next ? imageHash(next, navCtx) : prev ? imageHash(prev, navCtx) : libraryHash(ctx), true);
   const navLink = (target, text, id, key) =>
@@ -296,8 +275,6 @@ export async function render({ arg: name, params, token }) {
         h("div", { class: "navrow" }, removeButton, h("label", { class: "inline" }, h("span", {}, "Next image after rating"), advance)),
         message,
         h("h2", {}, "Tags"),
-        tagList(tags, ctx),
-        h("h3", {}, "Edit tags"),
         editor.element,
         tags.original_name ? h("p", { class: "muted" }, "File: ", h("span", { id: "original-name" }, tags.original_name)) : null,
         tags.source ? h("p", { class: "muted" }, "Source: ", tags.source) : null,

@@ -1,8 +1,10 @@
-// The viewer's tag editor: the image's tags by source (manual, model,
-// taught; each source its own colour), a × to remove one (a model or taught
-// tag stays removed through re-tagging), a box to add tags with suggestions
-// from the collection's tags, and the taught tags as suggestions to accept
-// (it becomes manual) or reject (a negative example), one key each.
+// The viewer's one tag list: the image's tags by source (manual, model,
+// taught; each source its own colour). Clicking a tag toggles it in the
+// library's filter (``hrefFor``/``isOn``, as the list's filter chips do); an
+// editable list has a × to remove a manual or model tag (a model tag stays
+// removed through re-tagging), a box to add tags with suggestions from the
+// collection's tags, and shows the taught tags as suggestions to accept (it
+// becomes manual) or reject (a negative example), one key each.
 //
 // Keys (while the box is not focused): t focuses the box, a accepts and
 // r rejects the first suggestion. In the box: Enter adds (comma-separated
@@ -14,13 +16,15 @@ import { h } from "../lib/dom.js";
 const SOURCE_TITLE = { manual: "added by a person", model: "the tagger's", taught: "learned from people's tags" };
 
 /**
- * ``hrefFor(tag)``: the library filtered by the tag. Returns ``{ element, onKey }``:
- * ``onKey(event)`` is true when the editor used the key.
+ * ``hrefFor(tag)``: the library with the tag toggled in its filter;
+ * ``isOn(tag)``: whether the filter holds it; ``editable``: whether this
+ * caller may add and remove tags. Returns ``{ element, onKey }``:
+ * ``onKey(event)`` is true when the list used the key.
  */
-export function tagEditor(image, hrefFor) {
+export function tagEditor(image, hrefFor, isOn = () => false, editable = true) {
   let tags = [];
-  const list = h("ul", { class: "tags tagedit", id: "tag-edit-list" });
-  const suggestions = h("div", { class: "tag-suggestions", id: "tag-suggestions" });
+  let loaded = false;
+  const list = h("ul", { class: "tags tagedit", id: "tags" });
   const status = h("p", { class: "muted", "aria-live": "polite", id: "tag-status" });
   const options = h("datalist", { id: "tag-options" });
   const input = h("input", {
@@ -35,42 +39,51 @@ export function tagEditor(image, hrefFor) {
     "div",
     { class: "tag-editor" },
     list,
-    suggestions,
-    h("form", { class: "navrow", onsubmit: (event) => { event.preventDefault(); add(input.value); } }, input,
-      h("button", { type: "submit" }, "Add")),
+    editable
+      ? h("form", { class: "navrow", onsubmit: (event) => { event.preventDefault(); add(input.value); } }, input,
+        h("button", { type: "submit" }, "Add"))
+      : null,
     options,
     status,
   );
 
-  function show() {
-    const own = tags.filter((t) => t.source !== "taught");
-    const taught = tags.filter((t) => t.source === "taught");
-    list.replaceChildren(
-      ...(own.length ? [] : [h("li", { class: "muted" }, "No tags yet.")]),
-      ...own.map((t) =>
-        h(
-          "li",
-          { class: `tag tag-${t.source}`, title: `${t.tag}: ${SOURCE_TITLE[t.source] || t.source}` },
-          h("a", { href: hrefFor(t.tag) }, t.tag),
-          t.score === null ? null : h("small", {}, ` ${Math.round(t.score * 100)}%`),
-          h("button", { type: "button", class: "tag-remove", "aria-label": `Remove ${t.tag}`, onclick: () => remove(t.tag) }, "×"),
-        ),
-      ),
-    );
-    suggestions.replaceChildren(
-      ...(taught.length ? [h("span", { class: "muted" }, "Suggested: ")] : []),
-      ...taught.map((t, i) =>
-        h(
-          "span",
-          { class: "tag tag-taught", title: "learned from people's tags" },
-          `${t.tag} `,
-          h("small", {}, `${Math.round((t.score || 0) * 100)}%`),
+  function chip(t, firstTaught) {
+    const on = isOn(t.tag);
+    const taught = t.source === "taught";
+    const what = SOURCE_TITLE[t.source] || t.source;
+    const buttons = !editable
+      ? []
+      : taught
+        ? [
           h("button", { type: "button", class: "tag-accept", "aria-label": `Accept ${t.tag}`, onclick: () => add(t.tag) },
-            i === 0 ? "✓ (a)" : "✓"),
+            firstTaught ? "✓ (a)" : "✓"),
           h("button", { type: "button", class: "tag-reject", "aria-label": `Reject ${t.tag}`, onclick: () => remove(t.tag) },
-            i === 0 ? "✗ (r)" : "✗"),
-        ),
+            firstTaught ? "✗ (r)" : "✗"),
+        ]
+        : [h("button", { type: "button", class: "tag-remove", "aria-label": `Remove ${t.tag}`, onclick: () => remove(t.tag) }, "×")];
+    return h(
+      "li",
+      { class: `tag tag-${t.source}`, title: `${t.tag}: ${what}${taught && editable ? " (a suggestion: accept or reject)" : ""}` },
+      h(
+        "a",
+        {
+          href: hrefFor(t.tag),
+          title: on ? `Take ${t.tag} out of the filter` : `Add ${t.tag} to the filter`,
+          "aria-pressed": String(on),
+          dataset: { tag: t.tag },
+        },
+        `${t.tag} `,
+        t.score === null || t.score === undefined ? null : h("small", {}, `${Math.round(t.score * 100)}%`),
       ),
+      ...buttons,
+    );
+  }
+
+  function show() {
+    const first = tags.find((t) => t.source === "taught");
+    list.replaceChildren(
+      ...(tags.length || !loaded ? [] : [h("li", { class: "muted" }, "No tags yet.")]),
+      ...tags.map((t) => chip(t, t === first)),
     );
   }
 
@@ -116,6 +129,7 @@ export function tagEditor(image, hrefFor) {
   api("getimagetags", { params: { image, detail: "true" } })
     .then((body) => {
       tags = body.tags;
+      loaded = true;
       show();
     })
     .catch((error) => {
@@ -123,6 +137,7 @@ export function tagEditor(image, hrefFor) {
     });
 
   function onKey(event) {
+    if (!editable) return false;
     const first = tags.find((t) => t.source === "taught");
     if (event.key === "t") {
       input.focus();
