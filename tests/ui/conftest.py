@@ -9,10 +9,13 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.run.supervised import RunStack, free_port_block
 from tests.support import REPO_ROOT
+
+from .everyday import store_library
 
 SCREENSHOTS = REPO_ROOT / "tests" / "output" / "ui"
 # Where Debian's chromium-headless-shell package puts the browser.
@@ -121,3 +124,16 @@ def wait_for_tiles(page, names: list[str]) -> None:
         arg=names,
         timeout=15_000,
     )
+
+
+@pytest.fixture(scope="session")
+def library_api(run_stack) -> Iterator[httpx.Client]:
+    """An API client of the session's ``make run`` stack (test_ui_everyday*.py)."""
+    with httpx.Client(base_url=run_stack.url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def library(library_api) -> dict[str, list[str]]:
+    """The everyday tests' library, stored once (tests/ui/everyday.py)."""
+    return store_library(library_api)
