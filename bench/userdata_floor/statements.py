@@ -88,9 +88,12 @@ def candidates(shape: Shape, request: Request, ids: Ids, db: str) -> list[tuple[
             )
             cols = f"i.name, r.rating, r.rated_at, p.score, p.predicted_by, {count} AS total"
             total = ids.ratings[u] if not (inc or exc) else None
-            if total is not None and offset * 2 > total:
+            if total is not None and total > offset and offset * 2 > total:
                 # From the other end: the rows before the page, counted from
-                # the last one, then put back in the listing's order.
+                # the last one, then put back in the listing's order. Not for a
+                # page past the end: its LIMIT would be negative, which SQLite
+                # reads as no limit (the floor then disagreed with the API when
+                # the timing trial happened to pick this statement).
                 lim = min(PAGE_SIZE, total - offset)
                 rparams = {**params, "lim": lim, "off": total - offset - lim}
                 sql = (
