@@ -45,8 +45,8 @@ from tests.support import free_port
 ENV = {
     "TRAINER_JOB_LEASE_SECONDS": "3",
     "TRAINER_RETRAIN_AFTER_RATINGS": "0",
-    "TRAINER_MAX_EPOCHS": "1500",
-    "TRAINER_PATIENCE": "1500",
+    "TRAINER_MAX_EPOCHS": "300",
+    "TRAINER_PATIENCE": "300",
     "TAGGER_TORCH_THREADS": "1",
     "RATER_TORCH_THREADS": "1",
 }

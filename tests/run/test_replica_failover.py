@@ -40,8 +40,8 @@ ENV = {
     "TRAINER_JOB_LEASE_SECONDS": "3",
     "TRAINER_RETRAIN_AFTER_RATINGS": "0",
     # A job that runs long enough to be cut off (no early stop).
-    "TRAINER_MAX_EPOCHS": "1500",
-    "TRAINER_PATIENCE": "1500",
+    "TRAINER_MAX_EPOCHS": "300",
+    "TRAINER_PATIENCE": "300",
     "TAGGER_TORCH_THREADS": "1",
     "RATER_TORCH_THREADS": "1",
 }
@@ -82,14 +82,15 @@ def test_losing_one_replica_of_each_service_loses_nothing(group: tuple[Stack, st
     kills: dict[str, float] = {}
     try:
         job_id, owner = _wait("a training job", lambda: running_job_owner(url))
-        time.sleep(1.0)
         kills["trainer"] = kill(owner)
         for service in ("tagger", "rater", "dataset", "gateway"):
             time.sleep(5.0)
             pids = replica_pids(stack.proc.pid)
             victim = sorted(name for name in pids if name.startswith(f"{service}:"))[-1]
             kills[service] = kill(pids[victim])
-        state = _wait("the job's end", lambda: (row := job_row(url, job_id))[0] not in ("running", "stopping") and row)
+        state = _wait(
+            "the job's end", lambda: (row := job_row(url, job_id))[0] not in ("running", "stopping") and row, 300
+        )
         time.sleep(3.0)
     finally:
         load.finish()

@@ -146,7 +146,7 @@ class SharedJobRunner(JobRunner):
         job = self.claims.claim_expired()
         if job is not None:
             log.warning(
-                "taking over job %s for %s (attempt %d): the replica running it stopped renewing its lease",
+                "taking over job %s for %s (attempt %d): its replica stopped renewing its lease or handed it back",
                 job.id,
                 job.user,
                 job.attempts,
