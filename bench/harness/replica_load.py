@@ -111,8 +111,10 @@ class MixedLoad:
         user = f"writer{index}"
 
         def step(client: httpx.Client, turn: itertools.cycle, n: int) -> None:
-            image = make_image("JPEG", (48, 32), seed=index * 1_000_000 + n)
-            rating = round(((index * 7 + n) % 10) / 10, 1)
+            seed = index * 1_000_000 + n
+            image = make_image("JPEG", (48, 32), seed=seed)
+            # The image's blue level, so the ratings are a taste a model can learn.
+            rating = round((seed % 256) / 255, 2)
             form = {"user": user, "rating": str(rating)}
             request = self._send(
                 "addrating",
@@ -144,7 +146,7 @@ class MixedLoad:
         if status.status != 200 or status.body["status"]["is_training"]:
             time.sleep(0.5)
             return
-        if len(self.acked.get(TRAINED_USER, {})) >= 12:
+        if len(self.acked.get(TRAINED_USER, {})) >= 25:
             params = {"user": TRAINED_USER, "force": "true"}
             self._send("trainuser", client, turn, lambda c, url: c.post(f"{url}/trainuser", params=params))
         time.sleep(0.5)

@@ -95,6 +95,15 @@ def test_losing_one_replica_of_each_service_loses_nothing(group: tuple[Stack, st
     finally:
         load.finish()
 
+    # Each failure counts for the kill just before it.
+    windows = dict.fromkeys(kills, 0.0)
+    for request in load.failures():
+        before = [(at, service) for service, at in kills.items() if at <= request.ended]
+        if before:
+            at, service = max(before)
+            windows[service] = max(windows[service], request.ended - at)
+    print("client-visible failures after each kill (s):", {k: round(v, 2) for k, v in windows.items()})
+    print("requests:", len(load.requests), "failed:", [(r.kind, r.status) for r in load.failures()])
     # The training cut off on the killed trainer finished on the other one.
     assert state[0] == "succeeded" and state[1] >= 2, state
     assert str(owner) not in state[2].split("-")
@@ -108,15 +117,6 @@ def test_losing_one_replica_of_each_service_loses_nothing(group: tuple[Stack, st
     # The same image was always tagged the same, whichever tagger replica answered.
     assert len(load.tag_answers) == 1
 
-    # Each failure counts for the kill just before it.
-    windows = dict.fromkeys(kills, 0.0)
-    for request in load.failures():
-        before = [(at, service) for service, at in kills.items() if at <= request.ended]
-        if before:
-            at, service = max(before)
-            windows[service] = max(windows[service], request.ended - at)
-    print("client-visible failures after each kill (s):", {k: round(v, 2) for k, v in windows.items()})
-    print("requests:", len(load.requests), "failed:", len(load.failures()))
     first_kill = min(kills.values())
     for request in load.failures():
         assert request.started >= first_kill and any(
