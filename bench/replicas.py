@@ -118,7 +118,9 @@ def recovery(stack: Stack, load: MixedLoad, url: str) -> list[tuple[object, ...]
 def run_group(replicas: int, pg: str, seconds: float, work: Path) -> tuple[list, list | None]:
     with fresh_postgres(pg) as url:
         sa_url = url.replace("postgresql://", "postgresql+psycopg://", 1)
-        stack = Stack(work / f"data{replicas}", sa_url, {**ENV, "TAGRATE_RUN_REPLICAS": str(replicas)})
+        work = work / f"replicas{replicas}"  # the supervisor's log goes next to the data folder
+        work.mkdir()
+        stack = Stack(work / "data", sa_url, {**ENV, "TAGRATE_RUN_REPLICAS": str(replicas)})
         extra = None
         try:
             stack.wait_running(timeout=900)
