@@ -220,10 +220,10 @@ def load_service_model(
     """The model a model service runs, loaded but not warmed up: the one in
     ``model_dir``, or the embedded default when that is None, on the
     settings' device and torch threads and on ``backend`` (exported ONNX
-    files are cached in ``<data_dir>/models``). Raises :class:`ModelDirError`
+    files are cached in ``model_cache_dir``, by default ``<data_dir>/models``). Raises :class:`ModelDirError`
     with a sentence saying what is wrong with the folder."""
     set_torch_threads(settings.torch_threads)
-    cache_dir = settings.data_dir / "models"
+    cache_dir = settings.model_cache_dir or settings.data_dir / "models"
     if model_dir is None:
         return load_default_model(settings.device, backend, cache_dir)
     return load_model_dir(model_dir, settings.device, settings.torch_threads, backend, cache_dir)
