@@ -21,7 +21,8 @@ class TaggerSettings(ModelServiceSettings):
     model_dir: Path | None = Field(
         None,
         description="A model directory (manifest.json + weights + labels, or a WD tagger v3 folder with "
-        "model.onnx + selected_tags.csv). Unset: the embedded EfficientNet-Lite0 ImageNet tagger.",
+        "model.onnx + selected_tags.csv, or DeepDanbooru with tags.txt). Unset: the model `tagrate models use` "
+        "chose (registered under <data_dir>/models), else the embedded EfficientNet-Lite0 ImageNet tagger.",
     )
     threshold: float | None = Field(
         None,

@@ -38,6 +38,12 @@ class Tagger:
             np.full(model.label_count, threshold, np.float32) if threshold is not None else model.default_thresholds
         )
         self.default_threshold = threshold if threshold is not None else model.manifest.default_threshold
+        self._categories = dict(zip(model.labels.names, model.labels.categories, strict=True))
+        # Thresholds that differ by category, or one rating of several: only
+        # the model's own selection (no threshold in the request) is right.
+        self.per_category = threshold is None and (
+            len(set(self.default_thresholds.tolist())) > 1 or any(g.size for g in model.exclusive_groups)
+        )
         # A model with features always returns them from its pass (free:
         # they are the classifier's input), as the columns after the scores.
         self.features_id = model.features_id
@@ -56,6 +62,10 @@ class Tagger:
     @property
     def model_id(self) -> str:
         return self.model.model_id
+
+    def category(self, name: str) -> str:
+        """The category of one of the model's labels ("general", "character", "rating", ...)."""
+        return self._categories.get(name, "general")
 
     @property
     def batcher(self) -> DynamicBatcher[np.ndarray, np.ndarray]:
