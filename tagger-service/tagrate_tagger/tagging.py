@@ -38,7 +38,10 @@ class Tagger:
             np.full(model.label_count, threshold, np.float32) if threshold is not None else model.default_thresholds
         )
         self.default_threshold = threshold if threshold is not None else model.manifest.default_threshold
-        self._categories = dict(zip(model.labels.names, model.labels.categories, strict=True))
+        # A model whose labels all share one category (the ImageNet one) has
+        # no categories to report.
+        categorised = len(set(model.labels.categories)) > 1
+        self._categories = dict(zip(model.labels.names, model.labels.categories, strict=True)) if categorised else {}
         # Thresholds that differ by category, or one rating of several: only
         # the model's own selection (no threshold in the request) is right.
         self.per_category = threshold is None and (
@@ -64,8 +67,9 @@ class Tagger:
         return self.model.model_id
 
     def category(self, name: str) -> str:
-        """The category of one of the model's labels ("general", "character", "rating", ...)."""
-        return self._categories.get(name, "general")
+        """The category of one of the model's labels ("general", "character",
+        "rating", ...); "" for a model without categories."""
+        return self._categories.get(name, "")
 
     @property
     def batcher(self) -> DynamicBatcher[np.ndarray, np.ndarray]:

@@ -98,6 +98,12 @@ class Tagging(ImageWork[TaggerModelInfo, Tagged]):
     def model_key(self, model: TaggerModelInfo) -> str:
         return model.model_id
 
+    def model_seen(self, session: Session, model: TaggerModelInfo) -> None:
+        """The tagger's model is the current one from now on: /getimagetags,
+        filters and /verifydatasets' ``untagged_images`` follow the switch
+        at once, also back to a model that tagged every image before."""
+        crud.use_tagger_model(session, model.model_id, model.threshold)
+
     def run_model(self, model: TaggerModelInfo, files: Sequence[ImageFile]) -> list[Tagged]:
         floor = min(self.score_floor, model.threshold)
         reply = self.peers.tag_and_embed(model, files, floor, self.max_per_image, model.embeds_for)

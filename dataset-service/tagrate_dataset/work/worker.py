@@ -59,6 +59,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from sqlmodel import Session
+
 from tagrate_common.errors import DeadlineExceeded, Overloaded, TagrateError, Unavailable
 
 from ..config import DatasetSettings
@@ -250,7 +252,12 @@ class BackgroundWorker:
         model = work.current_model()
         key = work.model_key(model)
         if key != lane.swept_key:
-            queued = self.db.write(lambda session: workqueue.enqueue_missing(session, work.kind, key))
+
+            def sweep(session: Session) -> int:
+                work.model_seen(session, model)
+                return workqueue.enqueue_missing(session, work.kind, key)
+
+            queued = self.db.write(sweep)
             if queued:
                 log.info("queued %d images for %s work by %s", queued, work.kind, key)
             lane.swept_key = key
