@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from tagrate_common.config import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, ModelServiceSettings
@@ -30,3 +30,16 @@ class TaggerSettings(ModelServiceSettings):
         le=1.0,
         description="Overrides the model's default threshold for every label (unset: the model's own).",
     )
+    category_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description='Per-category thresholds over the model\'s own, as JSON, e.g. {"general": 0.3, "character": 0.9} '
+        "(a WD v3 / DeepDanbooru model; `rating` stays one tag, the most likely). TAGGER_THRESHOLD overrides it.",
+    )
+
+    @field_validator("category_thresholds")
+    @classmethod
+    def _in_unit_range(cls, value: dict[str, float]) -> dict[str, float]:
+        for category, threshold in value.items():
+            if not 0.0 <= threshold <= 1.0:
+                raise ValueError(f"the threshold for {category!r} must be within [0, 1], got {threshold}")
+        return value

@@ -32,11 +32,27 @@ class Tagger:
     :class:`~tagrate_common.vision.pipeline.ImagePipeline`. The model is
     warmed up (and checked) before the constructor returns."""
 
-    def __init__(self, model: ImageModel, options: PipelineOptions, *, threshold: float | None = None) -> None:
+    def __init__(
+        self,
+        model: ImageModel,
+        options: PipelineOptions,
+        *,
+        threshold: float | None = None,
+        category_thresholds: dict[str, float] | None = None,
+    ) -> None:
         self.model = model
         self.default_thresholds = (
             np.full(model.label_count, threshold, np.float32) if threshold is not None else model.default_thresholds
         )
+        if threshold is None and category_thresholds:
+            # Settings over the model's own, for the categories they name.
+            self.default_thresholds = np.array(
+                [
+                    category_thresholds.get(category, float(own))
+                    for category, own in zip(model.labels.categories, self.default_thresholds, strict=True)
+                ],
+                dtype=np.float32,
+            )
         self.default_threshold = threshold if threshold is not None else model.manifest.default_threshold
         # A model whose labels all share one category (the ImageNet one) has
         # no categories to report.
@@ -60,7 +76,12 @@ class Tagger:
 
     @classmethod
     def from_settings(cls, model: ImageModel, settings: TaggerSettings) -> Tagger:
-        return cls(model, PipelineOptions.from_settings(settings, model.device), threshold=settings.threshold)
+        return cls(
+            model,
+            PipelineOptions.from_settings(settings, model.device),
+            threshold=settings.threshold,
+            category_thresholds=settings.category_thresholds,
+        )
 
     @property
     def model_id(self) -> str:

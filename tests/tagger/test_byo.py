@@ -17,7 +17,9 @@ from PIL import Image
 from tagrate_common.grpc_server import GrpcServer
 from tagrate_common.protos import common_pb2, tagger_pb2, tagger_pb2_grpc
 from tagrate_common.vision import registry
+from tagrate_common.vision.loaders import load_model_dir
 from tagrate_tagger.server import create_server
+from tagrate_tagger.tagging import Tagger
 
 from .conftest import png, tagger_settings
 from .modelfiles import WD_TAGS, expected_wd_scores, write_deepdanbooru_dir, write_wd_v3_dir
@@ -170,3 +172,19 @@ def test_wrong_folders_are_refused_with_the_reason(tmp_path: Path, tagger: Runni
         tagger.stub.UseModel(tagger_pb2.UseModelRequest(model_id="wd@0123456789ab"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert "no registered model has the id 'wd@0123456789ab'" in caught.value.details()
+
+
+def test_settings_thresholds_override_the_models_per_category(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TAGGER_CATEGORY_THRESHOLDS", '{"character": 0.7}')
+    settings = tagger_settings()
+    assert settings.category_thresholds == {"character": 0.7}
+    tagger = Tagger.from_settings(load_model_dir(write_wd_v3_dir(tmp_path / "wd"), "cpu"), settings)
+    try:
+        [red] = tagger.tag([(solid(RED), "red.png")])
+        # hatsune_miku (0.73) passes the setting's 0.7; general stays at the model's 0.35.
+        assert {name for name, _ in red} == {"rating:general", "red_theme", "1girl", "kasane_teto", "hatsune_miku"}
+        assert tagger.per_category
+    finally:
+        tagger.close()
+    with pytest.raises(ValueError, match="within \\[0, 1\\]"):
+        tagger_settings(category_thresholds={"general": 1.5})
