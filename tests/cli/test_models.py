@@ -1,7 +1,7 @@
 """Bring your own tagger end to end: ``tagrate models add/list/use`` as its
 own process, through the real gateway, to the real tagger (the embedded
 model first, then a WD v3-style ONNX folder built here) and the real
-dataset service (SQLite) whose background worker notices the switch and
+dataset service (SQLite and PostgreSQL) whose background worker notices the switch and
 re-tags every stored image, with the progress in /verifydatasets and the
 new model's categories in /getimagetags?detail=true."""
 
@@ -41,14 +41,16 @@ def tagger_model() -> ImageModel:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, tagger_model: ImageModel) -> Iterator[str]:
-    """Tagger (embedded model, data in tmp) + dataset (background work
-    checking the tagger's model often) + gateway; the gateway's URL."""
+def stack(tmp_path: Path, tagger_model: ImageModel, database_url: str) -> Iterator[str]:
+    """Tagger (embedded model, data in tmp) + dataset (SQLite or
+    PostgreSQL; background work checking the tagger's model often) +
+    gateway; the gateway's URL."""
     data = tmp_path / "data"
     tagger, tagger_addr = start_tagger(tagger_model, data_dir=data, backend="torch", max_bulk_files=4)
     dataset = create_server(
         dataset_settings(
             data,
+            database_url,
             tagger_addr=tagger_addr,
             tag_batch_size=1,
             work_poll_seconds=0.1,
