@@ -196,6 +196,12 @@ class DatasetSettings(ServiceSettings):
     work_poll_seconds: float = Field(
         5.0, gt=0, description="How often an idle worker looks for work added by other replicas."
     )
+    work_model_check_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How often an idle worker asks the tagger and rater which model they run; a new one has "
+        "every stored image re-tagged (or re-embedded) in the background.",
+    )
     work_backoff_initial_seconds: float = Field(
         1.0, gt=0, description="First wait before retrying while the tagger or rater is unreachable."
     )
