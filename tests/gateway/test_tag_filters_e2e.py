@@ -2,8 +2,10 @@
 ``rating:``/``predicted:`` comparisons, ``~`` OR-groups, aliases and
 implications) through the gateway, on SQLite and PostgreSQL, against a
 reference computed in Python from the same random library: /getuserdata
-(every page size, rated=yes/no/all, several sorts) and
-/getimageneighbours. Malformed filter items are 400s naming the item."""
+(every page size, rated=yes/no/all, several sorts), /getimageneighbours
+and /getratenext. Malformed filter items are 400s naming the item. The
+album listings (/getmontageposts, /getmontagepost) give each image's tags
+from every source, as /getimagetags?detail=true does."""
 
 from __future__ import annotations
 
@@ -261,3 +263,31 @@ def test_malformed_filter_items_are_400s_naming_them(library) -> None:
 
 def lib_first(http: httpx.Client) -> str:
     return http.get("/getuserdata", params={"user": "alice", "sort": "name-asc"}).json()["images"][0]["image"]
+
+
+def effective_tags(lib: Library, image: str) -> list[str]:
+    """The tags an image carries: the model's not removed, manual, taught."""
+    return sorted((lib.model[image] - lib.hidden[image]) | lib.manual[image] | lib.taught[image])
+
+
+def test_album_listings_show_every_source_of_each_images_tags(library) -> None:
+    stack, lib = library
+    with httpx.Client(base_url=stack.url, timeout=60) as http:
+        response = http.post("/createmontagepost", data={"user": "alice", "filenames": ",".join(lib.names)})
+        assert response.status_code == 200, response.text
+        post_id = response.json()["montagepost_id"]
+        [post] = http.get("/getmontageposts", params={"user": "alice"}).json()["montageposts"]
+        one = http.get("/getmontagepost", params={"id": post_id}).json()["montagepost"]
+        assert one == post and [i["filename"] for i in post["images"]] == lib.names
+        # The library has images with hidden model tags, manual and taught ones.
+        assert any(lib.hidden.values()) and any(lib.manual.values()) and any(lib.taught.values())
+        for image in post["images"]:
+            name = image["filename"]
+            assert image["tags"] == effective_tags(lib, name), name
+            detail = http.get("/getimagetags", params={"image": name, "detail": "true"}).json()["tags"]
+            assert image["tags"] == sorted({t["tag"] for t in detail}), name  # a tag from two sources once
+        # A page of a filtered listing: the same tags on the images it keeps.
+        paged = http.get("/getmontageposts", params={"user": "alice", "page": 1, "filters": "~dog,~kitten"}).json()
+        kept = paged["montageposts"][0]["images"]
+        assert [i["filename"] for i in kept] == [n for n in lib.names if n in reference(lib, "~dog,~kitten", "all")]
+        assert all(i["tags"] == effective_tags(lib, i["filename"]) for i in kept)
