@@ -18,6 +18,11 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from tagrate_common.dataset_stubs import DatasetStubs
+from tagrate_common.errors import InvalidArgument
+from tagrate_common.grpc_client import Backend
+from tagrate_common.protos import common_pb2, images_pb2, tasteloop_pb2
+from tagrate_common.userdata import TagFilter
 from tagrate_dataset.db import normalise_url
 from tests.imagefactory import make_image
 
@@ -259,6 +264,36 @@ def test_malformed_filter_items_are_400s_naming_them(library) -> None:
         # Other colons are ordinary tag names.
         response = http.get("/getuserdata", params={"user": "alice", "filters": "re:zero,:d"})
         assert response.status_code == 200 and response.json()["total"] == 0
+
+
+def test_rate_next_keeps_to_every_filter_form(library) -> None:
+    """/getratenext's dataset call (the gateway splits ``filters`` as for
+    /getuserdata and passes them on): its candidates are alice's unrated
+    images with features, and a limit above their number lists them all."""
+    stack, lib = library
+    extractor = "test-extractor@1"
+    client = Backend("dataset", stack.dataset_addr, DatasetStubs, 10, 64 << 20)
+    try:
+        for n, name in enumerate(lib.names):
+            vector = common_pb2.FeatureVector(values=[float(n % 5), float(n % 3), 1.0, float(n)])
+            request = images_pb2.PutImageFeaturesRequest(image=name, extractor_id=extractor, vector=vector)
+            client.stub.images.PutImageFeatures(request, timeout=30)
+
+        def rate_next(filters: str) -> set[str]:
+            tags = TagFilter.parse(filters)
+            request = tasteloop_pb2.GetRateNextRequest(
+                user="alice", extractor_id=extractor, limit=100, include_tags=tags.include, exclude_tags=tags.exclude
+            )
+            return {item.image for item in client.stub.tasteloop.GetRateNext(request, timeout=30).images}
+
+        assert rate_next("") == set(lib.names) - set(lib.ratings)
+        for filters in FILTERS:
+            assert rate_next(filters) == reference(lib, filters, "no"), filters
+        with pytest.raises(InvalidArgument) as refused:
+            rate_next("cat,rating:>x")
+        assert refused.value.code == "invalid_filter" and "rating:>x" in refused.value.message
+    finally:
+        client.close()
 
 
 def lib_first(http: httpx.Client) -> str:
