@@ -21,7 +21,8 @@ from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
 from tagrate_dataset.bulk import bulk_load
 from tagrate_dataset.db import alembic_config, create_db_engine, migrate
 from tagrate_dataset.images.crud import delete_image
-from tagrate_dataset.library.listing import Paging, user_data
+from tagrate_dataset.library.listing import Paging, user_data, user_data_by_name
+from tagrate_dataset.ratings.crud import remove_rating, update_rating
 from tagrate_dataset.tags import crud, members, owned
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -206,3 +207,33 @@ def test_a_migrated_database_gets_its_tag_members(database_url: str) -> None:
         assert_in_step(engine)
     finally:
         engine.dispose()
+
+
+def by_name(engine: Engine, use_members: bool, rated: RatedFilter) -> list[tuple[list, int]]:
+    with engine.connect() as conn:
+        return [
+            (page.images, page.total)
+            for include, exclude in ((("cat",), ()), (("cat", "tree"), ()), (("tree",), ("dog",)))
+            for page in [
+                user_data_by_name(
+                    conn, "alice", TagFilter(include, exclude), SortOrder.DATE_DESC, rated, Paging(1, 100), use_members
+                )
+            ]
+        ]
+
+
+def test_cached_totals_follow_the_users_ratings(library: Engine) -> None:
+    """The in-memory bitsets (``library/bitsets.py``) of a user's ratings are
+    keyed by the user's ratings version: a new or removed rating is counted."""
+    engine = library
+    write(engine, lambda s: tag_all(s, "m1", 0.5))
+    for change in (
+        lambda s: remove_rating(s, "alice", _name(1)),
+        lambda s: update_rating(s, "alice", _name(1), 0.5),  # rated again
+        lambda s: delete_image(s, _name(3)),
+    ):
+        before = {rated: by_name(engine, True, rated) for rated in (RatedFilter.YES, RatedFilter.NO)}
+        write(engine, change)
+        for rated in (RatedFilter.YES, RatedFilter.NO):
+            assert by_name(engine, True, rated) == by_name(engine, False, rated)
+        assert by_name(engine, True, RatedFilter.YES) != before[RatedFilter.YES]
