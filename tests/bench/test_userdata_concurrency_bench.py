@@ -13,9 +13,8 @@ from bench.__main__ import main
 
 
 def test_tiny_concurrency_run_on_sqlite(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    status = main(
-        ["userdata", "--concurrency", "--db", "sqlite", "--scale", "0.002", "--calls", "6", "--cache-dir", str(tmp_path)]
-    )
+    args = ["--db", "sqlite", "--scale", "0.002", "--calls", "6", "--cache-dir", str(tmp_path)]
+    status = main(["userdata", "--concurrency", *args])
     out = capsys.readouterr().out
     # The run raises when the two services disagree on a request.
     assert status == 0, out
