@@ -53,6 +53,11 @@ class DatasetSettings(ServiceSettings):
         60, gt=0, description="GetUserData page size when a page but no limit is given."
     )
     userdata_max_limit: int = Field(1000, gt=0, description="Largest GetUserData page size.")
+    tag_members: bool = Field(
+        True,
+        description="Answer tag filters from tag_members and count them from in-memory bitsets "
+        "(docs/tag-filters.md); false reads the source tables, as before (for comparison).",
+    )
     max_filter_tags: int = Field(50, gt=0, description="Most tags (include and exclude together) one query may name.")
     max_tag_chars: int = Field(200, gt=0, description="Longest tag name accepted, in characters.")
     album_max_images: int = Field(

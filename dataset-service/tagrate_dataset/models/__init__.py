@@ -20,7 +20,18 @@ from .base import ALL_SUBJECT, DatasetModel, UTCDateTime, utc_now
 from .core import SOURCE_MAX_CHARS, Image, ImageFeatures, ImageTag, ImageTagging, Rating, Tag, TaggerModel, User
 from .predictions import PendingScore, PredictedBy, Prediction, PredictionJob
 from .similar import HASH_BANDS, DuplicatePair, ImageHash, NotDuplicate
-from .tags import HiddenTag, ManualTag, TagAlias, TagImplication, TagImplied, TaughtImageTag, TaughtTag
+from .tags import (
+    HiddenTag,
+    ManualTag,
+    TagAlias,
+    TagImplication,
+    TagImplied,
+    TagMember,
+    TagMembersState,
+    TagMemberVersion,
+    TaughtImageTag,
+    TaughtTag,
+)
 from .work import TrainedSnapshot, WorkItem, WorkKind, WorkState
 
 __all__ = [
@@ -52,6 +63,9 @@ __all__ = [
     "TagAlias",
     "TagImplication",
     "TagImplied",
+    "TagMember",
+    "TagMemberVersion",
+    "TagMembersState",
     "TaggerModel",
     "TaughtImageTag",
     "TaughtTag",

@@ -17,6 +17,7 @@ from tagrate_common.errors import InvalidArgument
 from ..db import insert_missing, upsert
 from ..models import ImageTag, ImageTagging, Tag, TaggerModel, utc_now
 from ..records import current_tagger_model, require_image
+from . import members
 
 
 def normalise_tag(name: str) -> str:
@@ -108,6 +109,7 @@ def register_tagger_model(session: Session, model_id: str, threshold: float) -> 
     if model.threshold != threshold:
         model.threshold = threshold
         session.flush()
+    members.sync(session.connection())  # a new current model or threshold: tag_members rebuilt
     return model
 
 
@@ -121,6 +123,7 @@ def use_tagger_model(session: Session, model_id: str, threshold: float) -> Tagge
         # Strictly later than the current one, even if clocks disagree.
         model.registered_at = max(utc_now(), current.registered_at + timedelta(microseconds=1))
         session.flush()
+        members.sync(session.connection())
     return model
 
 

@@ -35,6 +35,7 @@ from ..models import (
     utc_now,
 )
 from ..records import current_tagger_model, require_image
+from . import members
 from .crud import tag_ids
 
 # Most tags one /addtags or /removetags may name.
@@ -236,8 +237,14 @@ _CLOSURE = (
 
 
 def _rebuild_closure(session: Session) -> None:
+    """Rewrites the closure; the tags whose implying tags changed are
+    recomputed in ``tag_members`` over every image."""
+    pairs = select(TagImplied.tag_id, TagImplied.implied_id)
+    before = set(session.exec(pairs).all())
     session.exec(delete(TagImplied))
     session.exec(text(_CLOSURE))  # type: ignore[call-overload]
+    after = set(session.exec(pairs).all())
+    members.refresh_tags(session.connection(), {implied for _, implied in before ^ after})
 
 
 def add_implication(session: Session, tag: str, implies: str) -> tuple[str, str, bool]:
