@@ -175,7 +175,7 @@ def create_server(settings: DatasetSettings) -> DatasetServer:
         sqlite_busy_timeout_seconds=settings.sqlite_busy_timeout_seconds,
     )
     migrate(engine)
-    blobs = BlobStore(settings.blob_path, settings.cache_path, settings.min_free_bytes, settings.max_upload_bytes)
+    blobs = BlobStore(*settings.blob_stores(), settings.min_free_bytes, settings.max_upload_bytes)
     blobs.remove_stale_temp_files(settings.stale_temp_seconds)
     db = Database(engine, settings.write_retries)
 

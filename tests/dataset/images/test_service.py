@@ -338,7 +338,7 @@ def test_new_images_get_their_default_thumbnail_in_the_background(settings, monk
         assert blobs._warmer.wait_idle(30)
         assert generated[305] == 3
         for name in names:
-            assert blobs.thumbnail_path(name, 305).is_file()
+            assert blobs.cache.exists(blobs.thumbnail_key(name, 305))
             reply = stub.images.GetThumbnail(images_pb2.GetThumbnailRequest(image=name), timeout=30)
             assert _decode(reply.data).size == (305, 305)
         assert generated[305] == 3  # every first request was a cache hit
