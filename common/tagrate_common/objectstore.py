@@ -24,7 +24,6 @@ instance or pod role), as boto3 finds them; the region from
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -143,8 +142,12 @@ class FsObjects(ObjectStore):
             return None
 
     def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path(key).unlink()
+        path = self.path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        fsync_dir(path.parent)  # a delete that a crash cannot undo
 
     def list(self, prefix: str = "") -> Iterator[StoredObject]:
         folder_key, _, name_prefix = prefix.rpartition("/")
