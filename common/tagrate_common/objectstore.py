@@ -18,8 +18,8 @@ object is complete and durable; ``get`` of a missing key raises
 FileNotFoundError; ``delete`` of a missing key is not an error; listings
 are of complete objects only. Credentials for S3 come from the standard AWS
 sources (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, a profile, an
-instance or pod role), as boto3 finds them; the region from
-``AWS_DEFAULT_REGION``.
+instance or pod role), as boto3 finds them; the region from the service's
+``S3_REGION`` setting or ``AWS_DEFAULT_REGION``.
 """
 
 from __future__ import annotations
@@ -264,6 +264,7 @@ class S3Settings(BaseSettings):
         "Credentials and region come from the standard AWS variables (`AWS_ACCESS_KEY_ID`, "
         "`AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`) or a pod/instance role.",
     )
+    s3_region: str = Field("", description="The bucket's region; empty: `AWS_DEFAULT_REGION` or boto3's default.")
     s3_prefix: str = Field("", description="Key prefix of this service's objects in the bucket (e.g. `tagrate/`).")
 
     def object_store(self, backend: Backend, root: Path, sub: str = "") -> ObjectStore:
@@ -274,14 +275,14 @@ class S3Settings(BaseSettings):
         if not self.s3_bucket:
             raise ValueError("the s3 backend needs a bucket: set the service's S3_BUCKET setting")
         base = self.s3_prefix if not self.s3_prefix or self.s3_prefix.endswith("/") else self.s3_prefix + "/"
-        return S3Objects(s3_client(self.s3_endpoint_url), self.s3_bucket, base + sub)
+        return S3Objects(s3_client(self.s3_endpoint_url, self.s3_region), self.s3_bucket, base + sub)
 
 
-def s3_client(endpoint_url: str = "") -> Any:
+def s3_client(endpoint_url: str = "", region: str = "") -> Any:
     """A boto3 S3 client with standard retries and a connection pool wide
     enough for the services' worker threads."""
     import boto3  # only services configured for S3 load it
     from botocore.config import Config
 
     config = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32)
-    return boto3.client("s3", endpoint_url=endpoint_url or None, config=config)
+    return boto3.client("s3", endpoint_url=endpoint_url or None, region_name=region or None, config=config)
