@@ -271,12 +271,14 @@ def test_s3_storage_needs_no_shared_volume(rendered: dict[str, Rendered]) -> Non
     for claim in overlay.of_kind("PersistentVolumeClaim"):
         assert "ReadWriteMany" not in claim["spec"]["accessModes"], claim["metadata"]["name"]
     secrets = {s["metadata"]["name"]: s for s in overlay.of_kind("Secret")}
-    for process, backend in (("dataset", "blob_backend"), ("rater", "heads_backend")):
+    processes = (("dataset", "blob_backend"), ("rater", "heads_backend"), ("trainer", "heads_backend"))
+    for process, backend in processes:
         pod = overlay.get("Deployment", process)["spec"]["template"]["spec"]
         container = pod["containers"][0]
         settings = read_settings(process, container_env(overlay, container))
         assert getattr(settings, backend) == "s3" and settings.s3_bucket and settings.s3_prefix == "tagrate/"
-        assert not any("persistentVolumeClaim" in volume for volume in pod["volumes"]), process
+        if process != "trainer":  # the trainer keeps its own ReadWriteOnce volume
+            assert not any("persistentVolumeClaim" in volume for volume in pod["volumes"]), process
         refs = [source["secretRef"]["name"] for source in container["envFrom"] if "secretRef" in source]
         assert refs == ["s3-credentials"]
         assert set(secrets["s3-credentials"]["data"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}

@@ -77,7 +77,7 @@ def create_server(settings: TrainerSettings) -> GrpcServer:
     set_torch_threads(settings.torch_threads)  # off the main thread, see there
     store = JobStore.open(settings.database_url)
     peers = Peers(settings)
-    runner = JobRunner(settings, store, peers, GlobalHeadCopies(settings.trainer_dir / "global-head"))
+    runner = JobRunner(settings, store, peers, GlobalHeadCopies(settings.global_head_store()))
     runner.recover()
     learner = TaughtTagLearner(settings, peers)
     learner.start()
