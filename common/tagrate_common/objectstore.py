@@ -159,7 +159,7 @@ class FsObjects(ObjectStore):
         for entry in entries:
             if not entry.name.startswith(name_prefix) or entry.name.startswith(TEMP_PREFIX):
                 continue
-            paths = [entry] if not entry.is_dir() else sorted(entry.rglob("*"))
+            paths = entry.rglob("*") if entry.is_dir() else [entry]  # streamed: a cache folder holds every image
             for path in paths:
                 if path.name.startswith(TEMP_PREFIX):
                     continue
