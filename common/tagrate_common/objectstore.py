@@ -24,6 +24,7 @@ instance or pod role), as boto3 finds them; the region from the service's
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -35,6 +36,7 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
+from .errors import Unavailable
 from .files import TEMP_PREFIX, free_bytes, fsync_dir, write_atomically
 
 log = logging.getLogger(__name__)
@@ -197,9 +199,34 @@ class FsObjects(ObjectStore):
         return removed
 
 
+_NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+@contextlib.contextmanager
+def _answered(location: str, key: str) -> Iterator[None]:
+    """Turns the S3 client's failures into what callers handle: a missing
+    key is FileNotFoundError, anything else (the store unreachable, refusing
+    the credentials, a missing bucket) :class:`Unavailable` (503), with the
+    details logged here rather than sent to clients."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in _NOT_FOUND:
+            raise FileNotFoundError(f"{location}{key}") from None
+        log.warning("the object store %s refused a request for %s: %s", location, key, exc)
+        raise Unavailable(f"the storage is not available ({code}); try again later", "storage_unavailable") from exc
+    except BotoCoreError as exc:
+        log.warning("the object store %s did not answer a request for %s: %s", location, key, exc)
+        raise Unavailable("the storage is not available; try again later", "storage_unavailable") from exc
+
+
 class S3Objects(ObjectStore):
     """Objects in an S3-compatible bucket under ``prefix`` (empty, or ending
-    with ``/``). ``client`` is a boto3 S3 client (thread-safe)."""
+    with ``/``). ``client`` is a boto3 S3 client (thread-safe). Failures
+    other than a missing key are :class:`Unavailable`."""
 
     def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
         self.client = client
@@ -214,42 +241,43 @@ class S3Objects(ObjectStore):
         return self.prefix + check_key(key)
 
     def put(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        with _answered(self.location, key):
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def get(self, key: str) -> bytes:
-        try:
-            answer = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-        except self.client.exceptions.NoSuchKey:
-            raise FileNotFoundError(f"{self.location}{key}") from None
-        body: bytes = answer["Body"].read()
+        with _answered(self.location, key):
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
         return body
 
     def size(self, key: str) -> int | None:
         try:
-            answer = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except self.client.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise
+            with _answered(self.location, key):
+                answer = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except FileNotFoundError:
+            return None
         return int(answer["ContentLength"])
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        with _answered(self.location, key):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def _pages(self, prefix: str, **options: str) -> Iterator[dict[str, Any]]:
+        with _answered(self.location, prefix):
+            paginator = self.client.get_paginator("list_objects_v2")
+            yield from paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix, **options)
 
     def list(self, prefix: str = "") -> Iterator[StoredObject]:
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
-        for page in pages:
+        for page in self._pages(prefix):
             for item in page.get("Contents", []):
                 key = item["Key"][len(self.prefix) :]
                 yield StoredObject(key, int(item["Size"]), item["LastModified"].timestamp())
 
     def children(self, prefix: str = "") -> list[str]:
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self.prefix + prefix, Delimiter="/"
-        )
         start = len(self.prefix + prefix)
         return sorted(
-            common["Prefix"][start:].rstrip("/") for page in pages for common in page.get("CommonPrefixes", [])
+            common["Prefix"][start:].rstrip("/")
+            for page in self._pages(prefix, Delimiter="/")
+            for common in page.get("CommonPrefixes", [])
         )
 
 
@@ -284,5 +312,7 @@ def s3_client(endpoint_url: str = "", region: str = "") -> Any:
     import boto3  # only services configured for S3 load it
     from botocore.config import Config
 
-    config = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32)
+    config = Config(
+        retries={"max_attempts": 4, "mode": "standard"}, max_pool_connections=32, connect_timeout=5, read_timeout=30
+    )
     return boto3.client("s3", endpoint_url=endpoint_url or None, region_name=region or None, config=config)

@@ -11,16 +11,20 @@ import threading
 import time
 from pathlib import Path
 
+import boto3
 import pytest
+from botocore.config import Config
 from PIL import Image
 
 from tagrate_common import files as files_module
+from tagrate_common.errors import Unavailable
 from tagrate_common.files import TEMP_PREFIX, write_atomically
 from tagrate_common.objectstore import FsObjects, S3Objects
 from tagrate_dataset.images import blobs as blobs_module
 from tagrate_dataset.images.blobs import BlobStore
 from tests.imagefactory import make_image
 from tests.s3server import MotoServer
+from tests.support import free_port
 
 
 def _name(data: bytes, ext: str = "jpg") -> str:
@@ -236,3 +240,25 @@ def test_orphans_without_a_row_are_collected_once_old_enough(store: BlobStore) -
     assert not store.exists(_name(orphan)) and store.exists(_name(kept))
     assert [o for o in store.cache.list() if _name(orphan).split(".")[0] in o.key] == []
     assert len(list(store.cache.list())) == 1
+
+
+def test_an_unreachable_bucket_is_unavailable_and_a_missing_key_not_found(moto_server: MotoServer) -> None:
+    """What the servicers turn into 503 and 404: never an internal error."""
+    dead = boto3.client(
+        "s3", endpoint_url=f"http://127.0.0.1:{free_port()}", config=Config(retries={"max_attempts": 1})
+    )
+    store = BlobStore(S3Objects(dead, "bucket", "blobs/"), S3Objects(dead, "bucket", "cache/"))
+    data = make_image("JPEG", seed=14)
+    with pytest.raises(Unavailable) as caught:
+        store.put(_name(data), data)
+    assert caught.value.code == "storage_unavailable" and "127.0.0.1" not in caught.value.message
+    with pytest.raises(Unavailable):
+        store.get(_name(data))
+    missing_bucket = S3Objects(moto_server.client(), "no-such-bucket-here", "")
+    with pytest.raises(Unavailable):
+        missing_bucket.put("a/b.jpg", b"x")
+    live = S3Objects(moto_server.client(), moto_server.new_bucket(), "p/")
+    with pytest.raises(FileNotFoundError):
+        live.get("ab/missing.jpg")
+    assert live.size("ab/missing.jpg") is None
+    live.delete("ab/missing.jpg")  # deleting nothing is no error
