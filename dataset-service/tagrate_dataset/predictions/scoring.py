@@ -61,6 +61,7 @@ from ..models import (
     TrainedSnapshot,
     User,
     utc_now,
+    walked_by_image,
 )
 from ..peers import ExtractorInfo, Peers, SubjectScores
 from ..work.worker import Backoff
@@ -160,6 +161,20 @@ def _rows(user_ids: Sequence[int], image_ids: Sequence[int], answer: SubjectScor
         for user_id in user_ids
         for image_id, score in zip(image_ids, scores, strict=True)
     ]
+
+
+def vectors_statement(extractor: ExtractorInfo, image_ids=None, after: int | None = None, limit: int = 0):
+    """(image id, vector) of ``extractor`` in image id order: of ``image_ids``,
+    or the next ``limit`` after image id ``after`` (a rescoring chunk: one
+    range of the primary key, see :func:`walked_by_image`)."""
+    stmt = select(ImageFeatures.image_id, ImageFeatures.vector).where(
+        walked_by_image(extractor.extractor_id), ImageFeatures.dim == extractor.dimensions
+    )
+    if image_ids is not None:
+        stmt = stmt.where(ImageFeatures.image_id.in_(image_ids))  # type: ignore[attr-defined]
+    if after is not None:
+        stmt = stmt.where(ImageFeatures.image_id > after).limit(limit)
+    return stmt.order_by(ImageFeatures.image_id)
 
 
 def _live(session: Session, image_ids: Sequence[int]) -> set[int]:
@@ -288,14 +303,7 @@ class Scorer:
             return self._vectors(session, extractor, after=after)
 
     def _vectors(self, session: Session, extractor: ExtractorInfo, image_ids=None, after: int | None = None):
-        stmt = select(ImageFeatures.image_id, ImageFeatures.vector).where(
-            ImageFeatures.extractor_id == extractor.extractor_id, ImageFeatures.dim == extractor.dimensions
-        )
-        if image_ids is not None:
-            stmt = stmt.where(ImageFeatures.image_id.in_(image_ids))  # type: ignore[attr-defined]
-        if after is not None:
-            stmt = stmt.where(ImageFeatures.image_id > after).limit(self.chunk)
-        return session.exec(stmt.order_by(ImageFeatures.image_id)).all()
+        return session.exec(vectors_statement(extractor, image_ids, after, self.chunk)).all()
 
     def score_new(self, extractor: ExtractorInfo, pending: list[int]) -> int:
         """Scores newly embedded images for every user with a model: every
