@@ -154,6 +154,7 @@ def main(argv: list[str]) -> int:
     print(f"load average before: {Path('/proc/loadavg').read_text().strip()}  ({os.cpu_count()} cores)")
     with tempfile.TemporaryDirectory(prefix="bench-replicas-") as tmp:
         one, _ = run_group(1, args.pg, args.seconds, Path(tmp))
+        print(f"one replica: {one}  (load average {Path('/proc/loadavg').read_text().strip()})", flush=True)
         two, rows = run_group(2, args.pg, args.seconds, Path(tmp))
     headers = ["replicas", "req/s", "addrating/s", "getuserdata/s", "tag/s", "CPU s/request", "failed"]
     print_table("mixed load, one vs two replicas of every service", headers, [one, two])
