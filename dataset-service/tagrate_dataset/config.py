@@ -60,6 +60,11 @@ class DatasetSettings(ServiceSettings, S3Settings):
         60, gt=0, description="GetUserData page size when a page but no limit is given."
     )
     userdata_max_limit: int = Field(1000, gt=0, description="Largest GetUserData page size.")
+    tag_members: bool = Field(
+        True,
+        description="Answer tag filters from tag_members and count them from in-memory bitsets "
+        "(docs/tag-filters.md); false reads the source tables, as before (for comparison).",
+    )
     max_filter_tags: int = Field(50, gt=0, description="Most tags (include and exclude together) one query may name.")
     max_tag_chars: int = Field(200, gt=0, description="Longest tag name accepted, in characters.")
     album_max_images: int = Field(
@@ -202,6 +207,12 @@ class DatasetSettings(ServiceSettings, S3Settings):
     )
     work_poll_seconds: float = Field(
         5.0, gt=0, description="How often an idle worker looks for work added by other replicas."
+    )
+    work_model_check_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How often an idle worker asks the tagger and rater which model they run; a new one has "
+        "every stored image re-tagged (or re-embedded) in the background.",
     )
     work_backoff_initial_seconds: float = Field(
         1.0, gt=0, description="First wait before retrying while the tagger or rater is unreachable."

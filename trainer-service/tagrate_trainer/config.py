@@ -81,6 +81,13 @@ class TrainerSettings(ServiceSettings, S3Settings):
         2.0, ge=0, description="How long StopTraining waits for the job to acknowledge before answering."
     )
 
+    job_lease_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="Replicas sharing a PostgreSQL jobs database: a replica renews its running job's lease every "
+        "third of this; a job whose replica died is taken over by another once its lease is this old.",
+    )
+
     taught_tag_min_examples: int = Field(
         8,
         ge=2,
