@@ -22,41 +22,41 @@ def jobs_url(make_pg_database) -> str:
 
 
 def test_one_job_at_a_time_across_replicas_and_stop_through_either(services, start_trainer, jobs_url, tmp_path):
-    services.rate_scenes("rina", 12, offset=40)
-    services.rate_scenes("rudi", 12, offset=41)
+    services.rate_scenes("repl_rina", 12, offset=40)
+    services.rate_scenes("repl_rudi", 12, offset=41)
     one = start_trainer(tmp_path / "one", database_url=jobs_url, **ENDLESS)
     two = start_trainer(tmp_path / "two", database_url=jobs_url, **ENDLESS)
-    one.train("rina")
+    one.train("repl_rina")
     one.wait_epochs(1)
     seen = two.wait(lambda s: s.epoch >= 1)[-1]
-    assert (seen.is_training, seen.current_user) == (True, "rina")
-    for trainer, user in ((two, "rudi"), (two, "rina"), (one, "rudi")):
+    assert (seen.is_training, seen.current_user) == (True, "repl_rina")
+    for trainer, user in ((two, "repl_rudi"), (two, "repl_rina"), (one, "repl_rudi")):
         with pytest.raises(grpc.RpcError) as error:
             trainer.train(user)
         assert error.value.code() == grpc.StatusCode.ALREADY_EXISTS
     two.stop()  # the job runs on the other replica
     for trainer in (one, two):
         done = trainer.wait_finished()[-1]
-        assert (done.state, done.last_job.user) == ("stopped", "rina")
-    assert two.train("rudi").current_user == "rudi"
-    assert one.wait(lambda s: s.current_user == "rudi")[-1].is_training
+        assert (done.state, done.last_job.user) == ("stopped", "repl_rina")
+    assert two.train("repl_rudi").current_user == "repl_rudi"
+    assert one.wait(lambda s: s.current_user == "repl_rudi")[-1].is_training
     one.stop()
-    assert two.wait_finished()[-1].last_job.user == "rudi"
+    assert two.wait_finished()[-1].last_job.user == "repl_rudi"
 
 
 def test_a_killed_replicas_job_is_taken_over_and_finishes(services, trainer_process, start_trainer, jobs_url, tmp_path):
-    services.rate_scenes("tara", 20, offset=30)
+    services.rate_scenes("repl_tara", 20, offset=30)
     lease = {"database_url": jobs_url, "job_lease_seconds": 1.5}
     process, doomed = trainer_process(**lease, **ENDLESS)
-    doomed.train("tara")
+    doomed.train("repl_tara")
     doomed.wait_epochs(1)
     survivor = start_trainer(tmp_path / "survivor", **lease)
     process.kill()  # SIGKILL: no chance to hand anything over
     statuses = survivor.wait(lambda s: s.state == "succeeded", timeout=120)
-    assert any(s.is_training and s.current_user == "tara" for s in statuses)
+    assert any(s.is_training and s.current_user == "repl_tara" for s in statuses)
     done = statuses[-1]
-    assert done.last_job.user == "tara" and done.last_job.outcome == "succeeded"
-    assert services.head("tara") is not None  # published by the survivor
+    assert done.last_job.user == "repl_tara" and done.last_job.outcome == "succeeded"
+    assert services.head("repl_tara") is not None  # published by the survivor
     store = JobStore.open(jobs_url)
     try:
         job = store.get(done.last_job.job_id)
@@ -66,12 +66,12 @@ def test_a_killed_replicas_job_is_taken_over_and_finishes(services, trainer_proc
 
 
 def test_a_graceful_shutdown_hands_the_job_over(services, start_trainer, jobs_url, tmp_path):
-    services.rate_scenes("gus", 20, offset=35)
+    services.rate_scenes("repl_gus", 20, offset=35)
     settings = trainer_settings(services, tmp_path / "leaving", database_url=jobs_url, job_lease_seconds=60, **ENDLESS)
     server = create_server(settings)
     leaving = Trainer(f"127.0.0.1:{server.start()}")
     try:
-        leaving.train("gus")
+        leaving.train("repl_gus")
         leaving.wait_epochs(1)
         staying = start_trainer(tmp_path / "staying", database_url=jobs_url, job_lease_seconds=1.5)
     finally:
@@ -79,7 +79,7 @@ def test_a_graceful_shutdown_hands_the_job_over(services, start_trainer, jobs_ur
         server.stop(1.0)  # as SIGTERM does: the job is handed back, not stopped
     # Taken over within a renewal interval, not after the leaving replica's 60 s lease.
     statuses = staying.wait(lambda s: s.state == "succeeded", timeout=45)
-    assert statuses[-1].last_job.user == "gus"
+    assert statuses[-1].last_job.user == "repl_gus"
     assert not any(s.state == "stopped" for s in statuses)
 
 
