@@ -7,7 +7,7 @@ a tag only people used). A WD v3 or DeepDanbooru model brought with
 them.
 
 Revision ID: 0013
-Revises: 0012
+Revises: 0015 (after main's 0015_tag_members)
 Create Date: 2026-12-07
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013"
-down_revision: str | Sequence[str] | None = "0012"
+down_revision: str | Sequence[str] | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
