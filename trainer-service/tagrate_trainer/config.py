@@ -10,9 +10,10 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from tagrate_common.config import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, ServiceSettings
+from tagrate_common.objectstore import Backend, ObjectStore, S3Settings
 
 
-class TrainerSettings(ServiceSettings):
+class TrainerSettings(ServiceSettings, S3Settings):
     """Where the trainer listens, which services it uses and how it trains.
 
     The jobs database, left unset, is SQLite at ``<data_dir>/trainer/jobs.db``;
@@ -32,6 +33,12 @@ class TrainerSettings(ServiceSettings):
     rater_addr: str = Field(
         f"127.0.0.1:{DEFAULT_PORTS['rater']}",
         description='host:port of the rater service (extractor id, publishing heads); "" means not configured.',
+    )
+    heads_backend: Backend = Field(
+        "fs",
+        description="Where the copy of the last global head this trainer published is kept (the prior of "
+        "personal heads): `fs`, <data_dir>/trainer/global-head; `s3`, the bucket TRAINER_S3_BUCKET under "
+        "`<TRAINER_S3_PREFIX>trainer/`, which every trainer replica shares (docs/storage.md).",
     )
     stream_timeout_seconds: float = Field(
         600.0, gt=0, description="Deadline for streaming one job's training data from the dataset service."
@@ -141,3 +148,7 @@ class TrainerSettings(ServiceSettings):
     def trainer_dir(self) -> Path:
         """The trainer's own folder under the data directory."""
         return self.data_dir / "trainer"
+
+    def global_head_store(self) -> ObjectStore:
+        """Where the copy of the global head this trainer published is kept (``heads_backend``)."""
+        return self.object_store(self.heads_backend, self.trainer_dir / "global-head", "trainer/")

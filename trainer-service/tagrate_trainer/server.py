@@ -80,7 +80,7 @@ def create_server(settings: TrainerSettings) -> GrpcServer:
     store = JobStore.open(settings.database_url)
     peers = Peers(settings)
     runner_cls = JobRunner if is_sqlite(store.engine) else SharedJobRunner
-    runner = runner_cls(settings, store, peers, GlobalHeadCopies(settings.trainer_dir / "global-head"))
+    runner = runner_cls(settings, store, peers, GlobalHeadCopies(settings.global_head_store()))
     runner.recover()
     learner = TaughtTagLearner(settings, peers)
     learner.start()
