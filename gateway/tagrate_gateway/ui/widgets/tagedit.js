@@ -17,7 +17,7 @@ import { h } from "../lib/dom.js";
 
 const SOURCE_TITLE = { manual: "added by a person", model: "the tagger's", taught: "learned from people's tags" };
 const CATEGORIES = new Set(["general", "character", "rating"]);
-const FILTER_KEY = /^(manual|taught|model|rating|predicted):/;
+const FILTER_KEY = /^(manual|taught|model|predicted):|^rating:[^a-z]/;
 
 /**
  * ``hrefFor(tag)``: the library with the tag toggled in its filter;
@@ -73,8 +73,8 @@ export function tagEditor(image, hrefFor, isOn = () => false, editable = true) {
         dataset: t.category ? { category: t.category } : {},
       },
       h(
-        // A WD rating ("rating:general") reads as the filter language's
-        // rating: comparison, so it is shown, not offered as a filter.
+        // A tag the filter language would read as a filter key is shown,
+        // not offered as a filter (a WD rating, "rating:general", is a tag there).
         FILTER_KEY.test(t.tag) ? "span" : "a",
         FILTER_KEY.test(t.tag)
           ? { dataset: { tag: t.tag } }
