@@ -9,6 +9,7 @@ import threading
 
 import grpc
 
+from tagrate_common.database import is_sqlite
 from tagrate_common.grpc_server import GrpcServer
 from tagrate_common.protos import trainer_pb2, trainer_pb2_grpc
 from tagrate_common.timestamps import to_timestamp
@@ -21,6 +22,7 @@ from .jobs import JobStore, JobSummary, TrainerStatus
 from .peers import Peers
 from .published import GlobalHeadCopies
 from .runner import JobRunner
+from .shared_runner import SharedJobRunner
 from .taught_loop import TaughtTagLearner
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,8 @@ def create_server(settings: TrainerSettings) -> GrpcServer:
     threading.Thread(target=mlp.warm_up, name="torch-warm-up", daemon=True).start()
     store = JobStore.open(settings.database_url)
     peers = Peers(settings)
-    runner = JobRunner(settings, store, peers, GlobalHeadCopies(settings.trainer_dir / "global-head"))
+    runner_cls = JobRunner if is_sqlite(store.engine) else SharedJobRunner
+    runner = runner_cls(settings, store, peers, GlobalHeadCopies(settings.global_head_store()))
     runner.recover()
     learner = TaughtTagLearner(settings, peers)
     learner.start()

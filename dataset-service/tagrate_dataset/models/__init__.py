@@ -31,7 +31,18 @@ from .core import (
 )
 from .predictions import PendingScore, PredictedBy, Prediction, PredictionJob
 from .similar import HASH_BANDS, DuplicatePair, ImageHash, NotDuplicate
-from .tags import HiddenTag, ManualTag, TagAlias, TagImplication, TagImplied, TaughtImageTag, TaughtTag
+from .tags import (
+    HiddenTag,
+    ManualTag,
+    TagAlias,
+    TagImplication,
+    TagImplied,
+    TagMember,
+    TagMembersState,
+    TagMemberVersion,
+    TaughtImageTag,
+    TaughtTag,
+)
 from .work import TrainedSnapshot, WorkItem, WorkKind, WorkState
 
 __all__ = [
@@ -63,6 +74,9 @@ __all__ = [
     "TagAlias",
     "TagImplication",
     "TagImplied",
+    "TagMember",
+    "TagMemberVersion",
+    "TagMembersState",
     "TaggerModel",
     "TaughtImageTag",
     "TaughtTag",

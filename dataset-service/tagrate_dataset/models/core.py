@@ -74,6 +74,9 @@ class Tag(DatasetModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_type=String(200), unique=True, nullable=False)  # lowercase
+    # The category the tagger's model gives it ("general", "character",
+    # "rating", ...); None until a model reported one.
+    category: str | None = Field(default=None, sa_type=String(32), nullable=True)
 
 
 class TaggerModel(DatasetModel, table=True):
