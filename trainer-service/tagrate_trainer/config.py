@@ -119,7 +119,7 @@ class TrainerSettings(ServiceSettings, S3Settings):
         "ratings were added, changed or removed since it was last trained (or tried); 0 turns it off.",
     )
     retrain_min_interval_seconds: float = Field(
-        15.0,
+        60.0,
         ge=0,
         description="Automatic retraining: at most one automatic training per user in this time (a training "
         "takes a few seconds at a lowered priority; a longer interval delays the predictions of someone who "
