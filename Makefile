@@ -4,6 +4,8 @@
 # `make lint` and `make bench` add the test tools (requirements-test.txt).
 
 PYTHON ?= python3
+# Processes `make test` spreads the modules over (pytest-xdist; 0 runs them in one process).
+TEST_WORKERS ?= 2
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.tagrate-installed
@@ -25,7 +27,7 @@ run: $(STUBS)
 test: $(STUBS) $(TEST_STAMP) kubectl browser
 	$(PY) protos/generate.py --check
 	$(VENV)/bin/lint-imports --no-cache --no-logo
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(TEST_STAMP) typecheck
 	$(VENV)/bin/ruff check .

@@ -9,6 +9,9 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
+# moto in server mode, for the S3 blob and head stores: a fixture every package may use.
+from tests.s3server import moto_server  # noqa: F401
+
 PG_ADMIN_URL = os.environ.get("TAGRATE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -38,3 +41,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path, make_pg_database) -> 
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'tagrate.db'}"
     return make_pg_database()
+
+
+# --- pytest-xdist (`make test` runs TEST_WORKERS workers) ---------------------
+# Tests are sent to workers a module at a time, so a module's fixtures (its
+# real stacks) start once; the browser tests go to one worker as one group,
+# as they share the session's `make run` stack and its library.
+_ONE_GROUP = ("tests/ui/",)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return next((group for group in _ONE_GROUP if module.startswith(group)), module)
+
+    return ModuleScheduling(config, log)

@@ -4,6 +4,7 @@ waiting for gRPC health."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -40,10 +41,43 @@ def dataset_settings(data_dir: Path, database_url: str | None = None, **override
     return DatasetSettings(**{**values, **overrides})
 
 
+# Under pytest-xdist each worker takes its ports from its own slice of
+# 20000-31999, below Linux's ephemeral range (32768-60999): two workers never
+# hand out the same port, nor does an outgoing connection take one between
+# the pick and the service's bind. A single process asks the kernel.
+_WORKER_PORTS = (20000, 32000)
+_PORT_HEADROOM = 16  # free_port_block's blocks stay inside the slice
+_handed_out: set[int] = set()  # a port given twice before its first bind would clash
+
+
+def _worker_port_slice() -> range | None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return None
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    width = (_WORKER_PORTS[1] - _WORKER_PORTS[0]) // count
+    start = _WORKER_PORTS[0] + int(worker[2:]) % count * width
+    return range(start, start + width - _PORT_HEADROOM)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port nobody listens on right now (this worker's own, under xdist)."""
+    ports = _worker_port_slice()
+    for _ in range(200 if ports else 1):
+        with socket.socket() as s:
+            if ports is not None:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            port = random.choice(ports) if ports else 0
+            if port in _handed_out:
+                continue
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            if ports is not None:
+                _handed_out.add(port)
+            return s.getsockname()[1]
+    raise RuntimeError(f"no free port in {ports}")
 
 
 def health_status(target: str, timeout: float = 1.0) -> str:

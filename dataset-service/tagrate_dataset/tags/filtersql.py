@@ -6,7 +6,8 @@ GetImageNeighbours, GetSimilar).
 
 Reuse: :func:`resolve_sql` gives the columns that resolve the filter's tag
 names inside a statement (aliases resolved; whether any tag implies each);
-:func:`resolved` turns that row into a :class:`FilterSQL`, whose
+:func:`resolved` turns that row into a :class:`FilterSQL` (:func:`resolve`
+does both in a statement of its own), whose
 :meth:`FilterSQL.where` is `` AND ...`` text over bound parameters
 (:attr:`FilterSQL.params`, plus the caller's ``:u`` user id, ``:v`` serving
 model version, ``:m`` tagger model id and ``:th`` its threshold; see
@@ -28,6 +29,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
 from tagrate_common.tagfilter import Comparison, Filter
 
 # In the filter-first shape, the first condition collects its images from
@@ -44,6 +48,9 @@ class Term:
     # The sources that have the tag (or a tag implying it) on some image at
     # all: a probe of a source that has none is left out.
     present: frozenset[str] = frozenset(("model", "manual", "taught"))
+    # Read from ``tag_members`` (any source, implications applied; see
+    # ``tags/members.py``) rather than from the source tables.
+    members: bool = False
 
     @property
     def sources(self) -> list[str]:
@@ -81,6 +88,13 @@ class FilterSQL:
         drivers = sorted(self.drivers, key=key)
         rest = [cond for cond in self.conds if not cond.drives]
         return replace(self, conds=(*drivers, *rest))
+
+    def with_members(self) -> FilterSQL:
+        """The same filter with its any-source terms read from ``tag_members``."""
+        conds = tuple(
+            replace(cond, terms=tuple(replace(t, members=not t.source) for t in cond.terms)) for cond in self.conds
+        )
+        return replace(self, conds=conds)
 
     def where(self, image: str, style: str = SCAN) -> str:
         """`` AND ...`` for each condition on the image id expression
@@ -137,6 +151,11 @@ _BY_SOURCE = {"model": _model_sql, "manual": _manual_sql, "taught": _taught_sql}
 def term_sql(term: Term, image: str) -> str:
     """Whether the image has the term's tag (one probe per source)."""
     alias = term.param
+    if term.members:
+        return (
+            f"EXISTS (SELECT 1 FROM tag_members {alias}g WHERE {alias}g.tag_id = :{term.param} "
+            f"AND {alias}g.image_id = {image})"
+        )
     probes = [_BY_SOURCE[source](term, image, alias) for source in term.sources]
     return probes[0] if len(probes) == 1 else "(" + " OR ".join(probes) + ")"
 
@@ -144,6 +163,8 @@ def term_sql(term: Term, image: str) -> str:
 def images_sql(term: Term) -> str:
     """The ids of the images with the term's tag, from the tag indexes."""
     alias = term.param
+    if term.members:
+        return f"SELECT {alias}g.image_id FROM tag_members {alias}g WHERE {alias}g.tag_id = :{term.param}"
     parts = {
         "model": (
             f"SELECT {alias}x.image_id FROM image_tags {alias}x WHERE {alias}x.tagger_model_id = :m "
@@ -247,6 +268,19 @@ def resolved(flt: Filter, row: Sequence[object], prefix: str = "ft") -> FilterSQ
             return NOTHING
         conds.append(Cond(terms=tuple(terms), negate=condition.negate))
     return FilterSQL(tuple(conds), params)
+
+
+def resolve(session: Session, flt: Filter) -> FilterSQL | None:
+    """The filter's SQL, its tag names resolved in one statement (none
+    without tag names); None as :func:`resolved`."""
+    if not flt:
+        return FilterSQL()
+    names = flt.names
+    row: Sequence[object] = ()
+    if names:
+        sql = f"SELECT {', '.join(resolve_sql(len(names)))}"
+        row = tuple(session.execute(text(sql), {f"tag{n}": name for n, name in enumerate(names)}).one())
+    return resolved(flt, row)
 
 
 def model_params(model: tuple[int, float] | None) -> dict[str, object]:
