@@ -16,12 +16,14 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from sqlalchemy import text
+from sqlalchemy import literal, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 
 from tagrate_common.dataset_stubs import DatasetStubs
 from tagrate_common.protos import rater_pb2, rater_pb2_grpc
-from tagrate_dataset.db import create_db_engine
-from tagrate_dataset.models import ImageFeatures
+from tagrate_dataset.db import create_db_engine, migrate
+from tagrate_dataset.models import Image, ImageFeatures, WorkItem, WorkKind, WorkState
+from tagrate_dataset.similar.hashing import HASH_KEY
 from tests.support import ServiceProcess, free_port
 
 DEADLINE = 120.0
@@ -74,6 +76,33 @@ def add_vectors(url: str, extractor_id: str, dimensions: int) -> float:
     return time.perf_counter() - start
 
 
+def park_hash_backfill(url: str) -> None:
+    """Every image's perceptual-hash work recorded as failed by the current
+    hasher, as after a finished backfill: the bench images have no files,
+    so the dataset service's hash backfill (issue 27) would otherwise fail on
+    each of them during the measurement, a write and an ERROR line per
+    image, on the same two cores as the work measured."""
+    engine = create_db_engine(url, pool_size=1, max_overflow=0)
+    try:
+        migrate(engine)  # the cached library may predate the work table
+        table = WorkItem.__table__  # type: ignore[attr-defined]
+        rows = select(
+            Image.id,
+            literal(WorkKind.HASH.value),
+            literal(WorkState.FAILED.value),
+            literal(datetime.now(UTC), table.c.enqueued_at.type),
+            literal(HASH_KEY),
+            literal("bench: no image file"),
+            literal(1),
+        ).where(Image.id > 0)  # SQLite's upsert after INSERT ... SELECT needs a WHERE
+        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+        columns = ["image_id", "kind", "state", "enqueued_at", "failed_by", "error", "attempts"]
+        with engine.begin() as conn:
+            conn.execute(dialect.insert(table).from_select(columns, rows).on_conflict_do_nothing())
+    finally:
+        engine.dispose()
+
+
 @contextlib.contextmanager
 def services(url: str, work_dir: Path) -> Iterator[Services]:
     """The rater, then the vectors, then the dataset service (so the
@@ -113,12 +142,13 @@ def services(url: str, work_dir: Path) -> Iterator[Services]:
     )
     channels: list[grpc.Channel] = []
     try:
-        rater.start(timeout=180)
+        rater.start(timeout=600)  # the first start exports the model to ONNX: minutes on a loaded machine
         channels.append(grpc.insecure_channel(addr["rater"]))
         rater_stub = rater_pb2_grpc.RaterServiceStub(channels[-1])
         info = rater_stub.GetExtractorInfo(rater_pb2.GetExtractorInfoRequest(), timeout=DEADLINE)
         seconds = add_vectors(url, info.extractor_id, info.dimensions)
         print(f"  vectors written in {seconds:.1f} s", flush=True)
+        park_hash_backfill(url)
         dataset.start(timeout=120)
         channels.append(grpc.insecure_channel(addr["dataset"]))
         yield Services(dataset, rater, DatasetStubs(channels[-1]), rater_stub, channels)

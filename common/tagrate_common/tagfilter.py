@@ -115,9 +115,14 @@ def _invalid(item: str, why: str) -> InvalidArgument:
 
 
 def _key(item: str) -> tuple[str, str] | None:
-    """(key, value) when ``item`` starts with a filter key and a colon."""
+    """(key, value) when ``item`` starts with a filter key and a colon.
+    ``rating:`` then a letter is no comparison but a tagger's rating tag
+    (WD v3's ``rating:general``, DeepDanbooru's ``rating:safe``): an
+    ordinary tag name, which people cannot give (see :func:`tag_name`)."""
     head, colon, rest = item.partition(":")
     if colon and head in FILTER_KEYS:
+        if head == "rating" and rest[:1].isalpha():
+            return None
         return head, rest
     return None
 

@@ -173,6 +173,9 @@ def _request(stack: Stack, route: tuple[str, str], tokens: Tokens) -> dict:
         ("GET", "/explain"): {"params": {"user": "alice", "image": alice_image}},
         ("GET", "/getmodels"): {"params": {"user": "alice"}},
         ("POST", "/usemodel"): {"params": {"user": "alice", "version": "no-such-version"}},
+        ("GET", "/taggermodels"): {},
+        ("POST", "/taggermodels"): {"data": {"path": "/no/such/model-folder"}},
+        ("POST", "/taggermodels/use"): {"data": {"model": "no-such-model"}},
     }
     assert route in requests, f"{route} has no request in the access matrix: add one (and its rule)"
     return requests[route]

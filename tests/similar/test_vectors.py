@@ -112,6 +112,21 @@ def test_past_its_threshold_the_projections_choose_candidates_scored_exactly(db:
             ids[k] for k in np.argsort(-scores)[:10]
         }
     assert np.mean(recall) >= 0.95
+    # The duplicate finder's neighbours come from the same two stages: each
+    # query's k nearest others, exactly scored, never itself, at or above the
+    # similarity asked; nearly all of the exact ones.
+    queries = ids[:40]
+    pairs = index.neighbours(queries, 5, 0.2)
+    exact_pairs = set()
+    for q in range(40):
+        scores = unit @ unit[q]
+        scores[q] = -np.inf
+        exact_pairs |= {(ids[q], ids[k]) for k in np.argsort(-scores)[:5] if scores[k] >= 0.2}
+    for image_id, other, score in pairs:
+        assert image_id != other and score >= 0.2
+        assert score == pytest.approx(float(unit[ids.index(image_id)] @ unit[ids.index(other)]), abs=1e-5)
+    assert sum(1 for q in queries if q in {a for a, _, _ in pairs}) >= 35
+    assert len({(a, b) for a, b, _ in pairs} & exact_pairs) >= 0.95 * len(exact_pairs)
     # Within a filter, only allowed ids, still exactly scored.
     allowed = np.array(sorted(ids[::7]), dtype=np.int64)
     found = index.search(vectors[0], 5, allowed=allowed)

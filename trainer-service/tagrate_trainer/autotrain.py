@@ -17,7 +17,7 @@ a snapshot is the difference of the versions. A user is trained when
   ``retrain_min_interval_seconds``, and
 - debounced: their snapshot stayed the same for ``retrain_quiet_seconds``
   (a burst of ratings ends before it is trained on), unless they have been
-  changing it for ``retrain_min_interval_seconds`` already (someone rating
+  changing it for ``retrain_max_wait_seconds`` already (someone rating
   steadily still gets fresh models).
 
 The users with the most changes go first; one job runs at a time, through
@@ -184,7 +184,7 @@ class AutoRetrainer:
             if info.ratings < self.settings.min_ratings:
                 continue
             settled = clock - since >= self.settings.retrain_quiet_seconds
-            if not settled and clock - began < max(self.settings.retrain_min_interval_seconds, 0.0):
+            if not settled and clock - began < self.settings.retrain_max_wait_seconds:
                 continue
             if changes_since(info.snapshot_id, info.trained_snapshot_id) < self.settings.retrain_after_ratings:
                 continue  # too few changes whatever the jobs say: no query for this user

@@ -119,16 +119,26 @@ class TrainerSettings(ServiceSettings, S3Settings):
         "ratings were added, changed or removed since it was last trained (or tried); 0 turns it off.",
     )
     retrain_min_interval_seconds: float = Field(
-        60.0, ge=0, description="Automatic retraining: at most one automatic training per user in this time."
+        60.0,
+        ge=0,
+        description="Automatic retraining: at most one automatic training per user in this time (a training "
+        "takes a few seconds at a lowered priority; a longer interval delays the predictions of someone who "
+        "rates in bursts).",
     )
     retrain_quiet_seconds: float = Field(
-        3.0,
+        2.0,
         ge=0,
         description="Automatic retraining: wait until a user's ratings stayed unchanged this long (a burst of "
-        "ratings gives one training, not one per 10), but no longer than the minimum interval.",
+        "ratings gives one training, not one per 10), but no longer than TRAINER_RETRAIN_MAX_WAIT_SECONDS.",
+    )
+    retrain_max_wait_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="Automatic retraining: someone who keeps rating with no quiet period still gets a training "
+        "after changing their ratings for this long (and the minimum interval).",
     )
     retrain_poll_seconds: float = Field(
-        2.0, gt=0, description="Automatic retraining: how often the trainer asks the dataset service for changes."
+        1.0, gt=0, description="Automatic retraining: how often the trainer asks the dataset service for changes."
     )
     retrain_nice: int = Field(
         10,

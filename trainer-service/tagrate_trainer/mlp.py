@@ -34,6 +34,16 @@ from .training import (
 )
 
 
+def warm_up() -> None:
+    """Imports now what torch imports lazily on the first optimizer a
+    process makes (torch._dynamo, hundreds of modules): the trainer runs it
+    on a thread at its start, so the first training after a start, often an
+    automatic one at a lowered priority, does not pay for it. Measured on the
+    shared 2-core machine at load average 23: 47 s for the first AdamW after
+    ``import torch``."""
+    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
+
+
 @dataclass
 class _MlpRun:
     model: nn.Sequential

@@ -5,6 +5,7 @@ shared server interceptor maps them to status codes."""
 from __future__ import annotations
 
 import logging
+import threading
 
 import grpc
 
@@ -14,6 +15,7 @@ from tagrate_common.protos import trainer_pb2, trainer_pb2_grpc
 from tagrate_common.timestamps import to_timestamp
 from tagrate_common.vision.loaders import set_torch_threads
 
+from . import mlp
 from .autotrain import AutoRetrainer
 from .config import TrainerSettings
 from .jobs import JobStore, JobSummary, TrainerStatus
@@ -77,6 +79,7 @@ def create_server(settings: TrainerSettings) -> GrpcServer:
     """The trainer, ready to ``start()``: the jobs database is opened (and
     jobs a crash cut off are marked failed) before the server can bind."""
     set_torch_threads(settings.torch_threads)  # off the main thread, see there
+    threading.Thread(target=mlp.warm_up, name="torch-warm-up", daemon=True).start()
     store = JobStore.open(settings.database_url)
     peers = Peers(settings)
     runner_cls = JobRunner if is_sqlite(store.engine) else SharedJobRunner

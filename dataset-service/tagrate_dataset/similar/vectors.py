@@ -315,26 +315,50 @@ class VectorIndex:
         images at or above ``min_similarity``: (image, other, cosine). One
         matrix product per block of 64 queries, each outside the lock (a
         search is not held up by a long backlog; a row moved meanwhile only
-        makes a candidate, which is confirmed again)."""
+        makes a candidate, which is confirmed again). With the projections
+        (past ``ann_min_vectors``) the block is scored on them and each
+        query's candidates exactly, as :meth:`search` does: a tenth of the
+        bytes read per query (43 ms an image at 100,000 vectors exact)."""
         out: list[tuple[int, int, float]] = []
         for start in range(0, len(image_ids), 64):
             with self._lock:
-                n, matrix = self.count, self._matrix
+                n, matrix, reduced = self.count, self._matrix, self._reduced
+                two_stage = bool(self._basis.size)
                 ids = self._ids[:n].copy()
                 block = [i for i in image_ids[start : start + 64] if i in self._rows]
                 rows = [self._rows[i] for i in block]
             kk = min(k, n - 1)
             if not block or kk <= 0:
                 continue
-            scores = matrix[rows] @ matrix[:n].T
-            scores[np.arange(len(rows)), rows] = -np.inf
-            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-            for q, image_id in enumerate(block):
-                for col in top[q]:
-                    score = float(scores[q, col])
+            if two_stage:
+                found = self._two_stage_neighbours(matrix, reduced, n, rows, kk)
+            else:
+                scores = matrix[rows] @ matrix[:n].T
+                scores[np.arange(len(rows)), rows] = -np.inf
+                top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+                found = [(top[q], scores[q, top[q]]) for q in range(len(rows))]
+            for image_id, (cols, sims) in zip(block, found, strict=True):
+                for col, score in zip(cols.tolist(), sims.tolist(), strict=True):
                     if score >= min_similarity:
-                        out.append((image_id, int(ids[col]), score))
+                        out.append((image_id, int(ids[col]), float(score)))
         return out
+
+    def _two_stage_neighbours(
+        self, matrix: np.ndarray, reduced: np.ndarray, n: int, rows: list[int], k: int
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query row: the columns of its ``k`` nearest other rows and their
+        exact cosines, from the best candidates by projection."""
+        rough = reduced[rows] @ reduced[:n].T
+        rough[np.arange(len(rows)), rows] = -np.inf
+        c = min(n - 1, self.candidates_min + _CANDIDATES_PER_RESULT * k)
+        candidates = np.argpartition(-rough, c - 1, axis=1)[:, :c]
+        found = []
+        for q, row in enumerate(rows):
+            cols = candidates[q]
+            exact = matrix[cols] @ matrix[row]
+            best = np.argpartition(-exact, k - 1)[:k] if k < len(cols) else np.arange(len(cols))
+            found.append((cols[best], exact[best]))
+        return found
 
     # ---- the reduced rows ----------------------------------------------------------
 
