@@ -255,9 +255,19 @@ def _listing(
         flt = flt.driven_by(frequency.__getitem__)
         if frequency[flt.conds[0]] >= candidates:
             count_style = SCAN
-    elif not sqlite and flt.drivers:
-        flt = flt.driven_by(lambda cond: 0)
-    spec = Spec(sqlite, version, flt, sort, rated)
+    collect = False
+    if not sqlite and flt.drivers:
+        # PostgreSQL: a driving tag's images (a UNION ALL over the sources)
+        # are estimated at a default 200 rows whatever the tag, and an
+        # implied tag's from a generic per-tag figure, so it would collect
+        # the first tag's images however common, or walk the sort order's
+        # index through rows that rarely match. The rarest goes first
+        # (counted up to a cap: enough to tell a rare tag), and when it is
+        # rare its images are collected and sorted (``Spec.collect``).
+        frequency = _frequencies(conn, params, flt.drivers, _PG_FREQUENCY_CAP)
+        flt = flt.driven_by(frequency.__getitem__)
+        collect = frequency[flt.conds[0]] < _PG_FREQUENCY_CAP
+    spec = Spec(sqlite, version, flt, sort, rated, collect)
 
     if not page.page:
         rows = _fetch(conn, page_sql(spec, count_style, paged=False), params)
@@ -295,6 +305,10 @@ def _listing(
         return UserDataPage(rows[::-1], total)
     return UserDataPage(_fetch(conn, page_sql(spec, page_style), params), total)
 
+
+# Counted up to this, PostgreSQL's driving tags are ordered rarest first;
+# a rarer one's images are collected and sorted.
+_PG_FREQUENCY_CAP = 2000
 
 # A tag-filtered page ending at most this far into its listing is read
 # together with its count (PostgreSQL): cheap enough to read forwards.
