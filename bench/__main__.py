@@ -21,7 +21,11 @@ _ALIASES = {"import": "importer"}
 # A benchmark run as another one with a flag: ``python -m bench userdata
 # --floor`` is ``python -m bench userdata_floor``. Dispatched here, so no
 # benchmark imports another (import-linter's bench-benchmarks-independent).
-_FLAGS = {("userdata", "--floor"): "userdata_floor", ("learning", "--taught"): "learning.taught"}
+_FLAGS = {
+    ("userdata", "--floor"): "userdata_floor",
+    ("userdata", "--concurrency"): "userdata_concurrency",
+    ("learning", "--taught"): "learning.taught",
+}
 
 
 def benchmark_names() -> list[str]:

@@ -36,9 +36,10 @@ class Stack:
             self.dataset.terminate()
 
 
-def start_stack(database_url: str, work_dir: Path) -> Stack:
-    """Starts the dataset service on ``database_url`` and a gateway that
-    routes to it (no other backends); returns once both answer."""
+def start_stack(database_url: str, work_dir: Path, dataset_settings: dict[str, str] | None = None) -> Stack:
+    """Starts the dataset service on ``database_url`` (with these extra
+    environment settings) and a gateway that routes to it (no other
+    backends); returns once both answer."""
     data_dir = work_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     dataset_port = free_port()
@@ -49,6 +50,7 @@ def start_stack(database_url: str, work_dir: Path) -> Stack:
         "DATASET_METRICS_PORT": "0",
         "DATABASE_URL": database_url,
         "TAGRATE_DATA_DIR": str(data_dir),
+        **(dataset_settings or {}),
     }
     dataset = ServiceProcess("tagrate_dataset", dataset_env, work_dir / "dataset.log", addr).start(timeout=120)
 

@@ -22,6 +22,7 @@ class Stats:
     p50_ms: float
     p95_ms: float
     errors: int
+    p99_ms: float = float("nan")
 
     @property
     def per_second(self) -> float:
@@ -60,7 +61,15 @@ async def measure(call: Callable[[int], Awaitable[object]], calls: int, concurre
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - start
     latencies.sort()
-    return Stats(calls, concurrency, elapsed, _percentile(latencies, 0.5), _percentile(latencies, 0.95), errors)
+    return Stats(
+        calls,
+        concurrency,
+        elapsed,
+        _percentile(latencies, 0.5),
+        _percentile(latencies, 0.95),
+        errors,
+        _percentile(latencies, 0.99),
+    )
 
 
 class KeepAliveHttp:

@@ -39,6 +39,7 @@ from sqlalchemy import Engine, Table, text
 from . import models
 from .db import is_sqlite
 from .models import utc_now
+from .tags import members
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,8 @@ def bulk_load(engine: Engine, analyze: bool = True, **tables: Iterable[Row]) -> 
         )
     if "ratings" in tables:
         tables["ratings"] = ratings
+    with engine.begin() as conn:
+        members.suspend(conn)  # its triggers idle until finish_bulk_load rebuilds it
     counts = {}
     for name in TABLES:
         if name in tables:
@@ -155,7 +158,10 @@ def bulk_load(engine: Engine, analyze: bool = True, **tables: Iterable[Row]) -> 
 
 def finish_bulk_load(engine: Engine, analyze: bool = True) -> None:
     """After loading with explicit ids: moves PostgreSQL's id sequences past
-    the largest id, and (``analyze``) refreshes the planner statistics."""
+    the largest id, rebuilds ``tag_members`` (``tags/members.py``) and
+    (``analyze``) refreshes the planner statistics."""
+    with engine.begin() as conn:
+        members.rebuild(conn)
     if is_sqlite(engine):
         if analyze:
             with engine.begin() as conn:
@@ -168,5 +174,5 @@ def finish_bulk_load(engine: Engine, analyze: bool = True) -> None:
     if analyze:
         # VACUUM also fills the visibility map, which index-only scans need.
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            for name in TABLES:
+            for name in (*TABLES, "tag_members"):
                 conn.exec_driver_sql(f"VACUUM ANALYZE {name}")

@@ -41,6 +41,10 @@ TABLES = {
     "taught_tags",
     "taught_image_tags",
     "browser_sessions",
+    # the tags each image has, for intersections (0015)
+    "tag_members",
+    "tag_members_state",
+    "tag_member_versions",
 }
 
 

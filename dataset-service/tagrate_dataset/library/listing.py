@@ -25,8 +25,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Row, text
 from sqlmodel import Session
 
 from tagrate_common.errors import InvalidArgument, NotFound
@@ -34,8 +35,9 @@ from tagrate_common.tagfilter import parse_filter
 from tagrate_common.userdata import MAX_PAGE, RatedFilter, SortOrder, TagFilter
 
 from ..models import ALL_SUBJECT
-from ..tags import filtersql
+from ..tags import filtersql, members
 from ..tags.filtersql import Cond, FilterSQL, frequency_sql
+from . import bitsets
 from .sql import (
     FILTER_FIRST,
     FIXED_COLUMNS,
@@ -114,7 +116,7 @@ def user_data(
             "user_id": user_id, "all": ALL_SUBJECT, **{f"tag{n}": name for n, name in enumerate(names)}
         }).one()  # fmt: skip
         model = (row.model_id, row.threshold) if row.model_id is not None else None
-    resolved = filtersql.resolved(flt, row[FIXED_COLUMNS:] if row is not None else ())
+    resolved = _with_members(filtersql.resolved(flt, row[FIXED_COLUMNS:] if row is not None else ()), row, model)
     return _listing(conn, user_id, version, model, resolved, sort, rated, page)
 
 
@@ -125,6 +127,7 @@ def user_data_by_name(
     sort: SortOrder = SortOrder.DATE_DESC,
     rated: RatedFilter = RatedFilter.YES,
     page: Paging = Paging(),
+    use_members: bool = True,
 ) -> UserDataPage:
     """One page of ``user``'s dataset; for an unknown user NotFound with
     ``rated`` yes, else every stored image unrated (a newcomer's library).
@@ -192,10 +195,19 @@ def user_data_by_name(
         raise NotFound(f"there is no user '{user}'; a user is created by their first rating", "user_not_found")
     version = row.mine or row.everyone or ""
     model = (row.model_id, row.threshold) if row.model_id is not None else None
-    resolved = filtersql.resolved(flt, row[FIXED_COLUMNS:])
+    resolved = _with_members(filtersql.resolved(flt, row[FIXED_COLUMNS:]), row if use_members else None, model)
     known = _Counts(row.rated_count, row.image_count) if counts else _Counts()
     user_id = row.user_id if row.user_id is not None else NO_USER
     return _listing(conn, user_id, version, model, resolved, sort, rated, page, known)
+
+
+def _with_members(flt: FilterSQL | None, row: Row[Any] | None, model: tuple[int, float] | None) -> FilterSQL | None:
+    """The filter reading its any-source tags from ``tag_members`` when the
+    preamble ``row`` says that table serves the current tagger model (None:
+    the source tables, as before that table; setting ``tag_members``)."""
+    if flt is None or row is None or not members.usable(row.members_model, row.members_threshold, model):
+        return flt
+    return flt.with_members()
 
 
 @dataclass(frozen=True)
@@ -231,6 +243,10 @@ def _listing(
         return value
 
     total: int | None = None
+    # Any-source tag filters are counted from in-memory bitsets (bitsets.py).
+    bits = bitsets.evaluate(conn, flt, rated, user_id) if flt and page.page else None
+    if bits is not None:
+        total = bits.total
     if not flt:
         if rated is RatedFilter.YES:
             total = counted("rated")
@@ -251,7 +267,7 @@ def _listing(
         # included tag rarer than them drives the query, the rarest first;
         # otherwise the candidates are walked and each probes its tags.
         candidates = counted("rated") if rated is RatedFilter.YES else counted("images")
-        frequency = _frequencies(conn, params, flt.drivers, candidates)
+        frequency = bits.frequency if bits is not None else _frequencies(conn, params, flt.drivers, candidates)
         flt = flt.driven_by(frequency.__getitem__)
         if frequency[flt.conds[0]] >= candidates:
             count_style = SCAN

@@ -50,7 +50,7 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
         # One connection, plain SQL, no ORM objects: the listing's own
         # statements and one round trip that resolves everything they need.
         with self.db.read_connection() as conn:
-            result = listing.user_data_by_name(conn, user, tags, sort, rated, page)
+            result = listing.user_data_by_name(conn, user, tags, sort, rated, page, settings.tag_members)
         return library_pb2.GetUserDataResponse(
             user=user,
             images=[

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from tagrate_common.userdata import RatedFilter, SortOrder
 
 from ..tags.filtersql import FILTER_FIRST, SCAN, FilterSQL, resolve_sql
+from ..tags.members import STATE_COLUMNS
 
 UNFILTERED_COUNT = {
     RatedFilter.YES: "SELECT count(*) FROM ratings c WHERE c.user_id = :u",
@@ -88,7 +89,7 @@ def by_name(sql: str) -> str:
 
 
 # The preamble's columns before the tag ids.
-FIXED_COLUMNS = 7
+FIXED_COLUMNS = 9
 
 
 SUBJECT_BY_NAME = "u.name = :subject"
@@ -100,8 +101,8 @@ SUBJECT_BY_ID = "u.id = :user_id"
 def preamble_sql(where: str, tag_count: int, rated: RatedFilter, counts: bool, newcomer: bool = False) -> str:
     """One row: the user's id, the versions serving the user and everyone,
     the current tagger model, the counts the listing needs (NULL when not
-    asked for) and, for each named tag, its id (an alias resolved; NULL: no
-    such tag), whether tags imply it and which sources have it
+    asked for), the state of ``tag_members`` (``tags/members.py``) and,
+    for each named tag, its id (an alias resolved; NULL: no such tag), whether tags imply it and which sources have it
     (``tags/filtersql.resolve_sql``). ``newcomer``: one row also when there
     is no such user (its id NULL, no ratings), for the listings that show a
     user who has not rated yet every stored image (``rated`` no or all)."""
@@ -117,6 +118,7 @@ def preamble_sql(where: str, tag_count: int, rated: RatedFilter, counts: bool, n
         f"(SELECT threshold {latest}) AS threshold" if tag_count else "NULL AS threshold",
         f"{rated_count if counts and rated is not RatedFilter.ALL else 'NULL'} AS rated_count",
         f"{image_count if counts and rated is not RatedFilter.YES else 'NULL'} AS image_count",
+        *(STATE_COLUMNS if tag_count else ["NULL AS members_model", "NULL AS members_threshold"]),
     ]
     columns += resolve_sql(tag_count)
     if newcomer:

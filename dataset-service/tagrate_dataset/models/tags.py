@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import BigInteger, ForeignKey, Index, String
 from sqlmodel import Field
 
 from .base import DatasetModel, _timestamp
@@ -104,3 +104,49 @@ class TaughtImageTag(DatasetModel, table=True):
     image_id: int = Field(sa_column_args=[ForeignKey("images.id", ondelete="CASCADE")], primary_key=True)
     tag_id: int = Field(sa_column_args=[ForeignKey("tags.id", ondelete="CASCADE")], primary_key=True)
     score: float = Field(nullable=False)
+
+
+# ---- the tags each image has, for intersections (see ``tags/members.py``) ----
+
+
+class TagMember(DatasetModel, table=True):
+    """Image ``image_id`` has tag ``tag_id`` from any source (the current
+    tagger model at or above its threshold and not removed, by hand, or
+    taught), the implications applied: what an any-source tag filter
+    matches, one index range per tag. Kept in step by triggers on the
+    source tables (``tags/members.py``); read only while
+    ``tag_members_state`` says it is ready for the current tagger model."""
+
+    __tablename__ = "tag_members"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    # No foreign keys: a row goes when the last source row behind it does
+    # (an image's or a tag's deletion cascades to those), never before.
+    tag_id: int = Field(primary_key=True)
+    image_id: int = Field(primary_key=True)
+
+
+class TagMembersState(DatasetModel, table=True):
+    """One row (id 1): which tagger model and threshold ``tag_members`` was
+    built for, and whether it is ready (false while a bulk load or a
+    rebuild is under way, or before the first build)."""
+
+    __tablename__ = "tag_members_state"
+
+    id: int = Field(primary_key=True)
+    ready: bool = Field(nullable=False)
+    model_id: int | None = Field(default=None, nullable=True)
+    threshold: float | None = Field(default=None, nullable=True)
+    # A random number drawn at every rebuild: with ``tag_member_versions``,
+    # what a cached copy of a tag's images is keyed by (``library/bitsets.py``).
+    epoch: int = Field(default=0, sa_type=BigInteger, nullable=False)
+
+
+class TagMemberVersion(DatasetModel, table=True):
+    """How many times a tag's rows in ``tag_members`` changed since the
+    last rebuild (a trigger counts them)."""
+
+    __tablename__ = "tag_member_versions"
+
+    tag_id: int = Field(primary_key=True)
+    version: int = Field(sa_type=BigInteger, nullable=False)

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, delete
+from sqlalchemy import and_, delete, or_, update
 from sqlmodel import Session, select
 
 from tagrate_common.errors import InvalidArgument
@@ -17,6 +17,7 @@ from tagrate_common.errors import InvalidArgument
 from ..db import insert_missing, upsert
 from ..models import ImageTag, ImageTagging, Tag, TaggerModel, utc_now
 from ..records import current_tagger_model, require_image
+from . import members
 
 
 def normalise_tag(name: str) -> str:
@@ -83,6 +84,23 @@ def tag_ids(session: Session, names: Iterable[str]) -> dict[str, int]:
     return ids
 
 
+def set_tag_categories(session: Session, categories: Mapping[str, str]) -> None:
+    """Records each tag's category as the tagger's model gives it (names as
+    the model spells them; normalised here), one UPDATE per category."""
+    by_category: dict[str, set[str]] = {}
+    for name, category in categories.items():
+        by_category.setdefault(category[:32], set()).add(normalise_tag(name))
+    for category, names in sorted(by_category.items()):
+        wanted = sorted(names)
+        for start in range(0, len(wanted), 500):
+            session.exec(
+                update(Tag)
+                .where(Tag.name.in_(wanted[start : start + 500]))
+                .where(or_(Tag.category.is_(None), Tag.category != category))
+                .values(category=category)
+            )
+
+
 def register_tagger_model(session: Session, model_id: str, threshold: float) -> TaggerModel:
     """The model's row, created (becoming the current model) if new; a known
     model's threshold is updated to the one given."""
@@ -91,6 +109,7 @@ def register_tagger_model(session: Session, model_id: str, threshold: float) -> 
     if model.threshold != threshold:
         model.threshold = threshold
         session.flush()
+    members.sync(session.connection())  # a new current model or threshold: tag_members rebuilt
     return model
 
 
@@ -104,6 +123,7 @@ def use_tagger_model(session: Session, model_id: str, threshold: float) -> Tagge
         # Strictly later than the current one, even if clocks disagree.
         model.registered_at = max(utc_now(), current.registered_at + timedelta(microseconds=1))
         session.flush()
+        members.sync(session.connection())
     return model
 
 

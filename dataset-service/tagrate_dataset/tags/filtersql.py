@@ -48,6 +48,9 @@ class Term:
     # The sources that have the tag (or a tag implying it) on some image at
     # all: a probe of a source that has none is left out.
     present: frozenset[str] = frozenset(("model", "manual", "taught"))
+    # Read from ``tag_members`` (any source, implications applied; see
+    # ``tags/members.py``) rather than from the source tables.
+    members: bool = False
 
     @property
     def sources(self) -> list[str]:
@@ -85,6 +88,13 @@ class FilterSQL:
         drivers = sorted(self.drivers, key=key)
         rest = [cond for cond in self.conds if not cond.drives]
         return replace(self, conds=(*drivers, *rest))
+
+    def with_members(self) -> FilterSQL:
+        """The same filter with its any-source terms read from ``tag_members``."""
+        conds = tuple(
+            replace(cond, terms=tuple(replace(t, members=not t.source) for t in cond.terms)) for cond in self.conds
+        )
+        return replace(self, conds=conds)
 
     def where(self, image: str, style: str = SCAN) -> str:
         """`` AND ...`` for each condition on the image id expression
@@ -141,6 +151,11 @@ _BY_SOURCE = {"model": _model_sql, "manual": _manual_sql, "taught": _taught_sql}
 def term_sql(term: Term, image: str) -> str:
     """Whether the image has the term's tag (one probe per source)."""
     alias = term.param
+    if term.members:
+        return (
+            f"EXISTS (SELECT 1 FROM tag_members {alias}g WHERE {alias}g.tag_id = :{term.param} "
+            f"AND {alias}g.image_id = {image})"
+        )
     probes = [_BY_SOURCE[source](term, image, alias) for source in term.sources]
     return probes[0] if len(probes) == 1 else "(" + " OR ".join(probes) + ")"
 
@@ -148,6 +163,8 @@ def term_sql(term: Term, image: str) -> str:
 def images_sql(term: Term) -> str:
     """The ids of the images with the term's tag, from the tag indexes."""
     alias = term.param
+    if term.members:
+        return f"SELECT {alias}g.image_id FROM tag_members {alias}g WHERE {alias}g.tag_id = :{term.param}"
     parts = {
         "model": (
             f"SELECT {alias}x.image_id FROM image_tags {alias}x WHERE {alias}x.tagger_model_id = :m "
