@@ -257,8 +257,7 @@ def _listing(
 
     # SQLite plans by the query's shape and knows nothing of how common each
     # tag is, so the shape is chosen here (see FILTER_FIRST and SCAN).
-    # PostgreSQL turns both shapes into the same semi-joins and chooses by
-    # its own per-tag statistics, so it needs none of this.
+    # PostgreSQL turns both shapes into the same semi-joins (see below).
     steer = bool(flt.drivers) and sqlite
     count_style, candidates = FILTER_FIRST, 0
     if steer:
@@ -273,14 +272,11 @@ def _listing(
             count_style = SCAN
     collect = False
     if not sqlite and flt.drivers:
-        # PostgreSQL: a driving tag's images (a UNION ALL over the sources)
-        # are estimated at a default 200 rows whatever the tag, and an
-        # implied tag's from a generic per-tag figure, so it would collect
-        # the first tag's images however common, or walk the sort order's
-        # index through rows that rarely match. The rarest goes first
-        # (counted up to a cap: enough to tell a rare tag), and when it is
-        # rare its images are collected and sorted (``Spec.collect``).
-        frequency = _frequencies(conn, params, flt.drivers, _PG_FREQUENCY_CAP)
+        # PostgreSQL misjudges a tag's images from several sources (a default
+        # 200 rows) or an implied tag's (a generic per-tag figure): the rarest
+        # drives, and a rare one's matches are sorted (``Spec.collect``).
+        frequency = bits.frequency if bits is not None else {}
+        frequency = frequency or _frequencies(conn, params, flt.drivers, _PG_FREQUENCY_CAP)
         flt = flt.driven_by(frequency.__getitem__)
         collect = frequency[flt.conds[0]] < _PG_FREQUENCY_CAP
     spec = Spec(sqlite, version, flt, sort, rated, collect)
@@ -322,8 +318,7 @@ def _listing(
     return UserDataPage(_fetch(conn, page_sql(spec, page_style), params), total)
 
 
-# Counted up to this, PostgreSQL's driving tags are ordered rarest first;
-# a rarer one's images are collected and sorted.
+# PostgreSQL's driving tags counted up to this; a rarer one's matches are sorted.
 _PG_FREQUENCY_CAP = 2000
 
 # A tag-filtered page ending at most this far into its listing is read
