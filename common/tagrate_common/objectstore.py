@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -87,6 +88,11 @@ class ObjectStore(ABC):
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[StoredObject]:
         """Every complete object whose key starts with ``prefix`` (at any depth)."""
+
+    def keys_under(self, prefix: str = "") -> Iterator[str]:
+        """The keys :meth:`list` gives (cheaper where sizes and times cost extra)."""
+        for item in self.list(prefix):
+            yield item.key
 
     @abstractmethod
     def children(self, prefix: str = "") -> list[str]:
@@ -151,26 +157,40 @@ class FsObjects(ObjectStore):
             return
         fsync_dir(path.parent)  # a delete that a crash cannot undo
 
-    def list(self, prefix: str = "") -> Iterator[StoredObject]:
+    def _files(self, prefix: str) -> Iterator[os.DirEntry[str]]:
+        """The complete files whose key starts with ``prefix``, streamed (a
+        cache folder holds every image), without a stat each."""
         folder_key, _, name_prefix = prefix.rpartition("/")
-        folder = self.root / folder_key if folder_key else self.root
-        try:
-            entries = sorted(folder.iterdir())
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        for entry in entries:
-            if not entry.name.startswith(name_prefix) or entry.name.startswith(TEMP_PREFIX):
-                continue
-            paths = entry.rglob("*") if entry.is_dir() else [entry]  # streamed: a cache folder holds every image
-            for path in paths:
-                if path.name.startswith(TEMP_PREFIX):
-                    continue
-                try:
-                    stat = path.stat()
-                except FileNotFoundError:
-                    continue  # removed meanwhile
-                if path.is_file():
-                    yield StoredObject(path.relative_to(self.root).as_posix(), stat.st_size, stat.st_mtime)
+        folders = [self.root / folder_key if folder_key else self.root]
+        first = True
+        while folders:
+            try:
+                with os.scandir(folders.pop()) as entries:
+                    for entry in entries:
+                        if entry.name.startswith(TEMP_PREFIX) or (first and not entry.name.startswith(name_prefix)):
+                            continue
+                        if entry.is_dir(follow_symlinks=False):
+                            folders.append(Path(entry.path))
+                        elif entry.is_file(follow_symlinks=False):
+                            yield entry
+            except (FileNotFoundError, NotADirectoryError):
+                pass  # not there, or removed meanwhile
+            first = False
+
+    def _key_of(self, entry: os.DirEntry[str]) -> str:
+        return Path(entry.path).relative_to(self.root).as_posix()
+
+    def keys_under(self, prefix: str = "") -> Iterator[str]:
+        for entry in self._files(prefix):
+            yield self._key_of(entry)
+
+    def list(self, prefix: str = "") -> Iterator[StoredObject]:
+        for entry in self._files(prefix):
+            try:
+                stat = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            yield StoredObject(self._key_of(entry), stat.st_size, stat.st_mtime)
 
     def children(self, prefix: str = "") -> list[str]:
         folder = self.root / prefix.rstrip("/") if prefix else self.root

@@ -139,7 +139,7 @@ class HeadStore:
 
     def folder_names(self, folder: str) -> list[str]:
         """The names of the objects in a subject's folder."""
-        return [item.key.rsplit("/", 1)[1] for item in self.objects.list(f"{folder}/")]
+        return [key.rsplit("/", 1)[1] for key in self.objects.keys_under(f"{folder}/")]
 
     def read(self, folder: str, name: str) -> LoadedHead | None:
         """The head in a subject folder's head file ``name`` (None: another
@@ -160,8 +160,8 @@ class HeadStore:
         loaded: list[LoadedHead] = []
         other_extractor = 0
         by_folder: dict[str, list[str]] = {}
-        for item in self.objects.list():
-            folder, _, name = item.key.partition("/")
+        for key in self.objects.keys_under():
+            folder, _, name = key.partition("/")
             if name and "/" not in name:
                 by_folder.setdefault(folder, []).append(name)
         if known is not None:

@@ -4,7 +4,10 @@ training load; one replica of each service is SIGKILLed in turn (the
 trainer's: the one running the job). Every acknowledged rating is stored
 afterwards with its value, failures reach clients only within
 ``RETRY_WINDOW`` seconds of a kill, the same image is always tagged the
-same, and the training cut off on one trainer finishes on the other.
+same, and the training cut off on one trainer finishes on the other. Run
+twice: with the images, heads and the trainer's global-head copy on the
+shared data folder, and in an S3 bucket (moto, tests/s3server.py), where
+every acknowledged image must also be a complete object in the bucket.
 
 Starting ten processes takes minutes on a busy two-core machine; the load
 and the kills take about a minute after that."""
@@ -12,7 +15,7 @@ and the kills take about a minute after that."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -28,6 +31,7 @@ from bench.harness.replica_load import (
     wait_http,
 )
 from bench.harness.supervised_stack import Stack
+from tests.s3server import MotoServer
 from tests.support import free_port
 
 pytestmark = pytest.mark.slow
@@ -47,18 +51,44 @@ ENV = {
 }
 
 
-@pytest.fixture(scope="module")
-def group(tmp_path_factory: pytest.TempPathFactory, make_pg_database) -> Iterator[tuple[Stack, str, str]]:
+def _s3_env(moto: MotoServer, bucket: str) -> dict[str, str]:
+    """Settings putting images, heads and the trainer's copy in ``bucket``."""
+    env = {"DATASET_BLOB_BACKEND": "s3", "RATER_HEADS_BACKEND": "s3", "TRAINER_HEADS_BACKEND": "s3"}
+    for service in ("DATASET", "RATER", "TRAINER"):
+        env |= {f"{service}_S3_BUCKET": bucket, f"{service}_S3_ENDPOINT_URL": moto.url, f"{service}_S3_PREFIX": "t/"}
+    return env
+
+
+@pytest.fixture(scope="module", params=["fs", "s3"])
+def group(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, make_pg_database
+) -> Iterator[tuple[Stack, str, str, Callable[[], set[str]]]]:
+    """The stack, a second gateway's URL, the database URL, and what lists
+    the stored originals' names (in the data folder, or in the bucket)."""
     root = tmp_path_factory.mktemp("replicas")
     url = make_pg_database()
-    stack = Stack(root / "data", url, ENV)
+    env = dict(ENV)
+    if request.param == "s3":
+        moto: MotoServer = request.getfixturevalue("moto_server")
+        bucket = moto.new_bucket()
+        env |= _s3_env(moto, bucket)
+
+        def stored_images() -> set[str]:
+            assert not (root / "data" / "dataset" / "blobs").exists()
+            return {key.rsplit("/", 1)[1] for key in moto.keys(bucket, "t/blobs/")}
+    else:
+
+        def stored_images() -> set[str]:
+            return {path.name for path in (root / "data" / "dataset" / "blobs").rglob("*.*")}
+
+    stack = Stack(root / "data", url, env)
     extra = None
     try:
         stack.wait_running(timeout=600)
         port = free_port()
         extra = second_gateway(stack.proc.pid, port, root / "gateway2.log")
         wait_http(f"http://127.0.0.1:{port}")
-        yield stack, f"http://127.0.0.1:{port}", url
+        yield stack, f"http://127.0.0.1:{port}", url, stored_images
     finally:
         if extra is not None:
             extra.kill()
@@ -76,8 +106,10 @@ def _wait(what: str, check, timeout: float = 120.0):
     raise AssertionError(f"{what} not within {timeout}s")
 
 
-def test_losing_one_replica_of_each_service_loses_nothing(group: tuple[Stack, str, str]) -> None:
-    stack, gateway2, url = group
+def test_losing_one_replica_of_each_service_loses_nothing(
+    group: tuple[Stack, str, str, Callable[[], set[str]]],
+) -> None:
+    stack, gateway2, url, stored_images = group
     load = MixedLoad([stack.url, gateway2]).start()
     kills: dict[str, float] = {}
     try:
@@ -113,6 +145,7 @@ def test_losing_one_replica_of_each_service_loses_nothing(group: tuple[Stack, st
         stored = stored_ratings(gateway2, user)
         acked = load.acked.get(user, {})
         assert acked and {image: stored.get(image) for image in acked} == acked
+        assert set(acked) <= stored_images()  # and every acknowledged image's original
 
     # The same image was always tagged the same, whichever tagger replica answered.
     assert len(load.tag_answers) == 1

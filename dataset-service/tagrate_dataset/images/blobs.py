@@ -235,9 +235,9 @@ class BlobStore:
     def objects_of(self, sha: str) -> list[tuple[ObjectStore, str]]:
         """Every object stored for the image with this sha256: the original
         and each cached version and thumbnail."""
-        found = [(self.originals, item.key) for item in self.originals.list(f"{sha[:2]}/{sha}.")]
+        found = [(self.originals, key) for key in self.originals.keys_under(f"{sha[:2]}/{sha}.")]
         for folder in self.cache.children():
-            found += [(self.cache, item.key) for item in self.cache.list(f"{folder}/{sha[:2]}/{sha}.")]
+            found += [(self.cache, key) for key in self.cache.keys_under(f"{folder}/{sha[:2]}/{sha}.")]
         return found
 
     def remove(self, name: str) -> int:

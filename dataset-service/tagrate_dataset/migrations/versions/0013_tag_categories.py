@@ -7,7 +7,7 @@ a tag only people used). A WD v3 or DeepDanbooru model brought with
 them.
 
 Revision ID: 0013
-Revises: 0012
+Revises: 0015 (after main's 0015_tag_members)
 Create Date: 2026-12-07
 """
 

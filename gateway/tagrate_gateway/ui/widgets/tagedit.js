@@ -17,6 +17,7 @@ import { h } from "../lib/dom.js";
 
 const SOURCE_TITLE = { manual: "added by a person", model: "the tagger's", taught: "learned from people's tags" };
 const CATEGORIES = new Set(["general", "character", "rating"]);
+const FILTER_KEY = /^(manual|taught|model|rating|predicted):/;
 
 /**
  * ``hrefFor(tag)``: the library with the tag toggled in its filter;
@@ -72,13 +73,17 @@ export function tagEditor(image, hrefFor, isOn = () => false, editable = true) {
         dataset: t.category ? { category: t.category } : {},
       },
       h(
-        "a",
-        {
-          href: hrefFor(t.tag),
-          title: on ? `Take ${t.tag} out of the filter` : `Add ${t.tag} to the filter`,
-          "aria-pressed": String(on),
-          dataset: { tag: t.tag },
-        },
+        // A WD rating ("rating:general") reads as the filter language's
+        // rating: comparison, so it is shown, not offered as a filter.
+        FILTER_KEY.test(t.tag) ? "span" : "a",
+        FILTER_KEY.test(t.tag)
+          ? { dataset: { tag: t.tag } }
+          : {
+            href: hrefFor(t.tag),
+            title: on ? `Take ${t.tag} out of the filter` : `Add ${t.tag} to the filter`,
+            "aria-pressed": String(on),
+            dataset: { tag: t.tag },
+          },
         `${t.tag} `,
         t.score === null || t.score === undefined ? null : h("small", {}, `${Math.round(t.score * 100)}%`),
       ),
