@@ -257,8 +257,7 @@ def _listing(
 
     # SQLite plans by the query's shape and knows nothing of how common each
     # tag is, so the shape is chosen here (see FILTER_FIRST and SCAN).
-    # PostgreSQL turns both shapes into the same semi-joins and chooses by
-    # its own per-tag statistics, so it needs none of this.
+    # PostgreSQL turns both shapes into the same semi-joins (see below).
     steer = bool(flt.drivers) and sqlite
     count_style, candidates = FILTER_FIRST, 0
     if steer:
@@ -271,9 +270,16 @@ def _listing(
         flt = flt.driven_by(frequency.__getitem__)
         if frequency[flt.conds[0]] >= candidates:
             count_style = SCAN
-    elif not sqlite and flt.drivers:
-        flt = flt.driven_by(lambda cond: 0)
-    spec = Spec(sqlite, version, flt, sort, rated)
+    collect = False
+    if not sqlite and flt.drivers:
+        # PostgreSQL misjudges a tag's images from several sources (a default
+        # 200 rows) or an implied tag's (a generic per-tag figure): the rarest
+        # drives, and a rare one's matches are sorted (``Spec.collect``).
+        frequency = bits.frequency if bits is not None else {}
+        frequency = frequency or _frequencies(conn, params, flt.drivers, _PG_FREQUENCY_CAP)
+        flt = flt.driven_by(frequency.__getitem__)
+        collect = frequency[flt.conds[0]] < _PG_FREQUENCY_CAP
+    spec = Spec(sqlite, version, flt, sort, rated, collect)
 
     if not page.page:
         rows = _fetch(conn, page_sql(spec, count_style, paged=False), params)
@@ -311,6 +317,9 @@ def _listing(
         return UserDataPage(rows[::-1], total)
     return UserDataPage(_fetch(conn, page_sql(spec, page_style), params), total)
 
+
+# PostgreSQL's driving tags counted up to this; a rarer one's matches are sorted.
+_PG_FREQUENCY_CAP = 2000
 
 # A tag-filtered page ending at most this far into its listing is read
 # together with its count (PostgreSQL): cheap enough to read forwards.

@@ -135,6 +135,9 @@ class Spec:
     filter: FilterSQL  # the conditions, a driving one (the rarest tag) first
     sort: SortOrder
     rated: RatedFilter
+    # PostgreSQL, a rare driving tag: its images are collected and sorted,
+    # never the sort order's index walked (see ``page_sql``).
+    collect: bool = False
 
     @property
     def filtered(self) -> bool:
@@ -254,6 +257,14 @@ def page_sql(
     elif sort in (SortOrder.RATING_DESC, SortOrder.RATING_ASC) and rated is not RatedFilter.NO:
         keys.append(("r.rating", descending, rated is RatedFilter.ALL))
     keys.append(("i.name", sort is SortOrder.NAME_DESC, False))
+    if spec.collect:
+        # No index gives COALESCE(k, k)'s order (the same as k's): PostgreSQL
+        # sorts the matches instead of walking the sort order's index until
+        # enough match, which its estimate of an implied tag's images (a
+        # generic one per implying tag, not the tag's own) makes it pick
+        # when few of the walked rows match.
+        expr, descending, nullable = keys[0]
+        keys[0] = (f"COALESCE({expr}, {expr})", descending, nullable)
     total = f", ({counted}) AS total" if counted else ""
     sql = (
         f"SELECT i.name, {rating}, {predicted}{total} FROM {source}{join} "
