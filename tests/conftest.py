@@ -9,6 +9,9 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
+# moto in server mode, for the S3 blob and head stores: a fixture every package may use.
+from tests.s3server import moto_server  # noqa: F401
+
 PG_ADMIN_URL = os.environ.get("TAGRATE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 

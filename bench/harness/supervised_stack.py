@@ -80,7 +80,7 @@ def children_of(pid: int) -> dict[str, int]:
 class Stack:
     """The supervisor and its children, in a temporary data directory."""
 
-    def __init__(self, data_dir: Path, database_url: str | None) -> None:
+    def __init__(self, data_dir: Path, database_url: str | None, extra_env: dict[str, str] | None = None) -> None:
         """Starts ``python -m tagrate_common.supervisor`` on free ports (see
         :meth:`wait_running`); :meth:`stop` stops it whatever state it is in."""
         base = free_port_block()
@@ -90,6 +90,7 @@ class Stack:
         env.update({f"{name}_METRICS_PORT": "0" for name in PORT_ORDER[1:]})
         if database_url:
             env["DATABASE_URL"] = database_url
+        env.update(extra_env or {})
         self.log_path = data_dir.parent / "supervisor.log"
         self.url = ""
         self.children: dict[str, int] = {}  # name -> pid, as the run began

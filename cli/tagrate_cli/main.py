@@ -10,6 +10,7 @@ import click
 
 from .client import Api, ApiError, Unreachable
 from .importer import Summary, learn_known, run_import
+from .models import models_group
 from .sources import BadRatingsFile, valid_user
 
 # The gateway `make run` starts: port 8000, or TAGRATE_RUN_BASE_PORT when set
@@ -290,6 +291,9 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
     else:
         render(state)
     ctx.exit(0 if state["ready"] and not state.get("unauthorized") else 1)
+
+
+cli.add_command(models_group)
 
 
 def main(argv: list[str] | None = None) -> int:

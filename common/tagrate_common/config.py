@@ -146,8 +146,16 @@ class ModelServiceSettings(ServiceSettings):
         "auto",
         description="What runs an EfficientNet-Lite0 model (the embedded default or a torch-state-dict folder): "
         "`torch`, or onnxruntime in `onnx-fp32` (same outputs, faster on a CPU) or `onnx-int8` (faster still, "
-        "close but not equal outputs: a model id of its own). `auto`: onnx-int8 on a CPU, torch on a GPU. The "
-        "ONNX files are exported on first start into <data_dir>/models.",
+        "close but not equal outputs: a model id of its own). `auto`: onnx-int8 on a CPU with VNNI (AVX-512 VNNI, "
+        "AVX-VNNI, AMX), onnx-fp32 on other CPUs, torch on a GPU. The ONNX files are exported on first start into "
+        "TAGRATE_MODEL_CACHE_DIR.",
+    )
+    model_cache_dir: Path | None = _common(
+        None,
+        "Where the ONNX exports of an EfficientNet-Lite0 model are cached (unset: <data_dir>/models). The "
+        "container images set it to the exports they bake in at build time, so a container needs neither "
+        "onnx nor scikit-image nor a minute of export at its first start.",
+        "MODEL_CACHE_DIR",
     )
     torch_threads: int = Field(
         0, ge=0, description="CPU threads for one forward pass (torch / onnxruntime intra-op); 0: all cores."

@@ -39,11 +39,12 @@ from .grpc_wire import INTERNAL_TOKEN_HEADER, PRIORITY_HEADER, grpc_options, int
 from .grpc_wire import use_internal_token as use_internal_token  # re-exported for callers (create_app)
 from .logging import REQUEST_ID_HEADER, request_id_var
 from .metrics import GRPC_CLIENT_HANDLED, GRPC_CLIENT_SECONDS
+from .replicas import REPLICA_RETRIES, channel_target, replicated
 
 StubT = TypeVar("StubT")
 
 
-def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+def channel_options(max_message_bytes: int, target: str = "") -> list[tuple[str, Any]]:
     # round_robin spreads calls over every address a name resolves to (a
     # headless Kubernetes Service lists one per pod); pick_first would pin
     # every call to one replica for the life of the HTTP/2 connection.
@@ -54,6 +55,7 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
         *grpc_options(max_message_bytes),
         ("grpc.lb_policy_name", "round_robin"),
         ("grpc.max_reconnect_backoff_ms", 5000),
+        *([("grpc.service_config", REPLICA_RETRIES), ("grpc.enable_retries", 1)] if replicated(target) else []),
     ]
 
 
@@ -276,7 +278,10 @@ class Backend(Generic[StubT]):
         self.target = target
         self.timeout = timeout
         self._policy = _CallPolicy(name, timeout, priority)
-        self._channel = grpc.insecure_channel(target, options=channel_options(max_message_bytes)) if target else None
+        resolved = channel_target(target) if target else ""
+        self._channel = (
+            grpc.insecure_channel(resolved, options=channel_options(max_message_bytes, resolved)) if target else None
+        )
         self._stub = (
             stub_cls(grpc.intercept_channel(self._channel, _SyncInterceptor(self._policy))) if self._channel else None
         )
@@ -328,9 +333,10 @@ class AsyncBackend(Generic[StubT]):
 
     def _open(self) -> grpc.aio.Channel:
         if self._channel is None:
+            target = channel_target(self.target)
             self._channel = grpc.aio.insecure_channel(
-                self.target,
-                options=channel_options(self._max_message_bytes),
+                target,
+                options=channel_options(self._max_message_bytes, target),
                 interceptors=[_AsyncUnaryInterceptor(self._policy), _AsyncStreamInterceptor(self._policy)],
             )
             self._stub = self._stub_cls(self._channel)

@@ -57,7 +57,7 @@ class StartupError(RuntimeError):
 def say(name: str, line: str, colour: int | None = None) -> None:
     prefix = f"{name:>7} |"
     if sys.stdout.isatty():
-        prefix = f"\033[{_COLOURS.get(name, 0)}m{prefix}\033[0m"
+        prefix = f"\033[{_COLOURS.get(name.rstrip('0123456789'), 0)}m{prefix}\033[0m"
         if colour is not None:
             line = f"\033[{colour}m{line}\033[0m"
     sys.stdout.write(f"{prefix} {line}\n")

@@ -53,6 +53,7 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from .grpc_server import port_problem
+from .replicas import replica_databases, replica_name, replica_port
 from .restarts import RestartPolicy, Restarts
 from .supervised_children import (
     GATEWAY,
@@ -136,7 +137,9 @@ class Supervisor:
             self._write_internal_token()
         if self.internal_token_file is not None:
             common["TAGRATE_INTERNAL_TOKEN_FILE"] = str(self.internal_token_file)
-        addrs: dict[str, str] = {}  # env prefix -> address ("" when absent)
+        common.update(self._replica_databases())
+        count = self.settings.replicas
+        addrs: dict[str, str] = {}  # env prefix -> address(es) ("" when absent)
         children = []
         for name, module, class_name, offset in SERVICES:
             prefix = name.upper()
@@ -144,23 +147,26 @@ class Supervisor:
                 addrs[prefix] = ""
                 continue
             own = self._child_settings(module, class_name)
-            port, port_env = self._port(own, "port", offset)
-            metrics, metrics_env = self._port(own, "metrics_port", offset + METRICS_OFFSET)
+            first, port_env = self._port(own, "port", offset)
+            first_metrics, metrics_env = self._port(own, "metrics_port", offset + METRICS_OFFSET)
             if not dev_run and "metrics_port" not in own.model_fields_set:
-                metrics = 0  # unauthenticated metrics only on a loopback development run
-            addrs[prefix] = f"{host}:{port}"
-            env = {
-                **common,
-                f"{prefix}_HOST": host,
-                f"{prefix}_PORT": str(port),
-                f"{prefix}_METRICS_PORT": str(metrics),
-                # Development on loopback: grpcurl can list and call every method.
-                f"{prefix}_REFLECTION": "true" if dev_run else "false",
-            }
-            listens = [(port, port_env)] + ([(metrics, metrics_env)] if metrics else [])
-            children.append(Child(name, module, port, env, listens))
+                first_metrics = 0  # unauthenticated metrics only on a loopback development run
+            ports = [replica_port(first, k) for k in range(count)]
+            addrs[prefix] = ",".join(f"{host}:{port}" for port in ports)
+            for k, port in enumerate(ports):
+                metrics = replica_port(first_metrics, k)
+                env = {
+                    **common,
+                    f"{prefix}_HOST": host,
+                    f"{prefix}_PORT": str(port),
+                    f"{prefix}_METRICS_PORT": str(metrics),
+                    # Development on loopback: grpcurl can list and call every method.
+                    f"{prefix}_REFLECTION": "true" if dev_run else "false",
+                }
+                listens = [(port, port_env)] + ([(metrics, metrics_env)] if metrics else [])
+                children.append(Child(replica_name(name, k, count), module, port, env, listens))
         for child in children:
-            me = child.name.upper()
+            me = child.name.rstrip("0123456789").upper()
             child.env.update({f"{me}_{peer}_ADDR": addr for peer, addr in addrs.items() if peer != me})
         name, module, class_name, offset = GATEWAY
         gw_port, gw_env = self._port(self._child_settings(module, class_name), "port", offset)
@@ -168,6 +174,23 @@ class Supervisor:
         gateway_env.update({f"GATEWAY_{peer}_ADDR": addr for peer, addr in addrs.items()})
         children.append(Child(name, module, gw_port, gateway_env, [(gw_port, gw_env)]))
         return children
+
+    def _replica_databases(self) -> dict[str, str]:
+        """The environment replicas need (see :mod:`.replicas`), or a
+        StartupError saying what to set."""
+        if self.settings.replicas == 1:
+            return {}
+        dataset = self._child_settings("tagrate_dataset", "DatasetSettings")
+        trainer = self._child_settings("tagrate_trainer", "TrainerSettings")
+        try:
+            return replica_databases(
+                self.settings.replicas,
+                dataset.database_url,  # type: ignore[attr-defined]
+                trainer.database_url,  # type: ignore[attr-defined]
+                bool(os.environ.get("TRAINER_DATABASE_URL")),
+            )
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
 
     def check_ports(self, children: list[Child]) -> None:
         """Every port the group needs is distinct and free, or a
@@ -346,6 +369,9 @@ class Supervisor:
             gateway = self.children[-1]
             url = f"http://{self.settings.host}:{gateway.port}"
             say("run", f"tagrate is running: {url}  (API docs: /docs)")
+            if self.settings.replicas > 1:
+                ports = ", ".join(f"{child.name} :{child.port}" for child in self.children[:-1])
+                say("run", f"{self.settings.replicas} replicas of every service: {ports}")
             cli = Path(sys.executable).parent / "tagrate"
             if cli.is_file():  # the venv make run built (README.md, "First steps")
                 say("run", f"import a folder of images: {os.path.relpath(cli)} --url {url} import DIR")

@@ -24,6 +24,14 @@ class SupervisorSettings(CommonSettings):
         "trainer B+4, their metrics B+5..B+8. A service's own `*_PORT` / `*_METRICS_PORT` still win. "
         "Unset: each service's default port.",
     )
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="Processes of every backend service (tagger, rater, dataset, trainer); replica k listens on "
+        "its service's ports + 10*k, and the gateway and the services call them round-robin. More than one needs "
+        "the dataset database on PostgreSQL (`DATABASE_URL`); the trainers share their jobs in it.",
+    )
     start_timeout_seconds: float = Field(300.0, gt=0, description="How long one child may take to become ready.")
     stop_timeout_seconds: float = Field(20.0, gt=0, description="How long one child may take to stop after SIGTERM.")
     restart_backoff_seconds: float = Field(

@@ -10,9 +10,10 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from tagrate_common.config import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, ServiceSettings
+from tagrate_common.objectstore import Backend, ObjectStore, S3Settings
 
 
-class DatasetSettings(ServiceSettings):
+class DatasetSettings(ServiceSettings, S3Settings):
     """Where the dataset service listens and keeps its data.
 
     Paths left unset are derived from ``data_dir``: the SQLite database at
@@ -37,6 +38,12 @@ class DatasetSettings(ServiceSettings):
     )
     cache_dir: Path | None = Field(
         None, description="Resized versions (/getimage?size=); derived when unset: <data_dir>/dataset/cache."
+    )
+    blob_backend: Backend = Field(
+        "fs",
+        description="Where originals and resized versions are kept: `fs`, the folders blob_dir and cache_dir "
+        "(a ReadWriteMany volume when several replicas run); `s3`, the bucket DATASET_S3_BUCKET under "
+        "`<DATASET_S3_PREFIX>blobs/` and `cache/` (docs/storage.md).",
     )
     db_pool_size: int = Field(8, gt=0, description="Database connections kept open.")
     db_max_overflow: int = Field(16, ge=0, description="Extra connections opened under load beyond db_pool_size.")
@@ -201,6 +208,12 @@ class DatasetSettings(ServiceSettings):
     work_poll_seconds: float = Field(
         5.0, gt=0, description="How often an idle worker looks for work added by other replicas."
     )
+    work_model_check_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How often an idle worker asks the tagger and rater which model they run; a new one has "
+        "every stored image re-tagged (or re-embedded) in the background.",
+    )
     work_backoff_initial_seconds: float = Field(
         1.0, gt=0, description="First wait before retrying while the tagger or rater is unreachable."
     )
@@ -272,6 +285,13 @@ class DatasetSettings(ServiceSettings):
         """``blob_dir``, always set after validation."""
         assert self.blob_dir is not None
         return self.blob_dir
+
+    def blob_stores(self) -> tuple[ObjectStore, ObjectStore]:
+        """The object stores of originals and of resized versions."""
+        return (
+            self.object_store(self.blob_backend, self.blob_path, "blobs/"),
+            self.object_store(self.blob_backend, self.cache_path, "cache/"),
+        )
 
     @property
     def cache_path(self) -> Path:

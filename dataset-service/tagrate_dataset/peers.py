@@ -51,6 +51,19 @@ class TaggerModelInfo:
     # equals features_id): tagging then also returns the vectors to cache,
     # one forward pass per image instead of two. Set by Tagging.
     embeds_for: ExtractorInfo | None = None
+    # Its thresholds differ by category (or one rating is picked): tags are
+    # asked for with no threshold, as the model selects them.
+    per_category: bool = False
+
+
+@dataclass(frozen=True)
+class TagReply:
+    """The tagger's answer for a batch: tags per image, the vectors of the
+    same pass (when asked for), and each tag's category as the model gives it."""
+
+    tags: list[TagList]
+    vectors: np.ndarray | None
+    categories: dict[str, str]
 
 
 class ModelChanged(Unavailable):
@@ -101,14 +114,18 @@ class Peers:
     def tagger_model(self) -> TaggerModelInfo:
         reply = self.tagger.stub.GetModelInfo(tagger_pb2.GetModelInfoRequest())
         return TaggerModelInfo(
-            reply.model_id, float(reply.default_threshold), int(reply.label_count), reply.features_id
+            reply.model_id,
+            float(reply.default_threshold),
+            int(reply.label_count),
+            reply.features_id,
+            per_category=reply.per_category,
         )
 
     def tag(self, model: TaggerModelInfo, files: Sequence[ImageFile], floor: float, limit: int) -> list[TagList]:
         """Every tag scoring at least ``floor`` (at most ``limit`` per image,
         highest first) for each file, in order, from ``model``. ModelChanged
         when the tagger now runs another model."""
-        return self.tag_and_embed(model, files, floor, limit, None)[0]
+        return self.tag_and_embed(model, files, floor, limit, None).tags
 
     def tag_and_embed(
         self,
@@ -117,14 +134,14 @@ class Peers:
         floor: float,
         limit: int,
         extractor: ExtractorInfo | None,
-    ) -> tuple[list[TagList], np.ndarray | None]:
+    ) -> TagReply:
         """:meth:`tag`, plus (with ``extractor``) the feature vectors the
         tagger's pass gives, which must be ``extractor``'s: float32
         ``(len(files), dimensions)``. ModelChanged when the tagger now runs
         another model or gives other vectors."""
         request = tagger_pb2.TagRequest(
             images=[common_pb2.ImageFile(data=f.data, filename=f.name) for f in files],
-            threshold=floor,
+            threshold=None if model.per_category else floor,  # None: the model's own selection
             limit=min(limit, model.label_count) if model.label_count else limit,
             want_features=extractor is not None,
         )
@@ -134,14 +151,16 @@ class Peers:
         if len(reply.results) != len(files):
             raise TagrateError(f"the tagger answered {len(reply.results)} results for {len(files)} images")
         tags = [[(tag.name, float(tag.score)) for tag in result.tags] for result in reply.results]
+        categories = {tag.name: tag.category for result in reply.results for tag in result.tags if tag.category}
         if extractor is None:
-            return tags, None
+            return TagReply(tags, None, categories)
         if reply.features_id != extractor.extractor_id:
             raise ModelChanged(
                 f"the tagger's vectors are now {reply.features_id or 'none'}, not {extractor.extractor_id}",
                 "model_changed",
             )
-        return tags, _vectors("tagger", [vector.values for vector in reply.features], len(files), extractor)
+        vectors = _vectors("tagger", [vector.values for vector in reply.features], len(files), extractor)
+        return TagReply(tags, vectors, categories)
 
     # ---- rater ----
 

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 
+from tagrate_common.errors import Unavailable
 from tagrate_common.files import STORAGE_CHECK_SECONDS, STORAGE_HEALTH
 from tagrate_common.grpc_server import GrpcServer
 
@@ -175,7 +176,7 @@ def create_server(settings: DatasetSettings) -> DatasetServer:
         sqlite_busy_timeout_seconds=settings.sqlite_busy_timeout_seconds,
     )
     migrate(engine)
-    blobs = BlobStore(settings.blob_path, settings.cache_path, settings.min_free_bytes, settings.max_upload_bytes)
+    blobs = BlobStore(*settings.blob_stores(), settings.min_free_bytes, settings.max_upload_bytes)
     blobs.remove_stale_temp_files(settings.stale_temp_seconds)
     db = Database(engine, settings.write_retries)
 
@@ -183,7 +184,10 @@ def create_server(settings: DatasetSettings) -> DatasetServer:
         with db.read() as session:
             return records.existing_image_shas(session, shas)
 
-    blobs.collect_orphans(stored, settings.stale_temp_seconds, settings.orphan_sweep_seconds)
+    try:
+        blobs.collect_orphans(stored, settings.stale_temp_seconds, settings.orphan_sweep_seconds)
+    except Unavailable as exc:  # an object store that does not answer yet: serve, sweep at the next start
+        log.warning("skipped the sweep for files of images without a row: %s", exc.message)
     peers = Peers(settings)
     tagging = Tagging(settings, db, blobs, peers)
     features = FeatureCache(settings, db, blobs, peers)

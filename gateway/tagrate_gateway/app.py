@@ -38,6 +38,7 @@ from .routes import (
     owned_tags,
     ratings,
     similar,
+    tagger_models,
     tags,
     tasteloop,
     training,
@@ -248,6 +249,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         global_model,
         tasteloop,
         similar,
+        tagger_models,
     ):
         app.include_router(module.router)
     app.include_router(owned_tags.router)

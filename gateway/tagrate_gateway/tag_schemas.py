@@ -11,6 +11,11 @@ class SourcedTag(BaseModel):
     tag: str
     source: str = Field(description='`"manual"` (a person added it), `"model"` (the tagger) or `"taught"`.')
     score: float | None = Field(description="The model's or the taught classifier's score; null for a manual tag.")
+    category: str | None = Field(
+        None,
+        description="The tag's category as the tagger's model gives it: `general`, `character`, `rating`, ... "
+        "(a WD v3 or DeepDanbooru model); null when no model reported one.",
+    )
 
 
 class ImageTagDetail(BaseModel):

@@ -9,9 +9,10 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from tagrate_common.config import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, ModelServiceSettings
+from tagrate_common.objectstore import Backend, ObjectStore, S3Settings
 
 
-class RaterSettings(ModelServiceSettings):
+class RaterSettings(ModelServiceSettings, S3Settings):
     """Where the rater listens, which feature extractor it runs, where its
     heads live and where the dataset service (the user directory) is."""
 
@@ -31,11 +32,17 @@ class RaterSettings(ModelServiceSettings):
         None,
         description="The rating heads' store (a volume in deployments); derived when unset: <data_dir>/rater/heads.",
     )
+    heads_backend: Backend = Field(
+        "fs",
+        description="Where the heads are kept: `fs`, the folder heads_dir (a ReadWriteMany volume when several "
+        "replicas run); `s3`, the bucket RATER_S3_BUCKET under `<RATER_S3_PREFIX>heads/` (docs/storage.md), "
+        "which replicas share without a shared volume.",
+    )
     heads_reload_seconds: float = Field(
         2.0,
         ge=0,
         description="How often to look for heads that other replicas published into a shared heads folder (a "
-        "small file read per look; only changed users' heads are read again). 0: never; a replica then serves "
+        "small object read per look; only changed users' heads are read again). 0: never; a replica then serves "
         "the heads it found at start and the ones published to it.",
     )
     keep_head_versions: int = Field(
@@ -56,3 +63,7 @@ class RaterSettings(ModelServiceSettings):
     @property
     def heads_path(self) -> Path:
         return self.heads_dir or self.data_dir / "rater" / "heads"
+
+    def heads_store(self) -> ObjectStore:
+        """The object store the heads live in (``heads_backend``)."""
+        return self.object_store(self.heads_backend, self.heads_path, "heads/")

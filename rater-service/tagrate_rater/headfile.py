@@ -1,4 +1,4 @@
-"""One head on disk: a file named ``<sequence:08d>-<digest>.head`` holding
+"""One head in the store: an object (a file) named ``<sequence:08d>-<digest>.head`` holding
 ``torch.save`` of the file format number, the head's metadata as JSON text
 and its tensors (plain types only, so it loads with ``weights_only=True``).
 The rater alone reads and writes these; what the trainer sends is the
@@ -7,7 +7,7 @@ weights format of :mod:`tagrate_common.vision.rating_heads`."""
 from __future__ import annotations
 
 import io
-from pathlib import Path
+from collections.abc import Iterable
 
 import torch
 
@@ -28,26 +28,22 @@ def head_file_name(sequence: int, digest: str) -> str:
     return f"{sequence:08d}-{digest}{HEAD_FILE_SUFFIX}"
 
 
-def sequence_of(path: Path) -> int | None:
+def sequence_of(name: str) -> int | None:
     """The sequence number a head file's name starts with; None for a name
     that is not a head file's."""
-    if not path.name.endswith(HEAD_FILE_SUFFIX):
+    if not name.endswith(HEAD_FILE_SUFFIX):
         return None
-    prefix = path.name.split("-", 1)[0]
+    prefix = name.split("-", 1)[0]
     return int(prefix) if prefix.isdigit() else None
 
 
-def head_files(folder: Path, known: Path | None = None) -> list[Path]:
-    """A subject folder's head files, newest first: by sequence number, then
-    by name, so that every replica sharing the folder agrees on the newest
-    even if two of them published the same sequence number at once.
-    ``known``, a file known to exist in ``folder``, is included even when a
-    cached listing does not show it yet (NFS clients cache listings)."""
-    paths = set(folder.glob(f"*{HEAD_FILE_SUFFIX}"))
-    if known is not None and known.parent == folder and known not in paths and known.is_file():
-        paths.add(known)
-    files = [(sequence, p) for p in paths if (sequence := sequence_of(p)) is not None]
-    return [p for _, p in sorted(files, key=lambda item: (item[0], item[1].name), reverse=True)]
+def head_files(names: Iterable[str]) -> list[str]:
+    """The head file names among a subject folder's ``names``, newest first:
+    by sequence number, then by name, so that every replica sharing the
+    store agrees on the newest even if two of them published the same
+    sequence number at once."""
+    files = [(sequence, name) for name in set(names) if (sequence := sequence_of(name)) is not None]
+    return [name for _, name in sorted(files, reverse=True)]
 
 
 def head_file_bytes(info: HeadInfo, head: RatingHead) -> bytes:
@@ -64,12 +60,12 @@ def head_file_bytes(info: HeadInfo, head: RatingHead) -> bytes:
     return buffer.getvalue()
 
 
-def read_head_file(path: Path, dimensions: int, extractor_id: str) -> LoadedHead | None:
-    """The head in ``path``, or None when it was made for another extractor.
-    HeadFileError when the file is unreadable (gone, truncated, garbage) or
-    inconsistent."""
+def read_head_file(data: bytes, where: str, dimensions: int, extractor_id: str) -> LoadedHead | None:
+    """The head in a head file's bytes (read from ``where``), or None when it
+    was made for another extractor. HeadFileError when the file is
+    unreadable (truncated, garbage) or inconsistent."""
     try:
-        raw = load_tensors(path, str(path))
+        raw = load_tensors(io.BytesIO(data), where)
         if not isinstance(raw, dict) or raw.get("format") != FILE_FORMAT:
             raise HeadFileError(f"not a format {FILE_FORMAT} head file")
         info = HeadInfo.from_json(raw["metadata"])

@@ -4,7 +4,7 @@ its metadata, and serving a chosen one (ListHeadVersions, UseHeadVersion).
 The versions are the head files the store keeps (``keep_head_versions``,
 newest first). Choosing one writes the subject's pin (``pins.py``), makes
 that head live here at once and rewrites ``GENERATION``, so other replicas
-sharing the folder serve it at their next reload; the next publish for the
+sharing the store serve it at their next reload; the next publish for the
 subject removes the pin and the new head serves."""
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from dataclasses import dataclass
 
 from tagrate_common import validation
 from tagrate_common.errors import NotFound
-from tagrate_common.files import write_atomically
 
-from .headfile import HeadFileError, head_files, read_head_file
+from .headfile import HeadFileError, head_files
 from .heads import HeadInfo, LoadedHead
 from .pins import pin
-from .store import GENERATION_FILE, HeadStore, subject_key
+from .store import HeadStore, subject_key
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +30,16 @@ class Version:
 
 
 def _loaded(store: HeadStore, subject: str) -> list[tuple[str, LoadedHead]]:
-    folder = store.root / subject_key(subject)
-    if not folder.is_dir():
-        return []
+    folder = subject_key(subject)
     found = []
-    for path in head_files(folder):
+    for name in head_files(store.folder_names(folder)):
         try:
-            head = read_head_file(path, store.dimensions, store.extractor_id)
+            head = store.read(folder, name)
         except HeadFileError as exc:
-            log.warning("skipping head file %s: %s", path, exc)
+            log.warning("skipping head file %s/%s: %s", folder, name, exc)
             continue
         if head is not None and head.info.user == subject:
-            found.append((path.name, head))
+            found.append((name, head))
     return found
 
 
@@ -61,15 +58,15 @@ def use(store: HeadStore, user: str, version: str) -> HeadInfo:
     subject = validation.user_name(user, allow_all=True)
     if not version:
         raise validation.missing("version")
-    folder = store.root / subject_key(subject)
+    folder = subject_key(subject)
     chosen = next(((name, head) for name, head in _loaded(store, subject) if head.info.version == version), None)
     if chosen is None:
         raise NotFound(f"'{subject}' has no kept model version '{version[:200]}'", "version_not_found")
     name, head = chosen
     with store._lock:
-        pin(folder, folder / name)
-        store._newest[folder.name] = ""  # the next reload reads the folder again
+        pin(store.objects, folder, name)
+        store._newest[folder] = ""  # the next reload reads the folder again
         store.live = store.live.with_heads([head])
-        write_atomically(store.root / GENERATION_FILE, f"{folder.name}/{name}\n".encode())
+        store.mark_changed(f"{folder}/{name}")
     log.info("serving %s head %s for %s (chosen from its history)", head.info.kind, version, subject)
     return head.info

@@ -1,32 +1,27 @@
 """Which version of a subject's head serves when it is not the newest: a
-``SERVING`` file in the subject's folder names the chosen head file
+``SERVING`` object in the subject's folder names the chosen head file
 (written atomically; removed by the next publish). Every replica sharing
-the folder reads it when it reloads the subject (see ``store.py``)."""
+the store reads it when it reloads the subject (see ``store.py``)."""
 
 from __future__ import annotations
 
-import contextlib
-from pathlib import Path
-
-from tagrate_common.files import fsync_dir, write_atomically
+from tagrate_common.objectstore import ObjectStore
 
 PIN_FILE = "SERVING"
 
 
-def pinned_file(folder: Path, files: list[Path]) -> Path | None:
-    """The head file the folder's pin names, when it is one of ``files``."""
+def pinned_file(objects: ObjectStore, folder: str, files: list[str]) -> str | None:
+    """The head file name the folder's pin names, when it is one of ``files``."""
     try:
-        name = (folder / PIN_FILE).read_text().strip()
+        name = objects.get(f"{folder}/{PIN_FILE}").decode().strip()
     except (FileNotFoundError, UnicodeDecodeError):
         return None
-    return next((path for path in files if path.name == name), None)
+    return name if name in files else None
 
 
-def pin(folder: Path, path: Path) -> None:
-    write_atomically(folder / PIN_FILE, f"{path.name}\n".encode())
+def pin(objects: ObjectStore, folder: str, name: str) -> None:
+    objects.put(f"{folder}/{PIN_FILE}", f"{name}\n".encode())
 
 
-def unpin(folder: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        (folder / PIN_FILE).unlink()
-        fsync_dir(folder)
+def unpin(objects: ObjectStore, folder: str) -> None:
+    objects.delete(f"{folder}/{PIN_FILE}")

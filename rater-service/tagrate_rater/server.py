@@ -145,7 +145,7 @@ def create_server(settings: RaterSettings, model: ImageModel | None = None) -> G
     extractor = FeatureExtractor.from_settings(model or load_feature_model(settings), settings)
     try:
         heads = HeadStore.open(
-            settings.heads_path, extractor.extractor_id, extractor.dimensions, settings.keep_head_versions
+            settings.heads_store(), extractor.extractor_id, extractor.dimensions, settings.keep_head_versions
         )
     except BaseException:
         extractor.close()

@@ -1,24 +1,28 @@
-"""The heads folder: every subject's head versions on disk, and the live
-:class:`~.heads.HeadSet` built from them.
+"""The heads store: every subject's head versions, and the live
+:class:`~.heads.HeadSet` built from them. The store is an object store
+(:mod:`tagrate_common.objectstore`, ``RATER_HEADS_BACKEND``): the heads
+folder (``RATER_HEADS_DIR``), or an S3 bucket under ``RATER_S3_PREFIX``, so
+that replicas share heads without a ReadWriteMany volume.
 
 Each subject's heads (a user's, or the global head's under ``all``) live in a
-folder named by a hash of the name, so a user name never becomes a path.
-Every publish writes a new version file atomically (temp file, fsync,
-rename, fsync of the folder), swaps the live set, and then rewrites the
-folder's ``GENERATION`` file, naming the file it just wrote. At start the
-newest readable version of each subject made for the current extractor is
-loaded.
+folder (key prefix) named by a hash of the name, so a user name never
+becomes a path. Every publish writes a new version object atomically (a
+file: temp file, fsync, rename, fsync of the folder; S3: one PUT), swaps the
+live set, and then rewrites the store's ``GENERATION`` object, naming the
+head it just wrote. At start the newest readable version of each subject
+made for the current extractor is loaded.
 
-**Several replicas, one folder** (a shared volume): a replica that did not
-publish a head learns of it by re-reading ``GENERATION`` every
-``heads_reload_seconds``. A few bytes read is all a quiet poll costs;
-reading (rather than stat-ing) it also makes an NFS client revalidate the
-file, where a stat may be answered from its attribute cache. Only when the
-text changed are the subject folders listed, and only subjects whose newest
-file name changed are read again. The text names the file last published,
-which is read even if a cached folder listing (NFS) does not show it yet. Head files appear under their real name
-only once complete, so a reload never sees half a file; a damaged or foreign
-file is logged and skipped, and the subject keeps the newest head that reads.
+**Several replicas, one store**: a replica that did not publish a head
+learns of it by re-reading ``GENERATION`` every ``heads_reload_seconds``. A
+few bytes read is all a quiet poll costs; reading (rather than stat-ing) it
+also makes an NFS client revalidate the file, where a stat may be answered
+from its attribute cache. Only when the text changed is the store listed
+(one listing of every key), and only subjects whose newest head changed are
+read again. The text names the head last published, which is read even if a
+cached folder listing (NFS) does not show it yet. Heads appear under their
+real name only once complete, so a reload never sees half a head; a damaged
+or foreign one is logged and skipped, and the subject keeps the newest head
+that reads.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ import hashlib
 import logging
 import math
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,7 +38,7 @@ from pathlib import Path
 
 from tagrate_common import validation
 from tagrate_common.errors import Conflict, InvalidArgument
-from tagrate_common.files import TEMP_PREFIX, fsync_dir, write_atomically
+from tagrate_common.objectstore import FsObjects, ObjectStore
 from tagrate_common.vision.rating_heads import RatingHead, deserialize_weights
 
 from .headfile import (
@@ -48,7 +51,7 @@ from .headfile import (
     sequence_of,
 )
 from .heads import HeadInfo, HeadSet, LoadedHead
-from .pins import pinned_file, unpin
+from .pins import PIN_FILE, pinned_file, unpin
 
 log = logging.getLogger(__name__)
 
@@ -89,24 +92,14 @@ def _check_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
     return {name: float(metrics[name]) for name in sorted(metrics)}
 
 
-def _remove_stale_temps(folder: Path) -> None:
-    cutoff = time.time() - STALE_TEMP_SECONDS
-    for temp in folder.glob(f"{TEMP_PREFIX}*"):
-        try:
-            if temp.stat().st_mtime < cutoff:
-                temp.unlink()
-        except OSError:  # gone already (renamed into place, or removed by another replica)
-            pass
-
-
 @dataclass
 class HeadStore:
-    """The heads folder and the live :class:`HeadSet` built from it.
+    """The heads store and the live :class:`HeadSet` built from it.
 
     Construct with :meth:`open`. ``live`` is read without a lock: it is
     replaced, never changed, so one read gives a consistent set."""
 
-    root: Path
+    objects: ObjectStore
     extractor_id: str
     dimensions: int
     keep_versions: int = 5
@@ -120,15 +113,19 @@ class HeadStore:
     _reloader: threading.Thread | None = None
 
     @classmethod
-    def open(cls, root: Path, extractor_id: str, dimensions: int, keep_versions: int = 5) -> HeadStore:
-        """Creates the folder if needed and loads, for each subject, the
-        newest readable head made for ``extractor_id``."""
-        root.mkdir(parents=True, exist_ok=True)
-        store = cls(root, extractor_id, dimensions, keep_versions)
-        _remove_stale_temps(root)
+    def open(
+        cls, location: Path | ObjectStore, extractor_id: str, dimensions: int, keep_versions: int = 5
+    ) -> HeadStore:
+        """Opens the store (a folder is created if needed) and loads, for
+        each subject, the newest readable head made for ``extractor_id``."""
+        objects = location if isinstance(location, ObjectStore) else FsObjects(location)
+        store = cls(objects, extractor_id, dimensions, keep_versions)
+        # An old temp file is a publish that died before its rename; younger
+        # ones may be another replica's publish in progress.
+        objects.remove_stale_temps(STALE_TEMP_SECONDS)
         with store._lock:
             store._generation = store._read_generation()
-            loaded, other_extractor = store._scan(cleanup=True)
+            loaded, other_extractor = store._scan()
             store.live = HeadSet(loaded)
         if other_extractor:
             log.warning(
@@ -137,42 +134,60 @@ class HeadStore:
                 other_extractor,
                 extractor_id,
             )
-        log.info("loaded %d rating heads from %s", len(store.live), root)
+        log.info("loaded %d rating heads from %s", len(store.live), objects.location)
         return store
 
-    def _scan(self, cleanup: bool = False, known: Path | None = None) -> tuple[list[LoadedHead], int]:
-        """Reads every subject whose newest file name is not the one last
-        seen: the heads to serve for them, and how many files were skipped
-        for being another extractor's. ``known`` is a head file that exists
+    def folder_names(self, folder: str) -> list[str]:
+        """The names of the objects in a subject's folder."""
+        return [item.key.rsplit("/", 1)[1] for item in self.objects.list(f"{folder}/")]
+
+    def read(self, folder: str, name: str) -> LoadedHead | None:
+        """The head in a subject folder's head file ``name`` (None: another
+        extractor's). HeadFileError when it is gone or cannot be used."""
+        key = f"{folder}/{name}"
+        try:
+            data = self.objects.get(key)
+        except FileNotFoundError:
+            raise HeadFileError("gone (pruned meanwhile)") from None
+        return read_head_file(data, key, self.dimensions, self.extractor_id)
+
+    def _scan(self, known: str | None = None) -> tuple[list[LoadedHead], int]:
+        """Reads every subject whose newest head is not the one last seen:
+        the heads to serve for them, and how many files were skipped for
+        being another extractor's. ``known`` is the key of a head that exists
         even if a cached listing does not show it yet. Called with the lock
         held."""
         loaded: list[LoadedHead] = []
         other_extractor = 0
-        folders = {p for p in self.root.iterdir() if p.is_dir()}
-        if known is not None and known.parent.parent == self.root and known.parent.is_dir():
-            folders.add(known.parent)
-        for folder in sorted(folders):
-            if cleanup:
-                _remove_stale_temps(folder)
-            files = head_files(folder, known)
-            pinned = pinned_file(folder, files)
-            key = files[0].name + (f"|{pinned.name}" if pinned is not None else "") if files else ""
-            if not files or self._newest.get(folder.name) == key:
+        by_folder: dict[str, list[str]] = {}
+        for item in self.objects.list():
+            folder, _, name = item.key.partition("/")
+            if name and "/" not in name:
+                by_folder.setdefault(folder, []).append(name)
+        if known is not None:
+            folder, _, name = known.partition("/")
+            if name not in by_folder.get(folder, []) and self.objects.exists(known):
+                by_folder.setdefault(folder, []).append(name)
+        for folder, names in sorted(by_folder.items()):
+            files = head_files(names)
+            pinned = pinned_file(self.objects, folder, files) if PIN_FILE in names else None
+            key = files[0] + (f"|{pinned}" if pinned is not None else "") if files else ""
+            if not files or self._newest.get(folder) == key:
                 continue
-            self._newest[folder.name] = key
+            self._newest[folder] = key
             if pinned is not None:  # an older version chosen to serve (history.py): tried first
-                files = [pinned, *(path for path in files if path != pinned)]
-            for path in files:
+                files = [pinned, *(name for name in files if name != pinned)]
+            for name in files:
                 try:
-                    head = read_head_file(path, self.dimensions, self.extractor_id)
+                    head = self.read(folder, name)
                 except HeadFileError as exc:
-                    log.warning("skipping head file %s: %s", path, exc)
+                    log.warning("skipping head file %s/%s: %s", folder, name, exc)
                     continue
                 if head is None:
                     other_extractor += 1
                     continue
-                if subject_key(head.info.user) != folder.name:
-                    log.warning("skipping head file %s: it belongs to another folder", path)
+                if subject_key(head.info.user) != folder:
+                    log.warning("skipping head file %s/%s: it belongs to another folder", folder, name)
                     continue
                 loaded.append(head)
                 break
@@ -180,27 +195,32 @@ class HeadStore:
 
     def _read_generation(self) -> bytes | None:
         try:
-            return (self.root / GENERATION_FILE).read_bytes()
+            return self.objects.get(GENERATION_FILE)
         except FileNotFoundError:
             return None
 
-    def _named_file(self, generation: bytes | None) -> Path | None:
-        """The head file a ``GENERATION`` text names (the last one published),
-        if it is well formed."""
+    def _named_file(self, generation: bytes | None) -> str | None:
+        """The key of the head a ``GENERATION`` text names (the last one
+        published), if it is well formed."""
         folder, _, name = (generation or b"").decode(errors="replace").strip().partition("/")
         if len(folder) != 32 or not folder.isalnum() or "/" in name or not name.endswith(HEAD_FILE_SUFFIX):
             return None
-        return self.root / folder / name
+        return f"{folder}/{name}"
+
+    def mark_changed(self, generation: str) -> None:
+        """Rewrites ``GENERATION``, naming ``generation`` (``<folder>/<name>``):
+        last, so a replica that sees the new text finds what it names."""
+        self.objects.put(GENERATION_FILE, f"{generation}\n".encode())
 
     def reload(self) -> int:
-        """Serves heads other processes published into the folder since the
+        """Serves heads other processes published into the store since the
         last look: a no-op unless ``GENERATION`` changed. Returns how many
         subjects' live heads changed."""
         generation = self._read_generation()
         if generation == self._generation:
             return 0
         with self._lock:
-            # Read before listing: a publish writes its head file before
+            # Read before listing: a publish writes its head before
             # GENERATION, so every publish this text names is in the listing;
             # a later one changes the text again and is seen next time.
             loaded, _ = self._scan(known=self._named_file(generation))
@@ -223,7 +243,9 @@ class HeadStore:
                 try:
                     self.reload()
                 except Exception:
-                    log.exception("reloading the heads from %s failed; retrying in %.1fs", self.root, interval_seconds)
+                    log.exception(
+                        "reloading the heads from %s failed; retrying in %.1fs", self.objects.location, interval_seconds
+                    )
 
         self._reloader = threading.Thread(target=run, name="heads-reload", daemon=True)
         self._reloader.start()
@@ -261,14 +283,11 @@ class HeadStore:
         snapshot_id = _check_text(snapshot_id, "metadata.snapshot_id", required=False)
         checked_metrics = _check_metrics(metrics or {})
         digest = hashlib.sha256(weights).hexdigest()[:8]
-        folder = self.root / subject_key(subject)
+        folder = subject_key(subject)
         with self._lock:
-            if not folder.is_dir():
-                folder.mkdir(exist_ok=True)  # another replica may make it at the same time
-                fsync_dir(self.root)
-            # The next number after the newest on disk, which another replica
+            # The next number after the newest stored, which another replica
             # may have written since this one last looked.
-            files = head_files(folder)
+            files = head_files(self.folder_names(folder))
             sequence = (sequence_of(files[0]) or 0) + 1 if files else 1
             info = HeadInfo(
                 user=subject,
@@ -280,22 +299,19 @@ class HeadStore:
                 kind=kind,
             )
             name = head_file_name(sequence, digest)
-            write_atomically(folder / name, head_file_bytes(info, head))
-            unpin(folder)  # a new head serves, whichever version was chosen before
-            self._newest[folder.name] = name
+            self.objects.put(f"{folder}/{name}", head_file_bytes(info, head))
+            unpin(self.objects, folder)  # a new head serves, whichever version was chosen before
+            self._newest[folder] = name
             self.live = self.live.with_heads([LoadedHead(info, head)])
             self._prune(folder)
-            # Last, so a replica that sees the new text finds the file.
-            write_atomically(self.root / GENERATION_FILE, f"{folder.name}/{name}\n".encode())
+            self.mark_changed(f"{folder}/{name}")
         log.info("published %s head %s for %s", kind, info.version, subject)
         return info
 
-    def _prune(self, folder: Path) -> None:
+    def _prune(self, folder: str) -> None:
         """Deletes a subject's versions beyond the newest ``keep_versions``."""
-        for old in head_files(folder)[self.keep_versions :]:
+        for old in head_files(self.folder_names(folder))[self.keep_versions :]:
             try:
-                old.unlink()
-            except FileNotFoundError:  # another replica pruned it first
-                pass
-            except OSError as exc:  # a stale file costs disk space only
-                log.warning("could not delete old head file %s: %s", old, exc)
+                self.objects.delete(f"{folder}/{old}")  # pruned by another replica first: no error
+            except OSError as exc:  # a stale file costs space only
+                log.warning("could not delete old head file %s/%s: %s", folder, old, exc)

@@ -32,12 +32,37 @@ class Tagger:
     :class:`~tagrate_common.vision.pipeline.ImagePipeline`. The model is
     warmed up (and checked) before the constructor returns."""
 
-    def __init__(self, model: ImageModel, options: PipelineOptions, *, threshold: float | None = None) -> None:
+    def __init__(
+        self,
+        model: ImageModel,
+        options: PipelineOptions,
+        *,
+        threshold: float | None = None,
+        category_thresholds: dict[str, float] | None = None,
+    ) -> None:
         self.model = model
         self.default_thresholds = (
             np.full(model.label_count, threshold, np.float32) if threshold is not None else model.default_thresholds
         )
+        if threshold is None and category_thresholds:
+            # Settings over the model's own, for the categories they name.
+            self.default_thresholds = np.array(
+                [
+                    category_thresholds.get(category, float(own))
+                    for category, own in zip(model.labels.categories, self.default_thresholds, strict=True)
+                ],
+                dtype=np.float32,
+            )
         self.default_threshold = threshold if threshold is not None else model.manifest.default_threshold
+        # A model whose labels all share one category (the ImageNet one) has
+        # no categories to report.
+        categorised = len(set(model.labels.categories)) > 1
+        self._categories = dict(zip(model.labels.names, model.labels.categories, strict=True)) if categorised else {}
+        # Thresholds that differ by category, or one rating of several: only
+        # the model's own selection (no threshold in the request) is right.
+        self.per_category = threshold is None and (
+            len(set(self.default_thresholds.tolist())) > 1 or any(g.size for g in model.exclusive_groups)
+        )
         # A model with features always returns them from its pass (free:
         # they are the classifier's input), as the columns after the scores.
         self.features_id = model.features_id
@@ -51,11 +76,21 @@ class Tagger:
 
     @classmethod
     def from_settings(cls, model: ImageModel, settings: TaggerSettings) -> Tagger:
-        return cls(model, PipelineOptions.from_settings(settings, model.device), threshold=settings.threshold)
+        return cls(
+            model,
+            PipelineOptions.from_settings(settings, model.device),
+            threshold=settings.threshold,
+            category_thresholds=settings.category_thresholds,
+        )
 
     @property
     def model_id(self) -> str:
         return self.model.model_id
+
+    def category(self, name: str) -> str:
+        """The category of one of the model's labels ("general", "character",
+        "rating", ...); "" for a model without categories."""
+        return self._categories.get(name, "")
 
     @property
     def batcher(self) -> DynamicBatcher[np.ndarray, np.ndarray]:

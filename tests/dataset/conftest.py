@@ -64,13 +64,19 @@ def stored_state(engine: Engine, settings: DatasetSettings) -> dict[str, object]
         counts["users.ratings_version"] = conn.execute(
             text("SELECT coalesce(sum(ratings_version), 0) FROM users")
         ).scalar_one()
-    counts["files"] = sorted(
-        str(path.relative_to(settings.data_dir))
-        for root in (settings.blob_path, settings.cache_path)
-        for path in root.rglob("*")
-        if path.is_file()
-    )
+    counts["files"] = stored_files(settings)
     return counts
+
+
+def stored_files(settings: DatasetSettings) -> list[str]:
+    """Every object in the blob and cache stores (folders or a bucket), as
+    ``dataset/blobs/<key>`` and ``dataset/cache/<key>``."""
+    originals, cache = settings.blob_stores()
+    return sorted(
+        f"dataset/{label}/{item.key}"
+        for label, objects in (("blobs", originals), ("cache", cache))
+        for item in objects.list()
+    )
 
 
 @pytest.fixture

@@ -29,7 +29,8 @@ from tests.support import REPO_ROOT
 DEPLOY = REPO_ROOT / "deploy"
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 K8S = DEPLOY / "k8s"
-OVERLAYS = ("cpu", "gpu")
+# cpu-s3: the cpu overlay with images and heads in an S3 bucket (components/s3-storage).
+OVERLAYS = ("cpu", "gpu", "cpu-s3")
 API_MD = REPO_ROOT.parent / "shared" / "docs" / "API.md"
 
 # The gRPC services, their env prefixes and (for the model services) whether

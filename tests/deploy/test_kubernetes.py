@@ -14,6 +14,7 @@ import pytest
 from tests.deploy.manifests import (
     K8S,
     MODEL_SERVICES,
+    OVERLAYS,
     SERVICE_PREFIX,
     Rendered,
     container_env,
@@ -240,11 +241,12 @@ def mount_path(overlay: Rendered, workload: str, claim: str) -> tuple[str, dict]
 def test_data_lands_on_its_volume(overlay: Rendered) -> None:
     """Each process's persistent paths, as its settings resolve them, lie on
     the volume meant for them (not on the container's throwaway disk)."""
-    path, container = mount_path(overlay, "dataset", "blobs")
-    dataset = read_settings("dataset", container_env(overlay, container))
-    assert dataset.blob_path.is_relative_to(path) and dataset.cache_path.is_relative_to(path)
-    path, container = mount_path(overlay, "rater", "heads")
-    assert read_settings("rater", container_env(overlay, container)).heads_path == Path(path)
+    if "blobs" in overlay.names("PersistentVolumeClaim"):  # else in a bucket: test_s3_storage_needs_no_shared_volume
+        path, container = mount_path(overlay, "dataset", "blobs")
+        dataset = read_settings("dataset", container_env(overlay, container))
+        assert dataset.blob_path.is_relative_to(path) and dataset.cache_path.is_relative_to(path)
+        path, container = mount_path(overlay, "rater", "heads")
+        assert read_settings("rater", container_env(overlay, container)).heads_path == Path(path)
     path, container = mount_path(overlay, "trainer", "trainer-jobs")
     trainer = read_settings("trainer", container_env(overlay, container))
     assert trainer.trainer_dir == Path(path)
@@ -252,8 +254,35 @@ def test_data_lands_on_its_volume(overlay: Rendered) -> None:
 
 
 def test_heads_are_shared_read_write_by_every_rater_replica(overlay: Rendered) -> None:
-    assert overlay.get("PersistentVolumeClaim", "heads")["spec"]["accessModes"] == ["ReadWriteMany"]
-    assert overlay.get("PersistentVolumeClaim", "blobs")["spec"]["accessModes"] == ["ReadWriteMany"]
+    dataset = overlay.get("Deployment", "dataset")["spec"]["template"]["spec"]["containers"][0]
+    rater = overlay.get("Deployment", "rater")["spec"]["template"]["spec"]["containers"][0]
+    if read_settings("dataset", container_env(overlay, dataset)).blob_backend == "fs":
+        assert overlay.get("PersistentVolumeClaim", "blobs")["spec"]["accessModes"] == ["ReadWriteMany"]
+    if read_settings("rater", container_env(overlay, rater)).heads_backend == "fs":
+        assert overlay.get("PersistentVolumeClaim", "heads")["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_s3_storage_needs_no_shared_volume(rendered: dict[str, Rendered]) -> None:
+    """The cpu-s3 overlay keeps images and heads in one bucket, under one
+    prefix, with credentials from a Secret: the blobs and heads claims are
+    gone and no claim asks for ReadWriteMany."""
+    overlay = rendered["cpu-s3"]
+    assert not {"blobs", "heads"} & overlay.names("PersistentVolumeClaim")
+    for claim in overlay.of_kind("PersistentVolumeClaim"):
+        assert "ReadWriteMany" not in claim["spec"]["accessModes"], claim["metadata"]["name"]
+    secrets = {s["metadata"]["name"]: s for s in overlay.of_kind("Secret")}
+    processes = (("dataset", "blob_backend"), ("rater", "heads_backend"), ("trainer", "heads_backend"))
+    for process, backend in processes:
+        pod = overlay.get("Deployment", process)["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        settings = read_settings(process, container_env(overlay, container))
+        assert getattr(settings, backend) == "s3" and settings.s3_bucket and settings.s3_prefix == "tagrate/"
+        if process != "trainer":  # the trainer keeps its own ReadWriteOnce volume
+            assert not any("persistentVolumeClaim" in volume for volume in pod["volumes"]), process
+        refs = [source["secretRef"]["name"] for source in container["envFrom"] if "secretRef" in source]
+        assert refs == ["s3-credentials"]
+        assert set(secrets["s3-credentials"]["data"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        assert any("configMapRef" in source for source in container["envFrom"]), "the settings are still read"
 
 
 def test_trainer_is_a_single_replica_replaced_with_recreate(overlay: Rendered) -> None:
@@ -353,7 +382,7 @@ def test_basic_auth_component_checks_credentials_before_buffering(tmp_path) -> N
     assert auth["secret"] and auth["removeHeader"] is True
 
 
-@pytest.mark.parametrize("overlay_name", ["cpu", "gpu"])
+@pytest.mark.parametrize("overlay_name", OVERLAYS)
 def test_everything_lands_in_one_namespace(rendered: dict[str, Rendered], overlay_name: str) -> None:
     objects = rendered[overlay_name].objects
     namespaces = {o["metadata"].get("namespace") for o in objects if o["kind"] != "Namespace"}

@@ -62,9 +62,12 @@ class Stack:
         return datasets.json(), userdata, self.stored_files()
 
 
-def start_stack(database_url: str, data_dir: Path, **gateway_overrides: object) -> Stack:
+def start_stack(
+    database_url: str, data_dir: Path, dataset: dict[str, object] | None = None, **gateway_overrides: object
+) -> Stack:
+    """A dataset service (settings ``dataset`` added) with a gateway in front."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    settings = dataset_settings(data_dir, database_url)
+    settings = dataset_settings(data_dir, database_url, **(dataset or {}))
     dataset = create_server(settings)
     addr = f"127.0.0.1:{dataset.start()}"
     try:

@@ -2,8 +2,10 @@
 ``rating:``/``predicted:`` comparisons, ``~`` OR-groups, aliases and
 implications) through the gateway, on SQLite and PostgreSQL, against a
 reference computed in Python from the same random library: /getuserdata
-(every page size, rated=yes/no/all, several sorts) and
-/getimageneighbours. Malformed filter items are 400s naming the item."""
+(every page size, rated=yes/no/all, several sorts), /getimageneighbours
+and /getratenext. Malformed filter items are 400s naming the item. The
+album listings (/getmontageposts, /getmontagepost) give each image's tags
+from every source, as /getimagetags?detail=true does."""
 
 from __future__ import annotations
 
@@ -16,6 +18,11 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from tagrate_common.dataset_stubs import DatasetStubs
+from tagrate_common.errors import InvalidArgument
+from tagrate_common.grpc_client import Backend
+from tagrate_common.protos import common_pb2, images_pb2, tasteloop_pb2
+from tagrate_common.userdata import TagFilter
 from tagrate_dataset.db import normalise_url
 from tests.imagefactory import make_image
 
@@ -259,5 +266,63 @@ def test_malformed_filter_items_are_400s_naming_them(library) -> None:
         assert response.status_code == 200 and response.json()["total"] == 0
 
 
+def test_rate_next_keeps_to_every_filter_form(library) -> None:
+    """/getratenext's dataset call (the gateway splits ``filters`` as for
+    /getuserdata and passes them on): its candidates are alice's unrated
+    images with features, and a limit above their number lists them all."""
+    stack, lib = library
+    extractor = "test-extractor@1"
+    client = Backend("dataset", stack.dataset_addr, DatasetStubs, 10, 64 << 20)
+    try:
+        for n, name in enumerate(lib.names):
+            vector = common_pb2.FeatureVector(values=[float(n % 5), float(n % 3), 1.0, float(n)])
+            request = images_pb2.PutImageFeaturesRequest(image=name, extractor_id=extractor, vector=vector)
+            client.stub.images.PutImageFeatures(request, timeout=30)
+
+        def rate_next(filters: str) -> set[str]:
+            tags = TagFilter.parse(filters)
+            request = tasteloop_pb2.GetRateNextRequest(
+                user="alice", extractor_id=extractor, limit=100, include_tags=tags.include, exclude_tags=tags.exclude
+            )
+            return {item.image for item in client.stub.tasteloop.GetRateNext(request, timeout=30).images}
+
+        assert rate_next("") == set(lib.names) - set(lib.ratings)
+        for filters in FILTERS:
+            assert rate_next(filters) == reference(lib, filters, "no"), filters
+        with pytest.raises(InvalidArgument) as refused:
+            rate_next("cat,rating:>x")
+        assert refused.value.code == "invalid_filter" and "rating:>x" in refused.value.message
+    finally:
+        client.close()
+
+
 def lib_first(http: httpx.Client) -> str:
     return http.get("/getuserdata", params={"user": "alice", "sort": "name-asc"}).json()["images"][0]["image"]
+
+
+def effective_tags(lib: Library, image: str) -> list[str]:
+    """The tags an image carries: the model's not removed, manual, taught."""
+    return sorted((lib.model[image] - lib.hidden[image]) | lib.manual[image] | lib.taught[image])
+
+
+def test_album_listings_show_every_source_of_each_images_tags(library) -> None:
+    stack, lib = library
+    with httpx.Client(base_url=stack.url, timeout=60) as http:
+        response = http.post("/createmontagepost", data={"user": "alice", "filenames": ",".join(lib.names)})
+        assert response.status_code == 200, response.text
+        post_id = response.json()["montagepost_id"]
+        [post] = http.get("/getmontageposts", params={"user": "alice"}).json()["montageposts"]
+        one = http.get("/getmontagepost", params={"id": post_id}).json()["montagepost"]
+        assert one == post and [i["filename"] for i in post["images"]] == lib.names
+        # The library has images with hidden model tags, manual and taught ones.
+        assert any(lib.hidden.values()) and any(lib.manual.values()) and any(lib.taught.values())
+        for image in post["images"]:
+            name = image["filename"]
+            assert image["tags"] == effective_tags(lib, name), name
+            detail = http.get("/getimagetags", params={"image": name, "detail": "true"}).json()["tags"]
+            assert image["tags"] == sorted({t["tag"] for t in detail}), name  # a tag from two sources once
+        # A page of a filtered listing: the same tags on the images it keeps.
+        paged = http.get("/getmontageposts", params={"user": "alice", "page": 1, "filters": "~dog,~kitten"}).json()
+        kept = paged["montageposts"][0]["images"]
+        assert [i["filename"] for i in kept] == [n for n in lib.names if n in reference(lib, "~dog,~kitten", "all")]
+        assert all(i["tags"] == effective_tags(lib, i["filename"]) for i in kept)

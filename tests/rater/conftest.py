@@ -18,6 +18,7 @@ from PIL import Image
 
 from tagrate_common.dataset_stubs import DatasetStubs
 from tagrate_common.grpc_server import GrpcServer
+from tagrate_common.objectstore import ObjectStore, S3Objects
 from tagrate_common.protos import common_pb2, rater_pb2, rater_pb2_grpc, ratings_pb2
 from tagrate_common.vision.loaders import load_default_model
 from tagrate_common.vision.rating_heads import serialize_weights
@@ -26,6 +27,7 @@ from tagrate_dataset.server import create_server as create_dataset_server
 from tagrate_rater.config import RaterSettings
 from tagrate_rater.server import create_server
 from tests.imagefactory import make_image
+from tests.s3server import MotoServer
 from tests.support import dataset_settings
 
 DEADLINE = 60.0
@@ -39,6 +41,16 @@ def jpeg(pixels: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
     return buf.getvalue()
+
+
+@pytest.fixture(params=["fs", "s3"])
+def heads_at(request: pytest.FixtureRequest, tmp_path: Path) -> Path | ObjectStore:
+    """Where a heads store lives, once per backend: the test's folder (the
+    store is its ``heads`` folder), or a fresh bucket on the moto server."""
+    if request.param == "fs":
+        return tmp_path
+    moto: MotoServer = request.getfixturevalue("moto_server")
+    return S3Objects(moto.client(), moto.new_bucket(), "tagrate/heads/")
 
 
 @pytest.fixture(scope="session")

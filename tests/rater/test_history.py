@@ -20,13 +20,13 @@ def squash(bias: float) -> float:
     return 1 / (1 + math.exp(-bias))
 
 
-def test_versions_are_listed_and_an_older_one_serves_until_the_next_publish(tmp_path) -> None:
-    store = open_store(tmp_path, keep=3)
+def test_versions_are_listed_and_an_older_one_serves_until_the_next_publish(heads_at) -> None:
+    store = open_store(heads_at, keep=3)
     versions = [
         publish(store, "ann", bias, snapshot_id=f"1:{n}:{n}", metrics={"mae": bias})
         for n, bias in enumerate((0.1, 0.2, 0.3, 0.4))
     ]
-    other = open_store(tmp_path, keep=3)  # a replica on the same folder
+    other = open_store(heads_at, keep=3)  # a replica on the same folder
     listed = history.versions(store, "ann")
     assert [v.info.version for v in listed] == versions[:0:-1]  # the newest 3 kept, newest first
     assert [v.serving for v in listed] == [True, False, False]
@@ -37,16 +37,16 @@ def test_versions_are_listed_and_an_older_one_serves_until_the_next_publish(tmp_
     assert [v.serving for v in history.versions(store, "ann")] == [False, False, True]
     other.reload()
     assert constant(other, "ann") == pytest.approx(squash(0.2))
-    assert constant(open_store(tmp_path, keep=3), "ann") == pytest.approx(squash(0.2))  # after a restart too
+    assert constant(open_store(heads_at, keep=3), "ann") == pytest.approx(squash(0.2))  # after a restart too
 
     newest = publish(store, "ann", 0.5)
     assert constant(store, "ann") == pytest.approx(squash(0.5))
-    assert constant(open_store(tmp_path, keep=3), "ann") == pytest.approx(squash(0.5))
+    assert constant(open_store(heads_at, keep=3), "ann") == pytest.approx(squash(0.5))
     assert history.versions(store, "ann")[0].info.version == newest and history.versions(store, "ann")[0].serving
 
 
-def test_unknown_versions_and_subjects(tmp_path) -> None:
-    store = open_store(tmp_path)
+def test_unknown_versions_and_subjects(heads_at) -> None:
+    store = open_store(heads_at)
     publish(store, "bob", 0.1)
     with pytest.raises(NotFound) as info:
         history.use(store, "bob", "v9-nothere")

@@ -1,16 +1,19 @@
-"""The heads folder: versioned files that survive restarts, pruning, names
+"""The heads store: versioned files that survive restarts, pruning, names
 that never become paths, damaged and foreign files, hot swaps, and replicas
-sharing one folder picking up each other's heads."""
+sharing one store picking up each other's heads. The tests taking
+``heads_at`` run on both backends: a folder and an S3 bucket (moto)."""
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tagrate_common.errors import Conflict, InvalidArgument
+from tagrate_common.objectstore import ObjectStore
 from tagrate_common.vision.rating_heads import serialize_weights
 from tagrate_rater.heads import GLOBAL
 from tagrate_rater.store import STALE_TEMP_SECONDS, HeadStore, subject_key
@@ -19,8 +22,9 @@ from tests.common.test_rating_heads import D
 EXTRACTOR = "test-extractor@0123456789ab:pooled"
 
 
-def open_store(tmp_path, extractor: str = EXTRACTOR, keep: int = 3) -> HeadStore:
-    return HeadStore.open(tmp_path / "heads", extractor, D, keep)
+def open_store(where: Path | ObjectStore, extractor: str = EXTRACTOR, keep: int = 3) -> HeadStore:
+    """The store in ``where``: an object store, or the folder ``heads`` in a test's folder."""
+    return HeadStore.open(where if isinstance(where, ObjectStore) else where / "heads", extractor, D, keep)
 
 
 def publish(store: HeadStore, user: str, bias: float, **kw) -> str:
@@ -33,11 +37,11 @@ def constant(store_or_set, user: str) -> float:
     return float(live.serving(user).head.predict(np.zeros((1, D)))[0])
 
 
-def test_published_heads_survive_a_restart_with_their_metadata(tmp_path) -> None:
-    store = open_store(tmp_path)
+def test_published_heads_survive_a_restart_with_their_metadata(heads_at) -> None:
+    store = open_store(heads_at)
     v1 = publish(store, "alice", 1.0, snapshot_id="alice:7", metrics={"spearman": 0.61, "mae": 0.12})
     publish(store, GLOBAL, -1.0)
-    reopened = open_store(tmp_path)
+    reopened = open_store(heads_at)
     assert [i.user for i in reopened.live.infos()] == ["alice", GLOBAL]
     alice = reopened.live.get("alice").info
     assert (alice.version, alice.snapshot_id, alice.metrics, alice.kind) == (
@@ -51,21 +55,21 @@ def test_published_heads_survive_a_restart_with_their_metadata(tmp_path) -> None
     assert constant(reopened, "bob") == pytest.approx(float(1 / (1 + np.exp(1.0))), abs=1e-6)  # the global head
 
 
-def test_the_newest_version_serves_and_versions_keep_counting_after_a_restart(tmp_path) -> None:
-    store = open_store(tmp_path)
+def test_the_newest_version_serves_and_versions_keep_counting_after_a_restart(heads_at) -> None:
+    store = open_store(heads_at)
     versions = [publish(store, "alice", bias) for bias in (0.0, 1.0, 2.0)]
     assert [v.split("-")[0] for v in versions] == ["v1", "v2", "v3"]
-    reopened = open_store(tmp_path)
+    reopened = open_store(heads_at)
     assert reopened.live.get("alice").info.version == versions[-1]
     assert publish(reopened, "alice", 3.0).startswith("v4-")
 
 
-def test_old_versions_are_pruned(tmp_path) -> None:
-    store = open_store(tmp_path, keep=2)
+def test_old_versions_are_pruned(heads_at) -> None:
+    store = open_store(heads_at, keep=2)
     for bias in range(5):
         publish(store, "alice", float(bias))
-    files = sorted((tmp_path / "heads" / subject_key("alice")).iterdir())
-    assert [f.name.split("-")[0] for f in files] == ["00000004", "00000005"]
+    files = sorted(item.key.rsplit("/", 1)[1] for item in store.objects.list(f"{subject_key('alice')}/"))
+    assert [name.split("-")[0] for name in files] == ["00000004", "00000005"]
 
 
 def test_user_names_never_become_paths(tmp_path) -> None:
@@ -100,27 +104,27 @@ def test_a_damaged_newest_file_falls_back_to_the_previous_version(tmp_path) -> N
     assert [p.name for p in newest.parent.glob(".tmp-*")] == [".tmp-def"]
 
 
-def test_heads_of_another_extractor_are_refused_and_not_loaded(tmp_path) -> None:
-    store = open_store(tmp_path)
+def test_heads_of_another_extractor_are_refused_and_not_loaded(heads_at) -> None:
+    store = open_store(heads_at)
     before = publish(store, "alice", 1.0)
     weights = serialize_weights({"weight": np.zeros(D), "bias": np.array(5.0)})
     with pytest.raises(Conflict) as caught:
         store.publish(user="alice", kind="linear", weights=weights, extractor_id="other@ffffffffffff:pooled")
     assert caught.value.code == "extractor_mismatch" and EXTRACTOR in caught.value.message
     assert store.live.get("alice").info.version == before
-    assert len(list((tmp_path / "heads" / subject_key("alice")).glob("*.head"))) == 1
+    assert len(list(store.objects.list(f"{subject_key('alice')}/"))) == 1
 
     # A newer head made while another extractor ran: the current extractor
     # keeps serving the newest head that was made for it.
-    other = open_store(tmp_path, extractor="other@ffffffffffff:pooled")
+    other = open_store(heads_at, extractor="other@ffffffffffff:pooled")
     assert len(other.live) == 0
     publish(other, "alice", 5.0)
-    assert open_store(tmp_path).live.get("alice").info.version == before
-    assert open_store(tmp_path, extractor="other@ffffffffffff:pooled").live.get("alice").info.version.startswith("v2-")
+    assert open_store(heads_at).live.get("alice").info.version == before
+    assert open_store(heads_at, extractor="other@ffffffffffff:pooled").live.get("alice").info.version.startswith("v2-")
 
 
-def test_a_set_taken_before_a_publish_never_changes(tmp_path) -> None:
-    store = open_store(tmp_path)
+def test_a_set_taken_before_a_publish_never_changes(heads_at) -> None:
+    store = open_store(heads_at)
     publish(store, "alice", 1.0)
     taken = store.live
     publish(store, "alice", -3.0)
@@ -133,8 +137,8 @@ def test_a_set_taken_before_a_publish_never_changes(tmp_path) -> None:
 # ---- replicas sharing one folder ----------------------------------------------------
 
 
-def test_a_replica_serves_what_another_published_after_a_reload(tmp_path) -> None:
-    a, b = open_store(tmp_path), open_store(tmp_path)
+def test_a_replica_serves_what_another_published_after_a_reload(heads_at) -> None:
+    a, b = open_store(heads_at), open_store(heads_at)
     assert b.reload() == 0  # nothing published yet: nothing read
     publish(a, "alice", 1.0)
     publish(a, GLOBAL, -1.0)
@@ -149,8 +153,8 @@ def test_a_replica_serves_what_another_published_after_a_reload(tmp_path) -> Non
     assert b.live.get(GLOBAL).info == a.live.get(GLOBAL).info
 
 
-def test_replicas_number_versions_after_each_other(tmp_path) -> None:
-    a, b = open_store(tmp_path), open_store(tmp_path)
+def test_replicas_number_versions_after_each_other(heads_at) -> None:
+    a, b = open_store(heads_at), open_store(heads_at)
     assert publish(a, "alice", 1.0).startswith("v1-")
     # b has not reloaded, yet its version follows a's on disk rather than
     # colliding with it.

@@ -45,37 +45,90 @@ def expected_wd_scores(mean_bgr: tuple[float, float, float]) -> dict[str, float]
     }
 
 
-def write_wd_v3_dir(path: Path, size: int = 32, scale: float = 1.0) -> Path:
-    """A WD v3 folder as distributed: model.onnx + selected_tags.csv, no
-    manifest. ``scale`` multiplies the weights (a different model)."""
-    path.mkdir(parents=True, exist_ok=True)
-    weights = np.array([w for _, _, w, _ in WD_TAGS], dtype=np.float32).T * scale  # (3, tags)
-    bias = np.array([b for *_, b in WD_TAGS], dtype=np.float32)
+def mean_colour_onnx(
+    path: Path,
+    weights: np.ndarray,
+    bias: np.ndarray,
+    size: int,
+    *,
+    divide_by: float = 255.0,
+    layout: str = "NHWC",
+    outputs: int | None = None,
+) -> None:
+    """A tiny ONNX tagger: sigmoid(mean colour / ``divide_by`` @ weights +
+    bias), input NHWC ``[batch, size, size, 3]`` float (``layout="NCHW"``:
+    ``[batch, 3, size, size]``, a wrong shape for a tagger). ``outputs``
+    scores more than the weights give pad them with zero columns (a tag list
+    that does not match)."""
+    extra = (outputs or weights.shape[1]) - weights.shape[1]
+    weights = np.pad(weights, ((0, 0), (0, extra)))
+    bias = np.pad(bias, (0, extra))
+    axes, shape = (
+        ([1, 2], ["batch_size", size, size, 3]) if layout == "NHWC" else ([2, 3], ["batch_size", 3, size, size])
+    )
     graph = helper.make_graph(
         [
-            helper.make_node("ReduceMean", ["input"], ["mean"], axes=[1, 2], keepdims=0),
-            helper.make_node("Div", ["mean", "scale255"], ["unit"]),
+            helper.make_node("ReduceMean", ["input"], ["mean"], axes=axes, keepdims=0),
+            helper.make_node("Div", ["mean", "scale"], ["unit"]),
             helper.make_node("MatMul", ["unit", "weights"], ["logits0"]),
             helper.make_node("Add", ["logits0", "bias"], ["logits"]),
             helper.make_node("Sigmoid", ["logits"], ["output"]),
         ],
-        "wd_v3_test",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch_size", size, size, 3])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch_size", len(WD_TAGS)])],
+        "tagger_test",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch_size", weights.shape[1]])],
         initializer=[
-            numpy_helper.from_array(np.array(255.0, dtype=np.float32), "scale255"),
-            numpy_helper.from_array(weights, "weights"),
-            numpy_helper.from_array(bias, "bias"),
+            numpy_helper.from_array(np.array(divide_by, dtype=np.float32), "scale"),
+            numpy_helper.from_array(weights.astype(np.float32), "weights"),
+            numpy_helper.from_array(bias.astype(np.float32), "bias"),
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model)
-    onnx.save(model, path / "model.onnx")
+    onnx.save(model, path)
+
+
+def write_wd_v3_dir(path: Path, size: int = 32, scale: float = 1.0, **graph: object) -> Path:
+    """A WD v3 folder as distributed: model.onnx + selected_tags.csv, no
+    manifest. ``scale`` multiplies the weights (a different model);
+    ``graph`` goes to :func:`mean_colour_onnx` (a wrong layout or count)."""
+    path.mkdir(parents=True, exist_ok=True)
+    weights = np.array([w for _, _, w, _ in WD_TAGS], dtype=np.float32).T * scale  # (3, tags)
+    bias = np.array([b for *_, b in WD_TAGS], dtype=np.float32)
+    mean_colour_onnx(path / "model.onnx", weights, bias, size, **graph)  # type: ignore[arg-type]
     with open(path / "selected_tags.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["tag_id", "name", "category", "count"])
         for i, (name, category, _, _) in enumerate(WD_TAGS):
             writer.writerow([1000 + i, name, category, 5000 - i])
+    return path
+
+
+# DeepDanbooru style: (name, weights on the mean [R, G, B] in 0..1, bias);
+# ratings are the "rating:" tags, characters listed in tags-character.txt.
+DD_TAGS = [
+    ("rating:safe", (2.0, 0.0, 0.0), -1.0),
+    ("rating:questionable", (0.0, 0.0, 0.0), 0.0),
+    ("rating:explicit", (0.0, 0.0, 0.0), -3.0),
+    ("red_background", (4.0, 0.0, -4.0), 0.0),
+    ("blue_background", (-4.0, 0.0, 4.0), 0.0),
+    ("solo", (0.0, 0.0, 0.0), -0.2),  # 0.45: under the general 0.5
+    ("hakurei_reimu", (3.0, 0.0, 0.0), 0.0),  # red: 0.95, a character
+    ("kirisame_marisa", (1.0, 0.0, 0.0), 0.0),  # red: 0.73, under 0.85
+]
+DD_CHARACTERS = ("hakurei_reimu", "kirisame_marisa")
+
+
+def write_deepdanbooru_dir(path: Path, size: int = 24) -> Path:
+    """A DeepDanbooru-style folder: model.onnx (NHWC RGB 0-1) + tags.txt +
+    tags-character.txt."""
+    path.mkdir(parents=True, exist_ok=True)
+    weights = np.array([w for _, w, _ in DD_TAGS], dtype=np.float32).T
+    bias = np.array([b for *_, b in DD_TAGS], dtype=np.float32)
+    # The loader feeds 0..1 already: the graph divides by 1.
+    mean_colour_onnx(path / "model.onnx", weights, bias, size, divide_by=1.0)
+    (path / "tags.txt").write_text("\n".join(name for name, _, _ in DD_TAGS) + "\n")
+    (path / "tags-character.txt").write_text("\n".join(DD_CHARACTERS) + "\n")
     return path
 
 

@@ -19,6 +19,7 @@ from tagrate_common.vision.onnx_models import (
     CALIBRATION_PHOTOS,
     HELD_OUT_PHOTOS,
     calibration_images,
+    int8_runs_well_here,
     resolve_backend,
 )
 from tagrate_common.vision.preprocess import EFFICIENTNET_LITE
@@ -96,7 +97,15 @@ def test_int8_is_a_model_of_its_own_that_agrees_with_fp32(
     # The issue's bars, on every view: top-1 kept on >= 95% (measured 100 of
     # 104 on an AVX-512 VNNI CPU; the misses are near-ties, fp32 top-1 under
     # 0.16) and feature cosine >= 0.99 (measured min 0.9965, mean 0.9988).
-    assert (scores.argmax(1) == expected_scores.argmax(1)).mean() >= 0.95
+    # They hold where `auto` picks int8: CPUs with VNNI. Elsewhere
+    # onnxruntime's kernels saturate (86% top-1 on an AVX2-only EPYC) and
+    # `auto` takes fp32; the int8 model must still be close.
+    top1 = (scores.argmax(1) == expected_scores.argmax(1)).mean()
+    if not int8_runs_well_here():
+        assert top1 >= 0.8 and cosine.min() >= 0.95, (top1, cosine.min())
+        assert resolve_backend("auto", "cpu") == "onnx-fp32"
+        return
+    assert top1 >= 0.95
     assert cosine.min() >= 0.99
     # A fully int8 graph misses both (87-92%, min cosine 0.88-0.91): the
     # float layers matter (see onnx_models._quantize).
@@ -121,7 +130,54 @@ def _held_out_spearman(features_of) -> float:
     return train_head(data, TrainingConfig()).metrics["spearman"]
 
 
-def test_auto_means_onnx_int8_on_a_cpu_and_torch_on_a_gpu() -> None:
-    assert resolve_backend("auto", "cpu") == "onnx-int8"
+def test_auto_means_onnx_int8_on_a_cpu_with_vnni_else_fp32_and_torch_on_a_gpu(tmp_path: Path) -> None:
+    expected = "onnx-int8" if int8_runs_well_here() else "onnx-fp32"
+    assert resolve_backend("auto", "cpu") == expected
     assert resolve_backend("auto", "cuda") == "torch"
+    epyc_avx2 = tmp_path / "avx2"
+    epyc_avx2.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    icelake = tmp_path / "icelake"
+    icelake.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    assert not int8_runs_well_here.__wrapped__(epyc_avx2)
+    assert int8_runs_well_here.__wrapped__(icelake)
+    assert not int8_runs_well_here.__wrapped__(tmp_path / "missing")
     assert resolve_backend("onnx-int8", "cpu") == "onnx-int8"
+
+
+# A process without onnx and scikit-image (a container image): importing
+# either fails, as there.
+_WITHOUT_EXPORT_TOOLS = """
+import sys
+from pathlib import Path
+sys.modules["onnx"] = None
+sys.modules["skimage"] = None
+from tagrate_common.vision.loaders import load_service_model
+from tagrate_tagger.config import TaggerSettings
+settings = TaggerSettings(data_dir=Path(sys.argv[1]), device="cpu")
+for backend in ("onnx-fp32", "onnx-int8"):
+    print(backend, load_service_model(settings, None, backend).model_id)
+"""
+
+
+def test_a_service_starts_from_exports_baked_into_model_cache_dir(cache_dir: Path, tmp_path: Path) -> None:
+    """The container images bake the exports in and point
+    TAGRATE_MODEL_CACHE_DIR at them: a service then loads both ONNX models
+    without the export tools (the tests above filled ``cache_dir``; an empty
+    data folder would need them)."""
+    import os
+    import subprocess
+    import sys
+
+    load_default_model("cpu", "onnx-fp32", cache_dir)
+    load_default_model("cpu", "onnx-int8", cache_dir)
+    run = [sys.executable, "-c", _WITHOUT_EXPORT_TOOLS, str(tmp_path / "data")]
+    baked = subprocess.run(
+        run, env={**os.environ, "TAGRATE_MODEL_CACHE_DIR": str(cache_dir)}, capture_output=True, text=True, timeout=300
+    )
+    assert baked.returncode == 0, baked.stderr[-2000:]
+    assert [line.split()[0] for line in baked.stdout.splitlines()] == ["onnx-fp32", "onnx-int8"]
+    assert not (tmp_path / "data" / "models").exists()  # nothing exported into the data folder
+    # Without the baked files the same process has to export, and cannot.
+    env = {k: v for k, v in os.environ.items() if k != "TAGRATE_MODEL_CACHE_DIR"}
+    unbaked = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300)
+    assert unbaked.returncode != 0 and "onnx" in unbaked.stderr

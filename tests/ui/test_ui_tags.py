@@ -3,8 +3,10 @@
 keyboard (t, type, Enter) and removed with its remove button, each source in
 its own colour, a click on a tag toggling it in the library's filter, taught
 tags offered as suggestions accepted and rejected with a and r; in the admin
-screen, an alias and an implication added and deleted. What the page shows
-is checked against what the REST API then reports."""
+screen, an alias and an implication added and deleted; in the library, tags
+added to and removed from a grid selection (with the tag box's
+suggestions). What the page shows is checked against what the REST API then
+reports."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import pytest
 from tests.imagefactory import make_image
 from tests.trainer.scenes import scene
 
+from .conftest import wait_for_tiles
 from .pages import DESKTOP, shoot, sign_in, ui_page
 
 pytestmark = pytest.mark.slow
@@ -150,3 +153,66 @@ def test_viewer_accepts_and_rejects_taught_suggestions_with_a_and_r(browser, run
         while not ((info := api.get("/taughttags").json()) and info[0]["negatives"] >= 1 and info[0]["examples"] >= 9):
             assert time.monotonic() < deadline, f"never relearned: {info}"
             time.sleep(1)
+
+
+def test_bulk_tags_from_the_grids_selection(browser, run_stack, screenshots):
+    """Tags added to and removed from the selected images at once: a
+    suggested tag taken with the keyboard plus a new one, then one removed
+    (the grid filtered on it loses those images); a bad name changes
+    nothing and says why, the selection kept."""
+    datas = [make_image("PNG", (64, 48), seed=2600 + i) for i in range(3)]
+    names = [f"{hashlib.sha256(data).hexdigest()}.png" for data in datas]
+    with httpx.Client(base_url=run_stack.url, timeout=60) as api:
+        for data in datas:
+            response = api.post(
+                "/addrating", data={"user": "bulktags", "rating": "0.5"}, files={"image": ("b.png", data)}
+            )
+            assert response.status_code == 200, response.text
+        for name in names:
+            assert api.post("/addtags", json={"image": name, "tags": ["bulkset"]}).status_code == 200
+        # A tag the collection already has, for the box to suggest.
+        assert api.post("/addtags", json={"image": names[2], "tags": ["fluffymarker"]}).status_code == 200
+        shown = sorted(names)
+        picked = shown[:2]
+        with ui_page(browser, run_stack.url, DESKTOP) as page:
+            sign_in(page, "bulktags")
+            page.goto("/#/library?rated=all&sort=name-asc&filters=bulkset")
+            wait_for_tiles(page, shown)
+            page.click("#select-mode")
+            for name in picked:
+                page.click(f"#grid .tile[data-image='{name}'] a")
+            assert page.locator("#selected-count").inner_text() == "2 images selected"
+            page.click("#bulk-tags summary")
+            page.click("#bulk-tags-input")
+            page.keyboard.type("fluffym")
+            page.wait_for_selector("#bulk-tags-suggestions [role=option][data-tag='fluffymarker']")
+            page.keyboard.press("ArrowDown")
+            page.keyboard.press("Enter")  # takes the suggestion
+            assert page.input_value("#bulk-tags-input") == "fluffymarker, "
+            page.keyboard.type("Bulk Sofa")
+            page.keyboard.press("Escape")  # closes any suggestions: Enter then adds
+            page.keyboard.press("Enter")
+            page.wait_for_selector(".toast:has-text('Tagged fluffymarker, Bulk Sofa: 2 images.')")
+            for name in picked:
+                assert {("fluffymarker", "manual"), ("bulk_sofa", "manual")} <= set(detail(api, name))
+            assert "bulk_sofa" not in [tag for tag, _ in detail(api, shown[2])]
+            shoot(page, screenshots, "library-bulk-tags-1280")
+
+            # A bad name: the API's reason in the panel, nothing tagged, the selection kept.
+            wait_for_tiles(page, shown)
+            for name in picked:
+                page.click(f"#grid .tile[data-image='{name}'] a")
+            page.click("#bulk-tags summary")
+            page.fill("#bulk-tags-input", "rating:x")
+            page.click("#bulk-tags-add")
+            page.wait_for_selector("#bulk-tags-message:has-text('rating:')")
+            assert page.locator("#selected-count").inner_text() == "2 images selected"
+
+            # Removed from the two: the grid filtered on it keeps the third only.
+            page.fill("#bulk-tags-input", "bulkset")
+            page.click("#bulk-tags-remove")
+            page.wait_for_selector(".toast:has-text('Untagged bulkset: 2 images.')")
+            wait_for_tiles(page, [shown[2]])
+            for name in picked:
+                assert "bulkset" not in [tag for tag, _ in detail(api, name)]
+            assert ("bulkset", "manual") in detail(api, shown[2])

@@ -10,9 +10,10 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from tagrate_common.config import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, ServiceSettings
+from tagrate_common.objectstore import Backend, ObjectStore, S3Settings
 
 
-class TrainerSettings(ServiceSettings):
+class TrainerSettings(ServiceSettings, S3Settings):
     """Where the trainer listens, which services it uses and how it trains.
 
     The jobs database, left unset, is SQLite at ``<data_dir>/trainer/jobs.db``;
@@ -32,6 +33,12 @@ class TrainerSettings(ServiceSettings):
     rater_addr: str = Field(
         f"127.0.0.1:{DEFAULT_PORTS['rater']}",
         description='host:port of the rater service (extractor id, publishing heads); "" means not configured.',
+    )
+    heads_backend: Backend = Field(
+        "fs",
+        description="Where the copy of the last global head this trainer published is kept (the prior of "
+        "personal heads): `fs`, <data_dir>/trainer/global-head; `s3`, the bucket TRAINER_S3_BUCKET under "
+        "`<TRAINER_S3_PREFIX>trainer/`, which every trainer replica shares (docs/storage.md).",
     )
     stream_timeout_seconds: float = Field(
         600.0, gt=0, description="Deadline for streaming one job's training data from the dataset service."
@@ -72,6 +79,13 @@ class TrainerSettings(ServiceSettings):
     )
     stop_wait_seconds: float = Field(
         2.0, ge=0, description="How long StopTraining waits for the job to acknowledge before answering."
+    )
+
+    job_lease_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="Replicas sharing a PostgreSQL jobs database: a replica renews its running job's lease every "
+        "third of this; a job whose replica died is taken over by another once its lease is this old.",
     )
 
     taught_tag_min_examples: int = Field(
@@ -134,3 +148,7 @@ class TrainerSettings(ServiceSettings):
     def trainer_dir(self) -> Path:
         """The trainer's own folder under the data directory."""
         return self.data_dir / "trainer"
+
+    def global_head_store(self) -> ObjectStore:
+        """Where the copy of the global head this trainer published is kept (``heads_backend``)."""
+        return self.object_store(self.heads_backend, self.trainer_dir / "global-head", "trainer/")

@@ -7,8 +7,11 @@ answers the same after a restart. A job still ``running`` or ``stopping``
 when the trainer starts was cut off by a crash: :meth:`JobStore.recover`
 marks it failed, so no job shows as running forever.
 
-One trainer owns one jobs database (the default is a SQLite file in the
-trainer's data folder). The table is created and changed only by the
+A SQLite jobs database (the default, a file in the trainer's data folder)
+belongs to one trainer. On PostgreSQL several trainer replicas share the
+table: each job row names the replica that runs it (``owner``) and a lease
+it renews; :mod:`.claims` holds those statements. A partial unique index
+allows one running (or stopping) job per user, whatever replica wrote it. The table is created and changed only by the
 trainer's Alembic migrations (``migrations/``), run on every start; their
 version table is ``alembic_version_trainer``, so the jobs table may share a
 database with the dataset service's tables.
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import JSON, Column, DateTime, Engine
+from sqlalchemy import JSON, Column, DateTime, Engine, Index, text
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from tagrate_common import database
@@ -40,6 +43,7 @@ IDLE = "idle"
 ACTIVE_STATES = (RUNNING, STOPPING)
 FINISHED_STATES = (SUCCEEDED, FAILED, STOPPED)
 CRASHED_MESSAGE = "the trainer stopped while this job was running"
+ACTIVE_WHERE = "state IN ('running', 'stopping')"
 
 
 def utc_now() -> datetime:
@@ -62,6 +66,16 @@ class TrainingJob(TrainerModel, table=True):
     """One training job, from start to outcome."""
 
     __tablename__ = "training_jobs"
+    # One active job per user, enforced by the database whichever replica writes it.
+    __table_args__ = (
+        Index(
+            "uq_training_jobs_active_user",
+            "user",
+            unique=True,
+            postgresql_where=text(ACTIVE_WHERE),
+            sqlite_where=text(ACTIVE_WHERE),
+        ),
+    )
 
     id: str = Field(default_factory=lambda: uuid.uuid4().hex, primary_key=True, max_length=32)
     user: str = Field(index=True, max_length=64)  # a user name, or "all"
@@ -81,6 +95,11 @@ class TrainingJob(TrainerModel, table=True):
     model_version: str | None = Field(default=None, max_length=200)
     started_at: datetime = Field(default_factory=utc_now, sa_column=Column(DateTime(timezone=True), nullable=False))
     finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    # Shared (PostgreSQL) mode: the replica running the job, until when it
+    # holds it, and how many replicas have started it (takeovers included).
+    owner: str | None = Field(default=None, max_length=100)
+    lease_expires_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    attempts: int = 1
 
     @property
     def finished(self) -> bool:

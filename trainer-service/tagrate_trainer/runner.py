@@ -21,20 +21,16 @@ mini-batch and between phases (a pending data stream is cancelled), and
 ends the job ``stopped`` with nothing published. Once publishing has begun
 the job can no longer be stopped.
 
-When no candidate beats predicting the user's mean rating in
-cross-validation, or the global head predicts the user's ratings better
-than any personal candidate, the job fails with a message saying so (its
-metrics hold every candidate's figures and ``selected_none`` or
-``selected_global``) and nothing is published: the user's previous
-personal head, or else the global head, keeps serving,
-and /verifydatasets keeps showing the user's model as not up to date, since
-no model was trained on the current ratings.
+When no candidate beats the user's mean rating, or the global head predicts
+their ratings better, the job fails saying so (``selected_none`` or
+``selected_global`` in its metrics) and nothing is published.
+
+Several replicas on one PostgreSQL jobs table: see :mod:`.shared_runner`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
@@ -60,7 +56,7 @@ from .peers import Extractor, Peers, StreamCancelled, StreamHandle
 from .published import GlobalHeadCopies, GlobalHeadCopy
 from .selection import train_head
 from .selection.candidates import NONE, Prior, global_prior
-from .training import NotEnoughData, ProgressReport, TrainingStopped
+from .training import NotEnoughData, ProgressReport, TrainingStopped, lower_thread_priority
 
 log = logging.getLogger(__name__)
 
@@ -72,17 +68,11 @@ SAVE_INTERVAL_SECONDS = 1.0
 SHUTDOWN_MESSAGE = "the trainer was shut down while this job was running"
 
 
-def lower_thread_priority(nice: int) -> None:
-    """Lowers the calling thread's CPU priority by ``nice`` (Linux gives
-    each thread its own nice value; elsewhere this does nothing). The job's
-    thread ends with the job, so nothing needs raising back."""
-    if nice <= 0 or not hasattr(os, "setpriority"):
-        return
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-    except OSError as exc:  # not allowed here (a sandbox): the job still runs
-        log.warning("could not lower the automatic job's CPU priority: %s", exc)
+def running_error(job: TrainingJob) -> AlreadyExists:
+    return AlreadyExists(
+        f"a training is already running (for '{job.user}'); wait for it to finish or stop it with /stoptraining",
+        "training_running",
+    )
 
 
 class JobRunner:
@@ -162,16 +152,24 @@ class JobRunner:
                     "model_up_to_date",
                 )
             job = TrainingJob(user=subject, force=force, automatic=automatic, epochs=self.config.max_epochs)
-            self.store.save(job)
-            with self._lock:
-                self._job = job
-                self._publishing = False
-                self._stop = threading.Event()
-                self._stream = StreamHandle()
-                self._thread = threading.Thread(target=self._work, args=(job,), name=f"train-{subject}", daemon=True)
-                self._thread.start()
+            self._insert(job)
+            self._launch(job)
             log.info("training job %s started for %s", job.id, subject, extra={"force": force, "automatic": automatic})
             return self.status()
+
+    def _insert(self, job: TrainingJob) -> None:
+        """Records a new job before it runs."""
+        self.store.save(job)
+
+    def _launch(self, job: TrainingJob) -> None:
+        """Runs ``job`` on a fresh worker thread."""
+        with self._lock:
+            self._job = job
+            self._publishing = False
+            self._stop = threading.Event()
+            self._stream = StreamHandle()
+            self._thread = threading.Thread(target=self._work, args=(job,), name=f"train-{job.user}", daemon=True)
+            self._thread.start()
 
     def busy(self) -> bool:
         """Whether a job runs (or is stopping)."""
@@ -195,11 +193,7 @@ class JobRunner:
         with self._lock:
             job = self._active_job()
             if job is not None:
-                raise AlreadyExists(
-                    f"a training is already running (for '{job.user}'); wait for it to finish or stop it "
-                    "with /stoptraining",
-                    "training_running",
-                )
+                raise running_error(job)
 
     def stop(self) -> TrainerStatus:
         """Asks the running job to stop and waits (briefly) until it has.
@@ -253,9 +247,13 @@ class JobRunner:
             with self._lock:
                 snapshot = job.copy()
             try:
-                self.store.save(snapshot)
+                self._write(snapshot)
             except Exception:  # progress is worth losing; the job is not
                 log.exception("could not record the progress of job %s", job.id)
+
+    def _write(self, snapshot: TrainingJob) -> None:
+        """Writes a copy of the running job (called under ``_save_lock``)."""
+        self.store.save(snapshot)
 
     def _update(self, job: TrainingJob, **fields: object) -> None:
         with self._lock:

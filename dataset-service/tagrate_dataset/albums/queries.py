@@ -1,7 +1,8 @@
 """Reading albums: a user's albums newest first (paged, counted in the same
 statement), an album's images in album order with their dimensions, the
-owner's rating and the current tagger model's tags, and an album's
-neighbours in its owner's list. Plain SQL on one connection.
+owner's rating and their tags (from every source, as
+/getimagetags?detail=true lists them), and an album's neighbours in its
+owner's list. Plain SQL on one connection.
 
 Round trips do not grow with the page: one statement resolves the owner,
 the tagger model and the filter's tag ids; one reads the page of albums
@@ -242,10 +243,20 @@ def _entries(
         f"WHERE m.album_id IN :albums{scope.conditions('i.id')} ORDER BY m.album_id, m.position, i.id{limit}"
     )
     if with_tags:
+        # Each image's tags as /getimagetags?detail=true has them: the
+        # current tagger model's not removed from it, manual, taught (a
+        # pair two sources have comes twice; dropped below). Each source is
+        # read by its (image, tag) key for the page's images only.
+        among = "IN (SELECT image_id FROM p)"
         sql = (
-            f"SELECT p.*, t.name AS tag FROM ({inner}) p "
-            "LEFT JOIN image_tags x ON x.image_id = p.image_id AND x.tagger_model_id = :m AND x.score >= :th "
-            "LEFT JOIN tags t ON t.id = x.tag_id ORDER BY p.album_id, p.position, p.image_id"
+            f"WITH p AS ({inner}) SELECT p.*, t.name AS tag FROM p LEFT JOIN ("
+            f"SELECT x.image_id, x.tag_id FROM image_tags x WHERE x.image_id {among} AND x.tagger_model_id = :m "
+            "AND x.score >= :th AND NOT EXISTS (SELECT 1 FROM hidden_tags h WHERE h.image_id = x.image_id "
+            "AND h.tag_id = x.tag_id) "
+            f"UNION ALL SELECT y.image_id, y.tag_id FROM manual_tags y WHERE y.image_id {among} "
+            f"UNION ALL SELECT z.image_id, z.tag_id FROM taught_image_tags z WHERE z.image_id {among}"
+            ") e ON e.image_id = p.image_id LEFT JOIN tags t ON t.id = e.tag_id "
+            "ORDER BY p.album_id, p.position, p.image_id"
         )
     else:
         sql = f"SELECT p.*, NULL AS tag FROM ({inner}) p ORDER BY p.album_id, p.position, p.image_id"
@@ -273,7 +284,7 @@ def _entries(
             last.tags.append(row.tag)
     for entries in out.values():
         for entry in entries:
-            entry.tags.sort()  # code-point order, the same on every database
+            entry.tags[:] = sorted(set(entry.tags))  # code-point order, the same on every database
     return out
 
 

@@ -1,22 +1,26 @@
 """The image blob store: original uploads, content-addressed by sha256, plus
-a cache of resized versions.
+a cache of resized versions, in two object stores
+(:mod:`tagrate_common.objectstore`: a folder each, ``DATASET_BLOB_DIR`` and
+``DATASET_CACHE_DIR``, or ``blobs/`` and ``cache/`` under
+``DATASET_S3_PREFIX`` in an S3 bucket; ``DATASET_BLOB_BACKEND``).
 
-Layout: ``<blob_dir>/<sha[:2]>/<sha>.<ext>`` for originals,
-``<cache_dir>/<size>/<sha[:2]>/<sha>.<ext>`` for resized versions and
-``<cache_dir>/square-<size>/<sha[:2]>/<sha>.webp`` for thumbnails. Names are
-always validated ``<sha256>.<ext>`` strings before they get here, so no path
-is ever built from client input.
+Keys: ``<sha[:2]>/<sha>.<ext>`` for originals, ``<size>/<sha[:2]>/<sha>.<ext>``
+for resized versions and ``square-<size>/<sha[:2]>/<sha>.webp`` for
+thumbnails. Names are always validated ``<sha256>.<ext>`` strings before they
+get here, so no key is ever built from client input.
 
-Every file appears atomically: it is written to a temporary file in the same
-folder, flushed and fsynced, renamed into place, and the folder is fsynced so
-the rename itself survives a crash. A reader therefore sees either nothing or
-the whole file, and the service commits an image's row only after ``put``
-returned, so no row ever points at a missing or partial blob.
+Every object appears atomically (a file by temp file, fsync and rename; an S3
+object by one PUT): a reader sees either nothing or the whole object, and the
+service commits an image's row only after ``put`` returned, so no row ever
+points at a missing or partial blob. A process killed after the put but
+before the commit leaves an object without a row: an orphan, removed as below.
 
 Deleting an image works the other way round: its rows go first (one
 transaction), then its files (:meth:`BlobStore.remove`). A crash between the
 two leaves files without a row, never served (every read starts from the
-row) and removed on the next start by :meth:`BlobStore.collect_orphans`.
+row) and removed on the next start by :meth:`BlobStore.collect_orphans`
+(objects younger than ``DATASET_STALE_TEMP_SECONDS`` are kept: they may be
+an upload in progress on another replica).
 """
 
 from __future__ import annotations
@@ -25,14 +29,15 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from PIL import Image
 
-from tagrate_common.files import TEMP_PREFIX, ensure_free_space, free_bytes, out_of_space, write_atomically
+from tagrate_common.files import ensure_free_space, out_of_space
 from tagrate_common.image_resize import resize_to_fit, resize_upright, upright_size
 from tagrate_common.images import FORMATS, decode_slot
+from tagrate_common.objectstore import FsObjects, ObjectStore, StoredObject
 
 from .thumbnails import ThumbnailWarmer
 
@@ -80,18 +85,22 @@ def resized_content_type(fmt: str) -> str:
 
 
 class BlobStore:
-    """Original image files and their resized versions on the local file
-    system (a persistent volume when deployed)."""
+    """Original image files and their resized versions: ``originals`` and
+    ``cache`` are object stores, or folders (a local disk or a volume)."""
 
-    def __init__(self, blob_dir: Path, cache_dir: Path, min_free_bytes: int = 0, headroom_bytes: int = 0) -> None:
-        self.blob_dir = Path(blob_dir)
-        self.cache_dir = Path(cache_dir)
+    def __init__(
+        self,
+        originals: ObjectStore | Path,
+        cache: ObjectStore | Path,
+        min_free_bytes: int = 0,
+        headroom_bytes: int = 0,
+    ) -> None:
+        self.originals = originals if isinstance(originals, ObjectStore) else FsObjects(originals)
+        self.cache = cache if isinstance(cache, ObjectStore) else FsObjects(cache)
         # Uploads are refused when they would leave less than this free...
         self.min_free_bytes = min_free_bytes
         # ...and the disk counts as low (readiness) when the largest upload allowed would be.
         self.headroom_bytes = headroom_bytes
-        self.blob_dir.mkdir(parents=True, exist_ok=True)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
         # Concurrent requests for the same (name, size) take the same lock, so
         # the version is generated once and the others wait for it. A fixed set
         # of striped locks keeps memory flat however many versions exist.
@@ -112,27 +121,29 @@ class BlobStore:
         # being made has missed it: remove it here. (A delete after this
         # check finds it among the image's files.)
         if not self.exists(name):
-            self.thumbnail_path(name, self._warm_size).unlink(missing_ok=True)
+            self.cache.delete(self.thumbnail_key(name, self._warm_size))
 
-    def path(self, name: str) -> Path:
-        """Where the original ``<sha256>.<ext>`` lives (whether or not it exists)."""
-        return self.blob_dir / name[:2] / name
+    @staticmethod
+    def key(name: str) -> str:
+        """The original ``<sha256>.<ext>``'s key in ``originals``."""
+        return f"{name[:2]}/{name}"
 
     def put(self, name: str, data: bytes) -> bool:
         """Stores ``data`` under ``name`` durably; returns False when it was
         already stored (the same name always means the same bytes). With
         :meth:`warm_thumbnails`, the image's thumbnail is queued either way
         (one already made is not made again)."""
-        path = self.path(name)
-        if path.is_file() and path.stat().st_size == len(data):
+        key = self.key(name)
+        if self.originals.size(key) == len(data):
             stored = False
         else:
             # Refused before a byte is written when the disk is nearly full;
             # a disk that fills up anyway leaves no half-written file (the
             # temporary one is removed) and is a 507 too, never a 500.
-            ensure_free_space(self.blob_dir, len(data), self.min_free_bytes)
+            if isinstance(self.originals, FsObjects):
+                ensure_free_space(self.originals.root, len(data), self.min_free_bytes)
             try:
-                write_atomically(path, data)
+                self.originals.put(key, data)
             except OSError as exc:
                 full = out_of_space(exc)
                 if full is None:
@@ -140,137 +151,132 @@ class BlobStore:
                 raise full from exc
             log.debug("stored blob %s (%d bytes)", name, len(data))
             stored = True
-        if self._warmer is not None and not self.thumbnail_path(name, self._warm_size).is_file():
+        if self._warmer is not None and not self.cache.exists(self.thumbnail_key(name, self._warm_size)):
             self._warmer.submit(name)
         return stored
 
     def exists(self, name: str) -> bool:
-        return self.path(name).is_file()
+        return self.originals.exists(self.key(name))
 
     def get(self, name: str) -> bytes:
         """The original bytes; FileNotFoundError if missing."""
-        return self.path(name).read_bytes()
+        return self.originals.get(self.key(name))
 
-    def resized_path(self, name: str, fmt: str, size: int) -> Path:
-        """Where the version of ``name`` fitting ``size`` pixels is cached."""
+    @staticmethod
+    def resized_key(name: str, fmt: str, size: int) -> str:
+        """The ``cache`` key of the version of ``name`` fitting ``size`` pixels."""
         sha = name.split(".", 1)[0]
         ext = FORMATS[_RESIZED_FORMAT.get(fmt, "PNG")][0]
-        return self.cache_dir / str(size) / sha[:2] / f"{sha}.{ext}"
+        return f"{size}/{sha[:2]}/{sha}.{ext}"
+
+    @staticmethod
+    def thumbnail_key(name: str, size: int) -> str:
+        """The ``cache`` key of the ``size`` px square thumbnail of ``name``."""
+        sha = name.split(".", 1)[0]
+        return f"{_THUMBNAIL_PREFIX}{size}/{sha[:2]}/{sha}.webp"
+
+    def _cached(self, key: str, lock: threading.Lock, make: Callable[[], bytes], what: str) -> bytes:
+        """The ``cache`` object ``key``, made by ``make`` (under ``lock``, so
+        once per process however many ask at once) and stored when missing.
+        A full disk serves what was made without caching it."""
+        try:
+            return self.cache.get(key)
+        except FileNotFoundError:
+            pass
+        with lock:
+            try:
+                return self.cache.get(key)  # made while we waited
+            except FileNotFoundError:
+                pass
+            data = make()
+            try:
+                self.cache.put(key, data)
+            except OSError as exc:
+                if out_of_space(exc) is None:
+                    raise
+                log.warning("disk full: %s served without caching it", what)
+                return data
+            log.debug("cached %s", what)
+            return data
 
     def resized(self, name: str, fmt: str, size: int) -> tuple[bytes, str]:
         """The original scaled so its longest side is at most ``size`` (never
         upscaled), generated on first use and cached; returns (bytes, content
         type). ``fmt`` is the original's Pillow format name."""
-        path = self.resized_path(name, fmt, size)
         content_type = resized_content_type(fmt)
-        if path.is_file():
-            return path.read_bytes(), content_type
-        with self._lock_for(name, size):
-            if path.is_file():  # generated while we waited
-                return path.read_bytes(), content_type
-            data, content_type = resize_to_fit(self.get(name), fmt, size)
-            try:
-                write_atomically(path, data)
-            except OSError as exc:
-                if out_of_space(exc) is None:
-                    raise
-                log.warning("disk full: %s at %dpx served without caching it", name, size)
-                return data, content_type
-            log.debug("cached %s at %dpx", name, size)
-            return data, content_type
+
+        def make() -> bytes:
+            return resize_to_fit(self.get(name), fmt, size)[0]
+
+        data = self._cached(self.resized_key(name, fmt, size), self._lock_for(name, size), make, f"{name} at {size}px")
+        return data, content_type
 
     def low_on_space(self) -> bool:
         """Whether the largest upload allowed would be refused now (less than
-        the reserve plus one upload free)."""
+        the reserve plus one upload free). Never, in an object store."""
         try:
-            return free_bytes(self.blob_dir) < max(self.min_free_bytes + self.headroom_bytes, 1)
+            left = self.originals.free_bytes()
         except OSError:
             return True
-
-    def thumbnail_path(self, name: str, size: int) -> Path:
-        """Where the ``size`` px square thumbnail of ``name`` is cached."""
-        sha = name.split(".", 1)[0]
-        return self.cache_dir / f"{_THUMBNAIL_PREFIX}{size}" / sha[:2] / f"{sha}.webp"
+        return left is not None and left < max(self.min_free_bytes + self.headroom_bytes, 1)
 
     def thumbnail(self, name: str, fmt: str, size: int) -> bytes:
         """The square WebP thumbnail of ``name`` (see :func:`square_thumbnail`),
         generated on first use and cached; concurrent first requests in this
         process generate it once (the others wait for it). FileNotFoundError
         when the original is missing."""
-        path = self.thumbnail_path(name, size)
-        if path.is_file():
-            return path.read_bytes()
-        with self._lock_for(name, -size):
-            if path.is_file():  # generated while we waited
-                return path.read_bytes()
-            data = square_thumbnail(self.get(name), fmt, size)
-            try:
-                write_atomically(path, data)
-            except OSError as exc:
-                if out_of_space(exc) is None:
-                    raise
-                log.warning("disk full: the %dpx thumbnail of %s served without caching it", size, name)
-                return data
-            log.debug("cached %s thumbnail at %dpx", name, size)
-            return data
 
-    def files_of(self, sha: str) -> list[Path]:
-        """Every file stored for the image with this sha256: the original and
-        each cached version and thumbnail."""
-        paths = list((self.blob_dir / sha[:2]).glob(f"{sha}.*"))
-        for folder in self.cache_dir.iterdir():
-            if folder.is_dir():
-                paths += (folder / sha[:2]).glob(f"{sha}.*")
-        return paths
+        def make() -> bytes:
+            return square_thumbnail(self.get(name), fmt, size)
+
+        key = self.thumbnail_key(name, size)
+        return self._cached(key, self._lock_for(name, -size), make, f"the {size}px thumbnail of {name}")
+
+    def objects_of(self, sha: str) -> list[tuple[ObjectStore, str]]:
+        """Every object stored for the image with this sha256: the original
+        and each cached version and thumbnail."""
+        found = [(self.originals, item.key) for item in self.originals.list(f"{sha[:2]}/{sha}.")]
+        for folder in self.cache.children():
+            found += [(self.cache, item.key) for item in self.cache.list(f"{folder}/{sha[:2]}/{sha}.")]
+        return found
 
     def remove(self, name: str) -> int:
         """Deletes the original and every cached version of ``name`` (whose
-        row is already gone); returns how many files were removed."""
-        removed = 0
-        for path in self.files_of(name.split(".", 1)[0]):
-            try:
-                path.unlink()
-                removed += 1
-            except FileNotFoundError:
-                pass  # removed meanwhile
-        return removed
+        row is already gone); returns how many objects were removed."""
+        found = self.objects_of(name.split(".", 1)[0])
+        for store, key in found:
+            store.delete(key)  # one removed meanwhile is no error
+        return len(found)
 
     def collect_orphans(
         self, stored: Callable[[Iterable[str]], set[str]], older_than_seconds: float, max_seconds: float
     ) -> int:
-        """Deletes files (originals, cached versions, thumbnails) of images
+        """Deletes objects (originals, cached versions, thumbnails) of images
         that have no row: left by a crash during a delete, or by an upload
         whose row was never committed. ``stored`` says which of some sha256s
-        have a row. Files younger than ``older_than_seconds`` may belong to
+        have a row. Objects younger than ``older_than_seconds`` may belong to
         an upload still in progress elsewhere and are kept. Stops after
         ``max_seconds`` (the rest waits for the next start); returns how
-        many files were removed."""
+        many objects were removed."""
         deadline = time.monotonic() + max_seconds
         cutoff = time.time() - older_than_seconds
         removed = 0
-        batch: list[Path] = []
+        batch: list[tuple[ObjectStore, StoredObject]] = []
+
+        def sha_of(item: StoredObject) -> str:
+            return item.key.rsplit("/", 1)[-1].split(".", 1)[0]
 
         def sweep() -> int:
-            shas = {path.name.split(".", 1)[0] for path in batch}
-            keep = stored(shas)
-            count = 0
-            for path in batch:
-                if path.name.split(".", 1)[0] in keep:
-                    continue
-                try:
-                    if path.stat().st_mtime <= cutoff:
-                        path.unlink()
-                        count += 1
-                except FileNotFoundError:
-                    pass
+            keep = stored({sha_of(item) for _, item in batch})
+            doomed = [(store, item) for store, item in batch if sha_of(item) not in keep and item.modified <= cutoff]
+            for store, item in doomed:
+                store.delete(item.key)
             batch.clear()
-            return count
+            return len(doomed)
 
-        for root in (self.blob_dir, self.cache_dir):
-            for path in root.rglob("*"):
-                if path.name.startswith(TEMP_PREFIX) or not path.is_file():
-                    continue
-                batch.append(path)
+        for store in (self.originals, self.cache):
+            for item in store.list():
+                batch.append((store, item))
                 if len(batch) >= _ORPHAN_BATCH:
                     removed += sweep()
                     if time.monotonic() > deadline:
@@ -290,23 +296,11 @@ class BlobStore:
     def _lock_for(self, name: str, size: int) -> threading.Lock:
         return self._locks[hash((name, size)) % _LOCK_STRIPES]
 
-    def temp_files(self) -> Iterator[Path]:
-        """Unfinished writes (left behind only when a process died mid-write)."""
-        for root in (self.blob_dir, self.cache_dir):
-            yield from root.rglob(f"{TEMP_PREFIX}*")
-
     def remove_stale_temp_files(self, older_than_seconds: float) -> int:
         """Deletes unfinished writes older than the given age; returns how many.
         Younger ones may still be in progress in another process."""
-        cutoff = time.time() - older_than_seconds
-        removed = 0
-        for path in list(self.temp_files()):
-            try:
-                if path.stat().st_mtime <= cutoff:
-                    path.unlink()
-                    removed += 1
-            except FileNotFoundError:
-                pass  # finished or removed meanwhile
+        removed = self.originals.remove_stale_temps(older_than_seconds)
+        removed += self.cache.remove_stale_temps(older_than_seconds)
         if removed:
             log.info("removed %d unfinished blob writes left by a crash", removed)
         return removed

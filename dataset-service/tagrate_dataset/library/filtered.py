@@ -39,7 +39,7 @@ def filtered_ids(
     None when nothing is filtered (every image)."""
     if not tags.include and not tags.exclude and rated is RatedFilter.ALL:
         return None
-    flt = neighbours._resolve(session, parse_filter(tags))
+    flt = filtersql.resolve(session, parse_filter(tags))
     if flt is None:  # an included tag nobody has
         return np.zeros(0, dtype=np.int64)
     params: dict[str, object] = {"u": user_id, "v": "", **flt.params}

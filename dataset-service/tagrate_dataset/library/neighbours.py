@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, null, or_, text
 from sqlmodel import Session, select
 
-from tagrate_common.tagfilter import Filter, parse_filter
+from tagrate_common.tagfilter import parse_filter
 from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
 
 from ..models import Image, Prediction, Rating, TaggerModel
@@ -111,7 +111,7 @@ def neighbours(
     is numbered in one pass (window functions); otherwise the position is
     counted and the neighbours probed with keyset comparisons that an index
     on the sort keys serves."""
-    flt = _resolve(session, parse_filter(tags))
+    flt = filtersql.resolve(session, parse_filter(tags))
     if flt is None:  # an included tag nobody has
         return None
     model = current_tagger_model(session) if flt else None
@@ -142,18 +142,6 @@ class _Where:
 
 def _model_key(model: TaggerModel | None) -> tuple[int, float] | None:
     return (model.id, model.threshold) if model is not None and model.id is not None else None
-
-
-def _resolve(session: Session, flt: Filter) -> FilterSQL | None:
-    """The filter's SQL, its tag names resolved in one statement."""
-    if not flt:
-        return FilterSQL()
-    names = flt.names
-    row: Sequence[object] = ()
-    if names:
-        sql = f"SELECT {', '.join(filtersql.resolve_sql(len(names)))}"
-        row = tuple(session.execute(text(sql), {f"tag{n}": name for n, name in enumerate(names)}).one())
-    return filtersql.resolved(flt, row)
 
 
 # Most rows a filtered set may have to be numbered in one pass. Numbering

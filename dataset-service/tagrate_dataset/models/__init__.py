@@ -17,7 +17,18 @@ from __future__ import annotations
 from .access import AccessToken, BrowserSession
 from .albums import ALBUM_NAME_MAX_CHARS, ALBUM_SOURCE_MAX_CHARS, Album, AlbumImage
 from .base import ALL_SUBJECT, DatasetModel, UTCDateTime, utc_now
-from .core import SOURCE_MAX_CHARS, Image, ImageFeatures, ImageTag, ImageTagging, Rating, Tag, TaggerModel, User
+from .core import (
+    SOURCE_MAX_CHARS,
+    Image,
+    ImageFeatures,
+    ImageTag,
+    ImageTagging,
+    Rating,
+    Tag,
+    TaggerModel,
+    User,
+    walked_by_image,
+)
 from .predictions import PendingScore, PredictedBy, Prediction, PredictionJob
 from .similar import HASH_BANDS, DuplicatePair, ImageHash, NotDuplicate
 from .tags import (
@@ -76,4 +87,5 @@ __all__ = [
     "WorkKind",
     "WorkState",
     "utc_now",
+    "walked_by_image",
 ]

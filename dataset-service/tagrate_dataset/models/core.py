@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Index, LargeBinary, String
+from sqlalchemy import BigInteger, Column, ColumnElement, ForeignKey, Index, LargeBinary, String
 from sqlmodel import Field
 
 from .base import DatasetModel, _timestamp
@@ -74,6 +74,9 @@ class Tag(DatasetModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_type=String(200), unique=True, nullable=False)  # lowercase
+    # The category the tagger's model gives it ("general", "character",
+    # "rating", ...); None until a model reported one.
+    category: str | None = Field(default=None, sa_type=String(32), nullable=True)
 
 
 class TaggerModel(DatasetModel, table=True):
@@ -128,3 +131,15 @@ class ImageFeatures(DatasetModel, table=True):
     dim: int = Field(nullable=False)
     vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = _timestamp()
+
+
+def walked_by_image(extractor_id: str) -> ColumnElement[bool]:
+    """``image_features.extractor_id = extractor_id`` for a query that walks
+    the vectors by image id (an id range in id order, or an id list): written
+    as ``extractor_id || '' = ?`` so that no index can serve it and the
+    primary key (image_id, extractor_id) does. As a plain equality, SQLite
+    (no statistics) takes ix_image_features_extractor_created for it and
+    reads and sorts every vector of the extractor for each chunk: 3 s per
+    2,048-vector chunk at 100,000 images against 0.14 s, which made
+    rescoring a library minutes instead of seconds."""
+    return ImageFeatures.extractor_id.concat("") == extractor_id  # type: ignore[attr-defined]

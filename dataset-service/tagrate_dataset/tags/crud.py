@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, delete
+from sqlalchemy import and_, delete, or_, update
 from sqlmodel import Session, select
 
 from tagrate_common.errors import InvalidArgument
@@ -82,6 +82,23 @@ def tag_ids(session: Session, names: Iterable[str]) -> dict[str, int]:
         chunk = wanted[start : start + 500]
         ids.update({name: tag_id for tag_id, name in session.exec(select(Tag.id, Tag.name).where(Tag.name.in_(chunk)))})
     return ids
+
+
+def set_tag_categories(session: Session, categories: Mapping[str, str]) -> None:
+    """Records each tag's category as the tagger's model gives it (names as
+    the model spells them; normalised here), one UPDATE per category."""
+    by_category: dict[str, set[str]] = {}
+    for name, category in categories.items():
+        by_category.setdefault(category[:32], set()).add(normalise_tag(name))
+    for category, names in sorted(by_category.items()):
+        wanted = sorted(names)
+        for start in range(0, len(wanted), 500):
+            session.exec(
+                update(Tag)
+                .where(Tag.name.in_(wanted[start : start + 500]))
+                .where(or_(Tag.category.is_(None), Tag.category != category))
+                .values(category=category)
+            )
 
 
 def register_tagger_model(session: Session, model_id: str, threshold: float) -> TaggerModel:

@@ -6,7 +6,8 @@ GetImageNeighbours, GetSimilar).
 
 Reuse: :func:`resolve_sql` gives the columns that resolve the filter's tag
 names inside a statement (aliases resolved; whether any tag implies each);
-:func:`resolved` turns that row into a :class:`FilterSQL`, whose
+:func:`resolved` turns that row into a :class:`FilterSQL` (:func:`resolve`
+does both in a statement of its own), whose
 :meth:`FilterSQL.where` is `` AND ...`` text over bound parameters
 (:attr:`FilterSQL.params`, plus the caller's ``:u`` user id, ``:v`` serving
 model version, ``:m`` tagger model id and ``:th`` its threshold; see
@@ -27,6 +28,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from tagrate_common.tagfilter import Comparison, Filter
 
@@ -269,6 +273,19 @@ def resolved(flt: Filter, row: Sequence[object], prefix: str = "ft") -> FilterSQ
             return NOTHING
         conds.append(Cond(terms=tuple(terms), negate=condition.negate))
     return FilterSQL(tuple(conds), params)
+
+
+def resolve(session: Session, flt: Filter) -> FilterSQL | None:
+    """The filter's SQL, its tag names resolved in one statement (none
+    without tag names); None as :func:`resolved`."""
+    if not flt:
+        return FilterSQL()
+    names = flt.names
+    row: Sequence[object] = ()
+    if names:
+        sql = f"SELECT {', '.join(resolve_sql(len(names)))}"
+        row = tuple(session.execute(text(sql), {f"tag{n}": name for n, name in enumerate(names)}).one())
+    return resolved(flt, row)
 
 
 def model_params(model: tuple[int, float] | None) -> dict[str, object]:

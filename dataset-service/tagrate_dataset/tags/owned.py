@@ -47,6 +47,7 @@ class DetailTag:
     tag: str
     source: str  # "manual" | "model" | "taught"
     score: float | None
+    category: str | None = None  # as the tagger's model gives it; None: unknown
 
 
 @dataclass(frozen=True)
@@ -125,16 +126,20 @@ def image_tag_detail(session: Session, image_name: str) -> ImageTagDetail:
     taught ones by score, highest first; hidden tags and model or taught
     tags that are also manual are left out."""
     image = require_image(session, image_name)
-    manual = session.exec(
-        select(Tag.name).join(ManualTag, ManualTag.tag_id == Tag.id).where(ManualTag.image_id == image.id)
-    ).all()
+    manual = dict(
+        session.exec(
+            select(Tag.name, Tag.category)
+            .join(ManualTag, ManualTag.tag_id == Tag.id)
+            .where(ManualTag.image_id == image.id)
+        ).all()
+    )
     taken = set(manual)
     scored: list[DetailTag] = []
     model = current_tagger_model(session)
     hidden = select(HiddenTag.tag_id).where(HiddenTag.image_id == image.id)
     if model is not None:
         rows = session.exec(
-            select(Tag.name, ImageTag.score)
+            select(Tag.name, ImageTag.score, Tag.category)
             .join(Tag, Tag.id == ImageTag.tag_id)
             .where(
                 ImageTag.image_id == image.id,
@@ -143,15 +148,15 @@ def image_tag_detail(session: Session, image_name: str) -> ImageTagDetail:
                 ImageTag.tag_id.not_in(hidden),
             )
         ).all()
-        scored += [DetailTag(name, "model", score) for name, score in rows if name not in taken]
+        scored += [DetailTag(name, "model", score, category) for name, score, category in rows if name not in taken]
     rows = session.exec(
-        select(Tag.name, TaughtImageTag.score)
+        select(Tag.name, TaughtImageTag.score, Tag.category)
         .join(Tag, Tag.id == TaughtImageTag.tag_id)
         .where(TaughtImageTag.image_id == image.id)
     ).all()
-    scored += [DetailTag(name, "taught", score) for name, score in rows if name not in taken]
+    scored += [DetailTag(name, "taught", score, category) for name, score, category in rows if name not in taken]
     scored.sort(key=lambda tag: (-(tag.score or 0.0), tag.tag, tag.source))
-    tags = [DetailTag(name, "manual", None) for name in sorted(manual)] + scored
+    tags = [DetailTag(name, "manual", None, manual[name]) for name in sorted(manual)] + scored
     return ImageTagDetail(image.name, image.original_filename, tags)
 
 

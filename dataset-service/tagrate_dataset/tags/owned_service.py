@@ -32,7 +32,10 @@ def _detail(detail: owned.ImageTagDetail) -> owned_tags_pb2.ImageTagDetail:
     return owned_tags_pb2.ImageTagDetail(
         image=detail.image,
         original_name=detail.original_name,
-        tags=[owned_tags_pb2.DetailTag(tag=tag.tag, source=tag.source, score=tag.score) for tag in detail.tags],
+        tags=[
+            owned_tags_pb2.DetailTag(tag=tag.tag, source=tag.source, score=tag.score, category=tag.category or "")
+            for tag in detail.tags
+        ],
     )
 
 

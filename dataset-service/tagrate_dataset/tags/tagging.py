@@ -51,6 +51,7 @@ class Tagged:
 
     tags: TagList
     vector: np.ndarray | None = None
+    categories: dict[str, str] = dataclasses.field(default_factory=dict)  # of the batch's tags
 
 
 class Tagging(ImageWork[TaggerModelInfo, Tagged]):
@@ -79,6 +80,10 @@ class Tagging(ImageWork[TaggerModelInfo, Tagged]):
         the tags and the vector to cache. A rater that is not configured or
         cannot be asked just means two passes (the embed lane's)."""
         model = self.peers.tagger_model()
+        if model.per_category:
+            # The tagger selects per category (a WD v3 model: general 0.35,
+            # character 0.85, one rating): what it returns is what applies.
+            model = dataclasses.replace(model, threshold=0.0)
         self.feeds = None
         if model.features_id and self.peers.rater.target:
             try:
@@ -93,12 +98,21 @@ class Tagging(ImageWork[TaggerModelInfo, Tagged]):
     def model_key(self, model: TaggerModelInfo) -> str:
         return model.model_id
 
+    def model_seen(self, session: Session, model: TaggerModelInfo) -> None:
+        """The tagger's model is the current one from now on: /getimagetags,
+        filters and /verifydatasets' ``untagged_images`` follow the switch
+        at once, also back to a model that tagged every image before."""
+        crud.use_tagger_model(session, model.model_id, model.threshold)
+
     def run_model(self, model: TaggerModelInfo, files: Sequence[ImageFile]) -> list[Tagged]:
         floor = min(self.score_floor, model.threshold)
-        tags, vectors = self.peers.tag_and_embed(model, files, floor, self.max_per_image, model.embeds_for)
-        if vectors is None:
-            return [Tagged(image_tags) for image_tags in tags]
-        return [Tagged(image_tags, vector) for image_tags, vector in zip(tags, vectors, strict=True)]
+        reply = self.peers.tag_and_embed(model, files, floor, self.max_per_image, model.embeds_for)
+        if reply.vectors is None:
+            return [Tagged(image_tags, None, reply.categories) for image_tags in reply.tags]
+        return [
+            Tagged(image_tags, vector, reply.categories)
+            for image_tags, vector in zip(reply.tags, reply.vectors, strict=True)
+        ]
 
     def store_results(
         self, session: Session, model: TaggerModelInfo, results: list[tuple[StoredImage, Tagged]]
@@ -107,15 +121,18 @@ class Tagging(ImageWork[TaggerModelInfo, Tagged]):
         then done too (in the same transaction)."""
         crud.use_tagger_model(session, model.model_id, model.threshold)
         embedded: list[int] = []
+        categories: dict[str, str] = {}
         for image, tagged in results:
             scores = crud.tag_scores(tagged.tags, self.max_tag_chars)
             crud.put_image_tags(session, image.name, model.model_id, model.threshold, scores)
+            categories.update(tagged.categories)
             if tagged.vector is not None and model.embeds_for is not None:
                 vector = tagged.vector
                 put_image_features(
                     session, image.name, model.embeds_for.extractor_id, vector_bytes(vector), int(vector.size)
                 )
                 embedded.append(image.image_id)
+        crud.set_tag_categories(session, categories)
         workqueue.complete(session, WorkKind.EMBED, embedded)
 
     def update_tags(self, full: bool, keep_going: Callable[[], bool] = lambda: True) -> UpdateTagsOutcome:

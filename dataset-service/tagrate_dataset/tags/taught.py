@@ -22,7 +22,7 @@ from sqlmodel import Session, select
 
 from tagrate_common.errors import Conflict, InvalidArgument, NotFound
 
-from ..models import ImageFeatures, Tag, TaughtImageTag, TaughtTag, utc_now
+from ..models import ImageFeatures, Tag, TaughtImageTag, TaughtTag, utc_now, walked_by_image
 
 # Images scored per chunk when a classifier is applied (bounded memory).
 CHUNK = 2000
@@ -194,7 +194,7 @@ def publish(session: Session, tag: str, digest: str, extractor: str, model: Clas
     while True:
         rows = session.exec(
             select(ImageFeatures.image_id, ImageFeatures.dim, ImageFeatures.vector)
-            .where(ImageFeatures.extractor_id == extractor, ImageFeatures.image_id > after)
+            .where(walked_by_image(extractor), ImageFeatures.image_id > after)
             .order_by(ImageFeatures.image_id)  # type: ignore[arg-type]
             .limit(CHUNK)
         ).all()

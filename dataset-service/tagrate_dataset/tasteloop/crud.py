@@ -19,9 +19,12 @@ from sqlmodel import Session, col, select
 
 from tagrate_common import ratenext
 from tagrate_common.errors import Conflict
+from tagrate_common.tagfilter import parse_filter
+from tagrate_common.userdata import TagFilter
 
 from ..models import ALL_SUBJECT, Image, ImageFeatures, ImageTag, Prediction, Rating, Tag, TrainedSnapshot
 from ..records import current_tagger_model, require_image, require_user
+from ..tags import filtersql
 
 CANDIDATES = 2000  # unrated images sampled for a choice
 RATED = 2000  # most recent ratings compared against (novelty, neighbours)
@@ -102,31 +105,24 @@ def _seed(user: str, version: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{user}\0{version}".encode()).digest()[:8], "big")
 
 
-def _tag_conditions(session: Session, include: Sequence[str], exclude: Sequence[str]) -> tuple[str, dict] | None:
+def _tag_conditions(
+    session: Session, include: Sequence[str], exclude: Sequence[str], version: str
+) -> tuple[str, dict] | None:
     """SQL conditions on ``f.image_id`` for the tag filter and their
-    parameters, as the listing filters: the current tagger model's tags at
-    or above its threshold. None when nothing can match (an included tag
-    nobody has, or any include before a tagger model exists); unknown
-    excluded tags are ignored."""
-    if not include and not exclude:
+    parameters: the listing's own (``tags/filtersql.py``: tags from every
+    source, aliases and implications, ``manual:``/``taught:``/``model:``,
+    ``~`` groups, ``rating:``/``predicted:`` against the user's ratings and
+    the predictions serving them, the statement's ``:u``). None when nothing can match (an included
+    tag nobody has); unknown excluded tags are ignored. 400 for a malformed
+    filter item, as the listing."""
+    flt = filtersql.resolve(session, parse_filter(TagFilter.of(include, exclude)))
+    if flt is None:
+        return None
+    if not flt:
         return "", {}
     model = current_tagger_model(session)
-    names = {*include, *exclude}
-    ids = dict(session.exec(select(Tag.name, Tag.id).where(col(Tag.name).in_(names))).all()) if names else {}
-    if include and (model is None or any(name not in ids for name in include)):
-        return None
-    if model is None:
-        return "", {}
-    sql, params = "", {"m": model.id, "th": model.threshold}
-    wanted = [(name, True) for name in include] + [(name, False) for name in exclude if name in ids]
-    for n, (name, present) in enumerate(wanted):
-        probe = (
-            f"EXISTS (SELECT 1 FROM image_tags t{n} WHERE t{n}.image_id = f.image_id AND t{n}.tagger_model_id = :m "
-            f"AND t{n}.tag_id = :tag{n} AND t{n}.score >= :th)"
-        )
-        sql += f" AND {probe}" if present else f" AND NOT {probe}"
-        params[f"tag{n}"] = ids[name]
-    return sql, params
+    model_key = (model.id, model.threshold) if model is not None and model.id is not None else None
+    return flt.where("f.image_id"), {**filtersql.model_params(model_key), "v": version, **flt.params}
 
 
 def rate_next(
@@ -146,7 +142,7 @@ def rate_next(
     seed = _seed(user, version)
     multiplier = 1 + seed % (_PRIME - 1)
     offset = (seed >> 32) % _PRIME
-    tags = _tag_conditions(session, include, exclude)
+    tags = _tag_conditions(session, include, exclude, version)
     if tags is None:
         return RateNext(ratenext.SERVED, version, [])
     candidates = session.connection().execute(

@@ -77,6 +77,11 @@ class ImageWork(ABC, Generic[ModelT, ResultT]):
     def run_model(self, model: ModelT, files: Sequence[ImageFile]) -> list[ResultT]:
         """One call to the service: a result per file, in order."""
 
+    def model_seen(self, session: Session, model: ModelT) -> None:
+        """Called in the transaction that queues the work a model the
+        service newly runs owes (nothing by default)."""
+        return None
+
     @abstractmethod
     def store_results(self, session: Session, model: ModelT, results: list[tuple[StoredImage, ResultT]]) -> None:
         """Writes the results (the queue's bookkeeping is done by the caller)."""

@@ -44,7 +44,10 @@ CPU (an import at full speed) the backlog it creates waits, at most
 The first time a lane reaches its service, and whenever the service runs a
 model it has not seen before, it queues every image lacking that model's
 result (``workqueue.enqueue_missing``): images stored before the queue
-existed, and images tagged or embedded by an older model, are caught up.
+existed, and images tagged or embedded by an older model, are caught up. An
+idle lane asks its service for its model every ``work_model_check_seconds``,
+so a tagger switched to another model (``tagrate models use``) has every
+stored image re-tagged without waiting for a new image.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from sqlmodel import Session
 
 from tagrate_common.errors import DeadlineExceeded, Overloaded, TagrateError, Unavailable
 
@@ -99,6 +104,8 @@ class Lane:
     backoff: Backoff
     # The model key whose missing results were last queued (None: not yet).
     swept_key: str | None = None
+    # When an idle lane last asked its service which model it runs.
+    checked_at: float = -math.inf
     # Since the last INFO summary: images done, refused, failed (to be tried
     # again) and parked.
     done: int = 0
@@ -116,6 +123,7 @@ class BackgroundWorker:
     def __init__(self, settings: DatasetSettings, db: Database, works: list[ImageWork[Any, Any]]) -> None:
         self.db = db
         self.poll_seconds = settings.work_poll_seconds
+        self.model_check_seconds = settings.work_model_check_seconds
         self.lease_seconds = settings.work_lease_seconds
         self.max_attempts = settings.work_max_attempts
         self.retry_seconds = settings.work_retry_seconds
@@ -234,8 +242,8 @@ class BackgroundWorker:
         work = lane.work
         with self.db.read() as session:
             due = workqueue.has_due(session, work.kind)
-        if not due and lane.swept_key is not None:
-            return 0  # idle: no call to the model service at all
+        if not due and lane.swept_key is not None and not self._model_changed(lane):
+            return 0  # idle: at most a model check every model_check_seconds
         if lane.swept_key is not None and self._fed_by_tagging(lane, lane.swept_key):
             return 0  # the tag lane's pass gives these vectors
         self.gate.wait_turn(self._stopping)  # requests short of CPU go first
@@ -244,7 +252,12 @@ class BackgroundWorker:
         model = work.current_model()
         key = work.model_key(model)
         if key != lane.swept_key:
-            queued = self.db.write(lambda session: workqueue.enqueue_missing(session, work.kind, key))
+
+            def sweep(session: Session) -> int:
+                work.model_seen(session, model)
+                return workqueue.enqueue_missing(session, work.kind, key)
+
+            queued = self.db.write(sweep)
             if queued:
                 log.info("queued %d images for %s work by %s", queued, work.kind, key)
             lane.swept_key = key
@@ -282,6 +295,20 @@ class BackgroundWorker:
             extra={"model": key, "images": len(outcome.results), "refused": len(outcome.refused)},
         )
         return len(claimed)
+
+    def _model_changed(self, lane: Lane) -> bool:
+        """Whether an idle lane's service now runs another model (a tagger
+        switched with `tagrate models use`): asked at most every
+        ``model_check_seconds``; a service that does not answer is idle too
+        (its outage shows once there is work)."""
+        now = time.monotonic()
+        if now - lane.checked_at < self.model_check_seconds:
+            return False
+        lane.checked_at = now
+        try:
+            return lane.work.model_key(lane.work.current_model()) != lane.swept_key
+        except Exception:
+            return False
 
     def _fed_by_tagging(self, lane: Lane, key: str) -> bool:
         """Whether ``lane``'s results for ``key`` come from a healthy tag

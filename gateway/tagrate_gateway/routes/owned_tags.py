@@ -46,7 +46,13 @@ _CHANGE_BODY = multipart_body(
 
 def _sourced(tags: Any) -> list[SourcedTag]:
     return [
-        SourcedTag(tag=t.tag, source=t.source, score=round(t.score, 4) if t.HasField("score") else None) for t in tags
+        SourcedTag(
+            tag=t.tag,
+            source=t.source,
+            score=round(t.score, 4) if t.HasField("score") else None,
+            category=t.category or None,
+        )
+        for t in tags
     ]
 
 

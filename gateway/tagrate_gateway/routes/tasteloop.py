@@ -141,7 +141,10 @@ async def get_rate_next(
     ] = None,
     filters: Annotated[
         str | None,
-        Query(description="Comma-separated tags the images must all have; `-tag` excludes images with that tag."),
+        Query(
+            description="As on /getuserdata: comma-separated tags the images must all have (`-tag` excludes; "
+            "`manual:`/`taught:`/`model:` tags, `rating:`/`predicted:` comparisons and `~` groups too)."
+        ),
     ] = None,
 ) -> Any:
     name = params.user(user)

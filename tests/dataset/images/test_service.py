@@ -1,7 +1,7 @@
-"""ImageService over real gRPC, on SQLite and PostgreSQL: AddImages,
-GetImage (original, resized, ETags), GetThumbnail, DeleteImage and
-PutImageFeatures, their refusals (status, tagrate error code, and proof that
-a refused call stored nothing)."""
+"""ImageService over real gRPC, on SQLite and PostgreSQL, with the images in
+folders and in an S3 bucket (moto): AddImages, GetImage (original, resized,
+ETags), GetThumbnail, DeleteImage and PutImageFeatures, their refusals
+(status, tagrate error code, and proof that a refused call stored nothing)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import threading
 from collections import Counter
 
 import grpc
+import pytest
 from PIL import Image
 from sqlalchemy import text
 
@@ -30,9 +31,20 @@ from tests.dataset.calls import (
     up_to_date,
     update,
 )
-from tests.dataset.conftest import Served, image_file, rpc_error
+from tests.dataset.conftest import Served, image_file, make_settings, rpc_error, stored_files
 from tests.imagefactory import encode, make_image, rotated_jpeg
+from tests.s3server import MotoServer
 from tests.support import free_port
+
+
+@pytest.fixture(params=["fs", "s3"])
+def settings(request: pytest.FixtureRequest, tmp_path, database_url: str):
+    """Each test runs with the images in folders and in a fresh bucket."""
+    if request.param == "fs":
+        return make_settings(tmp_path, database_url)
+    moto: MotoServer = request.getfixturevalue("moto_server")
+    s3 = {"blob_backend": "s3", "s3_bucket": moto.new_bucket(), "s3_endpoint_url": moto.url, "s3_prefix": "t/"}
+    return make_settings(tmp_path, database_url, **s3)
 
 
 def test_get_image_returns_the_original_and_cached_resized_versions(served: Served) -> None:
@@ -183,7 +195,7 @@ def test_delete_image_removes_every_trace(served: Served) -> None:
 
 def test_a_row_whose_file_is_missing_is_not_found(served: Served) -> None:
     image = add(served, "alice", make_image(seed=8), 0.5).image
-    (served.settings.blob_path / image[:2] / image).unlink()
+    served.settings.blob_stores()[0].delete(f"{image[:2]}/{image}")
     assert rpc_error(served.stub.images.GetImage, images_pb2.GetImageRequest(image=image))[:2] == (
         NOT_FOUND,
         "image_not_found",
@@ -338,7 +350,7 @@ def test_new_images_get_their_default_thumbnail_in_the_background(settings, monk
         assert blobs._warmer.wait_idle(30)
         assert generated[305] == 3
         for name in names:
-            assert blobs.thumbnail_path(name, 305).is_file()
+            assert blobs.cache.exists(blobs.thumbnail_key(name, 305))
             reply = stub.images.GetThumbnail(images_pb2.GetThumbnailRequest(image=name), timeout=30)
             assert _decode(reply.data).size == (305, 305)
         assert generated[305] == 3  # every first request was a cache hit
@@ -357,8 +369,7 @@ def test_new_images_get_their_default_thumbnail_in_the_background(settings, monk
             stub.images.DeleteImage(images_pb2.DeleteImageRequest(image=doomed.images[0].image), timeout=30)
             assert blobs._warmer.wait_idle(30)
             sha = doomed.images[0].image.split(".")[0]
-            left = [p for root in (settings.blob_path, settings.cache_path) for p in root.rglob(f"{sha}.*")]
-            assert left == []
+            assert [key for key in stored_files(settings) if sha in key] == []
     finally:
         channel.close()
         server.stop(0)

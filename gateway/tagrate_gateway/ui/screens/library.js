@@ -1,7 +1,7 @@
 // The library: a grid of one page of the user's listing (/getuserdata),
 // with the tag box, sort and "show" controls above it, numbered pages
 // above and below, and multi-select with bulk actions (rate, remove
-// rating, delete, add to album).
+// rating, delete, add to album, add or remove tags).
 //
 // Defaults as people expect them: a user with no ratings sees every stored
 // image (rated=all); "For you" shows what they have not rated (with a word
@@ -27,6 +27,7 @@ import { go, isCurrent, setKeys } from "../lib/router.js";
 import { session } from "../lib/session.js";
 import { toast } from "../lib/toast.js";
 import { albumPicker } from "../widgets/albumpicker.js";
+import { bulkTags } from "../widgets/bulktags.js";
 import { pager } from "../widgets/pager.js";
 import { tagBox } from "../widgets/tagbox.js";
 import { dropPanel, enableDropSearch } from "../widgets/similar.js";
@@ -262,6 +263,7 @@ function bulkBar(ctx, grid, token, refresh) {
     h("button", { type: "button", class: "needs", id: "bulk-remove", onclick: remove }, "Remove rating"),
     session.admin ? deleteArea : null,
     albumPicker(names, { id: "bulk-album" }),
+    bulkTags(names, done),
   );
   update();
   return { bar, update };

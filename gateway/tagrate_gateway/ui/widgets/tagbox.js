@@ -24,15 +24,18 @@ function current(value) {
 /** Normalised like tag names: lower case, spaces as "_". */
 export const tagWord = (text) => text.trim().toLowerCase().replace(/\s+/g, "_");
 
-/** Wraps ``input`` (in place) with a suggestion list; returns the wrapper. */
-export function tagBox(input) {
-  const list = h("ul", { id: "tag-suggestions", role: "listbox", hidden: true, "aria-label": "Matching tags" });
+/**
+ * Wraps ``input`` (in place) with a suggestion list; returns the wrapper.
+ * ``id``: the list's id (its options are ``${id}-N``), distinct for each box on a page.
+ */
+export function tagBox(input, { id = "tag-suggestions" } = {}) {
+  const list = h("ul", { id, role: "listbox", hidden: true, "aria-label": "Matching tags" });
   const wrap = h("div", { class: "tagbox" });
   input.replaceWith(wrap);
   wrap.append(input, list);
   input.setAttribute("role", "combobox");
   input.setAttribute("aria-autocomplete", "list");
-  input.setAttribute("aria-controls", "tag-suggestions");
+  input.setAttribute("aria-controls", id);
   input.setAttribute("aria-expanded", "false");
   let timer = null;
   let asked = 0;
@@ -84,7 +87,7 @@ export function tagBox(input) {
           "li",
           {
             role: "option",
-            id: `tag-option-${i}`,
+            id: `${id}-${i}`,
             "aria-selected": "false",
             dataset: { tag },
             // mousedown, not click: the input keeps the focus

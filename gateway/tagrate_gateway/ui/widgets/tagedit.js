@@ -1,5 +1,7 @@
 // The viewer's one tag list: the image's tags by source (manual, model,
-// taught; each source its own colour). Clicking a tag toggles it in the
+// taught; each source its own background) and, with a tagger that reports
+// them (WD v3, DeepDanbooru), by category (general, character, rating; each
+// its own text and edge colour, as on a booru). Clicking a tag toggles it in the
 // library's filter (``hrefFor``/``isOn``, as the list's filter chips do); an
 // editable list has a × to remove a manual or model tag (a model tag stays
 // removed through re-tagging), a box to add tags with suggestions from the
@@ -14,6 +16,7 @@ import { api, describe } from "../lib/api.js";
 import { h } from "../lib/dom.js";
 
 const SOURCE_TITLE = { manual: "added by a person", model: "the tagger's", taught: "learned from people's tags" };
+const CATEGORIES = new Set(["general", "character", "rating"]);
 
 /**
  * ``hrefFor(tag)``: the library with the tag toggled in its filter;
@@ -63,7 +66,11 @@ export function tagEditor(image, hrefFor, isOn = () => false, editable = true) {
         : [h("button", { type: "button", class: "tag-remove", "aria-label": `Remove ${t.tag}`, onclick: () => remove(t.tag) }, "×")];
     return h(
       "li",
-      { class: `tag tag-${t.source}`, title: `${t.tag}: ${what}${taught && editable ? " (a suggestion: accept or reject)" : ""}` },
+      {
+        class: `tag tag-${t.source}${CATEGORIES.has(t.category) ? ` tag-cat-${t.category}` : ""}`,
+        title: `${t.tag}: ${what}${t.category ? `, ${t.category}` : ""}${taught && editable ? " (a suggestion: accept or reject)" : ""}`,
+        dataset: t.category ? { category: t.category } : {},
+      },
       h(
         "a",
         {
