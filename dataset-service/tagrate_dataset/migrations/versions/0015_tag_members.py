@@ -13,7 +13,7 @@ here from the existing rows (see ``tags/members.py``, whose trigger and
 rebuild SQL this uses).
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-07
 """
 
@@ -25,7 +25,7 @@ from alembic import op
 from tagrate_dataset.tags import members
 
 revision: str = "0015"
-down_revision: str | Sequence[str] | None = "0012"
+down_revision: str | Sequence[str] | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
