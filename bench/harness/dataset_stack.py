@@ -36,10 +36,15 @@ class Stack:
             self.dataset.terminate()
 
 
-def start_stack(database_url: str, work_dir: Path, dataset_settings: dict[str, str] | None = None) -> Stack:
-    """Starts the dataset service on ``database_url`` (with these extra
-    environment settings) and a gateway that routes to it (no other
-    backends); returns once both answer."""
+def start_stack(
+    database_url: str,
+    work_dir: Path,
+    dataset_settings: dict[str, str] | None = None,
+    gateway_settings: dict[str, str] | None = None,
+) -> Stack:
+    """Starts the dataset service on ``database_url`` and a gateway that
+    routes to it (no other backends), each with these extra environment
+    settings; returns once both answer."""
     data_dir = work_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     dataset_port = free_port()
@@ -63,6 +68,7 @@ def start_stack(database_url: str, work_dir: Path, dataset_settings: dict[str, s
         "GATEWAY_RATER_ADDR": "",
         "GATEWAY_TRAINER_ADDR": "",
         "TAGRATE_DATA_DIR": str(data_dir),
+        **(gateway_settings or {}),
     }
     log_path = work_dir / "gateway.log"
     with open(log_path, "ab") as log:

@@ -6,7 +6,7 @@ on 90,000 images each is two ANDs and a popcount (microseconds) rather than
 a merge of 180,000 index entries.
 
 A cached bitset is keyed by what changes whenever its rows do, read from
-the database in one statement per request: a tag's by the table's epoch (a
+the database with every request (the listing's first statement): a tag's by the table's epoch (a
 random number drawn at every rebuild of ``tag_members``) and the tag's
 change count (``tag_member_versions``, counted by a trigger on every
 insert and delete); a user's by the epoch and the user's
@@ -97,24 +97,35 @@ def _usable(flt: FilterSQL) -> bool:
     )
 
 
-def evaluate(conn: Connection, flt: FilterSQL, rated: RatedFilter, user_id: int) -> Evaluated | None:
+@dataclass(frozen=True)
+class Keys:
+    """What the cached bitsets are keyed by, as the listing's preamble read it."""
+
+    epoch: int
+    ratings_version: int | None  # None: no such user
+    versions: dict[int, int]  # tag id -> its change count
+
+
+def keys(row: Sequence[object], names: Sequence[str], fixed: int, per_tag: int) -> Keys:
+    """The keys from the preamble ``row`` (``library/sql.preamble_sql``):
+    ``epoch`` and ``ratings_version`` columns, ``per_tag`` columns per named
+    tag from ``fixed`` on (the id first), then each tag's change count."""
+    versions = {}
+    for n in range(len(names)):
+        tag_id, version = row[fixed + per_tag * n], row[fixed + per_tag * len(names) + n]
+        if tag_id is not None:
+            versions[int(tag_id)] = int(version)  # type: ignore[call-overload]
+    return Keys(row.epoch, row.ratings_version, versions)  # type: ignore[attr-defined]
+
+
+def evaluate(flt: FilterSQL, rated: RatedFilter, user_id: int, conn: Connection, keys: Keys) -> Evaluated | None:
     """The total (and each driving tag's frequency) of this filtered listing
     from the bitsets, or None when the filter is not one they answer."""
     if not _usable(flt):
         return None
     tag_ids = sorted({int(flt.params[term.param]) for cond in flt.conds for term in cond.terms})  # type: ignore[call-overload]
-    versions = ", ".join(
-        f"coalesce((SELECT v.version FROM tag_member_versions v WHERE v.tag_id = {tag_id}), 0)" for tag_id in tag_ids
-    )
-    row = conn.execute(
-        text(
-            "SELECT (SELECT s.epoch FROM tag_members_state s WHERE s.id = 1), "
-            f"(SELECT u.ratings_version FROM users u WHERE u.id = :u), {versions}"
-        ),
-        {"u": user_id},
-    ).one()
     db = str(conn.engine.url)
-    epoch, ratings_version = row[0], row[1]
+    epoch, ratings_version = keys.epoch, keys.ratings_version
     bits = {
         tag_id: _cached(
             _TAGS,
@@ -123,7 +134,7 @@ def evaluate(conn: Connection, flt: FilterSQL, rated: RatedFilter, user_id: int)
             "SELECT image_id FROM tag_members WHERE tag_id = :t",
             {"t": tag_id},
         )
-        for tag_id, version in zip(tag_ids, row[2:], strict=True)
+        for tag_id, version in ((tag_id, keys.versions[tag_id]) for tag_id in tag_ids)
     }
 
     def of(cond: Cond) -> int:

@@ -117,7 +117,8 @@ def user_data(
         }).one()  # fmt: skip
         model = (row.model_id, row.threshold) if row.model_id is not None else None
     resolved = _with_members(filtersql.resolved(flt, row[FIXED_COLUMNS:] if row is not None else ()), row, model)
-    return _listing(conn, user_id, version, model, resolved, sort, rated, page)
+    keys = _keys(row, flt.names)
+    return _listing(conn, user_id, version, model, resolved, sort, rated, page, keys=keys)
 
 
 def user_data_by_name(
@@ -198,7 +199,7 @@ def user_data_by_name(
     resolved = _with_members(filtersql.resolved(flt, row[FIXED_COLUMNS:]), row if use_members else None, model)
     known = _Counts(row.rated_count, row.image_count) if counts else _Counts()
     user_id = row.user_id if row.user_id is not None else NO_USER
-    return _listing(conn, user_id, version, model, resolved, sort, rated, page, known)
+    return _listing(conn, user_id, version, model, resolved, sort, rated, page, known, _keys(row, names))
 
 
 def _with_members(flt: FilterSQL | None, row: Row[Any] | None, model: tuple[int, float] | None) -> FilterSQL | None:
@@ -208,6 +209,12 @@ def _with_members(flt: FilterSQL | None, row: Row[Any] | None, model: tuple[int,
     if flt is None or row is None or not members.usable(row.members_model, row.members_threshold, model):
         return flt
     return flt.with_members()
+
+
+def _keys(row: Row[Any] | None, names: Sequence[str]) -> bitsets.Keys | None:
+    if row is None or not names or row.epoch is None:
+        return None
+    return bitsets.keys(row, names, FIXED_COLUMNS, filtersql.COLUMNS_PER_TAG)
 
 
 @dataclass(frozen=True)
@@ -226,6 +233,7 @@ def _listing(
     rated: RatedFilter,
     page: Paging,
     known: _Counts = _Counts(),
+    keys: bitsets.Keys | None = None,
 ) -> UserDataPage:
     if flt is None:  # an included tag nobody has
         return UserDataPage([], 0)
@@ -244,7 +252,7 @@ def _listing(
 
     total: int | None = None
     # Any-source tag filters are counted from in-memory bitsets (bitsets.py).
-    bits = bitsets.evaluate(conn, flt, rated, user_id) if flt and page.page else None
+    bits = bitsets.evaluate(flt, rated, user_id, conn, keys) if flt and page.page and keys else None
     if bits is not None:
         total = bits.total
     if not flt:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from tagrate_common.userdata import RatedFilter, SortOrder
 
-from ..tags.filtersql import FILTER_FIRST, SCAN, FilterSQL, resolve_sql
-from ..tags.members import STATE_COLUMNS
+from ..tags.filtersql import FILTER_FIRST, SCAN, FilterSQL, resolve_sql, tag_id_sql
+from ..tags.members import STATE_COLUMNS, version_sql
 
 UNFILTERED_COUNT = {
     RatedFilter.YES: "SELECT count(*) FROM ratings c WHERE c.user_id = :u",
@@ -89,7 +89,7 @@ def by_name(sql: str) -> str:
 
 
 # The preamble's columns before the tag ids.
-FIXED_COLUMNS = 9
+FIXED_COLUMNS = 11
 
 
 SUBJECT_BY_NAME = "u.name = :subject"
@@ -101,9 +101,11 @@ SUBJECT_BY_ID = "u.id = :user_id"
 def preamble_sql(where: str, tag_count: int, rated: RatedFilter, counts: bool, newcomer: bool = False) -> str:
     """One row: the user's id, the versions serving the user and everyone,
     the current tagger model, the counts the listing needs (NULL when not
-    asked for), the state of ``tag_members`` (``tags/members.py``) and,
+    asked for), the state of ``tag_members`` (``tags/members.py``), the
+    user's ratings version and,
     for each named tag, its id (an alias resolved; NULL: no such tag), whether tags imply it and which sources have it
-    (``tags/filtersql.resolve_sql``). ``newcomer``: one row also when there
+    (``tags/filtersql.resolve_sql``), then each tag's change count
+    (``library/bitsets.py``). ``newcomer``: one row also when there
     is no such user (its id NULL, no ratings), for the listings that show a
     user who has not rated yet every stored image (``rated`` no or all)."""
     latest = "FROM tagger_models ORDER BY registered_at DESC, id DESC LIMIT 1"
@@ -118,9 +120,12 @@ def preamble_sql(where: str, tag_count: int, rated: RatedFilter, counts: bool, n
         f"(SELECT threshold {latest}) AS threshold" if tag_count else "NULL AS threshold",
         f"{rated_count if counts and rated is not RatedFilter.ALL else 'NULL'} AS rated_count",
         f"{image_count if counts and rated is not RatedFilter.YES else 'NULL'} AS image_count",
-        *(STATE_COLUMNS if tag_count else ["NULL AS members_model", "NULL AS members_threshold"]),
+        *(STATE_COLUMNS if tag_count else ["NULL AS members_model", "NULL AS members_threshold", "NULL AS epoch"]),
+        "u.ratings_version AS ratings_version",
     ]
     columns += resolve_sql(tag_count)
+    # After the tags' columns: each tag's change count (``library/bitsets.py``).
+    columns += [version_sql(tag_id_sql(n)) for n in range(tag_count)]
     if newcomer:
         return f"SELECT {', '.join(columns)} FROM (SELECT 1 AS one) one LEFT JOIN users u ON {where}"
     return f"SELECT {', '.join(columns)} FROM users u WHERE {where}"

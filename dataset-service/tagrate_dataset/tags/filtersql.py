@@ -209,6 +209,14 @@ def frequency_sql(cond: Cond, n: int) -> str:
     return f"(SELECT count(*) FROM ({images_sql(cond.terms[0])} LIMIT :cap) f{n})"
 
 
+def tag_id_sql(n: int, name_param: str = "tag") -> str:
+    """The id of the tag named ``:tag<n>`` (an alias resolved; NULL: no such tag)."""
+    return (
+        f"coalesce((SELECT a.tag_id FROM tag_aliases a WHERE a.alias = :{name_param}{n}), "
+        f"(SELECT t.id FROM tags t WHERE t.name = :{name_param}{n}))"
+    )
+
+
 def resolve_sql(count: int, name_param: str = "tag") -> list[str]:
     """For each of ``count`` tag names bound as ``:tag0``, ``:tag1``...: the
     tag's id (an alias resolved to its tag; NULL when there is no such tag),
@@ -216,10 +224,7 @@ def resolve_sql(count: int, name_param: str = "tag") -> list[str]:
     implying it) by hand and taught: ``COLUMNS_PER_TAG`` columns each."""
     columns = []
     for n in range(count):
-        tag_id = (
-            f"coalesce((SELECT a.tag_id FROM tag_aliases a WHERE a.alias = :{name_param}{n}), "
-            f"(SELECT t.id FROM tags t WHERE t.name = :{name_param}{n}))"
-        )
+        tag_id = tag_id_sql(n, name_param)
         ids = f"(SELECT {tag_id} UNION ALL SELECT c.tag_id FROM tag_implied c WHERE c.implied_id = {tag_id})"
         columns.append(tag_id)
         columns.append(f"(SELECT count(*) FROM tag_implied c WHERE c.implied_id = {tag_id})")

@@ -148,12 +148,18 @@ def sync(conn: Connection) -> None:
         rebuild(conn)
 
 
-# The preamble's column: the model id (-1 for none) and threshold the table
-# serves, or NULLs when it is not ready (see :func:`usable`).
+# The preamble's columns: the model id (-1 for none) and threshold the table
+# serves, or NULLs when it is not ready (see :func:`usable`), and its epoch.
 STATE_COLUMNS = [
     f"(SELECT CASE WHEN s.ready THEN coalesce(s.model_id, -1) END FROM {STATE} s WHERE s.id = 1) AS members_model",
     f"(SELECT s.threshold FROM {STATE} s WHERE s.id = 1) AS members_threshold",
+    f"(SELECT s.epoch FROM {STATE} s WHERE s.id = 1) AS epoch",
 ]
+
+
+def version_sql(tag_id: str) -> str:
+    """How many times the tag's rows changed since the last rebuild (0: never)."""
+    return f"coalesce((SELECT v.version FROM tag_member_versions v WHERE v.tag_id = {tag_id}), 0)"
 
 
 def usable(members_model: int | None, members_threshold: float | None, model: tuple[int, float] | None) -> bool:

@@ -13,7 +13,7 @@ here from the existing rows (see ``tags/members.py``, whose trigger and
 rebuild SQL this uses).
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-07
 """
 
