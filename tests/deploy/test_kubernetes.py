@@ -247,10 +247,11 @@ def test_data_lands_on_its_volume(overlay: Rendered) -> None:
         assert dataset.blob_path.is_relative_to(path) and dataset.cache_path.is_relative_to(path)
         path, container = mount_path(overlay, "rater", "heads")
         assert read_settings("rater", container_env(overlay, container)).heads_path == Path(path)
-    path, container = mount_path(overlay, "trainer", "trainer-jobs")
-    trainer = read_settings("trainer", container_env(overlay, container))
-    assert trainer.trainer_dir == Path(path)
-    assert trainer.database_url == f"sqlite:///{Path(path) / 'jobs.db'}"
+    if "trainer-jobs" in overlay.names("PersistentVolumeClaim"):  # else in PostgreSQL: test_trainer_replicas...
+        path, container = mount_path(overlay, "trainer", "trainer-jobs")
+        trainer = read_settings("trainer", container_env(overlay, container))
+        assert trainer.trainer_dir == Path(path)
+        assert trainer.database_url == f"sqlite:///{Path(path) / 'jobs.db'}"
 
 
 def test_heads_are_shared_read_write_by_every_rater_replica(overlay: Rendered) -> None:
@@ -277,18 +278,31 @@ def test_s3_storage_needs_no_shared_volume(rendered: dict[str, Rendered]) -> Non
         container = pod["containers"][0]
         settings = read_settings(process, container_env(overlay, container))
         assert getattr(settings, backend) == "s3" and settings.s3_bucket and settings.s3_prefix == "tagrate/"
-        if process != "trainer":  # the trainer keeps its own ReadWriteOnce volume
-            assert not any("persistentVolumeClaim" in volume for volume in pod["volumes"]), process
+        assert not any("persistentVolumeClaim" in volume for volume in pod["volumes"]), process
         refs = [source["secretRef"]["name"] for source in container["envFrom"] if "secretRef" in source]
         assert refs == ["s3-credentials"]
         assert set(secrets["s3-credentials"]["data"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
         assert any("configMapRef" in source for source in container["envFrom"]), "the settings are still read"
 
 
-def test_trainer_is_a_single_replica_replaced_with_recreate(overlay: Rendered) -> None:
+def test_trainer_replicas_only_where_its_jobs_are_in_postgresql(overlay: Rendered) -> None:
+    """With its job records in SQLite on a ReadWriteOnce volume the trainer
+    is one replica replaced with Recreate; where they are in PostgreSQL (the
+    cpu-s3 overlay: leased jobs shared by replicas, the global-head copy in
+    the bucket) it runs two, rolling, on the dataset's database and no claim."""
     trainer = overlay.get("Deployment", "trainer")
-    assert trainer["spec"]["replicas"] == 1 and trainer["spec"]["strategy"]["type"] == "Recreate"
+    container = trainer["spec"]["template"]["spec"]["containers"][0]
+    settings = read_settings("trainer", container_env(overlay, container))
     assert "trainer" not in {h["spec"]["scaleTargetRef"]["name"] for h in overlay.of_kind("HorizontalPodAutoscaler")}
+    if settings.database_url.startswith("sqlite"):
+        assert "trainer-jobs" in overlay.names("PersistentVolumeClaim")
+        assert trainer["spec"]["replicas"] == 1 and trainer["spec"]["strategy"]["type"] == "Recreate"
+        return
+    dataset = overlay.get("Deployment", "dataset")["spec"]["template"]["spec"]["containers"][0]
+    assert settings.database_url == read_settings("dataset", container_env(overlay, dataset)).database_url
+    assert settings.heads_backend == "s3"
+    assert trainer["spec"]["replicas"] >= 2 and trainer["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert "trainer-jobs" not in overlay.names("PersistentVolumeClaim")
 
 
 def test_postgres_is_a_statefulset_with_its_own_claim(overlay: Rendered) -> None:

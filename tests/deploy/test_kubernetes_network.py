@@ -8,6 +8,7 @@ from tests.deploy.manifests import (
     SERVICE_PREFIX,
     Rendered,
     assert_routes_every_api_path,
+    container_env,
     parse_address,
     read_settings,
     service_port_of,
@@ -61,8 +62,16 @@ def test_every_configured_call_is_allowed_and_nothing_else(overlay: Rendered) ->
         assert allowed_callers(overlay, name, port) == callers, name
 
 
-def test_only_the_dataset_service_reaches_postgres(overlay: Rendered) -> None:
-    assert allowed_callers(overlay, "postgres", 5432) == {"dataset"}
+def test_only_the_processes_whose_database_it_is_reach_postgres(overlay: Rendered) -> None:
+    """The dataset service always; the trainers where their job records are
+    in PostgreSQL too (the cpu-s3 overlay), and nobody else."""
+    users = set()
+    for process in ("dataset", "trainer"):
+        container = overlay.get("Deployment", process)["spec"]["template"]["spec"]["containers"][0]
+        if read_settings(process, container_env(overlay, container)).database_url.startswith("postgresql"):
+            users.add(process)
+    assert "dataset" in users
+    assert allowed_callers(overlay, "postgres", 5432) == users
 
 
 def test_only_traefik_and_prometheus_reach_the_gateway(overlay: Rendered) -> None:
