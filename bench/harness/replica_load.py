@@ -76,6 +76,7 @@ class MixedLoad:
     gateways: list[str]
     requests: list[Request] = field(default_factory=list)
     acked: dict[str, dict[str, float]] = field(default_factory=dict)  # user -> image -> rating
+    seeds: dict[str, int] = field(default_factory=dict)  # acknowledged upload -> its make_image seed
     tag_answers: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -112,7 +113,7 @@ class MixedLoad:
 
         def step(client: httpx.Client, turn: itertools.cycle, n: int) -> None:
             seed = index * 1_000_000 + n
-            image = make_image("JPEG", (48, 32), seed=seed)
+            image = upload(seed)
             # The image's blue level, so the ratings are a taste a model can learn.
             rating = round((seed % 256) / 255, 2)
             form = {"user": user, "rating": str(rating)}
@@ -125,6 +126,7 @@ class MixedLoad:
             if request.status == 200:
                 with self.lock:
                     self.acked.setdefault(user, {})[request.body["image"]] = rating
+                    self.seeds[request.body["image"]] = seed
 
         return step
 
@@ -178,6 +180,11 @@ def kill(pid: int) -> float:
     """SIGKILLs ``pid``; returns when (monotonic clock)."""
     os.kill(pid, signal.SIGKILL)
     return time.monotonic()
+
+
+def upload(seed: int) -> bytes:
+    """The image a writer uploads for ``seed``."""
+    return make_image("JPEG", (48, 32), seed=seed)
 
 
 def stored_ratings(gateway: str, user: str) -> dict[str, float]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
 
 from bench.harness.replica_load import (
@@ -28,6 +29,7 @@ from bench.harness.replica_load import (
     running_job_owner,
     second_gateway,
     stored_ratings,
+    upload,
     wait_http,
 )
 from bench.harness.supervised_stack import Stack
@@ -149,6 +151,26 @@ def test_losing_one_replica_of_each_service_loses_nothing(
 
     # The same image was always tagged the same, whichever tagger replica answered.
     assert len(load.tag_answers) == 1
+
+    # The background work (tagging every upload) was done, once or again
+    # after a kill, with the result a fresh computation gives: every upload's
+    # stored tags and scores are the tagger's own for that picture (both at
+    # the model's threshold).
+    _wait(
+        "the background tagging",
+        lambda: httpx.get(f"{gateway2}/verifydatasets", timeout=60).json()["untagged_images"] == 0,
+        300,
+    )
+    with httpx.Client(base_url=gateway2, timeout=60) as http:
+        tagged = 0
+        for image, seed in sorted(load.seeds.items()):
+            stored = http.get("/getimagetags", params={"image": image, "scores": "true"}).json()
+            fresh = http.post("/tag", files={"image": ("x.jpg", upload(seed))}).json()
+            assert stored["tagged"] and stored["model"] == fresh["model"], (image, stored)
+            assert [tag for tag, _ in stored["tags"]] == [tag for tag, _ in fresh["tags"]], image
+            assert all(abs(a[1] - b[1]) < 1e-4 for a, b in zip(stored["tags"], fresh["tags"], strict=True)), image
+            tagged += bool(stored["tags"])
+        assert tagged, "no upload has a tag above the threshold: the comparison checked nothing"
 
     first_kill = min(kills.values())
     for request in load.failures():
