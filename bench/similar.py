@@ -1,27 +1,20 @@
 """Similar images and near-duplicates (issue 27): ``python -m bench similar
 [--part search|backlog|photos|all] [--scale F] [--calls N]``.
 
-- ``search``: the 100k-image bench library (``bench/harness/dataset.py``,
-  SQLite) with a synthetic 1280-float feature vector per image (clustered:
-  500 centres plus noise), the real dataset service and gateway as
-  processes; /getsimilar (by stored image, with a user; and with a tag
-  filter) p50/p95 next to a /getuserdata page, interleaved, concurrency 1.
-  Also the similarity index's build time and memory, measured in this
-  process over the same database, and the recall@24 of its two-stage
-  search (projections, then exact scores) against exact search.
-- ``backlog``: duplicate grouping of a backlog of 100k hashes (random
-  64-bit hashes, 2 % of them near-duplicates of another with 0-8 bits
-  flipped, unit vectors with those near-duplicates close): the hash stage
-  (band candidates + feature confirmation) for all of them in one pass, and
-  the feature-neighbour stage's cost per image (extrapolated).
-- ``photos``: precision and recall of duplicate detection on real
-  photographs (scikit-image's samples, textures included) with the
-  variants the tests use (q30 re-encode, half size, 5 % and 10 % crops,
-  EXIF stripped, PNG) plus drawn scenes that look alike but are distinct,
-  through the same candidate and confirmation code the service runs, with
-  the real rater's features (EfficientNet-Lite0, CPU). Pairwise over the
-  groups found.
-"""
+- ``search``: the 100k-image bench library (SQLite) with a synthetic
+  1280-float vector per image (500 clustered centres plus noise), the real
+  dataset service and gateway as processes; /getsimilar (by stored image
+  with a user, and with a tag filter) p50/p95 next to a /getuserdata page,
+  interleaved, concurrency 1; the similarity index's build time and memory,
+  and the recall@24 of its two-stage search against exact search.
+- ``backlog``: duplicate grouping of 100k hashes (2 % near-duplicates of
+  another with 0-8 bits flipped, their unit vectors close): the hash stage
+  for all of them in one pass, and the feature-neighbour stage per image.
+- ``photos``: precision and recall of duplicate detection on real photos
+  (scikit-image's samples) with the tests' variants (q30 re-encode, half
+  size, 5 % and 10 % crops, EXIF stripped, PNG) plus drawn look-alikes that
+  are distinct, through the service's candidate and confirmation code with
+  the real rater's features, pairwise over the groups found."""
 
 from __future__ import annotations
 

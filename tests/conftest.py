@@ -46,7 +46,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path, make_pg_database) -> 
 # --- pytest-xdist (`make test` runs TEST_WORKERS workers) ---------------------
 # Tests are sent to workers a module at a time, so a module's fixtures (its
 # real stacks) start once; the browser tests go to one worker as one group,
-# as they share the session's `make run` stack and its library.
+# as they share the session's `make run` stack and its library, and they go
+# last, in collection order (tests/ui sorts last): Playwright's sync API
+# keeps an event loop running in the worker's thread until the session ends,
+# where a later module's asyncio.run() would fail.
 _ONE_GROUP = ("tests/ui/",)
 
 
@@ -59,4 +62,5 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
             module = nodeid.split("::", 1)[0]
             return next((group for group in _ONE_GROUP if module.startswith(group)), module)
 
+    config.option.loadscopereorder = False  # collection order: the browser group last
     return ModuleScheduling(config, log)

@@ -350,5 +350,6 @@ def test_a_page_of_albums_costs_the_same_statements_however_many_images(served: 
         assert len(reply.albums) == limit and all(len(a.images[0].tags) == 2 for a in reply.albums)
         return len(statements)
 
-    assert page_cost(1) == page_cost(12) == 3
-    assert page_cost(12, include_tags=["cat"], exclude_tags=["tag3"]) == 3
+    # The albums, then their images with every source's tags (two statements).
+    assert page_cost(1) == page_cost(12) == 2
+    assert page_cost(12, include_tags=["cat"], exclude_tags=["tag3"]) <= 3
