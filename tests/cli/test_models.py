@@ -84,6 +84,13 @@ def wait_for(http: httpx.Client, done, what: str, seconds: float = 120) -> list[
     raise AssertionError(f"{what} did not happen; last state {seen[-1]}")
 
 
+def retagged(http: httpx.Client, image: str, model_id: str) -> bool:
+    """Whether ``image`` shows tags of ``model_id`` (every image gets at least
+    its rating tag from a WD model)."""
+    tags = ok(http.get("/getimagetags", params={"image": image}))
+    return tags["model"] == model_id and bool(tags["tags"])
+
+
 def test_models_add_use_retags_every_image_with_categories(tmp_path: Path, stack: str) -> None:
     with httpx.Client(base_url=stack, timeout=60) as http:
         names = {}
@@ -124,7 +131,7 @@ def test_models_add_use_retags_every_image_with_categories(tmp_path: Path, stack
             lambda s: (
                 s["work"]["tag"]["pending"] == 0
                 and s["untagged_images"] == 0
-                and ok(http.get("/getimagetags", params={"image": names["navy"]}))["model"] == model_id
+                and all(retagged(http, name, model_id) for name in names.values())
             ),
             "re-tagging",
         )
