@@ -4,25 +4,15 @@ its users and the rank scale, and small API helpers."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
+
+from tests.ui.pages import wait_for
 
 from .pages import distinct_image
 
 RANKS = ["F", "D", "C", "B", "A", "S", "SS"]
 UNRATED = 62  # with the rated ones: more than one page of 60 for a newcomer
 RATER = "zoe"  # rates a few images; "yan" and "kim" never rate
-
-
-def wait_for(check, timeout: float = 120.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)
 
 
 def rank_of(rating: float) -> str:

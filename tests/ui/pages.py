@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,3 +88,14 @@ def distinct_image(fmt: str, seed: int, size: tuple[int, int] = (64, 64)) -> byt
     buf = io.BytesIO()
     Image.fromarray(pixels.astype(np.uint8), "RGB").save(buf, format=fmt)
     return buf.getvalue()
+
+
+def wait_for(check, timeout: float = 120.0, what: str = "condition"):
+    """``check()``'s first truthy answer, polled every 0.25 s; fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.25)

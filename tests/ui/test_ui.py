@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.trainer.scenes import rated_scenes
+from tests.ui.pages import wait_for
 
 from .conftest import UPLOAD_LIMIT, wait_for_tiles
 from .pages import DESKTOP, PHONE, distinct_image, shoot, sign_in, ui_page
@@ -23,16 +24,6 @@ pytestmark = pytest.mark.slow
 ALICE_IMAGES = 65  # more than one page of 60: paging and ←/→ across the boundary
 LEVELS = [k / 6 for k in range(7)]
 RANKS = ["F", "D", "C", "B", "A", "S", "SS"]  # the original's ranks, level k = rating k/6
-
-
-def wait_for(check, timeout: float = 120.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)
 
 
 @pytest.fixture(scope="module")

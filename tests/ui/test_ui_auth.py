@@ -12,13 +12,13 @@ page must end without an uncaught error or console error."""
 from __future__ import annotations
 
 import secrets
-import time
 
 import httpx
 import pytest
 
 from tests.imagefactory import make_image
 from tests.trainer.scenes import rated_scenes
+from tests.ui.pages import wait_for
 
 from .conftest import start_run_stack, wait_for_tiles
 from .pages import DESKTOP, PHONE, shoot, ui_page
@@ -29,16 +29,6 @@ ADMIN_TOKEN = secrets.token_urlsafe(32)
 DAVE_RATINGS = 40
 UNRATED = 12
 WRONG = "That token is not valid (or has expired or been revoked)."
-
-
-def wait_for(check, timeout: float = 120.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -13,8 +13,10 @@ import signal
 
 import pytest
 
+from tests.ui.pages import wait_for
+
 from .conftest import wait_for_tiles
-from .everyday import RATER, listing, names, wait_for
+from .everyday import RATER, listing, names
 from .pages import DESKTOP, PHONE_390, distinct_image, shoot, sign_in, ui_page
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,6 @@ by side and resolves it with a key, which the REST API then reports."""
 from __future__ import annotations
 
 import io
-import time
 from urllib.parse import quote
 
 import httpx
@@ -15,6 +14,7 @@ from PIL import Image
 
 from tests.similar.photos import photo
 from tests.trainer.scenes import scene
+from tests.ui import pages
 
 from .pages import DESKTOP, shoot, sign_in, ui_page
 
@@ -22,13 +22,8 @@ pytestmark = pytest.mark.slow
 
 
 def wait_for(check, timeout: float = 180.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)
+    """:func:`tests.ui.pages.wait_for` with this screen's longer default."""
+    return pages.wait_for(check, timeout, what)
 
 
 def encoded(img: Image.Image, fmt: str) -> bytes:

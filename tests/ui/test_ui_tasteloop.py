@@ -7,12 +7,11 @@ one. Screenshots go to tests/output/ui/."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
 from tests.trainer.scenes import rated_scenes
+from tests.ui import pages
 
 from .conftest import start_run_stack
 from .pages import DESKTOP, shoot, sign_in, ui_page
@@ -23,13 +22,8 @@ LEVELS = [k / 6 for k in range(7)]
 
 
 def wait_for(check, timeout: float = 180.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)
+    """:func:`tests.ui.pages.wait_for` with this screen's longer default."""
+    return pages.wait_for(check, timeout, what)
 
 
 @pytest.fixture(scope="module")
