@@ -79,7 +79,10 @@ def test_a_full_disk_refuses_uploads_with_507_and_recovers(tmpfs: Path, backend:
     filler = tmpfs / "filler"
     try:
         with httpx.Client(base_url=gateway.url, timeout=60) as http:
-            assert http.get("/readyz").status_code == 200
+            # Ready once the gateway's first health checks answer (under a
+            # loaded machine the first one can outlast its 2 s deadline).
+            ready = _wait_ready(http, 200)
+            assert ready.status_code == 200, ready.text
             statuses = []
             for seed in range(60):
                 data = _noise(seed)
