@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -13,6 +14,16 @@ import pytest
 from tests.s3server import moto_server  # noqa: F401
 
 PG_ADMIN_URL = os.environ.get("TAGRATE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+# Every tagger and rater the tests start (in this process or as children,
+# which inherit the environment) shares one cache of the embedded model's ONNX
+# exports, kept between runs: otherwise each fresh data folder exports the
+# model again (and, on a CPU with VNNI, quantizes it), seconds to a minute
+# of CPU per service start. An export is written under a temporary name and
+# renamed, so concurrent workers never read half a file; its name holds the
+# weights', torch's and the recipe's versions, so a stale file is never used.
+# The tests of the export itself use folders of their own.
+os.environ.setdefault("TAGRATE_MODEL_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "test-models"))
 
 
 @pytest.fixture(scope="session")
