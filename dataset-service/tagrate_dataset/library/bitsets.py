@@ -18,7 +18,8 @@ the rows again (one index range).
 Used for filters made only of any-source tag terms (``~`` groups and
 exclusions included) with at least one included condition, while
 ``tag_members`` serves the current tagger model; other filters are counted
-in SQL as before.
+in SQL as before. GetSimilar (``filtered.py``) takes the matches'
+bitset itself (:func:`matched`) to tell which of its candidates pass.
 """
 
 from __future__ import annotations
@@ -118,11 +119,10 @@ def keys(row: Sequence[object], names: Sequence[str], fixed: int, per_tag: int) 
     return Keys(row.epoch, row.ratings_version, versions)  # type: ignore[attr-defined]
 
 
-def evaluate(flt: FilterSQL, rated: RatedFilter, user_id: int, conn: Connection, keys: Keys) -> Evaluated | None:
-    """The total (and each driving tag's frequency) of this filtered listing
-    from the bitsets, or None when the filter is not one they answer."""
-    if not _usable(flt):
-        return None
+def _match(
+    flt: FilterSQL, rated: RatedFilter, user_id: int, conn: Connection, keys: Keys
+) -> tuple[int, dict[Cond, int]]:
+    """The bitset of the listing's matches, and each driving condition's own."""
     tag_ids = sorted({int(flt.params[term.param]) for cond in flt.conds for term in cond.terms})  # type: ignore[call-overload]
     db = str(conn.engine.url)
     epoch, ratings_version = keys.epoch, keys.ratings_version
@@ -157,5 +157,21 @@ def evaluate(flt: FilterSQL, rated: RatedFilter, user_id: int, conn: Connection,
             sql = "SELECT image_id FROM ratings WHERE user_id = :u"
             mine = _cached(_RATED, (db, epoch, user_id, ratings_version), conn, sql, {"u": user_id})
         matched = matched & mine if rated is RatedFilter.YES else matched & ~mine
-    frequency = {cond: of(cond).bit_count() for cond in flt.drivers}
-    return Evaluated(matched.bit_count(), frequency)
+    return matched, {cond: of(cond) for cond in flt.drivers}
+
+
+def evaluate(flt: FilterSQL, rated: RatedFilter, user_id: int, conn: Connection, keys: Keys) -> Evaluated | None:
+    """The total (and each driving tag's frequency) of this filtered listing
+    from the bitsets, or None when the filter is not one they answer."""
+    if not _usable(flt):
+        return None
+    matched, drivers = _match(flt, rated, user_id, conn, keys)
+    return Evaluated(matched.bit_count(), {cond: bits.bit_count() for cond, bits in drivers.items()})
+
+
+def matched(flt: FilterSQL, rated: RatedFilter, user_id: int, conn: Connection, keys: Keys) -> int | None:
+    """The bitset of this filtered listing's images (bit n: image id n), or
+    None when the filter is not one the bitsets answer (as :func:`evaluate`)."""
+    if not _usable(flt):
+        return None
+    return _match(flt, rated, user_id, conn, keys)[0]

@@ -1,13 +1,22 @@
 """The set of images a listing's filters keep, as ids, for other resources
 that rank images their own way (similar images, ``similar/search.py``): the
-listing's own query builder (``neighbours._base_query``) and filter
-resolution (``tags/filtersql.py``: aliases, implications, manual and taught
-tags, ``rating:``/``predicted:``), so every filter the listing learns
-applies there too."""
+listing's own preamble (``sql.preamble_sql``: the tag names resolved, the
+tagger model, the serving version, the state of ``tag_members`` and the
+keys of the cached bitsets, in one statement), query builder
+(``neighbours._base_query``) and filter resolution (``tags/filtersql.py``:
+aliases, implications, manual and taught tags, ``rating:``/``predicted:``),
+so every filter the listing learns applies there too.
+
+A filter of any-source tags (what the listing counts from bitsets,
+``bitsets.py``) is answered from the cached bitsets alone: which of a few
+hundred candidates pass is a lookup per id, with no statement beyond the
+preamble. Other filters run the listing's SQL (each candidate probed, or
+the whole set collected)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import text
@@ -17,18 +26,96 @@ from tagrate_common.tagfilter import parse_filter
 from tagrate_common.userdata import RatedFilter, TagFilter
 
 from ..models import ALL_SUBJECT, Image, Rating
-from ..records import current_tagger_model
-from ..tags import filtersql
-from ..tags.filtersql import FILTER_FIRST, SCAN
-from . import neighbours
+from ..tags import filtersql, members
+from ..tags.filtersql import FILTER_FIRST, SCAN, FilterSQL
+from . import bitsets, neighbours
+from .sql import FIXED_COLUMNS, SUBJECT_BY_ID, preamble_sql
 
-# The model version serving the user (theirs, else everyone's), as the
-# listing's preamble reads it: what ``predicted:`` compares against.
-_SERVING = (
-    "SELECT coalesce((SELECT s.model_version FROM trained_snapshots s JOIN users u ON u.name = s.subject "
-    "WHERE u.id = :u AND s.model_version <> ''), "
-    "(SELECT s.model_version FROM trained_snapshots s WHERE s.subject = :all AND s.model_version <> ''))"
-)
+_NONE = np.zeros(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """The images a filtered listing holds: ``flags`` (flags[i]: image id i
+    is kept) when the bitsets answer, else the SQL to run (``flt`` None:
+    an included tag nobody has, nothing is kept)."""
+
+    user_id: int
+    rated: RatedFilter
+    flt: FilterSQL | None
+    params: dict[str, object]
+    flags: np.ndarray | None = None
+
+    @property
+    def queries(self) -> bool:
+        """Whether :meth:`among` and :meth:`every` run a statement (else
+        they need no session)."""
+        return self.flt is not None and self.flags is None
+
+    def among(self, session: Session | None, ids: Sequence[int]) -> np.ndarray:
+        """The ids (sorted, unique) of these that are kept."""
+        if self.flt is None or not len(ids):
+            return _NONE
+        if self.flags is not None:
+            found = np.unique(np.asarray(ids, dtype=np.int64))
+            found = found[(found >= 0) & (found < self.flags.size)]
+            return found[self.flags[found]]
+        return self._select(session, SCAN, ids)
+
+    def every(self, session: Session | None) -> np.ndarray:
+        """The ids (sorted) of every kept image."""
+        if self.flt is None:
+            return _NONE
+        if self.flags is not None:
+            return np.flatnonzero(self.flags).astype(np.int64)
+        # The whole set: collected from the tags' own rows first, as the listing does.
+        return self._select(session, FILTER_FIRST, None)
+
+    def _select(self, session: Session | None, style: str, among: Sequence[int] | None) -> np.ndarray:
+        assert self.flt is not None and session is not None
+        column = Rating.image_id if self.rated is RatedFilter.YES else Image.id
+        where = neighbours._Where(self.flt, self.params)
+        stmt = neighbours._base_query(select(column), self.user_id, where, self.rated, style, for_count=True)
+        if among is not None:
+            stmt = stmt.where(column.in_([int(i) for i in among]))  # type: ignore[attr-defined]
+        return np.unique(np.asarray(session.exec(stmt).all(), dtype=np.int64))
+
+
+def _flags(bits: int) -> np.ndarray:
+    """A bitset (bit n: image id n) as booleans indexed by image id."""
+    raw = np.frombuffer(bits.to_bytes((bits.bit_length() + 7) // 8, "little"), dtype=np.uint8)
+    return np.unpackbits(raw, bitorder="little").astype(bool)
+
+
+def kept(session: Session, user_id: int, tags: TagFilter, rated: RatedFilter, use_members: bool = True) -> Kept | None:
+    """What ``user_id``'s listing with these filters holds, or None when
+    nothing is filtered (every image). One statement (the listing's
+    preamble), plus the rows of a bitset not cached yet. ``use_members``:
+    whether ``tag_members`` and the bitsets may answer (setting
+    ``tag_members``); either way the images are the same."""
+    if not tags.include and not tags.exclude and rated is RatedFilter.ALL:
+        return None
+    flt = parse_filter(tags)
+    names = flt.names
+    conn = session.connection()
+    row = conn.execute(
+        text(preamble_sql(SUBJECT_BY_ID, len(names), rated, counts=False, newcomer=True)),
+        {"user_id": user_id, "all": ALL_SUBJECT, **{f"tag{n}": name for n, name in enumerate(names)}},
+    ).one()
+    resolved = filtersql.resolved(flt, row[FIXED_COLUMNS:])
+    model = (row.model_id, row.threshold) if row.model_id is not None else None
+    params: dict[str, object] = {"u": user_id, "v": row.mine or row.everyone or "", **filtersql.model_params(model)}
+    if resolved is None:  # an included tag nobody has
+        return Kept(user_id, rated, None, params)
+    params.update(resolved.params)
+    if use_members and names and members.usable(row.members_model, row.members_threshold, model):
+        resolved = resolved.with_members()
+        if row.epoch is not None:
+            keys = bitsets.keys(row, names, FIXED_COLUMNS, filtersql.COLUMNS_PER_TAG)
+            bits = bitsets.matched(resolved, rated, user_id, conn, keys)
+            if bits is not None:
+                return Kept(user_id, rated, resolved, params, _flags(bits))
+    return Kept(user_id, rated, resolved, params)
 
 
 def filtered_ids(
@@ -37,24 +124,7 @@ def filtered_ids(
     """The ids (sorted, unique) of the images ``user_id``'s listing with
     these filters holds (only those ``among`` these ids, when given), or
     None when nothing is filtered (every image)."""
-    if not tags.include and not tags.exclude and rated is RatedFilter.ALL:
+    found = kept(session, user_id, tags, rated)
+    if found is None:
         return None
-    flt = filtersql.resolve(session, parse_filter(tags))
-    if flt is None:  # an included tag nobody has
-        return np.zeros(0, dtype=np.int64)
-    params: dict[str, object] = {"u": user_id, "v": "", **flt.params}
-    if flt:
-        model = current_tagger_model(session)
-        params.update(filtersql.model_params(neighbours._model_key(model)))
-        version = session.execute(text(_SERVING), {"u": user_id, "all": ALL_SUBJECT}).scalar_one()
-        params["v"] = version or ""
-    else:
-        params.update(filtersql.model_params(None))
-    column = Rating.image_id if rated is RatedFilter.YES else Image.id
-    # Among a few ids: each probed (SCAN); the whole set: collected from the
-    # tags' own rows first (FILTER_FIRST), as the listing does.
-    style = FILTER_FIRST if among is None else SCAN
-    stmt = neighbours._base_query(select(column), user_id, neighbours._Where(flt, params), rated, style, for_count=True)
-    if among is not None:
-        stmt = stmt.where(column.in_(list(among)))  # type: ignore[attr-defined]
-    return np.unique(np.asarray(session.exec(stmt).all(), dtype=np.int64))
+    return found.every(session) if among is None else found.among(session, among)

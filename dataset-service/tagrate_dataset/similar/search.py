@@ -1,8 +1,9 @@
 """GetSimilar: the stored images most similar in content to a stored image
 or to a feature vector, through the similarity index (``vectors.py``),
 restricted by the listing's own filter builder (tag filters and ``rated``
-exactly as GetUserData applies them: ``library/filtered.py``),
-with the user's rating and current prediction per result."""
+exactly as GetUserData applies them: ``library/filtered.py``, from the
+cached bitsets when the filter is one they answer), with the user's rating
+and current prediction per result."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from tagrate_common.userdata import RatedFilter, TagFilter
 
 from .. import records
 from ..db import Database
-from ..library.filtered import filtered_ids
+from ..library import filtered as listing_filter
+from ..library.filtered import Kept
 from ..models import Image, ImageFeatures, Prediction, Rating
 from ..predictions import scoring
 from .vectors import VectorIndex
@@ -52,6 +54,9 @@ class Query:
     limit: int
     tags: TagFilter
     rated: RatedFilter
+    # Whether tag_members and the cached bitsets may answer the filter
+    # (setting ``tag_members``; the same images either way).
+    members: bool = True
 
 
 def _stored_vectors(db: Database, extractor_id: str) -> int:
@@ -89,6 +94,9 @@ def similar(db: Database, index: VectorIndex, query: Query) -> tuple[str, list[S
                 )
             extractor_id, vector = row[0], np.frombuffer(row[1], dtype="<f4")
         version = scoring.serving_version(session, query.user) if query.user else ""
+        # The filter's preamble (and, for any-source tags, its bitset) in the
+        # same snapshot: no statement per candidate later.
+        keeps = listing_filter.kept(session, user_id, query.tags, query.rated, query.members)
     assert vector is not None
     if (
         index.extractor_id != extractor_id
@@ -102,18 +110,20 @@ def similar(db: Database, index: VectorIndex, query: Query) -> tuple[str, list[S
             "similarity_index_building",
         )
     index.ensure(extractor_id)
-    filtered = bool(query.tags.include or query.tags.exclude) or query.rated is not RatedFilter.ALL
     allowed: np.ndarray | None = None
-    if filtered:
-        # The nearest images first, filtered afterwards (the filter is one
-        # query over a few hundred ids); only when too few of them pass is
-        # the whole filtered set read and the search run within it.
+    if keeps is not None:
+        if keeps.flt is None:  # an included tag nobody has
+            return query.image, []
+        # The nearest images first, filtered afterwards (a lookup per id in
+        # the filter's bitset, or one query over a few hundred ids); only
+        # when too few of them pass is the whole filtered set taken and
+        # the search run within it.
         hits = index.search(vector, _PREFILTER * query.limit, exclude=exclude)
-        passing = set(_filtered(db, user_id, query, [i for i, _ in hits]).tolist())
+        passing = set(_filtered(db, keeps, [i for i, _ in hits]).tolist())
         kept = [(i, score) for i, score in hits if i in passing]
         if len(kept) >= query.limit or len(hits) < _PREFILTER * query.limit:
             return query.image, _resolve(db, kept[: query.limit + 8], user_id, version)[0][: query.limit]
-        allowed = _filtered(db, user_id, query, None)
+        allowed = _filtered(db, keeps, None)
         if allowed.size == 0:
             return query.image, []
     want = query.limit
@@ -128,11 +138,11 @@ def similar(db: Database, index: VectorIndex, query: Query) -> tuple[str, list[S
     return query.image, results[: query.limit]
 
 
-def _filtered(db: Database, user_id: int, query: Query, among: Sequence[int] | None) -> np.ndarray:
+def _filtered(db: Database, keeps: Kept, among: Sequence[int] | None) -> np.ndarray:
+    if not keeps.queries:  # from the bitsets (or nothing passes): no statement
+        return keeps.every(None) if among is None else keeps.among(None, among)
     with db.snapshot() as session:
-        found = filtered_ids(session, user_id, query.tags, query.rated, among)
-    assert found is not None
-    return found
+        return keeps.every(session) if among is None else keeps.among(session, among)
 
 
 def _resolve(

@@ -80,7 +80,7 @@ class SimilarServicer(similar_pb2_grpc.SimilarServiceServicer):
             if request.rated == library_pb2.RATED_FILTER_UNSPECIFIED
             else RatedFilter.from_proto(request.rated)
         )
-        query = search.Query(name, vector, extractor_id, user, limit, tags, rated)
+        query = search.Query(name, vector, extractor_id, user, limit, tags, rated, settings.tag_members)
         image, results = search.similar(self.db, self.index, query)
         return similar_pb2.GetSimilarResponse(
             image=image,
