@@ -131,6 +131,12 @@ def test_past_its_threshold_the_projections_choose_candidates_scored_exactly(db:
     allowed = np.array(sorted(ids[::7]), dtype=np.int64)
     found = index.search(vectors[0], 5, allowed=allowed)
     assert len(found) == 5 and {i for i, _ in found} <= set(allowed.tolist())
+    # The same filter as booleans indexed by image id (an unpacked bitset, shorter than the largest id).
+    flags = np.zeros(max(ids) - 3, dtype=bool)
+    flags[[i for i in allowed.tolist() if i < flags.size]] = True
+    short = np.array([i for i in allowed.tolist() if i < flags.size], dtype=np.int64)
+    assert index.search(vectors[0], 20, allowed=flags) == index.search(vectors[0], 20, allowed=short)
+    assert {i for i, _ in index.search(vectors[0], 20, allowed=flags)} <= set(short.tolist())
     # Kept current: a new vector is found, a removed one is not.
     [new] = store(db, rng.normal(size=(1, DIM)).astype(np.float32), start=400)
     index.ensure("x1")

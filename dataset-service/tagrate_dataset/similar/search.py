@@ -111,13 +111,18 @@ def similar(db: Database, index: VectorIndex, query: Query) -> tuple[str, list[S
         )
     index.ensure(extractor_id)
     allowed: np.ndarray | None = None
-    if keeps is not None:
+    if keeps is not None and keeps.flags is not None:
+        # A filter the bitsets answer: the search runs within it (its
+        # flags mask the scores), as a search of that smaller library would.
+        allowed = keeps.flags
+        if not allowed.any():
+            return query.image, []
+    elif keeps is not None:
         if keeps.flt is None:  # an included tag nobody has
             return query.image, []
-        # The nearest images first, filtered afterwards (a lookup per id in
-        # the filter's bitset, or one query over a few hundred ids); only
-        # when too few of them pass is the whole filtered set taken and
-        # the search run within it.
+        # The nearest images first, filtered afterwards (one query over a
+        # few hundred ids); only when too few of them pass is the whole
+        # filtered set read and the search run within it.
         hits = index.search(vector, _PREFILTER * query.limit, exclude=exclude)
         passing = set(_filtered(db, keeps, [i for i, _ in hits]).tolist())
         kept = [(i, score) for i, score in hits if i in passing]
@@ -139,8 +144,6 @@ def similar(db: Database, index: VectorIndex, query: Query) -> tuple[str, list[S
 
 
 def _filtered(db: Database, keeps: Kept, among: Sequence[int] | None) -> np.ndarray:
-    if not keeps.queries:  # from the bitsets (or nothing passes): no statement
-        return keeps.every(None) if among is None else keeps.among(None, among)
     with db.snapshot() as session:
         return keeps.every(session) if among is None else keeps.among(session, among)
 

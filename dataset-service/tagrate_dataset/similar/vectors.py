@@ -279,7 +279,8 @@ class VectorIndex:
         exact: bool = False,
     ) -> list[tuple[int, float]]:
         """The ``k`` most similar (image id, cosine) to ``query``, most
-        similar first; only ids in ``allowed`` (sorted) when given. Past
+        similar first; only ids in ``allowed`` when given (sorted ids, or
+        booleans indexed by image id: a filter's bitset unpacked). Past
         ``ann_min_vectors`` the candidates come from the projections (the
         scores are always exact); ``exact`` scores every row instead."""
         with self._lock:
@@ -292,11 +293,18 @@ class VectorIndex:
             ids = self._ids[:n]
             two_stage = bool(self._basis.size) and not exact
             if two_stage:
-                scores = np.einsum("ij,j->i", self._reduced[:n], self._project(unit.reshape(1, -1))[0])
+                projected = np.einsum("j,jk->k", unit - self._mean, self._basis).astype(np.float32, copy=False)
+                scores = np.einsum("ij,j->i", self._reduced[:n], projected)
             else:
                 scores = np.einsum("ij,j->i", self._matrix[:n], unit)
             if allowed is not None:
-                scores = np.where(np.isin(ids, allowed, assume_unique=True), scores, -np.inf)
+                if allowed.dtype == np.bool_:
+                    keep = np.zeros(n, dtype=bool)
+                    inside = ids < allowed.size
+                    keep[inside] = allowed[ids[inside]]
+                else:
+                    keep = np.isin(ids, allowed, assume_unique=True)
+                scores = np.where(keep, scores, -np.inf)
             if exclude is not None and exclude in self._rows:
                 scores[self._rows[exclude]] = -np.inf
             if two_stage:
@@ -304,7 +312,10 @@ class VectorIndex:
                 rows = np.argpartition(-scores, c - 1)[:c] if c < n else np.arange(n)
                 rows = rows[np.isfinite(scores[rows])]
                 scores = np.full(n, -np.inf, dtype=np.float32)
-                scores[rows] = self._matrix[rows] @ unit
+                # einsum, not @: no BLAS threads (a threaded product of these
+                # 1,216 rows for a filtered search took 12 ms on the loaded
+                # machine, einsum 1 ms).
+                scores[rows] = np.einsum("ij,j->i", self._matrix[rows], unit)
             k = min(k, n)
             top = np.argpartition(-scores, k - 1)[:k]
             top = top[np.argsort(-scores[top], kind="stable")]
@@ -355,7 +366,7 @@ class VectorIndex:
         found = []
         for q, row in enumerate(rows):
             cols = candidates[q]
-            exact = matrix[cols] @ matrix[row]
+            exact = np.einsum("ij,j->i", matrix[cols], matrix[row])
             best = np.argpartition(-exact, k - 1)[:k] if k < len(cols) else np.arange(len(cols))
             found.append((cols[best], exact[best]))
         return found
