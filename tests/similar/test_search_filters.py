@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlmodel import Session
 
 from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
@@ -95,6 +95,25 @@ def library(database_url: str) -> Iterator[Engine]:
         owned.add_alias(session, "kitty", "cat")
         owned.add_implication(session, "hoop", "sky")
         session.commit()
+    at = T0 if engine.dialect.name != "sqlite" else T0.replace(tzinfo=None)
+    with engine.begin() as conn:  # alice's predictions: the serving version's and stale ones
+        conn.execute(
+            text(
+                "INSERT INTO predictions (user_id, image_id, score, model_version, predicted_by, scored_at) "
+                "VALUES (1, :i, :score, :v, 'global', :at)"
+            ),
+            [
+                {"i": i, "score": (i % 7) / 7, "v": "v0" if i % 9 == 0 else "v1", "at": at}
+                for i in range(1, N_IMAGES, 2)
+            ],
+        )
+        conn.execute(
+            text(
+                "INSERT INTO trained_snapshots (subject, snapshot_id, ratings_count, model_version, trained_at) "
+                "VALUES ('all', 'snap', 0, 'v1', :at)"
+            ),
+            {"at": at},
+        )
     yield engine
     engine.dispose()
 
@@ -116,14 +135,19 @@ FILTERS = [
 ]
 
 
-def reference(engine: Engine, user: str, tags: TagFilter, rated: RatedFilter, query: int, limit: int) -> list[str]:
-    """The listing's images (every page, from the source tables), ranked by exact cosine to the query image."""
+Result = tuple[str, float | None, float | None]  # image, the user's rating, the current prediction
+
+
+def reference(engine: Engine, user: str, tags: TagFilter, rated: RatedFilter, query: int, limit: int) -> list[Result]:
+    """The listing's rows (every page, from the source tables), ranked by
+    exact cosine to the query image."""
     with engine.connect() as conn:
         page = user_data_by_name(conn, user, tags, SortOrder.NAME_ASC, rated, Paging(), use_members=False)
-    held = {int(image.image.removesuffix(".png"), 16) for image in page.images} - {query}
+    held = {int(row.image.removesuffix(".png"), 16): row for row in page.images}
+    held.pop(query, None)
     vectors = _vectors()
     ranked = sorted(held, key=lambda i: -float(vectors[i - 1] @ vectors[query - 1]))
-    return [_name(i) for i in ranked[:limit]]
+    return [(_name(i), held[i].rating, held[i].predicted) for i in ranked[:limit]]
 
 
 def found(
@@ -135,9 +159,9 @@ def found(
     query: int,
     limit: int,
     members: bool = True,
-) -> list[str]:
+) -> list[Result]:
     q = search.Query(_name(query), None, "", user, limit, tags, rated, members)
-    return [result.image for result in search.similar(db, index, q)[1]]
+    return [(r.image, r.rating, r.predicted) for r in search.similar(db, index, q)[1]]
 
 
 def test_filtered_results_are_the_nearest_images_the_listing_holds(library: Engine, monkeypatch) -> None:
@@ -152,7 +176,7 @@ def test_filtered_results_are_the_nearest_images_the_listing_holds(library: Engi
         return search_in(self, query, k, exclude, allowed, exact)
 
     monkeypatch.setattr(VectorIndex, "search", counted)
-    compared = 0
+    compared, shown = 0, set()
     for include, exclude in FILTERS:
         tags = TagFilter(include, exclude)
         for user, rated in (("alice", RatedFilter.ALL), ("alice", RatedFilter.YES), ("bob", RatedFilter.NO)):
@@ -161,13 +185,16 @@ def test_filtered_results_are_the_nearest_images_the_listing_holds(library: Engi
                 assert found(db, index, user, tags, rated, query, limit) == expected, (tags, user, rated, query)
                 assert found(db, index, user, tags, rated, query, limit, members=False) == expected
                 compared += bool(expected)
+                shown |= {(rating is None, predicted is None) for _, rating, predicted in expected}
     # The bitsets answer the any-source tag filters; the rest filter candidates
     # in SQL, or search the whole filtered set when few of those pass.
+    assert shown == {(True, True), (True, False), (False, True), (False, False)}  # ratings and predictions shown
     assert compared > 80 and searches["flags"] > 50 and searches["candidates"] > 100 and searches["ids"] > 10, searches
-    # Without a user only the tags filter.
-    assert found(db, index, "", TagFilter(("dog",)), RatedFilter.ALL, 10, 6) == reference(
-        library, "alice", TagFilter(("dog",)), RatedFilter.ALL, 10, 6
-    )
+    # Without a user only the tags filter (no ratings, no predictions).
+    expected = reference(library, "alice", TagFilter(("dog",)), RatedFilter.ALL, 10, 6)
+    assert found(db, index, "", TagFilter(("dog",)), RatedFilter.ALL, 10, 6) == [
+        (n, None, None) for n, _, _ in expected
+    ]
 
 
 def test_any_source_tags_are_answered_from_bitsets_that_follow_writes(library: Engine) -> None:
@@ -182,13 +209,14 @@ def test_any_source_tags_are_answered_from_bitsets_that_follow_writes(library: E
     assert before == reference(library, "alice", tags, RatedFilter.YES, 20, 8)
     # The query's nearest rated images without 'rare' get it by hand; one 'rare' image loses it.
     nearest = [
-        int(name.removesuffix(".png"), 16) for name in found(db, index, "alice", TagFilter(), RatedFilter.YES, 20, 4)
+        int(name.removesuffix(".png"), 16)
+        for name, _, _ in found(db, index, "alice", TagFilter(), RatedFilter.YES, 20, 4)
     ]
     with Session(library) as session:
         for i in nearest:
             owned.add_tags(session, _name(i), ["rare"], "alice")
-        owned.remove_tags(session, before[0], ["rare"], "alice")
+        owned.remove_tags(session, before[0][0], ["rare"], "alice")
         session.commit()
     after = found(db, index, "alice", tags, RatedFilter.YES, 20, 8)
     assert after == reference(library, "alice", tags, RatedFilter.YES, 20, 8)
-    assert after != before and before[0] not in after
+    assert after != before and before[0][0] not in {name for name, _, _ in after}

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import func
+from sqlalchemy import bindparam, func, text
 from sqlmodel import select
 
 from tagrate_common.errors import Conflict, InvalidArgument, Unavailable
@@ -21,7 +21,7 @@ from .. import records
 from ..db import Database
 from ..library import filtered as listing_filter
 from ..library.filtered import Kept
-from ..models import Image, ImageFeatures, Prediction, Rating
+from ..models import ImageFeatures
 from ..predictions import scoring
 from .vectors import VectorIndex
 
@@ -151,33 +151,24 @@ def _filtered(db: Database, keeps: Kept, among: Sequence[int] | None) -> np.ndar
 def _resolve(
     db: Database, hits: Sequence[tuple[int, float]], user_id: int, version: str
 ) -> tuple[list[SimilarResult], list[int]]:
-    """Names, ratings and predictions of the hits; ids of deleted images apart."""
+    """Names, ratings and predictions of the hits (one statement); ids of
+    deleted images apart."""
     ids = [image_id for image_id, _ in hits]
     if not ids:
         return [], []
-    with db.read() as session:
-        names = dict(session.exec(select(Image.id, Image.name).where(Image.id.in_(ids))).all())  # type: ignore[union-attr]
-        ratings = dict(
-            session.exec(
-                select(Rating.image_id, Rating.rating).where(Rating.user_id == user_id, Rating.image_id.in_(ids))  # type: ignore[attr-defined]
-            ).all()
-        )
-        predicted = (
-            dict(
-                session.exec(
-                    select(Prediction.image_id, Prediction.score).where(
-                        Prediction.user_id == user_id,
-                        Prediction.model_version == version,
-                        Prediction.image_id.in_(ids),  # type: ignore[attr-defined]
-                    )
-                ).all()
-            )
-            if version
-            else {}
-        )
+    predicted, join = "NULL", ""
+    if version:
+        predicted = "p.score"
+        join = " LEFT JOIN predictions p ON p.user_id = :u AND p.image_id = i.id AND p.model_version = :v"
+    sql = text(
+        f"SELECT i.id, i.name, r.rating, {predicted} FROM images i "
+        f"LEFT JOIN ratings r ON r.user_id = :u AND r.image_id = i.id{join} WHERE i.id IN :ids"
+    ).bindparams(bindparam("ids", expanding=True))
+    with db.read_connection() as conn:
+        found = {row[0]: row[1:] for row in conn.execute(sql, {"u": user_id, "v": version, "ids": ids})}
     results = [
-        SimilarResult(names[i], max(0.0, min(1.0, score)), ratings.get(i), predicted.get(i))
+        SimilarResult(found[i][0], max(0.0, min(1.0, score)), found[i][1], found[i][2])
         for i, score in hits
-        if i in names
+        if i in found
     ]
-    return results, [i for i, _ in hits if i not in names]
+    return results, [i for i, _ in hits if i not in found]
