@@ -109,7 +109,7 @@ def _wait_for_own_backlog(stack: Stack, timeout: float = 600.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the dataset service still owes {owed} images of {'/'.join(_OWN_WORK)} work")
         if not said:
-            print(f"  waiting for the dataset service's own background work ({owed} images) before measuring", flush=True)
+            print(f"  waiting for the dataset service's own background work ({owed} images)", flush=True)
             said = True
         time.sleep(1.0)
 
