@@ -63,7 +63,7 @@ class DatasetSettings(ServiceSettings, S3Settings):
     tag_members: bool = Field(
         True,
         description="Answer tag filters from tag_members and count them from in-memory bitsets "
-        "(docs/tag-filters.md), and filter /getsimilar's candidates by those bitsets (docs/similar.md); "
+        "(docs/tag-filters.md), and search /getsimilar within those bitsets (docs/similar.md); "
         "false reads the source tables, as before (for comparison).",
     )
     max_filter_tags: int = Field(50, gt=0, description="Most tags (include and exclude together) one query may name.")

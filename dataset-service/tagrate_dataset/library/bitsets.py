@@ -19,7 +19,7 @@ Used for filters made only of any-source tag terms (``~`` groups and
 exclusions included) with at least one included condition, while
 ``tag_members`` serves the current tagger model; other filters are counted
 in SQL as before. GetSimilar (``filtered.py``) takes the matches'
-bitset itself (:func:`matched`) to tell which of its candidates pass.
+bitset itself (:func:`matched`) and searches within it.
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ aliases, implications, manual and taught tags, ``rating:``/``predicted:``),
 so every filter the listing learns applies there too.
 
 A filter of any-source tags (what the listing counts from bitsets,
-``bitsets.py``) is answered from the cached bitsets alone: which of a few
-hundred candidates pass is a lookup per id, with no statement beyond the
-preamble. Other filters run the listing's SQL (each candidate probed, or
-the whole set collected)."""
+``bitsets.py``) is answered from the cached bitsets alone, as one flag per
+image id (GetSimilar masks its scores with them), with no statement beyond
+the preamble. Other filters run the listing's SQL (each candidate probed,
+or the whole set collected)."""
 
 from __future__ import annotations
 
