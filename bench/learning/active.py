@@ -29,8 +29,8 @@ STEP = 10
 ROUNDS = 10  # 10, 20, ..., 100 ratings
 TARGET_RATINGS = 60  # active must reach random's 100-rating figure by here
 TOLERANCE = 0.01  # and never be below random by more
-# Compared by default: what /getratenext serves and the two it combines.
-STRATEGIES = (ratenext.RANDOM, ratenext.SERVED, ratenext.TYPICAL, ratenext.VARIANCE)
+# Compared by default: what /getratenext serves, and the schedule measured against it and its second part.
+STRATEGIES = (ratenext.RANDOM, ratenext.SERVED, ratenext.SCHEDULE, ratenext.VARIANCE)
 
 
 def strategies(names: str) -> tuple[str, ...]:

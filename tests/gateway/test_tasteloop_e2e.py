@@ -147,7 +147,7 @@ def test_the_loop_runs_itself(stack):
 
     # /getratenext now: ann's model, never a rated image, diverse.
     queue = http.get("/getratenext", params={"user": "ann", "limit": 10}).json()
-    assert queue["strategy"] == "variance-reduction" and queue["model_version"] == jobs[-1][1]
+    assert queue["strategy"] == "typical-clusters" and queue["model_version"] == jobs[-1][1]
     listed = [item["image"] for item in queue["images"]]
     assert len(listed) == 10 and not set(listed) & set(rated_names(http, "ann"))
     assert all(item["predicted"] is not None for item in queue["images"])

@@ -1,7 +1,6 @@
 """TasteLoopService over real gRPC, on SQLite and PostgreSQL: GetRateNext
 (never a rated image, diverse over clusters of near-identical images, a
-cold-start spread, a new queue for a new model; with ratings enough, the
-least known group first, every group once per round) and ExplainImage (rated
+cold-start spread, a new queue for a new model) and ExplainImage (rated
 neighbours by similarity, the image's tags with their effect)."""
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ import grpc
 import numpy as np
 from sqlalchemy import text
 
-from tagrate_common import ratenext
 from tagrate_common.protos import common_pb2, images_pb2, tasteloop_pb2, training_data_pb2
 from tests.dataset.calls import INVALID, NOT_FOUND, add, assert_refused, name_of, put_tags, user_info
 from tests.dataset.conftest import Served, rpc_error
@@ -86,51 +84,6 @@ def test_rate_next_skips_rated_images_and_spreads_over_the_clusters(served: Serv
     )
     again = rate_next(served, "ann", 20)
     assert again.model_version == "v7-abc" and not {i.image for i in again.images} & set(rated)
-
-
-def test_rate_next_with_ratings_enough_lowers_the_models_uncertainty_and_keeps_diverse(served: Served) -> None:
-    """From ratenext.SWITCH_AT ratings on the schedule turns to
-    variance-reduction: the group nothing was rated in comes first (the
-    model knows least there), every group with candidates once before any
-    twice (measurable diversity), never a rated image, and after new
-    ratings and a retrain a new queue without them."""
-    cluster_of = library(served)
-    # ratenext.SWITCH_AT ratings spread over groups 0-3 (at most 7 each), none in group 4.
-    counts = [0] * CLUSTERS
-    for n in range(ratenext.SWITCH_AT):
-        counts[n % (CLUSTERS - 1)] += 1
-    assert max(counts) < PER_CLUSTER  # every group keeps a candidate
-    rated = []
-    for c in range(CLUSTERS - 1):
-        for k in range(counts[c]):
-            data = make_image(seed=1000 + c * 100 + k)
-            add(served, "cy", data, 0.9 if c == 0 else 0.2 + 0.05 * k)
-            rated.append(name_of(data))
-    assert all(cluster_of[name] != CLUSTERS - 1 for name in rated)
-    queue = rate_next(served, "cy", 10)
-    assert queue.strategy == "variance-reduction" and all(i.reason for i in queue.images)
-    listed = [i.image for i in queue.images]
-    assert len(listed) == 10 and len(set(listed)) == 10 and not set(listed) & set(rated)
-    groups = [cluster_of[name] for name in listed]
-    assert groups[0] == CLUSTERS - 1, groups
-    assert sorted(groups[:CLUSTERS]) == list(range(CLUSTERS)), groups
-    assert sorted(groups[CLUSTERS:]) == list(range(CLUSTERS)), groups  # then every group once again
-
-    # cy rates the first three; a retrain: a new queue, none of them in it.
-    for name in listed[:3]:
-        c = cluster_of[name]
-        data = next(d for k in range(PER_CLUSTER) if name_of(d := make_image(seed=1000 + c * 100 + k)) == name)
-        add(served, "cy", data, 0.5)
-    served.stub.training.RecordTrainedSnapshot(
-        training_data_pb2.RecordTrainedSnapshotRequest(
-            user="cy", snapshot_id=user_info(served, "cy").snapshot_id, model_version="v2-cy"
-        ),
-        timeout=30,
-    )
-    again = rate_next(served, "cy", 10)
-    assert again.model_version == "v2-cy" and again.strategy == "variance-reduction"
-    relisted = [i.image for i in again.images]
-    assert relisted != listed and not set(relisted) & set(rated + listed[:3])
 
 
 def test_rate_next_refusals(served: Served) -> None:
