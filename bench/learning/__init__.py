@@ -5,7 +5,8 @@ and the head the trainer selects; the mean and the worst user of each type.
 
     python -m bench learning [--users 4] [--types shared,opposite,orthogonal,narrow]
                              [--splits 5] [--others 24] [--sizes 10,20,50,100,200] [--features]
-    python -m bench learning --active [--users 4] [--types ...] [--splits 5]   (issue 26: bench/learning/active.py)
+    python -m bench learning --active [--users 4] [--types ...] [--splits 5] [--seed 18]
+                             [--strategies typical-clusters,...]   (issue 26: bench/learning/active.py)
 
 Images: the Twemoji PNGs (64 px) of the npm package ``emoji-datasource-twitter``
 (MIT; the graphics are Twemoji by Twitter, Inc and other contributors,
@@ -127,6 +128,11 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="instead: active-vs-random curves of /getratenext's method (bench/learning/active.py)",
     )
+    parser.add_argument(
+        "--strategies",
+        default=None,
+        help="with --active: the strategies to compare with random (default: the served one and what it combines)",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     kinds = args.types.split(",")
@@ -148,8 +154,19 @@ def main(argv: list[str]) -> int:
     if args.active:
         from . import active
 
+        strategies = active.STRATEGIES if args.strategies is None else active.strategies(args.strategies)
         return active.curves(
-            plain, rest, kinds, args.users, args.splits, args.seed, preference.user, preference.uid, rate, TEST_IMAGES
+            plain,
+            rest,
+            kinds,
+            args.users,
+            args.splits,
+            args.seed,
+            preference.user,
+            preference.uid,
+            rate,
+            TEST_IMAGES,
+            strategies,
         )
     xs, ys, names = [], [], []
     for u in range(args.others):

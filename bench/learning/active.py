@@ -29,6 +29,33 @@ STEP = 10
 ROUNDS = 10  # 10, 20, ..., 100 ratings
 TARGET_RATINGS = 60  # active must reach random's 100-rating figure by here
 TOLERANCE = 0.01  # and never be below random by more
+# Compared by default: what /getratenext serves, and the schedule measured against it and its second part.
+STRATEGIES = (ratenext.RANDOM, ratenext.SERVED, ratenext.SCHEDULE, ratenext.VARIANCE)
+
+
+def strategies(names: str) -> tuple[str, ...]:
+    """``--strategies``' comma-separated names, random first (the reference)."""
+    chosen = [name for name in names.split(",") if name and name != ratenext.RANDOM]
+    if unknown := set(chosen) - set(ratenext.STRATEGIES):
+        raise SystemExit(f"unknown strategies {sorted(unknown)}; known: {', '.join(ratenext.STRATEGIES)}")
+    return (ratenext.RANDOM, *chosen)
+
+
+BOUND_CANDIDATES, BOUND_RATED, BOUND_REPEATS = 2000, 200, 5  # dataset-service CANDIDATES, CLUSTERED_RATINGS
+
+
+def bounds_time(plain: np.ndarray, strategy: str) -> list[str]:
+    """Mean and max ms of a choice of 10 at the served bounds (images drawn
+    from the emoji set, with replacement where it has fewer)."""
+    rng = np.random.default_rng(26)
+    seconds = []
+    for r in range(BOUND_REPEATS):
+        rows = rng.choice(len(plain), BOUND_CANDIDATES + BOUND_RATED, replace=len(plain) < 2200)
+        candidates, rated = plain[rows[:BOUND_CANDIDATES]], plain[rows[BOUND_CANDIDATES:]]
+        start = time.perf_counter()
+        ratenext.choose(candidates, rated, rng.integers(0, 7, BOUND_RATED) / 6, STEP, strategy, seed=r)
+        seconds.append(time.perf_counter() - start)
+    return [f"{1000 * np.mean(seconds):.1f}", f"{1000 * np.max(seconds):.1f}"]
 
 
 def curves(
@@ -42,7 +69,7 @@ def curves(
     uid_of: Callable[[str, int], int],
     rate: Callable[[np.ndarray, np.random.Generator], np.ndarray],
     test_images: int,
-    strategies: tuple[str, ...] = (ratenext.RANDOM, ratenext.TYPICAL, ratenext.ENSEMBLE, ratenext.COVERAGE),
+    strategies: tuple[str, ...] = STRATEGIES,
 ) -> int:
     """Prints the curves per type and the summary; returns 0 when the
     targets are met for the served strategy."""
@@ -115,6 +142,12 @@ def curves(
     )
     timing = [[s, f"{1000 * np.mean(v):.1f}", f"{1000 * np.max(v):.1f}"] for s, v in seconds.items()]
     print_table("Time to choose 10 images from the pool (ms)", ["strategy", "mean", "max"], timing)
+    print_table(
+        f"Time to choose 10 at /getratenext's bounds ({BOUND_CANDIDATES} candidates, {BOUND_RATED} rated; ms, "
+        f"{BOUND_REPEATS} calls)",
+        ["strategy", "mean", "max"],
+        [[s, *bounds_time(plain, s)] for s in strategies if s != ratenext.RANDOM],
+    )
     print(
         f"\ntarget (issue 26: {ratenext.SERVED}, what /getratenext serves, reaches random's 100-rating Spearman "
         f"with <= {TARGET_RATINGS} ratings and is never below random by more than {TOLERANCE}): "

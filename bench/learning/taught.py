@@ -14,6 +14,13 @@ the examples, against the true categories:
 - precision: of the tags it applies (held-out images at or above its
   threshold), the share that are right, and how many it applies (recall).
 
+With ``--timing`` it instead times the learner as the trainer runs it for
+one tag of a 100k-image library: synthetic vectors (clustered, 1280-d), 20
+positives and the sample of others (``--others``, the trainer's
+``TRAINER_TAUGHT_TAG_OTHERS``; the learner sees only the sample, so its
+cost does not grow with the library), and the dataset service's scoring of
+every vector with the published weights.
+
 Features: the default model's vectors of every emoji (``emoji.features``,
 cached). Targets (issue 25): mean AP >= 0.8 at 20 examples; precision of
 the applied tags >= 0.8 at every size.
@@ -81,6 +88,44 @@ def average_precision(scores: np.ndarray, truth: np.ndarray) -> float:
     return float((precision_at * hits).sum() / hits.sum())
 
 
+def timing(others: int, library: int = 100_000, dim: int = 1280, runs: int = 3) -> None:
+    """Seconds and peak memory of one tag's learning (see the module doc)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(50, dim))
+
+    def synthetic(n: int) -> np.ndarray:  # non-negative, clustered, like pooled activations
+        return np.abs(centres[rng.integers(0, 50, n)] + rng.normal(size=(n, dim))).astype(np.float32)
+
+    positives = synthetic(20)
+    rows = []
+    for sample in sorted({others, 1000, 5000}):
+        seconds = []
+        for run in range(runs):
+            drawn = synthetic(sample)
+            tracemalloc.start()
+            start = time.perf_counter()
+            model = learn(positives, positives[:0], drawn, library - 20, seed=run)
+            seconds.append(time.perf_counter() - start)
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        scoring = 0.0
+        for _ in range(0, library, 1000):  # as the dataset service publishes: chunks of vectors
+            chunk = synthetic(1000)
+            start = time.perf_counter()
+            model.scores(chunk)
+            scoring += time.perf_counter() - start
+        rows.append([sample, f"{np.median(seconds):.2f}", f"{max(seconds):.2f}", f"{peak / 2**20:.0f}",
+                     f"{scoring:.2f}"])  # fmt: skip
+    print_table(
+        f"Learning one taught tag of a {library:,}-image library (synthetic {dim}-d vectors, 20 positives)",
+        ["others sampled", "learn s (median)", "learn s (max)", "learn peak MiB", f"scoring {library:,} s"],
+        rows,
+    )
+    print(f"1-minute load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench learning --taught")
     parser.add_argument("--sizes", default="5,10,20")
@@ -88,7 +133,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--others", type=int, default=1000, help="other images sampled (TRAINER_TAUGHT_TAG_OTHERS)")
     parser.add_argument("--precision", type=float, default=0.9, help="TRAINER_TAUGHT_TAG_PRECISION")
     parser.add_argument("--seed", type=int, default=25)
+    parser.add_argument("--timing", action="store_true", help="instead: one tag's learning time at 100k images")
     args = parser.parse_args(argv)
+    if args.timing:
+        timing(args.others)
+        return 0
     print(ATTRIBUTION, flush=True)
     plain, categories = plain_features()
     labels = np.array(categories)

@@ -35,8 +35,13 @@ PI_QUANTILES = (0.5, 0.75, 0.9)
 # (which may carry the tag unlabelled) before the tag is applied at all.
 SEPARATION = 0.97
 UNLABELLED_TOP = 0.25
-# At most this share of the estimated unlabelled positives is tagged.
-APPLIED_SHARE = 0.5
+# At most this share of the estimated unlabelled positives is tagged: the
+# precision estimate is optimistic where scores overlap, and in practice this
+# floor, not the estimate, sets the threshold. A quarter (was a half) raised
+# the applied tags' precision on Twemoji (tuned on seeds 1 and 2) from
+# 0.69/0.79/0.78 to 0.93/0.88/0.85 at 5/10/20 examples, tagging 54/141/193
+# images per draw instead of 342/340/318 (bench/learning/taught.py).
+APPLIED_SHARE = 0.25
 
 
 @dataclass(frozen=True)
