@@ -50,6 +50,14 @@ ENV = {
     "TRAINER_PATIENCE": "300",
     "TAGGER_TORCH_THREADS": "1",
     "RATER_TORCH_THREADS": "1",
+    # Background work a killed dataset replica had claimed is reserved for
+    # the lease (300 s by default) before the other replica takes it over;
+    # the test waits for every upload's tagging, so a default lease made a
+    # run 140 or 330 s depending on whether the kill caught a batch. The
+    # lease must outlast the model calls' deadlines, shortened with it.
+    "DATASET_WORK_LEASE_SECONDS": "45",
+    "DATASET_TAGGER_TIMEOUT_SECONDS": "40",
+    "DATASET_RATER_TIMEOUT_SECONDS": "40",
 }
 
 
