@@ -6,8 +6,7 @@ variants (tests/similar/photos.py)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -20,6 +19,7 @@ from tagrate_dataset.server import create_server as create_dataset_server
 from tagrate_rater.config import RaterSettings
 from tagrate_rater.server import create_server as create_rater_server
 from tests.gateway.conftest import GatewayServer, gateway_settings
+from tests.gateway.predictions_support import wait_for
 from tests.gateway.stack import Stack as TagStack
 from tests.gateway.stack import tag_image
 from tests.support import dataset_settings, free_port
@@ -44,16 +44,6 @@ class Stack:
     data_dir: Path
     names: dict[str, str] = field(default_factory=dict)  # "photo/variant" or "circle3" -> stored name
     answers: dict[str, dict] = field(default_factory=dict)
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 240.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def add_image(http: httpx.Client, data: bytes, filename: str) -> dict:
@@ -128,7 +118,7 @@ def _seed(stack: Stack) -> None:
         answer = stack.http.get("/getduplicates", params={"limit": 100}).json()
         return answer if answer["pending"] == 0 else None
 
-    wait_for("every image to be compared", compared)
+    wait_for("every image to be compared", compared, timeout=240.0)
 
 
 def groups_by_name(stack: Stack) -> list[set[str]]:
