@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import pytest
@@ -29,7 +28,6 @@ from .photos import PHOTOS, VARIANTS, original, variant
 
 pytestmark = pytest.mark.slow
 
-T = TypeVar("T")
 UPLOAD_LIMIT = 8 << 20
 CIRCLES, STRIPES = 6, 6
 
