@@ -29,6 +29,7 @@ from tagrate_trainer.selection.crossval import CV_REPEATS, cross_validate, cv_me
 from tagrate_trainer.selection.rule import (
     BLEND_TIE,
     GLOBAL_MARGIN,
+    Z_MANY_RATINGS,
     Z_SELECT,
     agreement_threshold,
     guard_threshold,
@@ -126,8 +127,9 @@ def test_pick_keeps_ridge_unless_another_beats_it_by_more_than_the_noise():
     assert pick(figures, maes, 100, spread_of({CURRENT: 0.06 / Z_SELECT * 1.2})) == RIDGE
     assert pick(figures, maes, 100, spread_of({CURRENT: 0.07})) == RIDGE
     # One standard error is not enough (issue 26: the one-standard-error
-    # rule lost to ridge on held-out ratings).
+    # rule lost to ridge on held-out ratings) but from Z_MANY_RATINGS on.
     assert pick(figures, maes, 100, spread_of({CURRENT: 0.05})) == RIDGE
+    assert pick(figures, maes, Z_MANY_RATINGS, spread_of({CURRENT: 0.05})) == CURRENT
     # The global head is kept only when better than the chosen head by its noise too.
     with_global = {**figures, GLOBAL: 0.56 + GLOBAL_MARGIN + 0.01}
     assert pick(with_global, maes, 100, spread_of({CURRENT: 0.01, GLOBAL: 0.02})) == GLOBAL
@@ -139,15 +141,18 @@ def test_pick_builds_on_the_global_taste_only_where_it_shows():
     figures = {RIDGE: 0.3, RESIDUAL: 0.6, BLEND: 0.5, MEAN: 0.0}
     threshold = agreement_threshold(50)
     assert pick(figures, maes, 50, agreement=threshold + 0.01) == RESIDUAL
-    assert pick(figures, maes, 50, agreement=-threshold - 0.01) == RESIDUAL  # turned round
     assert pick(figures, maes, 50, agreement=threshold - 0.01) == RIDGE
     assert pick(figures, maes, 50, agreement=0.0) == RIDGE
-    # The gate is a two-sided 1% test, stricter than the guard's one-sided 5%
-    # (issue 26: unrelated tastes passed that one by chance either way).
-    assert threshold > guard_threshold(50)
+    against = agreement_threshold(50, against=True)
+    assert pick(figures, maes, 50, agreement=-against - 0.01) == RESIDUAL  # turned round
+    # The gate is stricter than the guard's one-sided 5% (issue 26:
+    # unrelated tastes passed that one by chance either way), and stricter
+    # still for a taste turned round.
+    assert guard_threshold(50) < threshold < against
     between = (guard_threshold(50) + threshold) / 2
     assert pick(figures, maes, 50, agreement=between) == RIDGE
     assert pick(figures, maes, 50, agreement=-between) == RIDGE
+    assert pick(figures, maes, 50, agreement=-(threshold + against) / 2) == RIDGE
 
 
 def test_a_global_head_unlike_the_user_gives_way_to_a_personal_head():

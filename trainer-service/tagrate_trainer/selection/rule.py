@@ -49,17 +49,27 @@ GUARD_Z = 1.645
 # lenient); two keep selection within 0.005 of ridge on both seeds and
 # keep most of the gains of users who share the global taste. The global
 # head is kept over the chosen head only when it is better by that much
-# too (and by GLOBAL_MARGIN).
+# too (and by GLOBAL_MARGIN). From Z_MANY_RATINGS ratings on (the global
+# head's thousands; the CV's standard errors are small there) one
+# standard error still: two kept a ridge global head where the MLP serves
+# now, and the users who share the global taste lost most of what the
+# global head gives them (bench/learning.py, seed 18: +0.005 at 50
+# ratings against +0.036).
 Z_SELECT = 2.0
+Z_MANY_RATINGS, Z_SELECT_MANY = 500, 1.0
 # The candidates built on the global taste: they are tried only when the
 # global taste ranks this user's ratings better (or, for a negative scale,
-# worse) than chance would: a CV Spearman beyond AGREE_Z / sqrt(n - 1)
-# either way (a two-sided 1% test). At the guard's one-sided 5%
-# (GUARD_Z) a user whose taste is unrelated to the global one passed it by
-# chance in one job in ten, and the blend then fitted the chance
-# correlation, turned round: held-out Spearman -0.11 where ridge had +0.31
-# (issue 26, an orthogonal user at 20 ratings).
-AGREE_Z = 2.576
+# worse) than chance would: a CV Spearman above AGREE_Z / sqrt(n - 1) (a
+# one-sided 0.5% test), or below -AGREE_Z_AGAINST / sqrt(n - 1) (0.13%:
+# a taste opposite to everyone's is rarer than one that shares part of
+# it, so a negative figure is more often chance). At the guard's
+# one-sided 5% either way (GUARD_Z) a user whose taste is unrelated to
+# the global one passed by chance in one job in ten, and the residual or
+# blend head then fitted the chance correlation, mostly turned round:
+# held-out Spearman -0.11 where ridge had +0.31 (issue 26, an orthogonal
+# user at 20 ratings; a shared user at 50 on seed 3, -0.02 against
+# +0.13, with a chance agreement of -0.38).
+AGREE_Z, AGREE_Z_AGAINST = 2.576, 3.0
 GLOBAL_BASED = (PRIOR, RESIDUAL, BLEND)
 
 
@@ -81,10 +91,15 @@ def guard_threshold(n: int) -> float:
     return GUARD_Z / math.sqrt(max(1, n - 1))
 
 
-def agreement_threshold(n: int) -> float:
-    """The global taste's CV Spearman (either sign) from which the
-    candidates built on it are tried."""
-    return AGREE_Z / math.sqrt(max(1, n - 1))
+def agreement_threshold(n: int, against: bool = False) -> float:
+    """How far the global taste's CV Spearman must be from 0, above it (or
+    below it, ``against``), for the candidates built on it to be tried."""
+    return (AGREE_Z_AGAINST if against else AGREE_Z) / math.sqrt(max(1, n - 1))
+
+
+def z_select(n: int) -> float:
+    """The standard errors by which a candidate must beat ridge at ``n`` ratings."""
+    return Z_SELECT if n < Z_MANY_RATINGS else Z_SELECT_MANY
 
 
 def pick(
@@ -98,6 +113,7 @@ def pick(
     says. ``spread``: the CV figures' noise (none: every difference counts);
     ``agreement``: the global taste's CV Spearman (none: no gate)."""
     threshold = guard_threshold(n)
+    z = z_select(n)
 
     def se(a: str, b: str) -> float:
         return spread.se(a, b) if spread is not None else 0.0
@@ -106,12 +122,10 @@ def pick(
         return spearmans[c] > threshold and maes[c] < maes[MEAN]
 
     personal = [c for c in CANDIDATES if c in spearmans]
-    if agreement is not None and abs(agreement) <= agreement_threshold(n):
+    if agreement is not None and abs(agreement) <= agreement_threshold(n, against=agreement < 0):
         personal = [c for c in personal if c not in GLOBAL_BASED]
     # Ridge unless another is better by more than the noise.
-    contenders = [
-        c for c in personal if c == RIDGE or spearmans[c] - spearmans[RIDGE] > max(TIE, Z_SELECT * se(c, RIDGE))
-    ]
+    contenders = [c for c in personal if c == RIDGE or spearmans[c] - spearmans[RIDGE] > max(TIE, z * se(c, RIDGE))]
     pool = [c for c in contenders if beats_mean(c)] or contenders
     best = max(spearmans[c] for c in pool)
     if BLEND in pool and spearmans[BLEND] >= best - BLEND_TIE:
@@ -125,7 +139,7 @@ def pick(
     # nothing of the user's taste passes it by chance (issue 26: orthogonal
     # users kept a global head scoring 0.13 where ridge scored 0.34).
     if GLOBAL in spearmans and beats_mean(GLOBAL):
-        margin = max(GLOBAL_MARGIN, Z_SELECT * se(GLOBAL, choice))
+        margin = max(GLOBAL_MARGIN, z * se(GLOBAL, choice))
         return GLOBAL if spearmans[GLOBAL] > spearmans[choice] + margin else choice
     # A global head that does not beat the mean on this user's ratings knows
     # nothing of their taste, or the opposite of it: a personal head, fitted
