@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def search_part(args: argparse.Namespace, images: int, generator: DatasetGenerator, databases: tuple[str, ...]) -> int:
     from .library import library
-    from .search import SearchRun, index_rows, search, service_rows
+    from .search import WARMUP, SearchRun, index_rows, search, service_rows
 
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     runs: list[SearchRun] = []
@@ -72,9 +72,20 @@ def search_part(args: argparse.Namespace, images: int, generator: DatasetGenerat
                 print(f"  vectors stored in {lib.vector_seconds:.1f} s; loadavg {loadavg()}", flush=True)
                 runs.append(search(lib, images, args.calls, work))
     print_table(
-        f"/getsimilar at {images} images (concurrency 1, {args.calls} calls each, interleaved with the page); "
+        f"/getsimilar at {images} images (concurrency 1, {args.calls} calls each after {WARMUP} to warm up, "
+        f"interleaved with the page; first call: the first of those, cold); "
         f"loadavg after each database: " + ", ".join(f"{r.library.database} {r.loadavg_after}" for r in runs),
-        ["database", "request", "p50 ms", "p95 ms", "max ms", "p50 / page p50", "p95 / page p95", "target 2x"],
+        [
+            "database",
+            "request",
+            "p50 ms",
+            "p95 ms",
+            "max ms",
+            "p50 / page p50",
+            "p95 / page p95",
+            "first call ms",
+            "target 2x",
+        ],
         [row for run in runs for row in service_rows(run)],
     )
     print_table(
