@@ -19,7 +19,7 @@ from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
 
 from ..models import Image, Prediction, Rating, TaggerModel
 from ..records import current_tagger_model
-from ..tags import filtersql
+from ..tags import filtersql, members
 from ..tags.filtersql import Cond, FilterSQL
 from .listing import UserImage
 from .sql import FILTER_FIRST, PREDICTED
@@ -103,6 +103,7 @@ def neighbours(
     sort: SortOrder = SortOrder.DATE_DESC,
     rated: RatedFilter = RatedFilter.YES,
     version: str = "",
+    use_members: bool = True,
 ) -> Neighbours | None:
     """Where ``image`` stands in the listing ``listing.user_data`` returns for
     the same parameters, and the rows before and after it; None when it is
@@ -110,11 +111,16 @@ def neighbours(
     included tag is rarer than ``_WINDOW_MAX_ROWS`` images, the filtered set
     is numbered in one pass (window functions); otherwise the position is
     counted and the neighbours probed with keyset comparisons that an index
-    on the sort keys serves."""
+    on the sort keys serves. Any-source tag terms are read from
+    ``tag_members`` when it serves the current tagger model (``use_members``:
+    the setting ``tag_members``), as the listing reads them: one index range
+    per tag instead of probes of the source tables."""
     flt = filtersql.resolve(session, parse_filter(tags))
     if flt is None:  # an included tag nobody has
         return None
     model = current_tagger_model(session) if flt else None
+    if flt and use_members and _members_serve(session, _model_key(model)):
+        flt = flt.with_members()
     where = _Where(flt, {**filtersql.model_params(_model_key(model)), "u": user_id, "v": version, **flt.params})
     # The predicted orders sort by the serving ``version``'s scores (as
     # ``listing.user_data`` does); no other order needs the prediction join.
@@ -138,6 +144,12 @@ class _Where:
 
     flt: FilterSQL
     params: dict[str, object]
+
+
+def _members_serve(session: Session, model: tuple[int, float] | None) -> bool:
+    """Whether ``tag_members`` is ready and built for the current tagger model."""
+    row = session.execute(text("SELECT " + ", ".join(members.STATE_COLUMNS[:2]))).one()
+    return members.usable(row.members_model, row.members_threshold, model)
 
 
 def _model_key(model: TaggerModel | None) -> tuple[int, float] | None:

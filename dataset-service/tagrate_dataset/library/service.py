@@ -84,7 +84,7 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
             records.require_image(session, name)
             assert user_id is not None
             version = scoring.serving_version(session, user)  # the predicted orders follow the listing
-            found = neighbours.neighbours(session, user_id, name, tags, sort, rated, version)
+            found = neighbours.neighbours(session, user_id, name, tags, sort, rated, version, settings.tag_members)
         if found is None:
             raise NotFound(f"image '{name}' is not in user '{user}'s list for these parameters", "image_not_in_list")
 
