@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from pathlib import Path
 
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args, shape, generator, databases = parse_dataset_args(
         "python -m bench similar", __doc__.split("\n\n")[0], argv, FULL_CALLS, QUICK_CALLS, _options
     )
-    print(f"{os.cpu_count()} cores; loadavg {loadavg()}", flush=True)
+    print(f"loadavg {loadavg()}", flush=True)
     if args.part in ("photos", "all"):
         from .photos import photos
 
