@@ -14,7 +14,7 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -292,13 +292,20 @@ def postgres_database(generator: DatasetGenerator, admin_url: str) -> Iterator[G
 
 
 def parse_dataset_args(
-    prog: str, description: str, argv: list[str] | None, full_calls: int = FULL_CALLS, quick_calls: int = QUICK_CALLS
+    prog: str,
+    description: str,
+    argv: list[str] | None,
+    full_calls: int = FULL_CALLS,
+    quick_calls: int = QUICK_CALLS,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> tuple[argparse.Namespace, DatasetShape, DatasetGenerator, tuple[str, ...]]:
     """The options every benchmark on the 100k-image dataset shares (which
-    databases, calls per measurement, scale, cache folder); prints the
-    run's header line. Returns the options, the dataset's shape and
-    generator, and the databases to run on."""
+    databases, calls per measurement, scale, cache folder), plus any the
+    benchmark adds with ``extra``; prints the run's header line. Returns the
+    options, the dataset's shape and generator, and the databases to run on."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
+    if extra is not None:
+        extra(parser)
     parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both", help="Default: both.")
     parser.add_argument(
         "--calls",
