@@ -7,11 +7,17 @@ A naive ``datetime`` is taken to be UTC, as SQLite hands them back."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 API_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_DAY_SECONDS = 86_400
+# The Timestamps ``datetime`` can hold (0001-01-01 to 9999-12-31, whole days):
+# outside them the text is left to ``datetime``, errors included.
+_FIRST_SECOND = -62_135_596_800
+_LAST_SECOND = 253_402_300_799
 
 
 def _utc(value: datetime) -> datetime:
@@ -42,8 +48,27 @@ def api_text(value: Timestamp | datetime) -> str:
     """``value`` as the API writes times: ``2026-11-26T22:47:41Z`` (fractions
     of a second are dropped, not rounded)."""
     if isinstance(value, Timestamp):
-        return datetime.fromtimestamp(value.seconds, UTC).strftime(API_FORMAT)
+        return _seconds_text(value.seconds)
     return _utc(value).strftime(API_FORMAT)
+
+
+@lru_cache(maxsize=4096)
+def _day_text(day: int) -> str:
+    """``2026-11-26T`` for the day ``day`` days after 1970-01-01 (UTC)."""
+    return datetime.fromtimestamp(day * _DAY_SECONDS, UTC).strftime("%Y-%m-%dT")
+
+
+def _seconds_text(seconds: int) -> str:
+    """The API text of ``seconds`` since the epoch: the text of its day
+    (cached, as a page of rows shares few days) and the time of day by
+    arithmetic; the same text as ``strftime(API_FORMAT)`` at half its cost
+    (a page of 60 ``rated_at`` is formatted per /getuserdata)."""
+    if not _FIRST_SECOND <= seconds <= _LAST_SECOND:
+        return datetime.fromtimestamp(seconds, UTC).strftime(API_FORMAT)
+    day, second = divmod(seconds, _DAY_SECONDS)
+    minute, second = divmod(second, 60)
+    hour, minute = divmod(minute, 60)
+    return f"{_day_text(day)}{hour:02d}:{minute:02d}:{second:02d}Z"
 
 
 def optional_api_text(message: Message, field: str) -> str | None:

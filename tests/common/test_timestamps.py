@@ -34,3 +34,35 @@ def test_unset_fields_are_none() -> None:
     assert optional_datetime(summary, "started_at") == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     assert optional_api_text(summary, "finished_at") is None
     assert optional_datetime(summary, "finished_at") is None
+
+
+def _strftime_text(seconds: int) -> str:
+    """The API text as api_text wrote it before its cached fast path."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_the_fast_timestamp_text_is_the_strftime_text() -> None:
+    import random
+
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    first, last = -62_135_596_800, 253_402_300_799  # 0001-01-01T00:00:00Z, 9999-12-31T23:59:59Z
+    edges = [first, first + 1, last - 1, last, -1, 0, 1, 59, 60, 3599, 3600, 86_399, 86_400, -86_400, -86_401]
+    edges += [951_782_400 + d for d in (-1, 0, 1, 86_399, 86_400)]  # 2000-02-29, a leap day
+    edges += [4_107_542_400 + d for d in (-1, 0, 86_400)]  # 2100-03-01 (2100 is no leap year)
+    rng = random.Random(28)
+    values = edges + [rng.randint(first, last) for _ in range(20_000)]
+    values += [rng.randint(0, 4_102_444_800) for _ in range(20_000)]  # 1970-2100, where ratings are
+    for seconds in values:
+        for nanos in (0, 999_999_999):
+            assert api_text(Timestamp(seconds=seconds, nanos=nanos)) == _strftime_text(seconds), seconds
+    for seconds in (first - 1, last + 1, 2**63 - 1, -(2**63)):  # outside datetime's years: the same error
+        try:
+            expected: object = _strftime_text(seconds)
+        except Exception as error:  # the very type is compared
+            expected = type(error)
+        try:
+            got: object = api_text(Timestamp(seconds=seconds))
+        except Exception as error:
+            got = type(error)
+        assert got == expected, seconds
