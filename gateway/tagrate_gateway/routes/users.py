@@ -69,20 +69,23 @@ async def get_user_data(
     reply = await dataset.stub.library.GetUserData(request)
     body: dict[str, Any] = {
         "user": reply.user or name,
-        "images": [
-            {
-                "image": item.image,
-                "rating": item.rating if item.HasField("rating") else None,
-                "rated_at": optional_api_text(item, "rated_at") if item.HasField("rating") else None,
-                "predicted": item.predicted if item.HasField("predicted") else None,
-            }
-            for item in reply.images
-        ],
+        "images": [_image(item) for item in reply.images],
         "total": reply.total,
     }
     if page_number:
         body.update(page=page_number, limit=reply.limit, max_page=max(1, math.ceil(reply.total / reply.limit)))
     return serialised(body)  # up to 1000 items: see schemas.common.serialised
+
+
+def _image(item: library_pb2.UserImage) -> dict[str, Any]:
+    """One row of /getuserdata (up to 1000 a request: each field is looked up once)."""
+    rated = item.HasField("rating")
+    return {
+        "image": item.image,
+        "rating": item.rating if rated else None,
+        "rated_at": optional_api_text(item, "rated_at") if rated else None,
+        "predicted": item.predicted if item.HasField("predicted") else None,
+    }
 
 
 @router.post(
