@@ -65,6 +65,22 @@ UNMATCHED_ROUTE = "<unmatched>"
 # successes are logged at DEBUG so they do not drown the requests that
 # change something; a failure (5xx) is still logged at INFO.
 QUIET_ROUTES = frozenset({"/trainerstatus", "/healthz", "/readyz", "/metrics"})
+# The HTTP metrics' children by (route, method, status): labels() checks and
+# locks on every call. Route templates and methods are few; past this many
+# (odd methods a client made up) labels() is simply called each time.
+_HTTP_CHILDREN_MAX = 1024
+_http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def _http_metrics(route: str, method: str, status: int) -> tuple[Any, Any]:
+    """The request counter and latency histogram children of one request."""
+    key = (route, method, status)
+    children = _http_children.get(key)
+    if children is None:
+        children = (HTTP_REQUESTS.labels(route, method, str(status)), HTTP_SECONDS.labels(route, method))
+        if len(_http_children) < _HTTP_CHILDREN_MAX:
+            _http_children[key] = children
+    return children
 
 
 class RequestContextMiddleware:
@@ -122,8 +138,9 @@ class RequestContextMiddleware:
         finally:
             elapsed = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", None) or UNMATCHED_ROUTE
-            HTTP_REQUESTS.labels(route, scope["method"], str(status)).inc()
-            HTTP_SECONDS.labels(route, scope["method"]).observe(elapsed)
+            requests, seconds = _http_metrics(route, scope["method"], status)
+            requests.inc()
+            seconds.observe(elapsed)
             level = logging.DEBUG if route in QUIET_ROUTES and status < 500 else logging.INFO
             log.log(level, "%s %s %d", scope["method"], scope["path"], status, extra={"ms": round(elapsed * 1000, 1)})
             request_id_var.reset(token)

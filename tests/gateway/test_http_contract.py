@@ -154,6 +154,25 @@ def test_metrics_are_labelled_by_route_template(down):
     assert "tagrate_http_request_seconds_bucket" in text
 
 
+def test_every_request_is_counted_once(down):
+    """The middleware keeps the metric children it made (issue 28): each
+    request still adds exactly one to its counter and its histogram."""
+
+    def counts(http: httpx.Client) -> tuple[float, float]:
+        text = http.get("/metrics").text
+        served = re.search(r'tagrate_http_requests_total\{method="GET",route="/getuserdata",status="400"\} (\S+)', text)
+        timed = re.search(r'tagrate_http_request_seconds_count\{method="GET",route="/getuserdata"\} (\S+)', text)
+        return (float(served.group(1)) if served else 0.0), (float(timed.group(1)) if timed else 0.0)
+
+    with httpx.Client(base_url=down.url) as http:
+        http.get("/getuserdata", params={"user": "x" * 65})
+        before = counts(http)
+        for _ in range(3):
+            assert http.get("/getuserdata", params={"user": "x" * 65}).status_code == 400
+        after = counts(http)
+    assert after == (before[0] + 3, before[1] + 3)
+
+
 def test_docs_and_openapi(down):
     with httpx.Client(base_url=down.url) as http:
         docs = http.get("/docs")
