@@ -7,6 +7,8 @@ and the head the trainer selects; the mean and the worst user of each type.
                              [--splits 5] [--others 24] [--sizes 10,20,50,100,200] [--features]
     python -m bench learning --active [--users 4] [--types ...] [--splits 5] [--seed 18]
                              [--strategies typical-clusters,...]   (issue 26: bench/learning/active.py)
+    python -m bench learning --replay [--seed 18] [--users 4] [--splits 5] [--sizes 20,50,100]
+                             [--record FILE]   (issue 26: the selection rule replayed, bench/learning/replay.py)
 
 Images: the Twemoji PNGs (64 px) of the npm package ``emoji-datasource-twitter``
 (MIT; the graphics are Twemoji by Twitter, Inc and other contributors,

@@ -26,7 +26,15 @@ from tagrate_trainer.selection.candidates import (
     fit_candidate,
 )
 from tagrate_trainer.selection.crossval import CV_REPEATS, cross_validate, cv_metrics, stratified_folds
-from tagrate_trainer.selection.rule import BLEND_TIE, GLOBAL_MARGIN, Z_SELECT, guard_threshold, pick
+from tagrate_trainer.selection.rule import (
+    BLEND_TIE,
+    GLOBAL_MARGIN,
+    Z_MANY_RATINGS,
+    Z_SELECT,
+    agreement_threshold,
+    guard_threshold,
+    pick,
+)
 from tagrate_trainer.training import Reporter, Standardiser, TrainingConfig, TrainingData
 
 from .test_training import DIMENSIONS, FAST, linear_taste
@@ -114,10 +122,14 @@ def test_pick_takes_the_best_and_a_near_tie_goes_to_the_simpler():
 def test_pick_keeps_ridge_unless_another_beats_it_by_more_than_the_noise():
     maes = {RIDGE: 0.1, RESIDUAL: 0.1, BLEND: 0.1, CURRENT: 0.1, GLOBAL: 0.1, MEAN: 0.2}
     figures = {RIDGE: 0.50, CURRENT: 0.56, MEAN: 0.0}
-    # The same difference counts or not by its standard error.
-    assert pick(figures, maes, 100, spread_of({CURRENT: 0.05})) == CURRENT
+    # The same difference (0.06) counts or not by its standard error.
+    assert pick(figures, maes, 100, spread_of({CURRENT: 0.06 / Z_SELECT * 0.8})) == CURRENT
+    assert pick(figures, maes, 100, spread_of({CURRENT: 0.06 / Z_SELECT * 1.2})) == RIDGE
     assert pick(figures, maes, 100, spread_of({CURRENT: 0.07})) == RIDGE
-    assert pick(figures, maes, 100, spread_of({CURRENT: 0.05 / Z_SELECT * 1.3})) == RIDGE
+    # One standard error is not enough (issue 26: the one-standard-error
+    # rule lost to ridge on held-out ratings) but from Z_MANY_RATINGS on.
+    assert pick(figures, maes, 100, spread_of({CURRENT: 0.05})) == RIDGE
+    assert pick(figures, maes, Z_MANY_RATINGS, spread_of({CURRENT: 0.05})) == CURRENT
     # The global head is kept only when better than the chosen head by its noise too.
     with_global = {**figures, GLOBAL: 0.56 + GLOBAL_MARGIN + 0.01}
     assert pick(with_global, maes, 100, spread_of({CURRENT: 0.01, GLOBAL: 0.02})) == GLOBAL
@@ -127,11 +139,20 @@ def test_pick_keeps_ridge_unless_another_beats_it_by_more_than_the_noise():
 def test_pick_builds_on_the_global_taste_only_where_it_shows():
     maes = {RIDGE: 0.1, RESIDUAL: 0.1, BLEND: 0.1, MEAN: 0.2}
     figures = {RIDGE: 0.3, RESIDUAL: 0.6, BLEND: 0.5, MEAN: 0.0}
-    threshold = guard_threshold(50)
+    threshold = agreement_threshold(50)
     assert pick(figures, maes, 50, agreement=threshold + 0.01) == RESIDUAL
-    assert pick(figures, maes, 50, agreement=-threshold - 0.01) == RESIDUAL  # turned round
     assert pick(figures, maes, 50, agreement=threshold - 0.01) == RIDGE
     assert pick(figures, maes, 50, agreement=0.0) == RIDGE
+    against = agreement_threshold(50, against=True)
+    assert pick(figures, maes, 50, agreement=-against - 0.01) == RESIDUAL  # turned round
+    # The gate is stricter than the guard's one-sided 5% (issue 26:
+    # unrelated tastes passed that one by chance either way), and stricter
+    # still for a taste turned round.
+    assert guard_threshold(50) < threshold < against
+    between = (guard_threshold(50) + threshold) / 2
+    assert pick(figures, maes, 50, agreement=between) == RIDGE
+    assert pick(figures, maes, 50, agreement=-between) == RIDGE
+    assert pick(figures, maes, 50, agreement=-(threshold + against) / 2) == RIDGE
 
 
 def test_a_global_head_unlike_the_user_gives_way_to_a_personal_head():
@@ -141,8 +162,12 @@ def test_a_global_head_unlike_the_user_gives_way_to_a_personal_head():
     assert pick(figures, maes, 20) == NONE  # no global head: nothing is published
     assert pick({**figures, GLOBAL: -0.4}, maes, 20) == RIDGE  # one that ranks them backwards is replaced
     assert pick({**figures, GLOBAL: 0.0}, maes, 20) == RIDGE  # and one that ranks them at random
-    # A global head that does beat the mean stays.
+    # A global head that does beat the mean stays when clearly better.
     assert pick({**figures, GLOBAL: 0.7}, {**maes, GLOBAL: 0.1}, 20) == GLOBAL
+    # Not when it only passes the guard that the personal head misses by a
+    # little (issue 26: kept by chance for users unlike the global taste).
+    near = {**figures, RIDGE: guard_threshold(20) - 0.02, GLOBAL: guard_threshold(20) + 0.005}
+    assert pick(near, {**maes, GLOBAL: 0.1}, 20) == RIDGE
 
 
 def test_the_bootstrap_spread_is_seeded_paired_and_shrinks_with_more_ratings():

@@ -60,10 +60,13 @@ procedure (:func:`train_head`).
    * The candidates built on the global taste (``prior``, ``residual``,
      ``blend``) are tried only when that taste ranks this user's ratings
      better or worse than chance would: its CV Spearman (``cv_agreement``,
-     the global head's or, without one, its linear prior's) beyond
-     ``GUARD_Z / sqrt(n - 1)`` either way.
+     the global head's or, without one, its linear prior's) above
+     ``AGREE_Z / sqrt(n - 1)`` or below ``-AGREE_Z_AGAINST / sqrt(n - 1)``
+     (stricter than the guard, and stricter still for a taste turned
+     round: issue 26, chance agreements let turned-round heads in).
    * ``ridge`` is kept unless another candidate's CV Spearman exceeds
      ridge's by more than ``Z_SELECT`` standard errors of the difference
+     (two; one, ``Z_SELECT_MANY``, from ``Z_MANY_RATINGS`` ratings on)
      (and ``TIE``); among those that do (preferring those that beat the
      mean, below), the highest wins, a near tie (within ``TIE``) going to
      the simpler and the blend winning when within ``BLEND_TIE`` of the
@@ -74,9 +77,11 @@ procedure (:func:`train_head`).
      carry no taste pass only by a rare chance) and a CV MAE below the
      mean's.
    * With a global head that beats the mean on these ratings, it is kept
-     (``selected_global``) when the chosen head does not beat the mean, or
-     when the global head's CV Spearman is higher by ``GLOBAL_MARGIN`` and
-     by ``Z_SELECT`` standard errors. With a global head that does not beat
+     (``selected_global``) only when its CV Spearman is higher than the
+     chosen head's by ``GLOBAL_MARGIN`` and by those standard errors, also
+     where the chosen head does not beat the mean (issue 26: a global head
+     that passed the guard by chance was kept over a ridge head that just
+     missed it). Otherwise, and with a global head that does not beat
      the mean here (the user's taste is unlike the global one), the chosen
      head is published even when the guard cannot yet tell it from noise:
      fitted to this user's ratings, it is expected to rank them no worse
