@@ -31,11 +31,21 @@ def find_user(session: Session, name: str) -> User | None:
     return session.exec(select(User).where(User.name == name)).first()
 
 
+def no_user(name: str) -> NotFound:
+    """The error for a user called ``name`` that does not exist."""
+    return NotFound(f"there is no user '{name}'; a user is created by their first rating", "user_not_found")
+
+
+def no_image(name: str) -> NotFound:
+    """The error for a stored image called ``name`` that does not exist."""
+    return NotFound(f"there is no stored image '{name}'", "image_not_found")
+
+
 def require_user(session: Session, name: str) -> User:
     """The user called ``name``; NotFound when there is none."""
     user = find_user(session, name)
     if user is None:
-        raise NotFound(f"there is no user '{name}'; a user is created by their first rating", "user_not_found")
+        raise no_user(name)
     return user
 
 
@@ -47,7 +57,7 @@ def require_image(session: Session, name: str) -> Image:
     """The stored image called ``name``; NotFound when there is none."""
     image = find_image(session, name)
     if image is None:
-        raise NotFound(f"there is no stored image '{name}'", "image_not_found")
+        raise no_image(name)
     return image
 
 

@@ -16,9 +16,10 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 from sqlmodel import Session
 
+from tagrate_common.errors import TagrateError
 from tagrate_common.userdata import RatedFilter, SortOrder, TagFilter
 from tagrate_dataset.bulk import bulk_load
 from tagrate_dataset.db import Database, create_db_engine, migrate
@@ -220,3 +221,43 @@ def test_any_source_tags_are_answered_from_bitsets_that_follow_writes(library: E
     after = found(db, index, "alice", tags, RatedFilter.YES, 20, 8)
     assert after == reference(library, "alice", tags, RatedFilter.YES, 20, 8)
     assert after != before and before[0][0] not in {name for name, _, _ in after}
+
+
+def test_the_search_reads_what_it_needs_in_one_statement(library: Engine) -> None:
+    """The user, the query image, its newest vector and the filter's
+    preamble are one statement before the search and the results one after
+    (``search.similar``); each missing piece is still told apart."""
+    db = Database(library)
+    index = VectorIndex(db, max_vectors=1000, sync_seconds=3600)
+    tags = TagFilter(("cat",), ("dog",))
+    expected = reference(library, "alice", tags, RatedFilter.ALL, 7, 5)
+    assert found(db, index, "alice", tags, RatedFilter.ALL, 7, 5) == expected  # warm: the index and bitsets
+    statements: list[str] = []
+
+    def note(conn, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    event.listen(library, "before_cursor_execute", note)
+    assert found(db, index, "alice", tags, RatedFilter.ALL, 7, 5) == expected
+    event.remove(library, "before_cursor_execute", note)
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 2, statements
+    # By vector: the same answers as by the image (which it may hold itself).
+    vector = _vectors()[6]
+    by_vector = search.similar(db, index, search.Query("", vector, EXTRACTOR, "alice", 6, tags, RatedFilter.ALL))[1]
+    assert [(r.image, r.rating, r.predicted) for r in by_vector if r.image != _name(7)][:5] == expected
+    plain = search.similar(db, index, search.Query("", vector, EXTRACTOR, "", 3, TagFilter(), RatedFilter.ALL))[1]
+    assert all(r.rating is None and r.predicted is None for r in plain) and len(plain) == 3
+    with Session(library) as session:  # an image without a vector yet
+        session.exec(text("DELETE FROM image_features WHERE image_id = 9"))  # type: ignore[call-overload]
+        session.commit()
+    for user, image, rated, code in (
+        ("nobody", _name(7), RatedFilter.ALL, "user_not_found"),
+        ("alice", _name(N_IMAGES + 1), RatedFilter.ALL, "image_not_found"),
+        ("nobody", _name(N_IMAGES + 1), RatedFilter.ALL, "user_not_found"),  # the user is told first
+        ("alice", _name(9), RatedFilter.YES, "features_pending"),
+        ("", _name(7), RatedFilter.NO, "invalid_rated"),
+    ):
+        with pytest.raises(TagrateError) as raised:
+            search.similar(db, index, search.Query(image, None, "", user, 5, tags, rated))
+        assert raised.value.code == code, (user, image, rated)

@@ -17,19 +17,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from sqlalchemy import text
+from sqlalchemy import Connection, Row, text
 from sqlmodel import Session, select
 
-from tagrate_common.tagfilter import parse_filter
+from tagrate_common.tagfilter import Filter, parse_filter
 from tagrate_common.userdata import RatedFilter, TagFilter
 
 from ..models import ALL_SUBJECT, Image, Rating
 from ..tags import filtersql, members
 from ..tags.filtersql import FILTER_FIRST, SCAN, FilterSQL
 from . import bitsets, neighbours
-from .sql import FIXED_COLUMNS, SUBJECT_BY_ID, preamble_sql
+from .sql import FIXED_COLUMNS, SUBJECT_BY_ID, SUBJECT_BY_NAME, preamble_sql
 
 _NONE = np.zeros(0, dtype=np.int64)
 
@@ -87,21 +88,56 @@ def _flags(bits: int) -> np.ndarray:
     return np.unpackbits(raw, bitorder="little").astype(bool)
 
 
+def filters(tags: TagFilter, rated: RatedFilter) -> bool:
+    """Whether a listing with these filters holds fewer than every image."""
+    return bool(tags.include or tags.exclude) or rated is not RatedFilter.ALL
+
+
+@dataclass(frozen=True)
+class Preamble:
+    """The listing's preamble for a filter: ``sql`` (one row whatever the
+    user, ``newcomer`` form), its parameters less the user's."""
+
+    flt: Filter
+    sql: str
+    params: dict[str, object]
+
+
+def preamble(tags: TagFilter, rated: RatedFilter, subject: bool = True) -> Preamble:
+    """The preamble for these filters, for the user named ``:subject`` (the
+    caller binds it), or for no user when not ``subject``; a caller may read
+    more columns beside it in the same statement."""
+    return _preamble(SUBJECT_BY_NAME if subject else "1 = 0", tags, rated)
+
+
+def _preamble(where: str, tags: TagFilter, rated: RatedFilter) -> Preamble:
+    flt = parse_filter(tags)
+    names = flt.names
+    sql = preamble_sql(where, len(names), rated, counts=False, newcomer=True)
+    return Preamble(flt, sql, {"all": ALL_SUBJECT, **{f"tag{n}": name for n, name in enumerate(names)}})
+
+
 def kept(session: Session, user_id: int, tags: TagFilter, rated: RatedFilter, use_members: bool = True) -> Kept | None:
     """What ``user_id``'s listing with these filters holds, or None when
     nothing is filtered (every image). One statement (the listing's
     preamble), plus the rows of a bitset not cached yet. ``use_members``:
     whether ``tag_members`` and the bitsets may answer (setting
     ``tag_members``); either way the images are the same."""
-    if not tags.include and not tags.exclude and rated is RatedFilter.ALL:
+    if not filters(tags, rated):
         return None
-    flt = parse_filter(tags)
-    names = flt.names
+    head = _preamble(SUBJECT_BY_ID, tags, rated)
     conn = session.connection()
-    row = conn.execute(
-        text(preamble_sql(SUBJECT_BY_ID, len(names), rated, counts=False, newcomer=True)),
-        {"user_id": user_id, "all": ALL_SUBJECT, **{f"tag{n}": name for n, name in enumerate(names)}},
-    ).one()
+    row = conn.execute(text(head.sql), {"user_id": user_id, **head.params}).one()
+    return kept_from(row, conn, head.flt, user_id, rated, use_members)
+
+
+def kept_from(
+    row: Row[Any], conn: Connection, flt: Filter, user_id: int, rated: RatedFilter, use_members: bool = True
+) -> Kept:
+    """What the listing holds, from its preamble's ``row`` (read by the
+    caller, maybe with more columns after the preamble's); ``conn`` reads
+    the rows of a bitset not cached yet."""
+    names = flt.names
     resolved = filtersql.resolved(flt, row[FIXED_COLUMNS:])
     model = (row.model_id, row.threshold) if row.model_id is not None else None
     params: dict[str, object] = {"u": user_id, "v": row.mine or row.everyone or "", **filtersql.model_params(model)}

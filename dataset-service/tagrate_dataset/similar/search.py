@@ -22,7 +22,6 @@ from ..db import Database
 from ..library import filtered as listing_filter
 from ..library.filtered import Kept
 from ..models import ImageFeatures
-from ..predictions import scoring
 from .vectors import VectorIndex
 
 # Stand-in user id when no user is given: matches no rating.
@@ -66,37 +65,58 @@ def _stored_vectors(db: Database, extractor_id: str) -> int:
         ).one()
 
 
+# The query image and its newest vector, in the same statement as the
+# preamble: its id NULL when there is no such image, its vector NULL when
+# the image has none yet.
+_IMAGE = (
+    "SELECT i.id AS image_id, f.extractor_id AS extractor_id, f.vector AS vector FROM images i "
+    "LEFT JOIN image_features f ON f.image_id = i.id WHERE i.name = :image ORDER BY f.created_at DESC LIMIT 1"
+)
+
+
 def similar(db: Database, index: VectorIndex, query: Query) -> tuple[str, list[SimilarResult]]:
-    """The answer to GetSimilar: (the query image's name or "", results)."""
-    with db.snapshot() as session:
-        user_id = _NOBODY
-        if query.user:
-            found_user = records.require_user(session, query.user)
-            assert found_user.id is not None
-            user_id = found_user.id
-        elif query.rated is not RatedFilter.ALL:
-            raise InvalidArgument("'rated' other than all needs a 'user'", "invalid_rated")
-        exclude: int | None = None
-        extractor_id, vector = query.extractor_id, query.vector
+    """The answer to GetSimilar: (the query image's name or "", results).
+
+    What the search needs from the database before it runs (the user's id
+    and serving version, the query image and its vector, the filter's
+    preamble) is one statement, so one snapshot on either database; the
+    results' names, ratings and predictions another (``_resolve``)."""
+    if not query.user and query.rated is not RatedFilter.ALL:
+        raise InvalidArgument("'rated' other than all needs a 'user'", "invalid_rated")
+    user_id, version, keeps = _NOBODY, "", None
+    extractor_id, vector = query.extractor_id, query.vector
+    exclude: int | None = None
+    filtering = listing_filter.filters(query.tags, query.rated)
+    if query.user or query.image or filtering:
+        # The listing's preamble reads the user (by name; the newcomer form
+        # gives one row also when there is none) and the serving versions.
+        head = listing_filter.preamble(query.tags if filtering else TagFilter(), query.rated, bool(query.user))
+        sql = head.sql
         if query.image:
-            image = records.require_image(session, query.image)
-            exclude = image.id
-            row = session.exec(
-                select(ImageFeatures.extractor_id, ImageFeatures.vector)
-                .where(ImageFeatures.image_id == image.id)
-                .order_by(ImageFeatures.created_at.desc())  # type: ignore[attr-defined]
-                .limit(1)
-            ).first()
-            if row is None:
-                raise Conflict(
-                    f"the features of image '{query.image}' are not computed yet; try again shortly",
-                    "features_pending",
-                )
-            extractor_id, vector = row[0], np.frombuffer(row[1], dtype="<f4")
-        version = scoring.serving_version(session, query.user) if query.user else ""
-        # The filter's preamble (and, for any-source tags, its bitset) in the
-        # same snapshot: no statement per candidate later.
-        keeps = listing_filter.kept(session, user_id, query.tags, query.rated, query.members)
+            sql = (
+                "SELECT p.*, q.image_id AS q_image, q.extractor_id AS q_extractor, q.vector AS q_vector "
+                f"FROM ({sql}) p LEFT JOIN ({_IMAGE}) q ON 1 = 1"
+            )
+        with db.read_connection() as conn:
+            row = conn.execute(text(sql), {**head.params, "subject": query.user, "image": query.image}).one()
+            if query.user:
+                if row.user_id is None:
+                    raise records.no_user(query.user)
+                user_id, version = row.user_id, row.mine or row.everyone or ""
+            if query.image:
+                if row.q_image is None:
+                    raise records.no_image(query.image)
+                if row.q_vector is None:
+                    raise Conflict(
+                        f"the features of image '{query.image}' are not computed yet; try again shortly",
+                        "features_pending",
+                    )
+                exclude = row.q_image
+                extractor_id, vector = row.q_extractor, np.frombuffer(row.q_vector, dtype="<f4")
+            if filtering:
+                # The filter (and, for any-source tags, its bitset, read on
+                # this connection when not cached) from the same row.
+                keeps = listing_filter.kept_from(row, conn, head.flt, user_id, query.rated, query.members)
     assert vector is not None
     if (
         index.extractor_id != extractor_id
