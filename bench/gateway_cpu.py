@@ -1,5 +1,5 @@
 """The gateway's own CPU per GET /getuserdata (issue 28): ``python -m
-bench.gateway_cpu [--requests N] [--rounds R] [--limit 60]``.
+bench gateway_cpu [--requests N] [--rounds R] [--limit 60]``.
 
 In process, no sockets: the ASGI app of ``create_app`` (access control
 off, logging set up as in a service, INFO lines written to /dev/null) is
@@ -97,12 +97,12 @@ async def _run(requests: int, rounds: int, rows: int) -> tuple[list[float], str]
     return per_request, digest
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench gateway_cpu", description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--limit", type=int, default=60)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with open(os.devnull, "w") as devnull:
         sys.stderr, stderr = devnull, sys.stderr
         try:
@@ -114,7 +114,8 @@ def main() -> None:
         f"gateway CPU per /getuserdata ({args.limit} rows): median {statistics.median(rounds):.0f} us, "
         f"min {min(rounds):.0f} us over {args.rounds} x {args.requests}; response digest {digest}"
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))
