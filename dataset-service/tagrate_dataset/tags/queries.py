@@ -70,23 +70,27 @@ def tag_counts(
     # model shows too is left to the model's count (manual and taught never
     # share a pair), so each image counts once. Plain SQL: the statement is
     # the same every call (building it as expressions cost more than running it).
-    branches = [
-        "SELECT x.tag_id, count(*) AS n FROM image_tags x WHERE x.tagger_model_id = :m AND x.score >= :th"
-        f"{narrowed('x', False)} GROUP BY x.tag_id",
-        "SELECT h.tag_id, -count(*) AS n FROM hidden_tags h WHERE EXISTS (SELECT 1 FROM image_tags hx "
+    branches = {
+        "image_tags": "SELECT x.tag_id, count(*) AS n FROM image_tags x WHERE x.tagger_model_id = :m "
+        f"AND x.score >= :th{narrowed('x', False)} GROUP BY x.tag_id",
+        "hidden_tags": "SELECT h.tag_id, -count(*) AS n FROM hidden_tags h WHERE EXISTS (SELECT 1 FROM image_tags hx "
         "WHERE hx.image_id = h.image_id AND hx.tag_id = h.tag_id AND hx.tagger_model_id = :m AND hx.score >= :th)"
         f"{narrowed('h', True)} GROUP BY h.tag_id",
-        f"SELECT y.tag_id, count(*) AS n FROM manual_tags y WHERE NOT {shown('y')}{narrowed('y', True)} "
-        "GROUP BY y.tag_id",
-        f"SELECT z.tag_id, count(*) AS n FROM taught_image_tags z WHERE NOT {shown('z')}{narrowed('z', True)} "
-        "GROUP BY z.tag_id",
-    ]
+        "manual_tags": f"SELECT y.tag_id, count(*) AS n FROM manual_tags y WHERE NOT {shown('y')}"
+        f"{narrowed('y', True)} GROUP BY y.tag_id",
+        "taught_image_tags": f"SELECT z.tag_id, count(*) AS n FROM taught_image_tags z WHERE NOT {shown('z')}"
+        f"{narrowed('z', True)} GROUP BY z.tag_id",
+    }
+    # A branch over an empty table adds nothing but planning (about 0.8 ms
+    # of PostgreSQL's for the three, against 0.3 for the rest): one probe
+    # per table (an index's first entry) says which have rows.
+    used = [table for table, present in _present(session) if present]
     # Code-point order: PostgreSQL's "C" collation; SQLite's BINARY compares
     # UTF-8 bytes, which is code-point order.
     collation = '"C"' if session.get_bind().dialect.name == "postgresql" else "BINARY"
     sql = (
         "SELECT t.name, c.n FROM (SELECT p.tag_id, sum(p.n) AS n FROM ("
-        + " UNION ALL ".join(branches)
+        + " UNION ALL ".join(branches[table] for table in used)
         + ") p GROUP BY p.tag_id HAVING sum(p.n) > 0) c JOIN tags t ON t.id = c.tag_id "
         f"ORDER BY t.name COLLATE {collation}"
     )
@@ -95,3 +99,13 @@ def tag_counts(
         params["lim"] = limit
     rows = session.connection().execute(text(sql), params).all()
     return TagCounts(model.model_id if model is not None else "", [(name, int(count)) for name, count in rows])
+
+
+_SOURCES = ("image_tags", "hidden_tags", "manual_tags", "taught_image_tags")
+
+
+def _present(session: Session) -> list[tuple[str, bool]]:
+    """Which of the tag sources hold any row (``image_tags`` always counts)."""
+    probes = ", ".join(f"EXISTS (SELECT 1 FROM {table})" for table in _SOURCES[1:])
+    row = session.connection().execute(text(f"SELECT {probes}")).one()
+    return [("image_tags", True), *zip(_SOURCES[1:], (bool(value) for value in row), strict=True)]
