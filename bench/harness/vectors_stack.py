@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,13 +39,28 @@ class Services:
     channels: list[grpc.Channel]
 
 
-def add_vectors(url: str, extractor_id: str, dimensions: int) -> float:
-    """A random float32 vector of ``extractor_id`` for every stored image
-    that has none; returns the seconds it took."""
+# Given the generator, a function drawing n vectors (so a draw can set up
+# state from the same generator first, e.g. cluster centres).
+Draw = Callable[[np.random.Generator], Callable[[int], np.ndarray]]
+
+
+def add_vectors(
+    url: str,
+    extractor_id: str,
+    dimensions: int,
+    draw: Draw | None = None,
+    seed: int = 13,
+    batch_size: int = VECTOR_BATCH,
+    stored_at: datetime | None = None,
+) -> float:
+    """A float32 vector of ``extractor_id`` for every stored image that has
+    none, in id order (so a seed gives both databases the same vectors):
+    standard normal, or as ``draw`` makes them; returns the seconds it took."""
     start = time.perf_counter()
     engine = create_db_engine(url, pool_size=1, max_overflow=0)
-    rng = np.random.default_rng(13)
-    now = datetime.now(UTC)
+    rng = np.random.default_rng(seed)
+    vectors_of = (draw or (lambda r: lambda n: r.normal(0.0, 1.0, (n, dimensions))))(rng)
+    now = stored_at or datetime.now(UTC)
     try:
         with engine.begin() as conn:
             ids = conn.execute(
@@ -53,9 +68,9 @@ def add_vectors(url: str, extractor_id: str, dimensions: int) -> float:
             ).scalars()
             ids = list(ids)
         table = ImageFeatures.__table__  # type: ignore[attr-defined]
-        for begin in range(0, len(ids), VECTOR_BATCH):
-            batch = ids[begin : begin + VECTOR_BATCH]
-            vectors = rng.normal(0.0, 1.0, (len(batch), dimensions)).astype("<f4")
+        for begin in range(0, len(ids), batch_size):
+            batch = ids[begin : begin + batch_size]
+            vectors = vectors_of(len(batch)).astype("<f4")
             rows = [
                 {
                     "image_id": i,

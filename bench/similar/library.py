@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,9 +17,9 @@ import numpy as np
 from sqlalchemy import text
 
 from tagrate_dataset.db import create_db_engine
-from tagrate_dataset.models import ImageFeatures
 
 from ..harness.dataset import DatasetGenerator, Generation, postgres_database, sqlite_database
+from ..harness.vectors_stack import add_vectors as stored_vectors
 from ..harness.vectors_stack import park_hash_backfill
 from .common import DIM, EXTRACTOR, centres, clustered
 
@@ -65,29 +64,12 @@ def library(
 def add_vectors(url: str, seed: int = _VECTOR_SEED) -> float:
     """A synthetic vector for every image of the library (in id order, so
     both databases get the same ones); returns the seconds it took."""
-    start = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    engine = create_db_engine(url, pool_size=1, max_overflow=0)
-    table = ImageFeatures.__table__  # type: ignore[attr-defined]
-    try:
-        with engine.connect() as conn:
-            ids = list(conn.execute(text("SELECT id FROM images ORDER BY id")).scalars())
+
+    def draw(rng: np.random.Generator) -> Callable[[int], np.ndarray]:
         around = centres(rng, DIM)  # one set for the library: 500 clusters of ~200 images at 100k
-        for chunk in range(0, len(ids), _CHUNK):
-            part = ids[chunk : chunk + _CHUNK]
-            vectors = clustered(rng, len(part), DIM, around).astype("<f4")
-            rows = [
-                {"image_id": i, "extractor_id": EXTRACTOR, "dim": DIM, "vector": v.tobytes(), "created_at": _STORED_AT}
-                for i, v in zip(part, vectors, strict=True)
-            ]
-            with engine.begin() as conn:
-                conn.execute(table.insert(), rows)
-        if engine.dialect.name == "postgresql":
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.execute(text("ANALYZE"))
-    finally:
-        engine.dispose()
-    return time.perf_counter() - start
+        return lambda n: clustered(rng, n, DIM, around)
+
+    return stored_vectors(url, EXTRACTOR, DIM, draw, seed, _CHUNK, _STORED_AT)
 
 
 def _sample(url: str, seed: int) -> tuple[list[str], list[str]]:
