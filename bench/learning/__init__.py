@@ -74,7 +74,6 @@ import torch
 
 from bench.harness import print_table
 from tagrate_trainer.ridge import Ridge
-from tagrate_trainer.selection import train_head
 from tagrate_trainer.selection.candidates import (
     CANDIDATES,
     GLOBAL,
@@ -82,9 +81,7 @@ from tagrate_trainer.selection.candidates import (
     MLP_MIN_RATINGS,
     NONE,
     PRIOR,
-    Prior,
     fit_candidate,
-    global_prior,
 )
 from tagrate_trainer.selection.crossval import cross_validate
 from tagrate_trainer.training import (
@@ -97,11 +94,10 @@ from tagrate_trainer.training import (
     spearman,
 )
 
+from . import draws
+from .draws import TEST_IMAGES
 from .emoji import ATTRIBUTION, features
 from .tastes import TYPES, Tastes, rate
-
-TEST_IMAGES = 300
-OTHER_RATINGS = 150
 
 
 def ridge_fixed(x: np.ndarray, y: np.ndarray, alpha: float):
@@ -149,10 +145,7 @@ def main(argv: list[str]) -> int:
     rng = np.random.default_rng(args.seed)
     config = TrainingConfig()
 
-    # The global head: the other users' ratings of a pool of images the
-    # test sets never draw from, trained as user=all would be.
-    order = rng.permutation(n)
-    pool, rest = order[: n // 3], order[n // 3 :]
+    pool, rest = draws.pool_and_rest(rng, n)
     if args.active:
         from . import active
 
@@ -170,22 +163,12 @@ def main(argv: list[str]) -> int:
             TEST_IMAGES,
             strategies,
         )
-    xs, ys, names = [], [], []
-    for u in range(args.others):
-        chosen = rng.choice(pool, OTHER_RATINGS, replace=False)
-        xs.append(plain[chosen])
-        ys.append(rate(preference.other(u)[chosen], rng))
-        names += [f"e{i}" for i in chosen]
     started = time.perf_counter()
-    global_data = TrainingData(np.concatenate(xs), np.concatenate(ys).astype(np.float32), names)
-    global_result = train_head(global_data, config)
-    assert global_result.head is not None
-    global_head = global_result.head.rating_head()
-    linear = global_prior(global_data, global_result, config)
-    assert linear is not None
-    prior = Prior.of(linear.rating_head())
+    trained = draws.global_head(plain, pool, preference, args.others, rng, config)
+    global_head, linear, prior = trained.head, trained.linear, trained.prior
     print(
-        f"global head: {global_head.kind} ({global_result.selected}) on {len(names)} ratings of {args.others} users, "
+        f"global head: {global_head.kind} ({trained.result.selected}) on {len(trained.data.images)} ratings "
+        f"of {args.others} users, "
         f"with its linear prior, in {time.perf_counter() - started:.1f}s",
         flush=True,
     )
@@ -203,13 +186,15 @@ def main(argv: list[str]) -> int:
             taste = preference.user(kind, k)
             for size in sizes:
                 for split in range(args.splits):
-                    local = np.random.default_rng([args.seed, preference.uid(kind, k), size, split])
-                    drawn = local.permutation(rest)
-                    test, train = drawn[:TEST_IMAGES], drawn[TEST_IMAGES : TEST_IMAGES + size]
-                    y_train = rate(taste[train], local).astype(np.float64)
-                    y_test = rate(taste[test], local)
-                    images = [f"e{i}" for i in train]
-                    data = TrainingData(plain[train], y_train.astype(np.float32), images)
+                    drawn = draws.user_split(plain, rest, taste, args.seed, preference.uid(kind, k), size, split)
+                    test, train, y_train, y_test, data = (
+                        drawn.test,
+                        drawn.train,
+                        drawn.y_train,
+                        drawn.y_test,
+                        drawn.data,
+                    )
+                    images = drawn.images
 
                     def score(column: str, predicted: np.ndarray, key=(kind, size), y_test=y_test, k=k) -> None:
                         scores.setdefault((*key, column), []).append((k, spearman(predicted, y_test)))

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 
 from bench.harness import print_table
-from tagrate_trainer.selection import train_head
 from tagrate_trainer.selection.candidates import (
     CANDIDATES,
     GLOBAL,
@@ -37,17 +36,15 @@ from tagrate_trainer.selection.candidates import (
     MLP_MIN_RATINGS,
     NONE,
     PRIOR,
-    Prior,
     fit_candidate,
-    global_prior,
 )
 from tagrate_trainer.selection.crossval import cross_validate
 from tagrate_trainer.selection.rule import Spread, pick
-from tagrate_trainer.training import Reporter, TrainingConfig, TrainingData, spearman
+from tagrate_trainer.training import Reporter, TrainingConfig, spearman
 
-from . import OTHER_RATINGS, TEST_IMAGES
+from . import draws
 from .emoji import CACHE, features
-from .tastes import TYPES, Tastes, rate
+from .tastes import TYPES, Tastes
 
 Case = dict  # kind, user, size, held (choice -> Spearman), cv_s, cv_m, draws, agreement, n
 
@@ -60,21 +57,9 @@ def record(seed: int, users: int, splits: int, sizes: list[int], others: int = 2
     preference = Tastes(categories, subcategories, others, users, seed)
     rng = np.random.default_rng(seed)
     config = TrainingConfig()
-    order = rng.permutation(n)
-    pool, rest = order[: n // 3], order[n // 3 :]
-    xs, ys, names = [], [], []
-    for u in range(others):
-        chosen = rng.choice(pool, OTHER_RATINGS, replace=False)
-        xs.append(plain[chosen])
-        ys.append(rate(preference.other(u)[chosen], rng))
-        names += [f"e{i}" for i in chosen]
-    global_data = TrainingData(np.concatenate(xs), np.concatenate(ys).astype(np.float32), names)
-    global_result = train_head(global_data, config)
-    assert global_result.head is not None
-    global_head = global_result.head.rating_head()
-    linear = global_prior(global_data, global_result, config)
-    assert linear is not None
-    prior = Prior.of(linear.rating_head())
+    pool, rest = draws.pool_and_rest(rng, n)
+    trained = draws.global_head(plain, pool, preference, others, rng, config)
+    global_head, prior = trained.head, trained.prior
     reporter = Reporter(lambda _: None, lambda: False, config.max_epochs)
     cases: list[Case] = []
     started = time.perf_counter()
@@ -83,13 +68,15 @@ def record(seed: int, users: int, splits: int, sizes: list[int], others: int = 2
             taste = preference.user(kind, k)
             for size in sizes:
                 for split in range(splits):
-                    local = np.random.default_rng([seed, preference.uid(kind, k), size, split])
-                    drawn = local.permutation(rest)
-                    test, train = drawn[:TEST_IMAGES], drawn[TEST_IMAGES : TEST_IMAGES + size]
-                    y_train = rate(taste[train], local).astype(np.float64)
-                    y_test = rate(taste[test], local)
-                    images = [f"e{i}" for i in train]
-                    data = TrainingData(plain[train], y_train.astype(np.float32), images)
+                    drawn = draws.user_split(plain, rest, taste, seed, preference.uid(kind, k), size, split)
+                    test, train, y_train, y_test, data = (
+                        drawn.test,
+                        drawn.train,
+                        drawn.y_train,
+                        drawn.y_test,
+                        drawn.data,
+                    )
+                    images = drawn.images
                     held = {GLOBAL: spearman(global_head.predict(plain[test]), y_test)}
                     for name in CANDIDATES:
                         if name == PRIOR or (name == MLP_CANDIDATE and size < MLP_MIN_RATINGS):
