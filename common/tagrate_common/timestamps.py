@@ -75,5 +75,4 @@ def _seconds_text(seconds: int) -> str:
 
 def optional_api_text(message: Message, field: str) -> str | None:
     """The timestamp ``field`` of ``message`` in API form, or None when unset."""
-    # A message's timestamp field is always a Timestamp: straight to its seconds.
-    return _seconds_text(getattr(message, field).seconds) if message.HasField(field) else None
+    return api_text(getattr(message, field)) if message.HasField(field) else None
