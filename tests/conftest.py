@@ -57,11 +57,43 @@ def database_url(request: pytest.FixtureRequest, tmp_path, make_pg_database) -> 
 # --- pytest-xdist (`make test` runs TEST_WORKERS workers) ---------------------
 # Tests are sent to workers a module at a time, so a module's fixtures (its
 # real stacks) start once; the browser tests go to one worker as one group,
-# as they share the session's `make run` stack and its library, and they go
-# last, in collection order (tests/ui sorts last): Playwright's sync API
-# keeps an event loop running in the worker's thread until the session ends,
-# where a later module's asyncio.run() would fail.
+# as they share the `make run` stack and the library of tests/ui/conftest.py
+# (package-scoped, so Playwright's event loop ends with the group and a later
+# module's asyncio.run() works). A module in _SPLIT_BY_PARAM goes one
+# parameter at a time (its module-scoped stack is per parameter anyway), so
+# its two halves can run on both workers at once.
+#
+# The units go longest first (seconds of one worker, measured on a quiet
+# 2-core machine, 2026-12-07/08; a stale figure only changes the order),
+# the rest in collection order: the run no longer ends with one worker busy
+# for minutes on a long module that started last while the other is idle.
 _ONE_GROUP = ("tests/ui/",)
+_SPLIT_BY_PARAM = ("tests/run/test_replica_failover.py",)
+_SECONDS = {
+    "tests/ui/": 300,
+    "tests/gateway/test_auth.py": 166,
+    "tests/run/test_replica_failover.py[fs]": 147,
+    "tests/run/test_replica_failover.py[s3]": 147,
+    "tests/dataset/images/test_service.py": 131,
+    "tests/run/test_fault_injection.py": 124,
+    "tests/dataset/test_s3_crash.py": 109,
+}
+# A worker blocked on the last test of its unit gets its next unit at once
+# (xdist runs a test only once it knows the one after it); while that last
+# test is a long one, the next unit is taken from the short end of the queue,
+# so a long unit does not wait behind another long one while the other worker
+# runs out of work.
+_LONG_UNIT = 60
+
+
+def _unit_of(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0]
+    group = next((group for group in _ONE_GROUP if module.startswith(group)), None)
+    if group is not None:
+        return group
+    if module in _SPLIT_BY_PARAM and nodeid.endswith("]"):
+        return module + nodeid[nodeid.rindex("[") :]
+    return module
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -70,8 +102,42 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
 
     class ModuleScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            return next((group for group in _ONE_GROUP if module.startswith(group)), module)
+            return _unit_of(nodeid)
 
-    config.option.loadscopereorder = False  # collection order: the browser group last
+        def schedule(self) -> None:
+            """LoadScopeScheduling.schedule with the queue longest first."""
+            assert self.collection_is_completed
+            if self.collection is not None:
+                for node in self.nodes:
+                    self._reschedule(node)
+                return
+            if not self._check_nodes_have_same_collection():
+                self.log("**Different tests collected, aborting run**")
+                return
+            self.collection = list(next(iter(self.registered_collections.values())))
+            if not self.collection:
+                return
+            units: dict[str, dict[str, bool]] = {}
+            for nodeid in self.collection:
+                units.setdefault(self._split_scope(nodeid), {})[nodeid] = False
+            for unit in sorted(units, key=lambda unit: -_SECONDS.get(unit, 0)):  # stable: the rest in order
+                self.workqueue[unit] = units[unit]
+            for _ in range(max(0, len(self.nodes) - len(self.workqueue))):
+                unused, _work = self.assigned_work.popitem()
+                unused.shutdown()
+            for node in self.nodes:
+                self._assign_work_unit(node)
+            for node in self.nodes:
+                self._reschedule(node)
+            if not self.workqueue:
+                for node in self.nodes:
+                    node.shutdown()
+
+        def _assign_work_unit(self, node) -> None:  # type: ignore[no-untyped-def]
+            busy = [unit for unit, work in self.assigned_work.get(node, {}).items() if not all(work.values())]
+            if len(self.workqueue) > 1 and any(_SECONDS.get(unit, 0) >= _LONG_UNIT for unit in busy):
+                self.workqueue.move_to_end(next(reversed(self.workqueue)), last=False)
+            super()._assign_work_unit(node)
+
+    config.option.loadscopereorder = False
     return ModuleScheduling(config, log)
