@@ -25,6 +25,7 @@ _FLAGS = {
     ("userdata", "--floor"): "userdata_floor",
     ("userdata", "--concurrency"): "userdata_concurrency",
     ("learning", "--taught"): "learning.taught",
+    ("learning", "--taught-features"): "learning.taught_features",
     ("learning", "--replay"): "learning.replay",
 }
 

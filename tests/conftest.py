@@ -27,18 +27,29 @@ os.environ.setdefault("TAGRATE_MODEL_CACHE_DIR", str(Path(__file__).resolve().pa
 
 
 @pytest.fixture(scope="session")
-def make_pg_database() -> Iterator[Callable[[], str]]:
-    """Creates fresh, empty PostgreSQL databases; drops them at the end.
-    Returns SQLAlchemy URLs (``postgresql+psycopg://...``)."""
+def make_pg_database() -> Iterator[Callable[..., str]]:
+    """Creates fresh PostgreSQL databases; drops them at the end. Returns
+    SQLAlchemy URLs (``postgresql+psycopg://...``). ``migrated=True``: the
+    dataset and trainer schemas already at head, copied from a template
+    this process migrates once (PostgreSQL copies a database in a tenth of
+    a second; the migrations take one to two seconds per database, which
+    hundreds of tests paid for the same tables)."""
     created: list[str] = []
+    template: list[str] = []
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
 
-    def create() -> str:
+    def url(name: str) -> str:
+        return f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+
+    def create(migrated: bool = False) -> str:
+        if migrated and not template:
+            _migrate_to_head(create())
+            template.append(created[-1])
         name = f"tagrate_test_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template[0]}"' if migrated else ""))
         created.append(name)
-        return f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+        return url(name)
 
     yield create
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
@@ -46,22 +57,73 @@ def make_pg_database() -> Iterator[Callable[[], str]]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _migrate_to_head(database_url: str) -> None:
+    """Both services' migrations, as their first starts run them; no
+    connection stays open (a template must have none to be copied)."""
+    from tagrate_dataset.db import create_db_engine
+    from tagrate_dataset.db import migrate as migrate_dataset
+    from tagrate_trainer.jobs import migrate as migrate_trainer
+
+    engine = create_db_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        migrate_dataset(engine)
+        migrate_trainer(engine)
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path, make_pg_database) -> str:
-    """Each test using this runs once on SQLite and once on PostgreSQL."""
+    """Each test using this runs once on SQLite and once on PostgreSQL. The
+    SQLite file is new; the PostgreSQL database has both services' schemas
+    at head already (what the services' own start migrates to: nothing left
+    to do), unless the test is marked ``fresh_database`` (an empty one, for
+    tests of the migrations themselves)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'tagrate.db'}"
-    return make_pg_database()
+    return make_pg_database(migrated=request.node.get_closest_marker("fresh_database") is None)
 
 
 # --- pytest-xdist (`make test` runs TEST_WORKERS workers) ---------------------
 # Tests are sent to workers a module at a time, so a module's fixtures (its
 # real stacks) start once; the browser tests go to one worker as one group,
-# as they share the session's `make run` stack and its library, and they go
-# last, in collection order (tests/ui sorts last): Playwright's sync API
-# keeps an event loop running in the worker's thread until the session ends,
-# where a later module's asyncio.run() would fail.
+# as they share the `make run` stack and the library of tests/ui/conftest.py
+# (package-scoped, so Playwright's event loop ends with the group and a later
+# module's asyncio.run() works). A module in _SPLIT_BY_PARAM goes one
+# parameter at a time (its module-scoped stack is per parameter anyway), so
+# its two halves can run on both workers at once.
+#
+# The units go longest first (seconds of one worker, measured on a quiet
+# 2-core machine, 2026-12-07/08; a stale figure only changes the order),
+# the rest in collection order: the run no longer ends with one worker busy
+# for minutes on a long module that started last while the other is idle.
 _ONE_GROUP = ("tests/ui/",)
+_SPLIT_BY_PARAM = ("tests/run/test_replica_failover.py",)
+_SECONDS = {
+    "tests/ui/": 300,
+    "tests/gateway/test_auth.py": 166,
+    "tests/run/test_replica_failover.py[fs]": 147,
+    "tests/run/test_replica_failover.py[s3]": 147,
+    "tests/dataset/images/test_service.py": 131,
+    "tests/run/test_fault_injection.py": 124,
+    "tests/dataset/test_s3_crash.py": 109,
+}
+# A worker blocked on the last test of its unit gets its next unit at once
+# (xdist runs a test only once it knows the one after it); while that last
+# test is a long one, the next unit is taken from the short end of the queue,
+# so a long unit does not wait behind another long one while the other worker
+# runs out of work.
+_LONG_UNIT = 60
+
+
+def _unit_of(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0]
+    group = next((group for group in _ONE_GROUP if module.startswith(group)), None)
+    if group is not None:
+        return group
+    if module in _SPLIT_BY_PARAM and nodeid.endswith("]"):
+        return module + nodeid[nodeid.rindex("[") :]
+    return module
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -70,8 +132,42 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
 
     class ModuleScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            return next((group for group in _ONE_GROUP if module.startswith(group)), module)
+            return _unit_of(nodeid)
 
-    config.option.loadscopereorder = False  # collection order: the browser group last
+        def schedule(self) -> None:
+            """LoadScopeScheduling.schedule with the queue longest first."""
+            assert self.collection_is_completed
+            if self.collection is not None:
+                for node in self.nodes:
+                    self._reschedule(node)
+                return
+            if not self._check_nodes_have_same_collection():
+                self.log("**Different tests collected, aborting run**")
+                return
+            self.collection = list(next(iter(self.registered_collections.values())))
+            if not self.collection:
+                return
+            units: dict[str, dict[str, bool]] = {}
+            for nodeid in self.collection:
+                units.setdefault(self._split_scope(nodeid), {})[nodeid] = False
+            for unit in sorted(units, key=lambda unit: -_SECONDS.get(unit, 0)):  # stable: the rest in order
+                self.workqueue[unit] = units[unit]
+            for _ in range(max(0, len(self.nodes) - len(self.workqueue))):
+                unused, _work = self.assigned_work.popitem()
+                unused.shutdown()
+            for node in self.nodes:
+                self._assign_work_unit(node)
+            for node in self.nodes:
+                self._reschedule(node)
+            if not self.workqueue:
+                for node in self.nodes:
+                    node.shutdown()
+
+        def _assign_work_unit(self, node) -> None:  # type: ignore[no-untyped-def]
+            busy = [unit for unit, work in self.assigned_work.get(node, {}).items() if not all(work.values())]
+            if len(self.workqueue) > 1 and any(_SECONDS.get(unit, 0) >= _LONG_UNIT for unit in busy):
+                self.workqueue.move_to_end(next(reversed(self.workqueue)), last=False)
+            super()._assign_work_unit(node)
+
+    config.option.loadscopereorder = False
     return ModuleScheduling(config, log)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -126,6 +127,69 @@ def timing(others: int, library: int = 100_000, dim: int = 1280, runs: int = 3) 
     print(f"1-minute load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
+@dataclass(frozen=True)
+class Scored:
+    """One category at one size, over its draws."""
+
+    category: str
+    images: int
+    examples: int
+    ap: float  # mean over the draws
+    correct: int  # applied tags that are right, summed over the draws
+    applied: int
+    recall: float  # mean over the draws
+
+
+def evaluate(
+    vectors: np.ndarray, categories: list[str], sizes: list[int], splits: int, others: int, precision: float, seed: int
+) -> list[Scored]:
+    """The learner on every category and size (see the module doc). The
+    draws depend on ``seed`` and the categories only, never on ``vectors``:
+    two feature sets scored with one seed see the same examples and samples."""
+    labels = np.array(categories)
+    rng = np.random.default_rng(seed)
+    scored = []
+    for name in sorted(set(categories)):
+        truth = labels == name
+        members = np.flatnonzero(truth)
+        for k in sizes:
+            aps, correct, applied, recall = [], 0, 0, []
+            for split in range(splits):
+                examples = rng.choice(members, size=k, replace=False)
+                rest = np.setdiff1d(np.arange(len(vectors)), examples)
+                sample = rng.choice(rest, size=min(others, len(rest)), replace=False)
+                model = learn(vectors[examples], vectors[:0], vectors[sample], len(rest), precision, seed=split)
+                scores = model.scores(vectors[rest])
+                aps.append(average_precision(scores, truth[rest]))
+                passing = scores >= model.threshold
+                correct += int((passing & truth[rest]).sum())
+                applied += int(passing.sum())
+                recall.append(float((passing & truth[rest]).sum()) / max(1, int(truth[rest].sum())))
+            scored.append(Scored(name, len(members), k, float(np.mean(aps)), correct, applied, float(np.mean(recall))))
+    return scored
+
+
+@dataclass(frozen=True)
+class Summary:
+    examples: int
+    mean_ap: float
+    precision: float  # pooled over the categories' applied tags
+    worst: float  # the worst category's precision (of those applying any)
+    applied: int  # summed over the categories, summed over the draws
+
+
+def summarise(scored: list[Scored], k: int) -> Summary:
+    at = [s for s in scored if s.examples == k]
+    correct, applied = sum(s.correct for s in at), sum(s.applied for s in at)
+    return Summary(
+        k,
+        float(np.mean([s.ap for s in at])),
+        correct / applied if applied else float("nan"),
+        min((s.correct / s.applied for s in at if s.applied), default=float("nan")),
+        applied,
+    )
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench learning --taught")
     parser.add_argument("--sizes", default="5,10,20")
@@ -140,50 +204,27 @@ def main(argv: list[str]) -> int:
         return 0
     print(ATTRIBUTION, flush=True)
     plain, categories = plain_features()
-    labels = np.array(categories)
-    names = sorted(set(categories))
     sizes = [int(s) for s in args.sizes.split(",")]
-    rng = np.random.default_rng(args.seed)
-    rows, ok = [], True
     started = time.perf_counter()
-    per_size: dict[int, list[tuple[float, float, int, int]]] = {k: [] for k in sizes}
-    for name in names:
-        truth = labels == name
-        members = np.flatnonzero(truth)
-        for k in sizes:
-            aps, correct, applied, recall = [], 0, 0, []
-            for split in range(args.splits):
-                examples = rng.choice(members, size=k, replace=False)
-                rest = np.setdiff1d(np.arange(len(plain)), examples)
-                sample = rng.choice(rest, size=min(args.others, len(rest)), replace=False)
-                model = learn(plain[examples], plain[:0], plain[sample], len(rest), args.precision, seed=split)
-                scores = model.scores(plain[rest])
-                aps.append(average_precision(scores, truth[rest]))
-                passing = scores >= model.threshold
-                correct += int((passing & truth[rest]).sum())
-                applied += int(passing.sum())
-                recall.append(float((passing & truth[rest]).sum()) / max(1, int(truth[rest].sum())))
-            precision = correct / applied if applied else float("nan")
-            per_size[k].append((float(np.mean(aps)), precision, correct, applied))
-            rows.append(
-                [name, len(members), k, f"{np.mean(aps):.3f}", f"{precision:.3f}", applied // args.splits,
-                 f"{np.mean(recall):.3f}"]
-            )  # fmt: skip
+    scored = evaluate(plain, categories, sizes, args.splits, args.others, args.precision, args.seed)
+    rows = [
+        [s.category, s.images, s.examples, f"{s.ap:.3f}",
+         f"{s.correct / s.applied:.3f}" if s.applied else "nan", s.applied // args.splits, f"{s.recall:.3f}"]
+        for s in scored
+    ]  # fmt: skip
     print_table(
-        f"Taught tags on Twemoji ({len(plain)} images, {len(names)} categories, {args.splits} draws each)",
+        f"Taught tags on Twemoji ({len(plain)} images, {len(set(categories))} categories, {args.splits} draws each)",
         ["category (the tag)", "images", "examples", "AP", "precision", "applied/draw", "recall"],
         rows,
     )
-    summary = []
+    summary, ok = [], True
     for k in sizes:
-        mean_ap = float(np.mean([ap for ap, _, _, _ in per_size[k]]))
-        correct = sum(c for _, _, c, _ in per_size[k])
-        applied = sum(a for _, _, _, a in per_size[k])
-        pooled = correct / applied if applied else float("nan")
-        worst = min((p for _, p, _, a in per_size[k] if a), default=float("nan"))
-        if (k >= 20 and mean_ap < TARGET_AP) or not pooled >= TARGET_PRECISION:
+        got = summarise(scored, k)
+        if (k >= 20 and got.mean_ap < TARGET_AP) or not got.precision >= TARGET_PRECISION:
             ok = False
-        summary.append([k, f"{mean_ap:.3f}", f"{pooled:.3f}", f"{worst:.3f}", applied // args.splits])
+        summary.append(
+            [k, f"{got.mean_ap:.3f}", f"{got.precision:.3f}", f"{got.worst:.3f}", got.applied // args.splits]
+        )
     print_table(
         f"Summary (targets: mean AP >= {TARGET_AP} at 20 examples, applied-tag precision >= {TARGET_PRECISION})",
         ["examples", "mean AP", "precision (pooled)", "worst category", "tags applied/draw"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -11,6 +12,9 @@ from sqlalchemy import MetaData, inspect, text
 
 from tagrate_dataset import models
 from tagrate_dataset.db import alembic_config, create_db_engine, migrate, normalise_url
+
+# Tests of the migrations: their PostgreSQL databases start empty.
+pytestmark = pytest.mark.fresh_database
 
 TABLES = {
     "users",

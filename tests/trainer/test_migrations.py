@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -15,6 +16,9 @@ from tagrate_common.database import alembic_config, create_db_engine, own_tables
 from tagrate_dataset import db as dataset_db
 from tagrate_dataset.models import DatasetModel
 from tagrate_trainer.jobs import MIGRATIONS_DIR, SUCCEEDED, VERSION_TABLE, JobStore, TrainerModel, TrainingJob, migrate
+
+# Tests of the migrations: their PostgreSQL databases start empty.
+pytestmark = pytest.mark.fresh_database
 
 
 def _head() -> str:

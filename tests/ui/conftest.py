@@ -52,9 +52,12 @@ def browser_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
-    """One headless Chromium for the session (Playwright's sync API)."""
+    """One headless Chromium for the browser tests (Playwright's sync API).
+    Package scope: Playwright's event loop runs in this thread until the
+    last of them ends, not until the session does, so a module after them
+    on the same xdist worker can still call asyncio.run()."""
     path = browser_path()
     try:
         from playwright.sync_api import sync_playwright
@@ -68,7 +71,7 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def screenshots() -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     print(f"\nUI screenshots: {SCREENSHOTS}")
@@ -99,7 +102,7 @@ def start_run_stack(base: Path, env: dict[str, str] | None = None) -> RunStack:
     return stack
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def run_stack(browser, tmp_path_factory) -> Iterator[RunStack]:
     """The whole system, started once for the UI tests (after the browser, so
     a machine without one does not start it for nothing)."""
@@ -126,14 +129,14 @@ def wait_for_tiles(page, names: list[str]) -> None:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def library_api(run_stack) -> Iterator[httpx.Client]:
-    """An API client of the session's ``make run`` stack (test_ui_everyday*.py)."""
+    """An API client of the browser tests' ``make run`` stack (test_ui_everyday*.py)."""
     with httpx.Client(base_url=run_stack.url, timeout=60) as client:
         yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def library(library_api) -> dict[str, list[str]]:
     """The everyday tests' library, stored once (tests/ui/everyday.py)."""
     return store_library(library_api)

@@ -1,5 +1,5 @@
 """What the everyday-gallery UI tests (test_ui_everyday*.py) share: the
-library they browse (stored once per session on the ``make run`` stack),
+library they browse (stored once for the browser tests on the ``make run`` stack),
 its users and the rank scale, and small API helpers."""
 
 from __future__ import annotations

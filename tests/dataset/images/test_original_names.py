@@ -3,6 +3,7 @@ real gRPC and through migration 0012, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import pytest
 from alembic import command
 from sqlalchemy import text
 
@@ -67,6 +68,7 @@ def test_names_are_bounded_and_keep_their_extension() -> None:
     assert clean_filename("\u202eevil\u200b.png") == "evil.png"  # format characters dropped
 
 
+@pytest.mark.fresh_database  # starts from an older schema
 def test_migration_0012_keeps_the_last_path_part_of_stored_names(database_url: str) -> None:
     engine = create_db_engine(database_url, pool_size=1, max_overflow=0)
     try:

@@ -171,6 +171,7 @@ def test_tag_members_stay_in_step_with_every_kind_of_write(library: Engine) -> N
     assert any(total for _, total in from_sources)
 
 
+@pytest.mark.fresh_database  # starts from an older schema
 def test_a_migrated_database_gets_its_tag_members(database_url: str) -> None:
     engine = create_db_engine(database_url, pool_size=2, max_overflow=0)
     try:
