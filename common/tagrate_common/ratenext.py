@@ -27,13 +27,15 @@ typical-clusters overall (better for shared and orthogonal users, worse for
 opposite and narrow ones), and its picks of the end-to-end test's scenes
 spread over too narrow a band of their taste parameter (0.39 < 0.5).
 
-Measured on the tuning users (docs/taste-loop.md, issue 26's targets):
-``typical-informative`` (:func:`typical_informative`: TypiClust with twice
-as many groups as picks, the open groups weighed by size x the ridge
-posterior's variance x how extreme the model predicts them) and
+Measured, not served (docs/taste-loop.md, "Tried: hybrids"):
 ``typical-and-variance`` (under :data:`SWITCH_AT` ratings typical-clusters,
 then half of each call's picks typical-clusters', the rest
-variance-reduction's).
+variance-reduction's), the best on the tuning users; on the held-out ones
+better than typical-clusters for shared and orthogonal users, level for
+opposite and worse for narrow ones, so not clearly better everywhere. And
+``typical-informative`` (:func:`typical_informative`: TypiClust with twice
+as many groups as picks, the open groups weighed by size x the ridge
+posterior's variance x how extreme the model predicts them): no better.
 
 Measured and kept for the benchmark, not served: ``ensemble-coverage``
 (informative: the spread of a bootstrap ensemble of ridge heads' predictions
@@ -371,10 +373,8 @@ def choose(
         return Choice([int(i) for i in picked], ["random"] * limit, RANDOM)
     if strategy == SCHEDULE:
         strategy = TYPICAL if len(rated) < SWITCH_AT else VARIANCE
-    if strategy == ALTERNATE and len(rated) < SWITCH_AT:
-        strategy = TYPICAL
     if strategy == ALTERNATE:
-        half = (limit + 1) // 2
+        half = limit if len(rated) < SWITCH_AT else (limit + 1) // 2
         picked = typical_clusters(candidates, rated, half, seed)
         reasons = ["typical of a large group of images unlike anything rated"] * len(picked)
         extra, why = variance_reduction(candidates, rated, ratings, limit, seed, TOP_PICKS)

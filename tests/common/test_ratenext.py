@@ -3,7 +3,9 @@
 typical-clusters, tests/dataset/tasteloop/test_service.py): typical-clusters
 under SWITCH_AT ratings, then variance-reduction, which asks first about the
 group of near-identical images the model knows least, goes round every group
-once per call before any twice, and follows new ratings."""
+once per call before any twice, and follows new ratings. Also the two
+hybrids measured for issue 26 (not served): typical-informative and
+typical-and-variance."""
 
 from __future__ import annotations
 
@@ -96,7 +98,8 @@ def test_typical_and_variance_takes_half_its_picks_from_each() -> None:
     vectors, group = library()
     left = np.setdiff1d(np.arange(len(vectors)), [0, 8])
     few = ratenext.choose(vectors[left], vectors[[0, 8]], np.array([0.0, 1.0]), 4, ratenext.ALTERNATE, seed=3)
-    assert few.strategy == ratenext.TYPICAL  # under SWITCH_AT ratings: typical-clusters alone
+    assert few.strategy == ratenext.ALTERNATE  # under SWITCH_AT ratings: typical-clusters alone
+    assert few.indices == ratenext.typical_clusters(vectors[left], vectors[[0, 8]], 4, 3)
 
     counts = [0] * CLUSTERS
     for n in range(ratenext.SWITCH_AT):
