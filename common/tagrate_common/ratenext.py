@@ -27,6 +27,16 @@ typical-clusters overall (better for shared and orthogonal users, worse for
 opposite and narrow ones), and its picks of the end-to-end test's scenes
 spread over too narrow a band of their taste parameter (0.39 < 0.5).
 
+Measured, not served (docs/taste-loop.md, "Tried: hybrids"):
+``typical-and-variance`` (under :data:`SWITCH_AT` ratings typical-clusters,
+then half of each call's picks typical-clusters', the rest
+variance-reduction's), the best on the tuning users; on the held-out ones
+better than typical-clusters for shared and orthogonal users, level for
+opposite and worse for narrow ones, so not clearly better everywhere. And
+``typical-informative`` (:func:`typical_informative`: TypiClust with twice
+as many groups as picks, the open groups weighed by size x the ridge
+posterior's variance x how extreme the model predicts them): no better.
+
 Measured and kept for the benchmark, not served: ``ensemble-coverage``
 (informative: the spread of a bootstrap ensemble of ridge heads' predictions
 x the cosine distance to anything rated or chosen, greedily; under
@@ -45,8 +55,10 @@ COVERAGE = "coverage"
 TYPICAL = "typical-clusters"
 VARIANCE = "variance-reduction"
 SCHEDULE = "typical-then-variance"
+INFORMATIVE = "typical-informative"
+ALTERNATE = "typical-and-variance"
 RANDOM = "random"
-STRATEGIES = (ENSEMBLE, COVERAGE, TYPICAL, VARIANCE, SCHEDULE, RANDOM)
+STRATEGIES = (ENSEMBLE, COVERAGE, TYPICAL, VARIANCE, SCHEDULE, INFORMATIVE, ALTERNATE, RANDOM)
 # What /getratenext serves: the strategy that measured best against random
 # picks (docs/taste-loop.md; bench learning --active). Not SCHEDULE: see above.
 SERVED = TYPICAL
@@ -57,6 +69,9 @@ SWITCH_AT = 20  # the schedule: typical-clusters under this many ratings, varian
 PENALTY = 0.1  # variance-reduction's ridge penalty, in units of a candidate's mean squared norm (1, 10: worse)
 TOP_PICKS = 0  # variance-reduction's picks among the highest predicted (with ratings)
 NEAR = 0.9  # cosine similarity from which two images count as near-identical (one per call while others remain)
+
+CLUSTERS_PER_PICK = 2  # typical-informative: (rated + this x wanted) groups once there are ratings
+INFORMED_FROM = 10  # typical-informative: the model weighs the groups from this many ratings (a first retraining)
 
 MIN_RATINGS = 5  # fewer: the ensemble would be noise; the spread alone decides
 HEADS = 8  # bootstrap heads
@@ -179,6 +194,91 @@ def typical_clusters(candidates: np.ndarray, rated: np.ndarray, limit: int, seed
     return chosen
 
 
+def typical_informative(
+    candidates: np.ndarray, rated: np.ndarray, ratings: np.ndarray, limit: int, seed: int
+) -> tuple[list[int], list[str]]:
+    """TypiClust with more groups than picks, the groups weighed by what the
+    ridge head would learn: the candidates and the rated images are
+    clustered into (rated + :data:`CLUSTERS_PER_PICK` x ``limit``) groups
+    (rated + ``limit`` under :data:`INFORMED_FROM` ratings: typical-clusters'
+    rule, its cold start included); each group
+    holding nothing rated offers its most typical candidate (the nearest to
+    the group's centre); greedily, the offer with the largest ``size x
+    variance x (1 + extremeness)`` is taken, where ``variance`` is the
+    ridge posterior's predictive variance ``x'A^-1 x`` in the head's
+    geometry (:func:`_design`; ``A`` the penalty, :data:`PENALTY` times a
+    candidate's mean squared norm, plus the rated rows' and every pick's
+    outer products, so two picks never teach the same direction) and
+    ``extremeness`` how far a ridge fit on the ratings predicts it from the
+    candidates' median, in standard deviations (a ranking needs the images
+    the model puts high and low both checked). Under :data:`INFORMED_FROM`
+    ratings the size alone decides. When the open groups run out, the
+    largest groups' typical candidates, round robin."""
+    n = len(candidates)
+    rng = np.random.default_rng(seed)
+    points = _project(
+        np.concatenate([normalised(candidates), normalised(rated)]) if len(rated) else normalised(candidates), seed
+    )
+    informed = len(rated) >= INFORMED_FROM
+    k = max(1, min(len(points), len(rated) + (CLUSTERS_PER_PICK if informed else 1) * limit))
+    labels = _kmeans(points, k, rng)
+    sizes = np.bincount(labels, minlength=k).astype(np.float64)
+    centres = np.zeros((k, points.shape[1]), dtype=np.float64)
+    np.add.at(centres, labels, points)
+    centres /= np.maximum(sizes, 1.0)[:, None]
+    away = ((points[:n] - centres[labels[:n]]) ** 2).sum(axis=1)  # mean distance to the group's others, less a constant
+    typical = np.full(k, -1)
+    for i in np.argsort(-away):  # the last write per group is its most typical candidate
+        typical[labels[i]] = i
+    rated_groups = np.zeros(k, dtype=bool)
+    rated_groups[labels[n:]] = True
+    offers = np.flatnonzero(~rated_groups & (typical >= 0))
+    weight = np.ones(len(offers))
+    if informed:
+        everything, r = _design(candidates, rated, seed)
+        c = everything[typical[offers]]
+        penalty = PENALTY * float((everything**2).sum(axis=1).mean())
+        a_inv = np.linalg.inv(penalty * np.eye(c.shape[1]) + r.T @ r)
+        y = np.asarray(ratings, dtype=np.float64)
+        head = a_inv @ (r.T @ (y - y.mean()))  # the ridge fit (primal: A is its normal matrix)
+        predicted = everything @ head
+        offered = c @ head
+        weight = 1.0 + np.abs(offered - np.median(predicted)) / (predicted.std() + EPSILON)
+    chosen: list[int] = []
+    reasons: list[str] = []
+    open_ = np.ones(len(offers), dtype=bool)
+    while len(chosen) < limit and open_.any():
+        score = sizes[offers] * weight
+        if informed:
+            score = score * ((c @ a_inv) * c).sum(axis=1)
+        best = int(np.argmax(np.where(open_, score, -np.inf)))
+        open_[best] = False
+        chosen.append(int(typical[offers[best]]))
+        if informed:
+            v = a_inv @ c[best]
+            a_inv = a_inv - np.outer(v, v) / (1.0 + c[best] @ v)
+            reasons.append("typical of a large group the model is unsure about, unlike anything rated")
+        else:
+            reasons.append("typical of a large group of images unlike anything rated")
+    taken = np.zeros(n, dtype=bool)
+    taken[chosen] = True
+    order = np.argsort(-sizes, kind="stable")
+    while len(chosen) < limit:
+        before = len(chosen)
+        for j in order:
+            if len(chosen) >= limit:
+                break
+            members = np.flatnonzero((labels[:n] == j) & ~taken)
+            if len(members):
+                best = int(members[int(np.argmin(away[members]))])
+                chosen.append(best)
+                reasons.append("typical of a large group of images")
+                taken[best] = True
+        if len(chosen) == before:
+            break
+    return chosen, reasons
+
+
 def _design(candidates: np.ndarray, rated: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Candidates and rated rows in the ridge head's geometry: standardised
     per feature (over both), centred (the head's intercept is free), then
@@ -273,9 +373,24 @@ def choose(
         return Choice([int(i) for i in picked], ["random"] * limit, RANDOM)
     if strategy == SCHEDULE:
         strategy = TYPICAL if len(rated) < SWITCH_AT else VARIANCE
+    if strategy == ALTERNATE:
+        half = limit if len(rated) < SWITCH_AT else (limit + 1) // 2
+        picked = typical_clusters(candidates, rated, half, seed)
+        reasons = ["typical of a large group of images unlike anything rated"] * len(picked)
+        extra, why = variance_reduction(candidates, rated, ratings, limit, seed, TOP_PICKS)
+        for index, reason in zip(extra, why, strict=True):
+            if len(picked) >= limit:
+                break
+            if index not in picked:
+                picked.append(index)
+                reasons.append(reason)
+        return Choice(picked, reasons, ALTERNATE)
     if strategy == VARIANCE:
         picked, reasons = variance_reduction(candidates, rated, ratings, limit, seed, TOP_PICKS)
         return Choice(picked, reasons, VARIANCE)
+    if strategy == INFORMATIVE:
+        picked, reasons = typical_informative(candidates, rated, ratings, limit, seed)
+        return Choice(picked, reasons, INFORMATIVE)
     if strategy == TYPICAL:
         picked = typical_clusters(candidates, rated, limit, seed)
         return Choice(picked, ["typical of a large group of images unlike anything rated"] * len(picked), TYPICAL)
