@@ -1,11 +1,11 @@
 """tagrate_common.ratenext's typical-then-variance schedule (measured in
-``bench learning --active``, not served: /getratenext serves
-typical-clusters, tests/dataset/tasteloop/test_service.py): typical-clusters
-under SWITCH_AT ratings, then variance-reduction, which asks first about the
-group of near-identical images the model knows least, goes round every group
-once per call before any twice, and follows new ratings. Also the two
-hybrids measured for issue 26 (not served): typical-informative and
-typical-and-variance."""
+``bench learning --active``, not served): typical-clusters under SWITCH_AT
+ratings, then variance-reduction, which asks first about the group of
+near-identical images the model knows least, goes round every group once per
+call before any twice, and follows new ratings. Also the two hybrids
+measured for issue 26: typical-informative (not served) and
+typical-and-variance, which /getratenext serves
+(tests/dataset/tasteloop/test_service.py, tests/gateway/test_tasteloop_e2e.py)."""
 
 from __future__ import annotations
 

@@ -122,7 +122,7 @@ def test_the_loop_runs_itself(stack):
     assert_error(http.get("/getratenext", params={"user": "ann"}), 404)
     rate_all(http, "ann", [(scenes[0][0], scenes[0][2])])
     cold = http.get("/getratenext", params={"user": "ann", "limit": 10}).json()
-    assert cold["strategy"] == "typical-clusters" and cold["model_version"] is None and len(cold["images"]) == 10
+    assert cold["strategy"] == "typical-and-variance" and cold["model_version"] is None and len(cold["images"]) == 10
 
     # The burst: 100 ratings, no /trainuser.
     rate_all(http, "ann", [(p, r) for p, _, r in scenes[1:BURST]])
@@ -147,7 +147,7 @@ def test_the_loop_runs_itself(stack):
 
     # /getratenext now: ann's model, never a rated image, diverse.
     queue = http.get("/getratenext", params={"user": "ann", "limit": 10}).json()
-    assert queue["strategy"] == "typical-clusters" and queue["model_version"] == jobs[-1][1]
+    assert queue["strategy"] == "typical-and-variance" and queue["model_version"] == jobs[-1][1]
     listed = [item["image"] for item in queue["images"]]
     assert len(listed) == 10 and not set(listed) & set(rated_names(http, "ann"))
     assert all(item["predicted"] is not None for item in queue["images"])

@@ -41,8 +41,9 @@ class RateNext(BaseModel):
 
     user: str
     strategy: str = Field(
-        description="`typical-clusters`: the most typical image of each of the largest groups of alike images "
-        "that hold nothing the user rated (TypiClust; docs/taste-loop.md says why this one)."
+        description="`typical-and-variance`: the most typical image of each of the largest groups of alike "
+        "images that hold nothing the user rated (TypiClust), and from 20 ratings on half of the queue the images "
+        "whose ratings would most narrow the model's uncertainty over the rest (docs/taste-loop.md says why)."
     )
     model_version: str | None = Field(description="The model version the queue was made for; null without a model.")
     images: list[RateNextImage]

@@ -52,7 +52,7 @@ def test_rate_next_skips_rated_images_and_spreads_over_the_clusters(served: Serv
     # covers every cluster before it repeats one.
     add(served, "ann", make_image(seed=5), 0.5)
     first = rate_next(served, "ann", CLUSTERS)
-    assert first.strategy == "typical-clusters" and first.model_version == ""
+    assert first.strategy == "typical-and-variance" and first.model_version == ""
     assert sorted(cluster_of[i.image] for i in first.images) == list(range(CLUSTERS))
     assert all(not i.HasField("predicted") and i.reason for i in first.images)
 
@@ -64,7 +64,7 @@ def test_rate_next_skips_rated_images_and_spreads_over_the_clusters(served: Serv
         assert name_of(data) == name
         add(served, "ann", data, 0.9 if cluster_of[name] == 0 else 0.1 + 0.01 * n)
     queue = rate_next(served, "ann", 20)
-    assert queue.strategy == "typical-clusters"
+    assert queue.strategy == "typical-and-variance"
     listed = [i.image for i in queue.images]
     assert len(listed) == 20 and len(set(listed)) == 20 and not set(listed) & set(rated)
     # Measurable diversity: no group of near-identical images twice before
