@@ -14,7 +14,7 @@ from sqlmodel import select
 
 from tagrate_common.protos import training_data_pb2, users_pb2
 from tagrate_trainer.autotrain import changes_since
-from tagrate_trainer.jobs import CRASHED_MESSAGE, JobStore, TrainingJob
+from tagrate_trainer.jobs import ACTIVE_STATES, CRASHED_MESSAGE, JobStore, TrainingJob
 
 from .conftest import ENDLESS
 from .services import Services
@@ -47,6 +47,17 @@ def jobs_of(data_dir: Path, user: str) -> list[TrainingJob]:
             return sorted(jobs, key=lambda job: job.started_at)
     finally:
         store.dispose()
+
+
+def ended_jobs_of(data_dir: Path, user: str, timeout: float = 30.0) -> list[TrainingJob]:
+    """:func:`jobs_of` once none of them is recorded as still running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = jobs_of(data_dir, user)
+        if all(job.state not in ACTIVE_STATES for job in jobs):
+            return jobs
+        assert time.monotonic() < deadline, f"{user}'s jobs still running after {timeout} s: {jobs}"
+        time.sleep(0.05)
 
 
 def wait_trained(services: Services, user: str, timeout: float = 90.0) -> None:
@@ -99,7 +110,7 @@ def test_the_interval_lets_a_second_training_through_and_small_changes_wait(serv
     assert len(jobs_of(data_dir, "paz")) == 1
     services.rate_scenes("paz", 5, offset=37)  # 10 changes since the training
     wait_trained(services, "paz")
-    jobs = jobs_of(data_dir, "paz")
+    jobs = ended_jobs_of(data_dir, "paz")  # the head is published before the job is recorded as succeeded
     assert [job.automatic for job in jobs] == [True, True] and jobs[-1].state == "succeeded"
 
 

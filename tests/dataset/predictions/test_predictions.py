@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import random
-from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -191,7 +190,7 @@ def _expected_predicted(world, scores, user: int, tags: TagFilter, sort: SortOrd
     for row in by_name:
         score, version, by = scores[user].get(ids[row.image], (None, None, None))
         current = version == CURRENT
-        rows.append(replace(row, predicted=score if current else None, predicted_by=by if current else None))
+        rows.append(row._replace(predicted=score if current else None, predicted_by=by if current else None))
     scored = [row for row in rows if row.predicted is not None]
     scored.sort(key=lambda row: row.predicted, reverse=sort is SortOrder.PREDICTED_DESC)  # stable: ties by name
     return scored + [row for row in rows if row.predicted is None]
