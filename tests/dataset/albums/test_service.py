@@ -327,15 +327,20 @@ def test_a_page_of_albums_costs_the_same_statements_however_many_images(served: 
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
+    from tagrate_common.logging import REQUEST_ID_HEADER, request_id_var
+
     names = _store(served, 6)
     for n, name in enumerate(names):
         put_tags(served, name, "tagger-1", 0.5, [("cat", 0.9), (f"tag{n}", 0.8)])
     for n in range(12):
         _create(served, "alice", names[: 1 + n % 6])
     statements: list[str] = []
+    # Only this request's statements: the service's background threads (work
+    # queue, scoring, hashes) read the same database while the page is served.
+    request_id = "albums-page-cost"
 
     def count(conn, cursor, statement, parameters, context, executemany) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
+        if request_id_var.get() == request_id and statement.lstrip().upper().startswith("SELECT"):
             statements.append(statement)
 
     def page_cost(limit: int, **kw) -> int:
@@ -343,7 +348,9 @@ def test_a_page_of_albums_costs_the_same_statements_however_many_images(served: 
         event.listen(Engine, "before_cursor_execute", count)
         try:
             reply = served.stub.albums.ListAlbums(
-                albums_pb2.ListAlbumsRequest(owner="alice", page=1, limit=limit, with_images=True, **kw), timeout=30
+                albums_pb2.ListAlbumsRequest(owner="alice", page=1, limit=limit, with_images=True, **kw),
+                timeout=30,
+                metadata=((REQUEST_ID_HEADER, request_id),),
             )
         finally:
             event.remove(Engine, "before_cursor_execute", count)
