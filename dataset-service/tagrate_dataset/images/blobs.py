@@ -117,9 +117,9 @@ class BlobStore:
 
     def _warm(self, name: str) -> None:
         self.thumbnail(name, _FORMAT_OF_EXT[name.rsplit(".", 1)[1]], self._warm_size)
-        # A delete that removed the image's files while the thumbnail was
-        # being made has missed it: remove it here. (A delete after this
-        # check finds it among the image's files.)
+        # A delete that removed the original while the thumbnail was being
+        # made has missed it: remove it here. (A delete after this check
+        # lists the cache after removing the original, so it finds it.)
         if not self.exists(name):
             self.cache.delete(self.thumbnail_key(name, self._warm_size))
 
@@ -235,18 +235,33 @@ class BlobStore:
     def objects_of(self, sha: str) -> list[tuple[ObjectStore, str]]:
         """Every object stored for the image with this sha256: the original
         and each cached version and thumbnail."""
-        found = [(self.originals, key) for key in self.originals.keys_under(f"{sha[:2]}/{sha}.")]
+        return self._originals_of(sha) + self._cached_of(sha)
+
+    def _originals_of(self, sha: str) -> list[tuple[ObjectStore, str]]:
+        return [(self.originals, key) for key in self.originals.keys_under(f"{sha[:2]}/{sha}.")]
+
+    def _cached_of(self, sha: str) -> list[tuple[ObjectStore, str]]:
+        found: list[tuple[ObjectStore, str]] = []
         for folder in self.cache.children():
             found += [(self.cache, key) for key in self.cache.keys_under(f"{folder}/{sha[:2]}/{sha}.")]
         return found
 
     def remove(self, name: str) -> int:
         """Deletes the original and every cached version of ``name`` (whose
-        row is already gone); returns how many objects were removed."""
-        found = self.objects_of(name.split(".", 1)[0])
-        for store, key in found:
-            store.delete(key)  # one removed meanwhile is no error
-        return len(found)
+        row is already gone); returns how many objects were removed.
+
+        The original goes first and the cache is listed after it: a thumbnail
+        the warmer stores meanwhile is then either in that listing or removed
+        by the warmer itself, which looks for the original after storing one
+        (:meth:`_warm`). Listing both first left one behind when the warmer
+        stored it between the listing and the original's deletion."""
+        sha = name.split(".", 1)[0]
+        removed = 0
+        for found in (self._originals_of, self._cached_of):
+            for store, key in found(sha):
+                store.delete(key)  # one removed meanwhile is no error
+                removed += 1
+        return removed
 
     def collect_orphans(
         self, stored: Callable[[Iterable[str]], set[str]], older_than_seconds: float, max_seconds: float

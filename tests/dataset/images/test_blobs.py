@@ -262,3 +262,26 @@ def test_an_unreachable_bucket_is_unavailable_and_a_missing_key_not_found(moto_s
         live.get("ab/missing.jpg")
     assert live.size("ab/missing.jpg") is None
     live.delete("ab/missing.jpg")  # deleting nothing is no error
+
+
+def test_a_thumbnail_stored_while_the_original_is_being_deleted_is_removed_too(store: BlobStore) -> None:
+    """The warmer stores a thumbnail after checking that the original is
+    there; a delete that lists the image's files before that and deletes the
+    original after it must still find the thumbnail (it lists the cache only
+    once the original is gone)."""
+    data = make_image("JPEG", seed=7)
+    name = _name(data)
+    store.put(name, data)
+    thumbnail_key = store.thumbnail_key(name, 305)
+    real_delete = store.originals.delete
+
+    def delete_after_the_warmer(key: str) -> None:
+        # The warmer's thumbnail lands just before the original goes.
+        store.thumbnail(name, "JPEG", 305)
+        assert store.cache.exists(thumbnail_key)
+        real_delete(key)
+
+    store.originals.delete = delete_after_the_warmer  # type: ignore[method-assign]
+    removed = store.remove(name)
+    assert not store.exists(name) and not store.cache.exists(thumbnail_key)
+    assert removed == 2
