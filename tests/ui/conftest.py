@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.run.supervised import RunStack, free_port_block
 from tests.support import REPO_ROOT
@@ -121,12 +122,12 @@ def wait_for_tiles(page, names: list[str]) -> None:
     previous view's tiles stay until a new listing arrives, so waiting for
     any tile can see the old ones (a view that never shows them fails after
     the timeout)."""
-    page.wait_for_function(
-        "names => JSON.stringify([...document.querySelectorAll('#grid .tile')].map(t => t.dataset.image))"
-        " === JSON.stringify(names)",
-        arg=names,
-        timeout=15_000,
-    )
+    shown = "[...document.querySelectorAll('#grid .tile')].map(t => t.dataset.image)"
+    try:
+        page.wait_for_function(f"names => JSON.stringify({shown}) === JSON.stringify(names)", arg=names, timeout=60_000)
+    except PlaywrightTimeoutError:
+        # Say what the grid shows: slow (nothing yet) and wrong (other names) fail alike otherwise.
+        raise AssertionError(f"the grid shows {page.evaluate(shown)}, not {names}") from None
 
 
 @pytest.fixture(scope="package")
