@@ -232,11 +232,6 @@ class BlobStore:
         key = self.thumbnail_key(name, size)
         return self._cached(key, self._lock_for(name, -size), make, f"the {size}px thumbnail of {name}")
 
-    def objects_of(self, sha: str) -> list[tuple[ObjectStore, str]]:
-        """Every object stored for the image with this sha256: the original
-        and each cached version and thumbnail."""
-        return self._originals_of(sha) + self._cached_of(sha)
-
     def _originals_of(self, sha: str) -> list[tuple[ObjectStore, str]]:
         return [(self.originals, key) for key in self.originals.keys_under(f"{sha[:2]}/{sha}.")]
 
